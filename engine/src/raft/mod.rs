@@ -1,0 +1,1 @@
+//! The pure Raft core: being built (issue "Raft core").

@@ -1,0 +1,311 @@
+//! Shard-local channels: a bounded multi-producer queue with backpressure,
+//! and a one-shot reply slot.
+//!
+//! These are for fibers of the same shard (the Raft loop receiving proposals,
+//! a replicator handing results back). They are `!Send` and lock-free by
+//! construction: no atomics, just `Rc<RefCell<..>>` on one thread. To cross
+//! shards or threads use [`crate::ShardHandle`].
+
+use crate::signal::Signal;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// Why a send failed; the item comes back to the caller.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError<T> {
+    /// The receiver is gone.
+    #[error("channel closed: the receiver was dropped")]
+    Closed(T),
+    /// The channel holds `capacity` items already (only from `try_send`).
+    #[error("channel full")]
+    Full(T),
+}
+
+impl<T> SendError<T> {
+    /// The item that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(t) | SendError::Full(t) => t,
+        }
+    }
+}
+
+struct Chan<T> {
+    queue: VecDeque<T>,
+    capacity: usize,
+    senders: usize,
+    receiver_alive: bool,
+}
+
+struct Shared<T> {
+    chan: RefCell<Chan<T>>,
+    /// Notified when an item arrives or the last sender leaves.
+    readable: Signal,
+    /// Notified when room appears or the receiver leaves.
+    writable: Signal,
+}
+
+/// Creates a bounded channel holding at most `capacity` items (at least 1).
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let capacity = capacity.max(1);
+    let shared = Rc::new(Shared {
+        chan: RefCell::new(Chan {
+            queue: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+            senders: 1,
+            receiver_alive: true,
+        }),
+        readable: Signal::new(),
+        writable: Signal::new(),
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+/// The sending side of [`channel`]; clone it for more producers.
+pub struct Sender<T> {
+    shared: Rc<Shared<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Queues `item` now, or says why not.
+    pub fn try_send(&self, item: T) -> Result<(), SendError<T>> {
+        let mut chan = self.shared.chan.borrow_mut();
+        if !chan.receiver_alive {
+            return Err(SendError::Closed(item));
+        }
+        if chan.queue.len() >= chan.capacity {
+            return Err(SendError::Full(item));
+        }
+        chan.queue.push_back(item);
+        drop(chan);
+        self.shared.readable.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room while the channel is full
+    /// (backpressure). Fails only when the receiver is gone.
+    pub async fn send(&self, mut item: T) -> Result<(), SendError<T>> {
+        loop {
+            let room = self.shared.writable.wait();
+            match self.try_send(item) {
+                Err(SendError::Full(back)) => item = back,
+                other => return other,
+            }
+            room.await;
+        }
+    }
+
+    /// Items waiting in the channel.
+    pub fn len(&self) -> usize {
+        self.shared.chan.borrow().queue.len()
+    }
+
+    /// Whether no item is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        !self.shared.chan.borrow().receiver_alive
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.chan.borrow_mut().senders += 1;
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut chan = self.shared.chan.borrow_mut();
+        chan.senders -= 1;
+        let last = chan.senders == 0;
+        drop(chan);
+        if last {
+            self.shared.readable.notify_all();
+        }
+    }
+}
+
+/// The receiving side of [`channel`].
+pub struct Receiver<T> {
+    shared: Rc<Shared<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// Takes the next item if one is queued.
+    pub fn try_recv(&self) -> Option<T> {
+        let item = self.shared.chan.borrow_mut().queue.pop_front();
+        if item.is_some() {
+            self.shared.writable.notify_one();
+        }
+        item
+    }
+
+    /// Waits for the next item; `None` once every sender is gone and the
+    /// queue is drained.
+    pub async fn recv(&self) -> Option<T> {
+        loop {
+            let ready = self.shared.readable.wait();
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            if self.shared.chan.borrow().senders == 0 {
+                return None;
+            }
+            ready.await;
+        }
+    }
+
+    /// Moves up to `max` queued items into `out` without waiting; returns how
+    /// many. Lets a consumer work in batches.
+    pub fn drain_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let mut chan = self.shared.chan.borrow_mut();
+        let n = chan.queue.len().min(max);
+        out.extend(chan.queue.drain(..n));
+        drop(chan);
+        if n > 0 {
+            self.shared.writable.notify_all();
+        }
+        n
+    }
+
+    /// Items waiting in the channel.
+    pub fn len(&self) -> usize {
+        self.shared.chan.borrow().queue.len()
+    }
+
+    /// Whether no item is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.chan.borrow_mut().receiver_alive = false;
+        self.shared.writable.notify_all();
+    }
+}
+
+struct OneshotState<T> {
+    value: Option<T>,
+    sender_alive: bool,
+}
+
+/// Creates a one-shot reply slot: one value, from one fiber to another.
+pub fn oneshot<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
+    let state = Rc::new(RefCell::new(OneshotState {
+        value: None,
+        sender_alive: true,
+    }));
+    let signal = Signal::new();
+    (
+        OneshotSender {
+            state: state.clone(),
+            signal: signal.clone(),
+        },
+        OneshotReceiver { state, signal },
+    )
+}
+
+/// Sends the one value of a [`oneshot`].
+pub struct OneshotSender<T> {
+    state: Rc<RefCell<OneshotState<T>>>,
+    signal: Signal,
+}
+
+impl<T> OneshotSender<T> {
+    /// Delivers the value.
+    pub fn send(self, value: T) {
+        self.state.borrow_mut().value = Some(value);
+        // Drop runs next and wakes the receiver.
+    }
+}
+
+impl<T> Drop for OneshotSender<T> {
+    fn drop(&mut self) {
+        self.state.borrow_mut().sender_alive = false;
+        self.signal.notify_all();
+    }
+}
+
+/// Receives the one value of a [`oneshot`].
+pub struct OneshotReceiver<T> {
+    state: Rc<RefCell<OneshotState<T>>>,
+    signal: Signal,
+}
+
+impl<T> OneshotReceiver<T> {
+    /// The value, or `None` if the sender was dropped without sending.
+    pub async fn recv(self) -> Option<T> {
+        loop {
+            let woken = self.signal.wait();
+            {
+                let mut state = self.state.borrow_mut();
+                if let Some(v) = state.value.take() {
+                    return Some(v);
+                }
+                if !state.sender_alive {
+                    return None;
+                }
+            }
+            woken.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future;
+
+    #[test]
+    fn bounded_channel_applies_backpressure_and_keeps_order() {
+        let (tx, rx) = channel::<u32>(2);
+        tx.try_send(1).expect("room");
+        tx.try_send(2).expect("room");
+        assert_eq!(tx.try_send(3), Err(SendError::Full(3)));
+        let tx2 = tx.clone();
+        let mut blocked = Box::pin(tx2.send(3));
+        assert!(future::block_on(future::poll_once(&mut blocked)).is_none());
+        assert_eq!(future::block_on(rx.recv()), Some(1));
+        assert_eq!(future::block_on(blocked), Ok(()));
+        let mut out = Vec::new();
+        assert_eq!(rx.drain_into(&mut out, 10), 2);
+        assert_eq!(out, vec![2, 3]);
+    }
+
+    #[test]
+    fn recv_ends_when_senders_are_gone_and_send_fails_without_receiver() {
+        let (tx, rx) = channel::<u32>(4);
+        tx.try_send(7).expect("room");
+        drop(tx);
+        assert_eq!(future::block_on(rx.recv()), Some(7));
+        assert_eq!(future::block_on(rx.recv()), None);
+        let (tx, rx) = channel::<u32>(4);
+        drop(rx);
+        assert_eq!(future::block_on(tx.send(1)), Err(SendError::Closed(1)));
+    }
+
+    #[test]
+    fn oneshot_delivers_or_reports_a_dropped_sender() {
+        let (tx, rx) = oneshot();
+        tx.send(5u8);
+        assert_eq!(future::block_on(rx.recv()), Some(5));
+        let (tx, rx) = oneshot::<u8>();
+        drop(tx);
+        assert_eq!(future::block_on(rx.recv()), None);
+    }
+}

@@ -1,0 +1,336 @@
+//! `FiberGroup`: the fibers of one Raft group (or any unit of work), spawned,
+//! cancelled and joined together.
+//!
+//! A group is not a task queue: its fibers run in the shard's queue of their
+//! [`TaskClass`]. A panic in any fiber is caught, logged with the group's
+//! name, marks the group failed and cancels its other fibers; the shard and
+//! every other group go on.
+
+use crate::channel::{OneshotReceiver, oneshot};
+use crate::error::FiberError;
+use crate::shard::{ShardContext, TaskClass};
+use crate::signal::Signal;
+use futures_lite::FutureExt;
+use glommio::task::JoinHandle;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::rc::{Rc, Weak};
+
+/// Whether a group takes new fibers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupState {
+    /// Running (possibly with no fibers).
+    Open,
+    /// Cancelled by its owner or by shutdown.
+    Cancelled(String),
+    /// A fiber panicked: which one and why.
+    Failed {
+        /// The fiber that panicked.
+        fiber: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+pub(crate) struct GroupInner {
+    name: Rc<str>,
+    shard: Rc<ShardContext>,
+    fibers: RefCell<HashMap<u64, JoinHandle<()>>>,
+    next_fiber: Cell<u64>,
+    state: RefCell<GroupState>,
+    /// Notified when the group's last fiber ends.
+    done: Signal,
+    /// Whether a panic fails the whole group (a Raft group's fibers live and
+    /// die together) or only the fiber (the shard's default group, whose
+    /// fibers are unrelated).
+    fail_together: bool,
+}
+
+impl GroupInner {
+    /// Marks the group closed and cancels every fiber; returns how many.
+    pub(crate) fn cancel_fibers(&self, reason: &str) -> usize {
+        {
+            let mut state = self.state.borrow_mut();
+            if *state == GroupState::Open {
+                *state = GroupState::Cancelled(reason.to_string());
+            }
+        }
+        // Handles stay in the map until each fiber's guard drops, so `join`
+        // waits for the futures to be really gone, not just flagged.
+        let fibers = self.fibers.borrow();
+        for h in fibers.values() {
+            h.cancel();
+        }
+        fibers.len()
+    }
+
+    fn fail(&self, fiber: &str, message: &str) {
+        if !self.fail_together {
+            log::error!(
+                "fiber '{fiber}' on shard {} panicked: {message}",
+                self.shard.id
+            );
+            return;
+        }
+        log::error!(
+            "fiber '{fiber}' of group '{}' on shard {} panicked: {message}; group marked failed",
+            self.name,
+            self.shard.id
+        );
+        {
+            let mut state = self.state.borrow_mut();
+            if !matches!(*state, GroupState::Failed { .. }) {
+                *state = GroupState::Failed {
+                    fiber: fiber.to_string(),
+                    message: message.to_string(),
+                };
+            }
+        }
+        self.cancel_fibers("a sibling fiber panicked");
+    }
+}
+
+/// Decrements the counts when a fiber ends, however it ends (completion,
+/// panic, or cancellation, which drops the future).
+struct FiberGuard {
+    group: Rc<GroupInner>,
+    id: u64,
+}
+
+impl Drop for FiberGuard {
+    fn drop(&mut self) {
+        let mut fibers = self.group.fibers.borrow_mut();
+        fibers.remove(&self.id);
+        let empty = fibers.is_empty();
+        drop(fibers);
+        self.group.shard.fiber_ended();
+        if empty {
+            self.group.done.notify_all();
+        }
+    }
+}
+
+/// A named set of fibers on one shard. Clones refer to the same group.
+#[derive(Clone)]
+pub struct FiberGroup {
+    inner: Rc<GroupInner>,
+}
+
+impl std::fmt::Debug for FiberGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FiberGroup")
+            .field("name", &self.inner.name)
+            .field("fibers", &self.fiber_count())
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
+}
+
+impl FiberGroup {
+    /// A new, empty group on the current shard.
+    pub fn new(name: impl Into<String>) -> Result<FiberGroup, FiberError> {
+        let shard = ShardContext::current().ok_or(FiberError::NotOnShard)?;
+        if shard.is_stopping() {
+            return Err(FiberError::ShuttingDown { shard: shard.id });
+        }
+        Ok(FiberGroup::new_on(shard, name.into(), true))
+    }
+
+    pub(crate) fn new_on(shard: Rc<ShardContext>, name: String, fail_together: bool) -> FiberGroup {
+        let inner = Rc::new(GroupInner {
+            name: name.into(),
+            shard,
+            fibers: RefCell::new(HashMap::new()),
+            next_fiber: Cell::new(0),
+            state: RefCell::new(GroupState::Open),
+            done: Signal::new(),
+            fail_together,
+        });
+        inner.shard.register_group(&inner);
+        FiberGroup { inner }
+    }
+
+    /// The group's name, as logs show it.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Spawns `fut` as a fiber of this group, in the shard's queue for
+    /// `class`. The fiber starts at the next scheduling point.
+    pub fn spawn<T, F>(
+        &self,
+        class: TaskClass,
+        fiber: &str,
+        fut: F,
+    ) -> Result<FiberHandle<T>, FiberError>
+    where
+        F: Future<Output = T> + 'static,
+        T: 'static,
+    {
+        let (tx, rx) = oneshot();
+        let id = self.spawn_with(class, fiber, fut, move |r| tx.send(r))?;
+        Ok(FiberHandle {
+            rx,
+            group: Rc::downgrade(&self.inner),
+            id,
+            fiber: fiber.into(),
+        })
+    }
+
+    /// Spawns `fut`; `sink` gets its result, or the panic as an error. If the
+    /// fiber is cancelled, `sink` is dropped uncalled. Returns the fiber id.
+    pub(crate) fn spawn_with<T, F, S>(
+        &self,
+        class: TaskClass,
+        fiber: &str,
+        fut: F,
+        sink: S,
+    ) -> Result<u64, FiberError>
+    where
+        F: Future<Output = T> + 'static,
+        T: 'static,
+        S: FnOnce(Result<T, FiberError>) + 'static,
+    {
+        self.check_open()?;
+        let inner = &self.inner;
+        let id = inner.next_fiber.get();
+        inner.next_fiber.set(id + 1);
+        let guard = FiberGuard {
+            group: inner.clone(),
+            id,
+        };
+        let name: Rc<str> = fiber.into();
+        let body = async move {
+            let guard = guard;
+            match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(v) => sink(Ok(v)),
+                Err(payload) => {
+                    let message = panic_message(payload.as_ref());
+                    sink(Err(FiberError::Panicked {
+                        group: guard.group.name.to_string(),
+                        fiber: name.to_string(),
+                        message: message.clone(),
+                    }));
+                    guard.group.fail(&name, &message);
+                }
+            }
+        };
+        let task = glommio::spawn_local_into(body, inner.shard.queue(class)).map_err(|e| {
+            FiberError::GroupClosed {
+                group: inner.name.to_string(),
+                reason: format!("spawn failed: {e}"),
+            }
+        })?;
+        inner.shard.fiber_started();
+        inner.fibers.borrow_mut().insert(id, task.detach());
+        Ok(id)
+    }
+
+    fn check_open(&self) -> Result<(), FiberError> {
+        let reason = match &*self.inner.state.borrow() {
+            GroupState::Open if self.inner.shard.is_stopping() => "the shard is stopping".into(),
+            GroupState::Open => return Ok(()),
+            GroupState::Cancelled(why) => format!("cancelled: {why}"),
+            GroupState::Failed { fiber, message } => {
+                format!("failed: fiber '{fiber}' panicked: {message}")
+            }
+        };
+        Err(FiberError::GroupClosed {
+            group: self.inner.name.to_string(),
+            reason,
+        })
+    }
+
+    /// Cancels every fiber of the group at once and closes it to new fibers.
+    /// Cancelled fibers stop at their next suspension point.
+    pub fn cancel(&self) {
+        let n = self.inner.cancel_fibers("cancelled by its owner");
+        log::debug!("group '{}': cancelled {n} fiber(s)", self.inner.name);
+    }
+
+    /// Waits until every fiber of the group has ended.
+    pub async fn join(&self) {
+        loop {
+            let done = self.inner.done.wait();
+            if self.inner.fibers.borrow().is_empty() {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Fibers of the group still alive.
+    pub fn fiber_count(&self) -> usize {
+        self.inner.fibers.borrow().len()
+    }
+
+    /// The group's state: open, cancelled, or failed and why.
+    pub fn state(&self) -> GroupState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// Whether a fiber of the group panicked.
+    pub fn is_failed(&self) -> bool {
+        matches!(*self.inner.state.borrow(), GroupState::Failed { .. })
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// The result of one fiber, awaited with [`FiberHandle::join`]; dropping the
+/// handle does not cancel the fiber.
+pub struct FiberHandle<T> {
+    rx: OneshotReceiver<Result<T, FiberError>>,
+    group: Weak<GroupInner>,
+    id: u64,
+    fiber: Rc<str>,
+}
+
+impl<T> FiberHandle<T> {
+    /// Waits for the fiber's result: its value, or why it has none
+    /// (cancelled, panicked).
+    pub async fn join(self) -> Result<T, FiberError> {
+        let group = self
+            .group
+            .upgrade()
+            .map(|g| g.name.to_string())
+            .unwrap_or_default();
+        match self.rx.recv().await {
+            Some(result) => result,
+            None => Err(FiberError::Cancelled {
+                group,
+                fiber: self.fiber.to_string(),
+            }),
+        }
+    }
+
+    /// Cancels this one fiber; the group stays open.
+    pub fn cancel(&self) {
+        if let Some(group) = self.group.upgrade()
+            && let Some(h) = group.fibers.borrow().get(&self.id)
+        {
+            h.cancel();
+        }
+    }
+}
+
+/// Spawns a fiber outside any named group (in the shard's default group),
+/// in the queue of `class`.
+pub fn spawn<T, F>(class: TaskClass, fiber: &str, fut: F) -> Result<FiberHandle<T>, FiberError>
+where
+    F: Future<Output = T> + 'static,
+    T: 'static,
+{
+    let shard = ShardContext::current().ok_or(FiberError::NotOnShard)?;
+    shard.default_group().spawn(class, fiber, fut)
+}

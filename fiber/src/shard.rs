@@ -1,0 +1,228 @@
+//! The shard: one executor thread, its task queues by class of work, and the
+//! registry of its live fiber groups.
+//!
+//! Everything here is shard-local (`!Send`), reached through a thread-local
+//! that the runtime installs when the shard starts.
+
+use crate::group::{FiberGroup, GroupInner};
+use crate::signal::Signal;
+use glommio::{Latency, Shares, TaskQueueHandle};
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+/// The class of work a fiber does, which picks the task queue it runs in.
+///
+/// A shard has one queue per class, shared by all groups on it (a node hosts
+/// thousands of groups; a task queue per group would not scale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskClass {
+    /// Raft loop, replicators, log writer, network: short, frequent work
+    /// whose delay delays elections and commits.
+    Latency,
+    /// Applying committed entries: long batches, fewer shares.
+    Throughput,
+    /// Snapshots, compaction, cleanup: runs when the rest is idle.
+    Background,
+}
+
+impl TaskClass {
+    /// All classes, in queue order.
+    pub const ALL: [TaskClass; 3] = [
+        TaskClass::Latency,
+        TaskClass::Throughput,
+        TaskClass::Background,
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            TaskClass::Latency => 0,
+            TaskClass::Throughput => 1,
+            TaskClass::Background => 2,
+        }
+    }
+
+    /// The queue's shares and latency class: latency work gets the most
+    /// shares and a short preemption budget.
+    fn queue_params(self, preempt: Duration) -> (Shares, Latency, &'static str) {
+        match self {
+            TaskClass::Latency => (Shares::Static(1000), Latency::Matters(preempt), "latency"),
+            TaskClass::Throughput => (Shares::Static(300), Latency::NotImportant, "throughput"),
+            TaskClass::Background => (Shares::Static(50), Latency::NotImportant, "background"),
+        }
+    }
+}
+
+/// Per-shard state, installed in a thread-local on the shard thread.
+pub(crate) struct ShardContext {
+    pub(crate) id: usize,
+    pub(crate) count: usize,
+    queues: [TaskQueueHandle; 3],
+    groups: RefCell<Vec<Weak<GroupInner>>>,
+    /// Fibers alive on this shard, all groups together.
+    live: Cell<usize>,
+    /// Notified whenever `live` drops to zero.
+    pub(crate) idle: Signal,
+    stopping: Cell<bool>,
+    stop_signal: Signal,
+    default_group: RefCell<Option<FiberGroup>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<ShardContext>>> = const { RefCell::new(None) };
+}
+
+impl ShardContext {
+    /// Creates the shard's task queues; must run on the shard's executor.
+    pub(crate) fn install(id: usize, count: usize, preempt: Duration) -> Rc<ShardContext> {
+        let ex = glommio::executor();
+        let queues = TaskClass::ALL.map(|class| {
+            let (shares, latency, name) = class.queue_params(preempt);
+            ex.create_task_queue(shares, latency, name)
+        });
+        let ctx = Rc::new(ShardContext {
+            id,
+            count,
+            queues,
+            groups: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            idle: Signal::new(),
+            stopping: Cell::new(false),
+            stop_signal: Signal::new(),
+            default_group: RefCell::new(None),
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
+        ctx
+    }
+
+    /// Removes the thread-local, so the shard's state drops with its thread.
+    pub(crate) fn uninstall() {
+        if let Some(ctx) = CURRENT.with(|c| c.borrow_mut().take()) {
+            // The default group points back at the context: break the cycle.
+            ctx.default_group.borrow_mut().take();
+        }
+    }
+
+    /// The context of the shard this thread runs, if any.
+    pub(crate) fn current() -> Option<Rc<ShardContext>> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    pub(crate) fn queue(&self, class: TaskClass) -> TaskQueueHandle {
+        self.queues[class.index()]
+    }
+
+    pub(crate) fn register_group(&self, group: &Rc<GroupInner>) {
+        let mut groups = self.groups.borrow_mut();
+        groups.retain(|g| g.strong_count() > 0);
+        groups.push(Rc::downgrade(group));
+    }
+
+    pub(crate) fn fiber_started(&self) {
+        self.live.set(self.live.get() + 1);
+    }
+
+    pub(crate) fn fiber_ended(&self) {
+        let live = self.live.get();
+        debug_assert!(live > 0, "fiber count underflow on shard {}", self.id);
+        self.live.set(live.saturating_sub(1));
+        if live <= 1 {
+            self.idle.notify_all();
+        }
+    }
+
+    pub(crate) fn live_fibers(&self) -> usize {
+        self.live.get()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Starts a graceful stop: fibers watching [`crate::shutdown_requested`]
+    /// are woken.
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.set(true);
+        self.stop_signal.notify_all();
+    }
+
+    pub(crate) fn stop_signal(&self) -> &Signal {
+        &self.stop_signal
+    }
+
+    /// Cancels every fiber of every group; returns how many were cancelled.
+    pub(crate) fn cancel_all(&self) -> usize {
+        let groups: Vec<_> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        groups
+            .iter()
+            .map(|g| g.cancel_fibers("runtime shutdown"))
+            .sum()
+    }
+
+    /// The group that free-standing fibers ([`crate::spawn`]) join.
+    pub(crate) fn default_group(self: &Rc<Self>) -> FiberGroup {
+        self.default_group
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                FiberGroup::new_on(self.clone(), format!("shard-{}", self.id), false)
+            })
+            .clone()
+    }
+}
+
+/// The id of the shard this thread runs, or `None` off the runtime.
+pub fn shard_id() -> Option<usize> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|s| s.id))
+}
+
+/// The number of shards of the runtime this thread belongs to, or `None` off
+/// the runtime.
+pub fn shard_count() -> Option<usize> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|s| s.count))
+}
+
+/// Whether the runtime has begun to stop (`false` off the runtime).
+pub fn shutdown_requested() -> bool {
+    ShardContext::current().is_some_and(|s| s.is_stopping())
+}
+
+/// Completes when the runtime begins to stop: long-running fibers select on
+/// this to finish their work and exit within the grace period.
+pub async fn stopping() {
+    let Some(shard) = ShardContext::current() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let woken = shard.stop_signal().wait();
+        if shard.is_stopping() {
+            return;
+        }
+        woken.await;
+    }
+}
+
+/// Yields to other fibers if this one has used up its time slice (the
+/// preemption timer fired). Call it in every long loop.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
+}
+
+/// Yields to other fibers unconditionally.
+pub async fn yield_now() {
+    glommio::executor().yield_now().await;
+}
+
+/// Runs a blocking function on a helper thread, never on the shard thread,
+/// and returns its result.
+pub async fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
