@@ -40,8 +40,10 @@
 
 mod channel;
 mod error;
+pub mod fs;
 mod group;
 mod mailbox;
+pub mod net;
 mod memlock;
 mod runtime;
 mod shard;
