@@ -1,0 +1,45 @@
+//! The replicated key-value state machine (Dongting's DtKV is the model).
+//!
+//! **For:** the state of one KV group — binary keys and values with a
+//! per-key version (the log index that last wrote it), TTLs decided by the
+//! leader's clock and removed through the log, exactly-once retries through
+//! client sessions, ordered scans, and copy-on-write snapshots.
+//! **Not for:** networking or Raft; the engine feeds it committed commands
+//! in order and serves reads from it after ReadIndex or under a lease.
+//!
+//! ## Why a persistent map
+//! A snapshot must never stop applies. The store keeps its keys in
+//! `imbl::OrdMap`, a persistent B-tree: [`KvStore::freeze`] is a pointer
+//! copy, and each later write copies only the nodes on its path while a
+//! frozen view is alive. The other choice — a plain `BTreeMap` with old
+//! versions kept per key while a snapshot is open — needs a second pass to
+//! clean up and makes every read check versions. Measured on this machine
+//! (`cargo bench -p sampan-benches --bench kv_map`), see `benches/RESULTS.md`.
+//!
+//! ## TTL
+//! A put with a TTL stores a deadline computed from the leader's timestamp in
+//! the command. Reads treat a key past its deadline as absent at once. The
+//! leader scans [`KvStore::due_expirations`] and proposes
+//! [`KvCommand::Expire`] with the version that expired, so every replica
+//! removes the key at the same index, and an expiry that lost a race with a
+//! newer write does nothing. Followers keep no timers: a new leader rescans
+//! the same index, so no expiry is lost to a leader change and none applies
+//! twice.
+
+mod codec;
+mod command;
+mod session;
+mod snapshot;
+mod store;
+
+pub use codec::DecodeError;
+pub use command::{
+    COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult, PutCondition, Ttl,
+    VALUE_MAX_BYTES,
+};
+pub use session::{Session, Sessions};
+pub use snapshot::{KvFrozen, KvRestore, SNAPSHOT_VERSION};
+pub use store::{Item, KvConfig, KvStore, ScanPage, ScanRange};
+
+#[cfg(test)]
+mod tests;

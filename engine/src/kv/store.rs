@@ -1,0 +1,451 @@
+//! The KV state: an ordered map of keys to versioned values with optional
+//! expiry, the exactly-once session table, and the expiry index the leader
+//! scans. Applying a command is deterministic: it depends only on the
+//! command (with the leader's timestamp) and the state.
+
+use super::command::{KvCommand, KvFailure, KvRequest, KvResult, PutCondition, Ttl};
+use super::session::{Admission, Sessions};
+use bytes::Bytes;
+use imbl::OrdMap;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+/// A stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The value.
+    pub value: Bytes,
+    /// The log index that last changed the key (value or TTL).
+    pub version: u64,
+    /// When the key expires (leader wall-clock ms), if it does.
+    pub expire_at_ms: Option<u64>,
+}
+
+impl Item {
+    /// Whether the item has expired at time `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expire_at_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// Settings that every replica of a group must share (they shape the state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvConfig {
+    /// Sessions idle this long (by leader time) are dropped.
+    pub session_idle_ms: u64,
+    /// Results remembered per session.
+    pub session_results_max: usize,
+    /// Idle sessions are swept every this many applied commands.
+    pub session_sweep_every: u64,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            session_idle_ms: 10 * 60 * 1000,
+            session_results_max: 1024,
+            session_sweep_every: 4096,
+        }
+    }
+}
+
+/// Which keys a scan covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanRange {
+    /// Keys starting with these bytes.
+    Prefix(Bytes),
+    /// Keys in `[start, end)`; `end: None` is unbounded.
+    Range {
+        /// First key (inclusive).
+        start: Bytes,
+        /// Past the last key (exclusive).
+        end: Option<Bytes>,
+    },
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Live keys and their items, in key order.
+    pub items: Vec<(Bytes, Item)>,
+    /// Pass as `after` to get the next page; `None` when the range is done.
+    pub next: Option<Bytes>,
+}
+
+/// The replicated KV state of one group.
+#[derive(Debug, Clone, Default)]
+pub struct KvStore {
+    pub(crate) map: OrdMap<Bytes, Item>,
+    pub(crate) sessions: Sessions,
+    /// (expire_at_ms, key) of every key with a TTL; derived, rebuilt on
+    /// restore, never snapshotted.
+    expiry: BTreeSet<(u64, Bytes)>,
+    pub(crate) index_applied: u64,
+    pub(crate) config: KvConfig,
+}
+
+impl KvStore {
+    /// An empty store.
+    pub fn new(config: KvConfig) -> KvStore {
+        KvStore {
+            config,
+            ..KvStore::default()
+        }
+    }
+
+    /// Builds a store from restored parts and re-derives the expiry index.
+    pub(crate) fn from_parts(
+        map: OrdMap<Bytes, Item>,
+        sessions: Sessions,
+        index_applied: u64,
+        config: KvConfig,
+    ) -> KvStore {
+        let expiry = map
+            .iter()
+            .filter_map(|(k, it)| it.expire_at_ms.map(|t| (t, k.clone())))
+            .collect();
+        KvStore {
+            map,
+            sessions,
+            expiry,
+            index_applied,
+            config,
+        }
+    }
+
+    /// The index of the last applied command.
+    pub fn index_applied(&self) -> u64 {
+        self.index_applied
+    }
+
+    /// Keys stored, counting expired ones not yet removed.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The live sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Applies the command at log `index` (which must follow the last one)
+    /// and returns its result. Retries within a session return the first
+    /// result without applying again.
+    pub fn apply(&mut self, index: u64, req: &KvRequest) -> KvResult {
+        assert!(
+            index > self.index_applied,
+            "apply out of order: index {index} after {}",
+            self.index_applied
+        );
+        self.index_applied = index;
+        if self.config.session_sweep_every > 0
+            && index.is_multiple_of(self.config.session_sweep_every)
+        {
+            let idle = self.config.session_idle_ms;
+            self.sessions.expire_idle(req.time_ms, idle);
+        }
+        if req.client_id != 0 {
+            let admission =
+                self.sessions
+                    .admit(req.client_id, req.seq, req.acked_below, req.time_ms);
+            if let Admission::Answer(r) = admission {
+                return r;
+            }
+        }
+        let result = match req.validate() {
+            Ok(()) => self.execute(index, req.time_ms, &req.command),
+            Err(f) => KvResult::Failed(f),
+        };
+        if req.client_id != 0 {
+            let max = self.config.session_results_max;
+            self.sessions.record(req.client_id, req.seq, &result, max);
+        }
+        result
+    }
+
+    fn execute(&mut self, index: u64, now: u64, cmd: &KvCommand) -> KvResult {
+        match cmd {
+            KvCommand::Put {
+                key,
+                value,
+                ttl,
+                condition,
+                return_old,
+            } => self.put(index, now, key, value, *ttl, *condition, *return_old),
+            KvCommand::PutMany { pairs, ttl } => {
+                for (k, v) in pairs {
+                    self.put(index, now, k, v, *ttl, PutCondition::Always, false);
+                }
+                KvResult::Count {
+                    count: pairs.len() as u64,
+                    old: None,
+                }
+            }
+            KvCommand::Remove { keys, return_old } => {
+                let mut count = 0;
+                let mut old = None;
+                for (i, k) in keys.iter().enumerate() {
+                    if let Some(it) = self.remove_live(k, now) {
+                        count += 1;
+                        if i == 0 && *return_old {
+                            old = Some(it.value);
+                        }
+                    }
+                }
+                KvResult::Count { count, old }
+            }
+            KvCommand::CompareAndSet { key, expected, new } => {
+                self.compare_and_set(index, now, key, expected.as_ref(), new.as_ref())
+            }
+            KvCommand::Increment { key, delta } => self.increment(index, now, key, *delta),
+            KvCommand::Append { key, suffix } => self.append(index, now, key, suffix),
+            KvCommand::SetTtl { key, ttl } => self.set_ttl(index, now, key, *ttl),
+            KvCommand::Expire { key, version } => self.expire(now, key, *version),
+            KvCommand::Flush => {
+                let count = self.map.len() as u64;
+                self.map = OrdMap::new();
+                self.expiry.clear();
+                KvResult::Count { count, old: None }
+            }
+        }
+    }
+
+    /// The live item at `key`, if any (expired items are treated as gone).
+    fn live(&self, key: &[u8], now: u64) -> Option<&Item> {
+        self.map.get(key).filter(|it| !it.expired_at(now))
+    }
+
+    /// Removes `key` whatever its state; returns its item if it was live at
+    /// `now`.
+    fn remove_live(&mut self, key: &[u8], now: u64) -> Option<Item> {
+        let it = self.map.remove(key)?;
+        if let Some(t) = it.expire_at_ms {
+            self.expiry.remove(&(t, Bytes::copy_from_slice(key)));
+        }
+        (!it.expired_at(now)).then_some(it)
+    }
+
+    /// Stores `value` at `key`, copying both out of the log's buffer so the
+    /// store never pins a segment or a network buffer.
+    fn store(&mut self, index: u64, key: &[u8], value: Bytes, expire_at_ms: Option<u64>) {
+        let key = Bytes::copy_from_slice(key);
+        if let Some(old) = self.map.get(&key)
+            && let Some(t) = old.expire_at_ms
+        {
+            self.expiry.remove(&(t, key.clone()));
+        }
+        if let Some(t) = expire_at_ms {
+            self.expiry.insert((t, key.clone()));
+        }
+        self.map.insert(
+            key,
+            Item {
+                value,
+                version: index,
+                expire_at_ms,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        index: u64,
+        now: u64,
+        key: &Bytes,
+        value: &Bytes,
+        ttl: Ttl,
+        condition: PutCondition,
+        return_old: bool,
+    ) -> KvResult {
+        let old = self.live(key, now).cloned();
+        let write = match condition {
+            PutCondition::Always => true,
+            PutCondition::IfAbsent => old.is_none(),
+            PutCondition::IfPresent => old.is_some(),
+        };
+        if write {
+            let expire = expire_at(ttl, now, old.as_ref());
+            if expire.is_some_and(|t| t <= now) {
+                // A deadline already past: the write leaves nothing behind.
+                self.remove_live(key, now);
+            } else {
+                self.store(index, key, Bytes::copy_from_slice(value), expire);
+            }
+        }
+        KvResult::Put {
+            written: write,
+            old: if return_old {
+                old.map(|it| it.value)
+            } else {
+                None
+            },
+        }
+    }
+
+    fn compare_and_set(
+        &mut self,
+        index: u64,
+        now: u64,
+        key: &Bytes,
+        expected: Option<&Bytes>,
+        new: Option<&Bytes>,
+    ) -> KvResult {
+        let current = self.live(key, now).map(|it| &it.value);
+        if current != expected {
+            return KvResult::Flag(false);
+        }
+        match new {
+            Some(v) => {
+                let keep = self.live(key, now).and_then(|it| it.expire_at_ms);
+                self.store(index, key, Bytes::copy_from_slice(v), keep);
+            }
+            None => {
+                self.remove_live(key, now);
+            }
+        }
+        KvResult::Flag(true)
+    }
+
+    fn increment(&mut self, index: u64, now: u64, key: &Bytes, delta: i64) -> KvResult {
+        let (current, expire) = match self.live(key, now) {
+            None => (0, None),
+            Some(it) => match parse_i64(&it.value) {
+                Some(v) => (v, it.expire_at_ms),
+                None => return KvResult::Failed(KvFailure::NotAnInteger),
+            },
+        };
+        let Some(next) = current.checked_add(delta) else {
+            return KvResult::Failed(KvFailure::Overflow);
+        };
+        self.store(index, key, Bytes::from(next.to_string()), expire);
+        KvResult::Int(next)
+    }
+
+    fn append(&mut self, index: u64, now: u64, key: &Bytes, suffix: &Bytes) -> KvResult {
+        let (mut value, expire) = match self.live(key, now) {
+            Some(it) => (it.value.to_vec(), it.expire_at_ms),
+            None => (Vec::new(), None),
+        };
+        value.extend_from_slice(suffix);
+        let len = value.len() as u64;
+        self.store(index, key, Bytes::from(value), expire);
+        KvResult::Len(len)
+    }
+
+    fn set_ttl(&mut self, index: u64, now: u64, key: &Bytes, ttl: Ttl) -> KvResult {
+        let Some(it) = self.live(key, now).cloned() else {
+            return KvResult::Flag(false);
+        };
+        if ttl == Ttl::Persist && it.expire_at_ms.is_none() {
+            return KvResult::Flag(false);
+        }
+        match expire_at(ttl, now, Some(&it)) {
+            Some(t) if t <= now => {
+                self.remove_live(key, now);
+            }
+            expire => self.store(index, key, it.value, expire),
+        }
+        KvResult::Flag(true)
+    }
+
+    fn expire(&mut self, now: u64, key: &Bytes, version: u64) -> KvResult {
+        let due = self
+            .map
+            .get(key)
+            .is_some_and(|it| it.version == version && it.expired_at(now));
+        if due {
+            self.remove_live(key, 0);
+        }
+        KvResult::Flag(due)
+    }
+
+    /// The live value at `key` at time `now_ms` (an expired key reads as
+    /// absent even before its removal is applied).
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Item> {
+        self.live(key, now_ms)
+    }
+
+    /// Live keys in `range` after `after` (exclusive), at most `limit`.
+    pub fn scan(
+        &self,
+        range: &ScanRange,
+        after: Option<&Bytes>,
+        limit: usize,
+        now_ms: u64,
+    ) -> ScanPage {
+        let (lower, end) = match range {
+            ScanRange::Prefix(p) => (p.clone(), None),
+            ScanRange::Range { start, end } => (start.clone(), end.clone()),
+        };
+        let start = match after {
+            Some(a) if *a >= lower => Bound::Excluded(a.clone()),
+            _ => Bound::Included(lower),
+        };
+        let in_range = |k: &Bytes| match range {
+            ScanRange::Prefix(p) => k.starts_with(p),
+            ScanRange::Range { .. } => end.as_ref().is_none_or(|e| k < e),
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        for (k, it) in self.map.range((start, Bound::Unbounded)) {
+            if !in_range(k) {
+                break;
+            }
+            if it.expired_at(now_ms) {
+                continue;
+            }
+            if items.len() == limit.max(1) {
+                next = items.last().map(|(k, _): &(Bytes, Item)| k.clone());
+                break;
+            }
+            items.push((k.clone(), it.clone()));
+        }
+        ScanPage { items, next }
+    }
+
+    /// Keys whose TTL passed at `now_ms`, with the version that expired, at
+    /// most `limit`, earliest first: what the leader proposes as
+    /// [`KvCommand::Expire`].
+    pub fn due_expirations(&self, now_ms: u64, limit: usize) -> Vec<(Bytes, u64)> {
+        self.expiry
+            .iter()
+            .take_while(|(t, _)| *t <= now_ms)
+            .filter_map(|(_, k)| self.map.get(k).map(|it| (k.clone(), it.version)))
+            .take(limit)
+            .collect()
+    }
+
+    /// The earliest pending expiry, for the leader's timer.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+}
+
+/// The deadline a TTL gives, at leader time `now`, for a key whose previous
+/// live item is `old`.
+fn expire_at(ttl: Ttl, now: u64, old: Option<&Item>) -> Option<u64> {
+    match ttl {
+        Ttl::Persist => None,
+        Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
+        Ttl::AtMs(t) => Some(t),
+        Ttl::Keep => old.and_then(|it| it.expire_at_ms),
+    }
+}
+
+/// Parses a decimal i64 as Redis does: optional '-', digits, no spaces.
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(b)
+        .ok()?
+        .parse::<i64>()
+        .ok()
+        .filter(|_| b[0] != b'+')
+}
