@@ -2,7 +2,9 @@
 //!
 //! This crate is what an embedder depends on. Today it holds the pure Raft
 //! core ([`raft`]) and the replicated KV state machine ([`kv`]); the group
-//! runtime, `RaftServer` and the state machine API follow.
+//! runtime, `RaftServer` and the state machine API follow. [`redis`] speaks
+//! RESP2 over the KV state machine.
 
 pub mod kv;
 pub mod raft;
+pub mod redis;
