@@ -5,6 +5,7 @@
 //! runtime, `RaftServer` and the state machine API follow. [`redis`] speaks
 //! RESP2 over the KV state machine.
 
+pub mod config;
 pub mod kv;
 pub mod raft;
 pub mod redis;

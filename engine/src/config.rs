@@ -1,0 +1,324 @@
+//! Server and group configuration, with Dongting's names where they fit,
+//! validated once at start: a wrong value is an error that names the field.
+//!
+//! Durations are in milliseconds; the Raft core's ticks are derived from
+//! them (`tick_ms`), so a user never reasons in ticks.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A configuration value that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config field `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The field, as it is spelled in the config file (`groups[2].members`).
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    })
+}
+
+/// When an entry counts as durable, per group (Dongting's `syncForce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledged after `fdatasync` on a quorum (the default).
+    #[default]
+    Sync,
+    /// Acknowledged after the write reached the page cache on a quorum:
+    /// survives process crashes, not a power cut of a majority.
+    Async,
+}
+
+/// One node's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id (> 0), one of `servers`.
+    pub node_id: u64,
+    /// Every node of the cluster and its replication address:
+    /// `"1,127.0.0.1:4001;2,127.0.0.1:4002;3,127.0.0.1:4003"`.
+    pub servers: String,
+    /// Nodes refuse peers from another cluster: the handshake checks this.
+    #[serde(default = "defaults::cluster_id")]
+    pub cluster_id: u64,
+    /// Port of the replication listener (node to node).
+    pub replicate_port: u16,
+    /// Port of the client service listener.
+    pub service_port: u16,
+    /// Election timeout (the actual one is random in [this, 2 × this)).
+    #[serde(default = "defaults::election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat interval.
+    #[serde(default = "defaults::heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Length of one Raft tick: the shard's ticker period.
+    #[serde(default = "defaults::tick_ms")]
+    pub tick_ms: u64,
+    /// Shards (executor threads); 0 means one per CPU the process may use.
+    #[serde(default)]
+    pub shards: usize,
+    /// Where each group keeps `group-<id>/`.
+    pub data_dir: PathBuf,
+}
+
+mod defaults {
+    pub fn cluster_id() -> u64 {
+        1
+    }
+    pub fn election_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn heartbeat_interval_ms() -> u64 {
+        100
+    }
+    pub fn tick_ms() -> u64 {
+        50
+    }
+}
+
+impl ServerConfig {
+    /// Parses `servers` into (node id, address) pairs.
+    pub fn parse_servers(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+        let mut out: Vec<(u64, SocketAddr)> = Vec::new();
+        for (i, part) in self.servers.split(';').map(str::trim).enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let field = || format!("servers[{i}]");
+            let Some((id, addr)) = part.split_once(',') else {
+                return invalid(field(), format!("'{part}' is not 'id,host:port'"));
+            };
+            let id: u64 = match id.trim().parse() {
+                Ok(id) if id > 0 => id,
+                _ => return invalid(field(), format!("node id '{id}' is not a number > 0")),
+            };
+            let addr: SocketAddr = match addr.trim().parse() {
+                Ok(a) => a,
+                Err(e) => return invalid(field(), format!("address '{addr}': {e}")),
+            };
+            if out.iter().any(|(o, a)| *o == id || *a == addr) {
+                return invalid(
+                    field(),
+                    format!("node {id} or address {addr} appears twice"),
+                );
+            }
+            out.push((id, addr));
+        }
+        if out.is_empty() {
+            return invalid("servers", "no server listed");
+        }
+        Ok(out)
+    }
+
+    /// Checks every field and their relations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let servers = self.parse_servers()?;
+        if self.node_id == 0 {
+            return invalid("node_id", "must be > 0");
+        }
+        if !servers.iter().any(|(id, _)| *id == self.node_id) {
+            return invalid("node_id", format!("{} is not in `servers`", self.node_id));
+        }
+        if self.replicate_port == 0 || self.service_port == 0 {
+            let field = if self.replicate_port == 0 {
+                "replicate_port"
+            } else {
+                "service_port"
+            };
+            return invalid(field, "must be a port number > 0");
+        }
+        if self.replicate_port == self.service_port {
+            return invalid("service_port", "must differ from replicate_port");
+        }
+        if self.tick_ms == 0 || self.tick_ms > 1_000 {
+            return invalid("tick_ms", "must be in 1..=1000");
+        }
+        if self.heartbeat_interval_ms < self.tick_ms {
+            return invalid("heartbeat_interval_ms", "must be at least tick_ms");
+        }
+        if self.election_timeout_ms < 3 * self.heartbeat_interval_ms {
+            return invalid(
+                "election_timeout_ms",
+                "must be at least 3 × heartbeat_interval_ms, or followers time out between heartbeats",
+            );
+        }
+        if self.shards > 1024 {
+            return invalid("shards", "at most 1024");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The election timeout in ticks.
+    pub fn ticks_election(&self) -> u32 {
+        u32::try_from(self.election_timeout_ms / self.tick_ms.max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// The heartbeat interval in ticks.
+    pub fn ticks_heartbeat(&self) -> u32 {
+        u32::try_from(self.heartbeat_interval_ms / self.tick_ms.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// One Raft group's settings; every member must be given the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The group's id (> 0).
+    pub group_id: u64,
+    /// Voting members, by node id: `"1,2,3"`.
+    pub members: String,
+    /// Observers (learners): receive the log, never vote. `""` for none.
+    #[serde(default)]
+    pub observers: String,
+    /// When an entry counts as durable.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Keep the log this long after a snapshot covers it before purging
+    /// (Dongting's `markTruncateByTimestamp`); 0 purges at once.
+    #[serde(default)]
+    pub log_retention_ms: u64,
+}
+
+impl GroupConfig {
+    /// Parses a node id list like `"1,2,3"`.
+    fn parse_ids(&self, field: &str, list: &str) -> Result<BTreeSet<u64>, ConfigError> {
+        let mut ids = BTreeSet::new();
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<u64>() {
+                Ok(id) if id > 0 => {
+                    if !ids.insert(id) {
+                        return invalid(field, format!("node {id} appears twice"));
+                    }
+                }
+                _ => return invalid(field, format!("'{part}' is not a node id > 0")),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The voting members.
+    pub fn member_ids(&self) -> Result<BTreeSet<u64>, ConfigError> {
+        self.parse_ids("members", &self.members)
+    }
+
+    /// The observers.
+    pub fn observer_ids(&self) -> Result<BTreeSet<u64>, ConfigError> {
+        self.parse_ids("observers", &self.observers)
+    }
+
+    /// Checks the group against the cluster's `servers`.
+    pub fn validate(&self, servers: &[(u64, SocketAddr)]) -> Result<(), ConfigError> {
+        let g = self.group_id;
+        let field = |f: &str| format!("group {g}.{f}");
+        if g == 0 {
+            return invalid("group_id", "must be > 0");
+        }
+        let members = self.member_ids().map_err(|e| ConfigError {
+            field: field(&e.field),
+            ..e
+        })?;
+        let observers = self.observer_ids().map_err(|e| ConfigError {
+            field: field(&e.field),
+            ..e
+        })?;
+        if members.is_empty() {
+            return invalid(field("members"), "a group needs at least one voting member");
+        }
+        if let Some(both) = members.intersection(&observers).next() {
+            return invalid(field("observers"), format!("node {both} is also a member"));
+        }
+        for id in members.iter().chain(&observers) {
+            if !servers.iter().any(|(s, _)| s == id) {
+                return invalid(field("members"), format!("node {id} is not in `servers`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerConfig {
+        ServerConfig {
+            node_id: 2,
+            servers: "1,127.0.0.1:4001; 2,127.0.0.1:4002;3,127.0.0.1:4003".into(),
+            cluster_id: 1,
+            replicate_port: 4002,
+            service_port: 5002,
+            election_timeout_ms: 1_000,
+            heartbeat_interval_ms: 100,
+            tick_ms: 50,
+            shards: 0,
+            data_dir: "/tmp/sampan".into(),
+        }
+    }
+
+    #[test]
+    fn a_good_config_validates_and_converts_to_ticks() {
+        let s = server();
+        s.validate().expect("valid");
+        assert_eq!(s.parse_servers().expect("servers").len(), 3);
+        assert_eq!((s.ticks_election(), s.ticks_heartbeat()), (20, 2));
+        let g = GroupConfig {
+            group_id: 1,
+            members: "1,2".into(),
+            observers: "3".into(),
+            durability: Durability::Async,
+            log_retention_ms: 0,
+        };
+        g.validate(&s.parse_servers().expect("servers"))
+            .expect("valid group");
+    }
+
+    #[test]
+    fn each_wrong_value_names_its_field() {
+        type Mutation = fn(&mut ServerConfig);
+        let cases: [(Mutation, &str); 6] = [
+            (|s| s.node_id = 9, "node_id"),
+            (|s| s.servers = "1,nowhere".into(), "servers[0]"),
+            (
+                |s| s.servers = "1,127.0.0.1:1;1,127.0.0.1:2".into(),
+                "servers[1]",
+            ),
+            (|s| s.service_port = s.replicate_port, "service_port"),
+            (|s| s.election_timeout_ms = 200, "election_timeout_ms"),
+            (|s| s.tick_ms = 0, "tick_ms"),
+        ];
+        for (mutate, field) in cases {
+            let mut s = server();
+            mutate(&mut s);
+            let e = s.validate().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+        }
+        let servers = server().parse_servers().expect("servers");
+        let g = |members: &str, observers: &str| GroupConfig {
+            group_id: 7,
+            members: members.into(),
+            observers: observers.into(),
+            durability: Durability::Sync,
+            log_retention_ms: 0,
+        };
+        for (group, field) in [
+            (g("", ""), "group 7.members"),
+            (g("1,x", ""), "group 7.members"),
+            (g("1,2", "2"), "group 7.observers"),
+            (g("1,9", ""), "group 7.members"),
+        ] {
+            assert_eq!(group.validate(&servers).expect_err(field).field, field);
+        }
+    }
+}
