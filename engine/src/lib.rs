@@ -9,3 +9,4 @@ pub mod config;
 pub mod kv;
 pub mod raft;
 pub mod redis;
+pub mod state_machine;

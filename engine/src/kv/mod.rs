@@ -28,6 +28,8 @@
 
 mod codec;
 mod command;
+mod machine;
+mod query;
 mod session;
 mod snapshot;
 mod store;
@@ -37,6 +39,8 @@ pub use command::{
     COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult, PutCondition, Ttl,
     VALUE_MAX_BYTES,
 };
+pub use machine::KvMachine;
+pub use query::{KvAnswer, KvQuery, QUERY_KEYS_MAX, QUERY_VERSION};
 pub use session::{Session, Sessions};
 pub use snapshot::{KvFrozen, KvRestore, SNAPSHOT_VERSION};
 pub use store::{Item, KvConfig, KvStore, ScanPage, ScanRange};

@@ -133,6 +133,22 @@ impl KvStore {
         &self.sessions
     }
 
+    /// The settings the store was made with.
+    pub fn config(&self) -> &KvConfig {
+        &self.config
+    }
+
+    /// Records that the entry at `index` applied without touching the state
+    /// (a command that did not decode).
+    pub fn skip(&mut self, index: u64) {
+        assert!(
+            index > self.index_applied,
+            "skip out of order: {index} after {}",
+            self.index_applied
+        );
+        self.index_applied = index;
+    }
+
     /// Applies the command at log `index` (which must follow the last one)
     /// and returns its result. Retries within a session return the first
     /// result without applying again.

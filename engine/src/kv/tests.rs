@@ -604,3 +604,46 @@ proptest! {
         prop_assert_eq!(got, model);
     }
 }
+
+fn arb_item() -> impl Strategy<Value = Item> {
+    (
+        arb_bytes(),
+        any::<u64>(),
+        proptest::option::of(0..u64::MAX - 1),
+    )
+        .prop_map(|(value, version, expire_at_ms)| Item {
+            value,
+            version,
+            expire_at_ms,
+        })
+}
+
+proptest! {
+    #[test]
+    fn queries_and_answers_round_trip(
+        keys in proptest::collection::vec(arb_bytes(), 0..5),
+        prefix in arb_bytes(),
+        after in proptest::option::of(arb_bytes()),
+        limit in any::<u32>(),
+        values in proptest::collection::vec(proptest::option::of(arb_item()), 0..5),
+        items in proptest::collection::vec((arb_bytes(), arb_item()), 0..5),
+        next in proptest::option::of(arb_bytes()),
+    ) {
+        for q in [KvQuery::Get(keys), KvQuery::Scan { range: ScanRange::Prefix(prefix.clone()), after, limit }, KvQuery::Scan { range: ScanRange::Range { start: prefix, end: None }, after: None, limit }] {
+            prop_assert_eq!(KvQuery::decode(q.to_bytes()), Ok(q));
+        }
+        for a in [KvAnswer::Values(values), KvAnswer::Page { items, next }] {
+            let bytes = a.to_bytes();
+            prop_assert_eq!(KvAnswer::decode(bytes.clone()), Ok(a));
+            for cut in 0..bytes.len() {
+                prop_assert!(KvAnswer::decode(bytes.slice(..cut)).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn query_decoders_are_total(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+        let _ = KvQuery::decode(Bytes::from(data.clone()));
+        let _ = KvAnswer::decode(Bytes::from(data));
+    }
+}

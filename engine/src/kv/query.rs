@@ -1,0 +1,257 @@
+//! Reads of the KV state (what [`crate::state_machine::StateMachine::read`]
+//! answers for the native client), and their codecs.
+//!
+//! Layout (little-endian), version 1: `version u8 | tag u8 | body`.
+
+use super::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
+use super::store::{Item, KvStore, ScanRange};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Format version of encoded queries and answers.
+pub const QUERY_VERSION: u8 = 1;
+
+/// The most keys one query may name or return.
+pub const QUERY_KEYS_MAX: usize = 100_000;
+
+/// A read of the KV state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvQuery {
+    /// Values (with versions) of these keys; absent or expired keys answer
+    /// `None`.
+    Get(Vec<Bytes>),
+    /// One page of live keys in `range` after `after`, at most `limit`.
+    Scan {
+        /// Which keys.
+        range: ScanRange,
+        /// Continue after this key (a previous page's `next`).
+        after: Option<Bytes>,
+        /// Keys per page.
+        limit: u32,
+    },
+}
+
+/// The answer to a [`KvQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvAnswer {
+    /// One entry per key asked, in order.
+    Values(Vec<Option<Item>>),
+    /// A page of a scan.
+    Page {
+        /// Keys and items, in key order.
+        items: Vec<(Bytes, Item)>,
+        /// Where the next page starts, if there is one.
+        next: Option<Bytes>,
+    },
+}
+
+mod tag {
+    pub const GET: u8 = 1;
+    pub const SCAN_PREFIX: u8 = 2;
+    pub const SCAN_RANGE: u8 = 3;
+    pub const VALUES: u8 = 1;
+    pub const PAGE: u8 = 2;
+}
+
+impl KvQuery {
+    /// Encodes the query.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(32);
+        out.put_u8(QUERY_VERSION);
+        match self {
+            KvQuery::Get(keys) => {
+                out.put_u8(tag::GET);
+                out.put_u32_le(keys.len() as u32);
+                for k in keys {
+                    put_bytes(&mut out, k);
+                }
+            }
+            KvQuery::Scan {
+                range,
+                after,
+                limit,
+            } => {
+                match range {
+                    ScanRange::Prefix(p) => {
+                        out.put_u8(tag::SCAN_PREFIX);
+                        put_bytes(&mut out, p);
+                    }
+                    ScanRange::Range { start, end } => {
+                        out.put_u8(tag::SCAN_RANGE);
+                        put_bytes(&mut out, start);
+                        put_opt_bytes(&mut out, end.as_deref());
+                    }
+                }
+                put_opt_bytes(&mut out, after.as_deref());
+                out.put_u32_le(*limit);
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes a query (total).
+    pub fn decode(buf: Bytes) -> Result<KvQuery, DecodeError> {
+        let mut r = Reader::new(buf);
+        let version = r.u8("query version")?;
+        if version != QUERY_VERSION {
+            return Err(DecodeError::Version {
+                what: "query",
+                version,
+            });
+        }
+        let offset = r.offset();
+        let q = match r.u8("query tag")? {
+            tag::GET => {
+                let n = r.count("key count", 4)?;
+                if n > QUERY_KEYS_MAX {
+                    return Err(DecodeError::Invalid {
+                        what: "key count",
+                        detail: format!("{n} over {QUERY_KEYS_MAX}"),
+                    });
+                }
+                let keys = (0..n).map(|_| r.bytes("key")).collect::<Result<_, _>>()?;
+                KvQuery::Get(keys)
+            }
+            t @ (tag::SCAN_PREFIX | tag::SCAN_RANGE) => {
+                let range = if t == tag::SCAN_PREFIX {
+                    ScanRange::Prefix(r.bytes("prefix")?)
+                } else {
+                    ScanRange::Range {
+                        start: r.bytes("start")?,
+                        end: r.opt_bytes("end")?,
+                    }
+                };
+                let after = r.opt_bytes("after")?;
+                let limit = r.u32("limit")?;
+                KvQuery::Scan {
+                    range,
+                    after,
+                    limit,
+                }
+            }
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "query",
+                    tag,
+                    offset,
+                });
+            }
+        };
+        r.finish("query")?;
+        Ok(q)
+    }
+
+    /// Answers the query from `store` at wall-clock `now_ms`.
+    pub fn answer(&self, store: &KvStore, now_ms: u64) -> KvAnswer {
+        match self {
+            KvQuery::Get(keys) => {
+                KvAnswer::Values(keys.iter().map(|k| store.get(k, now_ms).cloned()).collect())
+            }
+            KvQuery::Scan {
+                range,
+                after,
+                limit,
+            } => {
+                let limit = (*limit as usize).clamp(1, QUERY_KEYS_MAX);
+                let page = store.scan(range, after.as_ref(), limit, now_ms);
+                KvAnswer::Page {
+                    items: page.items,
+                    next: page.next,
+                }
+            }
+        }
+    }
+}
+
+fn put_item(out: &mut BytesMut, it: &Item) {
+    put_bytes(out, &it.value);
+    out.put_u64_le(it.version);
+    out.put_u64_le(it.expire_at_ms.map_or(0, |t| t.saturating_add(1)));
+}
+
+fn read_item(r: &mut Reader) -> Result<Item, DecodeError> {
+    Ok(Item {
+        value: r.bytes("value")?,
+        version: r.u64("version")?,
+        expire_at_ms: r.u64("expire")?.checked_sub(1),
+    })
+}
+
+impl KvAnswer {
+    /// Encodes the answer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(64);
+        out.put_u8(QUERY_VERSION);
+        match self {
+            KvAnswer::Values(values) => {
+                out.put_u8(tag::VALUES);
+                out.put_u32_le(values.len() as u32);
+                for v in values {
+                    match v {
+                        Some(it) => {
+                            out.put_u8(1);
+                            put_item(&mut out, it);
+                        }
+                        None => out.put_u8(0),
+                    }
+                }
+            }
+            KvAnswer::Page { items, next } => {
+                out.put_u8(tag::PAGE);
+                out.put_u32_le(items.len() as u32);
+                for (k, it) in items {
+                    put_bytes(&mut out, k);
+                    put_item(&mut out, it);
+                }
+                put_opt_bytes(&mut out, next.as_deref());
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes an answer (total).
+    pub fn decode(buf: Bytes) -> Result<KvAnswer, DecodeError> {
+        let mut r = Reader::new(buf);
+        let version = r.u8("answer version")?;
+        if version != QUERY_VERSION {
+            return Err(DecodeError::Version {
+                what: "answer",
+                version,
+            });
+        }
+        let offset = r.offset();
+        let a = match r.u8("answer tag")? {
+            tag::VALUES => {
+                let n = r.count("value count", 1)?;
+                let mut values = Vec::with_capacity(n);
+                for _ in 0..n {
+                    values.push(if r.bool("present")? {
+                        Some(read_item(&mut r)?)
+                    } else {
+                        None
+                    });
+                }
+                KvAnswer::Values(values)
+            }
+            tag::PAGE => {
+                let n = r.count("item count", 20)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push((r.bytes("key")?, read_item(&mut r)?));
+                }
+                KvAnswer::Page {
+                    items,
+                    next: r.opt_bytes("next")?,
+                }
+            }
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "answer",
+                    tag,
+                    offset,
+                });
+            }
+        };
+        r.finish("answer")?;
+        Ok(a)
+    }
+}
