@@ -1,0 +1,120 @@
+//! Per-group configuration, validated once when a core is created.
+
+use super::types::{GroupId, NodeId};
+
+/// How one replica of one group behaves. Time is in ticks: the runtime calls
+/// `tick()` at a fixed rate and nothing else in the core knows the clock.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// The group.
+    pub group: GroupId,
+    /// Election timeout; the actual timeout is random in `[this, 2 * this)`.
+    pub ticks_election: u32,
+    /// Heartbeat interval of the leader.
+    pub ticks_heartbeat: u32,
+    /// AppendEntries messages in flight per follower.
+    pub msgs_inflight_max: usize,
+    /// Entry bytes in flight per follower.
+    pub bytes_inflight_max: u64,
+    /// Entry bytes per AppendEntries message (at least one entry is sent).
+    pub bytes_append_max: u64,
+    /// Committed entry bytes handed out per `Ready` (at least one entry).
+    pub bytes_apply_max: u64,
+    /// Entries the leader accepts beyond its commit index before refusing
+    /// proposals (bounds memory when followers are away).
+    pub entries_uncommitted_max: u64,
+    /// ReadIndex requests pending at once.
+    pub reads_pending_max: usize,
+    /// Campaign with a pre-vote round first.
+    pub pre_vote: bool,
+    /// Leaders step down without a quorum; voters ignore candidates while
+    /// they hear from a leader.
+    pub check_quorum: bool,
+    /// Serve reads from the leader lease (needs `check_quorum`).
+    pub lease_read: bool,
+    /// How many ticks the clocks of two nodes may drift apart within one
+    /// election timeout; the lease ends this much early.
+    pub lease_ticks_drift: u32,
+    /// Let idle groups stop ticking.
+    pub hibernate: bool,
+    /// Idle leader ticks before asking followers to hibernate.
+    pub ticks_hibernate_idle: u32,
+    /// A learner joins as a voter once it is within this many entries.
+    pub entries_catchup_lag_max: u64,
+    /// Seed of the randomized election timeouts.
+    pub seed: u64,
+}
+
+/// Why a configuration is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid raft config for group {group}: {reason}")]
+pub struct ConfigError {
+    /// The group.
+    pub group: GroupId,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl Config {
+    /// Defaults for `id` in `group`: election 10 ticks, heartbeat 2,
+    /// pre-vote, check-quorum and lease reads on, hibernation on.
+    pub fn new(id: NodeId, group: GroupId) -> Self {
+        Self {
+            id,
+            group,
+            ticks_election: 10,
+            ticks_heartbeat: 2,
+            msgs_inflight_max: 64,
+            bytes_inflight_max: 8 << 20,
+            bytes_append_max: 1 << 20,
+            bytes_apply_max: 4 << 20,
+            entries_uncommitted_max: 100_000,
+            reads_pending_max: 100_000,
+            pre_vote: true,
+            check_quorum: true,
+            lease_read: true,
+            lease_ticks_drift: 2,
+            hibernate: true,
+            ticks_hibernate_idle: 20,
+            entries_catchup_lag_max: 100,
+            seed: 0,
+        }
+    }
+
+    /// Checks the limits fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |reason| {
+            Err(ConfigError {
+                group: self.group,
+                reason,
+            })
+        };
+        if self.ticks_heartbeat == 0 {
+            return fail("ticks_heartbeat must be at least 1");
+        }
+        if self.ticks_election <= self.ticks_heartbeat {
+            return fail("ticks_election must exceed ticks_heartbeat");
+        }
+        if self.msgs_inflight_max == 0 || self.bytes_inflight_max == 0 {
+            return fail("the inflight window must allow one message");
+        }
+        if self.bytes_append_max == 0 || self.bytes_apply_max == 0 {
+            return fail("byte limits must be positive");
+        }
+        if self.entries_uncommitted_max == 0 || self.reads_pending_max == 0 {
+            return fail("queue limits must be positive");
+        }
+        if self.lease_read && !self.check_quorum {
+            return fail("lease_read needs check_quorum");
+        }
+        if self.lease_ticks_drift >= self.ticks_election {
+            return fail("lease_ticks_drift must be below ticks_election");
+        }
+        if self.hibernate && self.ticks_hibernate_idle == 0 {
+            return fail("ticks_hibernate_idle must be at least 1");
+        }
+        Ok(())
+    }
+}

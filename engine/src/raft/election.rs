@@ -1,0 +1,171 @@
+//! Elections: pre-vote, vote, becoming leader, and the forced campaign of a
+//! leader transfer.
+//!
+//! A candidate wins with a quorum of the configuration (both halves when
+//! joint). A voter grants at most one vote per term and only to a candidate
+//! whose log is at least as up to date as its own, comparing the last term
+//! first and the last index second; a pre-vote asks the same question at the
+//! next term without changing anyone's term or vote.
+
+use bytes::Bytes;
+
+use super::log::LogView;
+use super::message::{Body, Vote, VoteResponse};
+use super::node::{Raft, Role};
+use super::progress::Progress;
+use super::quorum::{self, VoteResult};
+use super::types::{EntryKind, NodeId};
+
+impl<L: LogView> Raft<L> {
+    /// Starts an election on timeout: a pre-vote round first if configured.
+    pub(super) fn campaign_on_timeout(&mut self) {
+        self.campaign(self.cfg.pre_vote, false);
+    }
+
+    /// Starts a pre-vote round (`pre`) or a real election; `transfer` when
+    /// the leader asked us to take over (voters then ignore their lease).
+    fn campaign(&mut self, pre: bool, transfer: bool) {
+        if !self.is_promotable() {
+            return;
+        }
+        let term_vote = if pre {
+            self.become_pre_candidate();
+            self.term + 1
+        } else {
+            self.become_candidate();
+            self.term
+        };
+        let id = self.cfg.id;
+        self.votes.insert(id, true);
+        if self.tally() == VoteResult::Won {
+            self.on_vote_won(pre);
+            return;
+        }
+        let vote = Vote {
+            pre,
+            index_last: self.log.last_index(),
+            term_last: self.log.term_last(),
+            transfer,
+        };
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters_all()
+            .into_iter()
+            .filter(|&n| n != id)
+            .collect();
+        for to in voters {
+            self.send_at(to, term_vote, Body::Vote(vote));
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::PreCandidate;
+    }
+
+    fn become_candidate(&mut self) {
+        let term = self.term + 1;
+        self.reset(term);
+        self.vote = Some(self.cfg.id);
+        self.role = Role::Candidate;
+    }
+
+    fn tally(&self) -> VoteResult {
+        quorum::quorum_vote(&self.membership, |n| self.votes.get(&n).copied())
+    }
+
+    fn on_vote_won(&mut self, pre: bool) {
+        if pre {
+            self.campaign(false, false);
+        } else {
+            self.become_leader();
+        }
+    }
+
+    /// Takes the lead: fresh progress for every member, then a no-op entry
+    /// so that the term commits something (and earlier entries with it).
+    pub(super) fn become_leader(&mut self) {
+        debug_assert_eq!(self.role, Role::Candidate);
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.id);
+        let index_next = self.log.last_index() + 1;
+        for n in self.membership.nodes() {
+            let pr = Progress::new(
+                index_next,
+                self.cfg.msgs_inflight_max,
+                self.cfg.bytes_inflight_max,
+            );
+            self.progress.insert(n, pr);
+        }
+        let id = self.cfg.id;
+        let durable = self.log.index_durable();
+        if let Some(pr) = self.progress.get_mut(&id) {
+            pr.maybe_update(durable);
+        }
+        // Any membership change in the log may still be uncommitted.
+        self.index_conf_pending = self.log.last_index();
+        self.tick_lease_floor = self.tick_now;
+        log::info!("group {}: {} leads term {}", self.cfg.group, id, term);
+        self.append_leader_entry(EntryKind::NoOp, Bytes::new());
+    }
+
+    /// A vote request (the term checks already passed).
+    pub(super) fn handle_vote(&mut self, from: NodeId, term: u64, v: Vote) {
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (v.pre && term > self.term);
+        if can_vote && self.log.is_up_to_date(v.index_last, v.term_last) {
+            self.send_at(
+                from,
+                term,
+                Body::VoteResponse(VoteResponse {
+                    pre: v.pre,
+                    reject: false,
+                }),
+            );
+            if !v.pre {
+                self.ticks_election_elapsed = 0;
+                self.vote = Some(from);
+            }
+        } else {
+            let body = Body::VoteResponse(VoteResponse {
+                pre: v.pre,
+                reject: true,
+            });
+            self.send(from, body);
+        }
+    }
+
+    /// An answer to our (pre-)vote request.
+    pub(super) fn handle_vote_response(&mut self, from: NodeId, term: u64, r: VoteResponse) {
+        let current = match self.role {
+            Role::PreCandidate => r.pre && (term == self.term + 1 || r.reject),
+            Role::Candidate => !r.pre && term == self.term,
+            _ => false,
+        };
+        if !current {
+            return;
+        }
+        self.votes.insert(from, !r.reject);
+        match self.tally() {
+            VoteResult::Won => self.on_vote_won(r.pre),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+
+    /// The leader wants us to take over: campaign at once, past any lease.
+    pub(super) fn handle_timeout_now(&mut self) {
+        if self.is_promotable() {
+            log::info!(
+                "group {}: {} campaigns on leader transfer",
+                self.cfg.group,
+                self.cfg.id
+            );
+            self.campaign(false, true);
+        }
+    }
+}

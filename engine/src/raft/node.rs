@@ -1,0 +1,645 @@
+//! The core: one replica of one group. It owns the term, the vote, the role,
+//! the log view and the leader's per-peer progress; inputs are methods and
+//! every output is collected for the next [`Ready`].
+//!
+//! Elections live in `election.rs`, replication and commit in
+//! `replication.rs`, the leader's extras (reads, transfer, membership
+//! changes, hibernation) in `leader.rs`; this file holds the state, the
+//! role transitions, the dispatch of messages and the `Ready` drain.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::config::Config;
+use super::error::RaftError;
+use super::log::{LogView, RaftLog};
+use super::membership::{ConfChange, Membership};
+use super::message::{AppendResponse, Body, Message, VoteResponse};
+use super::progress::Progress;
+use super::read::{ReadQueue, ReadState};
+use super::ready::Ready;
+use super::rng::SplitMix64;
+use super::types::{EntryKind, GroupId, HardState, NodeId};
+
+/// The role of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking whether it could win, without changing term.
+    PreCandidate,
+    /// Campaigning in its term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Whether a group is hibernating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hibernation {
+    /// Ticking normally.
+    Awake,
+    /// Leader: asked followers to hibernate, waiting for all of them.
+    Requested,
+    /// Not ticking until a message, a proposal or a peer-down notice.
+    Asleep,
+}
+
+/// One replica of one Raft group, generic over the runtime's log view.
+#[derive(Debug)]
+pub struct Raft<L: LogView> {
+    pub(super) cfg: Config,
+    pub(super) term: u64,
+    pub(super) vote: Option<NodeId>,
+    pub(super) role: Role,
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: RaftLog<L>,
+    /// The membership in force: the latest configuration in the log,
+    /// committed or not (Raft §6).
+    pub(super) membership: Membership,
+    /// The membership as of the commit index.
+    pub(super) membership_committed: Membership,
+    /// Membership changes in the log past the commit index, by index.
+    pub(super) conf_uncommitted: BTreeMap<u64, ConfChange>,
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    pub(super) ticks_election_elapsed: u32,
+    pub(super) ticks_heartbeat_elapsed: u32,
+    pub(super) ticks_election_timeout: u32,
+    pub(super) ticks_alive: u64,
+    pub(super) tick_now: u64,
+    /// Leader: heartbeats sent at or before this tick do not count for the lease.
+    pub(super) tick_lease_floor: u64,
+    /// Follower: the newest heartbeat tick seen from the current leader.
+    pub(super) tick_leader_seen: u64,
+    pub(super) reads: ReadQueue,
+    pub(super) transferee: Option<NodeId>,
+    /// Leader: a TimeoutNow went out this term, so the lease is over for good.
+    pub(super) lease_revoked: bool,
+    pub(super) membership_target: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+    pub(super) index_conf_pending: u64,
+    pub(super) hibernation: Hibernation,
+    pub(super) ticks_idle: u32,
+    pub(super) rng: SplitMix64,
+    pub(super) index_applied: u64,
+    hard_state_reported: HardState,
+    pub(super) msgs: Vec<Message>,
+    pub(super) msgs_persisted: Vec<Message>,
+    pub(super) reads_ready: Vec<ReadState>,
+    pub(super) reads_failed: Vec<Bytes>,
+}
+
+impl<L: LogView> Raft<L> {
+    /// A replica over `view` (the durable log), restarting from
+    /// `hard_state`, with the state machine applied up to `index_applied`.
+    /// The membership is the snapshot's plus every change committed after it.
+    pub fn new(
+        cfg: Config,
+        view: L,
+        hard_state: HardState,
+        index_applied: u64,
+    ) -> Result<Self, RaftError> {
+        cfg.validate()?;
+        let group = cfg.group;
+        let membership_committed = view.snapshot_meta().membership;
+        let conf_uncommitted = scan_conf_changes(&view, cfg.bytes_apply_max)
+            .map_err(|source| RaftError::Log { group, source })?;
+        let log = RaftLog::new(view, hard_state.index_commit, index_applied);
+        let seed = cfg.seed ^ cfg.id.0.rotate_left(32) ^ cfg.group.0;
+        let mut raft = Self {
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            index_applied: log.index_apply_handed(),
+            log,
+            membership: membership_committed.clone(),
+            membership_committed,
+            conf_uncommitted,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            ticks_election_elapsed: 0,
+            ticks_heartbeat_elapsed: 0,
+            ticks_election_timeout: cfg.ticks_election,
+            ticks_alive: 0,
+            tick_now: 0,
+            tick_lease_floor: 0,
+            tick_leader_seen: 0,
+            reads: ReadQueue::default(),
+            transferee: None,
+            lease_revoked: false,
+            membership_target: None,
+            index_conf_pending: 0,
+            hibernation: Hibernation::Awake,
+            ticks_idle: 0,
+            rng: SplitMix64::new(seed),
+            hard_state_reported: hard_state,
+            msgs: Vec::new(),
+            msgs_persisted: Vec::new(),
+            reads_ready: Vec::new(),
+            reads_failed: Vec::new(),
+            cfg,
+        };
+        raft.fold_committed_conf_changes();
+        raft.recompute_membership();
+        raft.reset(raft.term);
+        Ok(raft)
+    }
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// The group.
+    pub fn group(&self) -> GroupId {
+        self.cfg.group
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The committed index.
+    pub fn index_commit(&self) -> u64 {
+        self.log.index_committed()
+    }
+
+    /// The last index of the log.
+    pub fn index_last(&self) -> u64 {
+        self.log.last_index()
+    }
+
+    /// The term of the entry at `index`, if the log still has it.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        self.log.term(index).ok()
+    }
+
+    /// The membership in force: the latest configuration in the log.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The hard state as it is now (not necessarily persisted yet).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            index_commit: self.log.index_committed(),
+        }
+    }
+
+    /// Whether the group is hibernating: the runtime may stop ticking it.
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernation == Hibernation::Asleep
+    }
+
+    /// The runtime's log view.
+    pub fn log_view(&self) -> &L {
+        self.log.view()
+    }
+
+    /// The runtime's log view, to write or compact (see the `Ready` contract).
+    pub fn log_view_mut(&mut self) -> &mut L {
+        self.log.view_mut()
+    }
+
+    /// Advances the clock by one tick: elections, heartbeats, check-quorum,
+    /// lease expiry and hibernation all count ticks.
+    pub fn tick(&mut self) {
+        if self.hibernation == Hibernation::Asleep {
+            return;
+        }
+        self.tick_now += 1;
+        self.ticks_alive += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.ticks_election_elapsed += 1;
+            let timed_out = self.ticks_election_elapsed >= self.ticks_election_timeout;
+            if timed_out && self.is_promotable() {
+                self.ticks_election_elapsed = 0;
+                self.campaign_on_timeout();
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.ticks_heartbeat_elapsed += 1;
+        self.ticks_election_elapsed += 1;
+        if self.ticks_election_elapsed >= self.cfg.ticks_election {
+            self.ticks_election_elapsed = 0;
+            if self.cfg.check_quorum && !self.quorum_recently_active() {
+                log::info!(
+                    "group {}: {} steps down, no quorum heard",
+                    self.cfg.group,
+                    self.cfg.id
+                );
+                self.become_follower(self.term, None);
+                return;
+            }
+            self.transferee = None;
+        }
+        if self.ticks_heartbeat_elapsed >= self.cfg.ticks_heartbeat {
+            self.ticks_heartbeat_elapsed = 0;
+            if self.hibernation == Hibernation::Requested {
+                self.send_hibernate_requests();
+            } else {
+                self.broadcast_heartbeat();
+            }
+        }
+        self.tick_hibernate();
+    }
+
+    fn quorum_recently_active(&mut self) -> bool {
+        let id = self.cfg.id;
+        let active = crate::raft::quorum::quorum_active(&self.membership, |n| {
+            n == id || self.progress.get(&n).is_some_and(|p| p.recent_active)
+        });
+        for (&n, pr) in self.progress.iter_mut() {
+            pr.recent_active = n == id;
+        }
+        active
+    }
+
+    /// Whether this node may campaign: it votes in the latest configuration,
+    /// or in the committed one while a change is still uncommitted. The
+    /// latter lets a leader that removed itself, and holds the only copy of
+    /// the change, win again (votes are counted in the latest configuration,
+    /// so this is safe) and finish the change instead of blocking the
+    /// group; it steps down once the change commits.
+    pub(super) fn is_promotable(&self) -> bool {
+        self.membership.is_voter(self.cfg.id)
+            || (!self.conf_uncommitted.is_empty()
+                && self.membership_committed.is_voter(self.cfg.id))
+    }
+
+    /// Whether this node honours a leader's lease now and so ignores
+    /// candidates (check-quorum; also for one election timeout after start,
+    /// since a lease granted before a crash may still run).
+    pub(super) fn in_lease(&self) -> bool {
+        if !self.cfg.check_quorum {
+            return false;
+        }
+        let hearing_leader = self.leader.is_some()
+            && self.hibernation != Hibernation::Asleep
+            && self.ticks_election_elapsed < self.cfg.ticks_election;
+        let just_started =
+            self.cfg.lease_read && self.ticks_alive < u64::from(self.cfg.ticks_election);
+        hearing_leader || just_started
+    }
+
+    /// Clears everything that belongs to one term and role.
+    pub(super) fn reset(&mut self, term: u64) {
+        if term != self.term {
+            debug_assert!(term > self.term);
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.ticks_election_elapsed = 0;
+        self.ticks_heartbeat_elapsed = 0;
+        let spread = u64::from(self.cfg.ticks_election);
+        self.ticks_election_timeout = self.cfg.ticks_election + self.rng.below(spread) as u32;
+        self.votes.clear();
+        self.progress.clear();
+        self.transferee = None;
+        self.lease_revoked = false;
+        self.membership_target = None;
+        let failed = self.reads.fail_all();
+        self.reads_failed.extend(failed);
+        self.hibernation = Hibernation::Awake;
+        self.ticks_idle = 0;
+        self.tick_leader_seen = 0;
+    }
+
+    /// Becomes a follower in `term` (of `leader`, if known).
+    pub(super) fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    /// Queues a message at the current term.
+    pub(super) fn send(&mut self, to: NodeId, body: Body) {
+        self.send_at(to, self.term, body);
+    }
+
+    /// Queues a message at `term`. A leader's own kinds go out at once;
+    /// everything else waits for this `Ready`'s writes to be durable.
+    pub(super) fn send_at(&mut self, to: NodeId, term: u64, body: Body) {
+        let m = Message {
+            group: self.cfg.group,
+            from: self.cfg.id,
+            to,
+            term,
+            body,
+        };
+        if self.role == Role::Leader && m.is_from_leader() {
+            self.msgs.push(m);
+        } else {
+            self.msgs_persisted.push(m);
+        }
+    }
+
+    /// Handles one message from a peer.
+    pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        if m.group != self.cfg.group {
+            return Err(RaftError::WrongGroup {
+                group: self.cfg.group,
+                got: m.group,
+            });
+        }
+        if m.to != self.cfg.id {
+            return Ok(());
+        }
+        self.wake_on(&m);
+        if m.term > self.term && !self.step_higher_term(&m) {
+            return Ok(());
+        }
+        if m.term < self.term {
+            self.step_lower_term(&m);
+            return Ok(());
+        }
+        self.dispatch(m);
+        Ok(())
+    }
+
+    /// A message from a later term; false if it must be ignored.
+    fn step_higher_term(&mut self, m: &Message) -> bool {
+        if let Body::Vote(v) = &m.body
+            && !v.transfer
+            && self.in_lease()
+        {
+            return false;
+        }
+        match &m.body {
+            Body::Vote(v) if v.pre => {}
+            Body::VoteResponse(r) if r.pre && !r.reject => {}
+            _ => {
+                let leader = m.is_from_leader().then_some(m.from);
+                // Only a leader (or a granted vote) resets the election
+                // timer: candidates with stale logs raising the term must
+                // not keep the node with the best log from campaigning.
+                let elapsed = self.ticks_election_elapsed;
+                self.become_follower(m.term, leader);
+                if leader.is_none() {
+                    self.ticks_election_elapsed = elapsed;
+                }
+            }
+        }
+        true
+    }
+
+    /// A message from an earlier term. A stale leader learns our term (so a
+    /// node whose term ran ahead in a partition can rejoin), and a stale
+    /// (pre-)candidate gets a rejection carrying our term (Figure 2: "reply
+    /// false if term < currentTerm"). Without it a pre-candidate with the
+    /// log never learns the term of a node that ran ahead (etcd#9586), and a
+    /// candidate stays behind a term that a removed node keeps raising.
+    fn step_lower_term(&mut self, m: &Message) {
+        let quiet = self.cfg.check_quorum || self.cfg.pre_vote;
+        match &m.body {
+            Body::Append(_) | Body::Heartbeat(_) if quiet => {
+                let body = AppendResponse {
+                    reject: false,
+                    index: 0,
+                    index_hint: 0,
+                    term_hint: 0,
+                };
+                self.send(m.from, Body::AppendResponse(body));
+            }
+            Body::Vote(v) => {
+                let body = VoteResponse {
+                    pre: v.pre,
+                    reject: true,
+                };
+                self.send(m.from, Body::VoteResponse(body));
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, m: Message) {
+        let from = m.from;
+        match m.body {
+            Body::Vote(v) => self.handle_vote(from, m.term, v),
+            Body::VoteResponse(r) => self.handle_vote_response(from, m.term, r),
+            Body::AppendResponse(r) if self.role == Role::Leader => {
+                self.handle_append_response(from, r)
+            }
+            Body::HeartbeatResponse(r) if self.role == Role::Leader => {
+                self.handle_heartbeat_response(from, r)
+            }
+            Body::HibernateResponse(r) if self.role == Role::Leader => {
+                self.handle_hibernate_response(from, r)
+            }
+            Body::Append(_)
+            | Body::Heartbeat(_)
+            | Body::Snapshot(_)
+            | Body::TimeoutNow
+            | Body::Hibernate(_) => {
+                if self.role == Role::Leader {
+                    log::error!(
+                        "group {}: two leaders in term {}",
+                        self.cfg.group,
+                        self.term
+                    );
+                    debug_assert!(false, "two leaders in one term");
+                    return;
+                }
+                self.follow(from);
+                match m.body {
+                    Body::Append(a) => self.handle_append(from, a),
+                    Body::Heartbeat(h) => self.handle_heartbeat(from, h),
+                    Body::Snapshot(meta) => self.handle_snapshot(from, meta),
+                    Body::TimeoutNow => self.handle_timeout_now(),
+                    Body::Hibernate(h) => self.handle_hibernate(from, h),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A leader of the current term spoke: follow it.
+    fn follow(&mut self, from: NodeId) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        if self.leader != Some(from) {
+            self.tick_leader_seen = 0;
+        }
+        self.leader = Some(from);
+        if self.hibernation != Hibernation::Asleep {
+            self.ticks_election_elapsed = 0;
+        }
+    }
+
+    /// Commits up to `index`.
+    pub(super) fn commit_to(&mut self, index: u64) {
+        if index <= self.log.index_committed() {
+            return;
+        }
+        self.log.commit_to(index);
+        self.fold_committed_conf_changes();
+    }
+
+    /// Moves membership changes at or below the commit index into the
+    /// committed membership (they are already in force).
+    fn fold_committed_conf_changes(&mut self) {
+        let committed = self.log.index_committed();
+        while let Some(entry) = self.conf_uncommitted.first_entry() {
+            if *entry.key() > committed {
+                break;
+            }
+            let (index, change) = entry.remove_entry();
+            match self.membership_committed.apply(&change) {
+                Ok(next) => self.membership_committed = next,
+                Err(e) => {
+                    log::error!("group {}: bad conf change at {index}: {e}", self.cfg.group);
+                    debug_assert!(false, "a committed conf change does not apply: {e}");
+                }
+            }
+        }
+    }
+
+    /// Recomputes the membership in force from the committed one and the
+    /// changes in the log after it.
+    pub(super) fn recompute_membership(&mut self) {
+        let mut membership = self.membership_committed.clone();
+        for (index, change) in &self.conf_uncommitted {
+            match membership.apply(change) {
+                Ok(next) => membership = next,
+                Err(e) => {
+                    log::error!("group {}: bad conf change at {index}: {e}", self.cfg.group);
+                    debug_assert!(false, "a conf change in the log does not apply: {e}");
+                }
+            }
+        }
+        if membership != self.membership {
+            self.membership = membership;
+            self.on_membership_changed();
+        }
+    }
+
+    /// Appends entries to the log; membership changes among them take
+    /// effect at once, and truncated ones are undone.
+    pub(super) fn append_to_log(&mut self, entries: &[crate::raft::Entry]) {
+        let Some(first) = entries.first() else { return };
+        let truncated = self.conf_uncommitted.split_off(&first.index);
+        let mut changed = !truncated.is_empty();
+        for e in entries {
+            if let EntryKind::ConfChange(cc) = &e.kind {
+                self.conf_uncommitted.insert(e.index, cc.clone());
+                changed = true;
+            }
+        }
+        self.log.append(entries);
+        if changed {
+            self.recompute_membership();
+        }
+    }
+
+    /// Replaces the log by a snapshot from the leader.
+    pub(super) fn restore_snapshot(&mut self, meta: crate::raft::SnapshotMeta) {
+        self.membership_committed = meta.membership.clone();
+        self.conf_uncommitted.clear();
+        self.log.restore(meta);
+        self.recompute_membership();
+    }
+
+    /// The runtime made the log durable up to `index`, whose term is `term`.
+    pub fn on_entries_durable(&mut self, index: u64, term: u64) {
+        if !self.log.stable_to(index, term) {
+            return;
+        }
+        if self.role == Role::Leader {
+            let id = self.cfg.id;
+            if let Some(pr) = self.progress.get_mut(&id) {
+                pr.maybe_update(index);
+            }
+            if self.maybe_commit() {
+                self.broadcast_append();
+            }
+        }
+    }
+
+    /// The runtime installed the snapshot handed out at `index`.
+    pub fn on_snapshot_installed(&mut self, index: u64) {
+        self.log.snapshot_installed(index);
+    }
+
+    /// The state machine applied everything up to `index`.
+    pub fn on_applied(&mut self, index: u64) {
+        self.index_applied = self.index_applied.max(index);
+    }
+
+    /// Whether a `Ready` would have anything in it.
+    pub fn has_ready(&self) -> bool {
+        self.hard_state() != self.hard_state_reported
+            || self.log.has_ready()
+            || !self.msgs.is_empty()
+            || !self.msgs_persisted.is_empty()
+            || !self.reads_ready.is_empty()
+            || !self.reads_failed.is_empty()
+            || (self.role == Role::Leader && self.reads.has_open())
+    }
+
+    /// Drains everything the caller must do now; see [`Ready`] for the order.
+    pub fn ready(&mut self) -> Result<Ready, RaftError> {
+        self.flush_reads();
+        let hard_state = self.hard_state();
+        let hard_state = (hard_state != self.hard_state_reported).then(|| {
+            self.hard_state_reported = hard_state.clone();
+            hard_state
+        });
+        let group = self.cfg.group;
+        let entries_committed = self
+            .log
+            .take_committed(self.cfg.bytes_apply_max)
+            .map_err(|source| RaftError::Log { group, source })?;
+        Ok(Ready {
+            hard_state,
+            snapshot: self.log.take_snapshot(),
+            entries: self.log.take_unhanded(),
+            messages: std::mem::take(&mut self.msgs),
+            messages_persisted: std::mem::take(&mut self.msgs_persisted),
+            entries_committed,
+            reads: std::mem::take(&mut self.reads_ready),
+            reads_failed: std::mem::take(&mut self.reads_failed),
+        })
+    }
+}
+
+/// Collects the membership changes in the log after its snapshot.
+fn scan_conf_changes<L: LogView>(
+    view: &L,
+    bytes_max: u64,
+) -> Result<BTreeMap<u64, ConfChange>, crate::raft::LogError> {
+    let mut out = BTreeMap::new();
+    let (mut lo, hi) = (view.first_index(), view.last_index() + 1);
+    while lo < hi {
+        let batch = view.entries(lo, hi, bytes_max)?;
+        let Some(last) = batch.last() else { break };
+        lo = last.index + 1;
+        for e in batch {
+            if let EntryKind::ConfChange(cc) = e.kind {
+                out.insert(e.index, cc);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,161 @@
+//! Membership changes driven by the leader: add new nodes as learners, wait
+//! until they catch up (cancellable meanwhile), enter the joint
+//! configuration, and leave it automatically once it commits, even under a
+//! new leader.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use super::error::RaftError;
+use super::log::LogView;
+use super::membership::ConfChange;
+use super::node::{Raft, Role};
+use super::types::{EntryKind, NodeId};
+
+impl<L: LogView> Raft<L> {
+    /// Changes the membership to `voters` and `learners`. Nodes that are not
+    /// members yet join as learners first; voters are changed through a
+    /// joint configuration once every new voter has caught up.
+    pub fn change_membership(
+        &mut self,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+    ) -> Result<(), RaftError> {
+        let group = self.cfg.group;
+        if self.role != Role::Leader {
+            return Err(self.not_leader());
+        }
+        if self.transferee.is_some() {
+            return Err(RaftError::TransferInProgress { group });
+        }
+        if self.membership_target.is_some()
+            || self.membership.is_joint()
+            || self.index_conf_pending > self.log.index_committed()
+        {
+            return Err(RaftError::ConfChangePending { group });
+        }
+        let probe = ConfChange::EnterJoint {
+            voters: voters.clone(),
+            learners: learners.clone(),
+        };
+        self.membership
+            .apply(&probe)
+            .map_err(|source| RaftError::ConfChange { group, source })?;
+        self.wake();
+        let members = self.membership.nodes();
+        let newcomers: BTreeSet<NodeId> = voters.difference(&members).copied().collect();
+        self.membership_target = Some((voters, learners));
+        if !newcomers.is_empty() {
+            let mut learners_now = self.membership.learners();
+            learners_now.extend(newcomers);
+            let voters_now = self.membership.voters().clone();
+            self.propose_conf(ConfChange::Set {
+                voters: voters_now,
+                learners: learners_now,
+            });
+            return Ok(());
+        }
+        self.advance_membership_target();
+        Ok(())
+    }
+
+    /// Abandons a membership change still waiting for learners to catch up
+    /// (the learners stay learners). A joint configuration, once proposed,
+    /// is always completed.
+    pub fn cancel_membership_change(&mut self) -> Result<(), RaftError> {
+        if self.role != Role::Leader {
+            return Err(self.not_leader());
+        }
+        match self.membership_target.take() {
+            Some(_) => Ok(()),
+            None => Err(RaftError::NothingToCancel {
+                group: self.cfg.group,
+            }),
+        }
+    }
+
+    fn propose_conf(&mut self, change: ConfChange) {
+        let index = self.append_leader_entry(EntryKind::ConfChange(change), Bytes::new());
+        self.index_conf_pending = index;
+    }
+
+    /// Proposes the target once no change is pending and its new voters
+    /// hold the log within `entries_catchup_lag_max`.
+    pub(super) fn advance_membership_target(&mut self) {
+        if self.role != Role::Leader || self.index_conf_pending > self.log.index_committed() {
+            return;
+        }
+        let Some((voters, _)) = &self.membership_target else {
+            return;
+        };
+        let last = self.log.last_index();
+        let lag = self.cfg.entries_catchup_lag_max;
+        let caught_up = voters.difference(self.membership.voters()).all(|n| {
+            self.progress.get(n).is_some_and(|p| {
+                p.index_match >= self.index_conf_pending && p.index_match + lag >= last
+            })
+        });
+        if !caught_up || self.membership.is_joint() {
+            return;
+        }
+        let Some((voters, learners)) = self.membership_target.take() else {
+            return;
+        };
+        if voters == *self.membership.voters() {
+            self.propose_conf(ConfChange::Set { voters, learners });
+        } else {
+            self.propose_conf(ConfChange::EnterJoint { voters, learners });
+        }
+    }
+
+    /// Leaves a committed joint configuration (any leader does, so a group
+    /// never stays joint after a leader change).
+    pub(super) fn maybe_leave_joint(&mut self) {
+        let pending = self.index_conf_pending > self.log.index_committed();
+        if self.role == Role::Leader && self.membership.is_joint() && !pending {
+            log::info!("group {}: leaving the joint configuration", self.cfg.group);
+            self.propose_conf(ConfChange::LeaveJoint);
+        }
+    }
+
+    /// Keeps the leader's progress in step with the membership.
+    pub(super) fn on_membership_changed(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let nodes = self.membership.nodes();
+        self.progress.retain(|n, _| nodes.contains(n));
+        let index_next = self.log.last_index() + 1;
+        for n in nodes {
+            self.progress.entry(n).or_insert_with(|| {
+                crate::raft::progress::Progress::new(
+                    index_next,
+                    self.cfg.msgs_inflight_max,
+                    self.cfg.bytes_inflight_max,
+                )
+            });
+        }
+        if self
+            .transferee
+            .is_some_and(|t| !self.membership.voters().contains(&t))
+        {
+            self.transferee = None;
+        }
+    }
+
+    /// A leader that the committed configuration no longer lists as a voter
+    /// steps down; the voters, whose logs hold that configuration, elect.
+    pub(super) fn maybe_step_down_removed(&mut self) {
+        let removed = !self.membership.is_voter(self.cfg.id) && self.conf_uncommitted.is_empty();
+        if self.role == Role::Leader && removed {
+            log::info!(
+                "group {}: {} removed, stepping down",
+                self.cfg.group,
+                self.cfg.id
+            );
+            self.broadcast_append();
+            self.become_follower(self.term, None);
+        }
+    }
+}

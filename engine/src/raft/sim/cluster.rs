@@ -1,0 +1,892 @@
+//! The simulated cluster: an event queue in simulated time, a network that
+//! drops, duplicates, reorders, delays and partitions, crashes and restarts,
+//! clients that propose and read, membership changes and leader transfers,
+//! all drawn from one seeded RNG.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use bytes::Bytes;
+
+use crate::raft::rng::SplitMix64;
+use crate::raft::{
+    Body, EntryKind, GroupId, HardState, Message, NodeId, Ready, Role, SnapshotMeta,
+};
+
+use super::check::{Checker, decode_write, encode_write};
+use super::node::{SimNode, sim_config};
+use super::storage::{LogData, SmData, Write};
+
+/// Simulated time units per nominal tick; node clocks drift ±1 unit (5%).
+pub(crate) const UNIT: u64 = 20;
+
+/// A bound on events per run, so a livelock fails instead of hanging.
+const EVENTS_MAX: u64 = 2_000_000;
+
+/// Fault rates and durations for one run, in per mille per tick.
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub(crate) nodes: usize,
+    pub(crate) voters: usize,
+    pub(crate) ticks_chaos: u64,
+    pub(crate) ticks_heal_max: u64,
+    pub(crate) drop_pm: u64,
+    pub(crate) dup_pm: u64,
+    pub(crate) delay_long_pm: u64,
+    pub(crate) crash_pm: u64,
+    pub(crate) partition_pm: u64,
+    pub(crate) propose_pm: u64,
+    pub(crate) read_pm: u64,
+    pub(crate) transfer_pm: u64,
+    pub(crate) reconfig_pm: u64,
+    pub(crate) compact_pm: u64,
+    pub(crate) hibernate: bool,
+    /// Chance per tick that clients go quiet for a while (lets groups hibernate).
+    pub(crate) quiet_pm: u64,
+    /// Isolate leaders and read from every leader every tick.
+    pub(crate) lease_stress: bool,
+    /// Nodes (bit i: node i + 1) that campaign without pre-vote.
+    pub(crate) pre_vote_off_mask: u64,
+    /// Keep one node down after healing.
+    pub(crate) heal_keep_down: bool,
+}
+
+impl Params {
+    /// Random parameters for a seed: 3 to 7 nodes, varied fault rates.
+    pub(crate) fn random(rng: &mut SplitMix64) -> Self {
+        let nodes = 3 + rng.below(5) as usize;
+        let voters = if nodes >= 5 && rng.chance(500) { 5 } else { 3 };
+        Self {
+            nodes,
+            voters,
+            ticks_chaos: 250 + rng.below(150),
+            ticks_heal_max: 300,
+            drop_pm: rng.below(100),
+            dup_pm: rng.below(50),
+            delay_long_pm: rng.below(80),
+            crash_pm: rng.below(25),
+            partition_pm: rng.below(25),
+            propose_pm: 300 + rng.below(500),
+            read_pm: 200 + rng.below(400),
+            transfer_pm: rng.below(20),
+            reconfig_pm: rng.below(30),
+            compact_pm: rng.below(60),
+            hibernate: rng.chance(700),
+            quiet_pm: rng.below(40),
+            lease_stress: rng.chance(300),
+            heal_keep_down: rng.chance(300),
+            pre_vote_off_mask: if rng.chance(300) { rng.below(128) } else { 0 },
+        }
+    }
+}
+
+enum Event {
+    Tick(usize, u64),
+    Deliver(Box<InFlight>),
+    Sync(usize, u64),
+    Chaos,
+}
+
+struct InFlight {
+    msg: Message,
+    snapshot: Option<(u64, SmData)>,
+    sender_incarnation: u64,
+}
+
+/// One simulated run.
+pub(crate) struct Cluster {
+    pub(crate) rng: SplitMix64,
+    pub(crate) params: Params,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) checker: Checker,
+    group: GroupId,
+    seed: u64,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Event>,
+    partition: Option<Vec<bool>>,
+    partition_until: u64,
+    quiet_until: u64,
+    pub(crate) tick: u64,
+    faults: bool,
+    value_next: u64,
+    reads: HashMap<u64, (u8, u64)>,
+    read_next: u64,
+    marker: Option<(usize, u64, u64, u64)>,
+    pub(crate) healed_at: Option<u64>,
+    trace: bool,
+}
+
+fn idx(id: NodeId) -> usize {
+    (id.0 - 1) as usize
+}
+
+impl Cluster {
+    /// A cluster of `params.nodes`, the first `params.voters` bootstrapped.
+    pub(crate) fn new(seed: u64, params: Params) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let voters: BTreeSet<NodeId> = (1..=params.voters as u64).map(NodeId).collect();
+        let bootstrap = crate::raft::Entry {
+            term: 1,
+            index: 1,
+            kind: EntryKind::ConfChange(crate::raft::ConfChange::Set {
+                voters: voters.clone(),
+                learners: BTreeSet::new(),
+            }),
+            payload: Bytes::new(),
+        };
+        let mut nodes = Vec::new();
+        for i in 0..params.nodes {
+            let id = NodeId(i as u64 + 1);
+            let period = UNIT - 1 + rng.below(3);
+            let (log, hs) = if voters.contains(&id) {
+                let log = LogData {
+                    snapshot: SnapshotMeta::default(),
+                    entries: vec![bootstrap.clone()],
+                };
+                (
+                    log,
+                    HardState {
+                        term: 1,
+                        vote: None,
+                        index_commit: 1,
+                    },
+                )
+            } else {
+                (LogData::default(), HardState::default())
+            };
+            nodes.push(SimNode::new(id, log, hs, period));
+        }
+        let mut c = Self {
+            rng,
+            nodes,
+            checker: Checker::default(),
+            group: GroupId(seed % 1000),
+            seed,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            partition: None,
+            partition_until: 0,
+            quiet_until: 0,
+            tick: 0,
+            faults: true,
+            value_next: 1,
+            reads: HashMap::new(),
+            read_next: 1,
+            marker: None,
+            healed_at: None,
+            trace: std::env::var_os("SAMPAN_SIM_TRACE").is_some(),
+            params,
+        };
+        for i in 0..c.nodes.len() {
+            c.start_node(i);
+        }
+        c.schedule(UNIT, Event::Chaos);
+        c
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now + delay, self.seq)));
+        self.events.insert(self.seq, event);
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let hibernate = self.params.hibernate;
+        let seed = self.seed.wrapping_add(self.nodes[i].incarnation * 7919);
+        let mut cfg = sim_config(self.nodes[i].id, self.group, seed, hibernate);
+        // A rolling upgrade: some nodes campaign without pre-vote, so terms
+        // can run ahead of the log (the etcd#9586 setting).
+        // Upgrades and rollbacks flip it across restarts.
+        cfg.pre_vote = self.params.pre_vote_off_mask & (1 << i) == 0
+            || (self.nodes[i].incarnation > 0 && self.rng.chance(500));
+        self.nodes[i].start(cfg);
+        let inc = self.nodes[i].incarnation;
+        let phase = 1 + self.rng.below(self.nodes[i].period);
+        self.schedule(phase, Event::Tick(i, inc));
+    }
+
+    /// Runs until the cluster made progress after healing; panics on any
+    /// violated invariant or if progress does not resume in time.
+    pub(crate) fn run(&mut self) {
+        let mut events = 0u64;
+        while let Some(Reverse((time, seq))) = self.queue.pop() {
+            events += 1;
+            assert!(
+                events < EVENTS_MAX,
+                "runaway: {events} events by tick {}: {}",
+                self.tick,
+                self.describe()
+            );
+            self.now = time;
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            match event {
+                Event::Tick(i, inc) => self.on_tick(i, inc),
+                Event::Deliver(f) => self.deliver(*f),
+                Event::Sync(i, inc) => {
+                    if self.nodes[i].incarnation == inc {
+                        self.sync(i);
+                        self.drain(i);
+                    }
+                }
+                Event::Chaos => {
+                    if self.on_chaos() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One line per node: role, term, commit, last index, hibernation.
+    pub(crate) fn describe(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            match &n.raft {
+                Some(r) => out.push_str(&format!(
+                    "[{} {:?} t{} c{} l{} a{}{} v{:?} o{:?} l{:?}] ",
+                    n.id,
+                    r.role(),
+                    r.term(),
+                    r.index_commit(),
+                    r.index_last(),
+                    n.applied,
+                    if r.is_hibernating() { " zz" } else { "" },
+                    r.membership()
+                        .voters()
+                        .iter()
+                        .map(|n| n.0)
+                        .collect::<Vec<_>>(),
+                    r.membership()
+                        .voters_outgoing()
+                        .iter()
+                        .map(|n| n.0)
+                        .collect::<Vec<_>>(),
+                    r.membership()
+                        .learners()
+                        .iter()
+                        .map(|n| n.0)
+                        .collect::<Vec<_>>(),
+                )),
+                None => out.push_str(&format!("[{} down] ", n.id)),
+            }
+        }
+        out
+    }
+
+    fn on_tick(&mut self, i: usize, inc: u64) {
+        if self.nodes[i].incarnation != inc {
+            return;
+        }
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            raft.tick();
+        }
+        self.drain(i);
+        let period = self.nodes[i].period;
+        self.schedule(period, Event::Tick(i, inc));
+    }
+
+    fn blocked(&self, a: usize, b: usize) -> bool {
+        self.partition
+            .as_ref()
+            .is_some_and(|side| side[a] != side[b])
+    }
+
+    fn send(&mut self, from: usize, msg: Message) {
+        if msg.body == Body::TimeoutNow {
+            self.checker.counters.transfers += 1;
+        }
+        let snapshot = match &msg.body {
+            Body::Snapshot(meta) => {
+                let node = &self.nodes[from];
+                assert_eq!(
+                    node.durable.snapshot.index, meta.index,
+                    "snapshot meta and data disagree"
+                );
+                Some((meta.index, node.sm_durable.clone()))
+            }
+            _ => None,
+        };
+        let sender_incarnation = self.nodes[from].incarnation;
+        let copies = if self.faults && self.rng.chance(self.params.drop_pm) {
+            0
+        } else if self.faults && self.rng.chance(self.params.dup_pm) {
+            2
+        } else {
+            1
+        };
+        if copies == 0 {
+            self.report_snapshot(&msg, sender_incarnation, false);
+        }
+        for _ in 0..copies {
+            let long = self.faults && self.rng.chance(self.params.delay_long_pm);
+            let delay = if long {
+                1 + self.rng.below(8 * UNIT)
+            } else if self.params.lease_stress {
+                // Fast links: a new leader commits as early as it can.
+                1 + self.rng.below(UNIT / 4)
+            } else {
+                1 + self.rng.below(UNIT)
+            };
+            let f = InFlight {
+                msg: msg.clone(),
+                snapshot: snapshot.clone(),
+                sender_incarnation,
+            };
+            self.schedule(delay, Event::Deliver(Box::new(f)));
+        }
+    }
+
+    fn report_snapshot(&mut self, msg: &Message, sender_incarnation: u64, ok: bool) {
+        if !matches!(msg.body, Body::Snapshot(_)) {
+            return;
+        }
+        let from = idx(msg.from);
+        if self.nodes[from].incarnation != sender_incarnation {
+            return;
+        }
+        if let Some(raft) = self.nodes[from].raft.as_mut() {
+            raft.report_snapshot(msg.to, ok);
+        }
+        self.drain(from);
+    }
+
+    fn deliver(&mut self, f: InFlight) {
+        let (from, to) = (idx(f.msg.from), idx(f.msg.to));
+        if !self.nodes[to].is_up() || self.blocked(from, to) {
+            self.report_snapshot(&f.msg, f.sender_incarnation, false);
+            return;
+        }
+        let is_snapshot = f.snapshot.is_some();
+        self.nodes[to].incoming_snapshot = f.snapshot;
+        if let Some(raft) = self.nodes[to].raft.as_mut() {
+            raft.step(f.msg.clone()).expect("step");
+        }
+        self.drain(to);
+        self.nodes[to].incoming_snapshot = None;
+        if is_snapshot {
+            self.report_snapshot(&f.msg, f.sender_incarnation, true);
+        }
+    }
+
+    /// Drains every `Ready` of node `i` and checks the invariants.
+    pub(crate) fn drain(&mut self, i: usize) {
+        for _ in 0..16 {
+            let Some(raft) = self.nodes[i].raft.as_mut() else {
+                return;
+            };
+            if !raft.has_ready() {
+                break;
+            }
+            let ready = raft.ready().expect("ready");
+            self.handle_ready(i, ready);
+        }
+        self.check_node(i);
+    }
+
+    fn handle_ready(&mut self, i: usize, rd: Ready) {
+        for m in rd.messages {
+            self.send(i, m);
+        }
+        if let Some(hs) = rd.hard_state {
+            self.nodes[i].pending.push(Write::HardState(hs));
+        }
+        if let Some(meta) = rd.snapshot {
+            self.install_snapshot(i, meta);
+        }
+        if !rd.entries.is_empty() {
+            self.append(i, rd.entries);
+        }
+        if !rd.messages_persisted.is_empty() {
+            if self.nodes[i].pending.is_empty() {
+                for m in rd.messages_persisted {
+                    self.send(i, m);
+                }
+            } else {
+                self.nodes[i]
+                    .pending
+                    .push(Write::Messages(rd.messages_persisted));
+            }
+        }
+        for e in &rd.entries_committed {
+            self.apply(i, e);
+        }
+        for r in rd.reads_failed {
+            self.reads
+                .remove(&u64::from_le_bytes(r[..].try_into().expect("read ctx")));
+        }
+        self.nodes[i].reads_waiting.extend(rd.reads);
+        self.serve_reads(i);
+        let node = &mut self.nodes[i];
+        if !node.pending.is_empty() && !node.sync_scheduled {
+            node.sync_scheduled = true;
+            let inc = node.incarnation;
+            let delay = if self.params.lease_stress {
+                self.rng.below(3)
+            } else {
+                self.rng.below(UNIT / 2)
+            };
+            self.schedule(delay, Event::Sync(i, inc));
+        }
+    }
+
+    fn install_snapshot(&mut self, i: usize, meta: SnapshotMeta) {
+        let node = &mut self.nodes[i];
+        let (index, data) = node
+            .incoming_snapshot
+            .take()
+            .expect("snapshot data arrived with the message");
+        assert_eq!(
+            index, meta.index,
+            "installing a snapshot whose data did not arrive"
+        );
+        node.written.0.borrow_mut().install(meta.clone());
+        node.sm = data.clone();
+        node.applied = meta.index;
+        node.membership_applied = meta.membership.clone();
+        node.reads_waiting.clear();
+        node.pending.push(Write::Snapshot(meta, data));
+        self.checker.counters.snapshots_installed += 1;
+    }
+
+    fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>) {
+        let node = &mut self.nodes[i];
+        let id = node.id;
+        let mut prev = node.written.0.borrow().term(entries[0].index - 1);
+        for e in &entries {
+            self.checker.on_append(id, e, prev);
+            prev = Some(e.term);
+        }
+        node.written.0.borrow_mut().truncate_append(&entries);
+        node.pending.push(Write::Entries(entries));
+    }
+
+    fn apply(&mut self, i: usize, e: &crate::raft::Entry) {
+        let node = &mut self.nodes[i];
+        assert_eq!(
+            e.index,
+            node.applied + 1,
+            "{}: applied out of order",
+            node.id
+        );
+        self.checker.on_apply(node.id, e);
+        match &e.kind {
+            EntryKind::Normal => {
+                if let Some((key, value)) = decode_write(&e.payload) {
+                    node.sm.insert(key, value);
+                }
+            }
+            EntryKind::ConfChange(cc) => {
+                self.checker.counters.conf_changes += 1;
+                node.membership_applied = node
+                    .membership_applied
+                    .apply(cc)
+                    .expect("committed conf change applies");
+            }
+            EntryKind::NoOp => {}
+        }
+        node.applied = e.index;
+        if let Some(raft) = node.raft.as_mut() {
+            raft.on_applied(e.index);
+        }
+    }
+
+    fn serve_reads(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let applied = node.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = node
+            .reads_waiting
+            .drain(..)
+            .partition(|r| r.index <= applied);
+        node.reads_waiting = waiting;
+        for r in ready {
+            let id = u64::from_le_bytes(r.context[..].try_into().expect("read ctx"));
+            let Some((key, commit_at_issue)) = self.reads.remove(&id) else {
+                continue;
+            };
+            let value = self.nodes[i].sm.get(&key).copied().unwrap_or(0);
+            let node_id = self.nodes[i].id;
+            self.checker
+                .check_read(node_id, key, value, r.index, applied, commit_at_issue);
+        }
+    }
+
+    fn sync(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.sync_scheduled = false;
+        let mut installed = None;
+        let mut outbox = Vec::new();
+        for w in node.pending.drain(..) {
+            match w {
+                Write::HardState(hs) => node.hs_durable = hs,
+                Write::Snapshot(meta, data) => {
+                    installed = Some(meta.index);
+                    node.durable.install(meta);
+                    node.sm_durable = data;
+                }
+                Write::Entries(es) => node.durable.truncate_append(&es),
+                Write::Messages(ms) => outbox.extend(ms),
+            }
+        }
+        let last = node.durable.last_index();
+        let term = node.durable.term(last).unwrap_or(0);
+        if let Some(raft) = node.raft.as_mut() {
+            if let Some(index) = installed {
+                raft.on_snapshot_installed(index);
+            }
+            raft.on_entries_durable(last, term);
+        }
+        for m in outbox {
+            self.send(i, m);
+        }
+    }
+
+    /// Per-node invariants after an input: one leader per term, leader
+    /// completeness, commit never going back.
+    fn check_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(raft) = node.raft.as_ref() else {
+            return;
+        };
+        let commit = raft.index_commit();
+        assert!(
+            commit >= node.commit_seen,
+            "{}: commit went back {} -> {commit}",
+            node.id,
+            node.commit_seen
+        );
+        for index in node.commit_seen + 1..=commit {
+            self.checker.on_commit(node.id, index, raft.term_at(index));
+        }
+        node.commit_seen = commit;
+        if raft.is_hibernating() && !node.asleep {
+            self.checker.counters.hibernations += 1;
+        }
+        node.asleep = raft.is_hibernating();
+        if raft.role() == Role::Leader && node.term_led != raft.term() {
+            node.term_led = raft.term();
+            self.checker.on_leader(raft.term(), node.id);
+            self.checker
+                .check_leader_log(node.id, raft.index_last(), |j| raft.term_at(j));
+        }
+    }
+}
+
+impl Cluster {
+    /// Once per nominal tick: faults, clients, admin; after the chaos
+    /// phase, heal and wait for progress. True when the run is over.
+    fn on_chaos(&mut self) -> bool {
+        self.tick += 1;
+        if self.trace && self.tick.is_multiple_of(10) {
+            eprintln!("tick {}: {}", self.tick, self.describe());
+        }
+        self.schedule(UNIT, Event::Chaos);
+        if self.tick.is_multiple_of(5) {
+            self.report_liveness();
+        }
+        if self.tick < self.params.ticks_chaos {
+            self.inject_faults();
+            self.client_ops();
+            return false;
+        }
+        if self.healed_at.is_none() {
+            self.heal();
+        }
+
+        if self.tick > self.params.ticks_chaos + self.params.ticks_heal_max {
+            panic!(
+                "no progress within {} ticks after healing: {}",
+                self.params.ticks_heal_max,
+                self.describe()
+            );
+        }
+        self.progress_resumed()
+    }
+
+    fn report_liveness(&mut self) {
+        for a in 0..self.nodes.len() {
+            for b in 0..self.nodes.len() {
+                let gone = !self.nodes[b].is_up() || self.blocked(a, b);
+                if a == b || !gone || !self.nodes[a].is_up() {
+                    continue;
+                }
+                let id = self.nodes[b].id;
+                if let Some(raft) = self.nodes[a].raft.as_mut() {
+                    raft.on_node_unreachable(id);
+                }
+                self.drain(a);
+            }
+        }
+    }
+
+    fn inject_faults(&mut self) {
+        let n = self.nodes.len();
+        for i in 0..n {
+            if !self.nodes[i].is_up() && self.tick >= self.nodes[i].down_until_tick {
+                self.start_node(i);
+            }
+        }
+        let down = self.nodes.iter().filter(|n| !n.is_up()).count();
+        let sleeping_leader = (0..n).find(|&i| self.nodes[i].is_leader() && self.nodes[i].asleep);
+        if let Some(i) = sleeping_leader
+            && down < 2
+            && self.rng.chance(100)
+        {
+            // The case hibernation must survive: its leader dies in its sleep.
+            self.nodes[i].crash();
+            self.nodes[i].down_until_tick = self.tick + 20 + self.rng.below(40);
+            self.checker.counters.crashes += 1;
+            self.checker.counters.hibernated_leader_crashes += 1;
+        } else if down < 2 && self.rng.chance(self.params.crash_pm) {
+            let i = self.pick_crash_victim();
+            self.checker.counters.crashes += 1;
+            if self.nodes[i].is_leader() && self.nodes[i].asleep {
+                self.checker.counters.hibernated_leader_crashes += 1;
+            }
+            self.nodes[i].crash();
+            self.nodes[i].down_until_tick = self.tick + 5 + self.rng.below(40);
+        }
+        if self.partition.is_some() && self.tick >= self.partition_until {
+            self.partition = None;
+        } else if self.partition.is_none() && self.rng.chance(self.params.partition_pm) {
+            let leader = (0..n).find(|&i| self.nodes[i].is_leader());
+            let lone = match leader {
+                Some(l) if self.params.lease_stress => l,
+                _ => self.rng.below(n as u64) as usize,
+            };
+            let split: Vec<bool> = if self.rng.chance(500) {
+                (0..n).map(|i| i == lone).collect()
+            } else {
+                (0..n).map(|_| self.rng.chance(500)).collect()
+            };
+            self.partition = Some(split);
+            self.checker.counters.partitions += 1;
+            self.partition_until = self.tick + 10 + self.rng.below(60);
+        }
+    }
+
+    /// Prefers crashing a leader (the interesting case), sometimes anyone.
+    fn pick_crash_victim(&mut self) -> usize {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_leader())
+            .collect();
+        if !leaders.is_empty() && self.rng.chance(500) {
+            return leaders[self.rng.below(leaders.len() as u64) as usize];
+        }
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_up())
+            .collect();
+        up[self.rng.below(up.len() as u64) as usize]
+    }
+
+    fn pick_leader(&mut self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_leader())
+            .collect();
+        if leaders.is_empty() {
+            return None;
+        }
+        Some(leaders[self.rng.below(leaders.len() as u64) as usize])
+    }
+
+    fn client_ops(&mut self) {
+        if self.tick < self.quiet_until {
+            return;
+        }
+        if self.rng.chance(self.params.quiet_pm) {
+            self.quiet_until = self.tick + 30 + self.rng.below(60);
+            return;
+        }
+        if self.rng.chance(self.params.propose_pm) {
+            self.propose_write();
+        }
+        if self.rng.chance(self.params.read_pm) {
+            self.issue_read();
+        }
+        if self.params.lease_stress {
+            // Every node that believes it leads serves a read every tick.
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].is_leader() {
+                    self.issue_read_at(i);
+                }
+            }
+        }
+        if self.rng.chance(self.params.transfer_pm) {
+            self.transfer();
+        }
+        if self.rng.chance(self.params.reconfig_pm) {
+            self.reconfigure();
+        }
+        for i in 0..self.nodes.len() {
+            if self.rng.chance(self.params.compact_pm) {
+                self.compact(i);
+            }
+        }
+    }
+
+    fn propose_write(&mut self) {
+        let i = match self.pick_leader() {
+            Some(i) if !self.rng.chance(100) => i,
+            _ => self.rng.below(self.nodes.len() as u64) as usize,
+        };
+        let key = self.rng.below(4) as u8;
+        let value = self.value_next;
+        self.value_next += 1;
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            let _ = raft.propose(encode_write(key, value));
+        }
+        self.drain(i);
+    }
+
+    fn issue_read(&mut self) {
+        if let Some(i) = self.pick_leader() {
+            self.issue_read_at(i);
+        }
+    }
+
+    fn issue_read_at(&mut self, i: usize) {
+        let id = self.read_next;
+        self.read_next += 1;
+        let key = self.rng.below(4) as u8;
+        let commit_at_issue = self.checker.commit_max;
+        let ctx = Bytes::copy_from_slice(&id.to_le_bytes());
+        let lease = self.nodes[i].raft.as_ref().is_some_and(|r| r.lease_valid());
+        let ok = self.nodes[i]
+            .raft
+            .as_mut()
+            .is_some_and(|r| r.read_index(ctx).is_ok());
+        if ok {
+            self.reads.insert(id, (key, commit_at_issue));
+            self.checker.counters.reads_lease += u64::from(lease);
+        }
+        self.drain(i);
+    }
+
+    fn transfer(&mut self) {
+        let Some(i) = self.pick_leader() else { return };
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
+            return;
+        };
+        let voters: Vec<NodeId> = raft.membership().voters().iter().copied().collect();
+        let to = voters[self.rng.below(voters.len() as u64) as usize];
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            let _ = raft.transfer_leader(to);
+        }
+        self.drain(i);
+    }
+
+    fn reconfigure(&mut self) {
+        let Some(i) = self.pick_leader() else { return };
+        if self.rng.chance(200) {
+            if let Some(raft) = self.nodes[i].raft.as_mut() {
+                let _ = raft.cancel_membership_change();
+            }
+            return;
+        }
+        let n = self.nodes.len() as u64;
+        let size = (3 + self.rng.below(3)).min(n);
+        let mut all: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let mut voters = BTreeSet::new();
+        while voters.len() < size as usize {
+            let k = self.rng.below(all.len() as u64) as usize;
+            voters.insert(all.swap_remove(k));
+        }
+        let learners: BTreeSet<NodeId> = all.into_iter().filter(|_| self.rng.chance(500)).collect();
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            let _ = raft.change_membership(voters, learners);
+        }
+        self.drain(i);
+    }
+
+    /// Takes a snapshot at the applied index and purges the log up to it.
+    fn compact(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        // Only what is durable may be purged: wait for pending writes.
+        let synced = node.pending.is_empty();
+        if !node.is_up() || !synced || node.applied < node.durable.snapshot.index + 5 {
+            return;
+        }
+        let index = node.applied;
+        let Some(term) = node.durable.term(index) else {
+            return;
+        };
+        let meta = SnapshotMeta {
+            index,
+            term,
+            membership: node.membership_applied.clone(),
+        };
+        node.written.0.borrow_mut().compact(meta.clone());
+        node.durable.compact(meta);
+        node.sm_durable = node.sm.clone();
+    }
+
+    fn heal(&mut self) {
+        self.healed_at = Some(self.tick);
+        self.faults = false;
+        self.partition = None;
+        // Sometimes one node stays down: a majority must still make progress.
+        let n = self.nodes.len() as u64;
+        let leader = (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader());
+        let pick = match leader {
+            Some(l) if self.rng.chance(500) => l,
+            _ => self.rng.below(n) as usize,
+        };
+        let keep_down = self.params.heal_keep_down.then_some(pick);
+        for i in 0..self.nodes.len() {
+            if Some(i) == keep_down {
+                self.nodes[i].crash();
+            } else if !self.nodes[i].is_up() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    /// Whether a leader committed a fresh entry that all its members applied.
+    fn progress_resumed(&mut self) -> bool {
+        let Some(i) = (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader()) else {
+            return false;
+        };
+        let raft = self.nodes[i].raft.as_ref().expect("leader is up");
+        let (term, inc) = (raft.term(), self.nodes[i].incarnation);
+        let fresh = matches!(self.marker, Some((m, t, mi, _)) if m == i && t == term && mi == inc);
+        if !fresh {
+            let value = self.value_next;
+            self.value_next += 1;
+            let raft = self.nodes[i].raft.as_mut().expect("leader is up");
+            if let Ok(index) = raft.propose(encode_write(0, value)) {
+                self.marker = Some((i, term, inc, index));
+            }
+            self.drain(i);
+            return false;
+        }
+        let Some((_, _, _, index)) = self.marker else {
+            return false;
+        };
+        // Done when the marker and everything else is committed, applied by
+        // every live member, and all agree on a membership that is not joint
+        // (a group must never stay joint: etcd#21694).
+        let Some(leader) = self.nodes[i].raft.as_ref() else {
+            return false;
+        };
+        let commit = leader.index_commit();
+        let settled = leader.term_at(index) == Some(term)
+            && commit >= index
+            && commit == leader.index_last()
+            && !leader.membership().is_joint();
+        let membership = leader.membership().clone();
+        settled
+            && membership.nodes().iter().all(|&m| {
+                let node = &self.nodes[idx(m)];
+                let agrees = node
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| *r.membership() == membership);
+                !node.is_up() || (node.applied >= commit && agrees)
+            })
+    }
+}

@@ -1,0 +1,108 @@
+//! The deterministic simulator of the Raft core (tests only).
+//!
+//! 3 to 7 nodes in memory; a network that drops, duplicates, reorders,
+//! delays and partitions; a disk whose unsynced writes are lost on a crash;
+//! crashes and restarts; clocks that drift within the lease's bound;
+//! proposals, reads, leader transfers, membership changes and compaction —
+//! all drawn from one seed. Invariants are checked after every input (see
+//! `check.rs`); after healing, progress must resume within a bounded number
+//! of ticks.
+//!
+//! `SAMPAN_SIM_SEEDS=N` runs N seeds (default 5,000, a few seconds),
+//! starting at `SAMPAN_SIM_SEED_START` (default 0); `SAMPAN_SIM_SEED=S`
+//! replays one seed, and `SAMPAN_SIM_TRACE=1` prints every node's state
+//! every 10 ticks. A failing seed prints the command that replays it.
+
+mod check;
+mod cluster;
+mod node;
+pub(crate) mod storage;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::raft::rng::SplitMix64;
+
+pub(crate) use self::check::Counters;
+pub(crate) use self::cluster::{Cluster, Params};
+
+/// The default number of seeds a plain `cargo test` runs.
+const SEEDS_DEFAULT: u64 = 5_000;
+
+fn run_seed(seed: u64) -> Result<Counters, String> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut rng = SplitMix64::new(seed);
+        let params = Params::random(&mut rng);
+        let mut cluster = Cluster::new(seed, params);
+        cluster.run();
+        let mut counters = cluster.checker.counters;
+        counters.ticks = cluster.tick;
+        counters
+    }));
+    outcome.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panic".to_owned())
+    })
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn seeds() {
+    let seeds: Vec<u64> = match env_u64("SAMPAN_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let start = env_u64("SAMPAN_SIM_SEED_START").unwrap_or(0);
+            let count = env_u64("SAMPAN_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
+            (start..start.saturating_add(count)).collect()
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let started = Instant::now();
+    let next = AtomicU64::new(0);
+    let totals = std::sync::Mutex::new((Counters::default(), Vec::<(u64, String)>::new()));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(k) else { break };
+                    let result = run_seed(seed);
+                    let mut guard = totals.lock().unwrap_or_else(|e| e.into_inner());
+                    match result {
+                        Ok(counters) => guard.0.add(&counters),
+                        Err(msg) => guard.1.push((seed, msg)),
+                    }
+                }
+            });
+        }
+    });
+    let (stats, mut failures) = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!(
+        "raft sim: {} seeds in {:.1?} on {threads} threads",
+        seeds.len(),
+        started.elapsed()
+    );
+    eprintln!("raft sim: {stats:?}");
+    failures.sort();
+    for (seed, msg) in &failures {
+        eprintln!("seed {seed} failed: {msg}");
+        eprintln!(
+            "  replay: SAMPAN_SIM_SEED={seed} cargo test -p sampan --lib raft::sim::seeds -- --nocapture"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed",
+        failures.len(),
+        seeds.len()
+    );
+}
