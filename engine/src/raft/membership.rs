@@ -73,6 +73,58 @@ impl Membership {
         Self::default().apply(&ConfChange::Set { voters, learners })
     }
 
+    /// The four sets that make up the membership, for encoding it:
+    /// (voters, outgoing voters, learners, learners after leaving joint).
+    #[allow(clippy::type_complexity)]
+    pub fn to_parts(
+        &self,
+    ) -> (
+        BTreeSet<NodeId>,
+        BTreeSet<NodeId>,
+        BTreeSet<NodeId>,
+        BTreeSet<NodeId>,
+    ) {
+        (
+            self.voters.clone(),
+            self.voters_outgoing.clone(),
+            self.learners.clone(),
+            self.learners_next.clone(),
+        )
+    }
+
+    /// Rebuilds a membership from [`Membership::to_parts`], refusing sets
+    /// that no sequence of changes could produce (no voters, a node both
+    /// voter and learner, next learners outside a joint configuration).
+    pub fn from_parts(
+        voters: BTreeSet<NodeId>,
+        voters_outgoing: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        learners_next: BTreeSet<NodeId>,
+    ) -> Result<Self, ConfChangeError> {
+        let m = Self {
+            voters,
+            voters_outgoing,
+            learners,
+            learners_next,
+        };
+        if m.voters.is_empty() && !m.nodes().is_empty() {
+            return Err(ConfChangeError::NoVoters);
+        }
+        let voters_all = m.voters_all();
+        if m.learners
+            .iter()
+            .chain(&m.learners_next)
+            .any(|l| m.voters.contains(l))
+            || m.learners.iter().any(|l| voters_all.contains(l))
+        {
+            return Err(ConfChangeError::VoterAndLearner);
+        }
+        if !m.is_joint() && !m.learners_next.is_empty() {
+            return Err(ConfChangeError::NotJoint);
+        }
+        Ok(m)
+    }
+
     /// The voters of the incoming (or only) configuration.
     pub fn voters(&self) -> &BTreeSet<NodeId> {
         &self.voters
@@ -193,6 +245,27 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_round_trip_and_impossible_parts_are_refused() {
+        let ids = |v: &[u64]| v.iter().copied().map(NodeId).collect::<BTreeSet<_>>();
+        let m = Membership::new(ids(&[1, 2, 3]), ids(&[4]))
+            .and_then(|m| {
+                m.apply(&ConfChange::EnterJoint {
+                    voters: ids(&[1, 2, 4]),
+                    learners: ids(&[3]),
+                })
+            })
+            .expect("valid changes");
+        let (v, o, l, n) = m.to_parts();
+        assert_eq!(Membership::from_parts(v, o, l, n), Ok(m));
+        let bad = Membership::from_parts(ids(&[1]), ids(&[]), ids(&[1]), ids(&[]));
+        assert_eq!(bad, Err(ConfChangeError::VoterAndLearner));
+        let bad = Membership::from_parts(ids(&[1]), ids(&[]), ids(&[]), ids(&[2]));
+        assert_eq!(bad, Err(ConfChangeError::NotJoint));
+        let bad = Membership::from_parts(ids(&[]), ids(&[]), ids(&[2]), ids(&[]));
+        assert_eq!(bad, Err(ConfChangeError::NoVoters));
+    }
 
     fn set(ids: &[u64]) -> BTreeSet<NodeId> {
         ids.iter().map(|&i| NodeId(i)).collect()
