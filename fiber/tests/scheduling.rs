@@ -172,3 +172,37 @@ fn ticker_reports_missed_periods_and_timeout_fires() {
         Err(sampan_fiber::FiberError::Timeout(_))
     ));
 }
+
+/// glommio 0.9.0 parked with runnable tasks when its preemption timer had
+/// already fired as a scheduling round began (third_party/README.md). With a
+/// 1 ns timer that is every round: without the patch this hangs.
+#[test]
+fn a_tiny_preempt_timer_never_parks_with_runnable_work() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = sampan_fiber::Runtime::builder()
+        .shards(1)
+        .io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES)
+        .preempt_timer(Duration::from_nanos(1))
+        .build()
+        .expect("runtime");
+    let shard = rt.shard(0).expect("shard");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for i in 0..1_000u32 {
+            let got = shard
+                .run_blocking(TaskClass::Latency, move || async move {
+                    let inner =
+                        sampan_fiber::spawn(TaskClass::Throughput, "inner", async move { i + 1 })
+                            .expect("spawn");
+                    inner.join().await.expect("inner fiber")
+                })
+                .expect("answer");
+            assert_eq!(got, i + 1);
+        }
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("1,000 round trips with runnable work never stall for a minute");
+    worker.join().expect("worker");
+}
