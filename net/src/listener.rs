@@ -1,0 +1,123 @@
+//! Listeners: accept connections on the replication port (from nodes) or
+//! the service port (from clients), run each one's handshake in its own
+//! fiber, and hand the connection to the transport.
+//!
+//! A connection that fails its handshake is closed and recorded with the
+//! reason; the listener and every other connection go on.
+
+use crate::connection::{CloseReason, Connection, PeerInfo};
+use crate::error::NetError;
+use crate::handshake::{self, Expect, Role};
+use crate::rpc::Router;
+use crate::transport::{TransportInner, conn_config};
+use sampan_fiber::net::{TcpListener, TcpStream};
+use sampan_fiber::{TaskClass, sleep, timeout};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+/// Pause after a failed `accept` (out of file descriptors, say), so a
+/// persistent failure does not spin the shard.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(20);
+
+/// Binds `addr` and starts accepting peers of `role` in the transport's
+/// fiber group; returns the address bound.
+pub(crate) fn start(
+    transport: &Rc<TransportInner>,
+    addr: SocketAddr,
+    role: Role,
+    router: Router,
+) -> Result<SocketAddr, NetError> {
+    let listener = TcpListener::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| NetError::Bind { addr, source })?;
+    let weak = Rc::downgrade(transport);
+    let name = format!("net-listen-{bound}");
+    transport.fibers.spawn(
+        TaskClass::Latency,
+        &name,
+        accept_loop(weak, listener, role, router),
+    )?;
+    log::info!(
+        "node {} listening for {role:?}s on {bound}",
+        transport.config.node_id
+    );
+    Ok(bound)
+}
+
+async fn accept_loop(
+    transport: Weak<TransportInner>,
+    listener: TcpListener,
+    role: Role,
+    router: Router,
+) {
+    loop {
+        let accepted = listener.accept().await;
+        let Some(t) = transport.upgrade() else { return };
+        if t.is_closed() {
+            return;
+        }
+        match accepted {
+            Ok((stream, addr)) => {
+                let fiber = format!("net-accept-{addr}");
+                let handshake = accept_one(Rc::downgrade(&t), stream, addr, role, router.clone());
+                if let Err(e) = t.fibers.spawn(TaskClass::Latency, &fiber, handshake) {
+                    log::warn!("cannot serve {addr}: {e}");
+                }
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                drop(t);
+                sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+async fn accept_one(
+    transport: Weak<TransportInner>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    role: Role,
+    router: Router,
+) {
+    let Some(t) = transport.upgrade() else { return };
+    if let Err(e) = stream.set_nodelay(true) {
+        log::debug!("TCP_NODELAY on {addr}: {e}");
+    }
+    let expect = Expect {
+        local: t.local_hello(),
+        role,
+        node_id: None,
+    };
+    let limit = t.config.handshake_timeout;
+    let config = conn_config(&t.config);
+    let hook = t.close_hook();
+    drop(t);
+    let label = format!("{addr}");
+    let outcome = timeout(limit, handshake::accept(&stream, &expect, &label)).await;
+    let Some(t) = transport.upgrade() else { return };
+    let (theirs, rb) = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return t.record_close(addr, CloseReason::Handshake(e.to_string())),
+        Err(_) => {
+            log::warn!("handshake with {addr} failed: no hello within {limit:?}");
+            return t.record_close(
+                addr,
+                CloseReason::Handshake(format!("no hello within {limit:?}")),
+            );
+        }
+    };
+    let who = if role == Role::Node { "node" } else { "client" };
+    let peer = PeerInfo {
+        node_id: theirs.node_id,
+        addr,
+        label: format!("{who} {} at {addr}", theirs.node_id).into(),
+    };
+    match Connection::start(stream, rb, peer, config, router, Some(hook)) {
+        Ok(conn) if role == Role::Node => t.install(conn),
+        Ok(conn) => t.add_client(conn),
+        Err(e) => log::warn!("cannot start the connection from {addr}: {e}"),
+    }
+}
