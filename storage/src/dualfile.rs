@@ -1,0 +1,159 @@
+//! A small record kept in two copies (slots) of one file, each with a
+//! version, a sequence number and a CRC32C, written alternately and synced:
+//! a torn write can only damage the copy being written, so the previous
+//! good one always survives. Used by the status file and the log's meta.
+//!
+//! ```text
+//! slot (4096 bytes, two of them):
+//!  0 u32 magic | 4 u16 version | 6 u16 reserved | 8 u64 sequence
+//! 16 u32 payload length | 20 payload | u32 CRC32C of everything before it
+//! ```
+
+use crate::error::{Result, StorageError};
+use crate::io::{Vfs, VfsFile, parent_of};
+use std::path::{Path, PathBuf};
+
+/// Bytes of one slot.
+pub const SLOT_BYTES: usize = 4096;
+/// Largest payload a slot holds.
+pub const SLOT_PAYLOAD_MAX: usize = SLOT_BYTES - 24;
+const VERSION: u16 = 1;
+
+/// A two-copy record file.
+#[derive(Debug)]
+pub struct DualFile<V: Vfs> {
+    file: V::File,
+    path: PathBuf,
+    group: u64,
+    magic: u32,
+    seq: u64,
+}
+
+enum Slot {
+    Zero,
+    Bad(String),
+    Good(u64, Vec<u8>),
+}
+
+fn decode_slot(b: &[u8], magic: u32) -> Slot {
+    if b.iter().all(|&x| x == 0) {
+        return Slot::Zero;
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    if u32_at(0) != magic {
+        return Slot::Bad(format!("bad magic {:#x}", u32_at(0)));
+    }
+    let len = u32_at(16) as usize;
+    if len > SLOT_PAYLOAD_MAX {
+        return Slot::Bad(format!("payload length {len} too large"));
+    }
+    if crc32c::crc32c(&b[..20 + len]) != u32_at(20 + len) {
+        return Slot::Bad("CRC mismatch".into());
+    }
+    let version = u16::from_le_bytes([b[4], b[5]]);
+    if version != VERSION {
+        return Slot::Bad(format!("unknown version {version}"));
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&b[8..16]);
+    Slot::Good(u64::from_le_bytes(seq), b[20..20 + len].to_vec())
+}
+
+impl<V: Vfs> DualFile<V> {
+    /// Opens (creating if missing) the file at `path`; returns it with the
+    /// newest good payload, or `None` for a new file. Fails with
+    /// [`StorageError::Corrupt`] when neither copy is good and the file is
+    /// not blank.
+    pub async fn open(
+        vfs: &V,
+        path: &Path,
+        magic: u32,
+        group: u64,
+    ) -> Result<(DualFile<V>, Option<Vec<u8>>)> {
+        let io = |op, e| StorageError::io(group, op, path, 0, e);
+        let file = vfs.open(path, true).await.map_err(|e| io("open", e))?;
+        if file.len() < (2 * SLOT_BYTES) as u64 {
+            // New (or cut short before its first sync): nothing in it counts
+            // unless a whole good slot is there.
+            file.allocate((2 * SLOT_BYTES) as u64)
+                .await
+                .map_err(|e| io("allocate", e))?;
+            file.sync().await.map_err(|e| io("sync", e))?;
+            vfs.sync_dir(&parent_of(path))
+                .await
+                .map_err(|e| io("sync dir", e))?;
+        }
+        let bytes = file.read(0, 2 * SLOT_BYTES).map_err(|e| io("read", e))?;
+        let a = decode_slot(&bytes[..SLOT_BYTES], magic);
+        let b = decode_slot(&bytes[SLOT_BYTES..], magic);
+        let (seq, payload) = match (a, b) {
+            (Slot::Zero, Slot::Zero) => (0, None),
+            (Slot::Good(sa, pa), Slot::Good(sb, pb)) => {
+                if sa >= sb {
+                    (sa, Some(pa))
+                } else {
+                    (sb, Some(pb))
+                }
+            }
+            (Slot::Good(s, p), other) | (other, Slot::Good(s, p)) => {
+                if let Slot::Bad(why) = other {
+                    log::warn!(
+                        "group {group}: {}: one copy is bad ({why}), using the other (seq {s})",
+                        path.display()
+                    );
+                }
+                (s, Some(p))
+            }
+            (Slot::Bad(why), _) | (_, Slot::Bad(why)) => {
+                return Err(StorageError::corrupt(
+                    group,
+                    path,
+                    0,
+                    format!("both copies are bad: {why}"),
+                ));
+            }
+        };
+        let dual = DualFile {
+            file,
+            path: path.to_path_buf(),
+            group,
+            magic,
+            seq,
+        };
+        Ok((dual, payload))
+    }
+
+    /// Writes `payload` durably into the older copy.
+    pub async fn write(&mut self, payload: &[u8]) -> Result<()> {
+        if payload.len() > SLOT_PAYLOAD_MAX {
+            return Err(StorageError::invalid(
+                self.group,
+                format!(
+                    "{}: {} bytes exceed a slot",
+                    self.path.display(),
+                    payload.len()
+                ),
+            ));
+        }
+        let seq = self.seq + 1;
+        let mut b = Vec::with_capacity(SLOT_BYTES);
+        b.extend_from_slice(&self.magic.to_le_bytes());
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.resize(SLOT_BYTES, 0);
+        let offset = (seq % 2) * SLOT_BYTES as u64;
+        let io = |op, e| StorageError::io(self.group, op, &self.path, offset, e);
+        self.file
+            .write_at(b, offset)
+            .await
+            .map_err(|e| io("write", e))?;
+        self.file.sync().await.map_err(|e| io("sync", e))?;
+        self.seq = seq;
+        Ok(())
+    }
+}

@@ -1,0 +1,388 @@
+//! The snapshot store: one directory per snapshot under `<dir>/`, written
+//! as a stream of chunks into `snap-<index>-<term>.tmp/`, then synced,
+//! renamed and the parent synced, so a snapshot is either whole or absent.
+//! A `meta` file beside the data holds the last index, last term, config,
+//! size and CRC32C of the data, with its own version and CRC. The newest
+//! `keep` snapshots are kept; leftovers of unfinished ones are removed on
+//! open.
+//!
+//! ```text
+//! meta: u32 magic | u16 version | u16 reserved | u64 last index | u64 last term
+//!       | u64 size | u32 data CRC32C | u32 config length | config | u32 CRC32C
+//! ```
+
+use crate::error::{Result, StorageError};
+use crate::io::{Vfs, VfsFile};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+
+const MAGIC: u32 = 0x4E53_5053; // "SPSN"
+const VERSION: u16 = 1;
+const DATA: &str = "data";
+const META: &str = "meta";
+/// Largest config a snapshot meta holds (bytes).
+pub const SNAPSHOT_CONFIG_BYTES_MAX: usize = 1 << 20;
+
+/// What a snapshot covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Last log index the snapshot includes.
+    pub last_index: u64,
+    /// Term of that entry.
+    pub last_term: u64,
+    /// Membership config as of `last_index`, encoded by the engine.
+    pub config: Vec<u8>,
+    /// Bytes of data.
+    pub size: u64,
+    /// CRC32C of the data.
+    pub data_crc: u32,
+}
+
+impl SnapshotMeta {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(48 + self.config.len());
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&self.last_index.to_le_bytes());
+        b.extend_from_slice(&self.last_term.to_le_bytes());
+        b.extend_from_slice(&self.size.to_le_bytes());
+        b.extend_from_slice(&self.data_crc.to_le_bytes());
+        b.extend_from_slice(&(self.config.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.config);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a meta file; `None` if anything is off (total).
+    fn decode(b: &[u8]) -> Option<SnapshotMeta> {
+        let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+        let u64_at = |o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+        let len = u32_at(36)? as usize;
+        if u32_at(0)? != MAGIC || len > SNAPSHOT_CONFIG_BYTES_MAX || b.len() != 44 + len {
+            return None;
+        }
+        if crc32c::crc32c(&b[..40 + len]) != u32_at(40 + len)?
+            || b.get(4..6)? != VERSION.to_le_bytes()
+        {
+            return None;
+        }
+        Some(SnapshotMeta {
+            last_index: u64_at(8)?,
+            last_term: u64_at(16)?,
+            size: u64_at(24)?,
+            data_crc: u32_at(32)?,
+            config: b.get(40..40 + len)?.to_vec(),
+        })
+    }
+}
+
+fn dir_name(last_index: u64, last_term: u64) -> String {
+    format!("snap-{last_index:020}-{last_term:020}")
+}
+
+/// A group's snapshot directory.
+#[derive(Debug)]
+pub struct SnapshotStore<V: Vfs> {
+    vfs: V,
+    dir: PathBuf,
+    group: u64,
+    keep: usize,
+}
+
+impl<V: Vfs> SnapshotStore<V> {
+    /// Opens (creating) the store in `dir`, keeping the newest `keep`
+    /// snapshots (at least 1); removes unfinished (`*.tmp`) snapshots.
+    pub async fn open(vfs: V, dir: &Path, group: u64, keep: usize) -> Result<SnapshotStore<V>> {
+        let io = |op, e| StorageError::io(group, op, dir, 0, e);
+        vfs.create_dir_all(dir)
+            .await
+            .map_err(|e| io("create dir", e))?;
+        let names = vfs.list(dir).await.map_err(|e| io("list", e))?;
+        for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+            log::info!("group {group}: removing unfinished snapshot {name}");
+            vfs.remove_dir_all(&dir.join(name))
+                .await
+                .map_err(|e| io("remove", e))?;
+        }
+        Ok(SnapshotStore {
+            vfs,
+            dir: dir.to_path_buf(),
+            group,
+            keep: keep.max(1),
+        })
+    }
+
+    /// Every finished snapshot, oldest first. A meta that fails its CRC is
+    /// [`StorageError::Corrupt`].
+    pub async fn list(&self) -> Result<Vec<SnapshotMeta>> {
+        let names = self
+            .vfs
+            .list(&self.dir)
+            .await
+            .map_err(|e| StorageError::io(self.group, "list", &self.dir, 0, e))?;
+        let mut out = Vec::new();
+        for name in names
+            .iter()
+            .filter(|n| n.starts_with("snap-") && !n.ends_with(".tmp"))
+        {
+            let path = self.dir.join(name).join(META);
+            let file = self
+                .vfs
+                .open(&path, false)
+                .await
+                .map_err(|e| StorageError::io(self.group, "open", &path, 0, e))?;
+            let bytes = file
+                .read(0, file.len() as usize)
+                .map_err(|e| StorageError::io(self.group, "read", &path, 0, e))?;
+            let meta = SnapshotMeta::decode(&bytes)
+                .ok_or_else(|| StorageError::corrupt(self.group, &path, 0, "bad snapshot meta"))?;
+            out.push(meta);
+        }
+        out.sort_by_key(|m| m.last_index);
+        Ok(out)
+    }
+
+    /// The newest finished snapshot.
+    pub async fn latest(&self) -> Result<Option<SnapshotMeta>> {
+        Ok(self.list().await?.pop())
+    }
+
+    /// Starts writing a snapshot up to (`last_index`, `last_term`).
+    pub async fn create(
+        &self,
+        last_index: u64,
+        last_term: u64,
+        config: Vec<u8>,
+    ) -> Result<SnapshotWriter<'_, V>> {
+        if config.len() > SNAPSHOT_CONFIG_BYTES_MAX {
+            return Err(StorageError::invalid(
+                self.group,
+                "snapshot config too large",
+            ));
+        }
+        let final_dir = self.dir.join(dir_name(last_index, last_term));
+        let tmp_dir = self
+            .dir
+            .join(format!("{}.tmp", dir_name(last_index, last_term)));
+        let io = |op, e| StorageError::io(self.group, op, &tmp_dir, 0, e);
+        let _ = self.vfs.remove_dir_all(&tmp_dir).await;
+        self.vfs
+            .create_dir_all(&tmp_dir)
+            .await
+            .map_err(|e| io("create dir", e))?;
+        let file = self
+            .vfs
+            .open(&tmp_dir.join(DATA), true)
+            .await
+            .map_err(|e| io("create", e))?;
+        Ok(SnapshotWriter {
+            store: self,
+            file,
+            meta: SnapshotMeta {
+                last_index,
+                last_term,
+                config,
+                size: 0,
+                data_crc: 0,
+            },
+            tmp_dir,
+            final_dir,
+        })
+    }
+
+    /// Opens a finished snapshot for reading in chunks.
+    pub async fn reader(&self, meta: &SnapshotMeta) -> Result<SnapshotReader<V>> {
+        let path = self
+            .dir
+            .join(dir_name(meta.last_index, meta.last_term))
+            .join(DATA);
+        let file = self
+            .vfs
+            .open(&path, false)
+            .await
+            .map_err(|e| StorageError::io(self.group, "open", &path, 0, e))?;
+        if file.len() != meta.size {
+            return Err(StorageError::corrupt(
+                self.group,
+                &path,
+                file.len(),
+                format!(
+                    "snapshot data is {} bytes, meta says {}",
+                    file.len(),
+                    meta.size
+                ),
+            ));
+        }
+        Ok(SnapshotReader {
+            file,
+            path,
+            group: self.group,
+            meta: meta.clone(),
+            offset: 0,
+            crc: 0,
+        })
+    }
+
+    async fn prune(&self) -> Result<()> {
+        let all = self.list().await?;
+        let excess = all.len().saturating_sub(self.keep);
+        for m in &all[..excess] {
+            let d = self.dir.join(dir_name(m.last_index, m.last_term));
+            self.vfs
+                .remove_dir_all(&d)
+                .await
+                .map_err(|e| StorageError::io(self.group, "remove", &d, 0, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot being written; [`SnapshotWriter::finish`] makes it visible.
+#[derive(Debug)]
+pub struct SnapshotWriter<'a, V: Vfs> {
+    store: &'a SnapshotStore<V>,
+    file: V::File,
+    meta: SnapshotMeta,
+    tmp_dir: PathBuf,
+    final_dir: PathBuf,
+}
+
+impl<V: Vfs> SnapshotWriter<'_, V> {
+    /// Appends a chunk of data.
+    pub async fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        let offset = self.meta.size;
+        self.file
+            .write_at(chunk.to_vec(), offset)
+            .await
+            .map_err(|e| {
+                StorageError::io(
+                    self.store.group,
+                    "write",
+                    self.tmp_dir.join(DATA),
+                    offset,
+                    e,
+                )
+            })?;
+        self.meta.data_crc = crc32c::crc32c_append(self.meta.data_crc, chunk);
+        self.meta.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Syncs data and meta, renames the directory into place, syncs the
+    /// parent, and removes snapshots beyond the newest `keep`.
+    pub async fn finish(self) -> Result<SnapshotMeta> {
+        let s = self.store;
+        let io = |op, p: &Path, e| StorageError::io(s.group, op, p, 0, e);
+        self.file
+            .sync()
+            .await
+            .map_err(|e| io("sync", &self.tmp_dir, e))?;
+        let meta_path = self.tmp_dir.join(META);
+        let meta_file = s
+            .vfs
+            .open(&meta_path, true)
+            .await
+            .map_err(|e| io("create", &meta_path, e))?;
+        meta_file
+            .write_at(self.meta.encode(), 0)
+            .await
+            .map_err(|e| io("write", &meta_path, e))?;
+        meta_file
+            .sync()
+            .await
+            .map_err(|e| io("sync", &meta_path, e))?;
+        s.vfs
+            .sync_dir(&self.tmp_dir)
+            .await
+            .map_err(|e| io("sync dir", &self.tmp_dir, e))?;
+        let _ = s.vfs.remove_dir_all(&self.final_dir).await;
+        s.vfs
+            .rename(&self.tmp_dir, &self.final_dir)
+            .await
+            .map_err(|e| io("rename", &self.tmp_dir, e))?;
+        s.vfs
+            .sync_dir(&s.dir)
+            .await
+            .map_err(|e| io("sync dir", &s.dir, e))?;
+        log::info!(
+            "group {}: snapshot at index {} (term {}) written: {} bytes",
+            s.group,
+            self.meta.last_index,
+            self.meta.last_term,
+            self.meta.size
+        );
+        s.prune().await?;
+        Ok(self.meta)
+    }
+}
+
+/// Reads a snapshot's data in chunks; the data CRC is checked as the last
+/// chunk is read.
+#[derive(Debug)]
+pub struct SnapshotReader<V: Vfs> {
+    file: V::File,
+    path: PathBuf,
+    group: u64,
+    meta: SnapshotMeta,
+    offset: u64,
+    crc: u32,
+}
+
+impl<V: Vfs> SnapshotReader<V> {
+    /// The snapshot's meta.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    /// The next chunk of at most `bytes_max` bytes with its offset, zero-copy;
+    /// `None` at the end. Fails with [`StorageError::Corrupt`] when the data
+    /// read does not match the meta's CRC.
+    pub fn next_chunk(&mut self, bytes_max: usize) -> Result<Option<(u64, Bytes)>> {
+        if self.offset >= self.meta.size {
+            return Ok(None);
+        }
+        let len = (self.meta.size - self.offset).min(bytes_max.max(1) as u64) as usize;
+        let chunk = self
+            .file
+            .read(self.offset, len)
+            .map_err(|e| StorageError::io(self.group, "read", &self.path, self.offset, e))?;
+        let at = self.offset;
+        self.crc = crc32c::crc32c_append(self.crc, &chunk);
+        self.offset += len as u64;
+        if self.offset == self.meta.size && self.crc != self.meta.data_crc {
+            return Err(StorageError::corrupt(
+                self.group,
+                &self.path,
+                0,
+                "snapshot data CRC mismatch",
+            ));
+        }
+        Ok(Some((at, chunk)))
+    }
+
+    /// Reads the whole data and checks its CRC.
+    pub fn verify(&self) -> Result<()> {
+        let mut crc = 0;
+        let mut off = 0;
+        while off < self.meta.size {
+            let len = (self.meta.size - off).min(1 << 20) as usize;
+            let b = self
+                .file
+                .read(off, len)
+                .map_err(|e| StorageError::io(self.group, "read", &self.path, off, e))?;
+            crc = crc32c::crc32c_append(crc, &b);
+            off += len as u64;
+        }
+        if crc != self.meta.data_crc {
+            return Err(StorageError::corrupt(
+                self.group,
+                &self.path,
+                0,
+                "snapshot data CRC mismatch",
+            ));
+        }
+        Ok(())
+    }
+}
