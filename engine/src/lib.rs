@@ -10,3 +10,4 @@ pub mod kv;
 pub mod raft;
 pub mod redis;
 pub mod state_machine;
+pub mod wire;
