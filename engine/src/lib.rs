@@ -6,6 +6,7 @@
 //! RESP2 over the KV state machine.
 
 pub mod config;
+pub mod group;
 pub mod kv;
 pub mod raft;
 pub mod redis;

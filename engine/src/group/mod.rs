@@ -1,0 +1,219 @@
+//! The group runtime: one Raft group's replica as fibers on its shard — the
+//! Raft loop that drives the pure core, the persist fiber that makes its
+//! log and hard state durable (group commit through the shard's log
+//! writer), and the apply fiber that feeds the state machine and answers
+//! proposers and readers. See `docs/engine-runtime.md` for the whole plan;
+//! this module is its first part (one group, its log, its state machine,
+//! and an [`Outbox`] for messages to peers). The server that hosts many
+//! groups on a shard's transport builds on [`start`]; embedders that bring
+//! their own network can call it directly.
+
+mod apply;
+mod persist;
+mod raft_loop;
+pub(crate) mod view;
+
+use crate::raft::{Message, Role};
+use crate::state_machine::RoleChange;
+use bytes::Bytes;
+use sampan_fiber::{OneshotSender, Sender, oneshot};
+use sampan_storage::RecordRun;
+
+pub use raft_loop::{GroupParts, start};
+
+/// What a caller of a group can be told instead of a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// This replica does not lead the group; try the leader, if known.
+    #[error("group {group}: not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The group.
+        group: u64,
+        /// The leader's node id, if this replica knows it.
+        leader: Option<u64>,
+    },
+    /// The proposal's entry was replaced by another leader's: it did not
+    /// apply, and may be retried.
+    #[error("group {group}: the proposal at index {index} was lost to a leader change")]
+    Lost {
+        /// The group.
+        group: u64,
+        /// The index the proposal had.
+        index: u64,
+    },
+    /// The group stopped (shutdown, or a fiber failed) before answering.
+    #[error("group {group} stopped before answering")]
+    Stopped {
+        /// The group.
+        group: u64,
+    },
+    /// The group's queue is full: back off and retry.
+    #[error("group {group} is overloaded")]
+    Busy {
+        /// The group.
+        group: u64,
+    },
+    /// The log or the status file failed; the group stops taking writes.
+    #[error("group {group}: storage failed: {reason}")]
+    Storage {
+        /// The group.
+        group: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// The core refused the request (a transfer in progress, a bad change).
+    #[error("group {group}: {reason}")]
+    Refused {
+        /// The group.
+        group: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The state machine refused the read.
+    #[error("group {group}: read failed: {reason}")]
+    Read {
+        /// The group.
+        group: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a replica's messages to its peers go (the shard's transport in a
+/// server; a fake network in tests). `records` are the log's own bytes for
+/// an AppendEntries, when the sender has them.
+pub trait Outbox {
+    /// Sends `msg`; delivery is best effort (Raft retries).
+    fn send(&self, msg: Message, records: Option<RecordRun>);
+}
+
+/// A snapshot of a replica's state, for `status()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: u64,
+    /// This replica's role.
+    pub role: Role,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The highest index known committed.
+    pub index_commit: u64,
+    /// The last index in its log.
+    pub index_last: u64,
+    /// The last index its state machine applied.
+    pub index_applied: u64,
+}
+
+type Reply<T> = OneshotSender<Result<T, GroupError>>;
+
+/// Inputs of the Raft loop.
+pub(crate) enum Event {
+    Propose {
+        payload: Bytes,
+        reply: Reply<Bytes>,
+    },
+    Read {
+        query: Bytes,
+        reply: Reply<Bytes>,
+    },
+    Step {
+        msg: Message,
+        records: Option<RecordRun>,
+    },
+    Tick(u64),
+    Durable {
+        index: u64,
+        term: u64,
+    },
+    Applied(u64),
+    Status(Reply<GroupStatus>),
+    Failed(GroupError),
+}
+
+/// Work for the apply fiber, in order.
+pub(crate) enum ApplyJob {
+    /// A proposal waits for its entry (index, term) to apply.
+    Pending {
+        index: u64,
+        term: u64,
+        reply: Reply<Bytes>,
+    },
+    /// Committed entries, in order.
+    Entries(Vec<crate::raft::Entry>),
+    /// A read to serve once `index` is applied.
+    Read {
+        index: u64,
+        query: Bytes,
+        reply: Reply<Bytes>,
+    },
+    /// The replica's role changed.
+    Role(RoleChange),
+}
+
+/// Inbox slots per group: proposals beyond this wait (backpressure).
+pub(crate) const INBOX_CAPACITY: usize = 4096;
+
+/// A shard-local handle to a running group.
+#[derive(Clone)]
+pub struct GroupHandle {
+    group: u64,
+    inbox: Sender<Event>,
+}
+
+impl std::fmt::Debug for GroupHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupHandle")
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl GroupHandle {
+    /// The group's id.
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, GroupError> {
+        let (tx, rx) = oneshot();
+        let stopped = GroupError::Stopped { group: self.group };
+        self.inbox
+            .send(make(tx))
+            .await
+            .map_err(|_| stopped.clone())?;
+        rx.recv().await.unwrap_or(Err(stopped))
+    }
+
+    /// Proposes `command`; resolves with the state machine's result once it
+    /// is applied here.
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, GroupError> {
+        self.call(|reply| Event::Propose {
+            payload: command,
+            reply,
+        })
+        .await
+    }
+
+    /// A linearizable read: answered by the state machine once this replica
+    /// has applied everything committed when the read was asked.
+    pub async fn read(&self, query: Bytes) -> Result<Bytes, GroupError> {
+        self.call(|reply| Event::Read { query, reply }).await
+    }
+
+    /// The replica's role, term, leader and indexes.
+    pub async fn status(&self) -> Result<GroupStatus, GroupError> {
+        self.call(Event::Status).await
+    }
+
+    /// Hands a message from a peer (decoded with [`crate::wire`]) to the
+    /// group, with the records an AppendEntries carried; returns `false`
+    /// when the inbox is full and the message was dropped (Raft retries).
+    pub fn deliver(&self, msg: Message, records: Option<RecordRun>) -> bool {
+        self.inbox.try_send(Event::Step { msg, records }).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! The persist fiber: makes a group's writes durable in the order the core
+//! handed them out — hard state, then entries (truncating a conflicting
+//! tail first) — with one sync for everything queued, then sends the
+//! messages that had to wait for it and tells the core what is durable.
+//! A follower that received many AppendEntries appends them all and syncs
+//! once.
+
+use super::{Event, GroupError, Outbox};
+use crate::raft::{Entry, HardState, Message};
+use crate::wire::run_from_entries;
+use sampan_fiber::{Receiver, Sender};
+use sampan_storage::{RaftLog, StatusFile, Vfs};
+use std::rc::Rc;
+
+/// One `Ready`'s writes.
+pub(crate) struct PersistJob {
+    pub(crate) hard_state: Option<HardState>,
+    pub(crate) entries: Vec<Entry>,
+    /// The records of exactly `entries` as the leader sent them, when the
+    /// follower has them: appended as they are, not encoded again.
+    pub(crate) records: Option<sampan_storage::RecordRun>,
+    pub(crate) messages: Vec<Message>,
+}
+
+/// Jobs taken in one round (one sync).
+const JOBS_PER_ROUND: usize = 256;
+
+pub(crate) async fn run<L: RaftLog, V: Vfs>(
+    group: u64,
+    log: L,
+    mut status: StatusFile<V>,
+    jobs: Receiver<PersistJob>,
+    inbox: Sender<Event>,
+    outbox: Rc<dyn Outbox>,
+) {
+    let mut round = Vec::with_capacity(JOBS_PER_ROUND);
+    while let Some(job) = jobs.recv().await {
+        round.push(job);
+        jobs.drain_into(&mut round, JOBS_PER_ROUND - 1);
+        match persist_round(&log, &mut status, &mut round).await {
+            Ok((durable, messages)) => {
+                if let Some((index, term)) = durable {
+                    let _ = inbox.send(Event::Durable { index, term }).await;
+                }
+                for m in messages {
+                    outbox.send(m, None);
+                }
+            }
+            Err(e) => {
+                let err = GroupError::Storage {
+                    group,
+                    reason: e.to_string(),
+                };
+                log::error!("group {group}: persisting failed, the replica stops writing: {e}");
+                let _ = inbox.send(Event::Failed(err)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes a round of jobs; returns the last durable (index, term), if
+/// entries were written, and the messages now safe to send.
+async fn persist_round<L: RaftLog, V: Vfs>(
+    log: &L,
+    status: &mut StatusFile<V>,
+    round: &mut Vec<PersistJob>,
+) -> sampan_storage::Result<(Option<(u64, u64)>, Vec<Message>)> {
+    let mut hard_state = None;
+    let mut last = None;
+    let mut messages = Vec::new();
+    for job in round.drain(..) {
+        if job.hard_state.is_some() {
+            hard_state = job.hard_state;
+        }
+        if let Some(first) = job.entries.first() {
+            if first.index <= log.last_index() {
+                log.truncate_tail(first.index - 1).await?;
+            }
+            let run = job
+                .records
+                .unwrap_or_else(|| run_from_entries(&job.entries));
+            log.append(&run).await?;
+            last = Some((run.last_index(), run.last_term()));
+        }
+        messages.extend(job.messages);
+    }
+    // Successive hard states only move forward: the last one covers the
+    // earlier ones of the round.
+    if let Some(hs) = hard_state {
+        let saved = sampan_storage::HardState {
+            term: hs.term,
+            vote: hs.vote.map(|n| n.0),
+            commit_index: hs.index_commit,
+            config: Vec::new(),
+        };
+        status.save(&saved).await?;
+    }
+    if let Some((index, _)) = last {
+        log.sync(index).await?;
+    }
+    Ok((last, messages))
+}

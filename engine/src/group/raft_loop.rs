@@ -1,0 +1,421 @@
+//! The Raft loop: the one fiber that owns a group's core. It takes events
+//! from the inbox in batches, feeds them to the core, and routes each
+//! `Ready` as its contract says: leader messages out at once, writes to the
+//! persist fiber (in order), committed entries and reads to the apply
+//! fiber.
+
+use super::view::StorageView;
+use super::{
+    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, INBOX_CAPACITY, Outbox, Reply, apply,
+    persist,
+};
+use crate::raft::{
+    self, ConfChange, EntryKind, HardState, NodeId, Raft, RaftError, Ready, Role, SnapshotMeta,
+};
+use crate::state_machine::{self, RoleChange, StateMachine};
+use crate::wire::run_from_entries;
+use bytes::Bytes;
+use sampan_fiber::{FiberGroup, Receiver, Sender, TaskClass, Ticker, channel, yield_if_needed};
+use sampan_storage::{RaftLog, StatusFile, Vfs};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Everything a group replica is made of.
+pub struct GroupParts<L, V: Vfs> {
+    /// The core's settings (node id, group id, ticks...).
+    pub cfg: raft::Config,
+    /// The group's log.
+    pub log: L,
+    /// The group's status file (term, vote, commit).
+    pub status: StatusFile<V>,
+    /// The state machine.
+    pub sm: Box<dyn StateMachine>,
+    /// Where messages to peers go.
+    pub outbox: Rc<dyn Outbox>,
+    /// Voters and learners of a brand-new group (written as entry 1 when
+    /// the log and status are empty).
+    pub bootstrap: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+    /// Length of one tick.
+    pub tick: Duration,
+}
+
+fn storage(group: u64) -> impl Fn(sampan_storage::StorageError) -> GroupError {
+    move |e| GroupError::Storage {
+        group,
+        reason: e.to_string(),
+    }
+}
+
+/// Writes entry 1 (the initial membership) of a brand-new group, so every
+/// founding member starts from the same log.
+async fn bootstrap<L: RaftLog, V: Vfs>(
+    group: u64,
+    log: &L,
+    status: &mut StatusFile<V>,
+    voters: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+) -> Result<(), GroupError> {
+    let entry = raft::Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::ConfChange(ConfChange::Set { voters, learners }),
+        payload: Bytes::new(),
+    };
+    let last = log
+        .append(&run_from_entries(&[entry]))
+        .await
+        .map_err(storage(group))?;
+    log.sync(last).await.map_err(storage(group))?;
+    let hs = sampan_storage::HardState {
+        term: 1,
+        vote: None,
+        commit_index: 1,
+        config: Vec::new(),
+    };
+    status.save(&hs).await.map_err(storage(group))?;
+    log::info!("group {group}: bootstrapped");
+    Ok(())
+}
+
+/// Starts a group replica's fibers (Raft loop, persist, apply, ticker) in
+/// `fibers`, on the current shard, and returns its handle. A brand-new
+/// group is bootstrapped from `parts.bootstrap`; an existing one recovers
+/// from its status file and log (its state machine replays the log).
+pub async fn start<L, V>(
+    parts: GroupParts<L, V>,
+    fibers: &FiberGroup,
+) -> Result<GroupHandle, GroupError>
+where
+    L: RaftLog + Clone + 'static,
+    V: Vfs,
+{
+    let GroupParts {
+        cfg,
+        log,
+        mut status,
+        sm,
+        outbox,
+        bootstrap: boot,
+        tick,
+    } = parts;
+    let group = cfg.group.0;
+    if let Some((voters, learners)) = boot
+        && status.state().term == 0
+        && log.last_index() == 0
+    {
+        bootstrap(group, &log, &mut status, voters, learners).await?;
+    }
+    let saved = status.state().clone();
+    let hard_state = HardState {
+        term: saved.term,
+        vote: saved.vote.map(NodeId),
+        index_commit: saved.commit_index,
+    };
+    let snapshot = Rc::new(RefCell::new(SnapshotMeta::default()));
+    let view = StorageView::new(log.clone(), snapshot);
+    let raft = Raft::new(cfg, view, hard_state, 0).map_err(|e| GroupError::Refused {
+        group,
+        reason: e.to_string(),
+    })?;
+    let (inbox_tx, inbox_rx) = channel(INBOX_CAPACITY);
+    let (persist_tx, persist_rx) = channel(1024);
+    let (apply_tx, apply_rx) = channel(1024);
+    let spawn_err = |e: sampan_fiber::FiberError| GroupError::Refused {
+        group,
+        reason: e.to_string(),
+    };
+    fibers
+        .spawn(
+            TaskClass::Latency,
+            "persist",
+            persist::run(
+                group,
+                log,
+                status,
+                persist_rx,
+                inbox_tx.clone(),
+                outbox.clone(),
+            ),
+        )
+        .map_err(spawn_err)?;
+    fibers
+        .spawn(
+            TaskClass::Throughput,
+            "apply",
+            apply::run(group, sm, apply_rx, inbox_tx.clone()),
+        )
+        .map_err(spawn_err)?;
+    fibers
+        .spawn(
+            TaskClass::Latency,
+            "ticker",
+            run_ticker(tick, inbox_tx.clone()),
+        )
+        .map_err(spawn_err)?;
+    let core = Loop {
+        raft,
+        group,
+        persist: persist_tx,
+        apply: apply_tx,
+        outbox,
+        reads: HashMap::new(),
+        read_next: 0,
+        role_seen: None,
+        index_applied: 0,
+        failed: None,
+        received: Vec::new(),
+    };
+    fibers
+        .spawn(TaskClass::Latency, "raft", core.run(inbox_rx))
+        .map_err(spawn_err)?;
+    Ok(GroupHandle {
+        group,
+        inbox: inbox_tx,
+    })
+}
+
+async fn run_ticker(period: Duration, inbox: Sender<Event>) {
+    let Ok(mut ticker) = Ticker::new(period) else {
+        return;
+    };
+    loop {
+        let n = ticker.tick().await;
+        if let Err(sampan_fiber::SendError::Closed(_)) = inbox.try_send(Event::Tick(n)) {
+            return;
+        }
+    }
+}
+
+struct Loop<L: RaftLog> {
+    raft: Raft<StorageView<L>>,
+    group: u64,
+    persist: Sender<persist::PersistJob>,
+    apply: Sender<ApplyJob>,
+    outbox: Rc<dyn Outbox>,
+    reads: HashMap<u64, (Bytes, Reply<Bytes>)>,
+    read_next: u64,
+    role_seen: Option<(Role, u64, Option<NodeId>)>,
+    index_applied: u64,
+    failed: Option<GroupError>,
+    /// Record runs received in this batch of events: a follower appends the
+    /// leader's bytes as they are when the core accepts a whole run.
+    received: Vec<sampan_storage::RecordRun>,
+}
+
+impl<L: RaftLog> Loop<L> {
+    async fn run(mut self, inbox: Receiver<Event>) {
+        let mut batch = Vec::with_capacity(256);
+        while let Some(ev) = inbox.recv().await {
+            batch.push(ev);
+            inbox.drain_into(&mut batch, 255);
+            for ev in batch.drain(..) {
+                self.handle(ev).await;
+            }
+            self.drain_ready().await;
+            self.received.clear();
+            yield_if_needed().await;
+        }
+    }
+
+    fn not_leader(&self) -> GroupError {
+        GroupError::NotLeader {
+            group: self.group,
+            leader: self.raft.leader().map(|n| n.0),
+        }
+    }
+
+    fn refused(&self, e: RaftError) -> GroupError {
+        match e {
+            RaftError::NotLeader { .. } => self.not_leader(),
+            e => GroupError::Refused {
+                group: self.group,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    async fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Propose { payload, reply } => {
+                if let Some(f) = &self.failed {
+                    return reply.send(Err(f.clone()));
+                }
+                match self.raft.propose(payload) {
+                    Ok(index) => {
+                        let job = ApplyJob::Pending {
+                            index,
+                            term: self.raft.term(),
+                            reply,
+                        };
+                        let _ = self.apply.send(job).await;
+                    }
+                    Err(e) => reply.send(Err(self.refused(e))),
+                }
+            }
+            Event::Read { query, reply } => {
+                self.read_next += 1;
+                let id = self.read_next;
+                match self
+                    .raft
+                    .read_index(Bytes::copy_from_slice(&id.to_le_bytes()))
+                {
+                    Ok(()) => {
+                        self.reads.insert(id, (query, reply));
+                    }
+                    Err(e) => reply.send(Err(self.refused(e))),
+                }
+            }
+            Event::Step { msg, records } => {
+                if let Some(run) = records.filter(|r| !r.is_empty()) {
+                    self.received.push(run);
+                }
+                if let Err(e) = self.raft.step(msg) {
+                    log::warn!("group {}: dropped a message: {e}", self.group);
+                }
+            }
+            Event::Tick(n) => {
+                for _ in 0..n.min(1_000) {
+                    if !self.raft.is_hibernating() {
+                        self.raft.tick();
+                    }
+                }
+            }
+            Event::Durable { index, term } => self.raft.on_entries_durable(index, term),
+            Event::Applied(index) => {
+                self.index_applied = index;
+                self.raft.on_applied(index);
+            }
+            Event::Status(reply) => reply.send(Ok(self.status())),
+            Event::Failed(e) => {
+                log::error!("group {}: {e}; no more writes", self.group);
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn status(&self) -> GroupStatus {
+        GroupStatus {
+            group: self.group,
+            role: self.raft.role(),
+            term: self.raft.term(),
+            leader: self.raft.leader().map(|n| n.0),
+            index_commit: self.raft.index_commit(),
+            index_last: self.raft.index_last(),
+            index_applied: self.index_applied,
+        }
+    }
+
+    async fn drain_ready(&mut self) {
+        while self.failed.is_none() && self.raft.has_ready() {
+            match self.raft.ready() {
+                Ok(rd) => self.route(rd).await,
+                Err(e) => {
+                    let err = GroupError::Storage {
+                        group: self.group,
+                        reason: e.to_string(),
+                    };
+                    self.handle(Event::Failed(err)).await;
+                }
+            }
+        }
+    }
+
+    /// Tells the apply fiber about a new role before any entry of the new
+    /// term reaches it.
+    async fn note_role(&mut self) {
+        let now = (self.raft.role(), self.raft.term(), self.raft.leader());
+        if self.role_seen == Some(now) {
+            return;
+        }
+        self.role_seen = Some(now);
+        let role = match now.0 {
+            Role::Leader => state_machine::Role::Leader,
+            Role::Follower if self.raft.membership().is_learner(self.raft.id()) => {
+                state_machine::Role::Observer
+            }
+            Role::Candidate | Role::PreCandidate => state_machine::Role::Candidate,
+            _ => state_machine::Role::Follower,
+        };
+        let change = RoleChange {
+            group: self.group,
+            role,
+            term: now.1,
+            leader: now.2.map(|n| n.0),
+        };
+        log::info!(
+            "group {}: {:?} in term {} (leader {:?})",
+            self.group,
+            now.0,
+            now.1,
+            now.2
+        );
+        let _ = self.apply.send(ApplyJob::Role(change)).await;
+    }
+
+    async fn route(&mut self, rd: Ready) {
+        self.note_role().await;
+        for m in rd.messages {
+            self.outbox.send(m, None);
+        }
+        if rd.snapshot.is_some() {
+            let err = GroupError::Refused {
+                group: self.group,
+                reason: "snapshot install is not wired yet".into(),
+            };
+            return self.handle(Event::Failed(err)).await;
+        }
+        if rd.hard_state.is_some() || !rd.entries.is_empty() || !rd.messages_persisted.is_empty() {
+            let records = self.received_run_for(&rd.entries);
+            let job = persist::PersistJob {
+                hard_state: rd.hard_state,
+                entries: rd.entries,
+                records,
+                messages: rd.messages_persisted,
+            };
+            let _ = self.persist.send(job).await;
+        }
+        if !rd.entries_committed.is_empty() {
+            let _ = self
+                .apply
+                .send(ApplyJob::Entries(rd.entries_committed))
+                .await;
+        }
+        for r in rd.reads {
+            if let Some((query, reply)) = self.take_read(&r.context) {
+                let _ = self
+                    .apply
+                    .send(ApplyJob::Read {
+                        index: r.index,
+                        query,
+                        reply,
+                    })
+                    .await;
+            }
+        }
+        for ctx in rd.reads_failed {
+            if let Some((_, reply)) = self.take_read(&ctx) {
+                reply.send(Err(self.not_leader()));
+            }
+        }
+    }
+
+    /// The received run holding exactly `entries`, if there is one.
+    fn received_run_for(&self, entries: &[raft::Entry]) -> Option<sampan_storage::RecordRun> {
+        let (first, last) = (entries.first()?, entries.last()?);
+        self.received
+            .iter()
+            .find(|r| {
+                r.first_index() == first.index
+                    && r.last_index() == last.index
+                    && r.last_term() == last.term
+            })
+            .cloned()
+    }
+
+    fn take_read(&mut self, ctx: &Bytes) -> Option<(Bytes, Reply<Bytes>)> {
+        let id = u64::from_le_bytes(ctx.as_ref().try_into().ok()?);
+        self.reads.remove(&id)
+    }
+}

@@ -1,0 +1,271 @@
+//! The group runtime on real files: replicas of one group on one shard,
+//! wired by an in-process network that goes through the wire codecs, so
+//! every message is encoded and decoded as it would be between nodes.
+
+use super::*;
+use crate::kv::{
+    KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest, KvResult, PutCondition, Ttl,
+};
+use crate::raft::{Config, GroupId, NodeId};
+use crate::wire::{decode_message, encode_message};
+use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
+use sampan_storage::{DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Routes messages between the replicas of one process; a node in `down`
+/// neither sends nor receives.
+#[derive(Default)]
+struct Net {
+    handles: RefCell<HashMap<u64, GroupHandle>>,
+    down: RefCell<HashSet<u64>>,
+    delivered: std::cell::Cell<u64>,
+}
+
+struct NetOutbox(Rc<Net>);
+
+impl Outbox for NetOutbox {
+    fn send(&self, msg: Message, records: Option<RecordRun>) {
+        let net = &self.0;
+        if net.down.borrow().contains(&msg.from.0) || net.down.borrow().contains(&msg.to.0) {
+            return;
+        }
+        let pieces = encode_message(&msg, records.as_ref()).expect("encodes");
+        let body: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let decoded = decode_message(Bytes::from(body), 1 << 20).expect("decodes");
+        assert_eq!(decoded.message, msg, "the wire keeps every field");
+        if let Some(h) = net.handles.borrow().get(&msg.to.0) {
+            h.deliver(decoded.message, decoded.records);
+            net.delivered.set(net.delivered.get() + 1);
+        }
+    }
+}
+
+async fn replica(
+    dir: &Path,
+    node: u64,
+    voters: &[u64],
+    net: &Rc<Net>,
+    fibers: &FiberGroup,
+) -> GroupHandle {
+    let vfs = DiskFs;
+    let cfg_log = LogConfig {
+        segment_bytes: 1 << 20,
+        grow_step_bytes: 256 << 10,
+        ..LogConfig::default()
+    };
+    let log = SegmentLog::open(vfs, &dir.join("log"), 1, cfg_log, LogWriter::new())
+        .await
+        .expect("log opens");
+    let status = StatusFile::open(&vfs, &dir.join("status"), 1)
+        .await
+        .expect("status opens");
+    let mut cfg = Config::new(NodeId(node), GroupId(1));
+    cfg.seed = node;
+    let voters: BTreeSet<NodeId> = voters.iter().copied().map(NodeId).collect();
+    let parts = GroupParts {
+        cfg,
+        log,
+        status,
+        sm: Box::new(KvMachine::new(KvConfig::default())),
+        outbox: Rc::new(NetOutbox(net.clone())),
+        bootstrap: Some((voters, BTreeSet::new())),
+        tick: Duration::from_millis(5),
+    };
+    let h = start(parts, fibers).await.expect("group starts");
+    net.handles.borrow_mut().insert(node, h.clone());
+    h
+}
+
+fn put(key: &str, value: &str) -> Bytes {
+    KvRequest {
+        time_ms: 0,
+        client_id: 0,
+        seq: 0,
+        acked_below: 0,
+        command: KvCommand::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            ttl: Ttl::Persist,
+            condition: PutCondition::Always,
+            return_old: false,
+        },
+    }
+    .to_bytes()
+}
+
+async fn get(h: &GroupHandle, key: &str) -> Result<Option<Bytes>, GroupError> {
+    let q = KvQuery::Get(vec![Bytes::copy_from_slice(key.as_bytes())]).to_bytes();
+    let answer = KvAnswer::decode(h.read(q).await?).expect("answer decodes");
+    match answer {
+        KvAnswer::Values(mut v) => Ok(v.pop().flatten().map(|it| it.value)),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// Waits (bounded) until one of `nodes` leads; returns it.
+async fn leader_among(net: &Rc<Net>, nodes: &[u64]) -> u64 {
+    for _ in 0..2_000 {
+        for n in nodes {
+            let h = net.handles.borrow().get(n).cloned();
+            if let Some(h) = h
+                && let Ok(s) = h.status().await
+                && s.role == crate::raft::Role::Leader
+            {
+                return *n;
+            }
+        }
+        sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no leader among {nodes:?} within 10 s");
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .shards(1)
+        .io_memory_bytes(IO_MEMORY_MIN_BYTES)
+        .build()
+        .expect("runtime")
+}
+
+fn dirs(n: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dirs = (1..=n)
+        .map(|i| root.path().join(format!("node-{i}")))
+        .collect();
+    (root, dirs)
+}
+
+#[test]
+fn a_single_voter_commits_and_recovers_its_log_after_restart() {
+    let rt = runtime();
+    let (_root, dirs) = dirs(1);
+    let d = dirs[0].clone();
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let net = Rc::new(Net::default());
+            let fibers = FiberGroup::new("g1-first").expect("fibers");
+            let h = replica(&d, 1, &[1], &net, &fibers).await;
+            leader_among(&net, &[1]).await;
+            for i in 0..200 {
+                let r = h
+                    .propose(put(&format!("k{i}"), &format!("v{i}")))
+                    .await
+                    .expect("committed");
+                assert_eq!(
+                    KvResult::decode(r),
+                    Ok(KvResult::Put {
+                        written: true,
+                        old: None
+                    })
+                );
+            }
+            assert_eq!(
+                get(&h, "k42").await.expect("read"),
+                Some(Bytes::from("v42"))
+            );
+            fibers.cancel();
+            fibers.join().await;
+            // A new process: the log and status file bring the state back.
+            let fibers = FiberGroup::new("g1-second").expect("fibers");
+            let h = replica(&d, 1, &[1], &net, &fibers).await;
+            leader_among(&net, &[1]).await;
+            assert_eq!(
+                get(&h, "k199").await.expect("read"),
+                Some(Bytes::from("v199"))
+            );
+            let s = h.status().await.expect("status");
+            assert!(
+                s.index_applied >= 201,
+                "bootstrap + 200 puts replayed: {s:?}"
+            );
+            fibers.cancel();
+            fibers.join().await;
+        })
+        .expect("test body");
+}
+
+#[test]
+fn three_replicas_elect_replicate_and_survive_the_leaders_crash() {
+    let rt = runtime();
+    let (_root, dirs) = dirs(3);
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let net = Rc::new(Net::default());
+            let mut groups = HashMap::new();
+            for (i, d) in dirs.iter().enumerate() {
+                let node = i as u64 + 1;
+                let fibers = FiberGroup::new(format!("g1-n{node}")).expect("fibers");
+                replica(d, node, &[1, 2, 3], &net, &fibers).await;
+                groups.insert(node, fibers);
+            }
+            let leader = leader_among(&net, &[1, 2, 3]).await;
+            let h = net.handles.borrow()[&leader].clone();
+            for i in 0..100 {
+                h.propose(put(&format!("k{i}"), "before"))
+                    .await
+                    .expect("committed");
+            }
+            // Followers refuse proposals and name the leader.
+            let follower = [1, 2, 3]
+                .into_iter()
+                .find(|n| *n != leader)
+                .expect("a follower");
+            let fh = net.handles.borrow()[&follower].clone();
+            match fh.propose(put("x", "y")).await {
+                Err(GroupError::NotLeader { leader: hint, .. }) => assert_eq!(hint, Some(leader)),
+                other => panic!("a follower accepted a proposal: {other:?}"),
+            }
+            // Crash the leader: its fibers stop, its messages stop.
+            net.down.borrow_mut().insert(leader);
+            groups[&leader].cancel();
+            groups[&leader].join().await;
+            net.handles.borrow_mut().remove(&leader);
+            let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != leader).collect();
+            let new_leader = leader_among(&net, &rest).await;
+            let h = net.handles.borrow()[&new_leader].clone();
+            for i in 0..100 {
+                assert_eq!(
+                    get(&h, &format!("k{i}")).await.expect("read"),
+                    Some(Bytes::from("before")),
+                    "acknowledged write k{i} lost"
+                );
+            }
+            h.propose(put("after", "crash"))
+                .await
+                .expect("the survivors still commit");
+            // The old leader comes back from its files and catches up.
+            net.down.borrow_mut().remove(&leader);
+            let fibers = FiberGroup::new("g1-back").expect("fibers");
+            let back = replica(
+                &dirs[leader as usize - 1],
+                leader,
+                &[1, 2, 3],
+                &net,
+                &fibers,
+            )
+            .await;
+            let mut caught_up = false;
+            for _ in 0..2_000 {
+                if back.status().await.expect("status").index_applied
+                    >= h.status().await.expect("status").index_commit
+                {
+                    caught_up = true;
+                    break;
+                }
+                sleep(Duration::from_millis(5)).await;
+            }
+            assert!(caught_up, "the restarted node caught up");
+            assert!(net.delivered.get() > 0);
+            fibers.cancel();
+            for g in groups.values() {
+                g.cancel();
+            }
+        })
+        .expect("test body");
+}
