@@ -9,6 +9,7 @@
 //! their own network can call it directly.
 
 mod apply;
+pub mod net;
 mod persist;
 mod raft_loop;
 pub(crate) mod view;
@@ -130,6 +131,7 @@ pub(crate) enum Event {
     Applied(u64),
     Status(Reply<GroupStatus>),
     Failed(GroupError),
+    NodeUnreachable(u64),
 }
 
 /// Work for the apply fiber, in order.
@@ -205,6 +207,13 @@ impl GroupHandle {
     /// The replica's role, term, leader and indexes.
     pub async fn status(&self) -> Result<GroupStatus, GroupError> {
         self.call(Event::Status).await
+    }
+
+    /// Tells the group that node `node` is unreachable (its connection has
+    /// been down for longer than an election timeout): a hibernating group
+    /// that it led wakes and elects. Returns `false` if the inbox is full.
+    pub fn node_unreachable(&self, node: u64) -> bool {
+        self.inbox.try_send(Event::NodeUnreachable(node)).is_ok()
     }
 
     /// Hands a message from a peer (decoded with [`crate::wire`]) to the

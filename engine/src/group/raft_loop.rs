@@ -288,6 +288,7 @@ impl<L: RaftLog> Loop<L> {
                 self.raft.on_applied(index);
             }
             Event::Status(reply) => reply.send(Ok(self.status())),
+            Event::NodeUnreachable(node) => self.raft.on_node_unreachable(NodeId(node)),
             Event::Failed(e) => {
                 log::error!("group {}: {e}; no more writes", self.group);
                 self.failed = Some(e);
