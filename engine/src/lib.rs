@@ -5,6 +5,7 @@
 //! runtime, `RaftServer` and the state machine API follow. [`redis`] speaks
 //! RESP2 over the KV state machine.
 
+mod codec;
 pub mod config;
 pub mod group;
 pub mod kv;

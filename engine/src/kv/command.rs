@@ -10,7 +10,7 @@
 //! `version u8 | op u8 | time_ms u64 | client_id u64 | seq u64 |
 //! acked_below u64 | op body`. Byte strings are `u32` length + bytes.
 
-use super::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
+use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Format version of encoded commands and results.

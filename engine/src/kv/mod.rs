@@ -31,7 +31,6 @@
 //! the same index, so no expiry is lost to a leader change and none applies
 //! twice.
 
-mod codec;
 mod command;
 mod machine;
 mod query;
@@ -39,7 +38,7 @@ mod session;
 mod snapshot;
 mod store;
 
-pub use codec::DecodeError;
+pub use crate::codec::DecodeError;
 pub use command::{
     COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult, PutCondition, Ttl,
     VALUE_MAX_BYTES,

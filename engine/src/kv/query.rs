@@ -3,8 +3,8 @@
 //!
 //! Layout (little-endian), version 1: `version u8 | tag u8 | body`.
 
-use super::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use super::store::{Item, KvStore, ScanRange};
+use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Format version of encoded queries and answers.

@@ -11,10 +11,10 @@
 //! body`. The first chunk's body starts with the store's header record.
 //! Records never span chunks.
 
-use super::codec::{DecodeError, Reader, put_bytes};
 use super::command::KvResult;
 use super::session::{Session, Sessions};
 use super::store::{Item, KvConfig, KvStore};
+use crate::codec::{DecodeError, Reader, put_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
 use std::ops::Bound;

@@ -3,7 +3,7 @@
 //! payload.
 
 use super::error::WireError;
-use super::reader::Reader;
+use crate::codec::Reader;
 use crate::raft::{ConfChange, Entry, EntryKind, NodeId};
 use bytes::{BufMut, Bytes, BytesMut};
 use sampan_storage::format::{RecordRun, RunBuilder};
@@ -93,7 +93,9 @@ pub(crate) fn put_ids(out: &mut BytesMut, ids: &BTreeSet<NodeId>) {
 
 pub(crate) fn read_ids(r: &mut Reader, what: &'static str) -> Result<BTreeSet<NodeId>, WireError> {
     let n = r.count(what, 8)?;
-    (0..n).map(|_| r.u64(what).map(NodeId)).collect()
+    Ok((0..n)
+        .map(|_| r.u64(what).map(NodeId))
+        .collect::<Result<_, _>>()?)
 }
 
 fn encode_conf_change(cc: &ConfChange) -> Bytes {
@@ -133,6 +135,6 @@ fn decode_conf_change(payload: Bytes) -> Result<ConfChange, WireError> {
             });
         }
     };
-    r.finish()?;
+    r.finish("conf change")?;
     Ok(cc)
 }

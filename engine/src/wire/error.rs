@@ -1,18 +1,14 @@
 //! Why a wire body could not be decoded (or a message encoded).
 
+use crate::codec::DecodeError;
 use sampan_storage::FormatError;
 
 /// A wire body that does not decode, or a message that cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    /// The body ended inside a field.
-    #[error("truncated {what} at offset {offset}")]
-    Truncated {
-        /// The field being read.
-        what: &'static str,
-        /// Where it started.
-        offset: usize,
-    },
+    /// A field is truncated, out of range, or followed by stray bytes.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// A format version this build does not read.
     #[error("unsupported wire version {0}")]
     Version(u8),
@@ -32,9 +28,6 @@ pub enum WireError {
         /// Why.
         detail: String,
     },
-    /// Bytes left over after a complete body.
-    #[error("{0} trailing byte(s)")]
-    Trailing(usize),
     /// The records of an AppendEntries failed validation.
     #[error("bad records: {0}")]
     Records(#[from] FormatError),

@@ -10,7 +10,7 @@ use super::error::WireError;
 use super::message::{
     put_heartbeat, put_heartbeat_response, read_heartbeat, read_heartbeat_response,
 };
-use super::reader::Reader;
+use crate::codec::Reader;
 use crate::raft::{Body, GroupId, Heartbeat, HeartbeatResponse, Message, NodeId};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -127,7 +127,7 @@ impl HeartbeatBatch {
                 .responses
                 .push((g, term, read_heartbeat_response(&mut r)?));
         }
-        r.finish()?;
+        r.finish("heartbeat batch")?;
         Ok(batch)
     }
 }

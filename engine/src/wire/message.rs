@@ -9,7 +9,7 @@
 use super::WIRE_VERSION;
 use super::entry::{entries_from_run, put_ids, read_ids, run_from_entries};
 use super::error::WireError;
-use super::reader::Reader;
+use crate::codec::Reader;
 use crate::raft::{
     Append, AppendResponse, Body, GroupId, Heartbeat, HeartbeatResponse, Hibernate,
     HibernateResponse, Membership, Message, NodeId, SnapshotMeta, Vote, VoteResponse,
@@ -266,7 +266,7 @@ pub fn decode_message(body: Bytes, payload_max: u32) -> Result<Decoded, WireErro
             });
         }
     };
-    r.finish()?;
+    r.finish("message")?;
     Ok(Decoded {
         message: Message {
             group,

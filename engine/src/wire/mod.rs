@@ -18,7 +18,6 @@ mod entry;
 mod error;
 mod heartbeat;
 mod message;
-mod reader;
 
 pub use entry::{entries_from_run, record_kind, run_from_entries};
 pub use error::WireError;

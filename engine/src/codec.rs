@@ -1,12 +1,13 @@
-//! Byte-level helpers shared by the KV codecs: a bounds-checked reader and
+//! Byte-level helpers shared by the hand-written codecs (the KV commands,
+//! queries and snapshots, and the Raft wire): a bounds-checked reader and
 //! length-prefixed writes. Every read is total: it returns a value or a
 //! [`DecodeError`], never panics, and never allocates more than the input
 //! holds.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Why bytes could not be decoded into a KV command, response or snapshot
-/// record.
+/// Why bytes could not be decoded (a KV command, answer or snapshot
+/// record, or a field of a Raft message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The input ended inside a field.
