@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use sampan::group::net::{GroupDirectory, TransportOutbox, route_raft_frames, watch_peers};
 use sampan::group::{GroupError, GroupHandle, GroupParts, start};
-use sampan::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest, PutCondition, Ttl};
+use sampan::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest};
 use sampan::raft::{Config, GroupId, NodeId, Role};
 use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
 use sampan_net::{NetConfig, Router, Transport};
@@ -157,20 +157,7 @@ fn leader(nodes: &HashMap<u64, Runtime>) -> u64 {
 }
 
 fn put(i: u64) -> Bytes {
-    KvRequest {
-        time_ms: 0,
-        client_id: 0,
-        seq: 0,
-        acked_below: 0,
-        command: KvCommand::Put {
-            key: Bytes::from(format!("k{i}")),
-            value: Bytes::from(format!("v{i}")),
-            ttl: Ttl::Persist,
-            condition: PutCondition::Always,
-            return_old: false,
-        },
-    }
-    .to_bytes()
+    KvRequest::without_session(KvCommand::put(format!("k{i}"), format!("v{i}"))).to_bytes()
 }
 
 /// Proposes `puts` on `rt` (the leader); returns how many were acknowledged.

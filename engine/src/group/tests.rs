@@ -3,9 +3,7 @@
 //! every message is encoded and decoded as it would be between nodes.
 
 use super::*;
-use crate::kv::{
-    KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest, KvResult, PutCondition, Ttl,
-};
+use crate::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest, KvResult};
 use crate::raft::{Config, GroupId, NodeId};
 use crate::wire::{decode_message, encode_message};
 use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
@@ -81,20 +79,8 @@ async fn replica(
 }
 
 fn put(key: &str, value: &str) -> Bytes {
-    KvRequest {
-        time_ms: 0,
-        client_id: 0,
-        seq: 0,
-        acked_below: 0,
-        command: KvCommand::Put {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            ttl: Ttl::Persist,
-            condition: PutCondition::Always,
-            return_old: false,
-        },
-    }
-    .to_bytes()
+    let command = KvCommand::put(key.to_string(), value.to_string());
+    KvRequest::without_session(command).to_bytes()
 }
 
 async fn get(h: &GroupHandle, key: &str) -> Result<Option<Bytes>, GroupError> {

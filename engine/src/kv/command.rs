@@ -227,7 +227,32 @@ fn read_ttl(r: &mut Reader) -> Result<Ttl, DecodeError> {
     })
 }
 
+impl KvCommand {
+    /// A plain put: no TTL, no condition, no old value returned.
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> KvCommand {
+        KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+            ttl: Ttl::Persist,
+            condition: PutCondition::Always,
+            return_old: false,
+        }
+    }
+}
+
 impl KvRequest {
+    /// A request outside any client session (no retry protection), with
+    /// leader time 0: for tools, tests and commands without a TTL.
+    pub fn without_session(command: KvCommand) -> KvRequest {
+        KvRequest {
+            time_ms: 0,
+            client_id: 0,
+            seq: 0,
+            acked_below: 0,
+            command,
+        }
+    }
+
     /// Checks sizes before a command is proposed; the same limits are
     /// enforced at apply, so a forged entry fails the same way everywhere.
     pub fn validate(&self) -> Result<(), KvFailure> {

@@ -123,23 +123,10 @@ impl StateMachine for KvMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{KvAnswer, KvCommand, PutCondition, Ttl};
+    use crate::kv::{KvAnswer, KvCommand};
 
     fn put(i: u64) -> Bytes {
-        KvRequest {
-            time_ms: 0,
-            client_id: 0,
-            seq: 0,
-            acked_below: 0,
-            command: KvCommand::Put {
-                key: Bytes::from(format!("k{i}")),
-                value: Bytes::from(format!("v{i}")),
-                ttl: Ttl::Persist,
-                condition: PutCondition::Always,
-                return_old: false,
-            },
-        }
-        .to_bytes()
+        KvRequest::without_session(KvCommand::put(format!("k{i}"), format!("v{i}"))).to_bytes()
     }
 
     #[test]
