@@ -4,7 +4,9 @@
 //! that still holds every acknowledged write.
 
 use bytes::Bytes;
-use sampan::group::net::{GroupDirectory, TransportOutbox, route_raft_frames, watch_peers};
+use sampan::group::net::{
+    GroupDirectory, TransportOutbox, drive_ticks, route_raft_frames, watch_peers,
+};
 use sampan::group::{GroupError, GroupHandle, GroupParts, start};
 use sampan::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest};
 use sampan::raft::{Config, GroupId, NodeId, Role};
@@ -101,6 +103,13 @@ fn start_replica(rt: &Runtime, id: u64, peers: Vec<(u64, SocketAddr)>, dir: Path
                 ),
             )
             .expect("liveness fiber");
+            // One ticker for the shard drives every group on it.
+            sampan_fiber::spawn(
+                TaskClass::Latency,
+                "ticker",
+                drive_ticks(groups.clone(), Duration::from_millis(10)),
+            )
+            .expect("ticker fiber");
             let log = SegmentLog::open(
                 DiskFs,
                 &dir.join("log"),
@@ -123,7 +132,7 @@ fn start_replica(rt: &Runtime, id: u64, peers: Vec<(u64, SocketAddr)>, dir: Path
                 sm: Box::new(KvMachine::new(KvConfig::default())),
                 outbox: Rc::new(TransportOutbox::new(transport)),
                 bootstrap: Some(([1, 2, 3].into_iter().map(NodeId).collect(), BTreeSet::new())),
-                tick: Duration::from_millis(10),
+                tick: None,
             };
             let h = start(parts, &fibers).await.expect("group");
             groups.borrow_mut().insert(GROUP, h);

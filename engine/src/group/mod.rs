@@ -162,6 +162,7 @@ pub(crate) const INBOX_CAPACITY: usize = 4096;
 pub struct GroupHandle {
     group: u64,
     inbox: Sender<Event>,
+    hibernating: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl std::fmt::Debug for GroupHandle {
@@ -207,6 +208,18 @@ impl GroupHandle {
     /// The replica's role, term, leader and indexes.
     pub async fn status(&self) -> Result<GroupStatus, GroupError> {
         self.call(Event::Status).await
+    }
+
+    /// Advances the group's clock by `ticks` (from the shard's ticker); a
+    /// hibernating group is skipped without a message. Returns `false` if
+    /// the inbox is full and the tick was dropped (the next one carries on).
+    pub fn tick(&self, ticks: u64) -> bool {
+        self.hibernating.get() || self.inbox.try_send(Event::Tick(ticks)).is_ok()
+    }
+
+    /// Whether the group is hibernating (idle, not ticking).
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernating.get()
     }
 
     /// Tells the group that node `node` is unreachable (its connection has

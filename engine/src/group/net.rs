@@ -134,3 +134,22 @@ pub async fn watch_peers(
     };
     futures_lite::future::or(watch, sampan_fiber::stopping()).await;
 }
+
+/// The shard's one ticker: every `period`, advances the clock of every group
+/// in `groups` that is awake (hibernating groups are skipped by a flag
+/// check). Runs until the runtime stops.
+pub async fn drive_ticks(groups: GroupDirectory, period: Duration) {
+    let Ok(mut ticker) = sampan_fiber::Ticker::new(period) else {
+        log::error!("shard ticker: period {period:?} is not usable");
+        return;
+    };
+    let drive = async {
+        loop {
+            let n = ticker.tick().await;
+            for g in groups.borrow().values() {
+                g.tick(n);
+            }
+        }
+    };
+    futures_lite::future::or(drive, sampan_fiber::stopping()).await;
+}

@@ -37,8 +37,10 @@ pub struct GroupParts<L, V: Vfs> {
     /// Voters and learners of a brand-new group (written as entry 1 when
     /// the log and status are empty).
     pub bootstrap: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
-    /// Length of one tick.
-    pub tick: Duration,
+    /// Length of one tick, for a group with a ticker of its own; `None`
+    /// when the shard's one ticker drives every group
+    /// ([`super::net::drive_ticks`]), as a host of many groups should.
+    pub tick: Option<Duration>,
 }
 
 fn storage(group: u64) -> impl Fn(sampan_storage::StorageError) -> GroupError {
@@ -147,13 +149,16 @@ where
             apply::run(group, sm, apply_rx, inbox_tx.clone()),
         )
         .map_err(spawn_err)?;
-    fibers
-        .spawn(
-            TaskClass::Latency,
-            "ticker",
-            run_ticker(tick, inbox_tx.clone()),
-        )
-        .map_err(spawn_err)?;
+    if let Some(period) = tick {
+        fibers
+            .spawn(
+                TaskClass::Latency,
+                "ticker",
+                run_ticker(period, inbox_tx.clone()),
+            )
+            .map_err(spawn_err)?;
+    }
+    let hibernating = Rc::new(std::cell::Cell::new(false));
     let core = Loop {
         raft,
         group,
@@ -166,6 +171,7 @@ where
         index_applied: 0,
         failed: None,
         received: Vec::new(),
+        hibernating: hibernating.clone(),
     };
     fibers
         .spawn(TaskClass::Latency, "raft", core.run(inbox_rx))
@@ -173,6 +179,7 @@ where
     Ok(GroupHandle {
         group,
         inbox: inbox_tx,
+        hibernating,
     })
 }
 
@@ -202,6 +209,9 @@ struct Loop<L: RaftLog> {
     /// Record runs received in this batch of events: a follower appends the
     /// leader's bytes as they are when the core accepts a whole run.
     received: Vec<sampan_storage::RecordRun>,
+    /// Shared with the handles: a hibernating group is skipped by the
+    /// shard's ticker, so idle groups cost nothing per tick.
+    hibernating: Rc<std::cell::Cell<bool>>,
 }
 
 impl<L: RaftLog> Loop<L> {
@@ -215,6 +225,7 @@ impl<L: RaftLog> Loop<L> {
             }
             self.drain_ready().await;
             self.received.clear();
+            self.hibernating.set(self.raft.is_hibernating());
             yield_if_needed().await;
         }
     }

@@ -71,7 +71,7 @@ async fn replica(
         sm: Box::new(KvMachine::new(KvConfig::default())),
         outbox: Rc::new(NetOutbox(net.clone())),
         bootstrap: Some((voters, BTreeSet::new())),
-        tick: Duration::from_millis(5),
+        tick: Some(Duration::from_millis(5)),
     };
     let h = start(parts, fibers).await.expect("group starts");
     net.handles.borrow_mut().insert(node, h.clone());
