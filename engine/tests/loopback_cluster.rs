@@ -1,7 +1,9 @@
-//! Three nodes, each its own runtime (its own shard thread), replicate one
-//! KV group over loopback TCP through sampan-net: they elect, commit, and
-//! when the leader's runtime is stopped the other two elect a new leader
-//! that still holds every acknowledged write.
+//! Nodes, each its own runtime (its own shard thread), replicate KV groups
+//! over loopback TCP through sampan-net, with one transport, one log writer
+//! (group commit), one ticker and one liveness watch per shard. They elect
+//! and commit; when the leader's runtime stops, the other two elect a new
+//! leader that still holds every acknowledged write; and a hundred groups
+//! on three nodes commit independently.
 
 use bytes::Bytes;
 use sampan::group::net::{
@@ -12,7 +14,7 @@ use sampan::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest};
 use sampan::raft::{Config, GroupId, NodeId, Role};
 use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
 use sampan_net::{NetConfig, Router, Transport};
-use sampan_storage::{DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile};
+use sampan_storage::{DiskFile, DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -21,26 +23,25 @@ use std::rc::Rc;
 use std::time::Duration;
 
 const CLUSTER: u64 = 7;
-const GROUP: u64 = 1;
 
 /// What a node keeps on its shard thread.
 struct NodeState {
     transport: Transport,
     groups: GroupDirectory,
-    fibers: Option<FiberGroup>,
+    writer: LogWriter<DiskFile>,
+    fibers: Vec<FiberGroup>,
 }
 
 thread_local! {
     static NODE: RefCell<Option<NodeState>> = const { RefCell::new(None) };
 }
 
-fn handle() -> GroupHandle {
-    NODE.with(|n| {
-        n.borrow()
-            .as_ref()
-            .and_then(|s| s.groups.borrow().get(&GROUP).cloned())
-    })
-    .expect("group running")
+fn with_node<T>(f: impl FnOnce(&mut NodeState) -> T) -> T {
+    NODE.with(|n| f(n.borrow_mut().as_mut().expect("node started on this shard")))
+}
+
+fn handle(group: u64) -> GroupHandle {
+    with_node(|s| s.groups.borrow().get(&group).cloned()).expect("group running")
 }
 
 fn runtime() -> Runtime {
@@ -63,11 +64,13 @@ fn listen(rt: &Runtime, id: u64) -> SocketAddr {
             let addr = transport
                 .listen("127.0.0.1:0".parse().expect("addr"))
                 .expect("listen");
+            let writer = LogWriter::new();
             NODE.with(|n| {
                 *n.borrow_mut() = Some(NodeState {
                     transport,
                     groups,
-                    fibers: None,
+                    writer,
+                    fibers: Vec::new(),
                 })
             });
             addr
@@ -75,112 +78,138 @@ fn listen(rt: &Runtime, id: u64) -> SocketAddr {
         .expect("listen")
 }
 
-/// Connects node `id` to its peers and starts its replica of the group.
-fn start_replica(rt: &Runtime, id: u64, peers: Vec<(u64, SocketAddr)>, dir: PathBuf) {
+/// Connects node `id` to its peers and starts the shard's ticker and
+/// liveness watch.
+fn connect(rt: &Runtime, peers: Vec<(u64, SocketAddr)>) {
     rt.shard(0)
         .expect("shard")
         .run_blocking(TaskClass::Latency, move || async move {
-            let (transport, groups) = NODE
-                .with(|n| {
-                    n.borrow()
-                        .as_ref()
-                        .map(|s| (s.transport.clone(), s.groups.clone()))
-                })
-                .expect("node");
+            let (transport, groups) = with_node(|s| (s.transport.clone(), s.groups.clone()));
             for &(peer, addr) in &peers {
                 transport.add_peer(peer, addr).expect("peer");
             }
             let ids = peers.iter().map(|(p, _)| *p).collect();
-            sampan_fiber::spawn(
-                TaskClass::Latency,
-                "liveness",
-                watch_peers(
-                    transport.clone(),
-                    groups.clone(),
-                    ids,
-                    Duration::from_millis(20),
-                    Duration::from_millis(200),
-                ),
-            )
-            .expect("liveness fiber");
-            // One ticker for the shard drives every group on it.
-            sampan_fiber::spawn(
-                TaskClass::Latency,
-                "ticker",
-                drive_ticks(groups.clone(), Duration::from_millis(10)),
-            )
-            .expect("ticker fiber");
-            let log = SegmentLog::open(
-                DiskFs,
-                &dir.join("log"),
-                GROUP,
-                LogConfig::default(),
-                LogWriter::new(),
-            )
-            .await
-            .expect("log");
-            let status = StatusFile::open(&DiskFs, &dir.join("status"), GROUP)
-                .await
-                .expect("status");
-            let mut cfg = Config::new(NodeId(id), GroupId(GROUP));
-            cfg.seed = id;
-            let fibers = FiberGroup::new(format!("group-{GROUP}")).expect("fibers");
-            let parts = GroupParts {
-                cfg,
-                log,
-                status,
-                sm: Box::new(KvMachine::new(KvConfig::default())),
-                outbox: Rc::new(TransportOutbox::new(transport)),
-                bootstrap: Some(([1, 2, 3].into_iter().map(NodeId).collect(), BTreeSet::new())),
-                tick: None,
+            let watch = watch_peers(
+                transport,
+                groups.clone(),
+                ids,
+                Duration::from_millis(20),
+                Duration::from_millis(200),
+            );
+            sampan_fiber::spawn(TaskClass::Latency, "liveness", watch).expect("liveness fiber");
+            let ticks = drive_ticks(groups, Duration::from_millis(10));
+            sampan_fiber::spawn(TaskClass::Latency, "ticker", ticks).expect("ticker fiber");
+        })
+        .expect("connect");
+}
+
+/// Starts node `id`'s replicas of `groups` (members 1, 2, 3), their logs
+/// sharing the shard's writer.
+fn start_groups(rt: &Runtime, id: u64, dir: PathBuf, groups: Vec<u64>) {
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let (transport, directory, writer) =
+                with_node(|s| (s.transport.clone(), s.groups.clone(), s.writer.clone()));
+            let outbox = Rc::new(TransportOutbox::new(transport));
+            // Small growth steps: a hundred groups must not take a GiB.
+            let cfg_log = LogConfig {
+                grow_step_bytes: 256 << 10,
+                index_grow_step_bytes: 64 << 10,
+                ..LogConfig::default()
             };
-            let h = start(parts, &fibers).await.expect("group");
-            groups.borrow_mut().insert(GROUP, h);
-            NODE.with(|n| {
-                if let Some(s) = n.borrow_mut().as_mut() {
-                    s.fibers = Some(fibers);
-                }
-            });
+            for g in groups {
+                let gdir = dir.join(format!("group-{g}"));
+                let log = SegmentLog::open(
+                    DiskFs,
+                    &gdir.join("log"),
+                    g,
+                    cfg_log.clone(),
+                    writer.clone(),
+                )
+                .await
+                .expect("log");
+                let status = StatusFile::open(&DiskFs, &gdir.join("status"), g)
+                    .await
+                    .expect("status");
+                let mut cfg = Config::new(NodeId(id), GroupId(g));
+                cfg.seed = id * 1_000 + g;
+                let fibers = FiberGroup::new(format!("group-{g}")).expect("fibers");
+                let parts = GroupParts {
+                    cfg,
+                    log,
+                    status,
+                    sm: Box::new(KvMachine::new(KvConfig::default())),
+                    outbox: outbox.clone(),
+                    bootstrap: Some(([1, 2, 3].into_iter().map(NodeId).collect(), BTreeSet::new())),
+                    tick: None,
+                };
+                let h = start(parts, &fibers).await.expect("group");
+                directory.borrow_mut().insert(g, h);
+                with_node(|s| s.fibers.push(fibers));
+            }
         })
         .expect("start");
 }
 
-fn role(rt: &Runtime) -> Role {
+/// Starts three nodes running `groups`.
+fn cluster(root: &std::path::Path, groups: &[u64]) -> HashMap<u64, Runtime> {
+    let nodes: HashMap<u64, Runtime> = (1..=3).map(|id| (id, runtime())).collect();
+    let addrs: HashMap<u64, SocketAddr> = nodes
+        .iter()
+        .map(|(id, rt)| (*id, listen(rt, *id)))
+        .collect();
+    for (id, rt) in &nodes {
+        connect(
+            rt,
+            addrs
+                .iter()
+                .filter(|(p, _)| *p != id)
+                .map(|(p, a)| (*p, *a))
+                .collect(),
+        );
+        start_groups(rt, *id, root.join(format!("node-{id}")), groups.to_vec());
+    }
+    nodes
+}
+
+fn role(rt: &Runtime, group: u64) -> Role {
     rt.shard(0)
         .expect("shard")
-        .run_blocking(TaskClass::Latency, || async {
-            handle().status().await.expect("status").role
+        .run_blocking(TaskClass::Latency, move || async move {
+            handle(group).status().await.expect("status").role
         })
         .expect("status")
 }
 
-/// Waits (bounded) for one of `nodes` to lead; returns its id.
-fn leader(nodes: &HashMap<u64, Runtime>) -> u64 {
+/// Waits (bounded) for one of `nodes` to lead `group`; returns its id.
+fn leader(nodes: &HashMap<u64, Runtime>, group: u64) -> u64 {
     for _ in 0..1_000 {
-        if let Some((id, _)) = nodes.iter().find(|(_, rt)| role(rt) == Role::Leader) {
+        if let Some((id, _)) = nodes.iter().find(|(_, rt)| role(rt, group) == Role::Leader) {
             return *id;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("no leader within 10 s");
+    panic!("no leader of group {group} within 10 s");
 }
 
 fn put(i: u64) -> Bytes {
     KvRequest::without_session(KvCommand::put(format!("k{i}"), format!("v{i}"))).to_bytes()
 }
 
-/// Proposes `puts` on `rt` (the leader); returns how many were acknowledged.
-fn propose_all(rt: &Runtime, puts: std::ops::Range<u64>) -> u64 {
+/// Proposes `puts` to `group` on `rt` (its leader); returns how many were
+/// acknowledged.
+fn propose_all(rt: &Runtime, group: u64, puts: std::ops::Range<u64>) -> u64 {
     rt.shard(0)
         .expect("shard")
         .run_blocking(TaskClass::Latency, move || async move {
-            let h = handle();
+            let h = handle(group);
             let mut acked = 0;
             for i in puts {
                 match h.propose(put(i)).await {
                     Ok(_) => acked += 1,
                     Err(GroupError::NotLeader { .. }) => break,
-                    Err(e) => panic!("proposal {i}: {e}"),
+                    Err(e) => panic!("group {group} proposal {i}: {e}"),
                 }
             }
             acked
@@ -188,12 +217,12 @@ fn propose_all(rt: &Runtime, puts: std::ops::Range<u64>) -> u64 {
         .expect("propose")
 }
 
-/// Reads keys `k0..k{n}` on `rt` (a leader) with linearizable reads.
-fn read_all(rt: &Runtime, n: u64) -> Vec<Option<Bytes>> {
+/// Reads keys `k0..k{n}` of `group` on `rt` (a leader), linearizably.
+fn read_all(rt: &Runtime, group: u64, n: u64) -> Vec<Option<Bytes>> {
     rt.shard(0)
         .expect("shard")
         .run_blocking(TaskClass::Latency, move || async move {
-            let h = handle();
+            let h = handle(group);
             let keys: Vec<Bytes> = (0..n).map(|i| Bytes::from(format!("k{i}"))).collect();
             for _ in 0..500 {
                 match h.read(KvQuery::Get(keys.clone()).to_bytes()).await {
@@ -213,39 +242,7 @@ fn read_all(rt: &Runtime, n: u64) -> Vec<Option<Bytes>> {
         .expect("read")
 }
 
-#[test]
-fn three_nodes_over_tcp_elect_commit_and_survive_the_leaders_runtime_stopping() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let mut nodes: HashMap<u64, Runtime> = (1..=3).map(|id| (id, runtime())).collect();
-    let addrs: HashMap<u64, SocketAddr> = nodes
-        .iter()
-        .map(|(id, rt)| (*id, listen(rt, *id)))
-        .collect();
-    for (id, rt) in &nodes {
-        let peers = addrs
-            .iter()
-            .filter(|(p, _)| *p != id)
-            .map(|(p, a)| (*p, *a))
-            .collect();
-        start_replica(rt, *id, peers, root.path().join(format!("node-{id}")));
-    }
-    let first = leader(&nodes);
-    let acked = propose_all(&nodes[&first], 0..200);
-    assert_eq!(acked, 200, "a stable leader acknowledges every proposal");
-    let values = read_all(&nodes[&first], 200);
-    assert!(
-        values
-            .iter()
-            .enumerate()
-            .all(|(i, v)| v.as_deref() == Some(format!("v{i}").as_bytes()))
-    );
-
-    // Stop the leader's whole runtime: its connections close, its fibers end.
-    let old = nodes.remove(&first).expect("leader runtime");
-    old.shutdown(Duration::from_millis(200)).expect("stops");
-    let second = leader(&nodes);
-    assert_ne!(second, first);
-    let values = read_all(&nodes[&second], 200);
+fn assert_values(values: &[Option<Bytes>]) {
     for (i, v) in values.iter().enumerate() {
         assert_eq!(
             v.as_deref(),
@@ -253,10 +250,64 @@ fn three_nodes_over_tcp_elect_commit_and_survive_the_leaders_runtime_stopping() 
             "acknowledged k{i} lost"
         );
     }
+}
+
+fn writer_stats(rt: &Runtime) -> (u64, u64) {
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, || async {
+            with_node(|s| s.writer.stats())
+        })
+        .expect("stats")
+}
+
+#[test]
+fn three_nodes_over_tcp_elect_commit_and_survive_the_leaders_runtime_stopping() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(root.path(), &[1]);
+    let first = leader(&nodes, 1);
     assert_eq!(
-        propose_all(&nodes[&second], 200..250),
+        propose_all(&nodes[&first], 1, 0..200),
+        200,
+        "a stable leader acknowledges every proposal"
+    );
+    assert_values(&read_all(&nodes[&first], 1, 200));
+
+    // Stop the leader's whole runtime: its connections close, its fibers end.
+    let old = nodes.remove(&first).expect("leader runtime");
+    old.shutdown(Duration::from_millis(200)).expect("stops");
+    let second = leader(&nodes, 1);
+    assert_ne!(second, first);
+    assert_values(&read_all(&nodes[&second], 1, 200));
+    assert_eq!(
+        propose_all(&nodes[&second], 1, 200..250),
         50,
         "two of three still commit"
+    );
+    for (_, rt) in nodes {
+        rt.shutdown(Duration::from_millis(200)).expect("stops");
+    }
+}
+
+#[test]
+fn a_hundred_groups_on_three_nodes_commit_independently() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let groups: Vec<u64> = (1..=100).collect();
+    let nodes = cluster(root.path(), &groups);
+    let mut leaders = HashMap::new();
+    for &g in &groups {
+        let l = leader(&nodes, g);
+        assert_eq!(propose_all(&nodes[&l], g, 0..5), 5, "group {g} commits");
+        leaders.insert(g, l);
+    }
+    for &g in &groups {
+        assert_values(&read_all(&nodes[&leaders[&g]], g, 5));
+    }
+    let (rounds, syncs) = writer_stats(&nodes[&1]);
+    eprintln!("node 1's shard writer: {rounds} sync rounds, {syncs} file syncs for 100 groups");
+    assert!(
+        rounds > 0 && syncs > 0,
+        "the shared writer made the logs durable"
     );
     for (_, rt) in nodes {
         rt.shutdown(Duration::from_millis(200)).expect("stops");
