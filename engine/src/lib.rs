@@ -8,6 +8,7 @@
 mod codec;
 pub mod config;
 pub mod group;
+pub mod host;
 pub mod kv;
 pub mod raft;
 pub mod redis;

@@ -1,47 +1,36 @@
-//! Nodes, each its own runtime (its own shard thread), replicate KV groups
-//! over loopback TCP through sampan-net, with one transport, one log writer
+//! Nodes, each its own runtime (its own shard thread) with a `ShardHost`,
+//! replicate KV groups over loopback TCP: one transport, one log writer
 //! (group commit), one ticker and one liveness watch per shard. They elect
 //! and commit; when the leader's runtime stops, the other two elect a new
 //! leader that still holds every acknowledged write; and a hundred groups
 //! on three nodes commit independently.
 
 use bytes::Bytes;
-use sampan::group::net::{
-    GroupDirectory, TransportOutbox, drive_ticks, route_raft_frames, watch_peers,
-};
-use sampan::group::{GroupError, GroupHandle, GroupParts, start};
+use sampan::config::{Durability, GroupConfig, ServerConfig};
+use sampan::group::{GroupError, GroupHandle};
+use sampan::host::ShardHost;
 use sampan::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest};
-use sampan::raft::{Config, GroupId, NodeId, Role};
-use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
-use sampan_net::{NetConfig, Router, Transport};
-use sampan_storage::{DiskFile, DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile};
+use sampan::raft::Role;
+use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-const CLUSTER: u64 = 7;
-
-/// What a node keeps on its shard thread.
-struct NodeState {
-    transport: Transport,
-    groups: GroupDirectory,
-    writer: LogWriter<DiskFile>,
-    fibers: Vec<FiberGroup>,
-}
-
 thread_local! {
-    static NODE: RefCell<Option<NodeState>> = const { RefCell::new(None) };
+    /// Each node's host lives on its runtime's one shard thread.
+    static HOST: RefCell<Option<Rc<ShardHost>>> = const { RefCell::new(None) };
 }
 
-fn with_node<T>(f: impl FnOnce(&mut NodeState) -> T) -> T {
-    NODE.with(|n| f(n.borrow_mut().as_mut().expect("node started on this shard")))
+fn host() -> Rc<ShardHost> {
+    HOST.with(|h| h.borrow().clone())
+        .expect("host started on this shard")
 }
 
 fn handle(group: u64) -> GroupHandle {
-    with_node(|s| s.groups.borrow().get(&group).cloned()).expect("group running")
+    host().group(group).expect("group running")
 }
 
 fn runtime() -> Runtime {
@@ -52,104 +41,58 @@ fn runtime() -> Runtime {
         .expect("runtime")
 }
 
-/// Starts node `id`'s transport and returns its replication address.
-fn listen(rt: &Runtime, id: u64) -> SocketAddr {
+/// Node `id`'s settings. `servers` names the members for validation; the
+/// test listens on ephemeral ports and hands the real addresses to
+/// `add_peers`.
+fn server_config(id: u64, data_dir: PathBuf) -> ServerConfig {
+    ServerConfig {
+        node_id: id,
+        servers: "1,127.0.0.1:1;2,127.0.0.1:2;3,127.0.0.1:3".into(),
+        cluster_id: 7,
+        replicate_port: 1,
+        service_port: 2,
+        election_timeout_ms: 200,
+        heartbeat_interval_ms: 20,
+        tick_ms: 10,
+        shards: 1,
+        data_dir,
+    }
+}
+
+/// Starts node `id`'s host and returns its replication address.
+fn listen(rt: &Runtime, id: u64, data_dir: PathBuf) -> SocketAddr {
     rt.shard(0)
         .expect("shard")
         .run_blocking(TaskClass::Latency, move || async move {
-            let groups: GroupDirectory = Rc::default();
-            let router = Router::new();
-            route_raft_frames(&router, groups.clone(), 1 << 20).expect("route");
-            let transport = Transport::new(NetConfig::new(CLUSTER, id), router).expect("transport");
-            let addr = transport
-                .listen("127.0.0.1:0".parse().expect("addr"))
-                .expect("listen");
-            let writer = LogWriter::new();
-            NODE.with(|n| {
-                *n.borrow_mut() = Some(NodeState {
-                    transport,
-                    groups,
-                    writer,
-                    fibers: Vec::new(),
-                })
-            });
+            let local = "127.0.0.1:0".parse().expect("addr");
+            let (host, addr) = ShardHost::start(server_config(id, data_dir), local).expect("host");
+            HOST.with(|h| *h.borrow_mut() = Some(host));
             addr
         })
         .expect("listen")
 }
 
-/// Connects node `id` to its peers and starts the shard's ticker and
-/// liveness watch.
-fn connect(rt: &Runtime, peers: Vec<(u64, SocketAddr)>) {
+/// Connects a node to its peers and starts its replicas of `groups`.
+fn join(rt: &Runtime, peers: Vec<(u64, SocketAddr)>, groups: Vec<u64>) {
     rt.shard(0)
         .expect("shard")
         .run_blocking(TaskClass::Latency, move || async move {
-            let (transport, groups) = with_node(|s| (s.transport.clone(), s.groups.clone()));
-            for &(peer, addr) in &peers {
-                transport.add_peer(peer, addr).expect("peer");
-            }
-            let ids = peers.iter().map(|(p, _)| *p).collect();
-            let watch = watch_peers(
-                transport,
-                groups.clone(),
-                ids,
-                Duration::from_millis(20),
-                Duration::from_millis(200),
-            );
-            sampan_fiber::spawn(TaskClass::Latency, "liveness", watch).expect("liveness fiber");
-            let ticks = drive_ticks(groups, Duration::from_millis(10));
-            sampan_fiber::spawn(TaskClass::Latency, "ticker", ticks).expect("ticker fiber");
-        })
-        .expect("connect");
-}
-
-/// Starts node `id`'s replicas of `groups` (members 1, 2, 3), their logs
-/// sharing the shard's writer.
-fn start_groups(rt: &Runtime, id: u64, dir: PathBuf, groups: Vec<u64>) {
-    rt.shard(0)
-        .expect("shard")
-        .run_blocking(TaskClass::Latency, move || async move {
-            let (transport, directory, writer) =
-                with_node(|s| (s.transport.clone(), s.groups.clone(), s.writer.clone()));
-            let outbox = Rc::new(TransportOutbox::new(transport));
-            // Small growth steps: a hundred groups must not take a GiB.
-            let cfg_log = LogConfig {
-                grow_step_bytes: 256 << 10,
-                index_grow_step_bytes: 64 << 10,
-                ..LogConfig::default()
-            };
+            let host = host();
+            host.add_peers(&peers).expect("peers");
             for g in groups {
-                let gdir = dir.join(format!("group-{g}"));
-                let log = SegmentLog::open(
-                    DiskFs,
-                    &gdir.join("log"),
-                    g,
-                    cfg_log.clone(),
-                    writer.clone(),
-                )
-                .await
-                .expect("log");
-                let status = StatusFile::open(&DiskFs, &gdir.join("status"), g)
-                    .await
-                    .expect("status");
-                let mut cfg = Config::new(NodeId(id), GroupId(g));
-                cfg.seed = id * 1_000 + g;
-                let fibers = FiberGroup::new(format!("group-{g}")).expect("fibers");
-                let parts = GroupParts {
-                    cfg,
-                    log,
-                    status,
-                    sm: Box::new(KvMachine::new(KvConfig::default())),
-                    outbox: outbox.clone(),
-                    bootstrap: Some(([1, 2, 3].into_iter().map(NodeId).collect(), BTreeSet::new())),
-                    tick: None,
+                let cfg = GroupConfig {
+                    group_id: g,
+                    members: "1,2,3".into(),
+                    observers: String::new(),
+                    durability: Durability::Sync,
+                    log_retention_ms: 0,
                 };
-                let h = start(parts, &fibers).await.expect("group");
-                directory.borrow_mut().insert(g, h);
-                with_node(|s| s.fibers.push(fibers));
+                host.add_group(&cfg, Box::new(KvMachine::new(KvConfig::default())))
+                    .await
+                    .expect("group starts");
             }
         })
-        .expect("start");
+        .expect("join");
 }
 
 /// Starts three nodes running `groups`.
@@ -157,18 +100,15 @@ fn cluster(root: &std::path::Path, groups: &[u64]) -> HashMap<u64, Runtime> {
     let nodes: HashMap<u64, Runtime> = (1..=3).map(|id| (id, runtime())).collect();
     let addrs: HashMap<u64, SocketAddr> = nodes
         .iter()
-        .map(|(id, rt)| (*id, listen(rt, *id)))
+        .map(|(id, rt)| (*id, listen(rt, *id, root.join(format!("node-{id}")))))
         .collect();
     for (id, rt) in &nodes {
-        connect(
-            rt,
-            addrs
-                .iter()
-                .filter(|(p, _)| *p != id)
-                .map(|(p, a)| (*p, *a))
-                .collect(),
-        );
-        start_groups(rt, *id, root.join(format!("node-{id}")), groups.to_vec());
+        let peers = addrs
+            .iter()
+            .filter(|(p, _)| *p != id)
+            .map(|(p, a)| (*p, *a))
+            .collect();
+        join(rt, peers, groups.to_vec());
     }
     nodes
 }
@@ -255,9 +195,7 @@ fn assert_values(values: &[Option<Bytes>]) {
 fn writer_stats(rt: &Runtime) -> (u64, u64) {
     rt.shard(0)
         .expect("shard")
-        .run_blocking(TaskClass::Latency, || async {
-            with_node(|s| s.writer.stats())
-        })
+        .run_blocking(TaskClass::Latency, || async { host().writer_stats() })
         .expect("stats")
 }
 
@@ -312,4 +250,88 @@ fn a_hundred_groups_on_three_nodes_commit_independently() {
     for (_, rt) in nodes {
         rt.shutdown(Duration::from_millis(200)).expect("stops");
     }
+}
+
+#[test]
+fn a_host_adds_stops_and_restarts_groups_and_refuses_bad_ones() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let dir = root.path().to_path_buf();
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let mut cfg = server_config(1, dir);
+            cfg.servers = "1,127.0.0.1:1".into();
+            let (host, _) =
+                ShardHost::start(cfg, "127.0.0.1:0".parse().expect("addr")).expect("host");
+            let group = |id: u64, members: &str| GroupConfig {
+                group_id: id,
+                members: members.into(),
+                observers: String::new(),
+                durability: Durability::Async,
+                log_retention_ms: 0,
+            };
+            let kv = || Box::new(KvMachine::new(KvConfig::default()));
+            let bad = host
+                .add_group(&group(9, "1,5"), kv())
+                .await
+                .expect_err("node 5 is unknown");
+            assert!(bad.to_string().contains("group 9.members"), "{bad}");
+            let h = host.add_group(&group(3, "1"), kv()).await.expect("group 3");
+            let twice = host
+                .add_group(&group(3, "1"), kv())
+                .await
+                .expect_err("already running");
+            assert!(matches!(
+                twice,
+                sampan::host::HostError::GroupExists { group: 3 }
+            ));
+            let mut acked = 0;
+            for _ in 0..300 {
+                match h.propose(put(acked)).await {
+                    Ok(_) => acked += 1,
+                    Err(GroupError::NotLeader { .. }) => sleep(Duration::from_millis(10)).await,
+                    Err(e) => panic!("{e}"),
+                }
+                if acked == 10 {
+                    break;
+                }
+            }
+            assert_eq!(acked, 10, "a one-node group elects itself and commits");
+            assert!(host.stop_group(3).await);
+            assert!(host.group(3).is_none());
+            assert!(!host.stop_group(3).await);
+            // Started again, the group recovers its writes from its files.
+            let h = host
+                .add_group(&group(3, "1"), kv())
+                .await
+                .expect("group 3 again");
+            let keys: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("k{i}"))).collect();
+            let mut found = None;
+            for _ in 0..300 {
+                match h.read(KvQuery::Get(keys.clone()).to_bytes()).await {
+                    Ok(a) => {
+                        found = Some(a);
+                        break;
+                    }
+                    Err(GroupError::NotLeader { .. }) => sleep(Duration::from_millis(10)).await,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let KvAnswer::Values(values) =
+                KvAnswer::decode(found.expect("read served")).expect("answer")
+            else {
+                panic!("values expected");
+            };
+            assert_values(
+                &values
+                    .into_iter()
+                    .map(|v| v.map(|it| it.value))
+                    .collect::<Vec<_>>(),
+            );
+            assert_eq!(host.group_ids(), vec![3]);
+            host.close();
+        })
+        .expect("test body");
+    rt.shutdown(Duration::from_millis(200)).expect("stops");
 }

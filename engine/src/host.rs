@@ -1,0 +1,247 @@
+//! `ShardHost`: the Raft groups of one node on one shard, sharing what a
+//! shard has once — the transport to the other nodes, the log writer (one
+//! sync round makes many groups' appends durable), the ticker (hibernating
+//! groups cost nothing per tick) and the liveness watch that wakes the
+//! groups a lost node led. Groups are added and removed at runtime.
+//!
+//! Shard-local (`!Send`): create it on its shard and keep it there; the
+//! server that spreads groups over shards reaches it through the shard's
+//! mailbox.
+
+use crate::config::{ConfigError, Durability, GroupConfig, ServerConfig};
+use crate::group::net::{
+    GroupDirectory, TransportOutbox, drive_ticks, route_raft_frames, watch_peers,
+};
+use crate::group::{GroupError, GroupHandle, GroupParts, start};
+use crate::raft::{self, GroupId, NodeId};
+use crate::state_machine::StateMachine;
+use sampan_fiber::{FiberError, FiberGroup, TaskClass};
+use sampan_net::{NetConfig, NetError, Router, Transport};
+use sampan_storage::{
+    DiskFile, DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile, StorageError, SyncMode,
+};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Largest entry payload a host accepts from the network.
+pub const PAYLOAD_BYTES_MAX: u32 = 16 << 20;
+
+/// Why a host or one of its groups could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A configuration value is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The transport failed (listen, peers).
+    #[error("node {node}: network: {source}")]
+    Net {
+        /// This node.
+        node: u64,
+        /// The transport's error.
+        source: NetError,
+    },
+    /// The runtime refused (not on a shard, shutting down).
+    #[error("node {node}: runtime: {source}")]
+    Fiber {
+        /// This node.
+        node: u64,
+        /// The runtime's error.
+        source: FiberError,
+    },
+    /// A group's log or status file could not be opened.
+    #[error("group {group}: storage: {source}")]
+    Storage {
+        /// The group.
+        group: u64,
+        /// The storage error (names the file).
+        source: StorageError,
+    },
+    /// The group runtime refused to start.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The group is already running on this host.
+    #[error("group {group} is already running here")]
+    GroupExists {
+        /// The group.
+        group: u64,
+    },
+}
+
+/// The groups of one node on one shard. See the module docs.
+pub struct ShardHost {
+    cfg: ServerConfig,
+    transport: Transport,
+    outbox: Rc<TransportOutbox>,
+    groups: GroupDirectory,
+    fibers: RefCell<HashMap<u64, FiberGroup>>,
+    writer: LogWriter<DiskFile>,
+}
+
+impl std::fmt::Debug for ShardHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardHost")
+            .field("node", &self.cfg.node_id)
+            .field("groups", &self.groups.borrow().len())
+            .finish()
+    }
+}
+
+impl ShardHost {
+    /// Validates `cfg`, listens for peers on `listen` (port 0 picks one; see
+    /// [`ShardHost::local_addr`]), and starts the shard's ticker and liveness
+    /// watch. Must run on a shard. Peers are added with
+    /// [`ShardHost::add_peer`] once their addresses are known.
+    pub fn start(
+        cfg: ServerConfig,
+        listen: SocketAddr,
+    ) -> Result<(Rc<ShardHost>, SocketAddr), HostError> {
+        cfg.validate()?;
+        let node = cfg.node_id;
+        let net = |source| HostError::Net { node, source };
+        let groups: GroupDirectory = Rc::default();
+        let router = Router::new();
+        route_raft_frames(&router, groups.clone(), PAYLOAD_BYTES_MAX).map_err(net)?;
+        let transport =
+            Transport::new(NetConfig::new(cfg.cluster_id, node), router).map_err(net)?;
+        let addr = transport.listen(listen).map_err(net)?;
+        let tick = Duration::from_millis(cfg.tick_ms);
+        let fiber = |source| HostError::Fiber { node, source };
+        sampan_fiber::spawn(
+            TaskClass::Latency,
+            "shard-ticker",
+            drive_ticks(groups.clone(), tick),
+        )
+        .map_err(fiber)?;
+        let host = Rc::new(ShardHost {
+            outbox: Rc::new(TransportOutbox::new(transport.clone())),
+            transport,
+            groups,
+            fibers: RefCell::new(HashMap::new()),
+            writer: LogWriter::new(),
+            cfg,
+        });
+        log::info!("node {node}: shard host listening on {addr}");
+        Ok((host, addr))
+    }
+
+    /// Connects to the other nodes (`(id, replication address)`), and
+    /// watches them: a node down for an election timeout wakes the groups it
+    /// led.
+    pub fn add_peers(&self, peers: &[(u64, SocketAddr)]) -> Result<(), HostError> {
+        let node = self.cfg.node_id;
+        for &(id, addr) in peers {
+            self.transport
+                .add_peer(id, addr)
+                .map_err(|source| HostError::Net { node, source })?;
+        }
+        let watch = watch_peers(
+            self.transport.clone(),
+            self.groups.clone(),
+            peers.iter().map(|(id, _)| *id).collect(),
+            Duration::from_millis(self.cfg.tick_ms),
+            Duration::from_millis(self.cfg.election_timeout_ms),
+        );
+        sampan_fiber::spawn(TaskClass::Latency, "liveness", watch)
+            .map(|_| ())
+            .map_err(|source| HostError::Fiber { node, source })
+    }
+
+    /// Starts this node's replica of a group with `sm` as its state
+    /// machine; its files live in `<data_dir>/group-<id>/`. A new group is
+    /// bootstrapped from its members; an existing one recovers from its
+    /// files.
+    pub async fn add_group(
+        &self,
+        group: &GroupConfig,
+        sm: Box<dyn StateMachine>,
+    ) -> Result<GroupHandle, HostError> {
+        let servers = self.cfg.parse_servers()?;
+        group.validate(&servers)?;
+        let g = group.group_id;
+        if self.groups.borrow().contains_key(&g) {
+            return Err(HostError::GroupExists { group: g });
+        }
+        let dir = self.cfg.data_dir.join(format!("group-{g}"));
+        let storage = |source| HostError::Storage { group: g, source };
+        let log_cfg = LogConfig {
+            sync_mode: match group.durability {
+                Durability::Sync => SyncMode::Sync,
+                Durability::Async => SyncMode::Async,
+            },
+            ..LogConfig::default()
+        };
+        let log = SegmentLog::open(DiskFs, &dir.join("log"), g, log_cfg, self.writer.clone())
+            .await
+            .map_err(storage)?;
+        let status = StatusFile::open(&DiskFs, &dir.join("status"), g)
+            .await
+            .map_err(storage)?;
+        let mut cfg = raft::Config::new(NodeId(self.cfg.node_id), GroupId(g));
+        cfg.ticks_election = self.cfg.ticks_election();
+        cfg.ticks_heartbeat = self.cfg.ticks_heartbeat();
+        cfg.seed = self.cfg.node_id.rotate_left(32) ^ g;
+        let ids = |set: BTreeSet<u64>| set.into_iter().map(NodeId).collect::<BTreeSet<_>>();
+        let parts = GroupParts {
+            cfg,
+            log,
+            status,
+            sm,
+            outbox: self.outbox.clone(),
+            bootstrap: Some((ids(group.member_ids()?), ids(group.observer_ids()?))),
+            tick: None,
+        };
+        let fibers =
+            FiberGroup::new(format!("node-{}-group-{g}", self.cfg.node_id)).map_err(|source| {
+                HostError::Fiber {
+                    node: self.cfg.node_id,
+                    source,
+                }
+            })?;
+        let handle = start(parts, &fibers).await?;
+        self.groups.borrow_mut().insert(g, handle.clone());
+        self.fibers.borrow_mut().insert(g, fibers);
+        log::info!("node {}: group {g} started", self.cfg.node_id);
+        Ok(handle)
+    }
+
+    /// The handle of a running group.
+    pub fn group(&self, group: u64) -> Option<GroupHandle> {
+        self.groups.borrow().get(&group).cloned()
+    }
+
+    /// The groups running here.
+    pub fn group_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.groups.borrow().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Stops this node's replica of `group` (its files stay); waits until
+    /// its fibers have ended. Returns whether it was running.
+    pub async fn stop_group(&self, group: u64) -> bool {
+        self.groups.borrow_mut().remove(&group);
+        let fibers = self.fibers.borrow_mut().remove(&group);
+        match fibers {
+            Some(f) => {
+                f.cancel();
+                f.join().await;
+                log::info!("node {}: group {group} stopped", self.cfg.node_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sync rounds of the shard's log writer, and file syncs they issued.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        self.writer.stats()
+    }
+
+    /// Closes the transport; the groups stop hearing from their peers.
+    pub fn close(&self) {
+        self.transport.close();
+    }
+}
