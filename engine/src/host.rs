@@ -90,10 +90,10 @@ impl std::fmt::Debug for ShardHost {
 }
 
 impl ShardHost {
-    /// Validates `cfg`, listens for peers on `listen` (port 0 picks one; see
-    /// [`ShardHost::local_addr`]), and starts the shard's ticker and liveness
-    /// watch. Must run on a shard. Peers are added with
-    /// [`ShardHost::add_peer`] once their addresses are known.
+    /// Validates `cfg`, listens for peers on `listen` (port 0 picks one; the
+    /// address bound is returned), and starts the shard's ticker. Must run
+    /// on a shard. Peers, and the liveness watch over them, are added with
+    /// [`ShardHost::add_peers`] once their addresses are known.
     pub fn start(
         cfg: ServerConfig,
         listen: SocketAddr,

@@ -1,9 +1,35 @@
 //! Sampan: a multi-Raft consensus engine on a thread-per-core runtime.
 //!
-//! This crate is what an embedder depends on. Today it holds the pure Raft
-//! core ([`raft`]) and the replicated KV state machine ([`kv`]); the group
-//! runtime, `RaftServer` and the state machine API follow. [`redis`] speaks
-//! RESP2 over the KV state machine.
+//! **For:** embedding Raft groups in a Rust server. The pieces, one module
+//! each: [`raft`], the pure, deterministic core (no I/O, no clock); [`wire`],
+//! the codecs of its messages; [`group`], a group replica as fibers over a
+//! log, a state machine and an outbox; [`host`], the groups of one node on
+//! one shard, sharing a transport, a log writer, a ticker and a liveness
+//! watch; [`state_machine`], the trait an embedder implements; [`kv`], the
+//! replicated key-value state machine; [`redis`], RESP2 over it; [`config`],
+//! validated server and group settings.
+//!
+//! **Not for:** the runtime's primitives (`sampan-fiber`), framing and
+//! connections (`sampan-net`) or the log's files (`sampan-storage`), which
+//! this crate builds on. The multi-shard `RaftServer`, the client and the
+//! node binary are not here yet (see `docs/engine-runtime.md`).
+//!
+//! A state machine sees committed commands in order and answers each; the
+//! KV store is one:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use sampan::kv::{KvCommand, KvConfig, KvMachine, KvRequest, KvResult};
+//! use sampan::state_machine::{Committed, StateMachine};
+//!
+//! let mut sm = KvMachine::new(KvConfig::default());
+//! let cmd = KvRequest::without_session(KvCommand::put("k", "v")).to_bytes();
+//! let mut results = Vec::new();
+//! sm.apply(&[Committed { index: 1, term: 1, payload: &cmd }], &mut results);
+//! let result = KvResult::decode(results.remove(0)).expect("a result");
+//! assert_eq!(result, KvResult::Put { written: true, old: None });
+//! assert_eq!(sm.store().get(b"k", 0).map(|it| it.value.clone()), Some(Bytes::from("v")));
+//! ```
 
 mod codec;
 pub mod config;

@@ -5,7 +5,7 @@
 //! ([`SegmentLog`], behind the [`RaftLog`] trait an embedder may replace);
 //! making appends of every group on a shard durable together
 //! ([`LogWriter`], group commit); the record format that the log holds and
-//! the wire carries unchanged ([`format`], with the total validator
+//! the wire carries unchanged ([`format`](mod@format), with the total validator
 //! [`parse_run`]); the hard-state file ([`StatusFile`]); snapshots written
 //! and read as chunks ([`SnapshotStore`]); recovery after a crash that cuts
 //! a torn tail and refuses anything else that is corrupt, naming the file
