@@ -34,14 +34,15 @@ impl<L: LogView> Raft<L> {
         index
     }
 
+    /// Every replica tracked for replication but this one.
+    fn peers(&self) -> Vec<NodeId> {
+        let me = self.cfg.id;
+        self.progress.keys().copied().filter(|&n| n != me).collect()
+    }
+
     /// Sends what each follower lacks (and the commit index to everyone).
     pub(super) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&n| n != self.cfg.id)
-            .collect();
+        let peers = self.peers();
         for to in peers {
             self.send_append(to, true);
         }
@@ -143,12 +144,7 @@ impl<L: LogView> Raft<L> {
 
     /// Sends heartbeats to every peer.
     pub(super) fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&n| n != self.cfg.id)
-            .collect();
+        let peers = self.peers();
         for to in peers {
             self.send_heartbeat(to);
         }
