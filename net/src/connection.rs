@@ -238,6 +238,13 @@ impl Connection {
         self.inner.peer.addr
     }
 
+    /// Builds a one-way frame of a user `kind` (the check `send` and
+    /// `try_send` share).
+    fn one_way(&self, kind: u16, group_id: u64, body: Body) -> Result<OutFrame, NetError> {
+        check_user_kind(kind)?;
+        self.inner.frame(FrameType::OneWay, kind, group_id, 0, body)
+    }
+
     /// Sends a one-way frame, waiting for room in the send budget.
     pub async fn send(
         &self,
@@ -245,10 +252,7 @@ impl Connection {
         group_id: u64,
         body: impl Into<Body>,
     ) -> Result<(), NetError> {
-        check_user_kind(kind)?;
-        let frame = self
-            .inner
-            .frame(FrameType::OneWay, kind, group_id, 0, body.into())?;
+        let frame = self.one_way(kind, group_id, body.into())?;
         self.inner.enqueue(frame, kind, true).await
     }
 
@@ -260,10 +264,7 @@ impl Connection {
         group_id: u64,
         body: impl Into<Body>,
     ) -> Result<(), NetError> {
-        check_user_kind(kind)?;
-        let frame = self
-            .inner
-            .frame(FrameType::OneWay, kind, group_id, 0, body.into())?;
+        let frame = self.one_way(kind, group_id, body.into())?;
         self.inner.try_enqueue(frame, kind, true)
     }
 
