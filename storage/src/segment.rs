@@ -114,6 +114,28 @@ pub struct Segment<V: Vfs> {
 pub const INDEX_BATCH_RECORDS: usize = 256;
 
 impl<V: Vfs> Segment<V> {
+    /// A segment with its header written and no entry counted yet (entries
+    /// of an opened one are found by the scan that follows).
+    fn empty(
+        id: u64,
+        first_index: u64,
+        path: PathBuf,
+        data: V::File,
+        index: IndexFile<V>,
+    ) -> Segment<V> {
+        Segment {
+            id,
+            first_index,
+            path,
+            data: Rc::new(data),
+            index: Rc::new(index),
+            count: 0,
+            write_pos: SEGMENT_HEADER_BYTES,
+            last_term: 0,
+            pending: Vec::new(),
+        }
+    }
+
     /// Creates a new, empty segment with `alloc_bytes` of space; durable on
     /// return except for its name (the caller syncs the directory).
     pub async fn create(
@@ -137,17 +159,7 @@ impl<V: Vfs> Segment<V> {
         data.sync().await.map_err(|e| io("sync", e))?;
         let (index, _) =
             IndexFile::open(vfs, &dir.join(index_name), group, id, first_index).await?;
-        Ok(Segment {
-            id,
-            first_index,
-            path,
-            data: Rc::new(data),
-            index: Rc::new(index),
-            count: 0,
-            write_pos: SEGMENT_HEADER_BYTES,
-            last_term: 0,
-            pending: Vec::new(),
-        })
+        Ok(Segment::empty(id, first_index, path, data, index))
     }
 
     /// Opens an existing segment. `Ok(None)` when its header is blank or
@@ -180,17 +192,7 @@ impl<V: Vfs> Segment<V> {
         }
         let (index, index_good) =
             IndexFile::open(vfs, &dir.join(index_name), group, id, first_index).await?;
-        let seg = Segment {
-            id,
-            first_index,
-            path,
-            data: Rc::new(data),
-            index: Rc::new(index),
-            count: 0,
-            write_pos: SEGMENT_HEADER_BYTES,
-            last_term: 0,
-            pending: Vec::new(),
-        };
+        let seg = Segment::empty(id, first_index, path, data, index);
         Ok(Some((seg, index_good)))
     }
 
