@@ -185,6 +185,32 @@ async fn open_log(
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Appends one `size`-byte entry at a time and waits until it is durable,
+/// until `secs` after `start`; returns the count and each append's latency.
+async fn append_until(
+    log: &SegmentLog<DiskFs>,
+    size: usize,
+    start: Instant,
+    secs: f64,
+) -> (u64, Latencies) {
+    let payload = vec![7u8; size];
+    let mut lat = Latencies::new();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        let mut b = RunBuilder::new(log.last_index() + 1);
+        b.push(1, 1, &payload);
+        let last = log
+            .append(&b.finish())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.sync(last).await.unwrap_or_else(|e| panic!("{e}"));
+        lat.record(t.elapsed());
+        n += 1;
+    }
+    (n, lat)
+}
+
 /// A plain loop on the same disk: `write` (+ `fdatasync` in sync mode) of
 /// `size` bytes at a time into a file preallocated in 4 MiB steps, as the
 /// log's segments are.
@@ -235,22 +261,8 @@ async fn plain_loop(dir: &Path, size: usize, mode: SyncMode, secs: f64) -> Line 
 
 async fn log_append(dir: &Path, size: usize, mode: SyncMode, secs: f64) -> Line {
     let log = open_log(dir, 1, mode, LogWriter::new()).await;
-    let payload = vec![7u8; size];
-    let mut lat = Latencies::new();
-    let mut n = 0u64;
     let start = Instant::now();
-    while start.elapsed().as_secs_f64() < secs {
-        let t = Instant::now();
-        let mut b = RunBuilder::new(log.last_index() + 1);
-        b.push(1, 1, &payload);
-        let last = log
-            .append(&b.finish())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        log.sync(last).await.unwrap_or_else(|e| panic!("{e}"));
-        lat.record(t.elapsed());
-        n += 1;
-    }
+    let (n, lat) = append_until(&log, size, start, secs).await;
     let wall = start.elapsed();
     line(
         format!("log append {size} B {mode:?}"),
@@ -283,22 +295,7 @@ async fn group_commit(dir: &Path, groups: usize, secs: f64) -> Line {
     for log in logs {
         fibers.push(
             spawn(TaskClass::Latency, "appender", async move {
-                let payload = vec![7u8; 4096];
-                let mut lat = Latencies::new();
-                let mut n = 0u64;
-                while start.elapsed().as_secs_f64() < secs {
-                    let t = Instant::now();
-                    let mut b = RunBuilder::new(log.last_index() + 1);
-                    b.push(1, 1, &payload);
-                    let last = log
-                        .append(&b.finish())
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    log.sync(last).await.unwrap_or_else(|e| panic!("{e}"));
-                    lat.record(t.elapsed());
-                    n += 1;
-                }
-                (n, lat)
+                append_until(&log, 4096, start, secs).await
             })
             .unwrap_or_else(|e| panic!("{e}")),
         );
