@@ -68,6 +68,35 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Where each group keeps `group-<id>/`.
     pub data_dir: PathBuf,
+    /// How long a forwarded request may wait for the leader's answer, and
+    /// how long a request waits for a leader to be elected.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// The log's files.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// Settings of every group's log on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A segment file is sealed at this size and a new one started.
+    #[serde(default = "defaults::segment_bytes")]
+    pub segment_bytes: u64,
+    /// Segment files grow (preallocated, never sparse) this much at a time,
+    /// so thousands of idle groups do not each hold a whole segment.
+    #[serde(default = "defaults::grow_step_bytes")]
+    pub grow_step_bytes: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            segment_bytes: defaults::segment_bytes(),
+            grow_step_bytes: defaults::grow_step_bytes(),
+        }
+    }
 }
 
 mod defaults {
@@ -83,19 +112,70 @@ mod defaults {
     pub fn tick_ms() -> u64 {
         50
     }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn segment_bytes() -> u64 {
+        64 << 20
+    }
+    pub fn grow_step_bytes() -> u64 {
+        4 << 20
+    }
 }
 
 impl ServerConfig {
-    /// Parses `servers` into (node id, address) pairs.
+    /// Parses `servers` into (node id, replication address) pairs.
     pub fn parse_servers(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
-        let mut out: Vec<(u64, SocketAddr)> = Vec::new();
+        Ok(self
+            .parse_server_entries()?
+            .into_iter()
+            .map(|(id, addr, _)| (id, addr))
+            .collect())
+    }
+
+    /// Every node's service address, for redirecting clients: the third
+    /// field of its `servers` entry (`"1,127.0.0.1:4001,5001"`) when given,
+    /// else its replication host with the port at the same offset from its
+    /// replication port as this node's.
+    pub fn service_addrs(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+        let offset = i32::from(self.service_port) - i32::from(self.replicate_port);
+        let mut out = Vec::new();
+        for (id, addr, service) in self.parse_server_entries()? {
+            let port = match service {
+                Some(p) => p,
+                None => match u16::try_from(i32::from(addr.port()) + offset) {
+                    Ok(p) if p > 0 => p,
+                    _ => {
+                        return invalid(
+                            "servers",
+                            format!(
+                                "node {id}: give its service port as 'id,host:port,service_port'"
+                            ),
+                        );
+                    }
+                },
+            };
+            out.push((id, SocketAddr::new(addr.ip(), port)));
+        }
+        Ok(out)
+    }
+
+    fn parse_server_entries(&self) -> Result<Vec<(u64, SocketAddr, Option<u16>)>, ConfigError> {
+        let mut out: Vec<(u64, SocketAddr, Option<u16>)> = Vec::new();
         for (i, part) in self.servers.split(';').map(str::trim).enumerate() {
             if part.is_empty() {
                 continue;
             }
             let field = || format!("servers[{i}]");
-            let Some((id, addr)) = part.split_once(',') else {
+            let Some((id, rest)) = part.split_once(',') else {
                 return invalid(field(), format!("'{part}' is not 'id,host:port'"));
+            };
+            let (addr, service) = match rest.split_once(',') {
+                Some((addr, port)) => match port.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => (addr, Some(p)),
+                    _ => return invalid(field(), format!("service port '{port}' is not a port")),
+                },
+                None => (rest, None),
             };
             let id: u64 = match id.trim().parse() {
                 Ok(id) if id > 0 => id,
@@ -105,13 +185,13 @@ impl ServerConfig {
                 Ok(a) => a,
                 Err(e) => return invalid(field(), format!("address '{addr}': {e}")),
             };
-            if out.iter().any(|(o, a)| *o == id || *a == addr) {
+            if out.iter().any(|(o, a, _)| *o == id || *a == addr) {
                 return invalid(
                     field(),
                     format!("node {id} or address {addr} appears twice"),
                 );
             }
-            out.push((id, addr));
+            out.push((id, addr, service));
         }
         if out.is_empty() {
             return invalid("servers", "no server listed");
@@ -157,6 +237,19 @@ impl ServerConfig {
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
         }
+        if self.request_timeout_ms < self.election_timeout_ms {
+            return invalid(
+                "request_timeout_ms",
+                "must be at least election_timeout_ms, or requests fail during every election",
+            );
+        }
+        if !(4096..=(1 << 30)).contains(&self.log.segment_bytes) {
+            return invalid("log.segment_bytes", "must be in 4096..=1073741824");
+        }
+        if self.log.grow_step_bytes < 4096 || self.log.grow_step_bytes > self.log.segment_bytes {
+            return invalid("log.grow_step_bytes", "must be in 4096..=log.segment_bytes");
+        }
+        self.service_addrs()?;
         Ok(())
     }
 
@@ -264,6 +357,8 @@ mod tests {
             tick_ms: 50,
             shards: 0,
             data_dir: "/tmp/sampan".into(),
+            request_timeout_ms: 10_000,
+            log: LogSettings::default(),
         }
     }
 
@@ -273,6 +368,13 @@ mod tests {
         s.validate().expect("valid");
         assert_eq!(s.parse_servers().expect("servers").len(), 3);
         assert_eq!((s.ticks_election(), s.ticks_heartbeat()), (20, 2));
+        let service = s.service_addrs().expect("service addresses");
+        assert_eq!(service[0].1, "127.0.0.1:5001".parse().expect("addr"));
+        let mut explicit = s.clone();
+        explicit.servers = "1,127.0.0.1:4001,7001;2,127.0.0.1:4002;3,127.0.0.1:4003".into();
+        let service = explicit.service_addrs().expect("service addresses");
+        assert_eq!(service[0].1, "127.0.0.1:7001".parse().expect("addr"));
+        assert_eq!(service[2].1, "127.0.0.1:5003".parse().expect("addr"));
         let g = GroupConfig {
             group_id: 1,
             members: "1,2".into(),
@@ -287,7 +389,7 @@ mod tests {
     #[test]
     fn each_wrong_value_names_its_field() {
         type Mutation = fn(&mut ServerConfig);
-        let cases: [(Mutation, &str); 6] = [
+        let cases: [(Mutation, &str); 9] = [
             (|s| s.node_id = 9, "node_id"),
             (|s| s.servers = "1,nowhere".into(), "servers[0]"),
             (
@@ -297,6 +399,9 @@ mod tests {
             (|s| s.service_port = s.replicate_port, "service_port"),
             (|s| s.election_timeout_ms = 200, "election_timeout_ms"),
             (|s| s.tick_ms = 0, "tick_ms"),
+            (|s| s.request_timeout_ms = 10, "request_timeout_ms"),
+            (|s| s.log.segment_bytes = 10, "log.segment_bytes"),
+            (|s| s.servers = "1,127.0.0.1:1,x".into(), "servers[0]"),
         ];
         for (mutate, field) in cases {
             let mut s = server();

@@ -14,11 +14,12 @@ use crate::group::net::{
 };
 use crate::group::{GroupError, GroupHandle, GroupParts, start};
 use crate::raft::{self, GroupId, NodeId};
+use crate::server::{LogContext, open_segment_log};
 use crate::state_machine::StateMachine;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, Router, Transport};
 use sampan_storage::{
-    DiskFile, DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile, StorageError, SyncMode,
+    DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, StatusFile, StorageError, SyncMode,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -74,6 +75,7 @@ pub enum HostError {
 pub struct ShardHost {
     cfg: ServerConfig,
     transport: Transport,
+    router: Router,
     outbox: Rc<TransportOutbox>,
     groups: GroupDirectory,
     fibers: RefCell<HashMap<u64, FiberGroup>>,
@@ -105,7 +107,7 @@ impl ShardHost {
         let router = Router::new();
         route_raft_frames(&router, groups.clone(), PAYLOAD_BYTES_MAX).map_err(net)?;
         let transport =
-            Transport::new(NetConfig::new(cfg.cluster_id, node), router).map_err(net)?;
+            Transport::new(NetConfig::new(cfg.cluster_id, node), router.clone()).map_err(net)?;
         let addr = transport.listen(listen).map_err(net)?;
         let tick = Duration::from_millis(cfg.tick_ms);
         let fiber = |source| HostError::Fiber { node, source };
@@ -118,6 +120,7 @@ impl ShardHost {
         let host = Rc::new(ShardHost {
             outbox: Rc::new(TransportOutbox::new(transport.clone())),
             transport,
+            router,
             groups,
             fibers: RefCell::new(HashMap::new()),
             writer: LogWriter::new(),
@@ -149,36 +152,92 @@ impl ShardHost {
             .map_err(|source| HostError::Fiber { node, source })
     }
 
+    /// The shard's transport to the other nodes.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The router of frames arriving from the other nodes: a server adds
+    /// its own kinds (request forwarding) beside the Raft ones.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// This node's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// Where the files of `group` live, and the settings and shared writer
+    /// its log is opened with: what a [`crate::server::RaftFactory`] gets.
+    pub fn log_context(&self, group: &GroupConfig) -> LogContext {
+        let dir = self.cfg.data_dir.join(format!("group-{}", group.group_id));
+        LogContext {
+            group: group.clone(),
+            log_dir: dir.join("log"),
+            group_dir: dir,
+            config: LogConfig {
+                sync_mode: match group.durability {
+                    Durability::Sync => SyncMode::Sync,
+                    Durability::Async => SyncMode::Async,
+                },
+                segment_bytes: self.cfg.log.segment_bytes,
+                grow_step_bytes: self.cfg.log.grow_step_bytes,
+                ..LogConfig::default()
+            },
+            writer: self.writer.clone(),
+        }
+    }
+
     /// Starts this node's replica of a group with `sm` as its state
-    /// machine; its files live in `<data_dir>/group-<id>/`. A new group is
-    /// bootstrapped from its members; an existing one recovers from its
-    /// files.
+    /// machine and the default log (segment files in
+    /// `<data_dir>/group-<id>/log`). A new group is bootstrapped from its
+    /// members; an existing one recovers from its files.
     pub async fn add_group(
         &self,
         group: &GroupConfig,
         sm: Box<dyn StateMachine>,
     ) -> Result<GroupHandle, HostError> {
+        self.check_new(group)?;
+        let log = open_segment_log(self.log_context(group))
+            .await
+            .map_err(|source| HostError::Storage {
+                group: group.group_id,
+                source,
+            })?;
+        self.add_group_with_log(group, sm, log).await
+    }
+
+    fn check_new(&self, group: &GroupConfig) -> Result<(), HostError> {
         let servers = self.cfg.parse_servers()?;
         group.validate(&servers)?;
         let g = group.group_id;
         if self.groups.borrow().contains_key(&g) {
             return Err(HostError::GroupExists { group: g });
         }
-        let dir = self.cfg.data_dir.join(format!("group-{g}"));
+        Ok(())
+    }
+
+    /// Starts this node's replica of a group over a log the caller opened
+    /// (an embedder's own [`RaftLog`], or one from
+    /// [`ShardHost::log_context`]); the status file lives in
+    /// `<data_dir>/group-<id>/status`.
+    pub async fn add_group_with_log<L: RaftLog + Clone + 'static>(
+        &self,
+        group: &GroupConfig,
+        sm: Box<dyn StateMachine>,
+        log: L,
+    ) -> Result<GroupHandle, HostError> {
+        self.check_new(group)?;
+        let g = group.group_id;
         let storage = |source| HostError::Storage { group: g, source };
-        let log_cfg = LogConfig {
-            sync_mode: match group.durability {
-                Durability::Sync => SyncMode::Sync,
-                Durability::Async => SyncMode::Async,
-            },
-            ..LogConfig::default()
-        };
-        let log = SegmentLog::open(DiskFs, &dir.join("log"), g, log_cfg, self.writer.clone())
-            .await
-            .map_err(storage)?;
-        let status = StatusFile::open(&DiskFs, &dir.join("status"), g)
-            .await
-            .map_err(storage)?;
+        let status = StatusFile::open(
+            &DiskFs,
+            &self.log_context(group).group_dir.join("status"),
+            g,
+        )
+        .await
+        .map_err(storage)?;
         let mut cfg = raft::Config::new(NodeId(self.cfg.node_id), GroupId(g));
         cfg.ticks_election = self.cfg.ticks_election();
         cfg.ticks_heartbeat = self.cfg.ticks_heartbeat();
@@ -243,5 +302,13 @@ impl ShardHost {
     /// Closes the transport; the groups stop hearing from their peers.
     pub fn close(&self) {
         self.transport.close();
+    }
+
+    /// Stops every group (their files stay), then closes the transport.
+    pub async fn stop(&self) {
+        for g in self.group_ids() {
+            self.stop_group(g).await;
+        }
+        self.close();
     }
 }

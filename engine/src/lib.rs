@@ -38,5 +38,7 @@ pub mod host;
 pub mod kv;
 pub mod raft;
 pub mod redis;
+pub mod server;
+pub mod service;
 pub mod state_machine;
 pub mod wire;

@@ -127,3 +127,113 @@ pub trait StateMachine: 'static {
     /// Drops a half-installed snapshot; the live state stays as it is.
     fn restore_abort(&mut self);
 }
+
+/// A [`FrozenState`] for a small state machine that serialises its whole
+/// state at freeze time: the bytes go out as one chunk. A large state
+/// should freeze a persistent structure instead (as the KV store does).
+#[derive(Debug, Clone)]
+pub struct FrozenBytes {
+    index: u64,
+    bytes: Option<Bytes>,
+}
+
+impl FrozenBytes {
+    /// The state `bytes` as of applied index `index`.
+    pub fn new(index: u64, bytes: Bytes) -> FrozenBytes {
+        FrozenBytes {
+            index,
+            bytes: Some(bytes),
+        }
+    }
+}
+
+impl FrozenState for FrozenBytes {
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn next_chunk(&mut self, _bytes_max: usize) -> Option<Bytes> {
+        self.bytes.take()
+    }
+}
+
+/// A state small enough to save whole at every snapshot: implement this
+/// instead of [`StateMachine`] and wrap it in [`Small`]. Commands apply one
+/// at a time; a snapshot is [`SmallState::save`]'s bytes, and a received
+/// one becomes the state through [`SmallState::load`] only once complete.
+pub trait SmallState: Sized + 'static {
+    /// Applies one committed command and returns the proposer's result.
+    fn apply(&mut self, command: &Bytes) -> Bytes;
+    /// Answers a (linearizable) read.
+    fn read(&self, query: &Bytes) -> Result<Bytes, StateMachineError>;
+    /// The whole state, as bytes.
+    fn save(&self) -> Bytes;
+    /// A state from [`SmallState::save`]'s bytes.
+    fn load(bytes: Bytes) -> Result<Self, StateMachineError>;
+}
+
+/// The [`StateMachine`] of a [`SmallState`].
+#[derive(Debug, Default)]
+pub struct Small<T> {
+    state: T,
+    index: u64,
+    restoring: Option<(SnapshotInfo, bytes::BytesMut)>,
+}
+
+impl<T: SmallState> Small<T> {
+    /// Serves `state`.
+    pub fn new(state: T) -> Small<T> {
+        Small {
+            state,
+            index: 0,
+            restoring: None,
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> &T {
+        &self.state
+    }
+}
+
+impl<T: SmallState> StateMachine for Small<T> {
+    fn apply(&mut self, batch: &[Committed<'_>], results: &mut Vec<Bytes>) {
+        for c in batch {
+            results.push(self.state.apply(c.payload));
+            self.index = c.index;
+        }
+    }
+
+    fn read(&self, query: &Bytes, _now_ms: u64) -> Result<Bytes, StateMachineError> {
+        self.state.read(query)
+    }
+
+    fn freeze(&mut self) -> Box<dyn FrozenState> {
+        Box::new(FrozenBytes::new(self.index, self.state.save()))
+    }
+
+    fn restore_begin(&mut self, info: SnapshotInfo) -> Result<(), StateMachineError> {
+        self.restoring = Some((info, bytes::BytesMut::new()));
+        Ok(())
+    }
+
+    fn restore_chunk(&mut self, chunk: Bytes) -> Result<(), StateMachineError> {
+        let (_, buf) = self
+            .restoring
+            .as_mut()
+            .ok_or(StateMachineError::NoRestore)?;
+        buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    fn restore_finish(&mut self) -> Result<(), StateMachineError> {
+        let (info, buf) = self.restoring.take().ok_or(StateMachineError::NoRestore)?;
+        self.state = T::load(buf.freeze())?;
+        self.index = info.index;
+        Ok(())
+    }
+
+    fn restore_abort(&mut self) {
+        self.restoring = None;
+    }
+}

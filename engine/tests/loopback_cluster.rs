@@ -56,6 +56,8 @@ fn server_config(id: u64, data_dir: PathBuf) -> ServerConfig {
         tick_ms: 10,
         shards: 1,
         data_dir,
+        request_timeout_ms: 10_000,
+        log: Default::default(),
     }
 }
 

@@ -1,0 +1,733 @@
+//! `RaftServer`: one node of a Sampan cluster — a runtime of shards, each
+//! hosting the groups placed on it ([`ShardHost`]), a service port for
+//! clients on every shard, and [`GroupRef`] handles that work from any
+//! thread.
+//!
+//! - **Placement.** Group `g` lives on shard `g % shards` for life. Every
+//!   node runs the same number of shards, so a group's replicas sit on the
+//!   same shard index everywhere; shard `i` talks to shard `i` of the other
+//!   nodes on replication port `replicate_port + i`.
+//! - **Requests.** A request names its group. It reaches the owning shard
+//!   directly (a handle used on that shard), through the shard's mailbox
+//!   (any other thread or shard), or over the service port. A replica that
+//!   is not the leader forwards it to the leader over the replication link
+//!   ([`Route::Forward`], the default), or answers
+//!   [`ServerError::NotLeader`] with the leader's id and service address
+//!   ([`Route::Redirect`]). While no leader is known, a forwarded request
+//!   waits (up to `request_timeout_ms`) for one to be elected.
+//! - **Extension.** A [`RaftFactory`] gives each group its state machine and
+//!   its log (`sampan-storage`'s segment log by default, or the embedder's
+//!   own [`RaftLog`]).
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use sampan::config::{GroupConfig, ServerConfig};
+//! use sampan::kv::{KvCommand, KvRequest};
+//! use sampan::server::{RaftServer, kv_factory};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg: ServerConfig = toml::from_str(r#"
+//!     node_id = 1
+//!     servers = "1,127.0.0.1:4001"
+//!     replicate_port = 4001
+//!     service_port = 5001
+//!     data_dir = "/tmp/sampan-doc"
+//! "#)?;
+//! let group: GroupConfig = toml::from_str("group_id = 1\nmembers = \"1\"")?;
+//! let server = RaftServer::start(cfg, &[group], kv_factory())?;
+//! let put = KvRequest::without_session(KvCommand::put("k", "v")).to_bytes();
+//! server.group(1).propose_blocking(put)?;
+//! server.shutdown()?;
+//! # Ok(()) }
+//! ```
+
+use crate::config::{ConfigError, GroupConfig, ServerConfig};
+use crate::group::{GroupError, GroupStatus};
+use crate::host::{HostError, ShardHost};
+use crate::kv::{KvConfig, KvMachine};
+use crate::service::{
+    self, Op, Route, ServerError, ServiceRequest, decode_reply, encode_reply, encode_status,
+};
+use crate::state_machine::StateMachine;
+use bytes::Bytes;
+use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
+use sampan_net::{Body, Incoming, Router};
+use sampan_storage::{DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SegmentLog, StorageError};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a group's log is opened from: its config, its directories, the
+/// settings derived from the server's and the group's config, and the
+/// shard's shared log writer (one sync round for all its groups).
+#[derive(Debug, Clone)]
+pub struct LogContext {
+    /// The group.
+    pub group: GroupConfig,
+    /// `<data_dir>/group-<id>`: the group's directory (status file here).
+    pub group_dir: PathBuf,
+    /// `<data_dir>/group-<id>/log`: where the default log keeps segments.
+    pub log_dir: PathBuf,
+    /// Segment sizes and durability for the default log.
+    pub config: LogConfig,
+    /// The shard's log writer: group commit across the shard's groups.
+    pub writer: LogWriter<DiskFile>,
+}
+
+/// Opens the default log (segment files) of a group.
+pub async fn open_segment_log(ctx: LogContext) -> Result<SegmentLog<DiskFs>, StorageError> {
+    SegmentLog::open(
+        DiskFs,
+        &ctx.log_dir,
+        ctx.group.group_id,
+        ctx.config,
+        ctx.writer,
+    )
+    .await
+}
+
+/// How a server builds each group's parts (Dongting's `RaftFactory`): the
+/// state machine and the log. Called on the group's shard, once per start
+/// of the group (at server start, when a group is added, after a restart).
+/// Snapshot stores join in the engine's part 2.
+pub trait RaftFactory: Send + Sync + 'static {
+    /// The log type the groups use.
+    type Log: RaftLog + Clone + 'static;
+
+    /// A fresh state machine for `group` (the log replays into it).
+    fn state_machine(&self, group: &GroupConfig) -> Box<dyn StateMachine>;
+
+    /// Opens (or creates) the log of a group.
+    fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>>;
+}
+
+/// A [`RaftFactory`] from a function that makes state machines, with the
+/// default segment log. See [`machines`].
+pub struct Machines<F>(F);
+
+impl<F> std::fmt::Debug for Machines<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Machines")
+    }
+}
+
+impl<F> RaftFactory for Machines<F>
+where
+    F: Fn(&GroupConfig) -> Box<dyn StateMachine> + Send + Sync + 'static,
+{
+    type Log = SegmentLog<DiskFs>;
+
+    fn state_machine(&self, group: &GroupConfig) -> Box<dyn StateMachine> {
+        (self.0)(group)
+    }
+
+    fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>> {
+        open_segment_log(ctx)
+    }
+}
+
+/// A factory that gives every group a state machine from `make` and the
+/// default log: all an embedder with its own state machine needs.
+pub fn machines<F>(make: F) -> Machines<F>
+where
+    F: Fn(&GroupConfig) -> Box<dyn StateMachine> + Send + Sync + 'static,
+{
+    Machines(make)
+}
+
+/// The factory of a KV server: every group is a [`KvMachine`].
+pub fn kv_factory() -> impl RaftFactory {
+    machines(|_| Box::new(KvMachine::new(KvConfig::default())))
+}
+
+/// What every shard of one server shares; `Send + Sync`.
+#[derive(Debug)]
+struct Shared {
+    /// Tells this server's shard state apart from another server's in the
+    /// same process (tests run several nodes in one process).
+    id: u64,
+    node: u64,
+    shards: usize,
+    runtime: RuntimeHandle,
+    service_addrs: HashMap<u64, SocketAddr>,
+    request_timeout: Duration,
+    /// How long to wait between looks for a leader while one is elected.
+    retry_pause: Duration,
+}
+
+impl Shared {
+    fn owner(&self, group: u64) -> usize {
+        (group % self.shards as u64) as usize
+    }
+
+    fn not_leader(&self, group: u64, leader: Option<u64>) -> ServerError {
+        ServerError::NotLeader {
+            group,
+            node: self.node,
+            leader,
+            addr: leader.and_then(|l| self.service_addrs.get(&l).copied()),
+        }
+    }
+
+    fn shutting_down(&self) -> ServerError {
+        ServerError::ShuttingDown { node: self.node }
+    }
+}
+
+thread_local! {
+    /// The shard hosts on this thread, by server id.
+    static HOSTS: RefCell<HashMap<u64, Rc<ShardHost>>> = RefCell::new(HashMap::new());
+}
+
+fn local_host(server: u64) -> Option<Rc<ShardHost>> {
+    HOSTS.with(|h| h.borrow().get(&server).cloned())
+}
+
+static SERVER_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// One node: shards hosting groups, their service ports, and the handles
+/// to reach the groups. See the module docs.
+pub struct RaftServer<F: RaftFactory> {
+    shared: Arc<Shared>,
+    factory: Arc<F>,
+    cfg: ServerConfig,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+impl<F: RaftFactory> std::fmt::Debug for RaftServer<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftServer")
+            .field("node", &self.shared.node)
+            .field("shards", &self.shared.shards)
+            .finish()
+    }
+}
+
+impl<F: RaftFactory> RaftServer<F> {
+    /// Validates `cfg` and `groups`, starts a runtime with `cfg.shards`
+    /// shards, listens on the replication and service ports, connects to
+    /// the other nodes and starts this node's replica of each group (new
+    /// groups bootstrap, existing ones recover from their files). Call it
+    /// from a plain thread, not from a shard.
+    pub fn start(cfg: ServerConfig, groups: &[GroupConfig], factory: F) -> Result<Self, HostError> {
+        Self::start_with(cfg, groups, factory, Runtime::builder())
+    }
+
+    /// [`RaftServer::start`] with runtime settings of the caller's (io
+    /// memory, CPU pinning, stall detection); the shard count and the name
+    /// come from `cfg`.
+    pub fn start_with(
+        cfg: ServerConfig,
+        groups: &[GroupConfig],
+        factory: F,
+        builder: RuntimeBuilder,
+    ) -> Result<Self, HostError> {
+        cfg.validate()?;
+        let node = cfg.node_id;
+        let servers = cfg.parse_servers()?;
+        for g in groups {
+            g.validate(&servers)?;
+        }
+        let fiber = |source| HostError::Fiber { node, source };
+        let mut builder = builder.name(format!("sampan-node-{node}"));
+        if cfg.shards > 0 {
+            builder = builder.shards(cfg.shards);
+        }
+        let runtime = builder.build().map_err(fiber)?;
+        let shards = runtime.shards();
+        check_ports(&cfg, &servers, shards)?;
+        let shared = Arc::new(Shared {
+            id: SERVER_IDS.fetch_add(1, Ordering::Relaxed),
+            node,
+            shards,
+            runtime: runtime.handle(),
+            service_addrs: cfg.service_addrs()?.into_iter().collect(),
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            retry_pause: Duration::from_millis(cfg.tick_ms),
+        });
+        let own = servers
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| a.ip())
+            .ok_or_else(|| {
+                HostError::Config(ConfigError {
+                    field: "node_id".into(),
+                    reason: format!("{node} is not in `servers`"),
+                })
+            })?;
+        for shard in 0..shards {
+            let (cfg, shared) = (cfg.clone(), shared.clone());
+            let replicate = SocketAddr::new(own, cfg.replicate_port + shard as u16);
+            let service = SocketAddr::new(own, cfg.service_port);
+            run_on(&runtime, node, shard, move || async move {
+                let (host, _) = ShardHost::start(cfg, replicate)?;
+                let net = |source| HostError::Net { node, source };
+                let forwarded = shared.clone();
+                host.router()
+                    .register(service::kind::FORWARD, move |incoming| {
+                        answer(forwarded.clone(), incoming, false);
+                    })
+                    .map_err(net)?;
+                let clients = Router::new();
+                let served = shared.clone();
+                clients
+                    .register(service::kind::CLIENT, move |incoming| {
+                        answer(served.clone(), incoming, true);
+                    })
+                    .map_err(net)?;
+                host.transport()
+                    .listen_service(service, clients)
+                    .map_err(net)?;
+                HOSTS.with(|h| h.borrow_mut().insert(shared.id, host));
+                Ok::<(), HostError>(())
+            })??;
+        }
+        for shard in 0..shards {
+            let peers: Vec<(u64, SocketAddr)> = servers
+                .iter()
+                .filter(|(id, _)| *id != node)
+                .map(|(id, a)| (*id, SocketAddr::new(a.ip(), a.port() + shard as u16)))
+                .collect();
+            let id = shared.id;
+            run_on(&runtime, node, shard, move || async move {
+                local_host(id).map_or(Ok(()), |h| h.add_peers(&peers))
+            })??;
+        }
+        let server = RaftServer {
+            shared,
+            factory: Arc::new(factory),
+            cfg,
+            runtime: Mutex::new(Some(runtime)),
+        };
+        for g in groups {
+            server.add_group(g)?;
+        }
+        log::info!(
+            "node {node}: started with {shards} shard(s) and {} group(s)",
+            groups.len()
+        );
+        Ok(server)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.shared.node
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.shards
+    }
+
+    /// This node's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// A handle to `group` (whether or not this node has a replica: calls
+    /// answer [`ServerError::NoSuchGroup`] if it does not). `Send + Sync`,
+    /// cheap to clone.
+    pub fn group(&self, group: u64) -> GroupRef {
+        GroupRef {
+            group,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts this node's replica of a group at runtime (every member must
+    /// be given the same config). Blocks the calling thread (not a shard)
+    /// until the replica runs.
+    pub fn add_group(&self, group: &GroupConfig) -> Result<GroupRef, HostError> {
+        let (g, id) = (group.clone(), self.shared.id);
+        let factory = self.factory.clone();
+        let node = self.shared.node;
+        self.run(self.shared.owner(g.group_id), move || async move {
+            let host = local_host(id).ok_or(HostError::Fiber {
+                node,
+                source: FiberError::ShuttingDown { shard: 0 },
+            })?;
+            let storage = |source| HostError::Storage {
+                group: g.group_id,
+                source,
+            };
+            let log = factory
+                .open_log(host.log_context(&g))
+                .await
+                .map_err(storage)?;
+            host.add_group_with_log(&g, factory.state_machine(&g), log)
+                .await?;
+            Ok::<(), HostError>(())
+        })??;
+        Ok(self.group(group.group_id))
+    }
+
+    /// Stops this node's replica of `group` (its files stay, and a later
+    /// [`RaftServer::add_group`] recovers it). Returns whether it ran.
+    pub fn stop_group(&self, group: u64) -> Result<bool, HostError> {
+        let id = self.shared.id;
+        self.run(self.shared.owner(group), move || async move {
+            match local_host(id) {
+                Some(h) => h.stop_group(group).await,
+                None => false,
+            }
+        })
+    }
+
+    /// The groups this node runs, in order.
+    pub fn group_ids(&self) -> Result<Vec<u64>, HostError> {
+        let mut all = Vec::new();
+        for shard in 0..self.shared.shards {
+            let id = self.shared.id;
+            all.extend(self.run(shard, move || async move {
+                local_host(id).map(|h| h.group_ids()).unwrap_or_default()
+            })?);
+        }
+        all.sort_unstable();
+        Ok(all)
+    }
+
+    fn run<T, Fut>(
+        &self,
+        shard: usize,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> Result<T, HostError>
+    where
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let node = self.shared.node;
+        self.shared
+            .runtime
+            .shard(shard)
+            .and_then(|s| s.run_blocking(TaskClass::Latency, f))
+            .map_err(|source| HostError::Fiber { node, source })
+    }
+
+    /// Stops gracefully: every group stops (requests still waiting fail
+    /// with [`GroupError::Stopped`]; what the log reported durable stays
+    /// durable), the listeners and connections close, then the runtime
+    /// stops. Call it from a plain thread.
+    pub fn shutdown(self) -> Result<ShutdownReport, HostError> {
+        let node = self.shared.node;
+        for shard in 0..self.shared.shards {
+            let id = self.shared.id;
+            self.run(shard, move || async move {
+                if let Some(h) = HOSTS.with(|h| h.borrow_mut().remove(&id)) {
+                    h.stop().await;
+                }
+            })?;
+        }
+        let runtime = self.runtime.lock().ok().and_then(|mut r| r.take());
+        let report = match runtime {
+            Some(rt) => rt
+                .shutdown(Duration::from_secs(5))
+                .map_err(|source| HostError::Fiber { node, source })?,
+            None => ShutdownReport::default(),
+        };
+        log::info!("node {node}: stopped");
+        Ok(report)
+    }
+}
+
+fn run_on<T, Fut>(
+    runtime: &Runtime,
+    node: u64,
+    shard: usize,
+    f: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T, HostError>
+where
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    runtime
+        .shard(shard)
+        .and_then(|s| s.run_blocking(TaskClass::Latency, f))
+        .map_err(|source| HostError::Fiber { node, source })
+}
+
+/// Shard `i` of every node listens on `replicate_port + i`: on one host,
+/// those ranges must not run into another node's ports.
+fn check_ports(
+    cfg: &ServerConfig,
+    servers: &[(u64, SocketAddr)],
+    shards: usize,
+) -> Result<(), ConfigError> {
+    let range = |a: &SocketAddr| (a.ip(), a.port(), a.port().checked_add(shards as u16 - 1));
+    for (id, a) in servers {
+        let (ip, lo, hi) = range(a);
+        let Some(hi) = hi else {
+            return Err(ConfigError {
+                field: "shards".into(),
+                reason: format!("node {id}: replication ports {lo}+{shards} pass 65535"),
+            });
+        };
+        for (other, b) in servers.iter().filter(|(o, _)| o != id) {
+            if b.ip() == ip && (lo..=hi).contains(&b.port()) {
+                return Err(ConfigError {
+                    field: "shards".into(),
+                    reason: format!(
+                        "with {shards} shards node {id} uses replication ports {lo}..={hi}, \
+                         which include node {other}'s {}: space the nodes' ports apart or use fewer shards",
+                        b.port()
+                    ),
+                });
+            }
+        }
+        if *id == cfg.node_id && (lo..=hi).contains(&cfg.service_port) {
+            return Err(ConfigError {
+                field: "service_port".into(),
+                reason: format!("inside this node's replication ports {lo}..={hi}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Serves a request that arrived on a shard (from a client, or forwarded
+/// by another node) and responds on its connection.
+fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
+    let Some(responder) = incoming.responder else {
+        return;
+    };
+    let group = incoming.frame.header.group_id;
+    let work = async move {
+        let reply = match ServiceRequest::decode(incoming.frame.body) {
+            Ok(req) => dispatch(&shared, group, req, may_forward).await,
+            Err(e) => Err(ServerError::BadMessage {
+                reason: e.to_string(),
+            }),
+        };
+        if let Err(e) = responder.respond(Body::from(encode_reply(&reply))) {
+            log::debug!("group {group}: reply not sent: {e}");
+        }
+    };
+    if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "service-request", work) {
+        log::warn!("group {group}: request dropped: {e}");
+    }
+}
+
+/// Runs a request on the shard that owns its group: here, or through that
+/// shard's mailbox.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    group: u64,
+    req: ServiceRequest,
+    may_forward: bool,
+) -> Result<Bytes, ServerError> {
+    let owner = shared.owner(group);
+    if sampan_fiber::shard_id() == Some(owner)
+        && let Some(host) = local_host(shared.id)
+    {
+        return serve(shared, &host, group, req, may_forward).await;
+    }
+    let (s, id) = (shared.clone(), shared.id);
+    let handle = shared
+        .runtime
+        .shard(owner)
+        .map_err(|_| shared.shutting_down())?;
+    let served = handle
+        .run(TaskClass::Latency, move || async move {
+            match local_host(id) {
+                Some(host) => serve(&s, &host, group, req, may_forward).await,
+                None => Err(s.shutting_down()),
+            }
+        })
+        .await;
+    served.unwrap_or_else(|_| Err(shared.shutting_down()))
+}
+
+/// Serves a request on the group's own shard: locally when this replica
+/// leads (or for a status), else forwarded or redirected.
+async fn serve(
+    shared: &Shared,
+    host: &ShardHost,
+    group: u64,
+    req: ServiceRequest,
+    may_forward: bool,
+) -> Result<Bytes, ServerError> {
+    let deadline = Instant::now() + shared.request_timeout;
+    loop {
+        let Some(handle) = host.group(group) else {
+            return Err(ServerError::NoSuchGroup {
+                group,
+                node: shared.node,
+            });
+        };
+        let local = match req.op {
+            Op::Propose => handle.propose(req.payload.clone()).await,
+            Op::Read => handle.read(req.payload.clone()).await,
+            Op::Status => return Ok(encode_status(&handle.status().await?)),
+        };
+        let leader = match local {
+            Err(GroupError::NotLeader { leader, .. }) => leader.filter(|l| *l != shared.node),
+            other => return other.map_err(ServerError::from),
+        };
+        if req.route == Route::Redirect || !may_forward {
+            return Err(shared.not_leader(group, leader));
+        }
+        if let Some(leader) = leader {
+            match forward(host, leader, group, &req, deadline).await {
+                // The leader moved on since: look again.
+                Err(ServerError::NotLeader { .. }) => {}
+                other => return other,
+            }
+        }
+        // No leader known yet (an election), or it just changed: wait a
+        // little and look again, up to the request timeout.
+        if Instant::now() + shared.retry_pause >= deadline {
+            return Err(shared.not_leader(group, leader));
+        }
+        sampan_fiber::sleep(shared.retry_pause).await;
+    }
+}
+
+/// Sends a request to the leader over the replication link and relays its
+/// answer. Only a refusal (`NotLeader`) is retried by the caller: any other
+/// failure may have applied the command, so it is reported, not repeated.
+async fn forward(
+    host: &ShardHost,
+    leader: u64,
+    group: u64,
+    req: &ServiceRequest,
+    deadline: Instant,
+) -> Result<Bytes, ServerError> {
+    let unreachable = |reason: String| ServerError::Unreachable {
+        group,
+        node: leader,
+        reason,
+    };
+    let body = ServiceRequest {
+        route: Route::Redirect,
+        ..req.clone()
+    }
+    .encode();
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let frame = host
+        .transport()
+        .request(
+            leader,
+            service::kind::FORWARD,
+            group,
+            Body::from(body),
+            wait,
+        )
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let reply = decode_reply(frame.body).map_err(|e| ServerError::BadMessage {
+        reason: format!("reply forwarded from node {leader}: {e}"),
+    })?;
+    if let Err(ServerError::NotLeader { leader: l, .. }) = &reply {
+        log::debug!("group {group}: node {leader} no longer leads (it names {l:?})");
+    }
+    reply
+}
+
+/// A handle to one group of a [`RaftServer`]: `Send + Sync`, usable from
+/// the group's shard (no hop), another shard or any thread (through the
+/// owning shard's mailbox), async or blocking.
+#[derive(Debug, Clone)]
+pub struct GroupRef {
+    group: u64,
+    shared: Arc<Shared>,
+}
+
+impl GroupRef {
+    /// The group's id.
+    pub fn id(&self) -> u64 {
+        self.group
+    }
+
+    async fn call(&self, op: Op, payload: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        let req = ServiceRequest { op, route, payload };
+        dispatch(&self.shared, self.group, req, true).await
+    }
+
+    fn call_blocking(&self, op: Op, payload: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        let req = ServiceRequest { op, route, payload };
+        let (shared, group) = (self.shared.clone(), self.group);
+        let handle = self
+            .shared
+            .runtime
+            .shard(self.shared.owner(group))
+            .map_err(|_| self.shared.shutting_down())?;
+        handle
+            .run_blocking(TaskClass::Latency, move || async move {
+                dispatch(&shared, group, req, true).await
+            })
+            .unwrap_or_else(|e| match e {
+                FiberError::BlockingOnShard { .. } => Err(ServerError::BadMessage {
+                    reason: "a blocking call on a shard thread: use the async form".into(),
+                }),
+                _ => Err(self.shared.shutting_down()),
+            })
+    }
+
+    /// Proposes `command`; resolves with the state machine's result once it
+    /// is applied. A non-leader forwards it to the leader.
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, ServerError> {
+        self.call(Op::Propose, command, Route::Forward).await
+    }
+
+    /// [`GroupRef::propose`], choosing what a non-leader does.
+    pub async fn propose_routed(&self, command: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        self.call(Op::Propose, command, route).await
+    }
+
+    /// A linearizable read (ReadIndex): the state machine answers `query`
+    /// once it has applied everything committed when the read was asked.
+    pub async fn read(&self, query: Bytes) -> Result<Bytes, ServerError> {
+        self.call(Op::Read, query, Route::Forward).await
+    }
+
+    /// [`GroupRef::read`], choosing what a non-leader does.
+    pub async fn read_routed(&self, query: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        self.call(Op::Read, query, route).await
+    }
+
+    /// This node's replica's role, term, leader and indexes.
+    pub async fn status(&self) -> Result<GroupStatus, ServerError> {
+        let b = self.call(Op::Status, Bytes::new(), Route::Redirect).await?;
+        decode_status_reply(b)
+    }
+
+    /// [`GroupRef::propose`] from a plain thread (not a shard).
+    pub fn propose_blocking(&self, command: Bytes) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Propose, command, Route::Forward)
+    }
+
+    /// [`GroupRef::propose_routed`] from a plain thread.
+    pub fn propose_routed_blocking(
+        &self,
+        command: Bytes,
+        route: Route,
+    ) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Propose, command, route)
+    }
+
+    /// [`GroupRef::read`] from a plain thread.
+    pub fn read_blocking(&self, query: Bytes) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Read, query, Route::Forward)
+    }
+
+    /// [`GroupRef::read_routed`] from a plain thread.
+    pub fn read_routed_blocking(&self, query: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Read, query, route)
+    }
+
+    /// [`GroupRef::status`] from a plain thread.
+    pub fn status_blocking(&self) -> Result<GroupStatus, ServerError> {
+        decode_status_reply(self.call_blocking(Op::Status, Bytes::new(), Route::Redirect)?)
+    }
+}
+
+fn decode_status_reply(b: Bytes) -> Result<GroupStatus, ServerError> {
+    service::decode_status(b).map_err(|e| ServerError::BadMessage {
+        reason: format!("status: {e}"),
+    })
+}

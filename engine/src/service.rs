@@ -1,0 +1,514 @@
+//! The client service protocol: what a client (or a node forwarding for a
+//! client) sends to a node's service port to reach a group, and what it gets
+//! back. Carried in sampan-net frames (which hold the group id, a request id
+//! and the CRCs); this module encodes the bodies by hand.
+//!
+//! Request body: `version u8, op u8, route u8, reserved u8, payload…`.
+//! Reply body: `version u8, status u8`, then the result bytes (status 0) or
+//! an error's fields (status = the error's code). Decoders are total.
+
+use crate::codec::{DecodeError, Reader, put_bytes};
+use crate::group::{GroupError, GroupStatus};
+use crate::raft::Role;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
+
+/// Frame kinds of the service protocol.
+pub mod kind {
+    /// A client's request on a service port.
+    pub const CLIENT: u16 = 0x0200;
+    /// A request a node forwards to the leader over the replication link.
+    pub const FORWARD: u16 = 0x0201;
+}
+
+/// Format version of request and reply bodies.
+pub const VERSION: u8 = 1;
+
+/// What a request asks of the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Propose a command; the reply is the state machine's result.
+    Propose,
+    /// A linearizable read; the reply is the state machine's answer.
+    Read,
+    /// The replica's status (role, term, leader, indexes).
+    Status,
+}
+
+/// What a replica that is not the leader does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Route {
+    /// Answer [`ServerError::NotLeader`] with the leader's id and address.
+    Redirect,
+    /// Pass the request to the leader and relay its answer (the default).
+    #[default]
+    Forward,
+}
+
+/// A request to one group (the group id travels in the frame header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRequest {
+    /// What to do.
+    pub op: Op,
+    /// Redirect or forward, on a non-leader.
+    pub route: Route,
+    /// The command or query (empty for status).
+    pub payload: Bytes,
+}
+
+impl ServiceRequest {
+    /// Encodes the body as two pieces: the 4-byte head and the payload.
+    pub fn encode(&self) -> Vec<Bytes> {
+        let op = match self.op {
+            Op::Propose => 1,
+            Op::Read => 2,
+            Op::Status => 3,
+        };
+        let route = match self.route {
+            Route::Redirect => 0,
+            Route::Forward => 1,
+        };
+        vec![
+            Bytes::copy_from_slice(&[VERSION, op, route, 0]),
+            self.payload.clone(),
+        ]
+    }
+
+    /// Decodes a body; the payload is a slice of it.
+    pub fn decode(body: Bytes) -> Result<ServiceRequest, DecodeError> {
+        let mut r = Reader::new(body);
+        version(&mut r, "service request")?;
+        let op = match r.u8("op")? {
+            1 => Op::Propose,
+            2 => Op::Read,
+            3 => Op::Status,
+            tag => return Err(unknown("op", tag, r.offset())),
+        };
+        let route = match r.u8("route")? {
+            0 => Route::Redirect,
+            1 => Route::Forward,
+            tag => return Err(unknown("route", tag, r.offset())),
+        };
+        r.u8("reserved")?;
+        Ok(ServiceRequest {
+            op,
+            route,
+            payload: r.rest(),
+        })
+    }
+}
+
+fn version(r: &mut Reader, what: &'static str) -> Result<(), DecodeError> {
+    match r.u8(what)? {
+        VERSION => Ok(()),
+        version => Err(DecodeError::Version { what, version }),
+    }
+}
+
+fn unknown(what: &'static str, tag: u8, offset: usize) -> DecodeError {
+    DecodeError::UnknownTag {
+        what,
+        tag,
+        offset: offset.saturating_sub(1),
+    }
+}
+
+/// Why a request to a server's group did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    /// This node does not lead the group. `leader` and its service address
+    /// are given when known: retry there.
+    #[error("group {group}: node {node} is not the leader (leader: {leader:?} at {addr:?})")]
+    NotLeader {
+        /// The group.
+        group: u64,
+        /// The node that answered.
+        node: u64,
+        /// The leader's node id, if known.
+        leader: Option<u64>,
+        /// The leader's service address, if known.
+        addr: Option<SocketAddr>,
+    },
+    /// The node has no replica of the group.
+    #[error("node {node} has no group {group}")]
+    NoSuchGroup {
+        /// The group asked for.
+        group: u64,
+        /// The node that answered.
+        node: u64,
+    },
+    /// The group answered with an error (lost to a leader change, busy,
+    /// stopped, storage failure, refused, read failed).
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The request could not reach the node that should serve it (the
+    /// leader to forward to, or the node a client called).
+    #[error("group {group}: node {node} unreachable: {reason}")]
+    Unreachable {
+        /// The group.
+        group: u64,
+        /// The node that could not be reached.
+        node: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The node is shutting down.
+    #[error("node {node} is shutting down")]
+    ShuttingDown {
+        /// The node.
+        node: u64,
+    },
+    /// The request or its reply was malformed.
+    #[error("bad request or reply: {reason}")]
+    BadMessage {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl ServerError {
+    /// Whether retrying the same request elsewhere or later may succeed
+    /// (the request did not apply, or applying it again is harmless for a
+    /// read). A proposal retried after `Unreachable` may apply twice unless
+    /// it carries an exactly-once session, as the KV client's do.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ServerError::NotLeader { .. }
+            | ServerError::Unreachable { .. }
+            | ServerError::ShuttingDown { .. } => true,
+            ServerError::Group(g) => matches!(
+                g,
+                GroupError::Lost { .. }
+                    | GroupError::Busy { .. }
+                    | GroupError::NotLeader { .. }
+                    | GroupError::Stopped { .. }
+            ),
+            ServerError::NoSuchGroup { .. } | ServerError::BadMessage { .. } => false,
+        }
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn get_str(r: &mut Reader, what: &'static str) -> Result<String, DecodeError> {
+    let b = r.bytes(what)?;
+    String::from_utf8(b.to_vec()).map_err(|e| DecodeError::Invalid {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn opt_id(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}
+
+/// Encodes a reply body: the result, or the error.
+pub fn encode_reply(reply: &Result<Bytes, ServerError>) -> Vec<Bytes> {
+    let mut head = BytesMut::with_capacity(32);
+    head.put_u8(VERSION);
+    let group_error = |head: &mut BytesMut, code: u8, group: u64| {
+        head.put_u8(code);
+        head.put_u64_le(group);
+    };
+    match reply {
+        Ok(result) => {
+            head.put_u8(0);
+            return vec![head.freeze(), result.clone()];
+        }
+        Err(ServerError::NotLeader {
+            group,
+            node,
+            leader,
+            addr,
+        }) => {
+            group_error(&mut head, 1, *group);
+            head.put_u64_le(*node);
+            head.put_u64_le(leader.unwrap_or(0));
+            put_str(&mut head, &addr.map(|a| a.to_string()).unwrap_or_default());
+        }
+        Err(ServerError::NoSuchGroup { group, node }) => {
+            group_error(&mut head, 2, *group);
+            head.put_u64_le(*node);
+        }
+        Err(ServerError::Unreachable {
+            group,
+            node,
+            reason,
+        }) => {
+            group_error(&mut head, 3, *group);
+            head.put_u64_le(*node);
+            put_str(&mut head, reason);
+        }
+        Err(ServerError::ShuttingDown { node }) => {
+            group_error(&mut head, 4, 0);
+            head.put_u64_le(*node);
+        }
+        Err(ServerError::BadMessage { reason }) => {
+            group_error(&mut head, 5, 0);
+            put_str(&mut head, reason);
+        }
+        Err(ServerError::Group(g)) => match g {
+            GroupError::NotLeader { group, leader } => {
+                group_error(&mut head, 10, *group);
+                head.put_u64_le(leader.unwrap_or(0));
+            }
+            GroupError::Lost { group, index } => {
+                group_error(&mut head, 11, *group);
+                head.put_u64_le(*index);
+            }
+            GroupError::Stopped { group } => group_error(&mut head, 12, *group),
+            GroupError::Busy { group } => group_error(&mut head, 13, *group),
+            GroupError::Storage { group, reason } => {
+                group_error(&mut head, 14, *group);
+                put_str(&mut head, reason);
+            }
+            GroupError::Refused { group, reason } => {
+                group_error(&mut head, 15, *group);
+                put_str(&mut head, reason);
+            }
+            GroupError::Read { group, reason } => {
+                group_error(&mut head, 16, *group);
+                put_str(&mut head, reason);
+            }
+        },
+    }
+    vec![head.freeze()]
+}
+
+/// Decodes a reply body.
+pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeError> {
+    let mut r = Reader::new(body);
+    version(&mut r, "service reply")?;
+    let code = r.u8("status")?;
+    if code == 0 {
+        return Ok(Ok(r.rest()));
+    }
+    let group = r.u64("group")?;
+    let err = match code {
+        1 => {
+            let node = r.u64("node")?;
+            let leader = opt_id(r.u64("leader")?);
+            let addr = get_str(&mut r, "leader address")?;
+            let addr = if addr.is_empty() {
+                None
+            } else {
+                Some(addr.parse().map_err(|e| DecodeError::Invalid {
+                    what: "leader address",
+                    detail: format!("'{addr}': {e}"),
+                })?)
+            };
+            ServerError::NotLeader {
+                group,
+                node,
+                leader,
+                addr,
+            }
+        }
+        2 => ServerError::NoSuchGroup {
+            group,
+            node: r.u64("node")?,
+        },
+        3 => ServerError::Unreachable {
+            group,
+            node: r.u64("node")?,
+            reason: get_str(&mut r, "reason")?,
+        },
+        4 => ServerError::ShuttingDown {
+            node: r.u64("node")?,
+        },
+        5 => ServerError::BadMessage {
+            reason: get_str(&mut r, "reason")?,
+        },
+        10 => GroupError::NotLeader {
+            group,
+            leader: opt_id(r.u64("leader")?),
+        }
+        .into(),
+        11 => GroupError::Lost {
+            group,
+            index: r.u64("index")?,
+        }
+        .into(),
+        12 => GroupError::Stopped { group }.into(),
+        13 => GroupError::Busy { group }.into(),
+        14 => GroupError::Storage {
+            group,
+            reason: get_str(&mut r, "reason")?,
+        }
+        .into(),
+        15 => GroupError::Refused {
+            group,
+            reason: get_str(&mut r, "reason")?,
+        }
+        .into(),
+        16 => GroupError::Read {
+            group,
+            reason: get_str(&mut r, "reason")?,
+        }
+        .into(),
+        tag => return Err(unknown("reply status", tag, 2)),
+    };
+    r.finish("service reply")?;
+    Ok(Err(err))
+}
+
+/// Encodes a [`GroupStatus`] (the result of [`Op::Status`]).
+pub fn encode_status(s: &GroupStatus) -> Bytes {
+    let mut b = BytesMut::with_capacity(58);
+    b.put_u8(VERSION);
+    b.put_u64_le(s.group);
+    b.put_u8(match s.role {
+        Role::Follower => 0,
+        Role::PreCandidate => 1,
+        Role::Candidate => 2,
+        Role::Leader => 3,
+    });
+    b.put_u64_le(s.term);
+    b.put_u64_le(s.leader.unwrap_or(0));
+    b.put_u64_le(s.index_commit);
+    b.put_u64_le(s.index_last);
+    b.put_u64_le(s.index_applied);
+    b.freeze()
+}
+
+/// Decodes a [`GroupStatus`].
+pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
+    let mut r = Reader::new(body);
+    version(&mut r, "group status")?;
+    let group = r.u64("group")?;
+    let role = match r.u8("role")? {
+        0 => Role::Follower,
+        1 => Role::PreCandidate,
+        2 => Role::Candidate,
+        3 => Role::Leader,
+        tag => return Err(unknown("role", tag, r.offset())),
+    };
+    let s = GroupStatus {
+        group,
+        role,
+        term: r.u64("term")?,
+        leader: opt_id(r.u64("leader")?),
+        index_commit: r.u64("commit index")?,
+        index_last: r.u64("last index")?,
+        index_applied: r.u64("applied index")?,
+    };
+    r.finish("group status")?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(pieces: Vec<Bytes>) -> Bytes {
+        pieces.concat().into()
+    }
+
+    #[test]
+    fn requests_replies_and_statuses_round_trip() {
+        for op in [Op::Propose, Op::Read, Op::Status] {
+            for route in [Route::Redirect, Route::Forward] {
+                let req = ServiceRequest {
+                    op,
+                    route,
+                    payload: Bytes::from_static(b"cmd"),
+                };
+                assert_eq!(ServiceRequest::decode(join(req.encode())), Ok(req));
+            }
+        }
+        let replies: Vec<Result<Bytes, ServerError>> = vec![
+            Ok(Bytes::from_static(b"result")),
+            Ok(Bytes::new()),
+            Err(ServerError::NotLeader {
+                group: 3,
+                node: 1,
+                leader: Some(2),
+                addr: Some("127.0.0.1:5002".parse().expect("addr")),
+            }),
+            Err(ServerError::NotLeader {
+                group: 3,
+                node: 1,
+                leader: None,
+                addr: None,
+            }),
+            Err(ServerError::NoSuchGroup { group: 9, node: 1 }),
+            Err(ServerError::Unreachable {
+                group: 3,
+                node: 2,
+                reason: "refused".into(),
+            }),
+            Err(ServerError::ShuttingDown { node: 1 }),
+            Err(ServerError::BadMessage { reason: "x".into() }),
+            Err(GroupError::Lost { group: 3, index: 7 }.into()),
+            Err(GroupError::Busy { group: 3 }.into()),
+            Err(GroupError::Stopped { group: 3 }.into()),
+            Err(GroupError::NotLeader {
+                group: 3,
+                leader: None,
+            }
+            .into()),
+            Err(GroupError::Storage {
+                group: 3,
+                reason: "disk".into(),
+            }
+            .into()),
+            Err(GroupError::Refused {
+                group: 3,
+                reason: "no".into(),
+            }
+            .into()),
+            Err(GroupError::Read {
+                group: 3,
+                reason: "bad".into(),
+            }
+            .into()),
+        ];
+        for reply in replies {
+            assert_eq!(decode_reply(join(encode_reply(&reply))), Ok(reply));
+        }
+        let status = GroupStatus {
+            group: 4,
+            role: Role::Leader,
+            term: 9,
+            leader: Some(2),
+            index_commit: 10,
+            index_last: 11,
+            index_applied: 10,
+        };
+        assert_eq!(decode_status(encode_status(&status)), Ok(status));
+    }
+
+    #[test]
+    fn garbage_never_panics_and_truncation_is_an_error() {
+        let reply = join(encode_reply(&Err(ServerError::Unreachable {
+            group: 3,
+            node: 2,
+            reason: "refused".into(),
+        })));
+        for cut in 0..reply.len() {
+            assert!(decode_reply(reply.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let status = encode_status(&GroupStatus {
+            group: 1,
+            role: Role::Follower,
+            term: 1,
+            leader: None,
+            index_commit: 0,
+            index_last: 0,
+            index_applied: 0,
+        });
+        for cut in 0..status.len() {
+            assert!(decode_status(status.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        assert!(ServiceRequest::decode(Bytes::from_static(&[2, 1, 1, 0])).is_err());
+        assert!(ServiceRequest::decode(Bytes::from_static(&[1, 9, 1, 0])).is_err());
+        proptest::proptest!(|(bytes: Vec<u8>)| {
+            let b = Bytes::from(bytes);
+            let _ = ServiceRequest::decode(b.clone());
+            let _ = decode_reply(b.clone());
+            let _ = decode_status(b);
+        });
+    }
+}
