@@ -1,7 +1,10 @@
-//! sampan-demos: the binaries a newcomer runs — a node server, a local
-//! cluster launcher and a CLI client.
+//! sampan-demos: the binaries a newcomer runs — `sampan-node` (one node of
+//! a replicated KV store, from a TOML file), `sampan-cluster` (a local
+//! 3-node cluster in one command) and `sampan-cli` (a command-line client)
+//! — and the node's config file format they share.
 //!
 //! **For:** running Sampan as a small replicated KV store. **Not for:**
 //! embedding; depend on the `sampan` crate for that.
-//!
-//! The binaries come with the KV store issue; until then this crate is empty.
+
+pub mod config;
+pub mod signals;

@@ -1,0 +1,251 @@
+//! The node's config file (TOML): the server's settings, the Redis port and
+//! the groups it hosts. Loaded and validated at start; an error names the
+//! file and the field. `sampan-node --print-config` prints
+//! [`DEFAULT_CONFIG`], a commented example.
+
+use sampan::config::{ConfigError, GroupConfig, ServerConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a node reads from its config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's server settings (`[server]`).
+    pub server: ServerConfig,
+    /// The Redis protocol listener (`[redis]`).
+    #[serde(default)]
+    pub redis: RedisSettings,
+    /// The KV groups this node hosts (`[[group]]`).
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupConfig>,
+}
+
+/// The Redis listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Port of the Redis listener; absent or 0: no Redis listener.
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigError {
+    /// The file cannot be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a node config.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message (names the key and the line).
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("{file}: {source}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The field and why.
+        source: ConfigError,
+    },
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates `file`.
+    pub fn load(file: &Path) -> Result<NodeConfig, NodeConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| NodeConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        NodeConfig::parse(&text, file)
+    }
+
+    /// Parses and validates `text`, naming `file` in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<NodeConfig, NodeConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| NodeConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate().map_err(|source| NodeConfigError::Invalid {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks the server, the Redis port and every group.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let prefix = |field: &str, e: ConfigError| ConfigError {
+            field: format!("{field}.{}", e.field),
+            reason: e.reason,
+        };
+        self.server.validate().map_err(|e| prefix("server", e))?;
+        let servers = self.server.parse_servers()?;
+        let port = self.redis.port;
+        if port != 0 && (port == self.server.service_port || port == self.server.replicate_port) {
+            return Err(ConfigError {
+                field: "redis.port".into(),
+                reason: format!("{port} is already the service or replication port"),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            g.validate(&servers)
+                .map_err(|e| prefix(&format!("group[{i}]"), e))?;
+            if !seen.insert(g.group_id) {
+                return Err(ConfigError {
+                    field: format!("group[{i}].group_id"),
+                    reason: format!("group {} is listed twice", g.group_id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The config of node `n` (1–3) of the local demo cluster: replication
+    /// port 400N, service port 500N, Redis port 638N, groups 1 and 2 on all
+    /// three nodes.
+    pub fn local_demo(n: u64, data_dir: PathBuf) -> NodeConfig {
+        let text = DEFAULT_CONFIG
+            .replace("node_id = 1", &format!("node_id = {n}"))
+            .replace(
+                "replicate_port = 4001",
+                &format!("replicate_port = {}", 4000 + n),
+            )
+            .replace(
+                "service_port = 5001",
+                &format!("service_port = {}", 5000 + n),
+            )
+            .replace("port = 6381", &format!("port = {}", 6380 + n));
+        let mut cfg: NodeConfig = match toml::from_str(&text) {
+            Ok(cfg) => cfg,
+            Err(e) => unreachable!("the default config parses: {e}"),
+        };
+        cfg.server.data_dir = data_dir;
+        cfg
+    }
+}
+
+/// A commented config, the one `sampan-node --print-config` prints: node 1
+/// of the local 3-node demo cluster.
+pub const DEFAULT_CONFIG: &str = r#"# sampan-node configuration (TOML). Durations are in milliseconds.
+
+[server]
+# This node's id: one of the ids in `servers`.
+node_id = 1
+# Every node: "id,host:replication_port[,service_port]", separated by ';'.
+# Without a service port, a node's is assumed to sit at the same offset
+# from its replication port as this node's.
+servers = "1,127.0.0.1:4001,5001;2,127.0.0.1:4002,5002;3,127.0.0.1:4003,5003"
+# Nodes refuse peers from another cluster.
+cluster_id = 1
+# Node-to-node traffic. Shard i listens on replicate_port + i.
+replicate_port = 4001
+# Clients (sampan-cli, the native client) connect here.
+service_port = 5001
+# Where each group keeps its log, status and snapshots.
+data_dir = "/tmp/sampan/node-1"
+# Executor threads; 0 = one per CPU. Every node must use the same number.
+shards = 1
+# A follower that hears nothing for this long (randomised up to 2x) starts
+# an election.
+election_timeout_ms = 1000
+heartbeat_interval_ms = 100
+# One Raft tick: every group's clock advances by this much.
+tick_ms = 50
+# How long a request may wait for a leader (elections) or a forwarded answer.
+request_timeout_ms = 10000
+
+[server.log]
+# A segment file is sealed at this size.
+segment_bytes = 67108864
+# Segment files grow, preallocated, this much at a time.
+grow_step_bytes = 4194304
+
+[redis]
+# The Redis protocol listener (redis-cli -p 6381); 0 turns it off.
+port = 6381
+
+# One [[group]] per KV group this node hosts; every member lists the same.
+[[group]]
+group_id = 1
+# Voting members and observers (learners), by node id.
+members = "1,2,3"
+observers = ""
+# "sync": acknowledged after fdatasync on a quorum; "async": after the
+# page cache (survives process crashes, not a power cut of a majority).
+durability = "sync"
+# Keep the log this long after a snapshot covers it.
+log_retention_ms = 0
+
+[[group]]
+group_id = 2
+members = "1,2,3"
+durability = "async"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_parses_and_validates() {
+        let cfg = NodeConfig::parse(DEFAULT_CONFIG, Path::new("default.toml")).expect("valid");
+        assert_eq!(cfg.server.node_id, 1);
+        assert_eq!(cfg.redis.port, 6381);
+        assert_eq!(cfg.groups.len(), 2);
+        for n in 1..=3 {
+            let c = NodeConfig::local_demo(n, PathBuf::from(format!("/tmp/x/{n}")));
+            c.validate().expect("demo node valid");
+            assert_eq!(c.server.service_port, 5000 + n as u16);
+            assert_eq!(c.redis.port, 6380 + n as u16);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let file = Path::new("node.toml");
+        let cases = [
+            (
+                DEFAULT_CONFIG.replace("node_id = 1", "node_id = 9"),
+                "server.node_id",
+            ),
+            (
+                DEFAULT_CONFIG.replace(
+                    "members = \"1,2,3\"\nobservers",
+                    "members = \"1,2,7\"\nobservers",
+                ),
+                "group[0]",
+            ),
+            (
+                DEFAULT_CONFIG.replace("port = 6381", "port = 5001"),
+                "redis.port",
+            ),
+            (
+                DEFAULT_CONFIG.replace("tick_ms = 50", "tick_ms = 0"),
+                "server.tick_ms",
+            ),
+            (
+                DEFAULT_CONFIG.replace("group_id = 2", "group_id = 1"),
+                "group[1].group_id",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = NodeConfig::parse(&text, file).expect_err(field).to_string();
+            assert!(e.starts_with("node.toml: "), "{e}");
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let e = NodeConfig::parse("[server]\nnode_idd = 1\n", file).expect_err("typo");
+        let e = e.to_string();
+        assert!(e.contains("node.toml") && e.contains("node_idd"), "{e}");
+    }
+}
