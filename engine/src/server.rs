@@ -330,6 +330,12 @@ impl<F: RaftFactory> RaftServer<F> {
         &self.cfg
     }
 
+    /// The runtime's handle: to run an embedder's own fibers (a protocol
+    /// listener, say) on the server's shards, beside its groups.
+    pub fn runtime(&self) -> RuntimeHandle {
+        self.shared.runtime.clone()
+    }
+
     /// A handle to `group` (whether or not this node has a replica: calls
     /// answer [`ServerError::NoSuchGroup`] if it does not). `Send + Sync`,
     /// cheap to clone.
