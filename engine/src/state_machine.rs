@@ -93,6 +93,16 @@ pub trait FrozenState {
     fn next_chunk(&mut self, bytes_max: usize) -> Option<Bytes>;
 }
 
+/// See [`StateMachine::stamp`]: `(command, leader_now_ms) -> command`.
+pub type Stamp = fn(Bytes, u64) -> Bytes;
+
+/// The wall clock in ms since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The state behind one Raft group.
 pub trait StateMachine: 'static {
     /// Applies committed entries in order and pushes one result per entry
@@ -110,6 +120,29 @@ pub trait StateMachine: 'static {
     /// in a new term), before any entry of the new term is applied.
     fn on_role_change(&mut self, change: &RoleChange) {
         let _ = change;
+    }
+
+    /// A function the leader applies to each command just before it is
+    /// appended, with its wall clock (ms since the Unix epoch): how a state
+    /// machine gets a time every replica agrees on (the KV store stamps
+    /// the leader's time for TTLs and session expiry). Asked once, when the
+    /// group starts. The default: commands go in as proposed.
+    fn stamp(&self) -> Option<Stamp> {
+        None
+    }
+
+    /// Commands the state machine wants proposed now, while this replica
+    /// leads (the KV store's expirations: the leader decides that a key's
+    /// TTL passed and proposes its removal, so every replica removes it at
+    /// the same index). Pushes them into `out` and returns when to ask
+    /// again (ms since the Unix epoch; `None`: only after the next apply).
+    /// Called on the apply fiber after applies and at the returned time,
+    /// only while leader; a follower keeps no timers. Proposals may be lost
+    /// to a leader change: the new leader asks again, from the replicated
+    /// state, so a command here must be harmless if applied twice.
+    fn due_commands(&mut self, now_ms: u64, out: &mut Vec<Bytes>) -> Option<u64> {
+        let _ = (now_ms, out);
+        None
     }
 
     /// Freezes the state at the last applied index in O(1) or close to it.

@@ -4,102 +4,20 @@
 //! newest write; a deposed leader's uncommitted tail is replaced by the new
 //! leader's entries; groups on several shards commit independently.
 
+mod common;
+
 use bytes::Bytes;
-use sampan::config::{Durability, GroupConfig, ServerConfig};
+use common::{configs, group, leader, start};
 use sampan::group::GroupError;
 use sampan::kv::{KvAnswer, KvCommand, KvQuery, KvRequest};
-use sampan::raft::Role;
-use sampan::server::{GroupRef, RaftFactory, RaftServer, kv_factory, machines};
+use sampan::server::{GroupRef, kv_factory, machines};
 use sampan::service::{Route, ServerError};
 use sampan::state_machine::{
     Committed, FrozenBytes, FrozenState, SnapshotInfo, StateMachine, StateMachineError,
 };
-use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime};
-use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// The configs of a 3-node cluster with `shards` shards each, on ports
-/// free now: each node gets `shards` consecutive replication ports and a
-/// service port, none shared.
-fn configs(root: &Path, shards: usize) -> Vec<ServerConfig> {
-    let mut taken: HashSet<u16> = HashSet::new();
-    let mut pick = |n: u16| -> u16 {
-        loop {
-            let hint = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let free = (0..n).all(|i| {
-                hint.checked_add(i).is_some_and(|p| {
-                    !taken.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok()
-                })
-            });
-            if free {
-                taken.extend((0..n).map(|i| hint + i));
-                return hint;
-            }
-        }
-    };
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (pick(shards as u16), pick(1))).collect();
-    let servers: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(n, (r, s))| format!("{},127.0.0.1:{r},{s}", n + 1))
-        .collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(n, (r, s))| ServerConfig {
-            node_id: n as u64 + 1,
-            servers: servers.join(";"),
-            cluster_id: 9,
-            replicate_port: *r,
-            service_port: *s,
-            election_timeout_ms: 300,
-            heartbeat_interval_ms: 30,
-            tick_ms: 10,
-            shards,
-            data_dir: root.join(format!("node-{}", n + 1)),
-            request_timeout_ms: 10_000,
-            log: Default::default(),
-        })
-        .collect()
-}
-
-fn group(id: u64) -> GroupConfig {
-    GroupConfig {
-        group_id: id,
-        members: "1,2,3".into(),
-        observers: String::new(),
-        durability: Durability::Sync,
-        log_retention_ms: 0,
-    }
-}
-
-fn start<F: RaftFactory>(cfg: ServerConfig, groups: &[u64], factory: F) -> RaftServer<F> {
-    let groups: Vec<GroupConfig> = groups.iter().map(|g| group(*g)).collect();
-    let rt = Runtime::builder().io_memory_bytes(IO_MEMORY_MIN_BYTES);
-    RaftServer::start_with(cfg, &groups, factory, rt).expect("server starts")
-}
-
-/// Waits (bounded) until one of `servers` leads `group`; returns its index.
-fn leader<F: RaftFactory>(servers: &[Option<RaftServer<F>>], group: u64) -> usize {
-    for _ in 0..1_000 {
-        for (i, s) in servers.iter().enumerate() {
-            let Some(s) = s else { continue };
-            match s.group(group).status_blocking() {
-                Ok(st) if st.role == Role::Leader => return i,
-                Ok(_) | Err(ServerError::NoSuchGroup { .. }) => {}
-                Err(e) => panic!("status: {e}"),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no leader of group {group} within 10 s");
-}
 
 fn put(key: &str, value: &str) -> Bytes {
     KvRequest::without_session(KvCommand::put(key.to_string(), value.to_string())).to_bytes()

@@ -5,9 +5,9 @@
 
 use super::{ApplyJob, Event, GroupError, Reply};
 use crate::raft::{Entry, EntryKind};
-use crate::state_machine::{Committed, StateMachine};
+use crate::state_machine::{self, Committed, Role, StateMachine};
 use bytes::Bytes;
-use sampan_fiber::{Receiver, Sender, yield_if_needed};
+use sampan_fiber::{Receiver, Sender, oneshot, yield_if_needed};
 use std::collections::BTreeMap;
 
 struct Applier {
@@ -20,6 +20,11 @@ struct Applier {
     reads_seq: u64,
     applied: u64,
     results: Vec<Bytes>,
+    /// Whether this replica leads (the state machine's due commands are
+    /// proposed only then).
+    leading: bool,
+    /// When to ask the state machine for due commands again.
+    due_at: Option<u64>,
 }
 
 pub(crate) async fn run(
@@ -36,8 +41,30 @@ pub(crate) async fn run(
         reads_seq: 0,
         applied: 0,
         results: Vec::new(),
+        leading: false,
+        due_at: None,
     };
-    while let Some(job) = jobs.recv().await {
+    loop {
+        let job = match a.due_at.filter(|_| a.leading) {
+            Some(at) => {
+                let wait =
+                    std::time::Duration::from_millis(at.saturating_sub(state_machine::now_ms()));
+                let job = async { Some(jobs.recv().await) };
+                let timer = async {
+                    sampan_fiber::sleep(wait).await;
+                    None
+                };
+                match futures_lite::future::or(job, timer).await {
+                    Some(job) => job,
+                    None => {
+                        a.propose_due(&inbox);
+                        continue;
+                    }
+                }
+            }
+            None => jobs.recv().await,
+        };
+        let Some(job) = job else { break };
         match job {
             ApplyJob::Pending { index, term, reply } => {
                 a.pending.insert(index, (term, reply));
@@ -46,6 +73,9 @@ pub(crate) async fn run(
                 a.apply(&entries);
                 a.serve_reads();
                 let _ = inbox.send(Event::Applied(a.applied)).await;
+                if a.leading {
+                    a.propose_due(&inbox);
+                }
                 yield_if_needed().await;
             }
             ApplyJob::Read {
@@ -57,12 +87,33 @@ pub(crate) async fn run(
                 a.reads.insert((index, a.reads_seq), (query, reply));
                 a.serve_reads();
             }
-            ApplyJob::Role(change) => a.sm.on_role_change(&change),
+            ApplyJob::Role(change) => {
+                a.sm.on_role_change(&change);
+                a.leading = change.role == Role::Leader;
+                if a.leading {
+                    a.propose_due(&inbox);
+                }
+            }
         }
     }
 }
 
 impl Applier {
+    /// Proposes what the state machine wants proposed now (expirations),
+    /// without waiting: a full inbox drops them, and the state machine asks
+    /// again at the time it returns.
+    fn propose_due(&mut self, inbox: &Sender<Event>) {
+        let mut due = Vec::new();
+        self.due_at = self.sm.due_commands(state_machine::now_ms(), &mut due);
+        for payload in due {
+            let (reply, _ignored) = oneshot();
+            if inbox.try_send(Event::Propose { payload, reply }).is_err() {
+                log::debug!("group {}: a due command waits for room", self.group);
+                break;
+            }
+        }
+    }
+
     fn apply(&mut self, entries: &[Entry]) {
         let batch: Vec<Committed<'_>> = entries
             .iter()
@@ -115,9 +166,7 @@ impl Applier {
     }
 
     fn serve_reads(&mut self) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = state_machine::now_ms();
         while let Some((&(index, _), _)) = self.reads.first_key_value() {
             if index > self.applied {
                 break;

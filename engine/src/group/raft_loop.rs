@@ -121,6 +121,7 @@ where
         group,
         reason: e.to_string(),
     })?;
+    let stamp = sm.stamp();
     let (inbox_tx, inbox_rx) = channel(INBOX_CAPACITY);
     let (persist_tx, persist_rx) = channel(1024);
     let (apply_tx, apply_rx) = channel(1024);
@@ -172,6 +173,7 @@ where
         failed: None,
         received: Vec::new(),
         hibernating: hibernating.clone(),
+        stamp,
     };
     fibers
         .spawn(TaskClass::Latency, "raft", core.run(inbox_rx))
@@ -196,6 +198,8 @@ async fn run_ticker(period: Duration, inbox: Sender<Event>) {
 }
 
 struct Loop<L: RaftLog> {
+    /// The state machine's leader stamp, applied to every proposal.
+    stamp: Option<state_machine::Stamp>,
     raft: Raft<StorageView<L>>,
     group: u64,
     persist: Sender<persist::PersistJob>,
@@ -253,6 +257,12 @@ impl<L: RaftLog> Loop<L> {
                 if let Some(f) = &self.failed {
                     return reply.send(Err(f.clone()));
                 }
+                let payload = match self.stamp {
+                    Some(stamp) if self.raft.role() == Role::Leader => {
+                        stamp(payload, state_machine::now_ms())
+                    }
+                    _ => payload,
+                };
                 match self.raft.propose(payload) {
                     Ok(index) => {
                         let job = ApplyJob::Pending {

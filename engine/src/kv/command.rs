@@ -281,6 +281,20 @@ impl KvRequest {
         }
     }
 
+    /// Sets the `time_ms` of an encoded request to the leader's clock (the
+    /// engine's [`crate::state_machine::StateMachine::stamp`] for the KV
+    /// store), so every replica computes TTL deadlines and session expiry
+    /// from the same time. Bytes that are not a request pass unchanged
+    /// (they fail at apply, the same way everywhere).
+    pub fn stamp_time(encoded: Bytes, now_ms: u64) -> Bytes {
+        if encoded.len() < 10 || encoded[0] != COMMAND_VERSION {
+            return encoded;
+        }
+        let mut b = BytesMut::from(&encoded[..]);
+        b[2..10].copy_from_slice(&now_ms.to_le_bytes());
+        b.freeze()
+    }
+
     /// Appends the encoded request to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_u8(COMMAND_VERSION);

@@ -1,14 +1,21 @@
 //! [`KvMachine`]: the KV store behind the engine's
 //! [`StateMachine`](crate::state_machine::StateMachine) trait.
 
-use super::command::{KvFailure, KvRequest, KvResult};
+use super::command::{KvCommand, KvFailure, KvRequest, KvResult};
 use super::query::KvQuery;
 use super::snapshot::{KvFrozen, KvRestore};
 use super::store::{KvConfig, KvStore};
 use crate::state_machine::{
-    Committed, FrozenState, RoleChange, SnapshotInfo, StateMachine, StateMachineError,
+    Committed, FrozenState, RoleChange, SnapshotInfo, Stamp, StateMachine, StateMachineError,
 };
 use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+
+/// Expirations proposed per call of the TTL manager.
+const EXPIRE_BATCH: usize = 256;
+/// An expiry proposed this long ago and still not applied (lost to a full
+/// queue or a leader change) is proposed again.
+const EXPIRE_RETRY_MS: u64 = 1_000;
 
 /// The replicated KV state of one group, as a state machine.
 #[derive(Debug)]
@@ -16,6 +23,9 @@ pub struct KvMachine {
     store: KvStore,
     restore: Option<(SnapshotInfo, KvRestore)>,
     last_role: Option<RoleChange>,
+    /// The TTL manager's expirations in flight, by key: the version
+    /// proposed for removal and when (leader only; cleared on role change).
+    expiring: HashMap<Bytes, (u64, u64)>,
 }
 
 impl KvMachine {
@@ -25,6 +35,7 @@ impl KvMachine {
             store: KvStore::new(config),
             restore: None,
             last_role: None,
+            expiring: HashMap::new(),
         }
     }
 
@@ -56,7 +67,12 @@ impl StateMachine for KvMachine {
             // A payload that does not decode fails the same way on every
             // replica: the failure is the result, the state is unchanged.
             let result = match KvRequest::decode(c.payload.clone()) {
-                Ok(req) => self.store.apply(c.index, &req),
+                Ok(req) => {
+                    if let KvCommand::Expire { key, .. } = &req.command {
+                        self.expiring.remove(key);
+                    }
+                    self.store.apply(c.index, &req)
+                }
                 Err(e) => {
                     self.store.skip(c.index);
                     KvResult::Failed(KvFailure::Invalid(format!("undecodable command: {e}")))
@@ -75,6 +91,44 @@ impl StateMachine for KvMachine {
 
     fn on_role_change(&mut self, change: &RoleChange) {
         self.last_role = Some(*change);
+        // A new leader re-derives every pending expiry from the replicated
+        // state; nothing the old term proposed is assumed applied.
+        self.expiring.clear();
+    }
+
+    fn stamp(&self) -> Option<Stamp> {
+        Some(KvRequest::stamp_time)
+    }
+
+    /// The TTL manager (Dongting's): the leader proposes the removal of
+    /// each key whose TTL passed, with the version that expired, so a key
+    /// rewritten meanwhile is kept; a second removal of the same version
+    /// is a no-op, so re-proposing after a leader change is safe.
+    fn due_commands(&mut self, now_ms: u64, out: &mut Vec<Bytes>) -> Option<u64> {
+        let due = self
+            .store
+            .due_expirations(now_ms, EXPIRE_BATCH + self.expiring.len());
+        let mut waiting = false;
+        for (key, version) in due {
+            if out.len() >= EXPIRE_BATCH {
+                waiting = true;
+                break;
+            }
+            match self.expiring.get(&key) {
+                Some((v, at)) if *v == version && now_ms < at + EXPIRE_RETRY_MS => {
+                    waiting = true;
+                    continue;
+                }
+                _ => {}
+            }
+            self.expiring.insert(key.clone(), (version, now_ms));
+            out.push(KvRequest::without_session(KvCommand::Expire { key, version }).to_bytes());
+        }
+        match self.store.next_expiry_ms() {
+            // Still due: proposed and in flight, or beyond this batch.
+            Some(t) if t <= now_ms || waiting => Some(now_ms + if waiting { 100 } else { 10 }),
+            next => next,
+        }
     }
 
     fn freeze(&mut self) -> Box<dyn FrozenState> {

@@ -28,6 +28,9 @@ pub enum KvQuery {
         /// Keys per page.
         limit: u32,
     },
+    /// How many keys the store holds, counting those whose TTL passed but
+    /// whose removal is not applied yet (Redis's `DBSIZE` counts the same).
+    Len,
 }
 
 /// The answer to a [`KvQuery`].
@@ -42,14 +45,18 @@ pub enum KvAnswer {
         /// Where the next page starts, if there is one.
         next: Option<Bytes>,
     },
+    /// The answer to [`KvQuery::Len`].
+    Count(u64),
 }
 
 mod tag {
     pub const GET: u8 = 1;
     pub const SCAN_PREFIX: u8 = 2;
     pub const SCAN_RANGE: u8 = 3;
+    pub const LEN: u8 = 4;
     pub const VALUES: u8 = 1;
     pub const PAGE: u8 = 2;
+    pub const COUNT: u8 = 3;
 }
 
 impl KvQuery {
@@ -84,6 +91,7 @@ impl KvQuery {
                 put_opt_bytes(&mut out, after.as_deref());
                 out.put_u32_le(*limit);
             }
+            KvQuery::Len => out.put_u8(tag::LEN),
         }
         out.freeze()
     }
@@ -128,6 +136,7 @@ impl KvQuery {
                     limit,
                 }
             }
+            tag::LEN => KvQuery::Len,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "query",
@@ -158,6 +167,7 @@ impl KvQuery {
                     next: page.next,
                 }
             }
+            KvQuery::Len => KvAnswer::Count(store.len() as u64),
         }
     }
 }
@@ -204,6 +214,10 @@ impl KvAnswer {
                 }
                 put_opt_bytes(&mut out, next.as_deref());
             }
+            KvAnswer::Count(n) => {
+                out.put_u8(tag::COUNT);
+                out.put_u64_le(*n);
+            }
         }
         out.freeze()
     }
@@ -232,6 +246,7 @@ impl KvAnswer {
                 }
                 KvAnswer::Values(values)
             }
+            tag::COUNT => KvAnswer::Count(r.u64("count")?),
             tag::PAGE => {
                 let n = r.count("item count", 20)?;
                 let mut items = Vec::with_capacity(n);
