@@ -1,0 +1,327 @@
+//! Replicated proposals: 3 nodes, one process each, on loopback; 64
+//! concurrent proposers of 100-byte KV puts, sent to each group's leader
+//! over the service port; `sync` and `async` durability, 1 and 16 groups.
+//! The disk's raw `write` + `fdatasync` rate is measured in the same run.
+//!
+//! `cargo bench -p sampan-benches --bench propose [-- --quick]`. The bench
+//! binary starts its own nodes: it runs itself again with `--node`.
+
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use sampan::config::{Durability, GroupConfig, ServerConfig};
+use sampan::kv::{KvCommand, KvRequest};
+use sampan::raft::Role;
+use sampan::server::{RaftServer, kv_factory};
+use sampan::service::{self, Op, Route, ServiceRequest, decode_reply, decode_status};
+use sampan_benches::{Latencies, Row, table};
+use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, TaskClass};
+use sampan_net::{Connection, NetConfig, Role as NetRole, Router};
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const CLUSTER: u64 = 77;
+const PROPOSERS: usize = 64;
+const COMMAND_BYTES: usize = 100;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--node") {
+        return run_node(&args[i + 1]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (warm, secs): (f64, f64) = if quick { (1.0, 2.0) } else { (3.0, 10.0) };
+    let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let root = base.join(format!("sampan-propose-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    let fsyncs = raw_fdatasync_rate(&root, secs.min(3.0));
+    eprintln!("raw write(4 KiB) + fdatasync: {fsyncs:.0}/s");
+    let cases = [
+        (Durability::Sync, 1),
+        (Durability::Async, 1),
+        (Durability::Sync, 16),
+        (Durability::Async, 16),
+    ];
+    let bar = ProgressBar::new(cases.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let client = Runtime::builder()
+        .name("bench-client")
+        .shards(1)
+        .io_memory_bytes(IO_MEMORY_MIN_BYTES)
+        .build()
+        .unwrap_or_else(|e| panic!("client runtime: {e}"));
+    let mut rows = vec![Row::new(
+        "raw write(4 KiB)+fdatasync, same disk",
+        (fsyncs * secs) as u64,
+        Duration::from_secs_f64(secs),
+        None,
+    )];
+    // `--only async-16` runs one case (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    for (durability, groups) in cases {
+        let tag = format!("{durability:?}-{groups}").to_lowercase();
+        if only.as_ref().is_some_and(|o| *o != tag) {
+            continue;
+        }
+        let name = format!("3 nodes, {groups} group(s), {durability:?}, {PROPOSERS} proposers");
+        bar.set_message(name.clone());
+        let dir = root.join(format!("{durability:?}-{groups}"));
+        let cluster = Cluster::start(&dir, durability, groups);
+        let services = cluster.services.clone();
+        let (ops, wall, lat) = client
+            .shard(0)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .run_blocking(TaskClass::Latency, move || async move {
+                load(services, groups, warm, secs).await
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(cluster);
+        rows.push(Row::new(&name, ops, wall, Some(&lat)));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&root);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", table(&rows));
+}
+
+/// Writes 4 KiB at the start of a preallocated file and `fdatasync`s it,
+/// for `secs`: the disk's ceiling for synced writes one at a time.
+fn raw_fdatasync_rate(dir: &Path, secs: f64) -> f64 {
+    let path = dir.join("raw-fsync");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let block = vec![7u8; 4096];
+    f.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
+    f.sync_all().unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&block, 0).unwrap_or_else(|e| panic!("{e}"));
+        f.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Three node processes (this binary with `--node`); killed on drop.
+struct Cluster {
+    nodes: Vec<Child>,
+    services: Vec<SocketAddr>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a free port: {e}"))
+}
+
+impl Cluster {
+    fn start(dir: &Path, durability: Durability, groups: u64) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let servers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(n, (r, s))| format!("{},127.0.0.1:{r},{s}", n + 1))
+            .collect();
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let mut nodes = Vec::new();
+        for (n, (r, s)) in ports.iter().enumerate() {
+            let spec = format!(
+                "{}|{}|{r}|{s}|{}|{}|{groups}",
+                n + 1,
+                servers.join(";"),
+                dir.join(format!("node-{}", n + 1)).display(),
+                matches!(durability, Durability::Sync),
+            );
+            let child = Command::new(&exe)
+                .args(["--node", &spec])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+            nodes.push(child);
+        }
+        let services = ports
+            .iter()
+            .map(|(_, s)| SocketAddr::from(([127, 0, 0, 1], *s)))
+            .collect();
+        Cluster { nodes, services }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            drop(n.stdin.take()); // the node stops when its stdin closes
+        }
+        for n in &mut self.nodes {
+            let _ = n.wait();
+        }
+    }
+}
+
+/// A node: `id|servers|replicate|service|dir|sync|groups`; stops when
+/// stdin closes.
+fn run_node(spec: &str) {
+    let f: Vec<&str> = spec.split('|').collect();
+    let parse = |i: usize| -> u64 { f[i].parse().unwrap_or_else(|e| panic!("{spec}: {e}")) };
+    let cfg = ServerConfig {
+        node_id: parse(0),
+        servers: f[1].into(),
+        cluster_id: CLUSTER,
+        replicate_port: parse(2) as u16,
+        service_port: parse(3) as u16,
+        election_timeout_ms: 1_000,
+        heartbeat_interval_ms: 100,
+        tick_ms: 10,
+        shards: 1,
+        data_dir: f[4].into(),
+        request_timeout_ms: 10_000,
+        log: Default::default(),
+    };
+    let durability = if f[5] == "true" {
+        Durability::Sync
+    } else {
+        Durability::Async
+    };
+    let groups: Vec<GroupConfig> = (1..=parse(6))
+        .map(|g| GroupConfig {
+            group_id: g,
+            members: "1,2,3".into(),
+            observers: String::new(),
+            durability,
+            log_retention_ms: 0,
+        })
+        .collect();
+    let server = RaftServer::start(cfg, &groups, kv_factory()).unwrap_or_else(|e| panic!("{e}"));
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    let _ = server.shutdown();
+}
+
+/// A 100-byte put command.
+fn command(i: u64) -> Bytes {
+    let key = format!("key-{:012}", i % 100_000);
+    let overhead = KvRequest::without_session(KvCommand::put(key.clone(), ""))
+        .to_bytes()
+        .len();
+    let value = vec![b'x'; COMMAND_BYTES.saturating_sub(overhead)];
+    KvRequest::without_session(KvCommand::put(key, value)).to_bytes()
+}
+
+async fn call(conn: &Connection, group: u64, op: Op, payload: Bytes) -> Result<Bytes, String> {
+    let req = ServiceRequest {
+        op,
+        route: Route::Forward,
+        payload,
+    };
+    let frame = conn
+        .request(
+            service::kind::CLIENT,
+            group,
+            req.encode(),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    decode_reply(frame.body)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Connects to every node, finds each group's leader, and runs the
+/// proposers: `warm` seconds not reported, then `secs` measured.
+async fn load(
+    services: Vec<SocketAddr>,
+    groups: u64,
+    warm: f64,
+    secs: f64,
+) -> (u64, Duration, Latencies) {
+    let mut conns = Vec::new();
+    for addr in &services {
+        let cfg = NetConfig::new(CLUSTER, 1_000 + conns.len() as u64);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let conn = loop {
+            match sampan_net::connect(*addr, &cfg, NetRole::Client, None, Router::new()).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => panic!("{addr}: {e}"),
+                Err(_) => sampan_fiber::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        conns.push(conn);
+    }
+    let mut leaders = Vec::new();
+    for g in 1..=groups {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'found: loop {
+            for (i, c) in conns.iter().enumerate() {
+                if let Ok(b) = call(c, g, Op::Status, Bytes::new()).await
+                    && decode_status(b).is_ok_and(|s| s.role == Role::Leader)
+                {
+                    leaders.push(i);
+                    break 'found;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader of group {g}");
+            sampan_fiber::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let conns = Rc::new(conns);
+    let leaders = Rc::new(leaders);
+    let lat = Rc::new(RefCell::new(Latencies::new()));
+    let ops = Rc::new(std::cell::Cell::new(0u64));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(warm);
+    let end = measure_from + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for p in 0..PROPOSERS {
+        let (conns, leaders, lat, ops) = (conns.clone(), leaders.clone(), lat.clone(), ops.clone());
+        let task = sampan_fiber::spawn(TaskClass::Latency, "proposer", async move {
+            let group = (p as u64 % groups) + 1;
+            let conn = &conns[leaders[(group - 1) as usize]];
+            let mut i = p as u64 * 1_000_000;
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                i += 1;
+                if let Err(e) = call(conn, group, Op::Propose, command(i)).await {
+                    panic!("group {group}: {e}");
+                }
+                if t >= measure_from {
+                    lat.borrow_mut().record(t.elapsed());
+                    ops.set(ops.get() + 1);
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        tasks.push(task);
+    }
+    for t in tasks {
+        let _ = t.join().await;
+    }
+    let wall = end.saturating_duration_since(measure_from);
+    let lat = Rc::try_unwrap(lat)
+        .map(RefCell::into_inner)
+        .unwrap_or_default();
+    (ops.get(), wall, lat)
+}
