@@ -38,37 +38,68 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     let shard = rt.shard(0).unwrap_or_else(|e| panic!("{e}"));
-    shard
-        .run_blocking(TaskClass::Latency, || async { keep_awake() })
-        .unwrap_or_else(|e| panic!("{e}"));
     let secs = if quick { 0.5 } else { 3.0 };
-    let bar = ProgressBar::new(16);
+    let bar = ProgressBar::new(18);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut lines = Vec::new();
-    for &size in &[100usize, 1024, 64 << 10] {
+    // `SAMPAN_BENCH_APPEND=65536` measures one entry size and skips the
+    // rest (for profiling).
+    let only: Option<usize> = std::env::var("SAMPAN_BENCH_APPEND")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let sizes = only.map_or_else(|| vec![100usize, 1024, 4096, 64 << 10], |s| vec![s]);
+    for &size in &sizes {
         for mode in [SyncMode::Sync, SyncMode::Async] {
             bar.set_message(format!("append {size} B {mode:?}"));
             let r = root.clone();
-            let (plain, log) = shard
+            let plain = shard
                 .run_blocking(TaskClass::Latency, move || async move {
-                    let plain = plain_loop(&r.join("plain"), size, mode, secs).await;
-                    let log =
-                        log_append(&r.join(format!("log-{size}-{mode:?}")), size, mode, secs).await;
-                    (plain, log)
+                    plain_loop(&r.join("plain"), size, mode, secs).await
                 })
                 .unwrap_or_else(|e| panic!("{e}"));
-            let ratio = log.mib_per_sec / plain.mib_per_sec.max(1e-9);
-            lines.push(Line {
-                note: format!("{:.0}% of plain", ratio * 100.0),
-                ..log
-            });
+            settle(&root.join("plain"));
+            let mut logs = vec![(String::new(), cfg(mode))];
+            if size == 4096 && mode == SyncMode::Sync {
+                // The same append with segment space only fallocated (no
+                // zero-ahead, no spare): what the preparation buys.
+                let bare = LogConfig {
+                    zero_ahead_bytes: 0,
+                    ..cfg(mode)
+                };
+                logs.push((" (no zero-ahead)".into(), bare));
+            }
+            for (k, (suffix, cfg)) in logs.into_iter().enumerate() {
+                let dir = root.join(format!("log-{size}-{mode:?}-{k}"));
+                let d = dir.clone();
+                let log = shard
+                    .run_blocking(TaskClass::Latency, move || async move {
+                        log_append(&d, size, cfg, secs).await
+                    })
+                    .unwrap_or_else(|e| panic!("{e}"));
+                settle(&dir);
+                let ratio = log.mib_per_sec / plain.mib_per_sec.max(1e-9);
+                lines.push(Line {
+                    name: format!("{}{suffix}", log.name),
+                    note: format!("{:.0}% of plain", ratio * 100.0),
+                    ..log
+                });
+            }
             lines.push(plain);
             bar.inc(1);
             eprintln!("done: append {size} B {mode:?}");
         }
+    }
+    if only.is_some() {
+        bar.finish_and_clear();
+        if let Err(e) = rt.shutdown(Duration::from_secs(5)) {
+            eprintln!("shutdown: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        print!("{}", table(&lines));
+        return;
     }
     for groups in [1usize, 4, 16, 64] {
         bar.set_message(format!("group commit, {groups} groups"));
@@ -118,19 +149,14 @@ fn main() {
     print!("{}", table(&lines));
 }
 
-/// Keeps a 1 ms timer armed on the shard until it stops: a stopgap that
-/// makes the known glommio hang (a shard sleeping through a completed file
-/// operation; see `sampan_fiber::fs`) rarer, not impossible.
-fn keep_awake() {
-    spawn(TaskClass::Background, "keep-awake", async {
-        futures_lite::future::or(sampan_fiber::stopping(), async {
-            loop {
-                sampan_fiber::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await;
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+/// Removes a measured run's files and flushes the page cache, so that the
+/// next measurement does not pay for the writeback of this one (a plain
+/// `async` loop leaves gigabytes dirty).
+fn settle(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("sync: {e}");
+    }
 }
 
 fn table(lines: &[Line]) -> String {
@@ -259,8 +285,11 @@ async fn plain_loop(dir: &Path, size: usize, mode: SyncMode, secs: f64) -> Line 
     )
 }
 
-async fn log_append(dir: &Path, size: usize, mode: SyncMode, secs: f64) -> Line {
-    let log = open_log(dir, 1, mode, LogWriter::new()).await;
+async fn log_append(dir: &Path, size: usize, cfg: LogConfig, secs: f64) -> Line {
+    let mode = cfg.sync_mode;
+    let log = SegmentLog::open(DiskFs, dir, 1, cfg, LogWriter::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let start = Instant::now();
     let (n, lat) = append_until(&log, size, start, secs).await;
     let wall = start.elapsed();

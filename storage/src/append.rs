@@ -66,7 +66,7 @@ impl<V: Vfs> SegmentLog<V> {
         let st = self.inner.st.borrow();
         let seg = st.segments.back()?;
         let limit = self.inner.cfg.segment_bytes;
-        let floor = self.inner.sync.durable.get();
+        let floor = self.inner.sync.synced.get();
         let mut pos = seg.write_pos;
         let mut chunk = Chunk {
             buf: Vec::new(),
@@ -103,6 +103,7 @@ impl<V: Vfs> SegmentLog<V> {
             (seg.data.clone(), seg.write_pos, seg.path.clone(), seg.id)
         };
         let end = write_pos + chunk.buf.len() as u64;
+        self.reserve_write(id, end).await;
         if end > data.len() {
             let step = inner.cfg.grow_step_bytes.max(1);
             let alloc = (end.div_ceil(step) * step).min(inner.cfg.segment_bytes.max(end));
@@ -134,6 +135,7 @@ impl<V: Vfs> SegmentLog<V> {
         if batch_full {
             self.flush_index().await?;
         }
+        self.kick_preparer();
         Ok(())
     }
 
@@ -184,23 +186,13 @@ impl<V: Vfs> SegmentLog<V> {
         let epoch = inner.sync.epoch.get();
         let (ds, is) = futures_lite::future::zip(data.sync(), index.sync()).await;
         if let Err(e) = ds {
-            let err = StorageError::io(inner.group, "sync", &path, 0, e);
-            inner.sync.fail(err.to_string());
-            return Err(err);
+            return Err(self.fatal(StorageError::io(inner.group, "sync", &path, 0, e)));
         }
-        is?;
+        is.map_err(|e| self.fatal(e))?;
         if inner.sync.epoch.get() == epoch {
-            inner.sync.set_durable(last);
+            inner.sync.set_synced(last);
         }
-        let seg = Segment::create(
-            &inner.vfs,
-            &inner.dir,
-            inner.group,
-            id,
-            last + 1,
-            inner.cfg.grow_step_bytes,
-        )
-        .await?;
+        let seg = self.next_segment(id, last + 1).await?;
         self.sync_dir().await?;
         log::info!(
             "group {}: segment {} started at index {}",
@@ -213,6 +205,14 @@ impl<V: Vfs> SegmentLog<V> {
         *inner.sync.file.borrow_mut() = Some((seg.data.clone(), seg.path.clone()));
         st.segments.push_back(seg);
         Ok(())
+    }
+
+    /// A failed `fdatasync` of a log file is fatal for the log (see
+    /// [`crate::log`], "When a sync fails"): the log refuses every later
+    /// change until it is reopened, and `err` is returned to the caller.
+    pub(crate) fn fatal(&self, err: StorageError) -> StorageError {
+        self.inner.sync.fail(err.to_string());
+        err
     }
 
     pub(crate) async fn sync_dir(&self) -> Result<()> {

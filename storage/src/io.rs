@@ -146,7 +146,9 @@ impl VfsFile for DiskFile {
             return Ok(());
         }
         self.file.pre_allocate(len).await?;
-        self.len.set(len);
+        // Another grow may have finished meanwhile (the background
+        // preparation allocates beside appends): the size only goes up.
+        self.len.set(self.len.get().max(len));
         Ok(())
     }
 

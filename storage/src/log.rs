@@ -18,14 +18,41 @@
 //!   leaves files that recovery ignores and deletes (canonical/raft#373).
 //! - **install snapshot**: `meta` gets the new start and a minimum segment
 //!   id; older segments are void from that instant.
+//! - **purge by age** (retention): a purge head to the first segment whose
+//!   successor was created at or after the bound (every entry of a segment
+//!   is older than its successor's creation, recorded in the successor's
+//!   header), capped by the caller's limit. The wall clock is trusted: a
+//!   clock set back keeps segments longer, one set forward purges sooner,
+//!   never past the limit.
 //!
 //! Memory per group does not grow with the log: per segment a few fields;
 //! entry offsets and terms are read from the mapped index files.
+//!
+//! **When I/O fails.** A failed write or `fallocate` (a full disk: then
+//! [`StorageError::DiskFull`], naming the
+//! file) fails the append and changes nothing the log counts: the records
+//! it held are written again by the next append, and the log carries on
+//! once space returns. If a run spanned several writes, a prefix of it may
+//! have been appended: `last_index()` says how far. A failed `fdatasync` of
+//! a segment or index file is different, because Linux then drops the
+//! writes it covered while still serving them from the page cache, and a
+//! retried sync succeeds without them ("fsyncgate"; PostgreSQL, etcd and
+//! TigerBeetle stop on it too). So it is fatal for the log: `durable_index`
+//! never rises again, and every later change fails with
+//! [`StorageError::Failed`], naming the file,
+//! until the log is reopened. The open writes the entries after the newest
+//! recorded sync floor again and syncs them before counting anything
+//! durable (see `recovery::settle_active`), so a reopen in the same boot
+//! does not trust pages the kernel never stored. The two-copy `meta` and
+//! status files need no such rule: a failed write or sync leaves their
+//! sequence unchanged, so the retry rewrites the same copy whole, and the
+//! other copy is never touched.
 
 use crate::dualfile::DualFile;
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordRun};
 use crate::io::{Vfs, VfsFile};
+use crate::prepare::Prep;
 use crate::raft_log::RaftLog;
 use crate::segment::Segment;
 use crate::writer::{LogWriter, SyncState};
@@ -34,7 +61,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// When an entry counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +89,12 @@ pub struct LogConfig {
     pub payload_bytes_max: u32,
     /// When entries count as durable.
     pub sync_mode: SyncMode,
+    /// In `sync` mode, how far past the write position the active segment
+    /// is kept written with zeros, off the append path, so that appends
+    /// write into space that needs no metadata commit; also the size of
+    /// the spare segment made ready for the next roll (see
+    /// the `prepare` module). 0 turns both off.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -72,6 +105,7 @@ impl Default for LogConfig {
             index_grow_step_bytes: 256 << 10,
             payload_bytes_max: format::PAYLOAD_BYTES_MAX_DEFAULT,
             sync_mode: SyncMode::Sync,
+            zero_ahead_bytes: 4 << 20,
         }
     }
 }
@@ -113,6 +147,28 @@ pub(crate) struct State<V: Vfs> {
     pub(crate) meta: Meta,
     pub(crate) next_segment_id: u64,
     pub(crate) pending_purge: Option<(u64, Instant)>,
+    pub(crate) pending_age_purge: Option<AgePurge>,
+}
+
+/// A purge by age waiting for [`RaftLog::maintain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AgePurge {
+    older_than_ms: u64,
+    first_kept_max: u64,
+    not_before: Instant,
+}
+
+/// One segment of a log, as [`SegmentLog::segments`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment id.
+    pub id: u64,
+    /// Index of its first entry.
+    pub first_index: u64,
+    /// Index of its last entry (`first_index - 1` when empty).
+    pub last_index: u64,
+    /// When it was created (`None` when its header does not say).
+    pub created: Option<SystemTime>,
 }
 
 pub(crate) struct Inner<V: Vfs> {
@@ -124,6 +180,7 @@ pub(crate) struct Inner<V: Vfs> {
     pub(crate) meta_file: RefCell<Option<DualFile<V>>>,
     pub(crate) sync: Rc<SyncState<V::File>>,
     pub(crate) writer: LogWriter<V::File>,
+    pub(crate) prep: Prep<V>,
     lock_held: Cell<bool>,
     lock_free: Signal,
 }
@@ -188,6 +245,7 @@ impl<V: Vfs> SegmentLog<V> {
                 meta_file: RefCell::new(Some(meta_file)),
                 sync,
                 writer,
+                prep: Prep::new(),
                 lock_held: Cell::new(false),
                 lock_free: Signal::new(),
             }),
@@ -221,6 +279,39 @@ impl<V: Vfs> SegmentLog<V> {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.inner.st.borrow().segments.len()
+    }
+
+    /// The segments, oldest first (for tools, metrics and tests).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let st = self.inner.st.borrow();
+        st.segments
+            .iter()
+            .map(|s| SegmentInfo {
+                id: s.id,
+                first_index: s.first_index,
+                last_index: s.last_index(),
+                created: (s.created_ms != 0)
+                    .then(|| UNIX_EPOCH + Duration::from_millis(s.created_ms)),
+            })
+            .collect()
+    }
+
+    /// The first index of the oldest segment holding an entry that is not
+    /// older than `older_than_ms`: every entry of a segment is older than
+    /// its successor's creation, so a segment goes when its successor was
+    /// created before the bound. A successor of unknown age, and the
+    /// active segment, keep it.
+    fn first_kept_by_age(&self, older_than_ms: u64) -> u64 {
+        let st = self.inner.st.borrow();
+        let young = st
+            .segments
+            .iter()
+            .zip(st.segments.iter().skip(1))
+            .position(|(_, next)| next.created_ms == 0 || next.created_ms >= older_than_ms)
+            .unwrap_or(st.segments.len().saturating_sub(1));
+        st.segments
+            .get(young)
+            .map_or(st.meta.first_index, |s| s.first_index)
     }
 
     /// The shard writer this log syncs through.
@@ -405,7 +496,31 @@ impl<V: Vfs> RaftLog for SegmentLog<V> {
         self.inner.st.borrow_mut().pending_purge = Some((first_kept, not_before));
     }
 
+    fn mark_purge_by_age(&self, older_than: SystemTime, first_kept_max: u64, not_before: Instant) {
+        self.inner.st.borrow_mut().pending_age_purge = Some(AgePurge {
+            older_than_ms: crate::segment::unix_ms(older_than),
+            first_kept_max,
+            not_before,
+        });
+    }
+
     async fn maintain(&self, now: Instant) -> Result<()> {
+        let due_age = self
+            .inner
+            .st
+            .borrow()
+            .pending_age_purge
+            .filter(|m| m.not_before <= now);
+        if let Some(mark) = due_age {
+            let first_kept = self
+                .first_kept_by_age(mark.older_than_ms)
+                .min(mark.first_kept_max);
+            self.purge(first_kept).await?;
+            let mut st = self.inner.st.borrow_mut();
+            if st.pending_age_purge == Some(mark) {
+                st.pending_age_purge = None;
+            }
+        }
         let due = self
             .inner
             .st

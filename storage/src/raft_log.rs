@@ -15,7 +15,7 @@
 
 use crate::error::Result;
 use crate::format::RecordRun;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// A Raft log. See the module docs for the contract.
 #[allow(async_fn_in_trait)] // shard-local: the futures need not be `Send`
@@ -50,11 +50,13 @@ pub trait RaftLog {
     fn find_match(&self, term: u64, index: u64) -> Result<Option<(u64, u64)>>;
 
     /// Appends `run`, whose first index must be `last_index() + 1`. Returns
-    /// the new last index once written (not yet durable).
+    /// the new last index once written (not yet durable). On an error a
+    /// prefix of `run` may have been appended: `last_index()` says how far.
     async fn append(&self, run: &RecordRun) -> Result<u64>;
 
     /// Waits until `index` (at most `last_index()`) is durable; returns the
-    /// durable index. Many waiters of many logs share one sync.
+    /// durable index. Many waiters of many logs share one sync. A failed
+    /// sync is fatal: the log must be reopened (see `crate::log`).
     async fn sync(&self, index: u64) -> Result<u64>;
 
     /// Removes the entries after `last_kept` (a follower's conflict). Durable
@@ -68,6 +70,18 @@ pub trait RaftLog {
     /// Asks for `purge_head(first_kept)` once `not_before` has passed (done by
     /// [`RaftLog::maintain`]); a later mark replaces an earlier one.
     fn mark_purge(&self, first_kept: u64, not_before: Instant);
+
+    /// Asks for a purge by age, for log retention (Dongting's
+    /// `markTruncateByTimestamp`): once `not_before` has passed,
+    /// [`RaftLog::maintain`] removes the entries written before
+    /// `older_than` (wall clock), in whole segments, never at or past
+    /// `first_kept_max` (the caller's limit: entries no snapshot covers yet
+    /// must stay). A later mark replaces an earlier one; it is independent
+    /// of [`RaftLog::mark_purge`]. The default keeps everything, which is
+    /// always safe, for logs that do not know their entries' age.
+    fn mark_purge_by_age(&self, older_than: SystemTime, first_kept_max: u64, not_before: Instant) {
+        let _ = (older_than, first_kept_max, not_before);
+    }
 
     /// Runs due background work (marked purges) as of `now`.
     async fn maintain(&self, now: Instant) -> Result<()>;

@@ -7,8 +7,9 @@
 
 use crate::dualfile::DualFile;
 use crate::error::{Result, StorageError};
+use crate::format;
 use crate::io::{Vfs, VfsFile};
-use crate::log::{LogConfig, Meta, SegmentLog, State};
+use crate::log::{LogConfig, Meta, SegmentLog, State, SyncMode};
 use crate::segment::{self, SEGMENT_HEADER_BYTES, ScanStop, Segment};
 use crate::writer::LogWriter;
 use std::collections::{BTreeMap, VecDeque};
@@ -63,13 +64,20 @@ impl<V: Vfs> SegmentLog<V> {
             .max(meta.min_segment_id)
             + 1;
         let segments = load_chain(&vfs, dir, group, &cfg, &meta, found).await?;
+        let synced = match segments.back() {
+            Some(seg) => settle_active(group, &cfg, seg).await?,
+            None => 0,
+        };
         let st = State {
             segments,
             meta,
             next_segment_id: next_id,
             pending_purge: None,
+            pending_age_purge: None,
         };
         let log = SegmentLog::from_parts(group, dir, vfs, cfg, st, meta_file, writer);
+        let written = log.inner.sync.written.get();
+        log.inner.sync.synced.set(synced.min(written));
         log.ensure_active().await?;
         log::info!(
             "group {group}: log opened in {}: entries {}..={}, {} segment(s)",
@@ -117,8 +125,7 @@ impl<V: Vfs> SegmentLog<V> {
             st.segments.push_back(seg);
             old.into_iter().collect()
         };
-        inner.sync.written.set(first - 1);
-        inner.sync.durable.set(first - 1);
+        inner.sync.reset_to(first - 1);
         for seg in &old {
             seg.remove_files(&inner.vfs, inner.group).await;
         }
@@ -144,6 +151,10 @@ async fn list_segments<V: Vfs>(vfs: &V, dir: &Path, group: u64) -> Result<BTreeM
                 }
             }
             None if name == META_FILE => {}
+            None if name == crate::prepare::SPARE_FILE => {
+                // Zeros made ready for a roll that never came.
+                let _ = vfs.remove(&dir.join(&name)).await;
+            }
             None => log::warn!(
                 "group {group}: ignoring unknown file {name} in {}",
                 dir.display()
@@ -416,6 +427,61 @@ async fn load_active<V: Vfs>(
     seg.write_pos = scan.end;
     seg.last_term = scan.entries.last().map_or(0, |e| e.1);
     Ok(())
+}
+
+/// In `sync` mode, makes every entry the open found durable before the log
+/// reports it so (an open counts all it finds as durable); returns the last
+/// index known on disk. After a kill -9 the newest
+/// entries may be only in the page cache; a sync stores them. After a
+/// failed `fdatasync` in this boot, Linux may hold them in pages it marked
+/// clean without writing them ("fsyncgate"), which a sync skips: so the
+/// entries after the newest sync floor the segment records (the last point
+/// a sync was known to succeed) are first written again, from the mapping,
+/// which re-dirties those pages. That is the last batch or so in `sync`
+/// mode; a failed writeback of older pages is reported by the sync itself
+/// (the kernel reports a writeback error to the next `fdatasync` of a file
+/// that nobody has seen it on). In `async` mode, where durable means the
+/// page cache, nothing is written: the floor is what is known on disk.
+async fn settle_active<V: Vfs>(group: u64, cfg: &LogConfig, seg: &Segment<V>) -> Result<u64> {
+    if seg.count == 0 {
+        return Ok(seg.first_index - 1);
+    }
+    let io = |op, offset, e| StorageError::io(group, op, &seg.path, offset, e);
+    let last = seg
+        .entry(seg.last_index())
+        .map(|e| u64::from(e.offset))
+        .ok_or_else(|| {
+            StorageError::corrupt(
+                group,
+                seg.index.path(),
+                0,
+                "index just rebuilt is unreadable",
+            )
+        })?;
+    let head = seg
+        .data
+        .read(last, format::HEADER_BYTES)
+        .map_err(|e| io("read", last, e))?;
+    let floor = format::decode_header_only(&head, 0, cfg.payload_bytes_max)
+        .map_err(|e| StorageError::corrupt(group, &seg.path, last, e.to_string()))?
+        .sync_floor;
+    let from = (floor + 1).max(seg.first_index);
+    if cfg.sync_mode == SyncMode::Async {
+        return Ok(from - 1);
+    }
+    if let Some(entry) = seg.entry(from) {
+        let offset = u64::from(entry.offset);
+        let bytes = seg
+            .data
+            .read(offset, (seg.write_pos - offset) as usize)
+            .map_err(|e| io("read", offset, e))?;
+        seg.data
+            .write_at(bytes.to_vec(), offset)
+            .await
+            .map_err(|e| io("rewrite unsynced tail", offset, e))?;
+    }
+    seg.data.sync().await.map_err(|e| io("sync", 0, e))?;
+    Ok(seg.last_index())
 }
 
 /// The end of the last non-zero byte of the segment at or after `from`

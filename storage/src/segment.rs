@@ -3,9 +3,15 @@
 //!
 //! ```text
 //! header (64 bytes): u32 magic | u16 version | u16 reserved | u64 segment id
-//!                    | u64 first index | 36 reserved | u32 CRC32C of 0..60
+//!                    | u64 first index | u64 created (Unix ms, 0: unknown)
+//!                    | 28 reserved | u32 CRC32C of 0..60
 //! then records (see crate::format), each 8-byte aligned; zeros after.
 //! ```
+//!
+//! The creation time bounds the age of the segment before it: a segment is
+//! created only after its predecessor's last entry was written, so every
+//! entry of a segment is older than its successor's creation. That is what
+//! a purge by age (log retention) goes by.
 //!
 //! Segment ids grow with every segment a log creates. A segment holds the
 //! entries `first_index..` and, by its existence, cuts any older segment
@@ -18,11 +24,20 @@ use crate::index::{IndexEntry, IndexFile};
 use crate::io::{Vfs, VfsFile};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bytes of the segment header; records start here.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 const MAGIC: u32 = 0x4753_5053; // "SPSG"
 const VERSION: u16 = 1;
+/// Where the creation time sits in the header.
+const OFF_CREATED: usize = 24;
+
+/// Milliseconds since the Unix epoch (0 for a clock before it).
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// The file names of a segment (data, index).
 pub fn file_names(first_index: u64, id: u64) -> (String, String) {
@@ -44,13 +59,14 @@ pub fn parse_name(name: &str) -> Option<(u64, u64, bool)> {
     Some((first.parse().ok()?, id.parse().ok()?, is_index))
 }
 
-fn header(id: u64, first_index: u64) -> Vec<u8> {
+fn header(id: u64, first_index: u64, created_ms: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
     b.extend_from_slice(&MAGIC.to_le_bytes());
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&[0, 0]);
     b.extend_from_slice(&id.to_le_bytes());
     b.extend_from_slice(&first_index.to_le_bytes());
+    b.extend_from_slice(&created_ms.to_le_bytes());
     b.resize(60, 0);
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -103,6 +119,14 @@ pub struct Segment<V: Vfs> {
     pub write_pos: u64,
     /// Term of the last entry (0 when empty).
     pub last_term: u64,
+    /// When the segment was created (Unix ms; 0 when unknown).
+    pub created_ms: u64,
+    /// End of the space known written with zeros and synced (see
+    /// the `prepare` module); appends below it pay no extent conversion.
+    pub(crate) zeroed_end: u64,
+    /// End of the last append write issued (in flight or done): zeroing
+    /// never starts before it.
+    pub(crate) writing_end: u64,
     /// Index records of the newest entries not yet written to the index
     /// file (offset, term): the last `pending.len()` of `count`. Written
     /// in batches of [`INDEX_BATCH_RECORDS`], so a small append costs one
@@ -119,6 +143,7 @@ impl<V: Vfs> Segment<V> {
     fn empty(
         id: u64,
         first_index: u64,
+        created_ms: u64,
         path: PathBuf,
         data: V::File,
         index: IndexFile<V>,
@@ -126,6 +151,9 @@ impl<V: Vfs> Segment<V> {
         Segment {
             id,
             first_index,
+            created_ms,
+            zeroed_end: SEGMENT_HEADER_BYTES,
+            writing_end: SEGMENT_HEADER_BYTES,
             path,
             data: Rc::new(data),
             index: Rc::new(index),
@@ -153,13 +181,52 @@ impl<V: Vfs> Segment<V> {
         data.allocate(alloc_bytes.max(SEGMENT_HEADER_BYTES))
             .await
             .map_err(|e| io("allocate", e))?;
-        data.write_at(header(id, first_index), 0)
+        let created_ms = unix_ms(SystemTime::now());
+        data.write_at(header(id, first_index, created_ms), 0)
             .await
             .map_err(|e| io("write header", e))?;
         data.sync().await.map_err(|e| io("sync", e))?;
         let (index, _) =
             IndexFile::open(vfs, &dir.join(index_name), group, id, first_index).await?;
-        Ok(Segment::empty(id, first_index, path, data, index))
+        Ok(Segment::empty(
+            id,
+            first_index,
+            created_ms,
+            path,
+            data,
+            index,
+        ))
+    }
+
+    /// Turns the spare file (allocated, zero-filled, synced) into a new,
+    /// empty segment: renamed, then given its header; durable on return
+    /// except for its name (the caller syncs the directory).
+    pub(crate) async fn from_spare(
+        vfs: &V,
+        dir: &Path,
+        spare: &Path,
+        data: V::File,
+        group: u64,
+        id: u64,
+        first_index: u64,
+    ) -> Result<Segment<V>> {
+        let (data_name, index_name) = file_names(first_index, id);
+        let path = dir.join(data_name);
+        let io = |op, e| StorageError::io(group, op, &path, 0, e);
+        vfs.rename(spare, &path)
+            .await
+            .map_err(|e| io("rename spare", e))?;
+        let created_ms = unix_ms(SystemTime::now());
+        data.write_at(header(id, first_index, created_ms), 0)
+            .await
+            .map_err(|e| io("write header", e))?;
+        data.sync().await.map_err(|e| io("sync", e))?;
+        let zeroed_end = data.len();
+        let (index, _) =
+            IndexFile::open(vfs, &dir.join(index_name), group, id, first_index).await?;
+        let mut seg = Segment::empty(id, first_index, created_ms, path, data, index);
+        seg.zeroed_end = zeroed_end;
+        Ok(seg)
     }
 
     /// Opens an existing segment. `Ok(None)` when its header is blank or
@@ -177,14 +244,17 @@ impl<V: Vfs> Segment<V> {
             .open(&path, false)
             .await
             .map_err(|e| StorageError::io(group, "open", &path, 0, e))?;
-        let want = header(id, first_index);
         let got = if data.len() >= SEGMENT_HEADER_BYTES {
-            data.read(0, want.len())
+            data.read(0, SEGMENT_HEADER_BYTES as usize)
                 .map_err(|e| StorageError::io(group, "read", &path, 0, e))?
         } else {
             bytes::Bytes::new()
         };
-        if got[..] != want[..] {
+        let created_ms = got
+            .get(OFF_CREATED..OFF_CREATED + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        if got[..] != header(id, first_index, created_ms)[..] {
             if got.iter().all(|&b| b == 0) {
                 return Ok(None);
             }
@@ -192,7 +262,7 @@ impl<V: Vfs> Segment<V> {
         }
         let (index, index_good) =
             IndexFile::open(vfs, &dir.join(index_name), group, id, first_index).await?;
-        let seg = Segment::empty(id, first_index, path, data, index);
+        let seg = Segment::empty(id, first_index, created_ms, path, data, index);
         Ok(Some((seg, index_good)))
     }
 

@@ -8,6 +8,11 @@
 //! [`MemFs::fail_after_ops`] makes every mutating call after the n-th fail,
 //! which is how a test stops the real log code at an exact step.
 //! [`MemFs::set_space_bytes`] simulates a full disk (ENOSPC).
+//! [`MemFs::fail_syncs`] and [`MemFs::fail_writes`] make the next file
+//! syncs or writes fail with EIO. A failed sync behaves as Linux does
+//! ("fsyncgate"): the writes it should have made durable are dropped from
+//! the disk's view but stay readable from the cache, and a later sync
+//! succeeds without writing them.
 //!
 //! Directories themselves are durable as soon as created (the log creates
 //! them once, at open, and syncs their parent).
@@ -55,6 +60,9 @@ struct State {
     fail_after: Option<u64>,
     space_bytes: Option<u64>,
     syncs: u64,
+    syncs_to_fail: u64,
+    writes_to_fail: u64,
+    interleave: bool,
 }
 
 /// The simulated disk. Clones share it.
@@ -72,6 +80,10 @@ pub struct MemFile {
 
 fn power_cut() -> io::Error {
     io::Error::other("simulated power cut")
+}
+
+fn injected_eio(what: &str) -> io::Error {
+    io::Error::other(format!("simulated EIO on {what} (injected)"))
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -114,6 +126,32 @@ impl MemFs {
     pub fn fail_after_ops(&self, n: Option<u64>) {
         let mut s = self.state.borrow_mut();
         s.fail_after = n.map(|n| s.ops + n);
+    }
+
+    /// Makes the next `n` file syncs fail with EIO. Like Linux after a
+    /// failed writeback, the failed sync loses the writes it covered: they
+    /// stay readable (the page cache still holds them) but never reach the
+    /// disk, and the next sync of the file succeeds without them.
+    pub fn fail_syncs(&self, n: u64) {
+        self.state.borrow_mut().syncs_to_fail = n;
+    }
+
+    /// Makes the next `n` file writes fail with EIO, writing nothing.
+    pub fn fail_writes(&self, n: u64) {
+        self.state.borrow_mut().writes_to_fail = n;
+    }
+
+    /// Makes every mutating call yield once before it acts, as a real
+    /// disk's calls suspend, so that concurrent futures of the log (joined
+    /// in one task) interleave at every I/O step.
+    pub fn set_interleave(&self, on: bool) {
+        self.state.borrow_mut().interleave = on;
+    }
+
+    async fn pause(&self) {
+        if self.state.borrow().interleave {
+            futures_lite::future::yield_now().await;
+        }
     }
 
     /// Mutating calls so far (to pick crash points).
@@ -190,6 +228,17 @@ impl MemFs {
         }
     }
 
+    /// Consumes one injected fault from the counter `which`, if any.
+    fn take_fault(&self, which: impl FnOnce(&mut State) -> &mut u64) -> bool {
+        let mut s = self.state.borrow_mut();
+        let n = which(&mut s);
+        if *n == 0 {
+            return false;
+        }
+        *n -= 1;
+        true
+    }
+
     fn check_space(&self, inode: &Inode, new_len: u64) -> io::Result<()> {
         let s = self.state.borrow();
         let Some(limit) = s.space_bytes else {
@@ -256,6 +305,7 @@ impl Vfs for MemFs {
     type File = MemFile;
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<MemFile> {
+        self.pause().await;
         if let Some(inode) = self.state.borrow().names.get(path) {
             return Ok(MemFile {
                 fs: self.clone(),
@@ -278,6 +328,7 @@ impl Vfs for MemFs {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.pause().await;
         self.step()?;
         let mut s = self.state.borrow_mut();
         s.names
@@ -287,6 +338,7 @@ impl Vfs for MemFs {
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.pause().await;
         self.step()?;
         let mut s = self.state.borrow_mut();
         let moved: Vec<PathBuf> = s
@@ -316,6 +368,7 @@ impl Vfs for MemFs {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.pause().await;
         self.step()?;
         let mut s = self.state.borrow_mut();
         let under = |p: &Path| p.parent() == Some(dir) || p.starts_with(dir);
@@ -336,6 +389,7 @@ impl Vfs for MemFs {
     }
 
     async fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.pause().await;
         self.step()?;
         let mut s = self.state.borrow_mut();
         s.names.retain(|p, _| !p.starts_with(dir));
@@ -365,7 +419,11 @@ impl Vfs for MemFs {
 
 impl VfsFile for MemFile {
     async fn write_at(&self, data: Vec<u8>, offset: u64) -> io::Result<()> {
+        self.fs.pause().await;
         self.fs.step()?;
+        if self.fs.take_fault(|s| &mut s.writes_to_fail) {
+            return Err(injected_eio("write"));
+        }
         let end = offset as usize + data.len();
         self.fs.check_space(&self.inode.borrow(), end as u64)?;
         let mut i = self.inode.borrow_mut();
@@ -378,15 +436,38 @@ impl VfsFile for MemFile {
     }
 
     async fn sync(&self) -> io::Result<()> {
+        self.fs.pause().await;
         self.fs.step()?;
-        self.fs.state.borrow_mut().syncs += 1;
         let mut i = self.inode.borrow_mut();
-        i.durable = i.data.clone();
-        i.pending.clear();
+        if self.fs.take_fault(|s| &mut s.syncs_to_fail) {
+            // The pages are marked clean although they never reached the
+            // disk: the data stays readable, the disk never gets it.
+            i.pending.clear();
+            return Err(injected_eio("fdatasync"));
+        }
+        self.fs.state.borrow_mut().syncs += 1;
+        let pending = std::mem::take(&mut i.pending);
+        for p in pending {
+            match p {
+                Pending::Grow(len) => {
+                    if i.durable.len() < len as usize {
+                        i.durable.resize(len as usize, 0);
+                    }
+                }
+                Pending::Write(off, bytes) => {
+                    let (off, end) = (off as usize, off as usize + bytes.len());
+                    if i.durable.len() < end {
+                        i.durable.resize(end, 0);
+                    }
+                    i.durable[off..end].copy_from_slice(&bytes);
+                }
+            }
+        }
         Ok(())
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
+        self.fs.pause().await;
         if len <= self.len() {
             return Ok(());
         }

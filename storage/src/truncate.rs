@@ -38,12 +38,11 @@ impl<V: Vfs> SegmentLog<V> {
             seg.map(|s| (s.data.clone(), s.index.clone(), s.path.clone()))
         };
         if let Some((data, index, path)) = holder {
-            index.sync().await?; // sealed from here: its index must be whole
-            data.sync().await.map_err(|e| {
-                let err = StorageError::io(inner.group, "sync", &path, 0, e);
-                inner.sync.fail(err.to_string());
-                err
-            })?;
+            // Sealed from here: its index must be whole.
+            index.sync().await.map_err(|e| self.fatal(e))?;
+            data.sync()
+                .await
+                .map_err(|e| self.fatal(StorageError::io(inner.group, "sync", &path, 0, e)))?;
         }
         let id = inner.st.borrow().next_segment_id;
         let seg = Segment::create(
@@ -58,8 +57,7 @@ impl<V: Vfs> SegmentLog<V> {
         self.sync_dir().await?; // the truncation is durable from here
         let removed = self.cut_segments(last_kept, seg);
         inner.sync.epoch.set(inner.sync.epoch.get() + 1);
-        inner.sync.written.set(last_kept);
-        inner.sync.durable.set(last_kept);
+        inner.sync.reset_to(last_kept);
         log::info!(
             "group {}: log truncated after {last_kept} (was {last})",
             inner.group
@@ -173,14 +171,14 @@ impl<V: Vfs> SegmentLog<V> {
             st.meta = meta;
             st.next_segment_id = id + 1;
             st.pending_purge = None;
+            st.pending_age_purge = None;
             *inner.sync.file.borrow_mut() = Some((seg.data.clone(), seg.path.clone()));
             let old = std::mem::take(&mut st.segments);
             st.segments.push_back(seg);
             old.into_iter().collect()
         };
         inner.sync.epoch.set(inner.sync.epoch.get() + 1);
-        inner.sync.written.set(last_index);
-        inner.sync.durable.set(last_index);
+        inner.sync.reset_to(last_index);
         for seg in &removed {
             seg.remove_files(&inner.vfs, inner.group).await;
         }

@@ -35,6 +35,10 @@ pub(crate) struct SyncState<F> {
     pub(crate) written: Cell<u64>,
     /// Last index known durable.
     pub(crate) durable: Cell<u64>,
+    /// Last index known on disk (made so by a successful `fdatasync`):
+    /// `durable` in `sync` mode, behind it in `async` mode. Records carry
+    /// it as their sync floor, which recovery trusts.
+    pub(crate) synced: Cell<u64>,
     /// Bumped when the log's tail is cut: a round started before must not
     /// raise `durable` over entries written after.
     pub(crate) epoch: Cell<u64>,
@@ -54,6 +58,7 @@ impl<F> SyncState<F> {
             file: RefCell::new(None),
             written: Cell::new(index),
             durable: Cell::new(index),
+            synced: Cell::new(index),
             epoch: Cell::new(0),
             failed: RefCell::new(None),
             dirty: Cell::new(false),
@@ -69,6 +74,22 @@ impl<F> SyncState<F> {
             self.durable.set(index);
             self.changed.notify_all();
         }
+    }
+
+    /// Records that a sync stored everything up to `index`.
+    pub(crate) fn set_synced(&self, index: u64) {
+        let index = index.min(self.written.get());
+        if index > self.synced.get() {
+            self.synced.set(index);
+        }
+        self.set_durable(index);
+    }
+
+    /// Sets every mark to `index` (the log was cut or reset there, durably).
+    pub(crate) fn reset_to(&self, index: u64) {
+        self.written.set(index);
+        self.durable.set(index);
+        self.synced.set(index);
     }
 
     pub(crate) fn fail(&self, reason: String) {
@@ -218,7 +239,7 @@ impl<F: VfsFile> LogWriter<F> {
             .set(inner.file_syncs.get() + points.len() as u64);
         for ((log, _, path, target, epoch), res) in points.into_iter().zip(results) {
             match res {
-                Ok(()) if log.epoch.get() == epoch => log.set_durable(target),
+                Ok(()) if log.epoch.get() == epoch => log.set_synced(target),
                 Ok(()) => {}
                 Err(e) => log.fail(format!("fdatasync of {} failed: {e}", path.display())),
             }

@@ -129,3 +129,142 @@ fn disk_full_fails_the_append_and_the_log_recovers() {
     let log = open_mem(&fs, small_cfg()).unwrap();
     assert_eq!(read_all(&log), before);
 }
+
+/// Waits (on the wall clock, without sleeping a guessed time) until it
+/// reads a later millisecond than `t`; returns the new time.
+fn next_ms(t: std::time::SystemTime) -> std::time::SystemTime {
+    let ms =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    loop {
+        let now = std::time::SystemTime::now();
+        if ms(now) > ms(t) {
+            return now;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn roll_segments(log: &sampan_storage::SegmentLog<MemFs>, n: usize) {
+    let want = log.segment_count() + n;
+    block_on(async {
+        while log.segment_count() < want {
+            let next = log.last_index() + 1;
+            log.append(&entries(next, 5, 1, 0)).await.unwrap();
+        }
+        log.sync(log.last_index()).await.unwrap();
+    });
+}
+
+#[test]
+fn purge_by_age_removes_whole_segments_older_than_the_bound() {
+    use std::time::{Duration, SystemTime};
+    let fs = MemFs::new();
+    let log = open_mem(&fs, small_cfg()).unwrap();
+    roll_segments(&log, 4);
+    // Every segment created so far is older than `bound`, every later one
+    // younger.
+    let bound = next_ms(SystemTime::now());
+    next_ms(bound);
+    let active_then = log.segments().last().unwrap().clone();
+    assert!(active_then.created.unwrap() < bound);
+    roll_segments(&log, 3);
+    assert!(log.segments().last().unwrap().created.unwrap() > bound);
+    let before = read_all(&log);
+    // Reopened: the ages come from the segment headers.
+    drop(log);
+    let log = open_mem(&fs, small_cfg()).unwrap();
+    let now = Instant::now();
+
+    // Not due yet: nothing happens.
+    log.mark_purge_by_age(bound, u64::MAX, now + Duration::from_secs(3600));
+    block_on(log.maintain(now)).unwrap();
+    assert_eq!(log.first_index(), 1);
+
+    // A limit below the age bound wins (entry granularity).
+    log.mark_purge_by_age(bound, 3, now);
+    block_on(log.maintain(now)).unwrap();
+    assert_eq!(log.first_index(), 3);
+
+    // The segment that was active at `bound` got its last entries after
+    // it: it stays, everything before it goes.
+    log.mark_purge_by_age(bound, u64::MAX, now);
+    block_on(log.maintain(now)).unwrap();
+    assert_eq!(log.first_index(), active_then.first_index);
+    assert_eq!(log.segments()[0].id, active_then.id);
+    let kept = &before[(active_then.first_index - 1) as usize..];
+    assert_eq!(read_all(&log), kept);
+    // Done: the mark is cleared, and an older bound removes nothing more.
+    block_on(log.maintain(now)).unwrap();
+    log.mark_purge_by_age(SystemTime::UNIX_EPOCH, u64::MAX, now);
+    block_on(log.maintain(now)).unwrap();
+    assert_eq!(log.first_index(), active_then.first_index);
+
+    // A bound in the future: all but the active segment.
+    log.mark_purge_by_age(SystemTime::now() + Duration::from_secs(3600), u64::MAX, now);
+    block_on(log.maintain(now)).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.first_index(), log.segments()[0].first_index);
+    drop(log);
+    let log = open_mem(&fs, small_cfg()).unwrap();
+    assert_eq!(log.segment_count(), 1, "durable");
+    assert_eq!(
+        read_all(&log),
+        before[before.len() - read_all(&log).len()..]
+    );
+}
+
+#[test]
+fn prepared_space_is_zeroed_ahead_and_the_next_roll_takes_the_spare() {
+    use sampan_storage::sim::{CrashMode, SimRng};
+    let cfg = sampan_storage::LogConfig {
+        segment_bytes: 64 << 10,
+        zero_ahead_bytes: 16 << 10,
+        ..small_cfg()
+    };
+    let fs = MemFs::new();
+    let log = open_mem(&fs, cfg.clone()).unwrap();
+    let seg_len = |fs: &MemFs| {
+        let paths = fs.paths();
+        let seg = paths
+            .iter()
+            .rfind(|p| p.extension().is_some_and(|e| e == "seg"));
+        fs.contents(seg.unwrap()).unwrap().len()
+    };
+    let spare = std::path::Path::new("/g1/log/spare");
+    block_on(async {
+        log.append(&entries(1, 10, 1, 0)).await.unwrap();
+        log.prepare().await.unwrap();
+    });
+    // 16 KiB past the records, written and synced: a power cut keeps it.
+    let cut = fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(1));
+    assert!(seg_len(&cut) >= 16 << 10, "{}", seg_len(&cut));
+    assert!(
+        fs.contents(spare).is_none(),
+        "no spare while the segment is young"
+    );
+    // Past half the segment a spare is made ready...
+    block_on(async {
+        while fs.contents(spare).is_none() {
+            assert_eq!(log.segment_count(), 1, "a spare is ready before the roll");
+            let next = log.last_index() + 1;
+            log.append(&entries(next, 10, 1, 0)).await.unwrap();
+            log.prepare().await.unwrap();
+        }
+    });
+    assert_eq!(fs.contents(spare).map(|c| c.len()), Some(16 << 10));
+    // ...and the roll renames it into the next segment.
+    block_on(async {
+        while log.segment_count() < 2 {
+            let next = log.last_index() + 1;
+            log.append(&entries(next, 10, 1, 0)).await.unwrap();
+        }
+        log.sync(log.last_index()).await.unwrap();
+    });
+    assert!(fs.contents(spare).is_none(), "the spare was used");
+    assert_eq!(seg_len(&fs), 16 << 10, "the new segment is the spare");
+    let before = read_all(&log);
+    drop(log);
+    let log = open_mem(&fs, cfg).unwrap();
+    assert_eq!(read_all(&log), before);
+    log.verify().unwrap();
+}

@@ -15,30 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A one-shard runtime with a 1 ms timer kept armed: a stopgap that makes
-/// the known glommio hang (a shard sleeping through a completed file
-/// operation; see `sampan_fiber::fs`) rarer.
+/// A one-shard runtime. (No timer is kept armed any more: the shard hang
+/// it guarded against is gone with the patched glommio; see
+/// `sampan_fiber::fs`.)
 fn runtime() -> Runtime {
-    let rt = Runtime::builder()
+    Runtime::builder()
         .shards(1)
         .io_memory_bytes(IO_MEMORY_MIN_BYTES)
         .build()
-        .unwrap();
-    rt.shard(0)
         .unwrap()
-        .run_blocking(TaskClass::Latency, || async {
-            sampan_fiber::spawn(TaskClass::Background, "keep-awake", async {
-                futures_lite::future::or(sampan_fiber::stopping(), async {
-                    loop {
-                        sampan_fiber::sleep(Duration::from_millis(1)).await;
-                    }
-                })
-                .await;
-            })
-            .unwrap();
-        })
-        .unwrap();
-    rt
 }
 
 fn disk_cfg() -> LogConfig {
@@ -236,5 +221,141 @@ fn reads_stay_valid_after_their_segment_is_deleted() {
             );
         })
         .unwrap();
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+/// Whether this process runs as root (effective uid 0), from /proc.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` of tmpfs at `dir`; the reason when it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        if !is_root() {
+            return Err("not running as root (mount needs it)".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` with a file; returns its path.
+fn fill_up(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![1u8; 4096];
+    loop {
+        match f.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = f.sync_all();
+    path
+}
+
+/// A real ENOSPC (a full 8 MiB tmpfs): the append fails with `DiskFull`
+/// naming the file, the durable entries stay readable and intact, and once
+/// space is freed the log appends, syncs and reopens with everything.
+#[test]
+fn a_real_full_disk_fails_the_append_and_the_log_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let _fs = match Tmpfs::mount(&mnt, "8m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("SKIPPED a_real_full_disk_fails_the_append_and_the_log_recovers: {why}");
+            return;
+        }
+    };
+    let rt = runtime();
+    let shard = rt.shard(0).unwrap();
+    let dir = mnt.clone();
+    let durable = shard
+        .run_blocking(TaskClass::Latency, move || async move {
+            let log = open_disk(&dir, 1, LogWriter::new()).await;
+            log.append(&entries(1, 200, 1, 0)).await.unwrap();
+            log.sync(200).await.unwrap()
+        })
+        .unwrap();
+    let filler = fill_up(&mnt);
+    let dir = mnt.clone();
+    let (kept, err) = shard
+        .run_blocking(TaskClass::Latency, move || async move {
+            let log = open_disk(&dir, 1, LogWriter::new()).await;
+            let err = loop {
+                let next = log.last_index() + 1;
+                match log.append(&entries(next, 20, 1, 0)).await {
+                    Ok(_) => assert!(next < 1_000_000, "the disk never filled"),
+                    Err(e) => break e,
+                }
+            };
+            // What was appended before the failure syncs fine (its space
+            // was allocated before it was written).
+            log.sync(log.last_index()).await.unwrap();
+            let all = read_all(&log);
+            (all, err.to_string())
+        })
+        .unwrap();
+    println!("full disk: {err}");
+    assert!(
+        err.contains("disk full") && err.contains(mnt.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(kept.len() as u64 >= durable, "durable entries kept");
+    for (n, (i, t, p)) in kept.iter().enumerate() {
+        assert!(
+            *i == n as u64 + 1 && *t == 1 && *p == payload(*i, 1, 0),
+            "entry {i}"
+        );
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let dir = mnt.clone();
+    let after = shard
+        .run_blocking(TaskClass::Latency, move || async move {
+            let log = open_disk(&dir, 1, LogWriter::new()).await;
+            let last = log.last_index();
+            for k in 0..20 {
+                log.append(&entries(last + 1 + k * 20, 20, 1, 0))
+                    .await
+                    .unwrap();
+            }
+            log.sync(log.last_index()).await.unwrap();
+            let all = read_all(&log);
+            drop(log);
+            let log = open_disk(&dir, 1, LogWriter::new()).await;
+            assert_eq!(read_all(&log), all, "reopens with everything");
+            log.verify().unwrap();
+            all.len()
+        })
+        .unwrap();
+    assert_eq!(after, kept.len() + 400);
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }

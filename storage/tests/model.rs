@@ -12,12 +12,21 @@ use sampan_storage::{RaftLog, SegmentLog};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { n: u64, bump_term: bool, salt: u64 },
+    Append {
+        n: u64,
+        bump_term: bool,
+        salt: u64,
+    },
     Sync,
     Truncate(u64),
     Purge(u64),
     Install(u64),
     Reopen,
+    /// Prepare segment space, concurrently with an append.
+    PrepareWhileAppending {
+        n: u64,
+        salt: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -28,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u64>().prop_map(Op::Purge),
         1 => (0..4u64).prop_map(Op::Install),
         1 => Just(Op::Reopen),
+        2 => (1..12u64, any::<u64>()).prop_map(|(n, salt)| Op::PrepareWhileAppending { n, salt }),
     ]
 }
 
@@ -70,6 +80,7 @@ fn run(ops: Vec<Op>, big: bool) {
         small_cfg()
     };
     let fs = MemFs::new();
+    fs.set_interleave(true);
     let mut log = open_mem(&fs, cfg.clone()).unwrap();
     let mut m = Model {
         first: 1,
@@ -114,6 +125,17 @@ fn run(ops: Vec<Op>, big: bool) {
                     term: m.term,
                 };
             }
+            Op::PrepareWhileAppending { n, salt } => {
+                let run = entries(m.last() + 1, n, m.term, salt);
+                let (appended, prepared) =
+                    block_on(futures_lite::future::zip(log.append(&run), log.prepare()));
+                appended.unwrap();
+                prepared.unwrap();
+                m.entries.extend(
+                    run.iter()
+                        .map(|r| (r.header.index, r.header.term, r.payload().to_vec())),
+                );
+            }
             Op::Reopen => {
                 block_on(log.clone().close()).unwrap();
                 drop(log);
@@ -122,10 +144,11 @@ fn run(ops: Vec<Op>, big: bool) {
         }
         check(&log, &m);
     }
-    // Memory stays bounded: old segments go as the head is purged.
+    // Memory stays bounded: old segments go as the head is purged (files:
+    // two per segment, the meta file and perhaps a spare).
     let files = fs.paths().len();
     assert!(
-        files <= 2 * log.segment_count() + 1,
+        files <= 2 * log.segment_count() + 2,
         "{files} files for {} segments",
         log.segment_count()
     );
