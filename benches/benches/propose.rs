@@ -8,23 +8,20 @@
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use sampan::config::{Durability, GroupConfig, ServerConfig};
+use sampan::config::Durability;
 use sampan::kv::{KvCommand, KvRequest};
 use sampan::raft::Role;
-use sampan::server::{RaftServer, kv_factory};
-use sampan::service::{self, Op, Route, ServiceRequest, decode_reply, decode_status};
+use sampan::service::{Op, decode_status};
+use sampan_benches::cluster::{Cluster, NodeSpec, call, connect_all, run_node};
 use sampan_benches::{Latencies, Row, table};
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, TaskClass};
-use sampan_net::{Connection, NetConfig, Role as NetRole, Router};
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const CLUSTER: u64 = 77;
 const PROPOSERS: usize = 64;
 const COMMAND_BYTES: usize = 100;
 
@@ -76,7 +73,14 @@ fn main() {
         let name = format!("3 nodes, {groups} group(s), {durability:?}, {PROPOSERS} proposers");
         bar.set_message(name.clone());
         let dir = root.join(format!("{durability:?}-{groups}"));
-        let cluster = Cluster::start(&dir, durability, groups);
+        let cluster = Cluster::start(
+            &dir,
+            NodeSpec {
+                durability,
+                groups,
+                ..NodeSpec::default()
+            },
+        );
         let services = cluster.services.clone();
         let (ops, wall, lat) = client
             .shard(0)
@@ -120,103 +124,6 @@ fn raw_fdatasync_rate(dir: &Path, secs: f64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Three node processes (this binary with `--node`); killed on drop.
-struct Cluster {
-    nodes: Vec<Child>,
-    services: Vec<SocketAddr>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("a free port: {e}"))
-}
-
-impl Cluster {
-    fn start(dir: &Path, durability: Durability, groups: u64) -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let servers: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(n, (r, s))| format!("{},127.0.0.1:{r},{s}", n + 1))
-            .collect();
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-        let mut nodes = Vec::new();
-        for (n, (r, s)) in ports.iter().enumerate() {
-            let spec = format!(
-                "{}|{}|{r}|{s}|{}|{}|{groups}",
-                n + 1,
-                servers.join(";"),
-                dir.join(format!("node-{}", n + 1)).display(),
-                matches!(durability, Durability::Sync),
-            );
-            let child = Command::new(&exe)
-                .args(["--node", &spec])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
-            nodes.push(child);
-        }
-        let services = ports
-            .iter()
-            .map(|(_, s)| SocketAddr::from(([127, 0, 0, 1], *s)))
-            .collect();
-        Cluster { nodes, services }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            drop(n.stdin.take()); // the node stops when its stdin closes
-        }
-        for n in &mut self.nodes {
-            let _ = n.wait();
-        }
-    }
-}
-
-/// A node: `id|servers|replicate|service|dir|sync|groups`; stops when
-/// stdin closes.
-fn run_node(spec: &str) {
-    let f: Vec<&str> = spec.split('|').collect();
-    let parse = |i: usize| -> u64 { f[i].parse().unwrap_or_else(|e| panic!("{spec}: {e}")) };
-    let cfg = ServerConfig {
-        node_id: parse(0),
-        servers: f[1].into(),
-        cluster_id: CLUSTER,
-        replicate_port: parse(2) as u16,
-        service_port: parse(3) as u16,
-        election_timeout_ms: 1_000,
-        heartbeat_interval_ms: 100,
-        tick_ms: 10,
-        shards: 1,
-        data_dir: f[4].into(),
-        request_timeout_ms: 10_000,
-        log: Default::default(),
-    };
-    let durability = if f[5] == "true" {
-        Durability::Sync
-    } else {
-        Durability::Async
-    };
-    let groups: Vec<GroupConfig> = (1..=parse(6))
-        .map(|g| GroupConfig {
-            group_id: g,
-            members: "1,2,3".into(),
-            observers: String::new(),
-            durability,
-            log_retention_ms: 0,
-        })
-        .collect();
-    let server = RaftServer::start(cfg, &groups, kv_factory()).unwrap_or_else(|e| panic!("{e}"));
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    let _ = server.shutdown();
-}
-
 /// A 100-byte put command.
 fn command(i: u64) -> Bytes {
     let key = format!("key-{:012}", i % 100_000);
@@ -227,26 +134,6 @@ fn command(i: u64) -> Bytes {
     KvRequest::without_session(KvCommand::put(key, value)).to_bytes()
 }
 
-async fn call(conn: &Connection, group: u64, op: Op, payload: Bytes) -> Result<Bytes, String> {
-    let req = ServiceRequest {
-        op,
-        route: Route::Forward,
-        payload,
-    };
-    let frame = conn
-        .request(
-            service::kind::CLIENT,
-            group,
-            req.encode(),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    decode_reply(frame.body)
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
-}
-
 /// Connects to every node, finds each group's leader, and runs the
 /// proposers: `warm` seconds not reported, then `secs` measured.
 async fn load(
@@ -255,19 +142,7 @@ async fn load(
     warm: f64,
     secs: f64,
 ) -> (u64, Duration, Latencies) {
-    let mut conns = Vec::new();
-    for addr in &services {
-        let cfg = NetConfig::new(CLUSTER, 1_000 + conns.len() as u64);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let conn = loop {
-            match sampan_net::connect(*addr, &cfg, NetRole::Client, None, Router::new()).await {
-                Ok(c) => break c,
-                Err(e) if Instant::now() > deadline => panic!("{addr}: {e}"),
-                Err(_) => sampan_fiber::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        conns.push(conn);
-    }
+    let conns = connect_all(&services).await;
     let mut leaders = Vec::new();
     for g in 1..=groups {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -7,6 +7,8 @@
 //! This library holds what the benchmark binaries share: a latency recorder
 //! and the table they print.
 
+pub mod cluster;
+
 use hdrhistogram::Histogram;
 use std::time::Duration;
 

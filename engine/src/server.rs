@@ -230,6 +230,7 @@ impl<F: RaftFactory> RaftServer<F> {
     ) -> Result<Self, HostError> {
         cfg.validate()?;
         let node = cfg.node_id;
+        raise_open_files_limit(node);
         let servers = cfg.parse_servers()?;
         for g in groups {
             g.validate(&servers)?;
@@ -438,6 +439,54 @@ impl<F: RaftFactory> RaftServer<F> {
         };
         log::info!("node {node}: stopped");
         Ok(report)
+    }
+}
+
+/// Open files a node asks for: each group holds about five (segment,
+/// index, status copies, meta, the spare segment), so 10,000 groups need
+/// ~50,000 — far above the usual soft limit of 1,024.
+const OPEN_FILES_WANTED: u64 = 1 << 20;
+
+/// Raises `RLIMIT_NOFILE`: both limits to [`OPEN_FILES_WANTED`] (capped by
+/// `fs.nr_open`) when privileged, else the soft limit to the hard one.
+/// Logs what it got; a group that still hits the limit fails to open with
+/// an error naming its file.
+fn raise_open_files_limit(node: u64) {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(OPEN_FILES_WANTED);
+    let want = OPEN_FILES_WANTED.min(nr_open);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to fill and then read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur >= want as libc::rlim_t {
+            return;
+        }
+        let both = libc::rlimit {
+            rlim_cur: want as libc::rlim_t,
+            rlim_max: (want as libc::rlim_t).max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &both) == 0 {
+            log::info!("node {node}: open files limit raised to {want}");
+            return;
+        }
+        let soft = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
+            log::info!(
+                "node {node}: open files limit raised to the hard limit {} (~5 per group; raise it with `ulimit -n` or LimitNOFILE= for more groups)",
+                lim.rlim_max
+            );
+        }
     }
 }
 

@@ -356,7 +356,7 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
 
 /// Encodes a [`GroupStatus`] (the result of [`Op::Status`]).
 pub fn encode_status(s: &GroupStatus) -> Bytes {
-    let mut b = BytesMut::with_capacity(58);
+    let mut b = BytesMut::with_capacity(59);
     b.put_u8(VERSION);
     b.put_u64_le(s.group);
     b.put_u8(match s.role {
@@ -370,6 +370,7 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
     b.put_u64_le(s.index_commit);
     b.put_u64_le(s.index_last);
     b.put_u64_le(s.index_applied);
+    b.put_u8(u8::from(s.hibernating));
     b.freeze()
 }
 
@@ -393,6 +394,7 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         index_commit: r.u64("commit index")?,
         index_last: r.u64("last index")?,
         index_applied: r.u64("applied index")?,
+        hibernating: r.bool("hibernating")?,
     };
     r.finish("group status")?;
     Ok(s)
@@ -476,6 +478,7 @@ mod tests {
             index_commit: 10,
             index_last: 11,
             index_applied: 10,
+            hibernating: true,
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
     }
@@ -498,6 +501,7 @@ mod tests {
             index_commit: 0,
             index_last: 0,
             index_applied: 0,
+            hibernating: false,
         });
         for cut in 0..status.len() {
             assert!(decode_status(status.slice(..cut)).is_err(), "cut at {cut}");

@@ -105,6 +105,8 @@ pub struct GroupStatus {
     pub index_last: u64,
     /// The last index its state machine applied.
     pub index_applied: u64,
+    /// Whether the group is hibernating (idle: no ticks, no heartbeats).
+    pub hibernating: bool,
 }
 
 type Reply<T> = OneshotSender<Result<T, GroupError>>;

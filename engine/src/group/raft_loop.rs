@@ -326,6 +326,7 @@ impl<L: RaftLog> Loop<L> {
             index_commit: self.raft.index_commit(),
             index_last: self.raft.index_last(),
             index_applied: self.index_applied,
+            hibernating: self.raft.is_hibernating(),
         }
     }
 
