@@ -5,14 +5,17 @@
 //! the codecs of its messages; [`group`], a group replica as fibers over a
 //! log, a state machine and an outbox; [`host`], the groups of one node on
 //! one shard, sharing a transport, a log writer, a ticker and a liveness
-//! watch; [`state_machine`], the trait an embedder implements; [`kv`], the
-//! replicated key-value state machine; [`redis`], RESP2 over it; [`config`],
-//! validated server and group settings.
+//! watch; [`server`], a node — shards of hosts, a service port, handles
+//! that work from any thread, and the [`server::RaftFactory`] an embedder
+//! plugs its state machine and log into; [`service`], the client protocol;
+//! [`client`], the native KV client; [`state_machine`], the trait an
+//! embedder implements; [`kv`], the replicated key-value state machine;
+//! [`redis`], the Redis protocol over it; [`config`], validated server and
+//! group settings.
 //!
 //! **Not for:** the runtime's primitives (`sampan-fiber`), framing and
 //! connections (`sampan-net`) or the log's files (`sampan-storage`), which
-//! this crate builds on. The multi-shard `RaftServer`, the client and the
-//! node binary are not here yet (see `docs/engine-runtime.md`).
+//! this crate builds on; nor the node binary and CLI (`sampan-demos`).
 //!
 //! A state machine sees committed commands in order and answers each; the
 //! KV store is one:
@@ -31,6 +34,7 @@
 //! assert_eq!(sm.store().get(b"k", 0).map(|it| it.value.clone()), Some(Bytes::from("v")));
 //! ```
 
+pub mod client;
 mod codec;
 pub mod config;
 pub mod group;

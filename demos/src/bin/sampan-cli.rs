@@ -1,0 +1,471 @@
+//! `sampan-cli`: a command-line client of a Sampan KV cluster, built on
+//! the native client (`sampan::client`). Human output by default, `--json`
+//! for scripts; exit codes are listed in `--help`.
+//!
+//! Admin commands (add or remove a group or a member, transfer
+//! leadership, snapshot now) wait for the servers to serve them.
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use sampan::client::{BlockingClient, ClientConfig, ClientError, KeyTtl, NodeStatus};
+use sampan::kv::{Item, ScanRange};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code: done.
+const EXIT_OK: u8 = 0;
+/// Exit code: the key is not there, or a compare-and-set did not match.
+const EXIT_NOT_FOUND: u8 = 1;
+/// Exit code: the cluster could not be reached, or the request failed.
+const EXIT_ERROR: u8 = 3;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  not found (get, del, ttl of a missing key) or compare-and-set failed
+  2  usage error (bad arguments)
+  3  cluster unreachable, or the request failed (the error is on stderr,
+     or in an \"error\" field with --json)";
+
+/// A command-line client of a Sampan KV cluster.
+#[derive(Debug, Parser)]
+#[command(version, after_help = EXIT_CODES)]
+struct Args {
+    /// Service addresses of some nodes, comma separated (host:port).
+    #[arg(long, short, value_delimiter = ',', required = true, value_parser = parse_addr)]
+    servers: Vec<SocketAddr>,
+    /// The KV group to use.
+    #[arg(long, short, default_value_t = 1)]
+    group: u64,
+    /// Print JSON (one object per command) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The cluster id the nodes were configured with.
+    #[arg(long, default_value_t = sampan::client::CLUSTER_ID_DEFAULT)]
+    cluster_id: u64,
+    /// How long to try, retries included, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a value.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Expire the key after this many milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+    },
+    /// Read a value (exit 1 if absent).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Remove keys (exit 1 if none was there).
+    Del {
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List keys in order, one page.
+    Scan {
+        /// Keys starting with this.
+        #[arg(long, conflicts_with_all = ["start", "end"])]
+        prefix: Option<String>,
+        /// First key (inclusive).
+        #[arg(long)]
+        start: Option<String>,
+        /// Past the last key (exclusive).
+        #[arg(long)]
+        end: Option<String>,
+        /// Continue after this key (the previous page's "next").
+        #[arg(long)]
+        after: Option<String>,
+        /// Keys per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Compare-and-set (exit 1 if the current value did not match).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value that must be there (omit: the key must be absent).
+        #[arg(long)]
+        expected: Option<String>,
+        /// The value to leave (omit: remove the key).
+        #[arg(long)]
+        new: Option<String>,
+    },
+    /// Add to a decimal integer value (absent counts as 0).
+    Incr {
+        /// The key.
+        key: String,
+        /// The amount to add.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Show a key's time to live, or set it (exit 1 if absent).
+    Ttl {
+        /// The key.
+        key: String,
+        /// Expire the key after this many milliseconds.
+        #[arg(long, conflicts_with = "persist")]
+        set_ms: Option<u64>,
+        /// Make the key never expire.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Every node's view of the group: role, term, leader, indexes.
+    Status,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+/// What a command prints and how it exits.
+struct Output {
+    code: u8,
+    text: String,
+}
+
+impl Output {
+    fn ok(text: String) -> Output {
+        Output {
+            code: EXIT_OK,
+            text,
+        }
+    }
+
+    fn not_found(text: String) -> Output {
+        Output {
+            code: EXIT_NOT_FOUND,
+            text,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    let args = Args::parse();
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let cfg = ClientConfig::new(args.servers.clone())
+        .cluster_id(args.cluster_id)
+        .request_timeout(timeout)
+        .attempt_timeout(timeout.min(sampan::client::ATTEMPT_TIMEOUT_DEFAULT));
+    let out = BlockingClient::connect(cfg).and_then(|client| {
+        let out = run(&client, &args);
+        client.close();
+        out
+    });
+    let out = out.unwrap_or_else(|e| error(&e, args.json));
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_all(out.text.as_bytes()).is_err() {
+        return ExitCode::from(EXIT_ERROR);
+    }
+    ExitCode::from(out.code)
+}
+
+fn error(e: &ClientError, json: bool) -> Output {
+    eprintln!("sampan-cli: {e}");
+    let text = if json {
+        format!("{{\"error\":{}}}\n", json_str(&e.to_string()))
+    } else {
+        String::new()
+    };
+    Output {
+        code: EXIT_ERROR,
+        text,
+    }
+}
+
+fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
+    let (g, json) = (args.group, args.json);
+    let key = |k: &String| Bytes::from(k.clone());
+    match &args.command {
+        Command::Put {
+            key: k,
+            value,
+            ttl_ms,
+        } => {
+            c.put_ttl(g, key(k), key(value), ttl_ms.map(Duration::from_millis))?;
+            Ok(Output::ok(if json {
+                "{\"ok\":true}\n".into()
+            } else {
+                "OK\n".into()
+            }))
+        }
+        Command::Get { key: k } => Ok(get(c.get_item(g, key(k))?, k, json)),
+        Command::Del { keys } => {
+            let n = c.batch_remove(g, keys.iter().map(key).collect())?;
+            let text = if json {
+                format!("{{\"removed\":{n}}}\n")
+            } else {
+                format!("{n}\n")
+            };
+            Ok(if n == 0 {
+                Output::not_found(text)
+            } else {
+                Output::ok(text)
+            })
+        }
+        Command::Scan {
+            prefix,
+            start,
+            end,
+            after,
+            limit,
+        } => {
+            let range = match prefix {
+                Some(p) => ScanRange::Prefix(key(p)),
+                None => ScanRange::Range {
+                    start: start.as_ref().map(key).unwrap_or_default(),
+                    end: end.as_ref().map(key),
+                },
+            };
+            let page = c.scan(g, range, after.as_ref().map(key), *limit)?;
+            Ok(Output::ok(scan(&page.items, page.next.as_deref(), json)))
+        }
+        Command::Cas {
+            key: k,
+            expected,
+            new,
+        } => {
+            let done = c.cas(g, key(k), expected.as_ref().map(key), new.as_ref().map(key))?;
+            let text = match (json, done) {
+                (true, _) => format!("{{\"swapped\":{done}}}\n"),
+                (false, true) => "OK\n".into(),
+                (false, false) => "cas failed: the current value did not match\n".into(),
+            };
+            Ok(if done {
+                Output::ok(text)
+            } else {
+                Output::not_found(text)
+            })
+        }
+        Command::Incr { key: k, delta } => {
+            let v = c.incr(g, key(k), *delta)?;
+            Ok(Output::ok(if json {
+                format!("{{\"value\":{v}}}\n")
+            } else {
+                format!("{v}\n")
+            }))
+        }
+        Command::Ttl {
+            key: k,
+            set_ms,
+            persist,
+        } => {
+            if set_ms.is_some() || *persist {
+                let found = c.expire(g, key(k), set_ms.map(Duration::from_millis))?;
+                return Ok(set_ttl(found, json));
+            }
+            Ok(ttl(c.ttl(g, key(k))?, json))
+        }
+        Command::Status => Ok(status(g, &c.status(g)?, json)),
+    }
+}
+
+fn get(item: Option<Item>, key: &str, json: bool) -> Output {
+    match (item, json) {
+        (None, true) => {
+            Output::not_found(format!("{{\"found\":false,\"key\":{}}}\n", json_str(key)))
+        }
+        (None, false) => Output::not_found("(not found)\n".into()),
+        (Some(it), true) => Output::ok(format!(
+            "{{\"found\":true,\"key\":{},{},\"version\":{},\"expire_at_ms\":{}}}\n",
+            json_str(key),
+            json_bytes("value", &it.value),
+            it.version,
+            it.expire_at_ms.map_or("null".into(), |t| t.to_string()),
+        )),
+        (Some(it), false) => Output::ok(format!("{}\n", String::from_utf8_lossy(&it.value))),
+    }
+}
+
+fn scan(items: &[(Bytes, Item)], next: Option<&[u8]>, json: bool) -> String {
+    let mut s = String::new();
+    if json {
+        s.push_str("{\"items\":[");
+        for (i, (k, it)) in items.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(
+                s,
+                "{sep}{{{},{},\"version\":{}}}",
+                json_bytes("key", k),
+                json_bytes("value", &it.value),
+                it.version
+            );
+        }
+        let next = next.map_or("null".into(), |n| json_str(&String::from_utf8_lossy(n)));
+        let _ = writeln!(s, "],\"next\":{next}}}");
+        return s;
+    }
+    for (k, it) in items {
+        let _ = writeln!(
+            s,
+            "{}\t{}",
+            String::from_utf8_lossy(k),
+            String::from_utf8_lossy(&it.value)
+        );
+    }
+    if let Some(n) = next {
+        eprintln!("(more: --after {})", String::from_utf8_lossy(n));
+    }
+    s
+}
+
+fn ttl(t: KeyTtl, json: bool) -> Output {
+    match (t, json) {
+        (KeyTtl::Absent, true) => Output::not_found("{\"found\":false}\n".into()),
+        (KeyTtl::Absent, false) => Output::not_found("(not found)\n".into()),
+        (KeyTtl::Persistent, true) => Output::ok("{\"found\":true,\"ttl_ms\":null}\n".into()),
+        (KeyTtl::Persistent, false) => Output::ok("persistent\n".into()),
+        (KeyTtl::Remaining(d), true) => {
+            Output::ok(format!("{{\"found\":true,\"ttl_ms\":{}}}\n", d.as_millis()))
+        }
+        (KeyTtl::Remaining(d), false) => Output::ok(format!("{} ms\n", d.as_millis())),
+    }
+}
+
+fn set_ttl(found: bool, json: bool) -> Output {
+    match (found, json) {
+        (f, true) => {
+            let text = format!("{{\"found\":{f}}}\n");
+            if f {
+                Output::ok(text)
+            } else {
+                Output::not_found(text)
+            }
+        }
+        (true, false) => Output::ok("OK\n".into()),
+        (false, false) => Output::not_found("(not found)\n".into()),
+    }
+}
+
+fn status(group: u64, nodes: &[NodeStatus], json: bool) -> Output {
+    let answered = nodes.iter().filter(|n| n.status.is_ok()).count();
+    let text = if json {
+        status_json(group, nodes)
+    } else {
+        status_table(group, nodes)
+    };
+    if answered == 0 {
+        eprintln!("sampan-cli: no node answered for group {group}");
+        return Output {
+            code: EXIT_ERROR,
+            text,
+        };
+    }
+    Output::ok(text)
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
+    let mut s = format!("group {group}\n");
+    let _ = writeln!(
+        s,
+        "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "ADDRESS", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
+    );
+    for n in nodes {
+        match &n.status {
+            Ok(st) => {
+                let _ = writeln!(
+                    s,
+                    "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}",
+                    n.addr.to_string(),
+                    opt(n.node),
+                    format!("{:?}", st.role).to_lowercase(),
+                    st.term,
+                    opt(st.leader),
+                    st.index_commit,
+                    st.index_applied,
+                    st.index_last
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    s,
+                    "{:<22} {:>5} error: {e}",
+                    n.addr.to_string(),
+                    opt(n.node)
+                );
+            }
+        }
+    }
+    s
+}
+
+fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
+    let mut s = format!("{{\"group\":{group},\"nodes\":[");
+    let null = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
+    for (i, n) in nodes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let head = format!("\"addr\":\"{}\",\"node\":{}", n.addr, null(n.node));
+        let _ = match &n.status {
+            Ok(st) => write!(
+                s,
+                "{sep}{{{head},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
+                 \"applied\":{},\"last\":{},\"hibernating\":{}}}",
+                format!("{:?}", st.role).to_lowercase(),
+                st.term,
+                null(st.leader),
+                st.index_commit,
+                st.index_applied,
+                st.index_last,
+                st.hibernating
+            ),
+            Err(e) => write!(s, "{sep}{{{head},\"error\":{}}}", json_str(&e.to_string())),
+        };
+    }
+    s.push_str("]}\n");
+    s
+}
+
+/// A JSON string literal (RFC 8259 escaping).
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `"name":"text"` for UTF-8 bytes, `"name_hex":"…"` for any others.
+fn json_bytes(name: &str, b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => format!("\"{name}\":{}", json_str(s)),
+        Err(_) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!("\"{name}_hex\":\"{hex}\"")
+        }
+    }
+}

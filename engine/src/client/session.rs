@@ -1,0 +1,227 @@
+//! Exactly-once sessions on the client side: each write gets a session id
+//! and a sequence number, kept across its retries, so the state machine
+//! applies it once and answers a retry with the first result (see
+//! `kv::session` for the server's half).
+//!
+//! A group has up to `sessions_per_group_max` sessions ("lanes"), each with
+//! a bounded window: the span from its oldest unanswered write to its
+//! newest stays below `session_window`, so the servers, which remember a
+//! bounded number of results per session, still hold the answer to every
+//! write in flight. A write waits for room when every lane is full.
+
+use super::ClientConfig;
+use sampan_fiber::Signal;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A fresh random id, never 0 (0 means "no session" to the server).
+pub(crate) fn random_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.finish().max(1)
+}
+
+/// One session: its id, the next sequence number, the writes in flight.
+#[derive(Debug)]
+struct Lane {
+    id: Cell<u64>,
+    seq_next: Cell<u64>,
+    in_flight: RefCell<BTreeSet<u64>>,
+    used_last: Cell<Instant>,
+}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane {
+            id: Cell::new(random_id()),
+            seq_next: Cell::new(1),
+            in_flight: RefCell::new(BTreeSet::new()),
+            used_last: Cell::new(Instant::now()),
+        }
+    }
+
+    fn oldest_unanswered(&self) -> u64 {
+        self.in_flight
+            .borrow()
+            .first()
+            .copied()
+            .unwrap_or(self.seq_next.get())
+    }
+
+    fn has_room(&self, window: u64) -> bool {
+        self.seq_next.get() - self.oldest_unanswered() < window
+    }
+
+    /// Starts afresh under a new id when idle so long that the servers may
+    /// have dropped the session (a write then would be refused as stale).
+    fn renew_if_idle(&self, idle_max: Duration) {
+        if self.in_flight.borrow().is_empty() && self.used_last.get().elapsed() >= idle_max {
+            self.id.set(random_id());
+            self.seq_next.set(1);
+        }
+    }
+}
+
+/// The sessions of one group.
+#[derive(Debug, Default)]
+struct GroupSessions {
+    lanes: RefCell<Vec<Rc<Lane>>>,
+    room: Signal,
+}
+
+/// Every group's sessions. Shard-local.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    groups: RefCell<HashMap<u64, Rc<GroupSessions>>>,
+    window: u64,
+    lanes_max: usize,
+    renew_idle: Duration,
+}
+
+/// A write's place in a session, held while the write is in flight.
+/// Dropping it marks the write answered (or given up) and makes room.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    group: Rc<GroupSessions>,
+    lane: Rc<Lane>,
+    /// The session id.
+    pub(crate) client_id: u64,
+    /// The write's sequence number.
+    pub(crate) seq: u64,
+    /// Every answer below this has reached the client.
+    pub(crate) acked_below: u64,
+}
+
+impl Lease {
+    /// The servers forgot this session: later writes use a new id.
+    pub(crate) fn renew_session(&self) {
+        if self.lane.id.get() == self.client_id {
+            self.lane.id.set(random_id());
+            self.lane.seq_next.set(1);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.lane.id.get() == self.client_id {
+            self.lane.in_flight.borrow_mut().remove(&self.seq);
+        }
+        self.lane.used_last.set(Instant::now());
+        self.group.room.notify_all();
+    }
+}
+
+impl Sessions {
+    pub(crate) fn new(cfg: &ClientConfig) -> Sessions {
+        Sessions {
+            groups: RefCell::new(HashMap::new()),
+            window: cfg.session_window,
+            lanes_max: cfg.sessions_per_group_max,
+            renew_idle: cfg.session_renew_idle,
+        }
+    }
+
+    /// Takes the next sequence number of a session of `group` with room,
+    /// waiting for room if every session is full (the caller bounds the
+    /// wait with its deadline).
+    pub(crate) async fn lease(&self, group: u64) -> Lease {
+        let g = self.groups.borrow_mut().entry(group).or_default().clone();
+        loop {
+            let wait = g.room.wait();
+            if let Some(lane) = self.lane_with_room(&g) {
+                return take(g, lane);
+            }
+            wait.await;
+        }
+    }
+
+    fn lane_with_room(&self, g: &GroupSessions) -> Option<Rc<Lane>> {
+        let mut lanes = g.lanes.borrow_mut();
+        for lane in lanes.iter() {
+            lane.renew_if_idle(self.renew_idle);
+            if lane.has_room(self.window) {
+                return Some(lane.clone());
+            }
+        }
+        if lanes.len() < self.lanes_max {
+            let lane = Rc::new(Lane::new());
+            lanes.push(lane.clone());
+            return Some(lane);
+        }
+        None
+    }
+}
+
+fn take(group: Rc<GroupSessions>, lane: Rc<Lane>) -> Lease {
+    let seq = lane.seq_next.get();
+    lane.seq_next.set(seq + 1);
+    lane.in_flight.borrow_mut().insert(seq);
+    lane.used_last.set(Instant::now());
+    let acked_below = lane.oldest_unanswered();
+    debug_assert!(
+        acked_below <= seq,
+        "a write in flight is never acknowledged"
+    );
+    Lease {
+        client_id: lane.id.get(),
+        group,
+        lane,
+        seq,
+        acked_below,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(window: u64, lanes: usize) -> Sessions {
+        let mut cfg = ClientConfig::new(vec!["127.0.0.1:1".parse().expect("addr")]);
+        cfg.session_window = window;
+        cfg.sessions_per_group_max = lanes;
+        Sessions::new(&cfg)
+    }
+
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures_lite::future::block_on(f)
+    }
+
+    #[test]
+    fn sequences_count_up_and_acked_below_trails_the_oldest_in_flight() {
+        let s = sessions(8, 1);
+        let a = now(s.lease(1));
+        let b = now(s.lease(1));
+        assert_eq!((a.seq, a.acked_below), (1, 1));
+        assert_eq!((b.seq, b.acked_below), (2, 1));
+        assert_eq!(a.client_id, b.client_id);
+        drop(a);
+        let c = now(s.lease(1));
+        assert_eq!((c.seq, c.acked_below), (3, 2));
+        // Another group: its own numbering.
+        let d = now(s.lease(2));
+        assert_eq!(d.seq, 1);
+    }
+
+    #[test]
+    fn a_full_window_opens_another_session_up_to_the_limit() {
+        let s = sessions(2, 2);
+        let held: Vec<Lease> = (0..4).map(|_| now(s.lease(1))).collect();
+        assert_eq!(held[0].client_id, held[1].client_id);
+        assert_ne!(held[1].client_id, held[2].client_id);
+        let g = s.groups.borrow().get(&1).cloned().expect("group");
+        assert!(s.lane_with_room(&g).is_none(), "both sessions full");
+        drop(held);
+        assert!(s.lane_with_room(&g).is_some());
+    }
+}
