@@ -54,13 +54,19 @@ pub struct ScanCursors {
 const SCAN_CURSORS_MAX: usize = 1024;
 
 impl ScanCursors {
-    fn issue(&mut self, after: Bytes) -> u64 {
+    /// A new cursor for a page that starts after `after`.
+    pub(crate) fn issue(&mut self, after: Bytes) -> u64 {
         self.next_id += 1;
         self.after.insert(self.next_id, after);
         while self.after.len() > SCAN_CURSORS_MAX {
             self.after.pop_first();
         }
         self.next_id
+    }
+
+    /// The key a cursor continues after (`None`: unknown or already used).
+    pub(crate) fn take(&mut self, cursor: u64) -> Option<Bytes> {
+        self.after.remove(&cursor)
     }
 }
 

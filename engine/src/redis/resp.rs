@@ -79,7 +79,10 @@ type Spans = Vec<(usize, usize)>;
 /// Finds the end of a multibulk request and the byte ranges of its
 /// arguments; `None` if incomplete.
 fn scan_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Option<(usize, Spans)>, RespError> {
-    let Some((n, mut pos)) = read_length(buf, 1, limits)? else {
+    // Redis's words for a count or a length that is not a number.
+    let bad_count = |_| RespError::Protocol("invalid multibulk length".into());
+    let bad_len = |_| RespError::Protocol("invalid bulk length".into());
+    let Some((n, mut pos)) = read_length(buf, 1, limits).map_err(bad_count)? else {
         return Ok(None);
     };
     if n < 0 {
@@ -101,7 +104,7 @@ fn scan_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Option<(usize, Span
                 char::from(buf[pos])
             )));
         }
-        let Some((len, start)) = read_length(buf, pos + 1, limits)? else {
+        let Some((len, start)) = read_length(buf, pos + 1, limits).map_err(bad_len)? else {
             return Ok(None);
         };
         if len < 0 || len as usize > limits.bulk_max_bytes {

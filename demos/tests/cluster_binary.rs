@@ -1,0 +1,109 @@
+//! `sampan-cluster --no-demo` starts three nodes on the fixed demo ports,
+//! serves Redis through each, and stops them all on SIGTERM.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PORTS: [u16; 9] = [4001, 4002, 4003, 5001, 5002, 5003, 6381, 6382, 6383];
+
+/// The demo ports something listens on now. (Binding would be the wrong
+/// test: the nodes' listeners use SO_REUSEPORT, so a port whose old
+/// connections sit in TIME_WAIT refuses a plain bind but not a node.)
+fn ports_taken() -> Vec<u16> {
+    PORTS
+        .iter()
+        .copied()
+        .filter(|p| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], *p));
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+        })
+        .collect()
+}
+
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+}
+
+#[test]
+fn the_cluster_binary_starts_serves_and_stops() {
+    if cli(1, &["--version"]).is_none() {
+        eprintln!("skipped: redis-cli is not installed (apt-get install redis-tools)");
+        return;
+    }
+    let taken = ports_taken();
+    if !taken.is_empty() {
+        eprintln!("skipped: the demo ports {taken:?} are taken");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sampan-cluster"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--no-demo")
+        // Not under `cargo run`: the node binary is built already.
+        .env_remove("CARGO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sampan-cluster");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut served = false;
+    while Instant::now() < deadline && !served {
+        served = (1..=3).all(|n| {
+            let port = 6380 + n;
+            let key = format!("k{n}");
+            cli(port, &["SET", &key, "v"]).as_deref() == Some("OK")
+                && cli(port, &["GET", &key]).as_deref() == Some("v")
+        });
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: a pid we started and still own.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    assert!(served, "the cluster did not serve; output:\n{out}");
+    assert!(status.success(), "{status}; output:\n{out}");
+    assert!(
+        out.contains("127.0.0.1:4001") && out.contains("6381"),
+        "{out}"
+    );
+    for n in 1..=3 {
+        assert!(
+            out.contains(&format!("node {n} stopped (exit status: 0)")),
+            "{out}"
+        );
+    }
+    let taken = ports_taken();
+    assert!(
+        taken.is_empty(),
+        "ports {taken:?} are still taken after the stop"
+    );
+}

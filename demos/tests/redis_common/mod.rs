@@ -1,0 +1,290 @@
+//! Shared by the Redis tests: a cluster of real `sampan-node` processes on
+//! free loopback ports, `redis-cli` calls, and a tiny RESP client.
+#![allow(dead_code)]
+
+use sampan_demos::config::NodeConfig;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a condition may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Whether `redis-cli` is installed; if not, prints why the test is skipped.
+pub fn have_redis_cli() -> bool {
+    let ok = Command::new("redis-cli")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: redis-cli is not installed (apt-get install redis-tools)");
+    }
+    ok
+}
+
+/// Free TCP ports on loopback (bound once, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// A cluster of `sampan-node` processes, killed when dropped.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub redis_ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl TestCluster {
+    /// `n` nodes (1 or 3) hosting groups 1 and 2, on free ports.
+    pub fn start(n: u64) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(3 * n as usize);
+        let (repl, rest) = ports.split_at(n as usize);
+        let (service, redis) = rest.split_at(n as usize);
+        let servers: Vec<String> = (0..n as usize)
+            .map(|i| format!("{},127.0.0.1:{},{}", i + 1, repl[i], service[i]))
+            .collect();
+        let members: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+        for i in 1..=n {
+            let k = i as usize - 1;
+            let mut cfg = NodeConfig::local_demo(i, dir.path().join(format!("node-{i}")));
+            cfg.server.servers = servers.join(";");
+            cfg.server.replicate_port = repl[k];
+            cfg.server.service_port = service[k];
+            cfg.redis.port = redis[k];
+            for g in &mut cfg.groups {
+                g.members = members.join(",");
+            }
+            let text = toml::to_string(&cfg).expect("config to toml");
+            std::fs::write(dir.path().join(format!("node-{i}.toml")), text).expect("write");
+        }
+        let mut c = TestCluster {
+            dir,
+            redis_ports: redis.to_vec(),
+            nodes: (0..n).map(|_| None).collect(),
+        };
+        for i in 1..=n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Starts node `i` (again).
+    pub fn spawn(&mut self, i: u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{i}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sampan-node"))
+            .arg("--config")
+            .arg(self.dir.path().join(format!("node-{i}.toml")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start sampan-node");
+        self.nodes[i as usize - 1] = Some(child);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: u64) {
+        if let Some(mut c) = self.nodes[i as usize - 1].take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// The Redis port of node `i`.
+    pub fn port(&self, i: u64) -> u16 {
+        self.redis_ports[i as usize - 1]
+    }
+
+    /// The nodes running.
+    pub fn running(&self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64)
+            .filter(|i| self.nodes[*i as usize - 1].is_some())
+            .collect()
+    }
+
+    /// A node's log, for failure messages.
+    pub fn log(&self, i: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until every running node names the same leader of `group`
+    /// and that leader says it leads; returns it.
+    pub fn wait_leader(&self, group: u64) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.leader(group) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader of group {group}; node 1 log:\n{}",
+                self.log(1)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn leader(&self, group: u64) -> Option<u64> {
+        let mut named = None;
+        for i in self.running() {
+            let (role, leader) = group_role(self.port(i), group)?;
+            if leader == 0 || named.is_some_and(|l| l != leader) {
+                return None;
+            }
+            if leader == i && role != "leader" {
+                return None;
+            }
+            named = Some(leader);
+        }
+        named
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for c in self.nodes.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `(role, leader)` of `group` from a node's `INFO groups`.
+pub fn group_role(port: u16, group: u64) -> Option<(String, u64)> {
+    let mut c = Resp::connect(port).ok()?;
+    let Value::Bulk(Some(text)) = c.call(&["INFO", "groups"]).ok()? else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("group{group}:")))?
+        .to_string();
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    Some((field("role")?, field("leader")?.parse().ok()?))
+}
+
+/// Runs `redis-cli -p port args...`; returns stdout, trimmed.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Polls `f` until it returns `true`, failing the test after [`WAIT`].
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Value>>),
+}
+
+/// A tiny blocking RESP client.
+pub struct Resp {
+    reader: BufReader<TcpStream>,
+}
+
+impl Resp {
+    pub fn connect(port: u16) -> std::io::Result<Resp> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Resp {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    pub fn call(&mut self, args: &[&str]) -> std::io::Result<Value> {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.send_raw(&req)?;
+        self.read_value()
+    }
+
+    /// Reads until the server closes the connection; returns what came.
+    pub fn read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.reader.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    pub fn read_value(&mut self) -> std::io::Result<Value> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(bad("connection closed"));
+        }
+        let line = line.trim_end();
+        let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty line"))?;
+        let len = || rest.parse::<i64>().map_err(|_| bad("bad length"));
+        Ok(match kind {
+            "+" => Value::Simple(rest.to_string()),
+            "-" => Value::Error(rest.to_string()),
+            ":" => Value::Int(len()?),
+            "$" => match len()? {
+                n if n < 0 => Value::Bulk(None),
+                n => {
+                    let mut buf = vec![0; n as usize + 2];
+                    self.reader.read_exact(&mut buf)?;
+                    buf.truncate(n as usize);
+                    Value::Bulk(Some(buf))
+                }
+            },
+            "*" => match len()? {
+                n if n < 0 => Value::Array(None),
+                n => Value::Array(Some(
+                    (0..n)
+                        .map(|_| self.read_value())
+                        .collect::<Result<_, _>>()?,
+                )),
+            },
+            _ => return Err(bad("unknown reply type")),
+        })
+    }
+}
+
+/// The directory of a test's scratch files.
+pub fn scratch(c: &TestCluster) -> PathBuf {
+    c.dir.path().to_path_buf()
+}
