@@ -30,7 +30,16 @@ fn main() {
     let mut out = String::from(
         "| groups per node | start to all asleep | CPU per node (% of one core) |\n|---:|---:|---|\n",
     );
-    for groups in [1_000u64, 10_000] {
+    // `--groups 1000,4000` measures other counts.
+    let counts: Vec<u64> = args
+        .iter()
+        .position(|a| a == "--groups")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || vec![1_000, 10_000],
+            |v| v.split(',').filter_map(|n| n.parse().ok()).collect(),
+        );
+    for groups in counts {
         let spec = NodeSpec {
             durability: Durability::Async,
             groups,

@@ -117,8 +117,15 @@ impl ShardHost {
             drive_ticks(groups.clone(), tick),
         )
         .map_err(fiber)?;
+        let outbox = Rc::new(TransportOutbox::new(transport.clone()));
+        sampan_fiber::spawn(
+            TaskClass::Latency,
+            "heartbeats",
+            TransportOutbox::flush_heartbeats(Rc::downgrade(&outbox)),
+        )
+        .map_err(fiber)?;
         let host = Rc::new(ShardHost {
-            outbox: Rc::new(TransportOutbox::new(transport.clone())),
+            outbox,
             transport,
             router,
             groups,
@@ -292,6 +299,12 @@ impl ShardHost {
             }
             None => false,
         }
+    }
+
+    /// Heartbeats (and responses) this shard's groups sent, and the batch
+    /// frames that carried them (each holds every group's to one node).
+    pub fn heartbeat_stats(&self) -> (u64, u64) {
+        self.outbox.heartbeat_stats()
     }
 
     /// Sync rounds of the shard's log writer, and file syncs they issued.

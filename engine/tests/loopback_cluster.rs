@@ -249,6 +249,20 @@ fn a_hundred_groups_on_three_nodes_commit_independently() {
         rounds > 0 && syncs > 0,
         "the shared writer made the logs durable"
     );
+    let (beats, batches) = nodes
+        .values()
+        .map(|rt| {
+            rt.shard(0)
+                .expect("shard")
+                .run_blocking(TaskClass::Latency, || async { host().heartbeat_stats() })
+                .expect("stats")
+        })
+        .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    eprintln!("heartbeats and responses: {beats} in {batches} batch frames");
+    assert!(
+        batches > 0 && beats >= batches,
+        "heartbeats travel in batches"
+    );
     for (_, rt) in nodes {
         rt.shutdown(Duration::from_millis(200)).expect("stops");
     }

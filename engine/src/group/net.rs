@@ -3,10 +3,16 @@
 //! the router handler that decodes incoming frames and hands them to the
 //! addressed group. AppendEntries bodies go out as two pieces (header and
 //! the log's records) without being joined.
+//!
+//! Heartbeats and their responses are coalesced: the outbox collects them
+//! per peer node and a flusher fiber sends one [`wire::HeartbeatBatch`]
+//! frame ([`wire::kind::HEARTBEATS`]) per node with every group's, once the
+//! groups woken by the same tick have run. A thousand awake groups led
+//! here cost one frame per follower node per heartbeat interval.
 
 use super::{GroupHandle, Outbox};
-use crate::raft::Message;
-use crate::wire::{self, decode_message, encode_message};
+use crate::raft::{Body as RaftBody, Message, NodeId};
+use crate::wire::{self, HeartbeatBatch, decode_message, encode_message};
 use sampan_net::{Body, Incoming, NetError, Router, Transport};
 use sampan_storage::RecordRun;
 use std::cell::{Cell, RefCell};
@@ -21,14 +27,25 @@ pub type GroupDirectory = Rc<RefCell<HashMap<u64, GroupHandle>>>;
 pub struct TransportOutbox {
     transport: Transport,
     dropped: Cell<u64>,
+    /// Heartbeats (and responses) waiting for the flusher, per peer node.
+    beats: RefCell<HashMap<u64, HeartbeatBatch>>,
+    beats_ready: sampan_fiber::Signal,
+    batches_sent: Cell<u64>,
+    beats_queued: Cell<u64>,
 }
 
 impl TransportOutbox {
-    /// Sends through `transport` (the shard's).
+    /// Sends through `transport` (the shard's). Heartbeats wait for
+    /// [`TransportOutbox::flush_heartbeats`], which the caller runs as a
+    /// fiber on the same shard.
     pub fn new(transport: Transport) -> TransportOutbox {
         TransportOutbox {
             transport,
             dropped: Cell::new(0),
+            beats: RefCell::new(HashMap::new()),
+            beats_ready: sampan_fiber::Signal::new(),
+            batches_sent: Cell::new(0),
+            beats_queued: Cell::new(0),
         }
     }
 
@@ -36,10 +53,85 @@ impl TransportOutbox {
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
     }
+
+    /// Heartbeats (and responses) queued, and the batch frames that
+    /// carried them, so far.
+    pub fn heartbeat_stats(&self) -> (u64, u64) {
+        (self.beats_queued.get(), self.batches_sent.get())
+    }
+
+    /// The flusher: whenever heartbeats wait, lets the other fibers that
+    /// are ready run first (the groups woken by the same tick add theirs),
+    /// then sends one batch frame per peer node. Runs until the runtime
+    /// stops or `outbox` is dropped.
+    pub async fn flush_heartbeats(outbox: std::rc::Weak<TransportOutbox>) {
+        let flush = async {
+            loop {
+                let wait = match outbox.upgrade() {
+                    Some(o) if o.beats.borrow().is_empty() => o.beats_ready.wait(),
+                    Some(_) => {
+                        sampan_fiber::yield_now().await;
+                        if let Some(o) = outbox.upgrade() {
+                            o.send_batches();
+                        }
+                        continue;
+                    }
+                    None => return,
+                };
+                wait.await;
+            }
+        };
+        futures_lite::future::or(flush, sampan_fiber::stopping()).await;
+    }
+
+    fn send_batches(&self) {
+        let batches = std::mem::take(&mut *self.beats.borrow_mut());
+        for (peer, batch) in batches {
+            self.send_batch(peer, &batch);
+        }
+    }
+
+    fn send_batch(&self, peer: u64, batch: &HeartbeatBatch) {
+        let body = Body::from(vec![batch.encode()]);
+        match self
+            .transport
+            .try_send(peer, wire::kind::HEARTBEATS, 0, body)
+        {
+            Ok(()) => self.batches_sent.set(self.batches_sent.get() + 1),
+            Err(e) => {
+                self.dropped.set(self.dropped.get() + 1);
+                log::debug!("heartbeats to node {peer} not sent: {e}");
+            }
+        }
+    }
 }
 
 impl Outbox for TransportOutbox {
     fn send(&self, msg: Message, records: Option<RecordRun>) {
+        if matches!(
+            msg.body,
+            RaftBody::Heartbeat(_) | RaftBody::HeartbeatResponse(_)
+        ) {
+            self.beats_queued.set(self.beats_queued.get() + 1);
+            let mut beats = self.beats.borrow_mut();
+            let first = beats.is_empty();
+            beats
+                .entry(msg.to.0)
+                .or_insert_with(|| HeartbeatBatch::new(msg.from, msg.to))
+                .push(&msg);
+            drop(beats);
+            if first {
+                self.beats_ready.notify_one();
+            }
+            return;
+        }
+        // Messages between two nodes keep their order: heartbeats waiting
+        // for this peer go first (a heartbeat overtaken by a hibernation
+        // request would wake a follower its leader left asleep).
+        let waiting = self.beats.borrow_mut().remove(&msg.to.0);
+        if let Some(batch) = waiting {
+            self.send_batch(msg.to.0, &batch);
+        }
         let pieces = match encode_message(&msg, records.as_ref()) {
             Ok(p) => p,
             Err(e) => {
@@ -62,16 +154,34 @@ impl Outbox for TransportOutbox {
     }
 }
 
-/// Registers the handler of [`wire::kind::RAFT`] frames on `router`: each is
-/// decoded (records validated, payloads at most `payload_max` bytes) and
-/// delivered to its group in `groups`. A frame that does not decode, or
-/// whose sender is not the node the connection authenticated, is dropped
-/// with a warning.
+/// Registers the handlers of [`wire::kind::RAFT`] and
+/// [`wire::kind::HEARTBEATS`] frames on `router`: each is decoded (records
+/// validated, payloads at most `payload_max` bytes) and delivered to its
+/// group in `groups` (a heartbeat batch to each of its groups). A frame
+/// that does not decode, or whose sender is not the node the connection
+/// authenticated, is dropped with a warning.
 pub fn route_raft_frames(
     router: &Router,
     groups: GroupDirectory,
     payload_max: u32,
 ) -> Result<(), NetError> {
+    let beat_groups = groups.clone();
+    router.register(wire::kind::HEARTBEATS, move |incoming: Incoming| {
+        let origin = incoming.from.node_id;
+        let batch = match HeartbeatBatch::decode(incoming.frame.body) {
+            Ok(b) if b.from == NodeId(origin) => b,
+            Ok(b) => {
+                return log::warn!("node {origin}: heartbeats claim sender {}; dropped", b.from);
+            }
+            Err(e) => return log::warn!("node {origin}: undecodable heartbeats dropped: {e}"),
+        };
+        let groups = beat_groups.borrow();
+        for msg in batch.into_messages() {
+            if let Some(g) = groups.get(&msg.group.0) {
+                g.deliver(msg, None);
+            }
+        }
+    })?;
     router.register(wire::kind::RAFT, move |incoming: Incoming| {
         let origin = incoming.from.node_id;
         let decoded = match decode_message(incoming.frame.body, payload_max) {
