@@ -442,9 +442,10 @@ impl<F: RaftFactory> RaftServer<F> {
     }
 }
 
-/// Open files a node asks for: each group holds about five (segment,
-/// index, status copies, meta, the spare segment), so 10,000 groups need
-/// ~50,000 — far above the usual soft limit of 1,024.
+/// Open files a node asks for: an idle group holds one (its active
+/// segment; index, status and meta files are opened only while written),
+/// and a few more while it writes, so 10,000 groups need well over the
+/// usual soft limit of 1,024.
 const OPEN_FILES_WANTED: u64 = 1 << 20;
 
 /// Raises `RLIMIT_NOFILE`: both limits to [`OPEN_FILES_WANTED`] (capped by
@@ -483,7 +484,7 @@ fn raise_open_files_limit(node: u64) {
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
             log::info!(
-                "node {node}: open files limit raised to the hard limit {} (~5 per group; raise it with `ulimit -n` or LimitNOFILE= for more groups)",
+                "node {node}: open files limit raised to the hard limit {} (~1 per group, more while writing; raise it with `ulimit -n` or LimitNOFILE= for more groups)",
                 lim.rlim_max
             );
         }

@@ -200,10 +200,14 @@ impl<V: Vfs> SegmentLog<V> {
             seg.path.display(),
             last + 1
         );
-        let mut st = inner.st.borrow_mut();
-        st.next_segment_id = id + 1;
-        *inner.sync.file.borrow_mut() = Some((seg.data.clone(), seg.path.clone()));
-        st.segments.push_back(seg);
+        {
+            let mut st = inner.st.borrow_mut();
+            st.next_segment_id = id + 1;
+            *inner.sync.file.borrow_mut() = Some((seg.data.clone(), seg.path.clone()));
+            st.segments.push_back(seg);
+        }
+        // Sealed: read through its mapping from now on, no descriptor held.
+        crate::segment::release_fd(inner.group, &*data, &path).await;
         Ok(())
     }
 
@@ -226,8 +230,9 @@ impl<V: Vfs> SegmentLog<V> {
 }
 
 impl<V: Vfs> Segment<V> {
-    /// Removes the segment's files (data, then index).
+    /// Removes the segment's files (data, then index) and closes them.
     pub(crate) async fn remove_files(&self, vfs: &V, group: u64) {
+        self.seal_fd(group).await;
         for path in [self.path.clone(), self.index.path().to_path_buf()] {
             if let Err(e) = vfs.remove(&path).await {
                 log::warn!(

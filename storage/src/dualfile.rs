@@ -3,6 +3,13 @@
 //! a torn write can only damage the copy being written, so the previous
 //! good one always survives. Used by the status file and the log's meta.
 //!
+//! Both are written rarely (the status on a term or vote change and at most
+//! about once a second for the commit index; the meta on a purge or a
+//! snapshot install), so a `DualFile` holds no descriptor: each write opens
+//! the file, writes one copy, syncs it and closes it, and the open reads
+//! both copies and closes the file. An idle group then keeps only its
+//! active segment open (see the crate docs).
+//!
 //! ```text
 //! slot (4096 bytes, two of them):
 //!  0 u32 magic | 4 u16 version | 6 u16 reserved | 8 u64 sequence
@@ -19,10 +26,10 @@ pub const SLOT_BYTES: usize = 4096;
 pub const SLOT_PAYLOAD_MAX: usize = SLOT_BYTES - 24;
 const VERSION: u16 = 1;
 
-/// A two-copy record file.
+/// A two-copy record file. Holds no open descriptor between calls.
 #[derive(Debug)]
 pub struct DualFile<V: Vfs> {
-    file: V::File,
+    vfs: V,
     path: PathBuf,
     group: u64,
     magic: u32,
@@ -63,15 +70,40 @@ impl<V: Vfs> DualFile<V> {
     /// Opens (creating if missing) the file at `path`; returns it with the
     /// newest good payload, or `None` for a new file. Fails with
     /// [`StorageError::Corrupt`] when neither copy is good and the file is
-    /// not blank.
+    /// not blank. The file is closed again before this returns.
     pub async fn open(
         vfs: &V,
         path: &Path,
         magic: u32,
         group: u64,
     ) -> Result<(DualFile<V>, Option<Vec<u8>>)> {
+        let file = vfs
+            .open(path, true)
+            .await
+            .map_err(|e| StorageError::io(group, "open", path, 0, e))?;
+        let loaded = Self::load(vfs, &file, path, magic, group).await;
+        close(file, group, path).await;
+        let (seq, payload) = loaded?;
+        let dual = DualFile {
+            vfs: vfs.clone(),
+            path: path.to_path_buf(),
+            group,
+            magic,
+            seq,
+        };
+        Ok((dual, payload))
+    }
+
+    /// Reads the newest good copy of an open file (making a new file's
+    /// two blank slots durable first): its sequence and payload.
+    async fn load(
+        vfs: &V,
+        file: &V::File,
+        path: &Path,
+        magic: u32,
+        group: u64,
+    ) -> Result<(u64, Option<Vec<u8>>)> {
         let io = |op, e| StorageError::io(group, op, path, 0, e);
-        let file = vfs.open(path, true).await.map_err(|e| io("open", e))?;
         if file.len() < (2 * SLOT_BYTES) as u64 {
             // New (or cut short before its first sync): nothing in it counts
             // unless a whole good slot is there.
@@ -86,7 +118,7 @@ impl<V: Vfs> DualFile<V> {
         let bytes = file.read(0, 2 * SLOT_BYTES).map_err(|e| io("read", e))?;
         let a = decode_slot(&bytes[..SLOT_BYTES], magic);
         let b = decode_slot(&bytes[SLOT_BYTES..], magic);
-        let (seq, payload) = match (a, b) {
+        Ok(match (a, b) {
             (Slot::Zero, Slot::Zero) => (0, None),
             (Slot::Good(sa, pa), Slot::Good(sb, pb)) => {
                 if sa >= sb {
@@ -112,15 +144,7 @@ impl<V: Vfs> DualFile<V> {
                     format!("both copies are bad: {why}"),
                 ));
             }
-        };
-        let dual = DualFile {
-            file,
-            path: path.to_path_buf(),
-            group,
-            magic,
-            seq,
-        };
-        Ok((dual, payload))
+        })
     }
 
     /// Writes `payload` durably into the older copy.
@@ -148,12 +172,28 @@ impl<V: Vfs> DualFile<V> {
         b.resize(SLOT_BYTES, 0);
         let offset = (seq % 2) * SLOT_BYTES as u64;
         let io = |op, e| StorageError::io(self.group, op, &self.path, offset, e);
-        self.file
-            .write_at(b, offset)
+        // Never created here: a file that vanished is an error, not blank.
+        let file = self
+            .vfs
+            .open(&self.path, false)
             .await
-            .map_err(|e| io("write", e))?;
-        self.file.sync().await.map_err(|e| io("sync", e))?;
+            .map_err(|e| io("open", e))?;
+        let written = match file.write_at(b, offset).await {
+            Ok(()) => file.sync().await.map_err(|e| io("sync", e)),
+            Err(e) => Err(io("write", e)),
+        };
+        close(file, self.group, &self.path).await;
+        written?;
         self.seq = seq;
         Ok(())
+    }
+}
+
+/// Closes `file` now. A close that fails is logged, not returned: what was
+/// read is read, and what was written was synced before (a close reports
+/// nothing a sync did not).
+async fn close<F: VfsFile>(file: F, group: u64, path: &Path) {
+    if let Err(e) = file.release().await {
+        log::warn!("group {group}: closing {}: {e}", path.display());
     }
 }

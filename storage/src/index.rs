@@ -13,6 +13,11 @@
 //!
 //! The index of the active segment is written with each append but synced
 //! only when the segment is sealed: recovery rebuilds it from the segment.
+//!
+//! An index file holds no descriptor between calls (it is released as soon
+//! as it is opened, see [`crate::io`]): reads go through its mapping, and a
+//! write (a batch of records, every [`crate::segment::INDEX_BATCH_RECORDS`]
+//! entries), a grow or a sync opens it for that call only.
 
 use crate::error::{Result, StorageError};
 use crate::io::{Vfs, VfsFile};
@@ -100,6 +105,10 @@ impl<V: Vfs> IndexFile<V> {
                 .await
                 .map_err(|e| StorageError::io(group, "write", path, 0, e))?;
         }
+        idx.file
+            .release()
+            .await
+            .map_err(|e| StorageError::io(group, "close", path, 0, e))?;
         Ok((idx, good))
     }
 

@@ -11,12 +11,26 @@
 //!   [`Vfs::sync_dir`] of its directory;
 //! - [`VfsFile::allocate`] only grows a file, never leaves it sparse;
 //! - [`VfsFile::read`] returns bytes that stay valid whatever happens to
-//!   the file later (a mapping of a removed file stays readable).
+//!   the file later (a mapping of a removed file stays readable);
+//! - after [`VfsFile::release`] a file holds no descriptor between calls:
+//!   each later write, sync or grow opens it by the path it was opened
+//!   with (never creating it) for that call only, and reads go through a
+//!   mapping of the whole file. A released file must not be renamed.
+//!
+//! **Descriptors.** The hard `RLIMIT_NOFILE` of a node caps how many groups
+//! it can host if every file of a group stays open, so only the file that
+//! is written on every append (the active segment) keeps its descriptor;
+//! the log releases every other file (see the crate docs). Reopening does
+//! not lose a writeback error: the mapping of a released file holds a
+//! reference to its inode, so the inode and its error state stay in memory,
+//! and Linux (since 4.16) reports an error that no `fsync` has seen yet to
+//! the first `fsync` of a descriptor opened after it.
 
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// A file system: opens files and changes names.
 #[allow(async_fn_in_trait)] // shard-local futures: `Send` is neither needed nor wanted
@@ -57,6 +71,13 @@ pub trait VfsFile: std::fmt::Debug + 'static {
     }
     /// The bytes `[offset, offset + len)`, which must lie within the file.
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+    /// Closes the file's descriptor and holds none between calls from now
+    /// on (see the module docs); a call in flight keeps its descriptor
+    /// until it ends. For files written rarely. The default does nothing
+    /// (a layer without descriptors).
+    async fn release(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The real disk, through `sampan_fiber::fs` (io_uring) and memmap2.
@@ -67,11 +88,61 @@ pub struct DiskFs;
 /// mapping of the file that is remapped when the file grows. The mapping
 /// never extends past the file's size, and files are never shrunk while
 /// mapped, so no access can SIGBUS.
+///
+/// Once released ([`VfsFile::release`]) it holds no descriptor between
+/// calls: a write, sync or grow opens the file by its path, and the last
+/// call in flight remaps the file if it grew and closes the descriptor
+/// before it returns, so the mapping always covers the whole file while no
+/// descriptor is open.
 #[derive(Debug)]
 pub struct DiskFile {
-    file: sampan_fiber::fs::File,
+    path: PathBuf,
+    /// The open descriptor, if any; calls in flight hold clones.
+    fd: RefCell<Option<Rc<sampan_fiber::fs::File>>>,
+    /// Calls in flight that use the descriptor.
+    fd_users: Cell<u32>,
+    /// Released: close the descriptor when no call uses it.
+    released: Cell<bool>,
     len: Cell<u64>,
     map: RefCell<Bytes>,
+}
+
+/// One call's use of a [`DiskFile`]'s descriptor. [`FdUse::end`] closes
+/// the descriptor of a released file when this was its last use; if the
+/// call is dropped midway, `Drop` does the same without waiting for the
+/// close (glommio closes it on its next I/O cycle).
+struct FdUse<'a> {
+    file: &'a DiskFile,
+    fd: Option<Rc<sampan_fiber::fs::File>>,
+}
+
+impl FdUse<'_> {
+    fn fd(&self) -> &sampan_fiber::fs::File {
+        self.fd.as_deref().expect("held until the use ends")
+    }
+
+    /// Ends the use. A failure to map or close here does not fail the
+    /// call, whose I/O is done (a close reports nothing a sync did not);
+    /// it is logged, and a descriptor that could not be mapped stays open.
+    async fn end(mut self) {
+        self.fd = None;
+        self.file.fd_users.set(self.file.fd_users.get() - 1);
+        if let Err(e) = self.file.close_if_unused().await {
+            log::warn!("{}: closing after use: {e}", self.file.path.display());
+        }
+    }
+}
+
+impl Drop for FdUse<'_> {
+    fn drop(&mut self) {
+        if self.fd.take().is_some() {
+            let file = self.file;
+            file.fd_users.set(file.fd_users.get() - 1);
+            if file.released.get() && file.fd_users.get() == 0 && file.remap_to_len().is_ok() {
+                drop(file.fd.borrow_mut().take());
+            }
+        }
+    }
 }
 
 impl Vfs for DiskFs {
@@ -81,7 +152,10 @@ impl Vfs for DiskFs {
         let file = sampan_fiber::fs::File::open(path, create).await?;
         let len = file.size().await?;
         Ok(DiskFile {
-            file,
+            path: path.to_path_buf(),
+            fd: RefCell::new(Some(Rc::new(file))),
+            fd_users: Cell::new(0),
+            released: Cell::new(false),
             len: Cell::new(len),
             map: RefCell::new(Bytes::new()),
         })
@@ -113,15 +187,78 @@ impl Vfs for DiskFs {
 }
 
 impl DiskFile {
+    /// The descriptor for one call, opened by path if none is held.
+    async fn use_fd(&self) -> io::Result<FdUse<'_>> {
+        let held = self.fd.borrow().clone();
+        let fd = match held {
+            Some(fd) => fd,
+            None => {
+                let opened = Rc::new(sampan_fiber::fs::File::open(&self.path, false).await?);
+                // Another call may have opened it meanwhile: keep one.
+                let other = self.fd.borrow().clone();
+                match other {
+                    Some(other) => {
+                        if let Ok(f) = Rc::try_unwrap(opened) {
+                            let _ = f.close().await; // never used
+                        }
+                        other
+                    }
+                    None => {
+                        *self.fd.borrow_mut() = Some(opened.clone());
+                        opened
+                    }
+                }
+            }
+        };
+        self.fd_users.set(self.fd_users.get() + 1);
+        Ok(FdUse {
+            file: self,
+            fd: Some(fd),
+        })
+    }
+
+    /// Of a released file with no call in flight: maps the whole file (if
+    /// it grew) and closes the descriptor. If the mapping fails the
+    /// descriptor stays open, so reads can still map the file.
+    async fn close_if_unused(&self) -> io::Result<()> {
+        if !self.released.get() || self.fd_users.get() > 0 {
+            return Ok(());
+        }
+        self.remap_to_len()?;
+        let fd = self.fd.borrow_mut().take();
+        match fd.map(Rc::try_unwrap) {
+            Some(Ok(file)) => file.close().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Remaps the file if the mapping does not cover all of it.
+    fn remap_to_len(&self) -> io::Result<()> {
+        if (self.map.borrow().len() as u64) < self.len.get() {
+            self.remap()?;
+        }
+        Ok(())
+    }
+
     fn remap(&self) -> io::Result<()> {
         let len = usize::try_from(self.len.get())
             .map_err(|_| io::Error::other("file larger than the address space"))?;
+        let fd = self.fd.borrow().clone().ok_or_else(|| {
+            // Cannot happen: a released file is mapped whole before its
+            // descriptor is closed, and only calls that hold one grow it.
+            io::Error::other(format!(
+                "{}: no descriptor to map the file with",
+                self.path.display()
+            ))
+        })?;
         // SAFETY: the mapping is read-only and covers only bytes below the
         // file's size; this crate never shrinks a file it maps, so no page
         // of the mapping can lose its backing (no SIGBUS). Other writers
         // change the bytes under us only through the page cache, which the
-        // mapping shares: readers see whole records or fail their CRC.
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
+        // mapping shares: readers see whole records or fail their CRC. The
+        // mapping outlives the descriptor (the kernel keeps its own
+        // reference to the file).
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&*fd)? };
         *self.map.borrow_mut() = Bytes::from_owner(map);
         Ok(())
     }
@@ -130,26 +267,35 @@ impl DiskFile {
 impl VfsFile for DiskFile {
     async fn write_at(&self, data: Vec<u8>, offset: u64) -> io::Result<()> {
         let end = offset + data.len() as u64;
-        self.file.write_all_at(data, offset).await?;
-        if end > self.len.get() {
+        let fd = self.use_fd().await?;
+        let res = fd.fd().write_all_at(data, offset).await;
+        if res.is_ok() && end > self.len.get() {
             self.len.set(end);
         }
-        Ok(())
+        fd.end().await;
+        res
     }
 
     async fn sync(&self) -> io::Result<()> {
-        self.file.fdatasync().await
+        let fd = self.use_fd().await?;
+        let res = fd.fd().fdatasync().await;
+        fd.end().await;
+        res
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
         if len <= self.len.get() {
             return Ok(());
         }
-        self.file.pre_allocate(len).await?;
-        // Another grow may have finished meanwhile (the background
-        // preparation allocates beside appends): the size only goes up.
-        self.len.set(self.len.get().max(len));
-        Ok(())
+        let fd = self.use_fd().await?;
+        let res = fd.fd().pre_allocate(len).await;
+        if res.is_ok() {
+            // Another grow may have finished meanwhile (the background
+            // preparation allocates beside appends): the size only goes up.
+            self.len.set(self.len.get().max(len));
+        }
+        fd.end().await;
+        res
     }
 
     fn len(&self) -> u64 {
@@ -165,7 +311,7 @@ impl VfsFile for DiskFile {
                     io::ErrorKind::UnexpectedEof,
                     format!(
                         "read [{offset}, +{len}) past the end of {}",
-                        self.file.path().display()
+                        self.path.display()
                     ),
                 )
             })?;
@@ -177,6 +323,11 @@ impl VfsFile for DiskFile {
         }
         let map = self.map.borrow();
         Ok(map.slice(offset as usize..end as usize))
+    }
+
+    async fn release(&self) -> io::Result<()> {
+        self.released.set(true);
+        self.close_if_unused().await
     }
 }
 

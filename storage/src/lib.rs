@@ -88,6 +88,34 @@
 //! one sync for all and is the next step if thousands of busy groups per
 //! node make syncs the bottleneck (not built yet).
 //!
+//! **One file descriptor per idle group.** A node hosts thousands of
+//! groups under a hard `RLIMIT_NOFILE` it may not be allowed to raise
+//! (20,000 on the machine this was built for, for 10,000 groups plus
+//! sockets), so between calls a group keeps open only the file written on
+//! every append: its active segment. Everything else is opened for the
+//! call that needs it and closed before the call returns:
+//! - the status file ([`StatusFile`]) and the log's `meta`, both two-copy
+//!   files written rarely (term or vote changes and about once a second
+//!   for the commit index; purges and snapshot installs), are opened for
+//!   each save, synced and closed; their open reads them and closes them;
+//! - index files, and the data files of sealed segments, are read through
+//!   their memory maps, which stay valid with no descriptor; an index file
+//!   is opened only to write a batch of records (every 256 entries), to
+//!   grow (then remapped) or to be synced, and a sealed segment only to be
+//!   synced by a truncation;
+//! - the spare segment is open only while the preparer fills it, and is
+//!   reopened under its segment name at the roll.
+//!
+//! So an idle group holds 1 descriptor where it held 4 (segment, index,
+//! `meta`, status) plus 2 per sealed segment and 1 for a ready spare; a
+//! busy one briefly holds a second or third (an index batch, the spare
+//! being filled, a save), and opening a log holds one more while it checks
+//! each sealed segment. The price: an open and a close every 256 entries
+//! (an index batch) and on each save of the status. No writeback error is
+//! lost by closing: the mapping keeps the inode, and its unseen error,
+//! until the next open's sync (see [`io`](mod@io)). Sockets and snapshot
+//! transfers are not counted here.
+//!
 //! ```
 //! use sampan_storage::{LogConfig, LogWriter, RaftLog, RunBuilder, SegmentLog};
 //! use sampan_storage::sim::MemFs; // the real disk is `DiskFs`, on a shard

@@ -180,7 +180,7 @@ pub(crate) struct Inner<V: Vfs> {
     pub(crate) meta_file: RefCell<Option<DualFile<V>>>,
     pub(crate) sync: Rc<SyncState<V::File>>,
     pub(crate) writer: LogWriter<V::File>,
-    pub(crate) prep: Prep<V>,
+    pub(crate) prep: Prep,
     lock_held: Cell<bool>,
     lock_free: Signal,
 }

@@ -22,7 +22,14 @@
 //! that would reach a range being zeroed waits for the zeroing to finish.
 //! Zeros past the last record are what recovery expects there anyway, so a
 //! crash in the middle of preparing leaves nothing to repair; a leftover
-//! spare file is deleted on open. Zero-ahead is for `sync` mode only: in
+//! spare file is deleted on open.
+//!
+//! Descriptors: the zeroing writes into the active segment, whose
+//! descriptor the log keeps anyway; the spare file is open only while it
+//! is being prepared, then closed, and reopened under its segment name at
+//! the roll, so a group holds no descriptor for it between uses.
+//!
+//! Zero-ahead is for `sync` mode only: in
 //! `async` mode no append waits for a sync, and writing every byte twice
 //! would cost bandwidth for nothing; the spare is prepared in both modes.
 
@@ -31,7 +38,7 @@ use crate::io::{Vfs, VfsFile};
 use crate::log::{SegmentLog, SyncMode};
 use crate::segment::Segment;
 use sampan_fiber::{Signal, TaskClass};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -57,34 +64,35 @@ struct ZeroJob<V: Vfs> {
 }
 
 /// The preparation state of one log.
-pub(crate) struct Prep<V: Vfs> {
+pub(crate) struct Prep {
     running: Cell<bool>,
     claim: Cell<Option<Claim>>,
     /// Notified when a claim ends.
     done: Signal,
-    spare: RefCell<Option<V::File>>,
+    /// A spare file is ready (allocated, zero-filled, synced, closed).
+    spare_ready: Cell<bool>,
     /// The active segment when a background preparation last failed (a
     /// full disk, say): no new one starts before the next segment, so a
     /// failing disk costs one warning per segment, not one per append.
     failed_on: Cell<Option<u64>>,
 }
 
-impl<V: Vfs> Prep<V> {
-    pub(crate) fn new() -> Prep<V> {
+impl Prep {
+    pub(crate) fn new() -> Prep {
         Prep {
             running: Cell::new(false),
             claim: Cell::new(None),
             done: Signal::new(),
-            spare: RefCell::new(None),
+            spare_ready: Cell::new(false),
             failed_on: Cell::new(None),
         }
     }
 }
 
 /// Ends a claim (and the run) even if the preparing future is dropped.
-struct RunGuard<'a, V: Vfs>(&'a Prep<V>);
+struct RunGuard<'a>(&'a Prep);
 
-impl<V: Vfs> Drop for RunGuard<'_, V> {
+impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.claim.set(None);
         self.0.running.set(false);
@@ -143,7 +151,7 @@ impl<V: Vfs> SegmentLog<V> {
             .segments
             .back()
             .is_some_and(|s| s.write_pos >= self.inner.cfg.segment_bytes / 2);
-        half_full && self.spare_bytes() > 0 && self.inner.prep.spare.borrow().is_none()
+        half_full && self.spare_bytes() > 0 && !self.inner.prep.spare_ready.get()
     }
 
     fn needs_prep(&self) -> bool {
@@ -217,10 +225,19 @@ impl<V: Vfs> SegmentLog<V> {
                 .map_err(|e| io("write zeros", at, e))?;
             at += n;
         }
-        // The active segment's sync: failing it is fatal, as in a commit.
-        file.sync()
-            .await
-            .map_err(|e| self.fatal(io("sync", 0, e)))?;
+        // The active segment's sync: failing it is fatal, as in a commit,
+        // unless a truncation dropped the segment meanwhile (its file is
+        // gone, and a released file is reopened by name for the sync).
+        if let Err(e) = file.sync().await {
+            let err = io("sync", 0, e);
+            let in_log = inner
+                .st
+                .borrow()
+                .segments
+                .iter()
+                .any(|s| s.id == job.segment_id);
+            return Err(if in_log { self.fatal(err) } else { err });
+        }
         let mut st = inner.st.borrow_mut();
         if let Some(seg) = st.segments.back_mut().filter(|s| s.id == job.segment_id) {
             seg.zeroed_end = seg.zeroed_end.max(job.end);
@@ -238,17 +255,23 @@ impl<V: Vfs> SegmentLog<V> {
             .open(&path, true)
             .await
             .map_err(|e| io("create", e))?;
-        file.allocate(len).await.map_err(|e| io("allocate", e))?;
-        let mut at = 0;
-        while at < len {
-            let n = ZERO_WRITE_BYTES.min(len - at);
-            file.write_at(vec![0u8; n as usize], at)
-                .await
-                .map_err(|e| io("write zeros", e))?;
-            at += n;
+        let filled = async {
+            file.allocate(len).await.map_err(|e| io("allocate", e))?;
+            let mut at = 0;
+            while at < len {
+                let n = ZERO_WRITE_BYTES.min(len - at);
+                file.write_at(vec![0u8; n as usize], at)
+                    .await
+                    .map_err(|e| io("write zeros", e))?;
+                at += n;
+            }
+            file.sync().await.map_err(|e| io("sync", e))
         }
-        file.sync().await.map_err(|e| io("sync", e))?;
-        *inner.prep.spare.borrow_mut() = Some(file);
+        .await;
+        // Closed between uses: the roll opens it under its segment name.
+        let closed = file.release().await.map_err(|e| io("close", e));
+        filled.and(closed)?;
+        inner.prep.spare_ready.set(true);
         Ok(())
     }
 
@@ -280,13 +303,11 @@ impl<V: Vfs> SegmentLog<V> {
     /// header write), else created.
     pub(crate) async fn next_segment(&self, id: u64, first_index: u64) -> Result<Segment<V>> {
         let inner = &*self.inner;
-        let spare = inner.prep.spare.borrow_mut().take();
-        if let Some(file) = spare {
+        if inner.prep.spare_ready.replace(false) {
             match Segment::from_spare(
                 &inner.vfs,
                 &inner.dir,
                 &self.spare_path(),
-                file,
                 inner.group,
                 id,
                 first_index,

@@ -195,6 +195,11 @@ async fn load_chain<V: Vfs>(
         }
         match Segment::open(vfs, dir, group, id, f.first_index).await? {
             Some((seg, good)) => {
+                if Some(id) != last_id {
+                    // Sealed: checked through its mapping, no descriptor
+                    // held (so opening a long log holds one at a time).
+                    seg.seal_fd(group).await;
+                }
                 opened.push(seg);
                 index_good.push(good);
             }
@@ -221,6 +226,17 @@ async fn load_chain<V: Vfs>(
         }
     }
     let (mut chain, bounds) = drop_superseded(vfs, group, meta, opened, index_good).await;
+    if let Some(active) = chain.back_mut()
+        && Some(active.id) != last_id
+    {
+        // The newest segment was void and removed, so a released one is
+        // active again: it keeps a descriptor for its appends.
+        let data = vfs
+            .open(&active.path, false)
+            .await
+            .map_err(|e| StorageError::io(group, "open", &active.path, 0, e))?;
+        active.data = std::rc::Rc::new(data);
+    }
     let n = chain.len();
     for (k, seg) in chain.iter_mut().enumerate() {
         let (next_first, good) = bounds[k];

@@ -17,6 +17,10 @@
 //! entries `first_index..` and, by its existence, cuts any older segment
 //! (smaller id) at `first_index - 1`: that is how a tail truncation becomes
 //! durable in one step (see [`crate::log`]).
+//!
+//! Only the active segment keeps its data file's descriptor: a sealed one
+//! is released ([`Segment::seal_fd`]) and read through its mapping, and an
+//! index file never keeps one (see [`crate::index`]).
 
 use crate::error::{Result, StorageError};
 use crate::format::{self, HEADER_BYTES};
@@ -71,6 +75,16 @@ fn header(id: u64, first_index: u64, created_ms: u64) -> Vec<u8> {
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
+}
+
+/// Closes `file`'s descriptor and holds none from now on (see
+/// [`VfsFile::release`]). A close that fails is logged, not returned: the
+/// file was synced before (or is being removed), and a close reports
+/// nothing a sync did not.
+pub(crate) async fn release_fd<F: VfsFile>(group: u64, file: &F, path: &Path) {
+    if let Err(e) = file.release().await {
+        log::warn!("group {group}: closing {}: {e}", path.display());
+    }
 }
 
 /// Why a scan stopped.
@@ -198,14 +212,14 @@ impl<V: Vfs> Segment<V> {
         ))
     }
 
-    /// Turns the spare file (allocated, zero-filled, synced) into a new,
-    /// empty segment: renamed, then given its header; durable on return
-    /// except for its name (the caller syncs the directory).
+    /// Turns the spare file (allocated, zero-filled, synced, closed) into
+    /// a new, empty segment: renamed, opened under its new name, then given
+    /// its header; durable on return except for its name (the caller syncs
+    /// the directory).
     pub(crate) async fn from_spare(
         vfs: &V,
         dir: &Path,
         spare: &Path,
-        data: V::File,
         group: u64,
         id: u64,
         first_index: u64,
@@ -216,6 +230,7 @@ impl<V: Vfs> Segment<V> {
         vfs.rename(spare, &path)
             .await
             .map_err(|e| io("rename spare", e))?;
+        let data = vfs.open(&path, false).await.map_err(|e| io("open", e))?;
         let created_ms = unix_ms(SystemTime::now());
         data.write_at(header(id, first_index, created_ms), 0)
             .await
@@ -255,6 +270,7 @@ impl<V: Vfs> Segment<V> {
             .and_then(|b| b.try_into().ok())
             .map_or(0, u64::from_le_bytes);
         if got[..] != header(id, first_index, created_ms)[..] {
+            let _ = data.release().await; // closed now, not when dropped
             if got.iter().all(|&b| b == 0) {
                 return Ok(None);
             }
@@ -264,6 +280,14 @@ impl<V: Vfs> Segment<V> {
             IndexFile::open(vfs, &dir.join(index_name), group, id, first_index).await?;
         let seg = Segment::empty(id, first_index, created_ms, path, data, index);
         Ok(Some((seg, index_good)))
+    }
+
+    /// Closes the data file's descriptor and holds none from now on: for a
+    /// sealed segment (read through its mapping; a later sync opens it for
+    /// that call) or one about to be dropped. A close that fails is logged:
+    /// the segment was synced before it was sealed.
+    pub(crate) async fn seal_fd(&self, group: u64) {
+        release_fd(group, &*self.data, &self.path).await;
     }
 
     /// The last index held (`first_index - 1` when empty).

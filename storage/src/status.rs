@@ -1,5 +1,7 @@
 //! The status file (Raft's hard state): term, vote, commit index and the
 //! membership config, kept in two CRC'd copies (see [`crate::dualfile`]).
+//! It holds no open descriptor between saves: each save opens, writes,
+//! syncs and closes the file.
 
 use crate::dualfile::{DualFile, SLOT_PAYLOAD_MAX};
 use crate::error::{Result, StorageError};
@@ -53,7 +55,7 @@ impl HardState {
     }
 }
 
-/// The status file of a group.
+/// The status file of a group (no descriptor held between saves).
 #[derive(Debug)]
 pub struct StatusFile<V: Vfs> {
     file: DualFile<V>,

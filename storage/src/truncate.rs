@@ -37,12 +37,12 @@ impl<V: Vfs> SegmentLog<V> {
                 .find(|s| s.first_index <= last_kept);
             seg.map(|s| (s.data.clone(), s.index.clone(), s.path.clone()))
         };
-        if let Some((data, index, path)) = holder {
+        if let Some((data, index, path)) = &holder {
             // Sealed from here: its index must be whole.
             index.sync().await.map_err(|e| self.fatal(e))?;
             data.sync()
                 .await
-                .map_err(|e| self.fatal(StorageError::io(inner.group, "sync", &path, 0, e)))?;
+                .map_err(|e| self.fatal(StorageError::io(inner.group, "sync", path, 0, e)))?;
         }
         let id = inner.st.borrow().next_segment_id;
         let seg = Segment::create(
@@ -56,6 +56,10 @@ impl<V: Vfs> SegmentLog<V> {
         .await?;
         self.sync_dir().await?; // the truncation is durable from here
         let removed = self.cut_segments(last_kept, seg);
+        if let Some((data, _, path)) = &holder {
+            // Sealed now (it may have been the active segment).
+            crate::segment::release_fd(inner.group, &**data, path).await;
+        }
         inner.sync.epoch.set(inner.sync.epoch.get() + 1);
         inner.sync.reset_to(last_kept);
         log::info!(
