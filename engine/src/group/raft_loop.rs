@@ -117,6 +117,7 @@ where
     };
     let snapshot = Rc::new(RefCell::new(SnapshotMeta::default()));
     let view = StorageView::new(log.clone(), snapshot);
+    let log_reader = log.clone();
     let raft = Raft::new(cfg, view, hard_state, 0).map_err(|e| GroupError::Refused {
         group,
         reason: e.to_string(),
@@ -174,6 +175,8 @@ where
         received: Vec::new(),
         hibernating: hibernating.clone(),
         stamp,
+        log: log_reader,
+        tail: TailCache::default(),
     };
     fibers
         .spawn(TaskClass::Latency, "raft", core.run(inbox_rx))
@@ -197,7 +200,60 @@ async fn run_ticker(period: Duration, inbox: Sender<Event>) {
     }
 }
 
+/// Bytes of recently encoded entries a leader keeps to send as they are.
+const TAIL_CACHE_BYTES: usize = 4 << 20;
+
+/// The leader's newest record runs (what it just encoded for its own log),
+/// bounded in bytes: AppendEntries for entries still here go out as these
+/// very bytes; older ones are read from the log (mmap slices, no copy), so
+/// a follower far behind is fed from disk, never from unbounded memory.
+#[derive(Default)]
+struct TailCache {
+    runs: std::collections::VecDeque<sampan_storage::RecordRun>,
+    bytes: usize,
+}
+
+impl TailCache {
+    fn push(&mut self, run: sampan_storage::RecordRun) {
+        if self
+            .runs
+            .back()
+            .is_some_and(|b| b.last_index() + 1 != run.first_index())
+        {
+            self.clear();
+        }
+        self.bytes += run.bytes().len();
+        self.runs.push_back(run);
+        while self.bytes > TAIL_CACHE_BYTES && self.runs.len() > 1 {
+            if let Some(old) = self.runs.pop_front() {
+                self.bytes -= old.bytes().len();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.bytes = 0;
+    }
+
+    /// The records `first..=last` if one cached run holds them all.
+    fn slice(&self, first: u64, last: u64) -> Option<sampan_storage::RecordRun> {
+        let run = self
+            .runs
+            .iter()
+            .find(|r| r.first_index() <= first && last <= r.last_index())?;
+        let mut run = run.clone();
+        run.skip_before(first);
+        run.truncate_after(last);
+        Some(run)
+    }
+}
+
 struct Loop<L: RaftLog> {
+    /// The group's log, for sending old entries' records as they are.
+    log: L,
+    /// The leader's newest encoded runs.
+    tail: TailCache,
     /// The state machine's leader stamp, applied to every proposal.
     stamp: Option<state_machine::Stamp>,
     raft: Raft<StorageView<L>>,
@@ -379,8 +435,22 @@ impl<L: RaftLog> Loop<L> {
 
     async fn route(&mut self, rd: Ready) {
         self.note_role().await;
+        // A leader encodes its new entries once: the same records go to
+        // its log and to the followers.
+        let mut records = self.received_run_for(&rd.entries);
+        if records.is_none() && !rd.entries.is_empty() {
+            let run = run_from_entries(&rd.entries);
+            if self.raft.role() == Role::Leader {
+                self.tail.push(run.clone());
+            }
+            records = Some(run);
+        }
+        if self.raft.role() != Role::Leader {
+            self.tail.clear();
+        }
         for m in rd.messages {
-            self.outbox.send(m, None);
+            let run = self.records_of(&m);
+            self.outbox.send(m, run);
         }
         if rd.snapshot.is_some() {
             let err = GroupError::Refused {
@@ -390,7 +460,6 @@ impl<L: RaftLog> Loop<L> {
             return self.handle(Event::Failed(err)).await;
         }
         if rd.hard_state.is_some() || !rd.entries.is_empty() || !rd.messages_persisted.is_empty() {
-            let records = self.received_run_for(&rd.entries);
             let job = persist::PersistJob {
                 hard_state: rd.hard_state,
                 entries: rd.entries,
@@ -422,6 +491,28 @@ impl<L: RaftLog> Loop<L> {
                 reply.send(Err(self.not_leader()));
             }
         }
+    }
+
+    /// The log's own records of an AppendEntries' entries: from the tail
+    /// cache, else read from the log; `None` (the entries get encoded
+    /// again) only if neither holds them all in one run.
+    fn records_of(&self, m: &raft::Message) -> Option<sampan_storage::RecordRun> {
+        let raft::Body::Append(a) = &m.body else {
+            return None;
+        };
+        let (first, last) = (a.entries.first()?.index, a.entries.last()?.index);
+        if let Some(run) = self.tail.slice(first, last) {
+            return Some(run);
+        }
+        // Payloads plus room for each record's header and padding.
+        let bytes: usize = a
+            .entries
+            .iter()
+            .map(|e| e.size_bytes() as usize + 128)
+            .sum();
+        let mut run = self.log.read(first, bytes).ok()?;
+        run.truncate_after(last);
+        (run.first_index() == first && run.last_index() == last).then_some(run)
     }
 
     /// The received run holding exactly `entries`, if there is one.

@@ -21,6 +21,10 @@ struct Net {
     handles: RefCell<HashMap<u64, GroupHandle>>,
     down: RefCell<HashSet<u64>>,
     delivered: std::cell::Cell<u64>,
+    /// AppendEntries with entries sent with the log's own records, and
+    /// sent without them (encoded again).
+    appends_as_records: std::cell::Cell<u64>,
+    appends_encoded: std::cell::Cell<u64>,
 }
 
 struct NetOutbox(Rc<Net>);
@@ -30,6 +34,15 @@ impl Outbox for NetOutbox {
         let net = &self.0;
         if net.down.borrow().contains(&msg.from.0) || net.down.borrow().contains(&msg.to.0) {
             return;
+        }
+        if let crate::raft::Body::Append(a) = &msg.body
+            && !a.entries.is_empty()
+        {
+            let count = match records {
+                Some(_) => &net.appends_as_records,
+                None => &net.appends_encoded,
+            };
+            count.set(count.get() + 1);
         }
         let pieces = encode_message(&msg, records.as_ref()).expect("encodes");
         let body: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
@@ -248,6 +261,9 @@ fn three_replicas_elect_replicate_and_survive_the_leaders_crash() {
             }
             assert!(caught_up, "the restarted node caught up");
             assert!(net.delivered.get() > 0);
+            let (as_records, encoded) = (net.appends_as_records.get(), net.appends_encoded.get());
+            eprintln!("appends sent as the log's records: {as_records}, encoded again: {encoded}");
+            assert!(as_records > 0, "the leader sends its log's own bytes");
             fibers.cancel();
             for g in groups.values() {
                 g.cancel();
