@@ -203,10 +203,27 @@ async fn run_ticker(period: Duration, inbox: Sender<Event>) {
 /// Bytes of recently encoded entries a leader keeps to send as they are.
 const TAIL_CACHE_BYTES: usize = 4 << 20;
 
+/// Bytes all the tail caches of one shard may hold together.
+const SHARD_TAIL_CACHE_BYTES: usize = 256 << 20;
+
+thread_local! {
+    /// Bytes held by the tail caches of the groups on this shard.
+    static SHARD_TAIL_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn shard_tail_add(delta: isize) -> usize {
+    SHARD_TAIL_BYTES.with(|b| {
+        let v = b.get().saturating_add_signed(delta);
+        b.set(v);
+        v
+    })
+}
+
 /// The leader's newest record runs (what it just encoded for its own log),
-/// bounded in bytes: AppendEntries for entries still here go out as these
-/// very bytes; older ones are read from the log (mmap slices, no copy), so
-/// a follower far behind is fed from disk, never from unbounded memory.
+/// bounded in bytes per group and, with every other group's, per shard:
+/// AppendEntries for entries still here go out as these very bytes; older
+/// ones are read from the log (mmap slices, no copy), so a follower far
+/// behind is fed from disk, never from unbounded memory.
 #[derive(Default)]
 struct TailCache {
     runs: std::collections::VecDeque<sampan_storage::RecordRun>,
@@ -222,17 +239,24 @@ impl TailCache {
         {
             self.clear();
         }
-        self.bytes += run.bytes().len();
+        let len = run.bytes().len();
+        self.bytes += len;
+        let mut shard = shard_tail_add(len as isize);
         self.runs.push_back(run);
-        while self.bytes > TAIL_CACHE_BYTES && self.runs.len() > 1 {
+        while (self.bytes > TAIL_CACHE_BYTES || shard > SHARD_TAIL_CACHE_BYTES)
+            && self.runs.len() > 1
+        {
             if let Some(old) = self.runs.pop_front() {
-                self.bytes -= old.bytes().len();
+                let len = old.bytes().len();
+                self.bytes -= len;
+                shard = shard_tail_add(-(len as isize));
             }
         }
     }
 
     fn clear(&mut self) {
         self.runs.clear();
+        shard_tail_add(-(self.bytes as isize));
         self.bytes = 0;
     }
 
@@ -246,6 +270,12 @@ impl TailCache {
         run.skip_before(first);
         run.truncate_after(last);
         Some(run)
+    }
+}
+
+impl Drop for TailCache {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -531,5 +561,52 @@ impl<L: RaftLog> Loop<L> {
     fn take_read(&mut self, ctx: &Bytes) -> Option<(Bytes, Reply<Bytes>)> {
         let id = u64::from_le_bytes(ctx.as_ref().try_into().ok()?);
         self.reads.remove(&id)
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    fn run(first: u64, n: u64, payload: usize) -> sampan_storage::RecordRun {
+        let entries: Vec<raft::Entry> = (first..first + n)
+            .map(|index| raft::Entry {
+                term: 1,
+                index,
+                kind: raft::EntryKind::Normal,
+                payload: Bytes::from(vec![7u8; payload]),
+            })
+            .collect();
+        run_from_entries(&entries)
+    }
+
+    #[test]
+    fn the_tail_cache_slices_runs_and_stays_within_its_bounds() {
+        let mut tail = TailCache::default();
+        tail.push(run(1, 10, 100));
+        tail.push(run(11, 10, 100));
+        let s = tail.slice(3, 7).expect("inside the first run");
+        assert_eq!((s.first_index(), s.last_index(), s.len()), (3, 7, 5));
+        assert!(tail.slice(8, 12).is_none(), "spans two runs");
+        assert!(tail.slice(21, 21).is_none(), "not cached");
+        // A gap (a new term's log) starts the cache again.
+        tail.push(run(30, 1, 10));
+        assert!(tail.slice(1, 1).is_none());
+        // Bounded: 64 KiB runs far past the per-group budget.
+        for i in 0..200 {
+            tail.push(run(31 + i, 1, 64 << 10));
+        }
+        assert!(
+            tail.bytes <= TAIL_CACHE_BYTES + (70 << 10),
+            "{}",
+            tail.bytes
+        );
+        assert_eq!(SHARD_TAIL_BYTES.with(|b| b.get()), tail.bytes);
+        drop(tail);
+        assert_eq!(
+            SHARD_TAIL_BYTES.with(|b| b.get()),
+            0,
+            "dropped caches give bytes back"
+        );
     }
 }
