@@ -22,12 +22,59 @@ pub struct NodeConfig {
 }
 
 /// The Redis listener's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// Port of the Redis listener; absent or 0: no Redis listener.
     #[serde(default)]
     pub port: u16,
+    /// Merge single writes and key reads of all connections on a shard into
+    /// shared proposals and reads.
+    #[serde(default = "yes")]
+    pub batching: bool,
+    /// Merged proposals (and reads) in flight per group per shard.
+    #[serde(default = "in_flight_max")]
+    pub in_flight_max: usize,
+    /// Largest bulk string a client may send (Redis's
+    /// `proto-max-bulk-len`); refused before any allocation.
+    #[serde(default = "proto_max_bulk_len")]
+    pub proto_max_bulk_len: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn in_flight_max() -> usize {
+    4
+}
+
+fn proto_max_bulk_len() -> usize {
+    512 << 20
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            port: 0,
+            batching: yes(),
+            in_flight_max: in_flight_max(),
+            proto_max_bulk_len: proto_max_bulk_len(),
+        }
+    }
+}
+
+impl RedisSettings {
+    /// The listener settings these give.
+    pub fn listener(&self) -> sampan::redis::server::ListenerSettings {
+        let mut s = sampan::redis::server::ListenerSettings {
+            batching: self.batching,
+            in_flight_max: self.in_flight_max,
+            ..Default::default()
+        };
+        s.limits.bulk_max_bytes = self.proto_max_bulk_len;
+        s
+    }
 }
 
 /// Why a config file cannot be used.
@@ -95,6 +142,18 @@ impl NodeConfig {
             return Err(ConfigError {
                 field: "redis.port".into(),
                 reason: format!("{port} is already the service or replication port"),
+            });
+        }
+        if self.redis.in_flight_max == 0 {
+            return Err(ConfigError {
+                field: "redis.in_flight_max".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.redis.proto_max_bulk_len < 1024 {
+            return Err(ConfigError {
+                field: "redis.proto_max_bulk_len".into(),
+                reason: "must be at least 1024".into(),
             });
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -174,6 +233,12 @@ grow_step_bytes = 4194304
 [redis]
 # The Redis protocol listener (redis-cli -p 6381); 0 turns it off.
 port = 6381
+# Merge single writes and key reads of all connections into shared
+# proposals and reads, with at most this many in flight per group.
+batching = true
+in_flight_max = 4
+# Largest bulk string a client may send (Redis's proto-max-bulk-len).
+proto_max_bulk_len = 536870912
 
 # One [[group]] per KV group this node hosts; every member lists the same.
 [[group]]
