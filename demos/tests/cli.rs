@@ -203,6 +203,12 @@ fn commands_print_what_scripts_expect_and_exit_with_documented_codes() {
         status.stdout
     );
     assert_eq!(status.stdout.matches("\"role\":").count(), 3);
+    assert_eq!(
+        status.stdout.matches("\"voters\":[1, 2, 3]").count(),
+        3,
+        "every node reports the members: {}",
+        status.stdout
+    );
 
     // No such group: an error, exit 3.
     assert_eq!(cli(s, &["--group", "9", "get", "k"]).code, 3);

@@ -371,7 +371,19 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
     b.put_u64_le(s.index_last);
     b.put_u64_le(s.index_applied);
     b.put_u8(u8::from(s.hibernating));
+    b.put_u64_le(s.node);
+    for ids in [&s.voters, &s.learners] {
+        b.put_u32_le(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+        for id in ids {
+            b.put_u64_le(*id);
+        }
+    }
     b.freeze()
+}
+
+fn ids(r: &mut Reader, what: &'static str) -> Result<Vec<u64>, DecodeError> {
+    let n = r.count(what, 8)?;
+    (0..n).map(|_| r.u64(what)).collect()
 }
 
 /// Decodes a [`GroupStatus`].
@@ -395,6 +407,9 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         index_last: r.u64("last index")?,
         index_applied: r.u64("applied index")?,
         hibernating: r.bool("hibernating")?,
+        node: r.u64("node")?,
+        voters: ids(&mut r, "voters")?,
+        learners: ids(&mut r, "learners")?,
     };
     r.finish("group status")?;
     Ok(s)
@@ -479,6 +494,9 @@ mod tests {
             index_last: 11,
             index_applied: 10,
             hibernating: true,
+            node: 2,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
     }
@@ -502,6 +520,9 @@ mod tests {
             index_last: 0,
             index_applied: 0,
             hibernating: false,
+            node: 1,
+            voters: vec![1],
+            learners: Vec::new(),
         });
         for cut in 0..status.len() {
             assert!(decode_status(status.slice(..cut)).is_err(), "cut at {cut}");

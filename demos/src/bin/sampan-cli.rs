@@ -380,7 +380,7 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
     let mut s = format!("group {group}\n");
     let _ = writeln!(
         s,
-        "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}  MEMBERS",
         "ADDRESS", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
     );
     for n in nodes {
@@ -388,7 +388,7 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
             Ok(st) => {
                 let _ = writeln!(
                     s,
-                    "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}",
+                    "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}  {}",
                     n.addr.to_string(),
                     opt(n.node),
                     format!("{:?}", st.role).to_lowercase(),
@@ -396,7 +396,8 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
                     opt(st.leader),
                     st.index_commit,
                     st.index_applied,
-                    st.index_last
+                    st.index_last,
+                    members(&st.voters, &st.learners)
                 );
             }
             Err(e) => {
@@ -412,6 +413,16 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
     s
 }
 
+/// Voters, then observers after a '+': `1,2,3+4`.
+fn members(voters: &[u64], learners: &[u64]) -> String {
+    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    if learners.is_empty() {
+        list(voters)
+    } else {
+        format!("{}+{}", list(voters), list(learners))
+    }
+}
+
 fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
     let mut s = format!("{{\"group\":{group},\"nodes\":[");
     let null = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
@@ -422,14 +433,16 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
             Ok(st) => write!(
                 s,
                 "{sep}{{{head},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
-                 \"applied\":{},\"last\":{},\"hibernating\":{}}}",
+                 \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"learners\":{:?}}}",
                 format!("{:?}", st.role).to_lowercase(),
                 st.term,
                 null(st.leader),
                 st.index_commit,
                 st.index_applied,
                 st.index_last,
-                st.hibernating
+                st.hibernating,
+                st.voters,
+                st.learners
             ),
             Err(e) => write!(s, "{sep}{{{head},\"error\":{}}}", json_str(&e.to_string())),
         };

@@ -107,6 +107,12 @@ pub struct GroupStatus {
     pub index_applied: u64,
     /// Whether the group is hibernating (idle: no ticks, no heartbeats).
     pub hibernating: bool,
+    /// The node this replica runs on.
+    pub node: u64,
+    /// The voting members (both configurations' during a joint change).
+    pub voters: Vec<u64>,
+    /// The observers (learners).
+    pub learners: Vec<u64>,
 }
 
 type Reply<T> = OneshotSender<Result<T, GroupError>>;

@@ -413,6 +413,21 @@ impl<L: RaftLog> Loop<L> {
             index_last: self.raft.index_last(),
             index_applied: self.index_applied,
             hibernating: self.raft.is_hibernating(),
+            node: self.raft.id().0,
+            voters: self
+                .raft
+                .membership()
+                .voters_all()
+                .iter()
+                .map(|n| n.0)
+                .collect(),
+            learners: self
+                .raft
+                .membership()
+                .learners()
+                .iter()
+                .map(|n| n.0)
+                .collect(),
         }
     }
 
