@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use sampan::config::Durability;
 use sampan::service::{Op, decode_status};
-use sampan_benches::cluster::{Cluster, NodeSpec, call, connect_all, run_node};
-use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, TaskClass};
+use sampan_benches::cluster::{Cluster, NodeSpec, call, client_runtime, connect_all, run_node};
+use sampan_fiber::TaskClass;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,12 +21,7 @@ fn main() {
     let window = Duration::from_secs(if quick { 3 } else { 10 });
     let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let root = base.join(format!("sampan-idle-bench-{}", std::process::id()));
-    let client = Runtime::builder()
-        .name("bench-client")
-        .shards(1)
-        .io_memory_bytes(IO_MEMORY_MIN_BYTES)
-        .build()
-        .unwrap_or_else(|e| panic!("client runtime: {e}"));
+    let client = client_runtime();
     let mut out = String::from(
         "| groups per node | start to all asleep | CPU per node (% of one core) |\n|---:|---:|---|\n",
     );

@@ -12,9 +12,9 @@ use sampan::config::Durability;
 use sampan::kv::{KvCommand, KvRequest};
 use sampan::raft::Role;
 use sampan::service::{Op, decode_status};
-use sampan_benches::cluster::{Cluster, NodeSpec, call, connect_all, run_node};
+use sampan_benches::cluster::{Cluster, NodeSpec, call, client_runtime, connect_all, run_node};
 use sampan_benches::{Latencies, Row, table};
-use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, TaskClass};
+use sampan_fiber::TaskClass;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -48,12 +48,7 @@ fn main() {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let client = Runtime::builder()
-        .name("bench-client")
-        .shards(1)
-        .io_memory_bytes(IO_MEMORY_MIN_BYTES)
-        .build()
-        .unwrap_or_else(|e| panic!("client runtime: {e}"));
+    let client = client_runtime();
     let mut rows = vec![Row::new(
         "raw write(4 KiB)+fdatasync, same disk",
         (fsyncs * secs) as u64,

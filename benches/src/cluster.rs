@@ -151,6 +151,16 @@ pub fn run_node(arg: &str) {
     let _ = server.shutdown();
 }
 
+/// The benchmark client's runtime: one shard, small io memory.
+pub fn client_runtime() -> sampan_fiber::Runtime {
+    sampan_fiber::Runtime::builder()
+        .name("bench-client")
+        .shards(1)
+        .io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES)
+        .build()
+        .unwrap_or_else(|e| panic!("client runtime: {e}"))
+}
+
 /// Connects to every node's service port (retrying for up to 20 s while
 /// the nodes start), as client `1000 + i`.
 pub async fn connect_all(services: &[SocketAddr]) -> Vec<Connection> {

@@ -266,7 +266,7 @@ impl<F: RaftFactory> RaftServer<F> {
             let (cfg, shared) = (cfg.clone(), shared.clone());
             let replicate = SocketAddr::new(own, cfg.replicate_port + shard as u16);
             let service = SocketAddr::new(own, cfg.service_port);
-            run_on(&runtime, node, shard, move || async move {
+            run_on(&runtime.handle(), node, shard, move || async move {
                 let (host, _) = ShardHost::start(cfg, replicate)?;
                 let net = |source| HostError::Net { node, source };
                 let forwarded = shared.clone();
@@ -296,7 +296,7 @@ impl<F: RaftFactory> RaftServer<F> {
                 .map(|(id, a)| (*id, SocketAddr::new(a.ip(), a.port() + shard as u16)))
                 .collect();
             let id = shared.id;
-            run_on(&runtime, node, shard, move || async move {
+            run_on(&runtime.handle(), node, shard, move || async move {
                 local_host(id).map_or(Ok(()), |h| h.add_peers(&peers))
             })??;
         }
@@ -408,12 +408,7 @@ impl<F: RaftFactory> RaftServer<F> {
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
-        let node = self.shared.node;
-        self.shared
-            .runtime
-            .shard(shard)
-            .and_then(|s| s.run_blocking(TaskClass::Latency, f))
-            .map_err(|source| HostError::Fiber { node, source })
+        run_on(&self.shared.runtime, self.shared.node, shard, f)
     }
 
     /// Stops gracefully: every group stops (requests still waiting fail
@@ -492,7 +487,7 @@ fn raise_open_files_limit(node: u64) {
 }
 
 fn run_on<T, Fut>(
-    runtime: &Runtime,
+    runtime: &RuntimeHandle,
     node: u64,
     shard: usize,
     f: impl FnOnce() -> Fut + Send + 'static,

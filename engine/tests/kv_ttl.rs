@@ -6,9 +6,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{configs, leader, start};
-use sampan::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest, Ttl};
-use sampan::server::{GroupRef, machines};
+use common::{configs, get, leader, start};
+use sampan::kv::{KvCommand, KvConfig, KvMachine, KvRequest, Ttl};
+use sampan::server::machines;
 use sampan::state_machine::{
     Committed, FrozenState, RoleChange, SnapshotInfo, Stamp, StateMachine, StateMachineError,
 };
@@ -66,14 +66,6 @@ fn put_ttl(key: &str, ttl_ms: u64) -> Bytes {
         return_old: false,
     })
     .to_bytes()
-}
-
-fn get(g: &GroupRef, key: &str) -> Option<Bytes> {
-    let q = KvQuery::Get(vec![Bytes::from(key.to_string())]).to_bytes();
-    match KvAnswer::decode(g.read_blocking(q).expect("read")).expect("answer") {
-        KvAnswer::Values(mut v) => v.remove(0).map(|it| it.value),
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 /// Waits (bounded) until every counter in `keys` reads `want`.

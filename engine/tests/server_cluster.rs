@@ -7,10 +7,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{configs, group, leader, start};
+use common::{configs, get, group, leader, start};
 use sampan::group::GroupError;
-use sampan::kv::{KvAnswer, KvCommand, KvQuery, KvRequest};
-use sampan::server::{GroupRef, kv_factory, machines};
+use sampan::kv::{KvCommand, KvRequest};
+use sampan::server::{kv_factory, machines};
 use sampan::service::{Route, ServerError};
 use sampan::state_machine::{
     Committed, FrozenBytes, FrozenState, SnapshotInfo, StateMachine, StateMachineError,
@@ -21,14 +21,6 @@ use std::time::Duration;
 
 fn put(key: &str, value: &str) -> Bytes {
     KvRequest::without_session(KvCommand::put(key.to_string(), value.to_string())).to_bytes()
-}
-
-fn get(g: &GroupRef, key: &str) -> Option<Bytes> {
-    let q = KvQuery::Get(vec![Bytes::from(key.to_string())]).to_bytes();
-    match KvAnswer::decode(g.read_blocking(q).expect("read")).expect("answer") {
-        KvAnswer::Values(mut v) => v.remove(0).map(|it| it.value),
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 #[test]

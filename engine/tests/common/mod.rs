@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use bytes::Bytes;
 use sampan::config::{Durability, GroupConfig, ServerConfig};
+use sampan::kv::{KvAnswer, KvQuery};
 use sampan::raft::Role;
-use sampan::server::{RaftFactory, RaftServer};
+use sampan::server::{GroupRef, RaftFactory, RaftServer};
 use sampan::service::ServerError;
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime};
 use std::collections::HashSet;
@@ -91,4 +93,13 @@ pub fn leader<F: RaftFactory>(servers: &[Option<RaftServer<F>>], group: u64) -> 
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("no leader of group {group} within 10 s");
+}
+
+/// Reads `key` of a KV group linearizably (forwarded to the leader).
+pub fn get(g: &GroupRef, key: &str) -> Option<Bytes> {
+    let q = KvQuery::Get(vec![Bytes::from(key.to_string())]).to_bytes();
+    match KvAnswer::decode(g.read_blocking(q).expect("read")).expect("answer") {
+        KvAnswer::Values(mut v) => v.remove(0).map(|it| it.value),
+        other => panic!("unexpected {other:?}"),
+    }
 }
