@@ -61,11 +61,16 @@ impl Sessions {
         s.last_active_ms = s.last_active_ms.max(time_ms);
         if acked_below > s.oldest_kept {
             s.oldest_kept = acked_below;
-            let (_, at, mut above) = s.results.split_lookup(&acked_below);
-            if let Some(r) = at {
-                above.insert(acked_below, r);
+            // Remove from the low end one by one: imbl's split_lookup
+            // rebuilds the whole map, which made every write pay for the
+            // session's up to 1,024 remembered results (puts at 2,000 in
+            // flight fell from ~60k/s to ~2k/s).
+            while let Some(&(seq, _)) = s.results.get_min() {
+                if seq >= acked_below {
+                    break;
+                }
+                s.results.remove(&seq);
             }
-            s.results = above;
         }
         if seq < s.oldest_kept {
             return Admission::Answer(KvResult::Failed(KvFailure::StaleSequence {
