@@ -145,6 +145,49 @@ fn store(n: u64) {
         "| stream the frozen view to 1 MiB chunks | {stream:?} ({chunks} chunks, {:.1} MiB) |",
         bytes as f64 / (1 << 20) as f64
     );
+    store_batches(n);
+}
+
+/// Pairs per `PutMany` command in [`store_batches`].
+const BATCH_PAIRS: u64 = 100;
+
+/// Apply throughput of put batches: `n` keys in `PutMany` commands of
+/// [`BATCH_PAIRS`] pairs each (what a pipeline of SETs or the batcher
+/// proposes), then the freeze of the full store.
+fn store_batches(n: u64) {
+    let encoded: Vec<Bytes> = (0..n.div_ceil(BATCH_PAIRS))
+        .map(|b| {
+            let pairs = (b * BATCH_PAIRS..((b + 1) * BATCH_PAIRS).min(n))
+                .map(|i| (key(i), Bytes::from(vec![1u8; 100])))
+                .collect();
+            KvRequest::without_session(KvCommand::PutMany {
+                pairs,
+                ttl: Ttl::Persist,
+            })
+            .to_bytes()
+        })
+        .collect();
+    let mut s = KvStore::new(KvConfig::default());
+    let ((), apply) = timed(|| {
+        for (i, b) in encoded.iter().enumerate() {
+            let req = KvRequest::decode(b.clone()).unwrap_or_else(|e| panic!("{e}"));
+            black_box(s.apply(i as u64 + 1, &req));
+        }
+    });
+    let (frozen, freeze) = timed(|| s.freeze());
+    drop(black_box(frozen));
+    println!("\n| KvStore, {n} keys as PutMany of {BATCH_PAIRS} pairs | figure |");
+    println!("|---|---:|");
+    println!("| decode + apply, ns/key | {} |", per_op(apply, n));
+    println!(
+        "| apply throughput, keys/s | {:.0} |",
+        n as f64 / apply.as_secs_f64()
+    );
+    println!(
+        "| apply throughput, batches/s | {:.0} |",
+        encoded.len() as f64 / apply.as_secs_f64()
+    );
+    println!("| freeze at {n} keys | {freeze:?} |");
 }
 
 fn resp(n: u64) {

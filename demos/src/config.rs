@@ -158,8 +158,15 @@ impl NodeConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
-            g.validate(&servers)
-                .map_err(|e| prefix(&format!("group[{i}]"), e))?;
+            g.validate(&servers).map_err(|e| ConfigError {
+                // The group's own errors say `group 7.members`; in the file
+                // it is the i-th [[group]] table.
+                field: match e.field.split_once('.') {
+                    Some((_, f)) => format!("group[{i}].{f}"),
+                    None => format!("group[{i}].{}", e.field),
+                },
+                reason: e.reason,
+            })?;
             if !seen.insert(g.group_id) {
                 return Err(ConfigError {
                     field: format!("group[{i}].group_id"),
@@ -289,7 +296,7 @@ mod tests {
                     "members = \"1,2,3\"\nobservers",
                     "members = \"1,2,7\"\nobservers",
                 ),
-                "group[0]",
+                "group[0].members",
             ),
             (
                 DEFAULT_CONFIG.replace("port = 6381", "port = 5001"),

@@ -39,6 +39,8 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub redis_ports: Vec<u16>,
+    /// Each node's service port (the native client's), node `i` at `i - 1`.
+    pub service_ports: Vec<u16>,
     nodes: Vec<Option<Child>>,
 }
 
@@ -69,6 +71,7 @@ impl TestCluster {
         let mut c = TestCluster {
             dir,
             redis_ports: redis.to_vec(),
+            service_ports: service.to_vec(),
             nodes: (0..n).map(|_| None).collect(),
         };
         for i in 1..=n {
@@ -106,6 +109,23 @@ impl TestCluster {
     /// The Redis port of node `i`.
     pub fn port(&self, i: u64) -> u16 {
         self.redis_ports[i as usize - 1]
+    }
+
+    /// The service address of node `i` (for the native client).
+    pub fn service(&self, i: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.service_ports[i as usize - 1]))
+    }
+
+    /// The service address of every node, node 1 first.
+    pub fn services(&self) -> Vec<SocketAddr> {
+        (1..=self.nodes.len() as u64)
+            .map(|i| self.service(i))
+            .collect()
+    }
+
+    /// The config file node `i` was started from.
+    pub fn config_file(&self, i: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{i}.toml"))
     }
 
     /// The nodes running.

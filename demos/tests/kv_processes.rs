@@ -1,0 +1,374 @@
+//! The native client (`BlockingClient`) against three real `sampan-node`
+//! processes started from config files on loopback: writes through any
+//! node, a SIGKILLed leader (no acknowledged write lost, increments applied
+//! exactly once across the client's retries), TTL expiry across a leader
+//! change, two groups side by side, and a wrong config file.
+//!
+//! Every wait is bounded polling for a condition ([`wait_until`], at most
+//! [`WAIT`]); nothing sleeps and hopes.
+
+mod redis_common;
+use bytes::Bytes;
+use redis_common::*;
+use sampan::client::{BlockingClient, ClientConfig, ClientError};
+use sampan::group::GroupStatus;
+use sampan::raft::Role;
+use sampan_fiber::TaskClass;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Long enough to outlast an election (1–2 s timeout in the demo config)
+/// and the retries around it, so a client call never gives up in a test.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writers in flight at once in the failover test, each on its own fiber of
+/// the client's shard, all pipelined on the client's connections.
+const WRITERS: usize = 32;
+
+/// Writes acknowledged before the kill, and again after it.
+const ACKED_BEFORE_KILL_MIN: u64 = 2_000;
+const ACKED_AFTER_KILL_MIN: u64 = 2_000;
+
+fn client(servers: Vec<SocketAddr>) -> BlockingClient {
+    BlockingClient::connect(ClientConfig::new(servers).request_timeout(REQUEST_TIMEOUT))
+        .expect("client")
+}
+
+/// Every node's status of `group` as its own replica reports it.
+fn statuses(c: &TestCluster, client: &BlockingClient, group: u64) -> Vec<(u64, GroupStatus)> {
+    let running = c.running();
+    client
+        .status(group)
+        .expect("status")
+        .into_iter()
+        .filter_map(|s| Some((s.node?, s.status.ok()?)))
+        .filter(|(n, _)| running.contains(n))
+        .collect()
+}
+
+/// Waits until every running node has applied everything the leader of
+/// `group` has committed and agrees on the index; returns that index.
+fn wait_applied_everywhere(c: &TestCluster, client: &BlockingClient, group: u64) -> u64 {
+    let mut index = 0;
+    wait_until("every node to apply the leader's commit index", || {
+        let s = statuses(c, client, group);
+        let Some((_, lead)) = s.iter().find(|(_, st)| st.role == Role::Leader) else {
+            return false;
+        };
+        index = lead.index_commit;
+        s.len() == c.running().len()
+            && lead.index_last == lead.index_commit
+            && s.iter().all(|(_, st)| st.index_applied == index)
+    });
+    index
+}
+
+#[test]
+fn the_client_writes_through_any_node_and_two_groups_serve_independently() {
+    let c = TestCluster::start(3);
+    c.wait_leader(1);
+    c.wait_leader(2);
+    // A client that knows one node only, for each node: it finds the leader
+    // from there (redirects); what it wrote reads back through the others.
+    for n in 1..=3u64 {
+        let one = client(vec![c.service(n)]);
+        one.put(1, format!("via-{n}"), format!("g1-{n}"))
+            .expect("put, group 1");
+        one.put(2, format!("via-{n}"), format!("g2-{n}"))
+            .expect("put, group 2");
+        assert_eq!(one.incr(1, "counter", 1).expect("incr 1"), n as i64);
+        assert_eq!(one.incr(2, "counter", 10).expect("incr 2"), 10 * n as i64);
+    }
+    for n in 1..=3u64 {
+        let other = client(vec![c.service(n % 3 + 1)]);
+        for m in 1..=3u64 {
+            let key = format!("via-{m}");
+            let g1 = other.get(1, key.clone()).expect("get 1");
+            let g2 = other.get(2, key).expect("get 2");
+            assert_eq!(g1.as_deref(), Some(format!("g1-{m}").as_bytes()));
+            assert_eq!(g2.as_deref(), Some(format!("g2-{m}").as_bytes()));
+        }
+    }
+    // The groups share nothing: a remove in one leaves the other alone,
+    // and each has its own versions (log indexes).
+    let any = client(c.services());
+    assert!(any.remove(1, "via-1").expect("remove"));
+    assert_eq!(any.get(1, "via-1").expect("get"), None);
+    assert_eq!(
+        any.get(2, "via-1").expect("get").as_deref(),
+        Some(&b"g2-1"[..])
+    );
+    assert_eq!(any.incr(1, "counter", 0).expect("incr"), 3);
+    assert_eq!(any.incr(2, "counter", 0).expect("incr"), 30);
+    assert!(matches!(
+        any.get(3, "via-1"),
+        Err(ClientError::NoSuchGroup { group: 3, .. })
+    ));
+}
+
+/// What the writers of the failover test acknowledged.
+#[derive(Default)]
+struct Acked {
+    /// `(writer, i)` of every acknowledged put of key `w{writer}-{i}`.
+    puts: Vec<(usize, u64)>,
+    /// Per writer, the results of its increments of `ctr-{writer}`, in order.
+    incrs: Vec<Vec<i64>>,
+    /// Calls that failed (the client should carry on without any).
+    errors: Vec<String>,
+}
+
+/// The value writer `w` puts at key `w{w}-{i}`: its own, so a read shows
+/// which write it got.
+fn value(w: usize, i: u64) -> Bytes {
+    Bytes::from(format!("value of w{w}-{i}, {}", "x".repeat(40)))
+}
+
+/// Runs [`WRITERS`] fibers on the client's shard, each putting its keys and
+/// incrementing its counter by 1 in a loop, until `done`.
+fn write_until(client: &BlockingClient, done: Arc<AtomicBool>, acked: Arc<Mutex<Acked>>) {
+    acked.lock().expect("lock").incrs = vec![Vec::new(); WRITERS];
+    client
+        .run(move |cl| async move {
+            let mut fibers = Vec::new();
+            for w in 0..WRITERS {
+                let (cl, done, acked) = (cl.clone(), done.clone(), acked.clone());
+                let f = sampan_fiber::spawn(TaskClass::Latency, "writer", async move {
+                    let mut i = 0u64;
+                    while !done.load(Ordering::SeqCst) {
+                        let put = cl.put(1, format!("w{w}-{i}"), value(w, i)).await;
+                        let incr = cl.incr(1, format!("ctr-{w}"), 1).await;
+                        let mut a = acked.lock().expect("lock");
+                        match put {
+                            Ok(()) => a.puts.push((w, i)),
+                            Err(e) => a.errors.push(format!("put w{w}-{i}: {e}")),
+                        }
+                        match incr {
+                            Ok(v) => a.incrs[w].push(v),
+                            Err(e) => a.errors.push(format!("incr ctr-{w}: {e}")),
+                        }
+                        i += 1;
+                    }
+                })
+                .expect("spawn a writer");
+                fibers.push(f);
+            }
+            for f in fibers {
+                f.join().await.expect("writer fiber");
+            }
+        })
+        .expect("run the writers");
+}
+
+#[test]
+fn killing_the_leader_keeps_every_acknowledged_write_applied_once() {
+    let mut c = TestCluster::start(3);
+    let leader = c.wait_leader(1);
+    let client = Arc::new(client(c.services()));
+    let done = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let writer = {
+        let (client, done, acked) = (client.clone(), done.clone(), acked.clone());
+        std::thread::spawn(move || write_until(&client, done, acked))
+    };
+    let puts = || acked.lock().expect("lock").puts.len() as u64;
+    wait_until("writes acknowledged before the kill", || {
+        puts() >= ACKED_BEFORE_KILL_MIN
+    });
+    let retries_before = client.stats().expect("stats").retries;
+    c.kill(leader);
+    let at_kill = puts();
+    wait_until("writes acknowledged after the kill", || {
+        puts() >= at_kill + ACKED_AFTER_KILL_MIN
+    });
+    done.store(true, Ordering::SeqCst);
+    writer.join().expect("writer thread");
+    let stats = client.stats().expect("stats");
+    let new_leader = wait_new_leader(&c, 1, leader);
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    assert!(
+        acked.errors.is_empty(),
+        "the client gave up across the failover: {:?}",
+        &acked.errors[..acked.errors.len().min(5)]
+    );
+    // Requests in flight at the kill were retried on the new leader.
+    assert!(
+        stats.retries > retries_before,
+        "no retry across the kill: {stats:?}"
+    );
+
+    // Every acknowledged put reads back, through each surviving node.
+    for n in c.running() {
+        let via = client_at(&c, n);
+        for chunk in acked.puts.chunks(500) {
+            let keys: Vec<Bytes> = chunk
+                .iter()
+                .map(|(w, i)| Bytes::from(format!("w{w}-{i}")))
+                .collect();
+            let items = via.batch_get(1, keys).expect("batch_get");
+            for ((w, i), item) in chunk.iter().zip(items) {
+                let item = item.unwrap_or_else(|| panic!("w{w}-{i} acknowledged, then lost"));
+                assert_eq!(item.value, value(*w, *i), "w{w}-{i} via node {n}");
+            }
+        }
+    }
+    // Exactly once: each writer's increments answered 1, 2, 3, ... with no
+    // gap (a retry applied twice) and no repeat, and the counter holds the
+    // last answer.
+    let final_client = client_at(&c, new_leader);
+    for (w, results) in acked.incrs.iter().enumerate() {
+        let expect: Vec<i64> = (1..=results.len() as i64).collect();
+        assert_eq!(results, &expect, "ctr-{w}: increments not exactly once");
+        let stored = final_client.get(1, format!("ctr-{w}")).expect("get");
+        let want = results.len().to_string();
+        assert_eq!(stored.as_deref(), Some(want.as_bytes()), "ctr-{w}");
+    }
+
+    // The killed node comes back and catches up with everything.
+    c.spawn(leader);
+    wait_applied_everywhere(&c, &client, 1);
+}
+
+/// Waits until the running nodes agree on a leader of `group` other than
+/// `old` (which they may still name for a while after it died).
+fn wait_new_leader(c: &TestCluster, group: u64, old: u64) -> u64 {
+    let mut leader = 0;
+    wait_until("a new leader", || {
+        leader = c.wait_leader(group);
+        leader != old
+    });
+    leader
+}
+
+fn client_at(c: &TestCluster, n: u64) -> BlockingClient {
+    client(vec![c.service(n)])
+}
+
+/// Keys written with this TTL stay pending across the leader change: it
+/// outlasts the election with room to spare, so the new leader is settled
+/// while they are still live (the test checks that it is so).
+const TTL_PENDING: Duration = Duration::from_secs(8);
+/// Keys written with this TTL come due around the election itself.
+const TTL_SHORT: Duration = Duration::from_millis(1_500);
+const TTL_KEYS: usize = 20;
+
+#[test]
+fn ttl_keys_expire_on_every_node_across_a_leader_change() {
+    let mut c = TestCluster::start(3);
+    let leader = c.wait_leader(1);
+    let client = client(c.services());
+    client.put(1, "keep", "v").expect("put keep");
+    for i in 0..TTL_KEYS {
+        let ttl = if i % 2 == 0 { TTL_PENDING } else { TTL_SHORT };
+        client
+            .put_ttl(1, format!("ttl-{i}"), "v", Some(ttl))
+            .expect("put_ttl");
+    }
+    // Leadership changes while every expiry is still pending.
+    c.kill(leader);
+    let new_leader = wait_new_leader(&c, 1, leader);
+    let settled = wait_applied_everywhere(&c, &client, 1);
+    assert!(
+        client.get(1, "ttl-0").expect("get").is_some(),
+        "the long TTL passed before the new leader settled: the machine is \
+         too slow for this test's TTL_PENDING"
+    );
+
+    // The new leader expires them all, through the log: no client writes,
+    // yet the commit index moves, and every node applies the removals.
+    for i in 0..TTL_KEYS {
+        wait_until("a TTL key to expire under the new leader", || {
+            client.get(1, format!("ttl-{i}")).expect("get").is_none()
+        });
+    }
+    let mut expired_at = 0;
+    wait_until(
+        "the expiries to be committed and applied everywhere",
+        || {
+            expired_at = wait_applied_everywhere(&c, &client, 1);
+            expired_at > settled
+        },
+    );
+
+    // The old leader restarts and catches up; then it (or the third node)
+    // takes over, and its own state has no TTL key either.
+    c.spawn(leader);
+    wait_until("the restarted node to apply the expiries", || {
+        wait_applied_everywhere(&c, &client, 1) >= expired_at
+    });
+    c.kill(new_leader);
+    wait_new_leader(&c, 1, new_leader);
+    for n in c.running() {
+        let via = client_at(&c, n);
+        assert_eq!(via.get(1, "keep").expect("get").as_deref(), Some(&b"v"[..]));
+        for i in 0..TTL_KEYS {
+            assert_eq!(via.get(1, format!("ttl-{i}")).expect("get"), None);
+        }
+    }
+}
+
+/// Starts `sampan-node` on a config file with `text`; returns whether it
+/// failed, the file, and its stderr.
+fn start_with(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wrong-node.toml");
+    std::fs::write(&file, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sampan-node"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run sampan-node");
+    (
+        !out.status.success(),
+        file.display().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_wrong_config_file_names_the_file_and_the_field() {
+    // Start from a config the cluster tests run with, then break one field.
+    let c = TestCluster::start(1);
+    let good = std::fs::read_to_string(c.config_file(1)).expect("read config");
+    drop(c);
+    let edit = |from: &str, to: &str| {
+        assert!(good.contains(from), "{from:?} not in:\n{good}");
+        good.replacen(from, to, 1)
+    };
+    // Each case: the broken text and what stderr must name.
+    let cases = [
+        (
+            edit("members = \"1\"", "members = \"1,7\""),
+            &["group[0]", "members"][..],
+        ),
+        (
+            edit("durability = \"sync\"", "durability = \"maybe\""),
+            &["durability"][..],
+        ),
+        (
+            edit("heartbeat_interval_ms = 100", "heartbeat_interval_ms = 1"),
+            &["server.heartbeat_interval_ms"][..],
+        ),
+        (
+            edit("segment_bytes = 67108864", "segment_bytes = 100"),
+            &["server.log.segment_bytes"][..],
+        ),
+        (
+            edit("[server]\n", "[server]\nnode_idd = 3\n"),
+            &["node_idd"][..],
+        ),
+    ];
+    for (text, fields) in cases {
+        let (failed, file, stderr) = start_with(&text);
+        assert!(failed, "{fields:?}: sampan-node started anyway");
+        assert!(
+            stderr.contains(&file),
+            "{fields:?}: file not named: {stderr}"
+        );
+        for field in fields {
+            assert!(stderr.contains(field), "{field}: not named: {stderr}");
+        }
+    }
+}
