@@ -260,16 +260,28 @@ impl TailCache {
         self.bytes = 0;
     }
 
-    /// The records `first..=last` if one cached run holds them all.
+    /// Whether `index` is in the cached range.
+    fn holds(&self, index: u64) -> bool {
+        self.runs.front().is_some_and(|r| r.first_index() <= index)
+            && self.runs.back().is_some_and(|r| index <= r.last_index())
+    }
+
+    /// The records `first..=last` if they are exactly one cached run.
     fn slice(&self, first: u64, last: u64) -> Option<sampan_storage::RecordRun> {
+        // Newest first: the entries a leader sends are almost always the
+        // ones it just encoded.
         let run = self
             .runs
             .iter()
+            .rev()
+            .take_while(|r| r.last_index() >= first)
             .find(|r| r.first_index() <= first && last <= r.last_index())?;
-        let mut run = run.clone();
-        run.skip_before(first);
-        run.truncate_after(last);
-        Some(run)
+        if run.first_index() == first && run.last_index() == last {
+            return Some(run.clone());
+        }
+        // Part of a run: cutting it walks its headers, which costs more
+        // than encoding the few entries again.
+        None
     }
 }
 
@@ -549,7 +561,11 @@ impl<L: RaftLog> Loop<L> {
         if let Some(run) = self.tail.slice(first, last) {
             return Some(run);
         }
-        // Payloads plus room for each record's header and padding.
+        if self.tail.holds(first) {
+            return None; // recent but not a whole run: cheaper to encode
+        }
+        // Older than the cache (a follower catching up): the log's records,
+        // read as mmap slices. Payloads plus room for each record's header and padding.
         let bytes: usize = a
             .entries
             .iter()
@@ -600,8 +616,10 @@ mod tail_tests {
         let mut tail = TailCache::default();
         tail.push(run(1, 10, 100));
         tail.push(run(11, 10, 100));
-        let s = tail.slice(3, 7).expect("inside the first run");
-        assert_eq!((s.first_index(), s.last_index(), s.len()), (3, 7, 5));
+        let s = tail.slice(11, 20).expect("the second run");
+        assert_eq!((s.first_index(), s.last_index(), s.len()), (11, 20, 10));
+        assert!(tail.slice(3, 7).is_none(), "part of a run");
+        assert!(tail.holds(3) && tail.holds(20) && !tail.holds(21));
         assert!(tail.slice(8, 12).is_none(), "spans two runs");
         assert!(tail.slice(21, 21).is_none(), "not cached");
         // A gap (a new term's log) starts the cache again.
