@@ -248,7 +248,15 @@ impl ShardHost {
         let mut cfg = raft::Config::new(NodeId(self.cfg.node_id), GroupId(g));
         cfg.ticks_election = self.cfg.ticks_election();
         cfg.ticks_heartbeat = self.cfg.ticks_heartbeat();
-        cfg.seed = self.cfg.node_id.rotate_left(32) ^ g;
+        // The core mixes the node and group ids into its seed itself; the
+        // seed here must add randomness, not those ids again: XORing them
+        // in twice cancelled them, every replica of every group drew the
+        // same election timeouts, and two followers split the vote in
+        // lockstep round after round (9 s and 7 terms for a failover).
+        cfg.seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            (self.cfg.node_id, g),
+        );
         let ids = |set: BTreeSet<u64>| set.into_iter().map(NodeId).collect::<BTreeSet<_>>();
         let parts = GroupParts {
             cfg,
