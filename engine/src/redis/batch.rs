@@ -97,16 +97,16 @@ fn distribute<U: Clone>(waiters: Vec<Waiter<U>>, outcome: Outcome<U>) {
     }
 }
 
-type WriteQueue = Rc<RefCell<Queue<(Bytes, Bytes), ()>>>;
-type ReadQueue = Rc<RefCell<Queue<Bytes, Option<Item>>>>;
+/// A shard's queues, one per group.
+type Queues<T, U> = RefCell<HashMap<u64, Rc<RefCell<Queue<T, U>>>>>;
 
 /// The batcher of one shard. See the module docs.
 pub struct Batcher {
     /// Off: every request is its own proposal or read (for measuring).
     enabled: bool,
     in_flight_max: usize,
-    writes: RefCell<HashMap<u64, WriteQueue>>,
-    reads: RefCell<HashMap<u64, ReadQueue>>,
+    writes: Queues<(Bytes, Bytes), ()>,
+    reads: Queues<Bytes, Option<Item>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -138,51 +138,22 @@ impl Batcher {
         if !self.enabled {
             return propose_pairs(group, pairs).await.map(|_| ());
         }
-        let queue = self
-            .writes
-            .borrow_mut()
-            .entry(group.id())
-            .or_default()
-            .clone();
-        let (tx, rx) = oneshot();
-        let start = {
-            let mut q = queue.borrow_mut();
-            q.waiters.push((pairs.len(), tx));
-            q.items.extend(pairs);
-            q.flushers < self.in_flight_max && {
-                q.flushers += 1;
-                true
-            }
+        let limits = Limits {
+            items_max: BATCH_PAIRS_MAX,
+            bytes_max: BATCH_BYTES_MAX,
+            size: |(k, v): &(Bytes, Bytes)| k.len() + v.len(),
         };
-        if start {
-            let group = group.clone();
-            let q = queue.clone();
-            spawn_flusher(
-                "redis-batch-write",
-                async move {
-                    loop {
-                        let mut bytes = 0usize;
-                        let mut n = 0usize;
-                        let (items, waiters) = q.borrow_mut().take(|(k, v)| {
-                            n += 1;
-                            bytes += k.len() + v.len();
-                            n <= BATCH_PAIRS_MAX && bytes <= BATCH_BYTES_MAX
-                        });
-                        if waiters.is_empty() {
-                            q.borrow_mut().flushers -= 1;
-                            return;
-                        }
-                        let outcome = propose_pairs(&group, items).await;
-                        distribute(waiters, outcome);
-                    }
-                },
-                &queue,
-            );
-        }
-        rx.recv()
-            .await
-            .unwrap_or_else(|| Err("ERR batch dropped".into()))
-            .map(|_| ())
+        submit(
+            &self.writes,
+            self.in_flight_max,
+            group,
+            pairs,
+            "redis-batch-write",
+            limits,
+            |g, items| async move { propose_pairs(&g, items).await },
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The items of `keys` (absent or expired: `None`), by a linearizable
@@ -195,49 +166,89 @@ impl Batcher {
         if !self.enabled {
             return read_keys(group, keys).await;
         }
-        let queue = self
-            .reads
-            .borrow_mut()
-            .entry(group.id())
-            .or_default()
-            .clone();
-        let (tx, rx) = oneshot();
-        let start = {
-            let mut q = queue.borrow_mut();
-            q.waiters.push((keys.len(), tx));
-            q.items.extend(keys);
-            q.flushers < self.in_flight_max && {
-                q.flushers += 1;
-                true
-            }
+        let limits = Limits {
+            items_max: QUERY_KEYS_MAX,
+            bytes_max: usize::MAX,
+            size: |_: &Bytes| 0,
         };
-        if start {
-            let group = group.clone();
-            let q = queue.clone();
-            spawn_flusher(
-                "redis-batch-read",
-                async move {
-                    loop {
-                        let mut n = 0usize;
-                        let (items, waiters) = q.borrow_mut().take(|_| {
-                            n += 1;
-                            n <= QUERY_KEYS_MAX
-                        });
-                        if waiters.is_empty() {
-                            q.borrow_mut().flushers -= 1;
-                            return;
-                        }
-                        let outcome = read_keys(&group, items).await;
-                        distribute(waiters, outcome);
-                    }
-                },
-                &queue,
-            );
-        }
-        rx.recv()
-            .await
-            .unwrap_or_else(|| Err("ERR batch dropped".into()))
+        submit(
+            &self.reads,
+            self.in_flight_max,
+            group,
+            keys,
+            "redis-batch-read",
+            limits,
+            |g, items| async move { read_keys(&g, items).await },
+        )
+        .await
     }
+}
+
+/// How much one merged proposal or read may carry.
+struct Limits<T> {
+    items_max: usize,
+    bytes_max: usize,
+    size: fn(&T) -> usize,
+}
+
+/// Queues `items` on `group`'s queue in `queues`, starts a flusher if fewer
+/// than `in_flight_max` run, and waits for this request's results. Each
+/// flusher takes whole requests from the front within `limits`, runs `op`
+/// on them, hands the results out, and repeats until the queue is empty.
+async fn submit<T, U, F, Fut>(
+    queues: &Queues<T, U>,
+    in_flight_max: usize,
+    group: &GroupRef,
+    items: Vec<T>,
+    name: &str,
+    limits: Limits<T>,
+    op: F,
+) -> Outcome<U>
+where
+    T: 'static,
+    U: Clone + 'static,
+    F: Fn(GroupRef, Vec<T>) -> Fut + 'static,
+    Fut: std::future::Future<Output = Outcome<U>>,
+{
+    let queue = queues.borrow_mut().entry(group.id()).or_default().clone();
+    let (tx, rx) = oneshot();
+    let start = {
+        let mut q = queue.borrow_mut();
+        q.waiters.push((items.len(), tx));
+        q.items.extend(items);
+        q.flushers < in_flight_max && {
+            q.flushers += 1;
+            true
+        }
+    };
+    if start {
+        let group = group.clone();
+        let q = queue.clone();
+        spawn_flusher(
+            name,
+            async move {
+                loop {
+                    let mut bytes = 0usize;
+                    let mut n = 0usize;
+                    let (items, waiters) = q.borrow_mut().take(|it| {
+                        n += 1;
+                        bytes = bytes.saturating_add((limits.size)(it));
+                        n <= limits.items_max && bytes <= limits.bytes_max
+                    });
+                    if waiters.is_empty() {
+                        q.borrow_mut().flushers -= 1;
+                        return;
+                    }
+                    let outcome = op(group.clone(), items).await;
+                    distribute(waiters, outcome);
+                }
+            },
+            &queue,
+        );
+    }
+    rx.recv()
+        .await
+        .unwrap_or_else(|| Err("ERR batch dropped".into()))
 }
 
 /// Starts a flusher fiber. If it cannot start (the shard is stopping) and
