@@ -7,4 +7,5 @@
 //! embedding; depend on the `sampan` crate for that.
 
 pub mod config;
+pub mod resp;
 pub mod signals;

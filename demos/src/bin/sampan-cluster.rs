@@ -15,9 +15,8 @@
 
 use clap::Parser;
 use sampan_demos::config::NodeConfig;
+use sampan_demos::resp::{RespClient, Value};
 use sampan_demos::signals::{block_stop_signals, wait_for_stop_signal};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -325,7 +324,7 @@ struct GroupLine {
 }
 
 fn group_info(node: u64, group: u64) -> Option<GroupLine> {
-    let mut c = Redis::connect(node).ok()?;
+    let mut c = connect_redis(node).ok()?;
     let Value::Bulk(Some(text)) = c.call(&["INFO", "groups"]).ok()? else {
         return None;
     };
@@ -377,7 +376,7 @@ fn step(title: &str) {
 
 /// Runs a command on node `n` and prints it with the reply.
 fn show(n: u64, db: u64, args: &[&str]) -> Result<Value, Error> {
-    let mut c = Redis::connect(n)?;
+    let mut c = connect_redis(n)?;
     if db != 0 {
         c.call(&["SELECT", &db.to_string()])?;
     }
@@ -446,7 +445,7 @@ fn demo(cluster: &mut Cluster, stop: &AtomicBool) -> Result<(), Error> {
     loop {
         check(stop)?;
         let sizes: Result<Vec<Value>, Error> = (1..=NODES)
-            .map(|n| Ok(Redis::connect(n)?.call(&["DBSIZE"])?))
+            .map(|n| Ok(connect_redis(n)?.call(&["DBSIZE"])?))
             .collect();
         let gone = sizes?
             .iter()
@@ -479,7 +478,7 @@ fn failover(cluster: &mut Cluster, stop: &AtomicBool, leader: u64) -> Result<(),
         .running()
         .find(|n| *n != leader)
         .ok_or("no survivor")?;
-    let mut c = Redis::connect(survivor)?;
+    let mut c = connect_redis(survivor)?;
     for i in 0..100 {
         let v = c.call(&["SET", &format!("order:{i:03}"), &format!("item {i}")])?;
         if !matches!(v, Value::Simple(_)) {
@@ -506,7 +505,7 @@ fn failover(cluster: &mut Cluster, stop: &AtomicBool, leader: u64) -> Result<(),
         "  node {new_leader} leads group 1 after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let mut c = Redis::connect(new_leader)?;
+    let mut c = connect_redis(new_leader)?;
     let keys: Vec<String> = (0..100).map(|i| format!("order:{i:03}")).collect();
     let mut args = vec!["MGET"];
     args.extend(keys.iter().map(String::as_str));
@@ -551,95 +550,7 @@ fn failover(cluster: &mut Cluster, stop: &AtomicBool, leader: u64) -> Result<(),
     show(leader, 0, &["INFO", "replication"]).map(|_| ())
 }
 
-/// A RESP reply.
-#[derive(Debug)]
-enum Value {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Value>>),
-}
-
-impl std::fmt::Display for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Value::Simple(s) => write!(f, "{s}"),
-            Value::Error(e) => write!(f, "(error) {e}"),
-            Value::Int(i) => write!(f, "(integer) {i}"),
-            Value::Bulk(None) | Value::Array(None) => write!(f, "(nil)"),
-            Value::Bulk(Some(b)) => {
-                let text = String::from_utf8_lossy(b);
-                if text.contains('\n') {
-                    write!(f, "\n    {}", text.trim_end().replace("\r\n", "\n    "))
-                } else {
-                    write!(f, "\"{text}\"")
-                }
-            }
-            Value::Array(Some(items)) => {
-                let parts: Vec<String> = items.iter().map(Value::to_string).collect();
-                write!(f, "[{}]", parts.join(", "))
-            }
-        }
-    }
-}
-
-/// A tiny blocking Redis client: enough for the demo.
-struct Redis {
-    reader: BufReader<TcpStream>,
-}
-
-impl Redis {
-    fn connect(node: u64) -> std::io::Result<Redis> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], redis_port(node)));
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-        Ok(Redis {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    fn call(&mut self, args: &[&str]) -> std::io::Result<Value> {
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-        self.reader.get_mut().write_all(&req)?;
-        self.read_value()
-    }
-
-    fn read_value(&mut self) -> std::io::Result<Value> {
-        let bad =
-            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(bad("connection closed"));
-        }
-        let line = line.trim_end();
-        let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty line"))?;
-        let len = || rest.parse::<i64>().map_err(|_| bad("bad length"));
-        Ok(match kind {
-            "+" => Value::Simple(rest.to_string()),
-            "-" => Value::Error(rest.to_string()),
-            ":" => Value::Int(len()?),
-            "$" => match len()? {
-                n if n < 0 => Value::Bulk(None),
-                n => {
-                    let mut buf = vec![0; n as usize + 2];
-                    std::io::Read::read_exact(&mut self.reader, &mut buf)?;
-                    buf.truncate(n as usize);
-                    Value::Bulk(Some(buf))
-                }
-            },
-            "*" => match len()? {
-                n if n < 0 => Value::Array(None),
-                n => Value::Array(Some(
-                    (0..n)
-                        .map(|_| self.read_value())
-                        .collect::<Result<_, _>>()?,
-                )),
-            },
-            _ => return Err(bad("unknown reply type")),
-        })
-    }
+/// A Redis connection to node `node`, for the demo's steps.
+fn connect_redis(node: u64) -> std::io::Result<RespClient> {
+    RespClient::connect_with(redis_port(node), Duration::from_secs(15))
 }

@@ -3,8 +3,7 @@
 #![allow(dead_code)]
 
 use sampan_demos::config::NodeConfig;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -222,87 +221,7 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A RESP reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Value>>),
-}
-
-/// A tiny blocking RESP client.
-pub struct Resp {
-    reader: BufReader<TcpStream>,
-}
-
-impl Resp {
-    pub fn connect(port: u16) -> std::io::Result<Resp> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        Ok(Resp {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    /// Sends raw bytes.
-    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.reader.get_mut().write_all(bytes)
-    }
-
-    pub fn call(&mut self, args: &[&str]) -> std::io::Result<Value> {
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-        self.send_raw(&req)?;
-        self.read_value()
-    }
-
-    /// Reads until the server closes the connection; returns what came.
-    pub fn read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.reader.read_to_end(&mut out)?;
-        Ok(out)
-    }
-
-    pub fn read_value(&mut self) -> std::io::Result<Value> {
-        let bad =
-            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(bad("connection closed"));
-        }
-        let line = line.trim_end();
-        let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty line"))?;
-        let len = || rest.parse::<i64>().map_err(|_| bad("bad length"));
-        Ok(match kind {
-            "+" => Value::Simple(rest.to_string()),
-            "-" => Value::Error(rest.to_string()),
-            ":" => Value::Int(len()?),
-            "$" => match len()? {
-                n if n < 0 => Value::Bulk(None),
-                n => {
-                    let mut buf = vec![0; n as usize + 2];
-                    self.reader.read_exact(&mut buf)?;
-                    buf.truncate(n as usize);
-                    Value::Bulk(Some(buf))
-                }
-            },
-            "*" => match len()? {
-                n if n < 0 => Value::Array(None),
-                n => Value::Array(Some(
-                    (0..n)
-                        .map(|_| self.read_value())
-                        .collect::<Result<_, _>>()?,
-                )),
-            },
-            _ => return Err(bad("unknown reply type")),
-        })
-    }
-}
+pub use sampan_demos::resp::{RespClient as Resp, Value};
 
 /// The directory of a test's scratch files.
 pub fn scratch(c: &TestCluster) -> PathBuf {
