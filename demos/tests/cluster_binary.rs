@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PORTS: [u16; 9] = [4001, 4002, 4003, 5001, 5002, 5003, 6381, 6382, 6383];
@@ -53,18 +54,47 @@ fn the_cluster_binary_starts_serves_and_stops() {
         // Not under `cargo run`: the node binary is built already.
         .env_remove("CARGO")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Its errors show in the test's output.
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start sampan-cluster");
+    // Collect stdout as it comes: the welcome (addresses) is printed only
+    // once every group has a leader all nodes agree on, which can be after
+    // the Redis ports already answer. SIGTERM before it would stop the
+    // binary before it printed what this test checks.
+    let output = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let output = output.clone();
+        let mut stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output
+                    .lock()
+                    .expect("output lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let welcomed = || {
+        output
+            .lock()
+            .expect("output lock")
+            .contains("The cluster is up")
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut served = false;
     while Instant::now() < deadline && !served {
-        served = (1..=3).all(|n| {
-            let port = 6380 + n;
-            let key = format!("k{n}");
-            cli(port, &["SET", &key, "v"]).as_deref() == Some("OK")
-                && cli(port, &["GET", &key]).as_deref() == Some("v")
-        });
+        served = welcomed()
+            && (1..=3).all(|n| {
+                let port = 6380 + n;
+                let key = format!("k{n}");
+                cli(port, &["SET", &key, "v"]).as_deref() == Some("OK")
+                    && cli(port, &["GET", &key]).as_deref() == Some("v")
+            });
         if child.try_wait().expect("try_wait").is_some() {
             break;
         }
@@ -82,13 +112,8 @@ fn the_cluster_binary_starts_serves_and_stops() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read stdout");
+    reader.join().expect("stdout reader");
+    let out = output.lock().expect("output lock").clone();
     assert!(served, "the cluster did not serve; output:\n{out}");
     assert!(status.success(), "{status}; output:\n{out}");
     assert!(
