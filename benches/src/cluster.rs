@@ -143,6 +143,7 @@ pub fn run_node(arg: &str) {
             observers: String::new(),
             durability,
             log_retention_ms: 0,
+            ..Default::default()
         })
         .collect();
     let server = RaftServer::start(cfg, &groups, kv_factory()).unwrap_or_else(|e| panic!("{e}"));

@@ -94,6 +94,7 @@ fn commands_print_what_scripts_expect_and_exit_with_documented_codes() {
         observers: String::new(),
         durability: Durability::Sync,
         log_retention_ms: 0,
+        ..Default::default()
     };
     let nodes: Vec<_> = cfgs
         .into_iter()

@@ -282,6 +282,55 @@ pub struct GroupConfig {
     /// (Dongting's `markTruncateByTimestamp`); 0 purges at once.
     #[serde(default)]
     pub log_retention_ms: u64,
+    /// Take a snapshot this often when anything was applied since the
+    /// last (Dongting's `saveSnapshotSeconds`, in ms); 0: not by time.
+    #[serde(default = "default_snapshot_interval_ms")]
+    pub snapshot_interval_ms: u64,
+    /// Take a snapshot once this many bytes of entries were applied since
+    /// the last; 0: not by size.
+    #[serde(default = "default_snapshot_log_bytes")]
+    pub snapshot_log_bytes: u64,
+    /// This replica joins a running group (added by a membership change):
+    /// it starts with an empty log and waits for the leader, instead of
+    /// writing the founding membership (which only founders do).
+    #[serde(default)]
+    pub join: bool,
+}
+
+fn default_snapshot_interval_ms() -> u64 {
+    3_600_000
+}
+
+fn default_snapshot_log_bytes() -> u64 {
+    256 << 20
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            group_id: 1,
+            members: String::new(),
+            observers: String::new(),
+            durability: Durability::default(),
+            log_retention_ms: 0,
+            snapshot_interval_ms: default_snapshot_interval_ms(),
+            snapshot_log_bytes: default_snapshot_log_bytes(),
+            join: false,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// The group's snapshot policy.
+    pub fn snapshot_policy(&self) -> crate::group::SnapshotPolicy {
+        let ms = std::time::Duration::from_millis;
+        crate::group::SnapshotPolicy {
+            interval: (self.snapshot_interval_ms > 0).then(|| ms(self.snapshot_interval_ms)),
+            log_bytes: self.snapshot_log_bytes,
+            retention: ms(self.log_retention_ms),
+            ..crate::group::SnapshotPolicy::default()
+        }
+    }
 }
 
 impl GroupConfig {
@@ -381,6 +430,7 @@ mod tests {
             observers: "3".into(),
             durability: Durability::Async,
             log_retention_ms: 0,
+            ..GroupConfig::default()
         };
         g.validate(&s.parse_servers().expect("servers"))
             .expect("valid group");
@@ -416,6 +466,7 @@ mod tests {
             observers: observers.into(),
             durability: Durability::Sync,
             log_retention_ms: 0,
+            ..GroupConfig::default()
         };
         for (group, field) in [
             (g("", ""), "group 7.members"),

@@ -19,13 +19,18 @@ use crate::state_machine::StateMachine;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, Router, Transport};
 use sampan_storage::{
-    DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, StatusFile, StorageError, SyncMode,
+    DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SnapshotStore, StatusFile, StorageError,
+    SyncMode,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// Snapshots kept per group (the newest is used; the one before stays
+/// while senders may still read it).
+const SNAPSHOTS_KEPT: usize = 2;
 
 /// Largest entry payload a host accepts from the network.
 pub const PAYLOAD_BYTES_MAX: u32 = 16 << 20;
@@ -245,6 +250,14 @@ impl ShardHost {
         )
         .await
         .map_err(storage)?;
+        let snapshots = SnapshotStore::open(
+            DiskFs,
+            &self.log_context(group).group_dir.join("snapshot"),
+            g,
+            SNAPSHOTS_KEPT,
+        )
+        .await
+        .map_err(storage)?;
         let mut cfg = raft::Config::new(NodeId(self.cfg.node_id), GroupId(g));
         cfg.ticks_election = self.cfg.ticks_election();
         cfg.ticks_heartbeat = self.cfg.ticks_heartbeat();
@@ -263,8 +276,15 @@ impl ShardHost {
             log,
             status,
             sm,
+            snapshots,
+            policy: group.snapshot_policy(),
             outbox: self.outbox.clone(),
-            bootstrap: Some((ids(group.member_ids()?), ids(group.observer_ids()?))),
+            // A joining replica takes the membership from the leader.
+            bootstrap: (!group.join)
+                .then(|| {
+                    Ok::<_, ConfigError>((ids(group.member_ids()?), ids(group.observer_ids()?)))
+                })
+                .transpose()?,
             tick: None,
         };
         let fibers =
@@ -307,6 +327,28 @@ impl ShardHost {
             }
             None => false,
         }
+    }
+
+    /// Stops this node's replica of `group` and deletes its files (log,
+    /// status, snapshots): for a group removed everywhere. Returns whether
+    /// it ran.
+    pub async fn remove_group(&self, group: u64) -> Result<bool, HostError> {
+        let ran = self.stop_group(group).await;
+        let dir = self.cfg.data_dir.join(format!("group-{group}"));
+        if sampan_fiber::fs::read_dir_names(&dir).await.is_ok() {
+            sampan_fiber::fs::remove_dir_all(&dir)
+                .await
+                .map_err(|e| HostError::Storage {
+                    group,
+                    source: StorageError::io(group, "remove", &dir, 0, e),
+                })?;
+            log::info!(
+                "node {}: group {group} removed, {} deleted",
+                self.cfg.node_id,
+                dir.display()
+            );
+        }
+        Ok(ran)
     }
 
     /// Heartbeats (and responses) this shard's groups sent, and the batch

@@ -41,8 +41,9 @@
 //! # Ok(()) }
 //! ```
 
+use crate::codec::DecodeError;
 use crate::config::{ConfigError, GroupConfig, ServerConfig};
-use crate::group::{GroupError, GroupStatus};
+use crate::group::{GroupError, GroupStatus, SnapshotSaved};
 use crate::host::{HostError, ShardHost};
 use crate::kv::{KvConfig, KvMachine};
 use crate::service::{
@@ -54,7 +55,7 @@ use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownR
 use sampan_net::{Body, Incoming, Router};
 use sampan_storage::{DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SegmentLog, StorageError};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -159,6 +160,48 @@ struct Shared {
     request_timeout: Duration,
     /// How long to wait between looks for a leader while one is elected.
     retry_pause: Duration,
+    /// Starts a replica of a group with the server's factory.
+    adder: Arc<dyn GroupAdder>,
+}
+
+/// Starts a group's replica on a shard host with a server's factory (the
+/// factory's type erased, so the shard-side code needs no type parameter).
+trait GroupAdder: Send + Sync + std::fmt::Debug {
+    fn add(
+        &self,
+        host: Rc<ShardHost>,
+        group: GroupConfig,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HostError>>>>;
+}
+
+struct Adder<F>(Arc<F>);
+
+impl<F> std::fmt::Debug for Adder<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Adder")
+    }
+}
+
+impl<F: RaftFactory> GroupAdder for Adder<F> {
+    fn add(
+        &self,
+        host: Rc<ShardHost>,
+        g: GroupConfig,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HostError>>>> {
+        let factory = self.0.clone();
+        Box::pin(async move {
+            let log = factory
+                .open_log(host.log_context(&g))
+                .await
+                .map_err(|source| HostError::Storage {
+                    group: g.group_id,
+                    source,
+                })?;
+            host.add_group_with_log(&g, factory.state_machine(&g), log)
+                .await?;
+            Ok(())
+        })
+    }
 }
 
 impl Shared {
@@ -243,7 +286,9 @@ impl<F: RaftFactory> RaftServer<F> {
         let runtime = builder.build().map_err(fiber)?;
         let shards = runtime.shards();
         check_ports(&cfg, &servers, shards)?;
+        let factory = Arc::new(factory);
         let shared = Arc::new(Shared {
+            adder: Arc::new(Adder(factory.clone())),
             id: SERVER_IDS.fetch_add(1, Ordering::Relaxed),
             node,
             shards,
@@ -302,7 +347,7 @@ impl<F: RaftFactory> RaftServer<F> {
         }
         let server = RaftServer {
             shared,
-            factory: Arc::new(factory),
+            factory,
             cfg,
             runtime: Mutex::new(Some(runtime)),
         };
@@ -314,6 +359,11 @@ impl<F: RaftFactory> RaftServer<F> {
             groups.len()
         );
         Ok(server)
+    }
+
+    /// The factory this server builds its groups' parts with.
+    pub fn factory(&self) -> &F {
+        &self.factory
     }
 
     /// This node's id.
@@ -352,26 +402,29 @@ impl<F: RaftFactory> RaftServer<F> {
     /// until the replica runs.
     pub fn add_group(&self, group: &GroupConfig) -> Result<GroupRef, HostError> {
         let (g, id) = (group.clone(), self.shared.id);
-        let factory = self.factory.clone();
+        let adder = self.shared.adder.clone();
         let node = self.shared.node;
         self.run(self.shared.owner(g.group_id), move || async move {
             let host = local_host(id).ok_or(HostError::Fiber {
                 node,
                 source: FiberError::ShuttingDown { shard: 0 },
             })?;
-            let storage = |source| HostError::Storage {
-                group: g.group_id,
-                source,
-            };
-            let log = factory
-                .open_log(host.log_context(&g))
-                .await
-                .map_err(storage)?;
-            host.add_group_with_log(&g, factory.state_machine(&g), log)
-                .await?;
-            Ok::<(), HostError>(())
+            adder.add(host, g).await
         })??;
         Ok(self.group(group.group_id))
+    }
+
+    /// Stops this node's replica of `group` and deletes its files: for a
+    /// group removed from every member (stop it everywhere first, so no
+    /// member still needs this one's log). Returns whether it ran.
+    pub fn remove_group(&self, group: u64) -> Result<bool, HostError> {
+        let id = self.shared.id;
+        self.run(self.shared.owner(group), move || async move {
+            match local_host(id) {
+                Some(h) => h.remove_group(group).await,
+                None => Ok(false),
+            }
+        })?
     }
 
     /// Stops this node's replica of `group` (its files stay, and a later
@@ -603,6 +656,33 @@ async fn serve(
     may_forward: bool,
 ) -> Result<Bytes, ServerError> {
     let deadline = Instant::now() + shared.request_timeout;
+    let refused = |e: &dyn std::fmt::Display| {
+        ServerError::Group(GroupError::Refused {
+            group,
+            reason: e.to_string(),
+        })
+    };
+    let bad = |e: DecodeError| ServerError::BadMessage {
+        reason: e.to_string(),
+    };
+    match req.op {
+        Op::AddGroup => {
+            let g = service::decode_group_config(req.payload.clone()).map_err(bad)?;
+            if g.group_id != group {
+                return Err(ServerError::BadMessage {
+                    reason: format!("group {} in a request for group {group}", g.group_id),
+                });
+            }
+            let host = local_host(shared.id).ok_or_else(|| shared.shutting_down())?;
+            shared.adder.add(host, g).await.map_err(|e| refused(&e))?;
+            return Ok(Bytes::new());
+        }
+        Op::RemoveGroup => {
+            host.remove_group(group).await.map_err(|e| refused(&e))?;
+            return Ok(Bytes::new());
+        }
+        _ => {}
+    }
     loop {
         let Some(handle) = host.group(group) else {
             return Err(ServerError::NoSuchGroup {
@@ -614,6 +694,30 @@ async fn serve(
             Op::Propose => handle.propose(req.payload.clone()).await,
             Op::Read => handle.read(req.payload.clone()).await,
             Op::Status => return Ok(encode_status(&handle.status().await?)),
+            Op::SnapshotNow => {
+                return Ok(service::encode_saved(&handle.snapshot_now().await?));
+            }
+            Op::ChangeMembers => {
+                let (voters, learners) =
+                    service::decode_members(req.payload.clone()).map_err(bad)?;
+                within(deadline, group, handle.change_membership(voters, learners))
+                    .await
+                    .map(|()| Bytes::new())
+            }
+            Op::TransferLeader => {
+                let to = req
+                    .payload
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or_else(|| ServerError::BadMessage {
+                        reason: "transfer: no node id".into(),
+                    })?;
+                within(deadline, group, handle.transfer_leader(to))
+                    .await
+                    .map(|()| Bytes::new())
+            }
+            Op::AddGroup | Op::RemoveGroup => unreachable!("served above"),
         };
         let leader = match local {
             Err(GroupError::NotLeader { leader, .. }) => leader.filter(|l| *l != shared.node),
@@ -636,6 +740,22 @@ async fn serve(
         }
         sampan_fiber::sleep(shared.retry_pause).await;
     }
+}
+
+/// `work`, or a refusal once `deadline` passes (the change it asked for
+/// may still complete).
+async fn within<T>(
+    deadline: Instant,
+    group: u64,
+    work: impl Future<Output = Result<T, GroupError>>,
+) -> Result<T, GroupError> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    sampan_fiber::timeout(wait, work).await.unwrap_or_else(|_| {
+        Err(GroupError::Refused {
+            group,
+            reason: "not done within request_timeout_ms; it may still complete".into(),
+        })
+    })
 }
 
 /// Sends a request to the leader over the replication link and relays its
@@ -745,6 +865,64 @@ impl GroupRef {
     pub async fn status(&self) -> Result<GroupStatus, ServerError> {
         let b = self.call(Op::Status, Bytes::new(), Route::Redirect).await?;
         decode_status_reply(b)
+    }
+
+    /// Writes a snapshot of this node's replica now (see
+    /// [`crate::group::GroupHandle::snapshot_now`]).
+    pub async fn snapshot_now(&self) -> Result<SnapshotSaved, ServerError> {
+        let b = self
+            .call(Op::SnapshotNow, Bytes::new(), Route::Redirect)
+            .await?;
+        service::decode_saved(b).map_err(|e| ServerError::BadMessage {
+            reason: format!("snapshot: {e}"),
+        })
+    }
+
+    /// Changes the membership (on the leader, forwarded there from a
+    /// follower); resolves once the new one is in force and committed.
+    pub async fn change_membership(
+        &self,
+        voters: &BTreeSet<u64>,
+        learners: &BTreeSet<u64>,
+    ) -> Result<(), ServerError> {
+        let payload = service::encode_members(voters, learners);
+        self.call(Op::ChangeMembers, payload, Route::Forward)
+            .await
+            .map(|_| ())
+    }
+
+    /// Hands leadership to voter `to`; resolves once `to` leads.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ServerError> {
+        let payload = Bytes::copy_from_slice(&to.to_le_bytes());
+        self.call(Op::TransferLeader, payload, Route::Forward)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`GroupRef::snapshot_now`] from a plain thread.
+    pub fn snapshot_now_blocking(&self) -> Result<SnapshotSaved, ServerError> {
+        let b = self.call_blocking(Op::SnapshotNow, Bytes::new(), Route::Redirect)?;
+        service::decode_saved(b).map_err(|e| ServerError::BadMessage {
+            reason: format!("snapshot: {e}"),
+        })
+    }
+
+    /// [`GroupRef::change_membership`] from a plain thread.
+    pub fn change_membership_blocking(
+        &self,
+        voters: &BTreeSet<u64>,
+        learners: &BTreeSet<u64>,
+    ) -> Result<(), ServerError> {
+        let payload = service::encode_members(voters, learners);
+        self.call_blocking(Op::ChangeMembers, payload, Route::Forward)
+            .map(|_| ())
+    }
+
+    /// [`GroupRef::transfer_leader`] from a plain thread.
+    pub fn transfer_leader_blocking(&self, to: u64) -> Result<(), ServerError> {
+        let payload = Bytes::copy_from_slice(&to.to_le_bytes());
+        self.call_blocking(Op::TransferLeader, payload, Route::Forward)
+            .map(|_| ())
     }
 
     /// [`GroupRef::propose`] from a plain thread (not a shard).

@@ -8,9 +8,10 @@
 //! an error's fields (status = the error's code). Decoders are total.
 
 use crate::codec::{DecodeError, Reader, put_bytes};
-use crate::group::{GroupError, GroupStatus};
+use crate::group::{GroupError, GroupStatus, SnapshotSaved};
 use crate::raft::Role;
 use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 /// Frame kinds of the service protocol.
@@ -33,6 +34,114 @@ pub enum Op {
     Read,
     /// The replica's status (role, term, leader, indexes).
     Status,
+    /// Write a snapshot on this replica now; the reply is
+    /// [`encode_saved`]'s.
+    SnapshotNow,
+    /// Change the group's membership (leader): the payload is
+    /// [`encode_members`]'s.
+    ChangeMembers,
+    /// Hand leadership to a voter (leader): the payload is its id (u64).
+    TransferLeader,
+    /// Start this node's replica of a group: the payload is the
+    /// [`crate::config::GroupConfig`] ([`encode_group_config`]).
+    AddGroup,
+    /// Stop this node's replica of the group and delete its files.
+    RemoveGroup,
+}
+
+impl Op {
+    fn tag(self) -> u8 {
+        match self {
+            Op::Propose => 1,
+            Op::Read => 2,
+            Op::Status => 3,
+            Op::SnapshotNow => 4,
+            Op::ChangeMembers => 5,
+            Op::TransferLeader => 6,
+            Op::AddGroup => 7,
+            Op::RemoveGroup => 8,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Op> {
+        Some(match tag {
+            1 => Op::Propose,
+            2 => Op::Read,
+            3 => Op::Status,
+            4 => Op::SnapshotNow,
+            5 => Op::ChangeMembers,
+            6 => Op::TransferLeader,
+            7 => Op::AddGroup,
+            8 => Op::RemoveGroup,
+            _ => return None,
+        })
+    }
+}
+
+/// The payload of [`Op::ChangeMembers`]: the target voters and learners.
+pub fn encode_members(voters: &BTreeSet<u64>, learners: &BTreeSet<u64>) -> Bytes {
+    let mut b = BytesMut::with_capacity(9 + 8 * (voters.len() + learners.len()));
+    b.put_u8(VERSION);
+    for ids in [voters, learners] {
+        b.put_u32_le(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+        for id in ids {
+            b.put_u64_le(*id);
+        }
+    }
+    b.freeze()
+}
+
+/// Decodes [`encode_members`]'s bytes.
+pub fn decode_members(body: Bytes) -> Result<(BTreeSet<u64>, BTreeSet<u64>), DecodeError> {
+    let mut r = Reader::new(body);
+    version(&mut r, "members")?;
+    let voters = ids(&mut r, "voters")?.into_iter().collect();
+    let learners = ids(&mut r, "learners")?.into_iter().collect();
+    r.finish("members")?;
+    Ok((voters, learners))
+}
+
+/// The reply of [`Op::SnapshotNow`].
+pub fn encode_saved(s: &SnapshotSaved) -> Bytes {
+    let mut b = BytesMut::with_capacity(33);
+    b.put_u8(VERSION);
+    for v in [s.index, s.term, s.bytes, s.write_ms] {
+        b.put_u64_le(v);
+    }
+    b.freeze()
+}
+
+/// Decodes [`encode_saved`]'s bytes.
+pub fn decode_saved(body: Bytes) -> Result<SnapshotSaved, DecodeError> {
+    let mut r = Reader::new(body);
+    version(&mut r, "snapshot saved")?;
+    let s = SnapshotSaved {
+        index: r.u64("index")?,
+        term: r.u64("term")?,
+        bytes: r.u64("bytes")?,
+        write_ms: r.u64("write ms")?,
+    };
+    r.finish("snapshot saved")?;
+    Ok(s)
+}
+
+/// The payload of [`Op::AddGroup`]: a version byte and the config as
+/// postcard.
+pub fn encode_group_config(g: &crate::config::GroupConfig) -> Bytes {
+    let mut b = vec![VERSION];
+    // A plain struct of strings and numbers: postcard cannot fail on it.
+    b.extend(postcard::to_allocvec(g).unwrap_or_default());
+    Bytes::from(b)
+}
+
+/// Decodes [`encode_group_config`]'s bytes.
+pub fn decode_group_config(body: Bytes) -> Result<crate::config::GroupConfig, DecodeError> {
+    let mut r = Reader::new(body);
+    version(&mut r, "group config")?;
+    postcard::from_bytes(&r.rest()).map_err(|e| DecodeError::Invalid {
+        what: "group config",
+        detail: e.to_string(),
+    })
 }
 
 /// What a replica that is not the leader does with a request.
@@ -59,11 +168,7 @@ pub struct ServiceRequest {
 impl ServiceRequest {
     /// Encodes the body as two pieces: the 4-byte head and the payload.
     pub fn encode(&self) -> Vec<Bytes> {
-        let op = match self.op {
-            Op::Propose => 1,
-            Op::Read => 2,
-            Op::Status => 3,
-        };
+        let op = self.op.tag();
         let route = match self.route {
             Route::Redirect => 0,
             Route::Forward => 1,
@@ -78,12 +183,8 @@ impl ServiceRequest {
     pub fn decode(body: Bytes) -> Result<ServiceRequest, DecodeError> {
         let mut r = Reader::new(body);
         version(&mut r, "service request")?;
-        let op = match r.u8("op")? {
-            1 => Op::Propose,
-            2 => Op::Read,
-            3 => Op::Status,
-            tag => return Err(unknown("op", tag, r.offset())),
-        };
+        let tag = r.u8("op")?;
+        let op = Op::from_tag(tag).ok_or_else(|| unknown("op", tag, r.offset()))?;
         let route = match r.u8("route")? {
             0 => Route::Redirect,
             1 => Route::Forward,
@@ -378,6 +479,8 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
             b.put_u64_le(*id);
         }
     }
+    b.put_u64_le(s.snapshot_index);
+    b.put_u64_le(s.snapshot_term);
     b.freeze()
 }
 
@@ -410,6 +513,8 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         node: r.u64("node")?,
         voters: ids(&mut r, "voters")?,
         learners: ids(&mut r, "learners")?,
+        snapshot_index: r.u64("snapshot index")?,
+        snapshot_term: r.u64("snapshot term")?,
     };
     r.finish("group status")?;
     Ok(s)
@@ -497,8 +602,29 @@ mod tests {
             node: 2,
             voters: vec![1, 2, 3],
             learners: vec![4],
+            snapshot_index: 8,
+            snapshot_term: 7,
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
+        let (voters, learners) = ([1, 2, 5].into(), [4].into());
+        assert_eq!(
+            decode_members(encode_members(&voters, &learners)),
+            Ok((voters, learners))
+        );
+        let saved = SnapshotSaved {
+            index: 10,
+            term: 2,
+            bytes: 1 << 20,
+            write_ms: 3,
+        };
+        assert_eq!(decode_saved(encode_saved(&saved)), Ok(saved));
+        let g = crate::config::GroupConfig {
+            group_id: 9,
+            members: "1,2,3".into(),
+            join: true,
+            ..Default::default()
+        };
+        assert_eq!(decode_group_config(encode_group_config(&g)), Ok(g));
     }
 
     #[test]
@@ -523,6 +649,8 @@ mod tests {
             node: 1,
             voters: vec![1],
             learners: Vec::new(),
+            snapshot_index: 0,
+            snapshot_term: 0,
         });
         for cut in 0..status.len() {
             assert!(decode_status(status.slice(..cut)).is_err(), "cut at {cut}");

@@ -88,6 +88,7 @@ fn join(rt: &Runtime, peers: Vec<(u64, SocketAddr)>, groups: Vec<u64>) {
                     observers: String::new(),
                     durability: Durability::Sync,
                     log_retention_ms: 0,
+                    ..Default::default()
                 };
                 host.add_group(&cfg, Box::new(KvMachine::new(KvConfig::default())))
                     .await
@@ -286,6 +287,7 @@ fn a_host_adds_stops_and_restarts_groups_and_refuses_bad_ones() {
                 observers: String::new(),
                 durability: Durability::Async,
                 log_retention_ms: 0,
+                ..Default::default()
             };
             let kv = || Box::new(KvMachine::new(KvConfig::default()));
             let bad = host

@@ -82,8 +82,8 @@ fn dir_name(last_index: u64, last_term: u64) -> String {
     format!("snap-{last_index:020}-{last_term:020}")
 }
 
-/// A group's snapshot directory.
-#[derive(Debug)]
+/// A group's snapshot directory. Clones refer to the same directory.
+#[derive(Debug, Clone)]
 pub struct SnapshotStore<V: Vfs> {
     vfs: V,
     dir: PathBuf,
@@ -155,7 +155,7 @@ impl<V: Vfs> SnapshotStore<V> {
         last_index: u64,
         last_term: u64,
         config: Vec<u8>,
-    ) -> Result<SnapshotWriter<'_, V>> {
+    ) -> Result<SnapshotWriter<V>> {
         if config.len() > SNAPSHOT_CONFIG_BYTES_MAX {
             return Err(StorageError::invalid(
                 self.group,
@@ -178,7 +178,7 @@ impl<V: Vfs> SnapshotStore<V> {
             .await
             .map_err(|e| io("create", e))?;
         Ok(SnapshotWriter {
-            store: self,
+            store: self.clone(),
             file,
             meta: SnapshotMeta {
                 last_index,
@@ -190,6 +190,11 @@ impl<V: Vfs> SnapshotStore<V> {
             tmp_dir,
             final_dir,
         })
+    }
+
+    /// The directory of the snapshot `meta` describes (what errors name).
+    pub fn path_of(&self, meta: &SnapshotMeta) -> PathBuf {
+        self.dir.join(dir_name(meta.last_index, meta.last_term))
     }
 
     /// Opens a finished snapshot for reading in chunks.
@@ -240,16 +245,28 @@ impl<V: Vfs> SnapshotStore<V> {
 }
 
 /// A snapshot being written; [`SnapshotWriter::finish`] makes it visible.
+/// Dropping it unfinished leaves a `.tmp` directory that the next write of
+/// the same snapshot, or the next [`SnapshotStore::open`], removes.
 #[derive(Debug)]
-pub struct SnapshotWriter<'a, V: Vfs> {
-    store: &'a SnapshotStore<V>,
+pub struct SnapshotWriter<V: Vfs> {
+    store: SnapshotStore<V>,
     file: V::File,
     meta: SnapshotMeta,
     tmp_dir: PathBuf,
     final_dir: PathBuf,
 }
 
-impl<V: Vfs> SnapshotWriter<'_, V> {
+impl<V: Vfs> SnapshotWriter<V> {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.meta.size
+    }
+
+    /// CRC32C of the bytes written so far.
+    pub fn crc(&self) -> u32 {
+        self.meta.data_crc
+    }
+
     /// Appends a chunk of data.
     pub async fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         let offset = self.meta.size;
@@ -273,7 +290,7 @@ impl<V: Vfs> SnapshotWriter<'_, V> {
     /// Syncs data and meta, renames the directory into place, syncs the
     /// parent, and removes snapshots beyond the newest `keep`.
     pub async fn finish(self) -> Result<SnapshotMeta> {
-        let s = self.store;
+        let s = &self.store;
         let io = |op, p: &Path, e| StorageError::io(s.group, op, p, 0, e);
         self.file
             .sync()
@@ -334,6 +351,32 @@ impl<V: Vfs> SnapshotReader<V> {
     /// The snapshot's meta.
     pub fn meta(&self) -> &SnapshotMeta {
         &self.meta
+    }
+
+    /// Where the next chunk starts.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Moves to `offset` (at most the size), reading the bytes skipped so
+    /// the data CRC is still checked at the end: how a transfer resumes
+    /// where the receiver stopped.
+    pub fn skip_to(&mut self, offset: u64) -> Result<()> {
+        let offset = offset.min(self.meta.size);
+        if offset < self.offset {
+            self.offset = 0;
+            self.crc = 0;
+        }
+        while self.offset < offset {
+            let len = (offset - self.offset).min(1 << 20) as usize;
+            let b = self
+                .file
+                .read(self.offset, len)
+                .map_err(|e| StorageError::io(self.group, "read", &self.path, self.offset, e))?;
+            self.crc = crc32c::crc32c_append(self.crc, &b);
+            self.offset += len as u64;
+        }
+        Ok(())
     }
 
     /// The next chunk of at most `bytes_max` bytes with its offset, zero-copy;

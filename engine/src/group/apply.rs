@@ -3,16 +3,47 @@
 //! another leader's entry took its index), serves reads once their index is
 //! applied, and reports progress to the core.
 
+use super::snapshot::{SnapJob, SnapshotSaved, Snapshots, find, restore};
 use super::{ApplyJob, Event, GroupError, Reply};
-use crate::raft::{Entry, EntryKind};
+use crate::raft::{self, Entry, EntryKind, Membership};
 use crate::state_machine::{self, Committed, Role, StateMachine};
 use bytes::Bytes;
 use sampan_fiber::{Receiver, Sender, oneshot, yield_if_needed};
+use sampan_storage::Vfs;
 use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-struct Applier {
+/// Where the apply fiber starts: the state machine, and what it holds
+/// (restored from the newest snapshot at start, or empty).
+pub(crate) struct ApplyStart<V: Vfs> {
+    pub(crate) sm: Box<dyn StateMachine>,
+    pub(crate) applied: u64,
+    pub(crate) applied_term: u64,
+    pub(crate) membership: Membership,
+    pub(crate) snaps: Rc<Snapshots<V>>,
+    pub(crate) snap_jobs: Sender<SnapJob>,
+}
+
+/// How often snapshot requests that wait for the one being written look
+/// again.
+const SNAPSHOT_RETRY: Duration = Duration::from_millis(10);
+
+struct Applier<V: Vfs> {
     group: u64,
     sm: Box<dyn StateMachine>,
+    /// The term of the entry at `applied`, and the membership as of it:
+    /// what a snapshot taken now describes.
+    applied_term: u64,
+    membership: Membership,
+    snaps: Rc<Snapshots<V>>,
+    snap_jobs: Sender<SnapJob>,
+    /// Entry bytes applied since the last snapshot was frozen.
+    bytes_since_snapshot: u64,
+    snapshot_at: Instant,
+    /// `snapshot_now` callers waiting for the snapshot being written to
+    /// finish before theirs is frozen.
+    snapshot_waiters: Vec<Reply<SnapshotSaved>>,
     /// Proposals by index: the term they were proposed in, and the caller.
     pending: BTreeMap<u64, (u64, Reply<Bytes>)>,
     /// Reads by (index, arrival), served in order once applied.
@@ -27,37 +58,45 @@ struct Applier {
     due_at: Option<u64>,
 }
 
-pub(crate) async fn run(
+pub(crate) async fn run<V: Vfs>(
     group: u64,
-    sm: Box<dyn StateMachine>,
+    start: ApplyStart<V>,
     jobs: Receiver<ApplyJob>,
     inbox: Sender<Event>,
 ) {
     let mut a = Applier {
         group,
-        sm,
+        sm: start.sm,
+        applied_term: start.applied_term,
+        membership: start.membership,
+        snaps: start.snaps,
+        snap_jobs: start.snap_jobs,
+        bytes_since_snapshot: 0,
+        snapshot_at: Instant::now(),
+        snapshot_waiters: Vec::new(),
         pending: BTreeMap::new(),
         reads: BTreeMap::new(),
         reads_seq: 0,
-        applied: 0,
+        applied: start.applied,
         results: Vec::new(),
         leading: false,
         due_at: None,
     };
     loop {
-        let job = match a.due_at.filter(|_| a.leading) {
+        let job = match a.next_wake() {
             Some(at) => {
-                let wait =
-                    std::time::Duration::from_millis(at.saturating_sub(state_machine::now_ms()));
                 let job = async { Some(jobs.recv().await) };
                 let timer = async {
-                    sampan_fiber::sleep(wait).await;
+                    sampan_fiber::sleep(at.saturating_duration_since(Instant::now())).await;
                     None
                 };
                 match futures_lite::future::or(job, timer).await {
                     Some(job) => job,
                     None => {
-                        a.propose_due(&inbox);
+                        if a.leading && a.due_at.is_some_and(|d| d <= state_machine::now_ms()) {
+                            a.propose_due(&inbox);
+                        }
+                        a.maybe_snapshot();
                         continue;
                     }
                 }
@@ -76,7 +115,30 @@ pub(crate) async fn run(
                 if a.leading {
                     a.propose_due(&inbox);
                 }
+                a.maybe_snapshot();
                 yield_if_needed().await;
+            }
+            ApplyJob::Install(meta) => {
+                if let Err(reason) = a.install(&meta).await {
+                    log::error!("group {group}: installing the snapshot failed: {reason}");
+                    let _ = inbox
+                        .send(Event::Failed(GroupError::Storage { group, reason }))
+                        .await;
+                    continue;
+                }
+                a.serve_reads();
+                let _ = inbox.send(Event::Applied(a.applied)).await;
+            }
+            ApplyJob::SnapshotNow(reply) => {
+                if a.applied == 0 {
+                    reply.send(Err(GroupError::Refused {
+                        group,
+                        reason: "nothing applied yet: no snapshot to take".into(),
+                    }));
+                    continue;
+                }
+                a.snapshot_waiters.push(reply);
+                a.maybe_snapshot();
             }
             ApplyJob::Read {
                 index,
@@ -98,7 +160,107 @@ pub(crate) async fn run(
     }
 }
 
-impl Applier {
+impl<V: Vfs> Applier<V> {
+    /// When the loop must wake without a job: the leader's due commands,
+    /// a snapshot request waiting for the current one, the snapshot
+    /// interval.
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let due = self
+            .due_at
+            .filter(|_| self.leading)
+            .map(|at| now + Duration::from_millis(at.saturating_sub(state_machine::now_ms())));
+        let snapshot = if !self.snapshot_waiters.is_empty() {
+            Some(now + SNAPSHOT_RETRY)
+        } else if self.applied > self.snaps.meta.borrow().index {
+            self.snaps.policy.interval.map(|i| self.snapshot_at + i)
+        } else {
+            None
+        };
+        match (due, snapshot) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Freezes the state and hands it to the snapshot fiber when one is
+    /// asked for or due (by applied bytes or time), unless one is being
+    /// written: the freeze is O(1) and applies go on at once.
+    fn maybe_snapshot(&mut self) {
+        if self.snaps.busy.get() || self.applied == 0 {
+            return;
+        }
+        let policy = &self.snaps.policy;
+        let newer = self.applied > self.snaps.meta.borrow().index;
+        let due = !self.snapshot_waiters.is_empty()
+            || (newer && policy.log_bytes > 0 && self.bytes_since_snapshot >= policy.log_bytes)
+            || (newer
+                && policy
+                    .interval
+                    .is_some_and(|i| self.snapshot_at.elapsed() >= i));
+        if !due {
+            return;
+        }
+        let meta = raft::SnapshotMeta {
+            index: self.applied,
+            term: self.applied_term,
+            membership: self.membership.clone(),
+        };
+        let frozen = self.sm.freeze();
+        self.snaps.busy.set(true);
+        self.bytes_since_snapshot = 0;
+        self.snapshot_at = Instant::now();
+        let waiters = std::mem::take(&mut self.snapshot_waiters);
+        log::debug!("group {}: snapshot frozen at {}", self.group, meta.index);
+        if let Err(e) = self.snap_jobs.try_send(SnapJob::Save {
+            frozen,
+            meta,
+            waiters,
+        }) {
+            self.snaps.busy.set(false);
+            if let SnapJob::Save { waiters, .. } = e.into_inner() {
+                for w in waiters {
+                    w.send(Err(GroupError::Stopped { group: self.group }));
+                }
+            }
+        }
+    }
+
+    /// Replaces the state by the received snapshot `meta` describes (its
+    /// data is in the store), yielding between chunks.
+    async fn install(&mut self, meta: &raft::SnapshotMeta) -> Result<(), String> {
+        let store = &self.snaps.store;
+        let stored = find(store, meta.index, meta.term).await?;
+        restore(self.sm.as_mut(), store, &stored).await?;
+        log::info!(
+            "group {}: state restored from the snapshot at {}",
+            self.group,
+            meta.index
+        );
+        self.applied = meta.index;
+        self.applied_term = meta.term;
+        self.membership = meta.membership.clone();
+        self.bytes_since_snapshot = 0;
+        self.fail_pending_through(meta.index);
+        Ok(())
+    }
+
+    /// Proposals at or below `index` whose entry never came here (a
+    /// snapshot covered them) are lost.
+    fn fail_pending_through(&mut self, index: u64) {
+        while let Some((&i, _)) = self.pending.first_key_value() {
+            if i > index {
+                break;
+            }
+            if let Some((_, (_, reply))) = self.pending.pop_first() {
+                reply.send(Err(GroupError::Lost {
+                    group: self.group,
+                    index: i,
+                }));
+            }
+        }
+    }
+
     /// Proposes what the state machine wants proposed now (expirations),
     /// without waiting: a full inbox drops them, and the state machine asks
     /// again at the time it returns.
@@ -139,6 +301,18 @@ impl Applier {
             } else {
                 None
             };
+            if let EntryKind::ConfChange(cc) = &e.kind {
+                match self.membership.apply(cc) {
+                    Ok(m) => self.membership = m,
+                    Err(err) => log::warn!(
+                        "group {}: membership change at {} does not apply: {err}",
+                        self.group,
+                        e.index
+                    ),
+                }
+            }
+            self.bytes_since_snapshot += e.size_bytes();
+            self.applied_term = e.term;
             if let Some((term, reply)) = self.pending.remove(&e.index) {
                 match result {
                     Some(r) if term == e.term => reply.send(Ok(r)),
@@ -150,19 +324,7 @@ impl Applier {
             }
             self.applied = e.index;
         }
-        // Proposals below the applied index whose entry never came (a
-        // snapshot covered them) are lost too.
-        while let Some((&index, _)) = self.pending.first_key_value() {
-            if index > self.applied {
-                break;
-            }
-            if let Some((_, (_, reply))) = self.pending.pop_first() {
-                reply.send(Err(GroupError::Lost {
-                    group: self.group,
-                    index,
-                }));
-            }
-        }
+        self.fail_pending_through(self.applied);
     }
 
     fn serve_reads(&mut self) {

@@ -12,6 +12,7 @@ mod apply;
 pub mod net;
 mod persist;
 mod raft_loop;
+pub(crate) mod snapshot;
 pub(crate) mod view;
 
 use crate::raft::{Message, Role};
@@ -21,6 +22,10 @@ use sampan_fiber::{OneshotSender, Sender, oneshot};
 use sampan_storage::RecordRun;
 
 pub use raft_loop::{GroupParts, start};
+pub use snapshot::{SnapshotPolicy, SnapshotSaved};
+
+use crate::wire::{ChunkAnswer, SnapshotChunk};
+use std::collections::BTreeSet;
 
 /// What a caller of a group can be told instead of a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +91,21 @@ pub enum GroupError {
 pub trait Outbox {
     /// Sends `msg`; delivery is best effort (Raft retries).
     fn send(&self, msg: Message, records: Option<RecordRun>);
+
+    /// Sends one chunk of a snapshot (an encoded [`SnapshotChunk`]) to the
+    /// replica of `group` on node `to` and resolves with the body of its
+    /// answer (an encoded [`ChunkAnswer`]). The default cannot: followers
+    /// that need purged entries then wait, and the log is not purged past
+    /// what they hold only if snapshots are off.
+    fn request_snapshot_chunk(
+        &self,
+        to: crate::raft::NodeId,
+        group: u64,
+        chunk: Vec<Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>>>> {
+        let _ = (to, group, chunk);
+        Box::pin(async { Err("this outbox cannot stream snapshots".to_string()) })
+    }
 }
 
 /// A snapshot of a replica's state, for `status()`.
@@ -113,6 +133,11 @@ pub struct GroupStatus {
     pub voters: Vec<u64>,
     /// The observers (learners).
     pub learners: Vec<u64>,
+    /// The newest snapshot here (written or received): its last index,
+    /// 0 if none.
+    pub snapshot_index: u64,
+    /// The term of that snapshot's last entry.
+    pub snapshot_term: u64,
 }
 
 type Reply<T> = OneshotSender<Result<T, GroupError>>;
@@ -140,6 +165,28 @@ pub(crate) enum Event {
     Status(Reply<GroupStatus>),
     Failed(GroupError),
     NodeUnreachable(u64),
+    /// A chunk of a snapshot the leader streams here.
+    SnapshotChunk {
+        chunk: SnapshotChunk,
+        reply: snapshot::ChunkReply,
+    },
+    /// A sender fiber finished streaming a snapshot to `to`.
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    /// The persist fiber reset the log to a received snapshot.
+    SnapshotInstalled(u64),
+    SnapshotNow(Reply<SnapshotSaved>),
+    ChangeMembers {
+        voters: BTreeSet<u64>,
+        learners: BTreeSet<u64>,
+        reply: Reply<()>,
+    },
+    TransferLeader {
+        to: u64,
+        reply: Reply<()>,
+    },
 }
 
 /// Work for the apply fiber, in order.
@@ -160,6 +207,10 @@ pub(crate) enum ApplyJob {
     },
     /// The replica's role changed.
     Role(RoleChange),
+    /// Replace the state by the received snapshot `meta` describes.
+    Install(crate::raft::SnapshotMeta),
+    /// Freeze now and write a snapshot.
+    SnapshotNow(Reply<SnapshotSaved>),
 }
 
 /// Inbox slots per group: proposals beyond this wait (backpressure).
@@ -216,6 +267,55 @@ impl GroupHandle {
     /// The replica's role, term, leader and indexes.
     pub async fn status(&self) -> Result<GroupStatus, GroupError> {
         self.call(Event::Status).await
+    }
+
+    /// Writes a snapshot now (after the one being written, if any) and
+    /// purges the log it covers; resolves once it is durable.
+    pub async fn snapshot_now(&self) -> Result<SnapshotSaved, GroupError> {
+        self.call(Event::SnapshotNow).await
+    }
+
+    /// Changes the membership to `voters` and `learners` (observers): new
+    /// nodes join as learners, catch up, then enter by joint consensus;
+    /// removed ones leave the same way. Only on the leader. Resolves once
+    /// the new membership is in force and committed.
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<u64>,
+        learners: BTreeSet<u64>,
+    ) -> Result<(), GroupError> {
+        self.call(|reply| Event::ChangeMembers {
+            voters,
+            learners,
+            reply,
+        })
+        .await
+    }
+
+    /// Hands leadership to voter `to` (once it holds the whole log).
+    /// Only on the leader. Resolves once this replica sees `to` lead, or
+    /// fails if the transfer was abandoned (after an election timeout).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), GroupError> {
+        self.call(|reply| Event::TransferLeader { to, reply }).await
+    }
+
+    /// Hands a snapshot chunk from the leader to the group; `reply` gets
+    /// the answer to send back (a refusal at once when the inbox is full:
+    /// the leader tries again later, from where this replica stopped).
+    pub fn deliver_snapshot_chunk(
+        &self,
+        chunk: SnapshotChunk,
+        reply: Box<dyn FnOnce(ChunkAnswer)>,
+    ) {
+        if let Err(e) = self.inbox.try_send(Event::SnapshotChunk { chunk, reply })
+            && let Event::SnapshotChunk { chunk, reply } = e.into_inner()
+        {
+            reply(ChunkAnswer {
+                status: crate::wire::ChunkStatus::Refused,
+                term: chunk.term,
+                next_offset: 0,
+            });
+        }
     }
 
     /// Advances the group's clock by `ticks` (from the shard's ticker); a

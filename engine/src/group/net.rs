@@ -12,7 +12,9 @@
 
 use super::{GroupHandle, Outbox};
 use crate::raft::{Body as RaftBody, Message, NodeId};
-use crate::wire::{self, HeartbeatBatch, decode_message, encode_message};
+use crate::wire::{
+    self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk, decode_message, encode_message,
+};
 use sampan_net::{Body, Incoming, NetError, Router, Transport};
 use sampan_storage::RecordRun;
 use std::cell::{Cell, RefCell};
@@ -106,7 +108,32 @@ impl TransportOutbox {
     }
 }
 
+/// How long a follower may take to store one snapshot chunk.
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Outbox for TransportOutbox {
+    fn request_snapshot_chunk(
+        &self,
+        to: NodeId,
+        group: u64,
+        chunk: Vec<bytes::Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bytes::Bytes, String>>>> {
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            transport
+                .request(
+                    to.0,
+                    wire::kind::SNAPSHOT,
+                    group,
+                    Body::from(chunk),
+                    SNAPSHOT_CHUNK_TIMEOUT,
+                )
+                .await
+                .map(|frame| frame.body)
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn send(&self, msg: Message, records: Option<RecordRun>) {
         if matches!(
             msg.body,
@@ -180,6 +207,42 @@ pub fn route_raft_frames(
             if let Some(g) = groups.get(&msg.group.0) {
                 g.deliver(msg, None);
             }
+        }
+    })?;
+    let snapshot_groups = groups.clone();
+    router.register(wire::kind::SNAPSHOT, move |incoming: Incoming| {
+        let origin = incoming.from.node_id;
+        let group = incoming.frame.header.group_id;
+        let Some(responder) = incoming.responder else {
+            return log::warn!("node {origin}: a snapshot chunk sent one-way; dropped");
+        };
+        let reply: Box<dyn FnOnce(ChunkAnswer)> = Box::new(move |answer: ChunkAnswer| {
+            if let Err(e) = responder.respond(answer.encode()) {
+                log::debug!("group {group}: snapshot chunk answer not sent: {e}");
+            }
+        });
+        let refused = ChunkAnswer {
+            status: ChunkStatus::Refused,
+            term: 0,
+            next_offset: 0,
+        };
+        let chunk = match SnapshotChunk::decode(incoming.frame.body) {
+            Ok(c) if c.leader == origin => c,
+            Ok(c) => {
+                log::warn!(
+                    "node {origin}: snapshot chunk claims leader {}; refused",
+                    c.leader
+                );
+                return reply(refused);
+            }
+            Err(e) => {
+                log::warn!("node {origin}: undecodable snapshot chunk refused: {e}");
+                return reply(refused);
+            }
+        };
+        match snapshot_groups.borrow().get(&group) {
+            Some(g) => g.deliver_snapshot_chunk(chunk, reply),
+            None => reply(refused),
         }
     })?;
     router.register(wire::kind::RAFT, move |incoming: Incoming| {

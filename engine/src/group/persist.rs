@@ -6,10 +6,11 @@
 //! once.
 
 use super::{Event, GroupError, Outbox};
-use crate::raft::{Entry, HardState, Message};
+use crate::raft::{Entry, HardState, Message, SnapshotMeta};
 use crate::wire::run_from_entries;
 use sampan_fiber::{Receiver, Sender};
 use sampan_storage::{RaftLog, StatusFile, Vfs};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// One `Ready`'s writes.
@@ -20,6 +21,18 @@ pub(crate) struct PersistJob {
     /// follower has them: appended as they are, not encoded again.
     pub(crate) records: Option<sampan_storage::RecordRun>,
     pub(crate) messages: Vec<Message>,
+    /// A received snapshot to install first: the log restarts after it.
+    pub(crate) snapshot: Option<SnapshotMeta>,
+}
+
+/// What a round made durable.
+#[derive(Default)]
+struct Round {
+    /// The last entry written (index, term).
+    last: Option<(u64, u64)>,
+    /// The index of a snapshot the log was reset to.
+    installed: Option<u64>,
+    messages: Vec<Message>,
 }
 
 /// Jobs taken in one round (one sync).
@@ -39,14 +52,30 @@ pub(crate) async fn run<L: RaftLog, V: Vfs>(
     jobs: Receiver<PersistJob>,
     inbox: Sender<Event>,
     outbox: Rc<dyn Outbox>,
+    snapshot: Rc<RefCell<SnapshotMeta>>,
 ) {
     let mut round = Vec::with_capacity(JOBS_PER_ROUND);
     let mut commit_saved_at = std::time::Instant::now();
     while let Some(job) = jobs.recv().await {
         round.push(job);
         jobs.drain_into(&mut round, JOBS_PER_ROUND - 1);
-        match persist_round(&log, &mut status, &mut round, &mut commit_saved_at).await {
-            Ok((durable, messages)) => {
+        match persist_round(
+            &log,
+            &mut status,
+            &mut round,
+            &mut commit_saved_at,
+            &snapshot,
+        )
+        .await
+        {
+            Ok(Round {
+                last: durable,
+                installed,
+                messages,
+            }) => {
+                if let Some(index) = installed {
+                    let _ = inbox.send(Event::SnapshotInstalled(index)).await;
+                }
                 if let Some((index, term)) = durable {
                     let _ = inbox.send(Event::Durable { index, term }).await;
                 }
@@ -74,13 +103,24 @@ async fn persist_round<L: RaftLog, V: Vfs>(
     status: &mut StatusFile<V>,
     round: &mut Vec<PersistJob>,
     commit_saved_at: &mut std::time::Instant,
-) -> sampan_storage::Result<(Option<(u64, u64)>, Vec<Message>)> {
+    snapshot: &RefCell<SnapshotMeta>,
+) -> sampan_storage::Result<Round> {
     let mut hard_state = None;
-    let mut last = None;
-    let mut messages = Vec::new();
+    let mut out = Round::default();
     for job in round.drain(..) {
         if job.hard_state.is_some() {
             hard_state = job.hard_state;
+        }
+        if let Some(meta) = job.snapshot {
+            // The snapshot's data is durable in the store already; the
+            // log now starts after it.
+            log.install_snapshot(meta.index, meta.term).await?;
+            out.installed = Some(meta.index);
+            out.last = None;
+            let mut newest = snapshot.borrow_mut();
+            if meta.index > newest.index {
+                *newest = meta;
+            }
         }
         if let Some(first) = job.entries.first() {
             if first.index <= log.last_index() {
@@ -90,9 +130,9 @@ async fn persist_round<L: RaftLog, V: Vfs>(
                 .records
                 .unwrap_or_else(|| run_from_entries(&job.entries));
             log.append(&run).await?;
-            last = Some((run.last_index(), run.last_term()));
+            out.last = Some((run.last_index(), run.last_term()));
         }
-        messages.extend(job.messages);
+        out.messages.extend(job.messages);
     }
     // Successive hard states only move forward: the last one covers the
     // earlier ones of the round.
@@ -113,8 +153,8 @@ async fn persist_round<L: RaftLog, V: Vfs>(
             *commit_saved_at = now;
         }
     }
-    if let Some((index, _)) = last {
+    if let Some((index, _)) = out.last {
         log.sync(index).await?;
     }
-    Ok((last, messages))
+    Ok(out)
 }

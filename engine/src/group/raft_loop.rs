@@ -4,6 +4,7 @@
 //! persist fiber (in order), committed entries and reads to the apply
 //! fiber.
 
+use super::snapshot::{SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore};
 use super::view::StorageView;
 use super::{
     ApplyJob, Event, GroupError, GroupHandle, GroupStatus, INBOX_CAPACITY, Outbox, Reply, apply,
@@ -14,9 +15,10 @@ use crate::raft::{
 };
 use crate::state_machine::{self, RoleChange, StateMachine};
 use crate::wire::run_from_entries;
+use crate::wire::{ChunkAnswer, ChunkStatus, decode_snapshot_meta};
 use bytes::Bytes;
 use sampan_fiber::{FiberGroup, Receiver, Sender, TaskClass, Ticker, channel, yield_if_needed};
-use sampan_storage::{RaftLog, StatusFile, Vfs};
+use sampan_storage::{RaftLog, SnapshotStore, StatusFile, Vfs};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -32,6 +34,10 @@ pub struct GroupParts<L, V: Vfs> {
     pub status: StatusFile<V>,
     /// The state machine.
     pub sm: Box<dyn StateMachine>,
+    /// The group's snapshot store.
+    pub snapshots: SnapshotStore<V>,
+    /// When to take snapshots and purge the log.
+    pub policy: SnapshotPolicy,
     /// Where messages to peers go.
     pub outbox: Rc<dyn Outbox>,
     /// Voters and learners of a brand-new group (written as entry 1 when
@@ -81,10 +87,64 @@ async fn bootstrap<L: RaftLog, V: Vfs>(
     Ok(())
 }
 
-/// Starts a group replica's fibers (Raft loop, persist, apply, ticker) in
-/// `fibers`, on the current shard, and returns its handle. A brand-new
-/// group is bootstrapped from `parts.bootstrap`; an existing one recovers
-/// from its status file and log (its state machine replays the log).
+/// Loads the newest snapshot into `sm` and returns its description, and
+/// lines the log up behind it. A snapshot that does not read back whole is
+/// refused with an error naming its directory: this replica then does not
+/// start (the previous snapshot cannot stand in, as the log it needs was
+/// purged), and the others on the node go on.
+async fn recover_snapshot<L: RaftLog, V: Vfs>(
+    group: u64,
+    log: &L,
+    store: &SnapshotStore<V>,
+    sm: &mut dyn StateMachine,
+) -> Result<Option<SnapshotMeta>, GroupError> {
+    let fail = |reason: String| GroupError::Storage { group, reason };
+    let Some(stored) = store.latest().await.map_err(|e| fail(e.to_string()))? else {
+        return Ok(None);
+    };
+    let path = store.path_of(&stored);
+    let meta = decode_snapshot_meta(bytes::Bytes::from(stored.config.clone()))
+        .map_err(|e| fail(format!("snapshot {}: bad meta: {e}", path.display())))?;
+    if meta.index != stored.last_index || meta.term != stored.last_term {
+        return Err(fail(format!(
+            "snapshot {}: meta names index {} term {}",
+            path.display(),
+            meta.index,
+            meta.term
+        )));
+    }
+    if log.first_index() > meta.index + 1 {
+        return Err(fail(format!(
+            "the log starts at {}, after the snapshot {} (index {}): entries are missing",
+            log.first_index(),
+            path.display(),
+            meta.index
+        )));
+    }
+    let started = std::time::Instant::now();
+    restore(sm, store, &stored).await.map_err(fail)?;
+    // A received snapshot the log was not yet reset to (a crash between
+    // the two), or a log that disagrees with it: the snapshot wins.
+    let agrees = log.term(meta.index).ok().flatten() == Some(meta.term);
+    if !agrees {
+        log.install_snapshot(meta.index, meta.term)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    log::info!(
+        "group {group}: restored the snapshot at {} ({} bytes) in {:?}",
+        meta.index,
+        stored.size,
+        started.elapsed()
+    );
+    Ok(Some(meta))
+}
+
+/// Starts a group replica's fibers (Raft loop, persist, apply, snapshot,
+/// ticker) in `fibers`, on the current shard, and returns its handle. A
+/// brand-new group is bootstrapped from `parts.bootstrap`; an existing one
+/// recovers from its newest snapshot, status file and log (its state
+/// machine replays the log after the snapshot).
 pub async fn start<L, V>(
     parts: GroupParts<L, V>,
     fibers: &FiberGroup,
@@ -97,15 +157,20 @@ where
         cfg,
         log,
         mut status,
-        sm,
+        mut sm,
+        snapshots,
+        policy,
         outbox,
         bootstrap: boot,
         tick,
     } = parts;
     let group = cfg.group.0;
+    let node = cfg.id.0;
+    let recovered = recover_snapshot(group, &log, &snapshots, sm.as_mut()).await?;
     if let Some((voters, learners)) = boot
         && status.state().term == 0
         && log.last_index() == 0
+        && recovered.is_none()
     {
         bootstrap(group, &log, &mut status, voters, learners).await?;
     }
@@ -115,17 +180,20 @@ where
         vote: saved.vote.map(NodeId),
         index_commit: saved.commit_index,
     };
-    let snapshot = Rc::new(RefCell::new(SnapshotMeta::default()));
-    let view = StorageView::new(log.clone(), snapshot);
+    let snapshot = Rc::new(RefCell::new(recovered.clone().unwrap_or_default()));
+    let view = StorageView::new(log.clone(), snapshot.clone());
     let log_reader = log.clone();
-    let raft = Raft::new(cfg, view, hard_state, 0).map_err(|e| GroupError::Refused {
+    let applied = recovered.as_ref().map_or(0, |m| m.index);
+    let raft = Raft::new(cfg, view, hard_state, applied).map_err(|e| GroupError::Refused {
         group,
         reason: e.to_string(),
     })?;
     let stamp = sm.stamp();
+    let snaps = Rc::new(Snapshots::new(snapshots, snapshot.clone(), policy));
     let (inbox_tx, inbox_rx) = channel(INBOX_CAPACITY);
     let (persist_tx, persist_rx) = channel(1024);
     let (apply_tx, apply_rx) = channel(1024);
+    let (snap_tx, snap_rx) = channel(64);
     let spawn_err = |e: sampan_fiber::FiberError| GroupError::Refused {
         group,
         reason: e.to_string(),
@@ -136,19 +204,42 @@ where
             "persist",
             persist::run(
                 group,
-                log,
+                log.clone(),
                 status,
                 persist_rx,
                 inbox_tx.clone(),
                 outbox.clone(),
+                snapshot.clone(),
             ),
         )
         .map_err(spawn_err)?;
+    let start = apply::ApplyStart {
+        sm,
+        applied,
+        applied_term: recovered.as_ref().map_or(0, |m| m.term),
+        membership: recovered.map(|m| m.membership).unwrap_or_default(),
+        snaps: snaps.clone(),
+        snap_jobs: snap_tx.clone(),
+    };
     fibers
         .spawn(
             TaskClass::Throughput,
             "apply",
-            apply::run(group, sm, apply_rx, inbox_tx.clone()),
+            apply::run(group, start, apply_rx, inbox_tx.clone()),
+        )
+        .map_err(spawn_err)?;
+    let snapshot_fiber = SnapshotFiber {
+        group,
+        node,
+        log: log.clone(),
+        snaps: snaps.clone(),
+        inbox: inbox_tx.clone(),
+    };
+    fibers
+        .spawn(
+            TaskClass::Background,
+            "snapshot",
+            snapshot_fiber.run(snap_rx),
         )
         .map_err(spawn_err)?;
     if let Some(period) = tick {
@@ -177,6 +268,12 @@ where
         stamp,
         log: log_reader,
         tail: TailCache::default(),
+        snaps,
+        snap_jobs: snap_tx,
+        fibers: fibers.clone(),
+        inbox: inbox_tx.clone(),
+        conf_waiters: Vec::new(),
+        transfer_waiters: Vec::new(),
     };
     fibers
         .spawn(TaskClass::Latency, "raft", core.run(inbox_rx))
@@ -291,9 +388,26 @@ impl Drop for TailCache {
     }
 }
 
-struct Loop<L: RaftLog> {
+/// A membership change waiting to be in force and committed.
+struct ConfWaiter {
+    voters: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+    /// The last index when the membership first matched: done once that
+    /// commits.
+    matched_at: Option<u64>,
+    reply: Reply<()>,
+}
+
+struct Loop<L: RaftLog, V: Vfs> {
     /// The group's log, for sending old entries' records as they are.
     log: L,
+    snaps: Rc<Snapshots<V>>,
+    snap_jobs: Sender<SnapJob>,
+    /// The group's fibers: snapshot senders join them.
+    fibers: FiberGroup,
+    inbox: Sender<Event>,
+    conf_waiters: Vec<ConfWaiter>,
+    transfer_waiters: Vec<(NodeId, Reply<()>)>,
     /// The leader's newest encoded runs.
     tail: TailCache,
     /// The state machine's leader stamp, applied to every proposal.
@@ -316,7 +430,7 @@ struct Loop<L: RaftLog> {
     hibernating: Rc<std::cell::Cell<bool>>,
 }
 
-impl<L: RaftLog> Loop<L> {
+impl<L: RaftLog + Clone + 'static, V: Vfs> Loop<L, V> {
     async fn run(mut self, inbox: Receiver<Event>) {
         let mut batch = Vec::with_capacity(256);
         while let Some(ev) = inbox.recv().await {
@@ -326,6 +440,7 @@ impl<L: RaftLog> Loop<L> {
                 self.handle(ev).await;
             }
             self.drain_ready().await;
+            self.check_waiters();
             self.received.clear();
             self.hibernating.set(self.raft.is_hibernating());
             yield_if_needed().await;
@@ -412,6 +527,106 @@ impl<L: RaftLog> Loop<L> {
                 log::error!("group {}: {e}; no more writes", self.group);
                 self.failed = Some(e);
             }
+            Event::SnapshotChunk { chunk, reply } => {
+                if chunk.term < self.raft.term() || self.failed.is_some() {
+                    return reply(ChunkAnswer {
+                        status: ChunkStatus::Refused,
+                        term: self.raft.term(),
+                        next_offset: 0,
+                    });
+                }
+                if let Err(e) = self.snap_jobs.try_send(SnapJob::Chunk { chunk, reply }) {
+                    // The snapshot fiber is behind: the leader retries.
+                    if let SnapJob::Chunk { reply, .. } = e.into_inner() {
+                        reply(ChunkAnswer {
+                            status: ChunkStatus::Refused,
+                            term: self.raft.term(),
+                            next_offset: 0,
+                        });
+                    }
+                }
+            }
+            Event::SnapshotSent { to, ok } => self.raft.report_snapshot(NodeId(to), ok),
+            Event::SnapshotInstalled(index) => self.raft.on_snapshot_installed(index),
+            Event::SnapshotNow(reply) => {
+                let _ = self.apply.send(ApplyJob::SnapshotNow(reply)).await;
+            }
+            Event::ChangeMembers {
+                voters,
+                learners,
+                reply,
+            } => {
+                let ids = |s: BTreeSet<u64>| s.into_iter().map(NodeId).collect::<BTreeSet<_>>();
+                let (voters, learners) = (ids(voters), ids(learners));
+                match self
+                    .raft
+                    .change_membership(voters.clone(), learners.clone())
+                {
+                    Ok(()) => self.conf_waiters.push(ConfWaiter {
+                        voters,
+                        learners,
+                        matched_at: None,
+                        reply,
+                    }),
+                    Err(e) => reply.send(Err(self.refused(e))),
+                }
+            }
+            Event::TransferLeader { to, reply } => {
+                if to == self.raft.id().0 && self.raft.role() == Role::Leader {
+                    return reply.send(Ok(()));
+                }
+                match self.raft.transfer_leader(NodeId(to)) {
+                    Ok(()) => self.transfer_waiters.push((NodeId(to), reply)),
+                    Err(e) => reply.send(Err(self.refused(e))),
+                }
+            }
+        }
+    }
+
+    /// Answers the membership changes and leader transfers that finished
+    /// (or can no longer finish here).
+    fn check_waiters(&mut self) {
+        if self.conf_waiters.is_empty() && self.transfer_waiters.is_empty() {
+            return;
+        }
+        let leader = self.raft.role() == Role::Leader;
+        let commit = self.raft.index_commit();
+        let last = self.raft.index_last();
+        let m = self.raft.membership().clone();
+        for mut w in std::mem::take(&mut self.conf_waiters) {
+            if !leader {
+                w.reply.send(Err(self.not_leader()));
+                continue;
+            }
+            if !m.is_joint() && m.voters() == &w.voters && m.learners() == w.learners {
+                let at = *w.matched_at.get_or_insert(last);
+                if commit >= at {
+                    w.reply.send(Ok(()));
+                    continue;
+                }
+            }
+            self.conf_waiters.push(w);
+        }
+        for (to, reply) in std::mem::take(&mut self.transfer_waiters) {
+            if self.raft.leader() == Some(to) && !leader {
+                reply.send(Ok(()));
+            } else if leader && self.raft.transferee() != Some(to) {
+                reply.send(Err(GroupError::Refused {
+                    group: self.group,
+                    reason: format!("the transfer to node {} was abandoned", to.0),
+                }));
+            } else if !leader && self.raft.leader().is_some_and(|l| l != to) {
+                reply.send(Err(GroupError::Refused {
+                    group: self.group,
+                    reason: format!(
+                        "node {} leads, not node {}",
+                        self.raft.leader().map_or(0, |l| l.0),
+                        to.0
+                    ),
+                }));
+            } else {
+                self.transfer_waiters.push((to, reply));
+            }
         }
     }
 
@@ -440,6 +655,8 @@ impl<L: RaftLog> Loop<L> {
                 .iter()
                 .map(|n| n.0)
                 .collect(),
+            snapshot_index: self.snaps.meta.borrow().index,
+            snapshot_term: self.snaps.meta.borrow().term,
         }
     }
 
@@ -506,22 +723,30 @@ impl<L: RaftLog> Loop<L> {
             self.tail.clear();
         }
         for m in rd.messages {
+            if let raft::Body::Snapshot(meta) = m.body {
+                self.send_snapshot(m.to.0, meta);
+                continue;
+            }
             let run = self.records_of(&m);
             self.outbox.send(m, run);
         }
-        if rd.snapshot.is_some() {
-            let err = GroupError::Refused {
-                group: self.group,
-                reason: "snapshot install is not wired yet".into(),
-            };
-            return self.handle(Event::Failed(err)).await;
+        if let Some(meta) = &rd.snapshot {
+            // The state machine takes the snapshot's state (in the apply
+            // fiber, before any later entry) while the log restarts after
+            // it (in the persist fiber, before any later write).
+            let _ = self.apply.send(ApplyJob::Install(meta.clone())).await;
         }
-        if rd.hard_state.is_some() || !rd.entries.is_empty() || !rd.messages_persisted.is_empty() {
+        if rd.hard_state.is_some()
+            || rd.snapshot.is_some()
+            || !rd.entries.is_empty()
+            || !rd.messages_persisted.is_empty()
+        {
             let job = persist::PersistJob {
                 hard_state: rd.hard_state,
                 entries: rd.entries,
                 records,
                 messages: rd.messages_persisted,
+                snapshot: rd.snapshot,
             };
             let _ = self.persist.send(job).await;
         }
@@ -547,6 +772,31 @@ impl<L: RaftLog> Loop<L> {
             if let Some((_, reply)) = self.take_read(&ctx) {
                 reply.send(Err(self.not_leader()));
             }
+        }
+    }
+
+    /// Streams the newest snapshot to `to` in a fiber of the group, unless
+    /// a transfer to it already runs.
+    fn send_snapshot(&mut self, to: u64, meta: SnapshotMeta) {
+        if !Transfer::claim(&self.snaps, to) {
+            return;
+        }
+        let transfer = Transfer {
+            group: self.group,
+            node: self.raft.id().0,
+            term: self.raft.term(),
+            to,
+            meta,
+            snaps: self.snaps.clone(),
+            outbox: self.outbox.clone(),
+            inbox: self.inbox.clone(),
+        };
+        if let Err(e) = self
+            .fibers
+            .spawn(TaskClass::Background, "snapshot-send", transfer.run())
+        {
+            log::warn!("group {}: snapshot to node {to} not sent: {e}", self.group);
+            self.raft.report_snapshot(NodeId(to), false);
         }
     }
 

@@ -82,6 +82,10 @@ async fn replica(
         log,
         status,
         sm: Box::new(KvMachine::new(KvConfig::default())),
+        snapshots: sampan_storage::SnapshotStore::open(vfs, &dir.join("snapshot"), 1, 2)
+            .await
+            .expect("snapshot store opens"),
+        policy: SnapshotPolicy::default(),
         outbox: Rc::new(NetOutbox(net.clone())),
         bootstrap: Some((voters, BTreeSet::new())),
         tick: Some(Duration::from_millis(5)),

@@ -147,6 +147,11 @@ impl<L: LogView> Raft<L> {
         Ok(raft)
     }
 
+    /// The node leadership is being handed to, while a transfer runs.
+    pub fn transferee(&self) -> Option<NodeId> {
+        self.transferee
+    }
+
     /// This node.
     pub fn id(&self) -> NodeId {
         self.cfg.id

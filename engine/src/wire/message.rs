@@ -161,7 +161,7 @@ pub(crate) fn read_heartbeat_response(r: &mut Reader) -> Result<HeartbeatRespons
     })
 }
 
-fn put_snapshot_meta(out: &mut BytesMut, meta: &SnapshotMeta) {
+pub(super) fn put_snapshot_meta(out: &mut BytesMut, meta: &SnapshotMeta) {
     out.put_u64_le(meta.index);
     out.put_u64_le(meta.term);
     let (voters, outgoing, learners, learners_next) = meta.membership.to_parts();
@@ -171,7 +171,7 @@ fn put_snapshot_meta(out: &mut BytesMut, meta: &SnapshotMeta) {
     put_ids(out, &learners_next);
 }
 
-fn read_snapshot_meta(r: &mut Reader) -> Result<SnapshotMeta, WireError> {
+pub(super) fn read_snapshot_meta(r: &mut Reader) -> Result<SnapshotMeta, WireError> {
     let index = r.u64("snapshot index")?;
     let term = r.u64("snapshot term")?;
     let voters = read_ids(r, "voters")?;

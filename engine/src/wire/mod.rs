@@ -18,11 +18,15 @@ mod entry;
 mod error;
 mod heartbeat;
 mod message;
+mod snapshot;
 
 pub use entry::{entries_from_run, record_kind, run_from_entries};
 pub use error::WireError;
 pub use heartbeat::HeartbeatBatch;
 pub use message::{Decoded, decode_message, encode_message};
+pub use snapshot::{
+    ChunkAnswer, ChunkStatus, SnapshotChunk, decode_snapshot_meta, encode_snapshot_meta,
+};
 
 /// Format version of every body this module writes.
 pub const WIRE_VERSION: u8 = 1;
@@ -33,6 +37,8 @@ pub mod kind {
     pub const RAFT: u16 = 0x0100;
     /// Heartbeats (or their responses) of many groups between two nodes.
     pub const HEARTBEATS: u16 = 0x0101;
+    /// A chunk of a snapshot (request; answered with a chunk answer).
+    pub const SNAPSHOT: u16 = 0x0102;
 }
 
 #[cfg(test)]

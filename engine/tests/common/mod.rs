@@ -70,6 +70,7 @@ pub fn group(id: u64) -> GroupConfig {
         observers: String::new(),
         durability: Durability::Sync,
         log_retention_ms: 0,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,472 @@
+//! A group's snapshots: the snapshot fiber writes a frozen state machine
+//! view to the snapshot store in chunks (yielding between chunks, in the
+//! shard's background queue, while the apply fiber keeps applying), then
+//! purges the log it covers; it also receives a snapshot streamed by the
+//! leader (InstallSnapshot) into the store, resumably. Sender fibers stream
+//! the newest stored snapshot to a follower that needs purged entries.
+//!
+//! The stored bytes are the state machine's chunks, each framed as
+//! `len u32 | chunk` (the chunks are self-checking; the store adds a CRC
+//! over all of it), so a restore hands the state machine exactly the chunks
+//! its frozen view produced.
+
+use super::{Event, Outbox, Reply};
+use crate::raft::{self, Body, Message, NodeId};
+use crate::state_machine::{FrozenState, SnapshotInfo, StateMachine};
+use crate::wire::{ChunkAnswer, ChunkStatus, SnapshotChunk, encode_snapshot_meta};
+use sampan_fiber::{Receiver, Sender, yield_if_needed};
+use sampan_storage::{RaftLog, SnapshotStore, SnapshotWriter, Vfs};
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// When a group takes snapshots and what happens to the log after one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Take one this often if anything was applied since the last
+    /// (Dongting's `saveSnapshotSeconds`); `None`: not by time.
+    pub interval: Option<Duration>,
+    /// Take one once this many bytes of entries were applied since the
+    /// last; 0: not by size.
+    pub log_bytes: u64,
+    /// Keep the log this long after a snapshot covers it, then purge it
+    /// (Dongting's `markTruncateByTimestamp`); zero purges at once.
+    pub retention: Duration,
+    /// Bytes per chunk, written to the store and sent to followers.
+    pub chunk_bytes: usize,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            interval: Some(Duration::from_secs(3600)),
+            log_bytes: 256 << 20,
+            retention: Duration::ZERO,
+            chunk_bytes: 256 << 10,
+        }
+    }
+}
+
+/// A snapshot written here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSaved {
+    /// The last index it covers.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// How long writing it took, in ms (freeze excluded: the apply fiber
+    /// did that in O(1)).
+    pub write_ms: u64,
+}
+
+/// How a chunk's receiver answers its sender.
+pub(crate) type ChunkReply = Box<dyn FnOnce(ChunkAnswer)>;
+
+/// Work for the snapshot fiber.
+pub(crate) enum SnapJob {
+    /// Write a frozen view as the snapshot `meta` describes.
+    Save {
+        frozen: Box<dyn FrozenState>,
+        meta: raft::SnapshotMeta,
+        waiters: Vec<Reply<SnapshotSaved>>,
+    },
+    /// A chunk of a snapshot the leader streams here.
+    Chunk {
+        chunk: SnapshotChunk,
+        reply: ChunkReply,
+    },
+}
+
+/// What the fibers of one group share about its snapshots.
+pub(crate) struct Snapshots<V: Vfs> {
+    pub(crate) store: SnapshotStore<V>,
+    /// The newest durable snapshot; the core's log view shares it.
+    pub(crate) meta: Rc<RefCell<raft::SnapshotMeta>>,
+    pub(crate) policy: SnapshotPolicy,
+    /// A snapshot is being written (the apply fiber freezes no other).
+    pub(crate) busy: Cell<bool>,
+    /// The last snapshot written here, for status.
+    pub(crate) last: Cell<Option<SnapshotSaved>>,
+    /// Followers a snapshot is streaming to.
+    sending: RefCell<HashSet<u64>>,
+}
+
+impl<V: Vfs> Snapshots<V> {
+    pub(crate) fn new(
+        store: SnapshotStore<V>,
+        meta: Rc<RefCell<raft::SnapshotMeta>>,
+        policy: SnapshotPolicy,
+    ) -> Snapshots<V> {
+        Snapshots {
+            store,
+            meta,
+            policy,
+            busy: Cell::new(false),
+            last: Cell::new(None),
+            sending: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Makes `meta` the newest snapshot, unless a newer one is already.
+    pub(crate) fn advance(&self, meta: &raft::SnapshotMeta) {
+        let mut m = self.meta.borrow_mut();
+        if meta.index > m.index {
+            *m = meta.clone();
+        }
+    }
+}
+
+/// The stored snapshot at (`index`, `term`).
+pub(crate) async fn find<V: Vfs>(
+    store: &SnapshotStore<V>,
+    index: u64,
+    term: u64,
+) -> Result<sampan_storage::SnapshotMeta, String> {
+    let all = store.list().await.map_err(|e| e.to_string())?;
+    all.into_iter()
+        .rev()
+        .find(|m| m.last_index == index && m.last_term == term)
+        .ok_or_else(|| format!("no stored snapshot at index {index} (term {term})"))
+}
+
+/// Feeds the stored snapshot `stored` to `sm` chunk by chunk (yielding
+/// between chunks); the live state is replaced only if all of it reads
+/// back whole. The error names the snapshot's directory.
+pub(crate) async fn restore<V: Vfs>(
+    sm: &mut dyn StateMachine,
+    store: &SnapshotStore<V>,
+    stored: &sampan_storage::SnapshotMeta,
+) -> Result<(), String> {
+    let path = store.path_of(stored);
+    let info = SnapshotInfo {
+        index: stored.last_index,
+        term: stored.last_term,
+    };
+    let fail = |e: String| format!("snapshot {}: {e}", path.display());
+    let mut reader = store.reader(stored).await.map_err(|e| e.to_string())?;
+    sm.restore_begin(info).map_err(|e| fail(e.to_string()))?;
+    let fed = async {
+        while let Some((at, head)) = reader.next_chunk(4).map_err(|e| e.to_string())? {
+            let len = <[u8; 4]>::try_from(&head[..])
+                .map(u32::from_le_bytes)
+                .map_err(|_| format!("truncated chunk header at offset {at}"))?
+                as usize;
+            let body = match reader.next_chunk(len).map_err(|e| e.to_string())? {
+                Some((_, b)) if b.len() == len => b,
+                _ => return Err(format!("truncated chunk at offset {at}")),
+            };
+            sm.restore_chunk(body).map_err(|e| e.to_string())?;
+            yield_if_needed().await;
+        }
+        sm.restore_finish().map_err(|e| e.to_string())
+    };
+    match fed.await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            sm.restore_abort();
+            Err(fail(e))
+        }
+    }
+}
+
+/// A snapshot being received from the leader.
+struct Receive<V: Vfs> {
+    meta: raft::SnapshotMeta,
+    writer: SnapshotWriter<V>,
+}
+
+/// The snapshot fiber of one group. See the module docs.
+pub(crate) struct SnapshotFiber<L, V: Vfs> {
+    pub(crate) group: u64,
+    pub(crate) node: u64,
+    pub(crate) log: L,
+    pub(crate) snaps: Rc<Snapshots<V>>,
+    pub(crate) inbox: Sender<Event>,
+}
+
+impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
+    pub(crate) async fn run(self, jobs: Receiver<SnapJob>) {
+        let mut receiving: Option<Receive<V>> = None;
+        let mut purge_due: Option<Instant> = None;
+        loop {
+            let job = match purge_due {
+                Some(at) => {
+                    let job = async { Some(jobs.recv().await) };
+                    let timer = async {
+                        sampan_fiber::sleep(at.saturating_duration_since(Instant::now())).await;
+                        None
+                    };
+                    futures_lite::future::or(job, timer).await
+                }
+                None => Some(jobs.recv().await),
+            };
+            let job = match job {
+                Some(Some(job)) => job,
+                Some(None) => break,
+                None => {
+                    purge_due = None;
+                    if let Err(e) = self.log.maintain(Instant::now()).await {
+                        log::warn!("group {}: log purge failed: {e}", self.group);
+                    }
+                    continue;
+                }
+            };
+            match job {
+                SnapJob::Save {
+                    frozen,
+                    meta,
+                    waiters,
+                } => {
+                    let outcome = self.save(frozen, &meta, &mut purge_due).await;
+                    self.snaps.busy.set(false);
+                    if let Err(e) = &outcome {
+                        log::warn!(
+                            "group {}: snapshot at {} failed: {e}",
+                            self.group,
+                            meta.index
+                        );
+                    }
+                    for w in waiters {
+                        w.send(
+                            outcome
+                                .clone()
+                                .map_err(|reason| super::GroupError::Storage {
+                                    group: self.group,
+                                    reason,
+                                }),
+                        );
+                    }
+                }
+                SnapJob::Chunk { chunk, reply } => {
+                    let answer = self.receive(&mut receiving, chunk).await;
+                    reply(answer);
+                }
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        mut frozen: Box<dyn FrozenState>,
+        meta: &raft::SnapshotMeta,
+        purge_due: &mut Option<Instant>,
+    ) -> Result<SnapshotSaved, String> {
+        let started = Instant::now();
+        let store = &self.snaps.store;
+        let mut w = store
+            .create(meta.index, meta.term, encode_snapshot_meta(meta))
+            .await
+            .map_err(|e| e.to_string())?;
+        let chunk_bytes = self.snaps.policy.chunk_bytes.max(4096);
+        let mut buf = Vec::with_capacity(chunk_bytes + 4);
+        while let Some(chunk) = frozen.next_chunk(chunk_bytes) {
+            let len = u32::try_from(chunk.len()).map_err(|_| "a chunk over 4 GiB".to_string())?;
+            buf.clear();
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&chunk);
+            w.write_chunk(&buf).await.map_err(|e| e.to_string())?;
+            yield_if_needed().await;
+        }
+        let stored = w.finish().await.map_err(|e| e.to_string())?;
+        self.snaps.advance(meta);
+        let saved = SnapshotSaved {
+            index: meta.index,
+            term: meta.term,
+            bytes: stored.size,
+            write_ms: started.elapsed().as_millis() as u64,
+        };
+        self.snaps.last.set(Some(saved));
+        // Only what is durable here and covered by the snapshot goes.
+        let first_kept = meta.index.min(self.log.durable_index()) + 1;
+        let retention = self.snaps.policy.retention;
+        if retention.is_zero() {
+            self.log
+                .purge_head(first_kept)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            let at = Instant::now() + retention;
+            self.log.mark_purge(first_kept, at);
+            *purge_due = Some(at);
+        }
+        Ok(saved)
+    }
+
+    async fn receive(&self, receiving: &mut Option<Receive<V>>, c: SnapshotChunk) -> ChunkAnswer {
+        let answer = |status, next_offset| ChunkAnswer {
+            status,
+            term: c.term,
+            next_offset,
+        };
+        let same = receiving
+            .as_ref()
+            .is_some_and(|r| r.meta.index == c.meta.index && r.meta.term == c.meta.term);
+        if !same {
+            if c.offset != 0 {
+                // A transfer this node knows nothing of (or forgot): from
+                // the start.
+                return answer(ChunkStatus::Continue, 0);
+            }
+            let w = match self
+                .snaps
+                .store
+                .create(c.meta.index, c.meta.term, encode_snapshot_meta(&c.meta))
+                .await
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    log::warn!("group {}: cannot receive a snapshot: {e}", self.group);
+                    return answer(ChunkStatus::Refused, 0);
+                }
+            };
+            log::info!(
+                "group {}: receiving a snapshot at {} from node {}",
+                self.group,
+                c.meta.index,
+                c.leader
+            );
+            *receiving = Some(Receive {
+                meta: c.meta.clone(),
+                writer: w,
+            });
+        }
+        let Some(r) = receiving.as_mut() else {
+            return answer(ChunkStatus::Refused, 0);
+        };
+        if c.offset != r.writer.size() {
+            return answer(ChunkStatus::Continue, r.writer.size());
+        }
+        if let Err(e) = r.writer.write_chunk(&c.data).await {
+            log::warn!("group {}: snapshot chunk not written: {e}", self.group);
+            *receiving = None;
+            return answer(ChunkStatus::Refused, 0);
+        }
+        if !c.last {
+            return answer(ChunkStatus::Continue, r.writer.size());
+        }
+        let Some(r) = receiving.take() else {
+            return answer(ChunkStatus::Refused, 0);
+        };
+        if r.writer.crc() != c.data_crc {
+            log::warn!(
+                "group {}: received snapshot at {} fails its CRC; dropped",
+                self.group,
+                r.meta.index
+            );
+            return answer(ChunkStatus::Refused, 0);
+        }
+        if let Err(e) = r.writer.finish().await {
+            log::warn!("group {}: received snapshot not stored: {e}", self.group);
+            return answer(ChunkStatus::Refused, 0);
+        }
+        // The data is durable here: now the core may install it.
+        let msg = Message {
+            group: raft::GroupId(self.group),
+            from: NodeId(c.leader),
+            to: NodeId(self.node),
+            term: c.term,
+            body: Body::Snapshot(r.meta),
+        };
+        let _ = self.inbox.send(Event::Step { msg, records: None }).await;
+        answer(ChunkStatus::Done, c.offset + c.data.len() as u64)
+    }
+}
+
+/// Everything a sender fiber needs to stream the newest snapshot to `to`.
+pub(crate) struct Transfer<V: Vfs> {
+    pub(crate) group: u64,
+    pub(crate) node: u64,
+    pub(crate) term: u64,
+    pub(crate) to: u64,
+    pub(crate) meta: raft::SnapshotMeta,
+    pub(crate) snaps: Rc<Snapshots<V>>,
+    pub(crate) outbox: Rc<dyn Outbox>,
+    pub(crate) inbox: Sender<Event>,
+}
+
+impl<V: Vfs> Transfer<V> {
+    /// Whether a transfer to `to` may start (none runs yet); marks it.
+    pub(crate) fn claim(snaps: &Snapshots<V>, to: u64) -> bool {
+        snaps.sending.borrow_mut().insert(to)
+    }
+
+    /// Streams the snapshot, one chunk in flight, resuming where the
+    /// follower says; reports the outcome to the core.
+    pub(crate) async fn run(self) {
+        let ok = match self.stream().await {
+            Ok(()) => true,
+            Err(e) => {
+                log::info!(
+                    "group {}: snapshot at {} to node {} stopped: {e}",
+                    self.group,
+                    self.meta.index,
+                    self.to
+                );
+                false
+            }
+        };
+        self.snaps.sending.borrow_mut().remove(&self.to);
+        let _ = self
+            .inbox
+            .send(Event::SnapshotSent { to: self.to, ok })
+            .await;
+    }
+
+    async fn stream(&self) -> Result<(), String> {
+        let store = &self.snaps.store;
+        let stored = find(store, self.meta.index, self.meta.term).await?;
+        let mut reader = store.reader(&stored).await.map_err(|e| e.to_string())?;
+        let chunk_bytes = self.snaps.policy.chunk_bytes.max(4096);
+        let started = Instant::now();
+        loop {
+            let offset = reader.offset();
+            let data = reader
+                .next_chunk(chunk_bytes)
+                .map_err(|e| e.to_string())?
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            let last = offset + data.len() as u64 >= stored.size;
+            let chunk = SnapshotChunk {
+                term: self.term,
+                leader: self.node,
+                meta: self.meta.clone(),
+                offset,
+                last,
+                data_crc: stored.data_crc,
+                data,
+            };
+            let body = self
+                .outbox
+                .request_snapshot_chunk(NodeId(self.to), self.group, chunk.encode())
+                .await?;
+            let answer = ChunkAnswer::decode(body).map_err(|e| e.to_string())?;
+            match answer.status {
+                ChunkStatus::Done => {
+                    log::info!(
+                        "group {}: snapshot at {} ({} bytes) sent to node {} in {:?}",
+                        self.group,
+                        self.meta.index,
+                        stored.size,
+                        self.to,
+                        started.elapsed()
+                    );
+                    return Ok(());
+                }
+                ChunkStatus::Refused => return Err(format!("node {} refused it", self.to)),
+                ChunkStatus::Continue => {
+                    if answer.next_offset > stored.size {
+                        return Err(format!("node {} asks for offset past the end", self.to));
+                    }
+                    if answer.next_offset != reader.offset() {
+                        reader
+                            .skip_to(answer.next_offset)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
+    }
+}
