@@ -290,6 +290,10 @@ pub struct GroupConfig {
     /// the last; 0: not by size.
     #[serde(default = "default_snapshot_log_bytes")]
     pub snapshot_log_bytes: u64,
+    /// Bytes per snapshot chunk, written to the store and streamed to a
+    /// follower (one chunk in flight per transfer).
+    #[serde(default = "default_snapshot_chunk_bytes")]
+    pub snapshot_chunk_bytes: u64,
     /// This replica joins a running group (added by a membership change):
     /// it starts with an empty log and waits for the leader, instead of
     /// writing the founding membership (which only founders do).
@@ -299,6 +303,10 @@ pub struct GroupConfig {
 
 fn default_snapshot_interval_ms() -> u64 {
     3_600_000
+}
+
+fn default_snapshot_chunk_bytes() -> u64 {
+    256 << 10
 }
 
 fn default_snapshot_log_bytes() -> u64 {
@@ -315,6 +323,7 @@ impl Default for GroupConfig {
             log_retention_ms: 0,
             snapshot_interval_ms: default_snapshot_interval_ms(),
             snapshot_log_bytes: default_snapshot_log_bytes(),
+            snapshot_chunk_bytes: default_snapshot_chunk_bytes(),
             join: false,
         }
     }
@@ -328,7 +337,7 @@ impl GroupConfig {
             interval: (self.snapshot_interval_ms > 0).then(|| ms(self.snapshot_interval_ms)),
             log_bytes: self.snapshot_log_bytes,
             retention: ms(self.log_retention_ms),
-            ..crate::group::SnapshotPolicy::default()
+            chunk_bytes: usize::try_from(self.snapshot_chunk_bytes).unwrap_or(usize::MAX),
         }
     }
 }
@@ -375,6 +384,9 @@ impl GroupConfig {
             field: field(&e.field),
             ..e
         })?;
+        if !(4096..=(8 << 20)).contains(&self.snapshot_chunk_bytes) {
+            return invalid(field("snapshot_chunk_bytes"), "must be in 4096..=8388608");
+        }
         if members.is_empty() {
             return invalid(field("members"), "a group needs at least one voting member");
         }

@@ -142,9 +142,26 @@ where
     Machines(make)
 }
 
+/// The factory of a KV server: every group is a [`KvMachine`] on the
+/// default log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvFactory;
+
+impl RaftFactory for KvFactory {
+    type Log = SegmentLog<DiskFs>;
+
+    fn state_machine(&self, _group: &GroupConfig) -> Box<dyn StateMachine> {
+        Box::new(KvMachine::new(KvConfig::default()))
+    }
+
+    fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>> {
+        open_segment_log(ctx)
+    }
+}
+
 /// The factory of a KV server: every group is a [`KvMachine`].
-pub fn kv_factory() -> impl RaftFactory {
-    machines(|_| Box::new(KvMachine::new(KvConfig::default())))
+pub fn kv_factory() -> KvFactory {
+    KvFactory
 }
 
 /// What every shard of one server shares; `Send + Sync`.
@@ -412,6 +429,21 @@ impl<F: RaftFactory> RaftServer<F> {
             adder.add(host, g).await
         })??;
         Ok(self.group(group.group_id))
+    }
+
+    /// Closes this node's connections to node `peer` on every shard (they
+    /// come back with the transport's reconnect backoff): to force a
+    /// reconnect, or to test what a cut connection does.
+    pub fn disconnect(&self, peer: u64) -> Result<(), HostError> {
+        for shard in 0..self.shared.shards {
+            let id = self.shared.id;
+            self.run(shard, move || async move {
+                if let Some(c) = local_host(id).and_then(|h| h.transport().connection(peer)) {
+                    c.close("disconnected by the operator");
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Stops this node's replica of `group` and deletes its files: for a
@@ -692,6 +724,9 @@ async fn serve(
         };
         let local = match req.op {
             Op::Propose => handle.propose(req.payload.clone()).await,
+            Op::Read if req.route == Route::Local => {
+                return Ok(handle.read_local(req.payload.clone()).await?);
+            }
             Op::Read => handle.read(req.payload.clone()).await,
             Op::Status => return Ok(encode_status(&handle.status().await?)),
             Op::SnapshotNow => {
@@ -859,6 +894,12 @@ impl GroupRef {
     /// [`GroupRef::read`], choosing what a non-leader does.
     pub async fn read_routed(&self, query: Bytes, route: Route) -> Result<Bytes, ServerError> {
         self.call(Op::Read, query, route).await
+    }
+
+    /// A read of this node's replica as applied so far (possibly stale,
+    /// never forwarded): see [`Route::Local`].
+    pub fn read_local_blocking(&self, query: Bytes) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Read, query, Route::Local)
     }
 
     /// This node's replica's role, term, leader and indexes.

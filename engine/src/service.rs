@@ -103,9 +103,9 @@ pub fn decode_members(body: Bytes) -> Result<(BTreeSet<u64>, BTreeSet<u64>), Dec
 
 /// The reply of [`Op::SnapshotNow`].
 pub fn encode_saved(s: &SnapshotSaved) -> Bytes {
-    let mut b = BytesMut::with_capacity(33);
+    let mut b = BytesMut::with_capacity(41);
     b.put_u8(VERSION);
-    for v in [s.index, s.term, s.bytes, s.write_ms] {
+    for v in [s.index, s.term, s.bytes, s.write_ms, s.applied_meanwhile] {
         b.put_u64_le(v);
     }
     b.freeze()
@@ -120,6 +120,7 @@ pub fn decode_saved(body: Bytes) -> Result<SnapshotSaved, DecodeError> {
         term: r.u64("term")?,
         bytes: r.u64("bytes")?,
         write_ms: r.u64("write ms")?,
+        applied_meanwhile: r.u64("applied meanwhile")?,
     };
     r.finish("snapshot saved")?;
     Ok(s)
@@ -152,6 +153,10 @@ pub enum Route {
     /// Pass the request to the leader and relay its answer (the default).
     #[default]
     Forward,
+    /// A read served by this node's replica at what it has applied, with
+    /// no ReadIndex round: possibly stale, never forwarded (a follower
+    /// read; also how a test compares the replicas' states).
+    Local,
 }
 
 /// A request to one group (the group id travels in the frame header).
@@ -172,6 +177,7 @@ impl ServiceRequest {
         let route = match self.route {
             Route::Redirect => 0,
             Route::Forward => 1,
+            Route::Local => 2,
         };
         vec![
             Bytes::copy_from_slice(&[VERSION, op, route, 0]),
@@ -188,6 +194,7 @@ impl ServiceRequest {
         let route = match r.u8("route")? {
             0 => Route::Redirect,
             1 => Route::Forward,
+            2 => Route::Local,
             tag => return Err(unknown("route", tag, r.offset())),
         };
         r.u8("reserved")?;
@@ -616,6 +623,7 @@ mod tests {
             term: 2,
             bytes: 1 << 20,
             write_ms: 3,
+            applied_meanwhile: 5,
         };
         assert_eq!(decode_saved(encode_saved(&saved)), Ok(saved));
         let g = crate::config::GroupConfig {

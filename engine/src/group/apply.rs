@@ -64,6 +64,7 @@ pub(crate) async fn run<V: Vfs>(
     jobs: Receiver<ApplyJob>,
     inbox: Sender<Event>,
 ) {
+    start.snaps.applied.set(start.applied);
     let mut a = Applier {
         group,
         sm: start.sm,
@@ -110,6 +111,7 @@ pub(crate) async fn run<V: Vfs>(
             }
             ApplyJob::Entries(entries) => {
                 a.apply(&entries);
+                a.snaps.applied.set(a.applied);
                 a.serve_reads();
                 let _ = inbox.send(Event::Applied(a.applied)).await;
                 if a.leading {
@@ -126,6 +128,7 @@ pub(crate) async fn run<V: Vfs>(
                         .await;
                     continue;
                 }
+                a.snaps.applied.set(a.applied);
                 a.serve_reads();
                 let _ = inbox.send(Event::Applied(a.applied)).await;
             }

@@ -152,6 +152,10 @@ pub(crate) enum Event {
         query: Bytes,
         reply: Reply<Bytes>,
     },
+    ReadLocal {
+        query: Bytes,
+        reply: Reply<Bytes>,
+    },
     Step {
         msg: Message,
         records: Option<RecordRun>,
@@ -262,6 +266,12 @@ impl GroupHandle {
     /// has applied everything committed when the read was asked.
     pub async fn read(&self, query: Bytes) -> Result<Bytes, GroupError> {
         self.call(|reply| Event::Read { query, reply }).await
+    }
+
+    /// A read of this replica's state as applied so far, with no ReadIndex
+    /// round: possibly stale (a follower read), never forwarded.
+    pub async fn read_local(&self, query: Bytes) -> Result<Bytes, GroupError> {
+        self.call(|reply| Event::ReadLocal { query, reply }).await
     }
 
     /// The replica's role, term, leader and indexes.

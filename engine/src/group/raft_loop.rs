@@ -501,6 +501,14 @@ impl<L: RaftLog + Clone + 'static, V: Vfs> Loop<L, V> {
                     Err(e) => reply.send(Err(self.refused(e))),
                 }
             }
+            Event::ReadLocal { query, reply } => {
+                let job = ApplyJob::Read {
+                    index: 0,
+                    query,
+                    reply,
+                };
+                let _ = self.apply.send(job).await;
+            }
             Event::Step { msg, records } => {
                 if let Some(run) = records.filter(|r| !r.is_empty()) {
                     self.received.push(run);

@@ -60,6 +60,10 @@ pub struct SnapshotSaved {
     /// How long writing it took, in ms (freeze excluded: the apply fiber
     /// did that in O(1)).
     pub write_ms: u64,
+    /// Entries the apply fiber applied while it was being written (the
+    /// applied index when it was durable, minus `index`): a snapshot
+    /// never stops applies.
+    pub applied_meanwhile: u64,
 }
 
 /// How a chunk's receiver answers its sender.
@@ -90,6 +94,8 @@ pub(crate) struct Snapshots<V: Vfs> {
     pub(crate) busy: Cell<bool>,
     /// The last snapshot written here, for status.
     pub(crate) last: Cell<Option<SnapshotSaved>>,
+    /// The apply fiber's applied index.
+    pub(crate) applied: Cell<u64>,
     /// Followers a snapshot is streaming to.
     sending: RefCell<HashSet<u64>>,
 }
@@ -106,6 +112,7 @@ impl<V: Vfs> Snapshots<V> {
             policy,
             busy: Cell::new(false),
             last: Cell::new(None),
+            applied: Cell::new(0),
             sending: RefCell::new(HashSet::new()),
         }
     }
@@ -277,6 +284,7 @@ impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
             term: meta.term,
             bytes: stored.size,
             write_ms: started.elapsed().as_millis() as u64,
+            applied_meanwhile: self.snaps.applied.get().saturating_sub(meta.index),
         };
         self.snaps.last.set(Some(saved));
         // Only what is durable here and covered by the snapshot goes.
@@ -461,6 +469,13 @@ impl<V: Vfs> Transfer<V> {
                         return Err(format!("node {} asks for offset past the end", self.to));
                     }
                     if answer.next_offset != reader.offset() {
+                        log::info!(
+                            "group {}: snapshot at {} to node {} goes on from byte {}",
+                            self.group,
+                            self.meta.index,
+                            self.to,
+                            answer.next_offset
+                        );
                         reader
                             .skip_to(answer.next_offset)
                             .map_err(|e| e.to_string())?;

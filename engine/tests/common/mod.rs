@@ -19,6 +19,11 @@ use std::time::Duration;
 /// free now: each node gets `shards` consecutive replication ports and a
 /// service port, none shared.
 pub fn configs(root: &Path, shards: usize) -> Vec<ServerConfig> {
+    configs_n(root, shards, 3)
+}
+
+/// [`configs`] for `nodes` nodes, every one in each node's `servers`.
+pub fn configs_n(root: &Path, shards: usize, nodes: usize) -> Vec<ServerConfig> {
     let mut taken: HashSet<u16> = HashSet::new();
     let mut pick = |n: u16| -> u16 {
         loop {
@@ -37,7 +42,7 @@ pub fn configs(root: &Path, shards: usize) -> Vec<ServerConfig> {
             }
         }
     };
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (pick(shards as u16), pick(1))).collect();
+    let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (pick(shards as u16), pick(1))).collect();
     let servers: Vec<String> = ports
         .iter()
         .enumerate()
@@ -102,5 +107,52 @@ pub fn get(g: &GroupRef, key: &str) -> Option<Bytes> {
     match KvAnswer::decode(g.read_blocking(q).expect("read")).expect("answer") {
         KvAnswer::Values(mut v) => v.remove(0).map(|it| it.value),
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Waits (bounded, 20 s) until `done` holds; panics naming `what`.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes `pairs` to a KV group in one proposal.
+pub fn put_many(g: &GroupRef, pairs: Vec<(Bytes, Bytes)>) {
+    use sampan::kv::{KvCommand, KvRequest};
+    let cmd = KvCommand::PutMany {
+        pairs,
+        ttl: sampan::kv::Ttl::Persist,
+    };
+    g.propose_blocking(KvRequest::without_session(cmd).to_bytes())
+        .expect("put many");
+}
+
+/// Every key and value of this node's replica of a KV group, read
+/// locally (no ReadIndex: what this replica has applied).
+pub fn dump_local(g: &GroupRef) -> Vec<(Bytes, Bytes)> {
+    use sampan::kv::ScanRange;
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let q = KvQuery::Scan {
+            range: ScanRange::Prefix(Bytes::new()),
+            after: after.take(),
+            limit: 10_000,
+        };
+        match KvAnswer::decode(g.read_local_blocking(q.to_bytes()).expect("local read"))
+            .expect("answer")
+        {
+            KvAnswer::Page { items, next } => {
+                out.extend(items.into_iter().map(|(k, it)| (k, it.value)));
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return out,
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

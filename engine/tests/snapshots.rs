@@ -1,0 +1,269 @@
+//! Snapshots on a real 3-node loopback cluster: taken under continuous
+//! writes without stopping applies, installed on a node that fell behind
+//! the purged log (also with its connection cut mid-transfer), restored at
+//! restart, and refused when corrupt.
+
+mod common;
+
+use bytes::Bytes;
+use common::{configs, dump_local, get, group, leader, put_many, wait_for};
+use sampan::config::{GroupConfig, ServerConfig};
+use sampan::server::{RaftServer, kv_factory};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+type Server = RaftServer<sampan::server::KvFactory>;
+
+fn pairs(prefix: &str, from: u64, n: u64, value_len: usize) -> Vec<(Bytes, Bytes)> {
+    (from..from + n)
+        .map(|i| {
+            let k = Bytes::from(format!("{prefix}{i:08}"));
+            let v = Bytes::from(vec![b'a' + (i % 26) as u8; value_len]);
+            (k, v)
+        })
+        .collect()
+}
+
+/// Loads `n` keys of `value_len` bytes in batches of 1,000.
+fn load(g: &sampan::server::GroupRef, prefix: &str, n: u64, value_len: usize) {
+    for from in (0..n).step_by(1_000) {
+        put_many(g, pairs(prefix, from, 1_000.min(n - from), value_len));
+    }
+}
+
+fn start_all(cfgs: &[ServerConfig], groups: &[GroupConfig]) -> Vec<Option<Server>> {
+    cfgs.iter()
+        .map(|c| {
+            let rt =
+                sampan_fiber::Runtime::builder().io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES);
+            Some(Server::start_with(c.clone(), groups, kv_factory(), rt).expect("starts"))
+        })
+        .collect()
+}
+
+/// Waits until every running node has applied what the leader has.
+fn wait_converged(servers: &[Option<Server>], g: u64) {
+    let l = leader(servers, g);
+    let target = servers[l]
+        .as_ref()
+        .expect("leader")
+        .group(g)
+        .status_blocking()
+        .expect("status")
+        .index_last;
+    for s in servers.iter().flatten() {
+        wait_for("every node applies the leader's log", || {
+            s.group(g)
+                .status_blocking()
+                .is_ok_and(|st| st.index_applied >= target)
+        });
+    }
+}
+
+/// Every running node holds the same keys and values.
+fn assert_same_state(servers: &[Option<Server>], g: u64) -> usize {
+    wait_converged(servers, g);
+    let states: Vec<_> = servers
+        .iter()
+        .flatten()
+        .map(|s| dump_local(&s.group(g)))
+        .collect();
+    for (i, st) in states.iter().enumerate().skip(1) {
+        assert!(
+            st == &states[0],
+            "node {} differs: {} keys against {}",
+            i + 1,
+            st.len(),
+            states[0].len()
+        );
+    }
+    states[0].len()
+}
+
+fn snapshot_group(id: u64) -> GroupConfig {
+    GroupConfig {
+        // Only explicit snapshots in these tests.
+        snapshot_interval_ms: 0,
+        snapshot_log_bytes: 0,
+        ..group(id)
+    }
+}
+
+#[test]
+fn a_snapshot_under_continuous_writes_never_stops_applies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(dir.path(), 1);
+    let servers = start_all(&cfgs, &[snapshot_group(1)]);
+    let l = leader(&servers, 1);
+    let g = servers[l].as_ref().expect("leader").group(1);
+    // 200,000 keys of 100 bytes: a snapshot of ~25 MB takes a while to write.
+    load(&g, "k", 200_000, 100);
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (g, stop, written) = (g.clone(), stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                put_many(&g, pairs("w", i, 10, 100));
+                i += 10;
+                written.store(i, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_for("the writer runs", || written.load(Ordering::SeqCst) > 100);
+    let saved = g.snapshot_now_blocking().expect("snapshot");
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("writer");
+    eprintln!("snapshot: {saved:?}");
+    assert!(saved.index > 200, "{saved:?}");
+    assert!(saved.bytes > 20 << 20, "{saved:?}");
+    assert!(
+        saved.applied_meanwhile > 0,
+        "applies went on while the snapshot was written: {saved:?}"
+    );
+    let keys = assert_same_state(&servers, 1);
+    assert_eq!(keys as u64, 200_000 + written.load(Ordering::SeqCst));
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+}
+
+/// The directories of a node's snapshots of `group`, oldest first.
+fn snapshot_dirs(node_dir: &Path, group: u64) -> Vec<PathBuf> {
+    let dir = node_dir.join(format!("group-{group}")).join("snapshot");
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    all.sort();
+    all
+}
+
+#[test]
+fn a_node_behind_the_purged_log_gets_the_snapshot_then_the_log() {
+    init_log();
+    for cut in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfgs = configs(dir.path(), 1);
+        // Small chunks: the transfer takes thousands of round trips, so
+        // the cut lands in the middle of it.
+        let mut servers = start_all(&cfgs, &[chunked()]);
+        let l = leader(&servers, 1);
+        let follower = (0..3).find(|i| *i != l).expect("a follower");
+        servers[follower]
+            .take()
+            .expect("follower")
+            .shutdown()
+            .expect("shutdown");
+        let g = servers[l].as_ref().expect("leader").group(1);
+        load(&g, "k", 50_000, 100);
+        let saved = g.snapshot_now_blocking().expect("snapshot");
+        let st = g.status_blocking().expect("status");
+        assert_eq!(st.snapshot_index, saved.index);
+        // The leader's log no longer holds what the stopped node needs.
+        load(&g, "after", 1_000, 10);
+        servers[follower] = Some(
+            Server::start_with(
+                cfgs[follower].clone(),
+                &[chunked()],
+                kv_factory(),
+                sampan_fiber::Runtime::builder().io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES),
+            )
+            .expect("restarts"),
+        );
+        if cut {
+            // Cut the leader's connection once part of the snapshot landed.
+            let node_dir = cfgs[follower].data_dir.clone();
+            wait_for("the transfer starts", || {
+                snapshot_dirs(&node_dir, 1).iter().any(|d| {
+                    d.extension().is_some_and(|e| e == "tmp")
+                        && std::fs::metadata(d.join("data")).is_ok_and(|m| m.len() > 0)
+                })
+            });
+            let leader_server = servers[l].as_ref().expect("leader");
+            leader_server
+                .disconnect(cfgs[follower].node_id)
+                .expect("disconnect");
+        }
+        let back = servers[follower].as_ref().expect("restarted").group(1);
+        wait_for("the snapshot is installed", || {
+            back.status_blocking()
+                .is_ok_and(|s| s.snapshot_index >= saved.index)
+        });
+        load(&g, "later", 1_000, 10);
+        let keys = assert_same_state(&servers, 1);
+        assert_eq!(keys, 52_000, "cut: {cut}");
+        assert_eq!(
+            get(&g, "later00000999").as_deref(),
+            Some(&[b'a' + (999 % 26) as u8; 10][..])
+        );
+        for s in servers.into_iter().flatten() {
+            s.shutdown().expect("shutdown");
+        }
+    }
+}
+
+/// Log lines show with `RUST_LOG=info cargo test ... -- --nocapture`.
+fn init_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+fn chunked() -> GroupConfig {
+    GroupConfig {
+        snapshot_chunk_bytes: 4096,
+        ..snapshot_group(1)
+    }
+}
+
+#[test]
+fn a_restart_loads_the_snapshot_and_replays_the_log_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(dir.path(), 1);
+    let groups = [snapshot_group(1), snapshot_group(2)];
+    let servers = start_all(&cfgs, &groups);
+    let l = leader(&servers, 1);
+    let g = servers[l].as_ref().expect("leader").group(1);
+    load(&g, "k", 5_000, 50);
+    let mut saved = Vec::new();
+    for s in servers.iter().flatten() {
+        saved.push(s.group(1).snapshot_now_blocking().expect("snapshot"));
+    }
+    load(&g, "after", 500, 50);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+    let servers = start_all(&cfgs, &groups);
+    for (s, snap) in servers.iter().flatten().zip(&saved) {
+        let st = s.group(1).status_blocking().expect("status");
+        assert_eq!(st.snapshot_index, snap.index, "restarted from its snapshot");
+    }
+    assert_eq!(assert_same_state(&servers, 1), 5_500);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+
+    // Corrupt node 1's newest snapshot: its group 1 refuses to start and
+    // the error names the file; its group 2 still serves.
+    let newest = snapshot_dirs(&cfgs[0].data_dir, 1)
+        .pop()
+        .expect("a snapshot");
+    let data = newest.join("data");
+    let mut bytes = std::fs::read(&data).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).expect("write");
+    let rt = sampan_fiber::Runtime::builder().io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES);
+    let node1 = Server::start_with(cfgs[0].clone(), &[groups[1].clone()], kv_factory(), rt)
+        .expect("node 1 starts with group 2");
+    let err = node1
+        .add_group(&groups[0])
+        .expect_err("a corrupt snapshot is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&newest.display().to_string()),
+        "the error names the snapshot: {msg}"
+    );
+    assert_eq!(node1.group_ids().expect("groups"), vec![2]);
+    node1.shutdown().expect("shutdown");
+}
