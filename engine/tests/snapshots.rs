@@ -113,10 +113,29 @@ fn a_snapshot_under_continuous_writes_never_stops_applies() {
         })
     };
     wait_for("the writer runs", || written.load(Ordering::SeqCst) > 100);
+    let terms = |servers: &[Option<Server>]| -> Vec<(u64, Option<u64>)> {
+        servers
+            .iter()
+            .flatten()
+            .map(|s| {
+                let st = s.group(1).status_blocking().expect("status");
+                (st.term, st.leader)
+            })
+            .collect()
+    };
+    let before = terms(&servers);
+    // Every node writes one: the leader and both followers.
     let saved = g.snapshot_now_blocking().expect("snapshot");
+    for (i, s) in servers.iter().flatten().enumerate() {
+        if i != l {
+            s.group(1).snapshot_now_blocking().expect("follower snapshot");
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     writer.join().expect("writer");
     eprintln!("snapshot: {saved:?}");
+    // Writing a large snapshot never held up heartbeats: no election.
+    assert_eq!(terms(&servers), before, "(term, leader) on every node");
     assert!(saved.index > 200, "{saved:?}");
     assert!(saved.bytes > 20 << 20, "{saved:?}");
     assert!(

@@ -287,6 +287,11 @@ impl<V: Vfs> SnapshotWriter<V> {
         Ok(())
     }
 
+    /// Drops the unfinished snapshot and its `.tmp` directory.
+    pub async fn abort(self) {
+        let _ = self.store.vfs.remove_dir_all(&self.tmp_dir).await;
+    }
+
     /// Syncs data and meta, renames the directory into place, syncs the
     /// parent, and removes snapshots beyond the newest `keep`.
     pub async fn finish(self) -> Result<SnapshotMeta> {

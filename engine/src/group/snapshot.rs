@@ -318,6 +318,15 @@ impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
                 // the start.
                 return answer(ChunkStatus::Continue, 0);
             }
+            if let Some(old) = receiving.take() {
+                log::info!(
+                    "group {}: dropping the unfinished snapshot at {} for the one at {}",
+                    self.group,
+                    old.meta.index,
+                    c.meta.index
+                );
+                old.writer.abort().await;
+            }
             let w = match self
                 .snaps
                 .store
@@ -349,7 +358,9 @@ impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
         }
         if let Err(e) = r.writer.write_chunk(&c.data).await {
             log::warn!("group {}: snapshot chunk not written: {e}", self.group);
-            *receiving = None;
+            if let Some(r) = receiving.take() {
+                r.writer.abort().await;
+            }
             return answer(ChunkStatus::Refused, 0);
         }
         if !c.last {
@@ -364,6 +375,7 @@ impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
                 self.group,
                 r.meta.index
             );
+            r.writer.abort().await;
             return answer(ChunkStatus::Refused, 0);
         }
         if let Err(e) = r.writer.finish().await {

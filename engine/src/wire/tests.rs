@@ -236,3 +236,71 @@ fn records_that_do_not_match_the_entries_are_refused() {
         Err(WireError::Invalid { .. })
     ));
 }
+
+fn snapshot_meta() -> impl Strategy<Value = SnapshotMeta> {
+    (0..1_000u64, 0..10u64, ids()).prop_map(|(index, term, voters)| SnapshotMeta {
+        index,
+        term,
+        membership: Membership::new(voters, BTreeSet::new()).unwrap_or_default(),
+    })
+}
+
+proptest! {
+    #[test]
+    fn snapshot_chunks_and_answers_round_trip(
+        meta in snapshot_meta(),
+        term in 0..100u64,
+        offset in 0..(1u64 << 40),
+        last: bool,
+        data in proptest::collection::vec(any::<u8>(), 0..512),
+        status in 0..3u8,
+    ) {
+        let chunk = SnapshotChunk {
+            term,
+            leader: 3,
+            meta: meta.clone(),
+            offset,
+            last,
+            data_crc: 77,
+            data: Bytes::from(data),
+        };
+        let body = join(&chunk.encode());
+        prop_assert_eq!(SnapshotChunk::decode(body.clone()), Ok(chunk));
+        // Any truncation fails.
+        for cut in 0..body.len() {
+            prop_assert!(SnapshotChunk::decode(body.slice(..cut)).is_err());
+        }
+        let status = [ChunkStatus::Continue, ChunkStatus::Done, ChunkStatus::Refused][status as usize];
+        let answer = ChunkAnswer { status, term, next_offset: offset };
+        prop_assert_eq!(ChunkAnswer::decode(answer.encode()), Ok(answer));
+        prop_assert_eq!(decode_snapshot_meta(Bytes::from(encode_snapshot_meta(&meta))), Ok(meta));
+    }
+
+    #[test]
+    fn snapshot_decoders_take_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let b = Bytes::from(bytes);
+        let _ = SnapshotChunk::decode(b.clone());
+        let _ = ChunkAnswer::decode(b.clone());
+        let _ = decode_snapshot_meta(b);
+    }
+}
+
+#[test]
+fn a_flipped_data_byte_fails_the_chunk_crc() {
+    let chunk = SnapshotChunk {
+        term: 2,
+        leader: 1,
+        meta: SnapshotMeta::default(),
+        offset: 0,
+        last: true,
+        data_crc: 0,
+        data: Bytes::from_static(b"the state at index 9"),
+    };
+    let mut body = BytesMut::from(&join(&chunk.encode())[..]);
+    let at = body.len() - 3;
+    body[at] ^= 1;
+    assert!(matches!(
+        SnapshotChunk::decode(body.freeze()),
+        Err(WireError::Invalid { what: "snapshot chunk", .. })
+    ));
+}

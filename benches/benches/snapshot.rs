@@ -1,0 +1,494 @@
+//! Snapshot under load: a single-node KV group holding 1 M keys (16-byte
+//! keys, 100-byte values) under a steady closed loop of single-key puts;
+//! `snapshot_now` is asked while the load runs. Compares apply throughput
+//! and latency during the snapshot (asked -> durable) with the steady state
+//! just before it, for the KV store's copy-on-write freeze and for a naive
+//! blocking freeze (the whole state copied into chunks on the apply fiber,
+//! as SOFAJRaft does), and reports the snapshot's size and write time.
+//!
+//! `cargo bench -p sampan-benches --bench snapshot [-- --quick]`. One
+//! process, one shard: the group, its apply and snapshot fibers and the
+//! load fibers share one thread, so what the snapshot costs the shard shows
+//! in the puts' rate. `async` durability, so the disk's fsync does not hide
+//! the state machine.
+
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use sampan::config::{Durability, GroupConfig, ServerConfig};
+use sampan::group::SnapshotSaved;
+use sampan::kv::{KvCommand, KvConfig, KvMachine, KvRequest, Ttl};
+use sampan::raft::Role;
+use sampan::server::{GroupRef, RaftFactory, RaftServer, kv_factory, machines};
+use sampan::state_machine::{
+    Committed, FrozenState, RoleChange, SnapshotInfo, Stamp, StateMachine, StateMachineError,
+};
+use sampan_benches::Latencies;
+use sampan_fiber::TaskClass;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Keys loaded before the load starts (`--quick`: [`KEYS_QUICK`]).
+const KEYS_FULL: u64 = 1_000_000;
+const KEYS_QUICK: u64 = 200_000;
+const VALUE_BYTES: usize = 100;
+/// Keys per `PutMany` while loading.
+const LOAD_BATCH: u64 = 1_000;
+/// Concurrent single-key puts of the closed loop (both variants).
+const WRITERS: usize = 256;
+const GROUP: u64 = 1;
+/// Chunk size the naive freeze copies into (the default snapshot chunk).
+const NAIVE_CHUNK_BYTES: usize = 256 << 10;
+/// Completions kept per run, an upper bound to preallocate.
+const SAMPLES_MAX: usize = 8_000_000;
+
+/// How a variant freezes its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The KV store's `imbl` map, cloned in O(1).
+    CopyOnWrite,
+    /// [`Naive`]: every chunk made on the apply fiber at freeze time.
+    Naive,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::CopyOnWrite => "copy-on-write",
+            Variant::Naive => "naive (full copy on apply fiber)",
+        }
+    }
+}
+
+/// The timeline of one run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    keys: u64,
+    /// Load before the first steady window (not reported).
+    warm: Duration,
+    /// The steady window before each snapshot.
+    steady: Duration,
+    /// Load after each snapshot is durable, before the next steady window.
+    settle: Duration,
+    /// Snapshots per run.
+    rounds: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let secs = Duration::from_secs_f64;
+    let plan = if quick {
+        Plan {
+            keys: KEYS_QUICK,
+            warm: secs(0.5),
+            steady: secs(1.0),
+            settle: secs(0.5),
+            rounds: 1,
+        }
+    } else {
+        Plan {
+            keys: KEYS_FULL,
+            warm: secs(2.0),
+            steady: secs(3.0),
+            settle: secs(1.0),
+            rounds: 3,
+        }
+    };
+    let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let root = base.join(format!("sampan-snapshot-bench-{}", std::process::id()));
+    let mut rows = Vec::new();
+    for variant in [Variant::CopyOnWrite, Variant::Naive] {
+        let dir = root.join(format!("{variant:?}").to_lowercase());
+        let rounds = match variant {
+            Variant::CopyOnWrite => run_variant(&dir, plan, kv_factory()),
+            Variant::Naive => run_variant(
+                &dir,
+                plan,
+                machines(|_: &GroupConfig| -> Box<dyn StateMachine> {
+                    Box::new(Naive(KvMachine::new(KvConfig::default())))
+                }),
+            ),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        rows.extend(report(variant, &rounds));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", table(plan, &rows));
+}
+
+/// Starts a fresh single-node server in `dir`, loads the keys, runs the
+/// load with `plan.rounds` snapshots and shuts the server down.
+fn run_variant<F: RaftFactory>(dir: &Path, plan: Plan, factory: F) -> Vec<Round> {
+    let server = start(dir, factory);
+    let g = server.group(GROUP);
+    wait_for_leader(&g);
+    load_keys(&g, plan.keys);
+    let handle = server.runtime();
+    let shard = handle.shard(0).unwrap_or_else(|e| panic!("{e}"));
+    let run = shard
+        .run_blocking(TaskClass::Latency, move || async move {
+            drive(g, plan).await
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    server.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    run
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a free port: {e}"))
+}
+
+/// A one-node server with group [`GROUP`]: `async` durability, snapshots
+/// only when asked.
+fn start<F: RaftFactory>(dir: &Path, factory: F) -> RaftServer<F> {
+    let (replicate, service) = (free_port(), free_port());
+    let cfg = ServerConfig {
+        node_id: 1,
+        servers: format!("1,127.0.0.1:{replicate},{service}"),
+        cluster_id: 78,
+        replicate_port: replicate,
+        service_port: service,
+        election_timeout_ms: 1_000,
+        heartbeat_interval_ms: 100,
+        tick_ms: 10,
+        shards: 1,
+        data_dir: dir.to_path_buf(),
+        request_timeout_ms: 10_000,
+        log: Default::default(),
+    };
+    let group = GroupConfig {
+        group_id: GROUP,
+        members: "1".into(),
+        durability: Durability::Async,
+        snapshot_interval_ms: 0,
+        snapshot_log_bytes: 0,
+        ..GroupConfig::default()
+    };
+    let rt = sampan_fiber::Runtime::builder().io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES);
+    RaftServer::start_with(cfg, &[group], factory, rt).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn wait_for_leader(g: &GroupRef) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !g.status_blocking().is_ok_and(|s| s.role == Role::Leader) {
+        assert!(Instant::now() < deadline, "no leader of group {GROUP}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Key `i`: `key-` and 12 digits, 16 bytes.
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("key-{i:012}"))
+}
+
+/// A 100-byte value that says which write made it.
+fn value(seed: u64) -> Bytes {
+    let mut v = vec![b'v'; VALUE_BYTES];
+    v[..8].copy_from_slice(&seed.to_le_bytes());
+    Bytes::from(v)
+}
+
+/// Loads keys `0..keys` with `PutMany` batches of [`LOAD_BATCH`].
+fn load_keys(g: &GroupRef, keys: u64) {
+    let bar = ProgressBar::new(keys);
+    bar.set_style(
+        ProgressStyle::with_template("loading {bar:30} {pos}/{len} keys {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for from in (0..keys).step_by(LOAD_BATCH as usize) {
+        let pairs = (from..keys.min(from + LOAD_BATCH))
+            .map(|i| (key(i), value(i)))
+            .collect::<Vec<_>>();
+        let n = pairs.len() as u64;
+        let cmd = KvCommand::PutMany {
+            pairs,
+            ttl: Ttl::Persist,
+        };
+        g.propose_blocking(KvRequest::without_session(cmd).to_bytes())
+            .unwrap_or_else(|e| panic!("load: {e}"));
+        bar.inc(n);
+    }
+    bar.finish_and_clear();
+}
+
+/// One put's completion: when it was answered and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    done: Instant,
+    latency: Duration,
+}
+
+/// One snapshot taken under load, with the completions around it.
+#[derive(Debug, Clone)]
+struct Round {
+    /// The steady window's start (it ends at `asked`).
+    steady_from: Instant,
+    asked: Instant,
+    durable: Instant,
+    saved: SnapshotSaved,
+    steady: Vec<Sample>,
+    during: Vec<Sample>,
+}
+
+/// A small deterministic generator (splitmix64) for the writers' keys.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Runs the closed loop of [`WRITERS`] puts on the group's shard and asks
+/// for `plan.rounds` snapshots while it runs.
+async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
+    let samples = Rc::new(RefCell::new(Vec::with_capacity(SAMPLES_MAX)));
+    let stop = Rc::new(Cell::new(false));
+    let mut writers = Vec::with_capacity(WRITERS);
+    for w in 0..WRITERS {
+        let (g, samples, stop) = (g.clone(), samples.clone(), stop.clone());
+        let fiber = sampan_fiber::spawn(TaskClass::Latency, "writer", async move {
+            let mut rng = w as u64;
+            while !stop.get() {
+                let r = splitmix(&mut rng);
+                let cmd = KvRequest::without_session(KvCommand::put(key(r % plan.keys), value(r)));
+                let t = Instant::now();
+                g.propose(cmd.to_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("put: {e}"));
+                let done = Instant::now();
+                let mut s = samples.borrow_mut();
+                if s.len() < SAMPLES_MAX {
+                    s.push(Sample {
+                        done,
+                        latency: done - t,
+                    });
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        writers.push(fiber);
+    }
+    sampan_fiber::sleep(plan.warm).await;
+    let mut marks = Vec::with_capacity(plan.rounds);
+    for _ in 0..plan.rounds {
+        sampan_fiber::sleep(plan.steady).await;
+        let asked = Instant::now();
+        let saved = g
+            .snapshot_now()
+            .await
+            .unwrap_or_else(|e| panic!("snapshot: {e}"));
+        let durable = Instant::now();
+        eprintln!("snapshot: {saved:?}, {:?} as the caller saw it", durable - asked);
+        marks.push((asked - plan.steady, asked, durable, saved));
+        sampan_fiber::sleep(plan.settle).await;
+    }
+    stop.set(true);
+    for w in writers {
+        let _ = w.join().await;
+    }
+    let samples = samples.take();
+    let within = |from: Instant, to: Instant| -> Vec<Sample> {
+        samples
+            .iter()
+            .filter(|s| s.done >= from && s.done < to)
+            .copied()
+            .collect()
+    };
+    marks
+        .into_iter()
+        .map(|(steady_from, asked, durable, saved)| Round {
+            steady_from,
+            asked,
+            durable,
+            saved,
+            steady: within(steady_from, asked),
+            during: within(asked, durable),
+        })
+        .collect()
+}
+
+/// Throughput and latency of the puts completed in one window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    ops_per_sec: f64,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Window {
+    fn of(samples: &[&Sample], wall: Duration) -> Window {
+        let mut lat = Latencies::new();
+        for s in samples {
+            lat.record(s.latency);
+        }
+        Window {
+            ops_per_sec: samples.len() as f64 / wall.as_secs_f64().max(1e-9),
+            p99: lat.quantile(0.99),
+            max: lat.quantile(1.0),
+        }
+    }
+}
+
+/// One row of the table: a round, or all rounds of a variant together.
+#[derive(Debug, Clone)]
+struct Line {
+    name: String,
+    steady: Window,
+    during: Window,
+    bytes: u64,
+    write_ms: u64,
+    applied_meanwhile: u64,
+    caller: Duration,
+}
+
+/// A row per round, then (with more than one) a row for all of them:
+/// windows pooled, snapshot figures averaged.
+fn report(variant: Variant, rounds: &[Round]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for (i, r) in rounds.iter().enumerate() {
+        lines.push(Line {
+            name: format!("{}, snapshot {}", variant.name(), i + 1),
+            steady: Window::of(&r.steady.iter().collect::<Vec<_>>(), r.asked - r.steady_from),
+            during: Window::of(&r.during.iter().collect::<Vec<_>>(), r.durable - r.asked),
+            bytes: r.saved.bytes,
+            write_ms: r.saved.write_ms,
+            applied_meanwhile: r.saved.applied_meanwhile,
+            caller: r.durable - r.asked,
+        });
+    }
+    if rounds.len() > 1 {
+        let n = rounds.len() as u64;
+        let steady: Vec<&Sample> = rounds.iter().flat_map(|r| &r.steady).collect();
+        let during: Vec<&Sample> = rounds.iter().flat_map(|r| &r.during).collect();
+        let steady_wall = rounds.iter().map(|r| r.asked - r.steady_from).sum();
+        let during_wall: Duration = rounds.iter().map(|r| r.durable - r.asked).sum();
+        lines.push(Line {
+            name: format!("**{}, all {n}**", variant.name()),
+            steady: Window::of(&steady, steady_wall),
+            during: Window::of(&during, during_wall),
+            bytes: rounds.iter().map(|r| r.saved.bytes).sum::<u64>() / n,
+            write_ms: rounds.iter().map(|r| r.saved.write_ms).sum::<u64>() / n,
+            applied_meanwhile: rounds.iter().map(|r| r.saved.applied_meanwhile).sum::<u64>() / n,
+            caller: during_wall / n as u32,
+        });
+    }
+    lines
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The Markdown table of `lines` (what `benches/RESULTS.md` holds).
+fn table(plan: Plan, lines: &[Line]) -> String {
+    let mut out = format!(
+        "{} keys, {WRITERS} writers; steady = {:.0} s before the snapshot, \
+         during = snapshot asked -> durable\n\n",
+        plan.keys,
+        plan.steady.as_secs_f64()
+    );
+    out.push_str(
+        "| variant | steady ops/s | steady p99 | during ops/s | % of steady | during p99 \
+         | p99 / steady | during max | size | write_ms | applied meanwhile | asked -> durable |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for l in lines {
+        let (s, d) = (l.steady, l.during);
+        out.push_str(&format!(
+            "| {} | {:.0} | {} | {:.0} | {:.0}% | {} | {:.2}x | {} | {:.1} MiB | {} | {} | {} |\n",
+            l.name,
+            s.ops_per_sec,
+            ms(s.p99),
+            d.ops_per_sec,
+            100.0 * d.ops_per_sec / s.ops_per_sec.max(1e-9),
+            ms(d.p99),
+            d.p99.as_secs_f64() / s.p99.as_secs_f64().max(1e-12),
+            ms(d.max),
+            l.bytes as f64 / (1u64 << 20) as f64,
+            l.write_ms,
+            l.applied_meanwhile,
+            ms(l.caller),
+        ));
+    }
+    out
+}
+
+/// The naive blocking snapshot: a [`KvMachine`] whose freeze copies the
+/// whole state into chunks right there, on the apply fiber.
+struct Naive(KvMachine);
+
+/// The chunks [`Naive::freeze`] made.
+struct NaiveFrozen {
+    index: u64,
+    chunks: VecDeque<Bytes>,
+}
+
+impl FrozenState for NaiveFrozen {
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn next_chunk(&mut self, _bytes_max: usize) -> Option<Bytes> {
+        self.chunks.pop_front()
+    }
+}
+
+impl StateMachine for Naive {
+    fn apply(&mut self, batch: &[Committed<'_>], results: &mut Vec<Bytes>) {
+        self.0.apply(batch, results);
+    }
+
+    fn read(&self, query: &Bytes, now_ms: u64) -> Result<Bytes, StateMachineError> {
+        self.0.read(query, now_ms)
+    }
+
+    fn on_role_change(&mut self, change: &RoleChange) {
+        self.0.on_role_change(change);
+    }
+
+    fn stamp(&self) -> Option<Stamp> {
+        self.0.stamp()
+    }
+
+    fn due_commands(&mut self, now_ms: u64, out: &mut Vec<Bytes>) -> Option<u64> {
+        self.0.due_commands(now_ms, out)
+    }
+
+    fn freeze(&mut self) -> Box<dyn FrozenState> {
+        let mut view = self.0.freeze();
+        let mut chunks = VecDeque::new();
+        while let Some(c) = view.next_chunk(NAIVE_CHUNK_BYTES) {
+            chunks.push_back(c);
+        }
+        Box::new(NaiveFrozen {
+            index: view.index(),
+            chunks,
+        })
+    }
+
+    fn restore_begin(&mut self, info: SnapshotInfo) -> Result<(), StateMachineError> {
+        self.0.restore_begin(info)
+    }
+
+    fn restore_chunk(&mut self, chunk: Bytes) -> Result<(), StateMachineError> {
+        self.0.restore_chunk(chunk)
+    }
+
+    fn restore_finish(&mut self) -> Result<(), StateMachineError> {
+        self.0.restore_finish()
+    }
+
+    fn restore_abort(&mut self) {
+        self.0.restore_abort();
+    }
+}
