@@ -132,9 +132,10 @@ fn run_variant<F: RaftFactory>(dir: &Path, plan: Plan, factory: F) -> Vec<Round>
     let handle = server.runtime();
     let shard = handle.shard(0).unwrap_or_else(|e| panic!("{e}"));
     let run = shard
-        .run_blocking(TaskClass::Latency, move || async move {
-            drive(g, plan).await
-        })
+        .run_blocking(
+            TaskClass::Latency,
+            move || async move { drive(g, plan).await },
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     server.shutdown().unwrap_or_else(|e| panic!("{e}"));
     run
@@ -288,7 +289,10 @@ async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
             .await
             .unwrap_or_else(|e| panic!("snapshot: {e}"));
         let durable = Instant::now();
-        eprintln!("snapshot: {saved:?}, {:?} as the caller saw it", durable - asked);
+        eprintln!(
+            "snapshot: {saved:?}, {:?} as the caller saw it",
+            durable - asked
+        );
         marks.push((asked - plan.steady, asked, durable, saved));
         sampan_fiber::sleep(plan.settle).await;
     }
@@ -358,7 +362,10 @@ fn report(variant: Variant, rounds: &[Round]) -> Vec<Line> {
     for (i, r) in rounds.iter().enumerate() {
         lines.push(Line {
             name: format!("{}, snapshot {}", variant.name(), i + 1),
-            steady: Window::of(&r.steady.iter().collect::<Vec<_>>(), r.asked - r.steady_from),
+            steady: Window::of(
+                &r.steady.iter().collect::<Vec<_>>(),
+                r.asked - r.steady_from,
+            ),
             during: Window::of(&r.during.iter().collect::<Vec<_>>(), r.durable - r.asked),
             bytes: r.saved.bytes,
             write_ms: r.saved.write_ms,
@@ -378,7 +385,11 @@ fn report(variant: Variant, rounds: &[Round]) -> Vec<Line> {
             during: Window::of(&during, during_wall),
             bytes: rounds.iter().map(|r| r.saved.bytes).sum::<u64>() / n,
             write_ms: rounds.iter().map(|r| r.saved.write_ms).sum::<u64>() / n,
-            applied_meanwhile: rounds.iter().map(|r| r.saved.applied_meanwhile).sum::<u64>() / n,
+            applied_meanwhile: rounds
+                .iter()
+                .map(|r| r.saved.applied_meanwhile)
+                .sum::<u64>()
+                / n,
             caller: during_wall / n as u32,
         });
     }

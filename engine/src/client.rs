@@ -41,6 +41,7 @@
 //! - `Busy` or `Lost` (a leader change dropped the proposal): pause, retry.
 //! - Anything else (storage failure, refused, malformed): fail at once.
 
+mod admin;
 mod blocking;
 mod config;
 mod error;

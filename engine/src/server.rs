@@ -705,13 +705,25 @@ async fn serve(
                     reason: format!("group {} in a request for group {group}", g.group_id),
                 });
             }
+            let member = g.member_ids().is_ok_and(|m| m.contains(&shared.node))
+                || g.observer_ids().is_ok_and(|o| o.contains(&shared.node));
+            if !member {
+                return Err(refused(&format!(
+                    "node {} is neither a member nor an observer of group {group}",
+                    shared.node
+                )));
+            }
             let host = local_host(shared.id).ok_or_else(|| shared.shutting_down())?;
             shared.adder.add(host, g).await.map_err(|e| refused(&e))?;
             return Ok(Bytes::new());
         }
         Op::RemoveGroup => {
-            host.remove_group(group).await.map_err(|e| refused(&e))?;
-            return Ok(Bytes::new());
+            let ran = host.remove_group(group).await.map_err(|e| refused(&e))?;
+            return Ok(Bytes::from(vec![u8::from(ran)]));
+        }
+        Op::StopGroup => {
+            let ran = host.stop_group(group).await;
+            return Ok(Bytes::from(vec![u8::from(ran)]));
         }
         _ => {}
     }
@@ -752,7 +764,7 @@ async fn serve(
                     .await
                     .map(|()| Bytes::new())
             }
-            Op::AddGroup | Op::RemoveGroup => unreachable!("served above"),
+            Op::AddGroup | Op::RemoveGroup | Op::StopGroup => unreachable!("served above"),
         };
         let leader = match local {
             Err(GroupError::NotLeader { leader, .. }) => leader.filter(|l| *l != shared.node),

@@ -47,6 +47,9 @@ pub enum Op {
     AddGroup,
     /// Stop this node's replica of the group and delete its files.
     RemoveGroup,
+    /// Stop this node's replica of the group; its files stay (a later
+    /// [`Op::AddGroup`] recovers it).
+    StopGroup,
 }
 
 impl Op {
@@ -60,6 +63,7 @@ impl Op {
             Op::TransferLeader => 6,
             Op::AddGroup => 7,
             Op::RemoveGroup => 8,
+            Op::StopGroup => 9,
         }
     }
 
@@ -73,6 +77,7 @@ impl Op {
             6 => Op::TransferLeader,
             7 => Op::AddGroup,
             8 => Op::RemoveGroup,
+            9 => Op::StopGroup,
             _ => return None,
         })
     }

@@ -128,7 +128,9 @@ fn a_snapshot_under_continuous_writes_never_stops_applies() {
     let saved = g.snapshot_now_blocking().expect("snapshot");
     for (i, s) in servers.iter().flatten().enumerate() {
         if i != l {
-            s.group(1).snapshot_now_blocking().expect("follower snapshot");
+            s.group(1)
+                .snapshot_now_blocking()
+                .expect("follower snapshot");
         }
     }
     stop.store(true, Ordering::SeqCst);

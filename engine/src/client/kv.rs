@@ -8,9 +8,8 @@ use crate::kv::{
     Item, KvAnswer, KvCommand, KvFailure, KvQuery, KvRequest, KvResult, PutCondition, ScanPage,
     ScanRange, Ttl,
 };
-use crate::service::{self, Op, Route, ServiceRequest};
+use crate::service::{self, Op, Route};
 use bytes::Bytes;
-use sampan_net::Body;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -349,56 +348,9 @@ impl Client {
         addr: SocketAddr,
         group: u64,
     ) -> Result<GroupStatus, ClientError> {
-        let limit = self.inner.cfg.attempt_timeout;
-        let timeout = |last: String| ClientError::Timeout {
-            group,
-            after: limit,
-            attempts: 1,
-            last,
-        };
-        let conn = match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(super::pool::ConnectError::Failed(why))) => return Err(timeout(why)),
-            Ok(Err(super::pool::ConnectError::Fatal(source))) => {
-                return Err(ClientError::Net {
-                    group,
-                    addr,
-                    source,
-                });
-            }
-            Err(_) => return Err(timeout(format!("no connection to {addr}"))),
-        };
-        let req = ServiceRequest {
-            op: Op::Status,
-            route: Route::Redirect,
-            payload: Bytes::new(),
-        };
-        let frame = conn
-            .request(
-                service::kind::CLIENT,
-                group,
-                Body::from(req.encode()),
-                limit,
-            )
-            .await
-            .map_err(|e| {
-                self.inner
-                    .pool
-                    .discard(addr, &conn, "status request failed");
-                timeout(e.to_string())
-            })?;
-        let body = service::decode_reply(frame.body)
-            .map_err(|source| ClientError::BadReply {
-                group,
-                addr,
-                source,
-            })?
-            .map_err(|source| match source {
-                crate::service::ServerError::NoSuchGroup { .. } => {
-                    ClientError::NoSuchGroup { group, nodes: 1 }
-                }
-                source => ClientError::Server { group, source },
-            })?;
+        let body = self
+            .request_at(addr, group, Op::Status, Route::Redirect, Bytes::new())
+            .await?;
         service::decode_status(body).map_err(|source| ClientError::BadReply {
             group,
             addr,

@@ -301,6 +301,9 @@ fn a_flipped_data_byte_fails_the_chunk_crc() {
     body[at] ^= 1;
     assert!(matches!(
         SnapshotChunk::decode(body.freeze()),
-        Err(WireError::Invalid { what: "snapshot chunk", .. })
+        Err(WireError::Invalid {
+            what: "snapshot chunk",
+            ..
+        })
     ));
 }
