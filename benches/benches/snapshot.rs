@@ -46,6 +46,12 @@ const NAIVE_CHUNK_BYTES: usize = 256 << 10;
 /// Completions kept per run, an upper bound to preallocate.
 const SAMPLES_MAX: usize = 8_000_000;
 
+thread_local! {
+    /// How long the last [`Naive::freeze`] on this thread (the group's
+    /// shard) held the apply fiber.
+    static NAIVE_FREEZE_LAST: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
 /// How a variant freezes its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -236,6 +242,9 @@ struct Round {
     asked: Instant,
     durable: Instant,
     saved: SnapshotSaved,
+    /// How long the freeze held the apply fiber (naive only: measured in
+    /// [`Naive::freeze`]).
+    freeze: Option<Duration>,
     steady: Vec<Sample>,
     during: Vec<Sample>,
 }
@@ -289,11 +298,12 @@ async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
             .await
             .unwrap_or_else(|e| panic!("snapshot: {e}"));
         let durable = Instant::now();
+        let freeze = NAIVE_FREEZE_LAST.take();
         eprintln!(
-            "snapshot: {saved:?}, {:?} as the caller saw it",
+            "snapshot: {saved:?}, freeze {freeze:?}, {:?} as the caller saw it",
             durable - asked
         );
-        marks.push((asked - plan.steady, asked, durable, saved));
+        marks.push((asked - plan.steady, asked, durable, saved, freeze));
         sampan_fiber::sleep(plan.settle).await;
     }
     stop.set(true);
@@ -310,11 +320,12 @@ async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
     };
     marks
         .into_iter()
-        .map(|(steady_from, asked, durable, saved)| Round {
+        .map(|(steady_from, asked, durable, saved, freeze)| Round {
             steady_from,
             asked,
             durable,
             saved,
+            freeze,
             steady: within(steady_from, asked),
             during: within(asked, durable),
         })
@@ -350,6 +361,8 @@ struct Line {
     steady: Window,
     during: Window,
     bytes: u64,
+    /// The freeze's hold on the apply fiber; `None`: O(1), not measured.
+    freeze: Option<Duration>,
     write_ms: u64,
     applied_meanwhile: u64,
     caller: Duration,
@@ -368,6 +381,7 @@ fn report(variant: Variant, rounds: &[Round]) -> Vec<Line> {
             ),
             during: Window::of(&r.during.iter().collect::<Vec<_>>(), r.durable - r.asked),
             bytes: r.saved.bytes,
+            freeze: r.freeze,
             write_ms: r.saved.write_ms,
             applied_meanwhile: r.saved.applied_meanwhile,
             caller: r.durable - r.asked,
@@ -384,6 +398,11 @@ fn report(variant: Variant, rounds: &[Round]) -> Vec<Line> {
             steady: Window::of(&steady, steady_wall),
             during: Window::of(&during, during_wall),
             bytes: rounds.iter().map(|r| r.saved.bytes).sum::<u64>() / n,
+            freeze: rounds
+                .iter()
+                .map(|r| r.freeze)
+                .sum::<Option<Duration>>()
+                .map(|d| d / n as u32),
             write_ms: rounds.iter().map(|r| r.saved.write_ms).sum::<u64>() / n,
             applied_meanwhile: rounds
                 .iter()
@@ -410,13 +429,14 @@ fn table(plan: Plan, lines: &[Line]) -> String {
     );
     out.push_str(
         "| variant | steady ops/s | steady p99 | during ops/s | % of steady | during p99 \
-         | p99 / steady | during max | size | write_ms | applied meanwhile | asked -> durable |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | p99 / steady | during max | size | freeze | write_ms | applied meanwhile \
+         | asked -> durable |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for l in lines {
         let (s, d) = (l.steady, l.during);
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {:.0} | {:.0}% | {} | {:.2}x | {} | {:.1} MiB | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {:.0} | {:.0}% | {} | {:.2}x | {} | {:.1} MiB | {} | {} | {} | {} |\n",
             l.name,
             s.ops_per_sec,
             ms(s.p99),
@@ -426,6 +446,7 @@ fn table(plan: Plan, lines: &[Line]) -> String {
             d.p99.as_secs_f64() / s.p99.as_secs_f64().max(1e-12),
             ms(d.max),
             l.bytes as f64 / (1u64 << 20) as f64,
+            l.freeze.map_or_else(|| "O(1)".to_string(), ms),
             l.write_ms,
             l.applied_meanwhile,
             ms(l.caller),
@@ -476,11 +497,13 @@ impl StateMachine for Naive {
     }
 
     fn freeze(&mut self) -> Box<dyn FrozenState> {
+        let started = Instant::now();
         let mut view = self.0.freeze();
         let mut chunks = VecDeque::new();
         while let Some(c) = view.next_chunk(NAIVE_CHUNK_BYTES) {
             chunks.push_back(c);
         }
+        NAIVE_FREEZE_LAST.set(Some(started.elapsed()));
         Box::new(NaiveFrozen {
             index: view.index(),
             chunks,

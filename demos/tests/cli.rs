@@ -11,6 +11,11 @@ use std::process::Command;
 
 /// Configs of a 3-node cluster (default cluster id) on ports free now.
 fn configs(root: &Path) -> Vec<ServerConfig> {
+    configs_n(root, 3)
+}
+
+/// [`configs`] for `n` nodes.
+fn configs_n(root: &Path, n: usize) -> Vec<ServerConfig> {
     let mut taken: HashSet<u16> = HashSet::new();
     let mut pick = || -> u16 {
         loop {
@@ -23,7 +28,7 @@ fn configs(root: &Path) -> Vec<ServerConfig> {
             }
         }
     };
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (pick(), pick())).collect();
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (pick(), pick())).collect();
     let servers: Vec<String> = ports
         .iter()
         .enumerate()
@@ -243,4 +248,110 @@ fn usage_errors_exit_2_and_an_unreachable_cluster_exits_3() {
     let run = cli(&down, &["--json", "--timeout-ms", "300", "get", "k"]);
     assert_eq!(run.code, 3);
     assert!(run.stdout.starts_with("{\"error\":\""), "{}", run.stdout);
+}
+
+/// The value of `"field":` in a JSON line, as text up to the next , or }.
+fn json_field<'a>(json: &'a str, field: &str) -> Vec<&'a str> {
+    json.match_indices(&format!("\"{field}\":"))
+        .map(|(at, m)| {
+            let rest = &json[at + m.len()..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+#[test]
+fn admin_commands_add_a_group_snapshot_move_members_and_remove_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs_n(dir.path(), 4);
+    let addr = |i: usize| format!("127.0.0.1:{}", cfgs[i].service_port);
+    let all = (0..4).map(addr).collect::<Vec<_>>().join(",");
+    let first3 = (0..3).map(addr).collect::<Vec<_>>().join(",");
+    let nodes: Vec<_> = cfgs
+        .iter()
+        .map(|c| {
+            let rt = Runtime::builder().io_memory_bytes(IO_MEMORY_MIN_BYTES);
+            RaftServer::start_with(c.clone(), &[], kv_factory(), rt).expect("node starts")
+        })
+        .collect();
+
+    // Group 5 on its members; node 4 is none and is skipped.
+    let added = cli(&all, &["--group", "5", "add-group", "--members", "1,2,3"]);
+    assert_eq!(added.code, 0, "{}{}", added.stdout, added.stderr);
+    assert_eq!(
+        added.stdout.matches("group added").count(),
+        3,
+        "{}",
+        added.stdout
+    );
+    assert!(
+        added
+            .stdout
+            .contains(&format!("{}: not a member: skipped", addr(3)))
+    );
+    for i in 0..3 {
+        assert_eq!(nodes[i].group_ids().expect("groups"), vec![5]);
+    }
+    expect(&cli(&first3, &["--group", "5", "put", "k", "v"]), 0, "OK\n");
+
+    // A snapshot on each member, shown by status.
+    let snap = cli(&first3, &["--group", "5", "--json", "snapshot"]);
+    assert_eq!(snap.code, 0, "{}{}", snap.stdout, snap.stderr);
+    let indexes = json_field(&snap.stdout, "index");
+    assert_eq!(indexes.len(), 3, "{}", snap.stdout);
+    assert!(
+        indexes
+            .iter()
+            .all(|i| i.parse::<u64>().expect("index") >= 2)
+    );
+    let status = cli(&first3, &["--group", "5", "--json", "status"]);
+    assert_eq!(
+        json_field(&status.stdout, "snapshot_index"),
+        indexes,
+        "{}",
+        status.stdout
+    );
+    // Node 4 has no replica: that node's line is an error, exit 3.
+    let partly = cli(&all, &["--group", "5", "snapshot"]);
+    assert_eq!(partly.code, 3, "{}", partly.stdout);
+    assert!(
+        partly.stdout.contains(&format!("{}: error", addr(3))),
+        "{}",
+        partly.stdout
+    );
+
+    // Node 4 joins and takes the lead; node 1 leaves.
+    let joined = cli(&all, &["--group", "5", "add-member", "4", "--at", &addr(3)]);
+    expect(&joined, 0, "OK\n");
+    expect(
+        &cli(&all, &["--group", "5", "transfer-leader", "4"]),
+        0,
+        "OK\n",
+    );
+    expect(
+        &cli(&all, &["--group", "5", "remove-member", "1"]),
+        0,
+        "OK\n",
+    );
+    let status = cli(&all, &["--group", "5", "--json", "status"]);
+    let leaders = json_field(&status.stdout, "leader");
+    assert!(leaders[1..].iter().all(|l| *l == "4"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("\"voters\":[2, 3, 4]"),
+        "{}",
+        status.stdout
+    );
+    expect(&cli(&all, &["--group", "5", "get", "k"]), 0, "v\n");
+
+    // Removed everywhere: stopped on all four, then the files go.
+    let removed = cli(&all, &["--group", "5", "remove-group"]);
+    assert_eq!(removed.code, 0, "{}{}", removed.stdout, removed.stderr);
+    for (n, c) in nodes.iter().zip(&cfgs) {
+        assert!(n.group_ids().expect("groups").is_empty());
+        assert!(!c.data_dir.join("group-5").exists());
+    }
+    for n in nodes {
+        n.shutdown().expect("shutdown");
+    }
 }

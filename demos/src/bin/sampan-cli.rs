@@ -8,7 +8,9 @@
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use sampan::client::{BlockingClient, ClientConfig, ClientError, KeyTtl, NodeStatus};
+use sampan::config::{Durability, GroupConfig};
 use sampan::kv::{Item, ScanRange};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -124,8 +126,56 @@ enum Command {
         #[arg(long)]
         persist: bool,
     },
-    /// Every node's view of the group: role, term, leader, indexes.
+    /// Every node's view of the group: role, term, leader, indexes,
+    /// members, newest snapshot.
     Status,
+    /// Write a snapshot now (and purge the log it covers) on every node
+    /// in --servers, or on the one at --at.
+    Snapshot {
+        /// Only the node at this service address.
+        #[arg(long, value_parser = parse_addr)]
+        at: Option<SocketAddr>,
+    },
+    /// Start the group (--group) on every node in --servers that is a
+    /// member or observer of it.
+    AddGroup {
+        /// Voting members, by node id: 1,2,3.
+        #[arg(long, required = true)]
+        members: String,
+        /// Observers, by node id.
+        #[arg(long, default_value = "")]
+        observers: String,
+        /// sync (durable on disk) or async (in the page cache).
+        #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+        durability: String,
+    },
+    /// Remove the group (--group) from every node in --servers: stopped
+    /// everywhere first, and only then are its files deleted.
+    RemoveGroup,
+    /// Add a node to the group: start a joining replica on it, let it
+    /// catch up as an observer, then make it a voter (or leave it an
+    /// observer).
+    AddMember {
+        /// The node's id.
+        node: u64,
+        /// The node's service address.
+        #[arg(long, value_parser = parse_addr)]
+        at: SocketAddr,
+        /// Leave it an observer (never votes).
+        #[arg(long)]
+        observer: bool,
+    },
+    /// Remove a node (voter or observer) from the group, by joint
+    /// consensus; works while that node is down.
+    RemoveMember {
+        /// The node's id.
+        node: u64,
+    },
+    /// Hand the group's leadership to a voter.
+    TransferLeader {
+        /// The node's id.
+        node: u64,
+    },
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -275,6 +325,236 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
             Ok(ttl(c.ttl(g, key(k))?, json))
         }
         Command::Status => Ok(status(g, &c.status(g)?, json)),
+        Command::Snapshot { at } => {
+            let addrs = at.map_or_else(|| args.servers.clone(), |a| vec![a]);
+            let results = c.run(move |c| async move {
+                let mut out = Vec::new();
+                for a in addrs {
+                    out.push((a, c.snapshot_at(a, g).await));
+                }
+                out
+            })?;
+            Ok(per_node(&results, json, |s| {
+                (
+                    format!(
+                        "snapshot at index {} (term {}): {} bytes in {} ms",
+                        s.index, s.term, s.bytes, s.write_ms
+                    ),
+                    format!(
+                        "\"index\":{},\"term\":{},\"bytes\":{},\"write_ms\":{}",
+                        s.index, s.term, s.bytes, s.write_ms
+                    ),
+                )
+            }))
+        }
+        Command::AddGroup {
+            members,
+            observers,
+            durability,
+        } => {
+            let cfg = GroupConfig {
+                group_id: g,
+                members: members.clone(),
+                observers: observers.clone(),
+                durability: if durability == "async" {
+                    Durability::Async
+                } else {
+                    Durability::Sync
+                },
+                ..GroupConfig::default()
+            };
+            let nodes: BTreeSet<u64> = ids(members)?.union(&ids(observers)?).copied().collect();
+            let addrs = args.servers.clone();
+            let results = c.run(move |c| async move {
+                let mut out = Vec::new();
+                for a in addrs {
+                    let r = match c.node_id_at(a).await {
+                        Ok(id) if !nodes.contains(&id) => Ok(false),
+                        Ok(_) => c.add_group_at(a, &cfg).await.map(|()| true),
+                        Err(e) => Err(e),
+                    };
+                    out.push((a, r));
+                }
+                out
+            })?;
+            Ok(per_node(&results, json, |added| {
+                if *added {
+                    ("group added".into(), "\"added\":true".into())
+                } else {
+                    ("not a member: skipped".into(), "\"added\":false".into())
+                }
+            }))
+        }
+        Command::RemoveGroup => {
+            let addrs = args.servers.clone();
+            let stopped = c.run(move |c| async move {
+                let mut out = Vec::new();
+                for a in addrs {
+                    let r = match c.stop_group_at(a, g).await {
+                        Err(ClientError::NoSuchGroup { .. }) => Ok(false),
+                        r => r,
+                    };
+                    out.push((a, r));
+                }
+                out
+            })?;
+            if stopped.iter().any(|(_, r)| r.is_err()) {
+                eprintln!(
+                    "sampan-cli: not every node stopped group {g}: no files were deleted; \
+                     run remove-group again once they answer"
+                );
+                let mut out = per_node(&stopped, json, |_| {
+                    ("stopped".into(), "\"stopped\":true".into())
+                });
+                out.code = EXIT_ERROR;
+                return Ok(out);
+            }
+            let addrs = args.servers.clone();
+            let removed = c.run(move |c| async move {
+                let mut out = Vec::new();
+                for a in addrs {
+                    out.push((a, c.remove_group_at(a, g).await));
+                }
+                out
+            })?;
+            Ok(per_node(&removed, json, |_| {
+                ("stopped and deleted".into(), "\"removed\":true".into())
+            }))
+        }
+        Command::AddMember { node, at, observer } => {
+            let (mut voters, mut learners) = membership(c, g)?;
+            if *observer {
+                learners.insert(*node);
+            } else {
+                learners.remove(node);
+                voters.insert(*node);
+            }
+            // The joining replica takes the membership from the leader;
+            // its config names the target so the node knows it belongs.
+            let cfg = GroupConfig {
+                group_id: g,
+                members: list(&voters),
+                observers: list(&learners),
+                join: true,
+                ..GroupConfig::default()
+            };
+            let (node, at) = (*node, *at);
+            c.run(move |c| async move {
+                let id = c.node_id_at(at).await?;
+                if id != node {
+                    return Err(ClientError::Unexpected {
+                        group: g,
+                        call: "add-member",
+                        reply: format!("{at} is node {id}, not node {node}"),
+                    });
+                }
+                match c.add_group_at(at, &cfg).await {
+                    // Already running there (a retry): go on.
+                    Err(ClientError::Server { source, .. })
+                        if source.to_string().contains("already running") => {}
+                    r => r?,
+                }
+                c.change_membership(g, &voters, &learners).await
+            })??;
+            Ok(done(json))
+        }
+        Command::RemoveMember { node } => {
+            let (mut voters, mut learners) = membership(c, g)?;
+            voters.remove(node);
+            learners.remove(node);
+            c.run(move |c| async move { c.change_membership(g, &voters, &learners).await })??;
+            Ok(done(json))
+        }
+        Command::TransferLeader { node } => {
+            let node = *node;
+            c.run(move |c| async move { c.transfer_leader(g, node).await })??;
+            Ok(done(json))
+        }
+    }
+}
+
+fn done(json: bool) -> Output {
+    Output::ok(if json {
+        "{\"ok\":true}\n".into()
+    } else {
+        "OK\n".into()
+    })
+}
+
+/// Node ids from a list like `1,2,3`.
+fn ids(list: &str) -> Result<BTreeSet<u64>, ClientError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u64>().map_err(|_| ClientError::Unexpected {
+                group: 0,
+                call: "arguments",
+                reply: format!("'{p}' is not a node id"),
+            })
+        })
+        .collect()
+}
+
+fn list(ids: &BTreeSet<u64>) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The group's voters and observers as its leader sees them.
+fn membership(c: &BlockingClient, g: u64) -> Result<(BTreeSet<u64>, BTreeSet<u64>), ClientError> {
+    let nodes = c.status(g)?;
+    let leader = nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref().ok())
+        .find(|s| s.role == sampan::raft::Role::Leader)
+        .ok_or_else(|| ClientError::Unexpected {
+            group: g,
+            call: "membership",
+            reply: "no node of --servers leads the group".into(),
+        })?;
+    Ok((
+        leader.voters.iter().copied().collect(),
+        leader.learners.iter().copied().collect(),
+    ))
+}
+
+/// One line (or JSON object) per node: what `ok` says of a success, the
+/// error otherwise; exit 3 if any failed.
+fn per_node<T>(
+    results: &[(SocketAddr, Result<T, ClientError>)],
+    json: bool,
+    ok: impl Fn(&T) -> (String, String),
+) -> Output {
+    let mut text = String::new();
+    let mut failed = false;
+    if json {
+        text.push_str("{\"nodes\":[");
+    }
+    for (i, (addr, r)) in results.iter().enumerate() {
+        failed |= r.is_err();
+        match (r, json) {
+            (Ok(v), false) => {
+                let _ = writeln!(text, "{addr}: {}", ok(v).0);
+            }
+            (Err(e), false) => {
+                let _ = writeln!(text, "{addr}: error: {e}");
+            }
+            (r, true) => {
+                let sep = if i == 0 { "" } else { "," };
+                let body = match r {
+                    Ok(v) => ok(v).1,
+                    Err(e) => format!("\"error\":{}", json_str(&e.to_string())),
+                };
+                let _ = write!(text, "{sep}{{\"addr\":\"{addr}\",{body}}}");
+            }
+        }
+    }
+    if json {
+        text.push_str("]}\n");
+    }
+    Output {
+        code: if failed { EXIT_ERROR } else { EXIT_OK },
+        text,
     }
 }
 
@@ -380,15 +660,15 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
     let mut s = format!("group {group}\n");
     let _ = writeln!(
         s,
-        "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}  MEMBERS",
-        "ADDRESS", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"
+        "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}  MEMBERS",
+        "ADDRESS", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "SNAPSHOT"
     );
     for n in nodes {
         match &n.status {
             Ok(st) => {
                 let _ = writeln!(
                     s,
-                    "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8}  {}",
+                    "{:<22} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}  {}",
                     n.addr.to_string(),
                     opt(n.node),
                     format!("{:?}", st.role).to_lowercase(),
@@ -397,6 +677,7 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
                     st.index_commit,
                     st.index_applied,
                     st.index_last,
+                    opt(Some(st.snapshot_index).filter(|i| *i > 0)),
                     members(&st.voters, &st.learners)
                 );
             }
@@ -433,7 +714,8 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
             Ok(st) => write!(
                 s,
                 "{sep}{{{head},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
-                 \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"learners\":{:?}}}",
+                 \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"learners\":{:?},\
+                 \"snapshot_index\":{},\"snapshot_term\":{}}}",
                 format!("{:?}", st.role).to_lowercase(),
                 st.term,
                 null(st.leader),
@@ -442,7 +724,9 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
                 st.index_last,
                 st.hibernating,
                 st.voters,
-                st.learners
+                st.learners,
+                st.snapshot_index,
+                st.snapshot_term
             ),
             Err(e) => write!(s, "{sep}{{{head},\"error\":{}}}", json_str(&e.to_string())),
         };
