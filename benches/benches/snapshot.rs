@@ -50,6 +50,10 @@ thread_local! {
     /// How long the last [`Naive::freeze`] on this thread (the group's
     /// shard) held the apply fiber.
     static NAIVE_FREEZE_LAST: Cell<Option<Duration>> = const { Cell::new(None) };
+    /// When the last [`Naive::freeze`] started, and when the snapshot
+    /// fiber took the last chunk of its view (where the asked -> durable
+    /// time goes; printed, not tabled).
+    static NAIVE_MARKS: Cell<(Option<Instant>, Option<Instant>)> = const { Cell::new((None, None)) };
 }
 
 /// How a variant freezes its state.
@@ -299,6 +303,15 @@ async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
             .unwrap_or_else(|e| panic!("snapshot: {e}"));
         let durable = Instant::now();
         let freeze = NAIVE_FREEZE_LAST.take();
+        if let (Some(froze), Some(streamed)) = NAIVE_MARKS.take() {
+            eprintln!(
+                "naive: asked -> freeze {:?}, freeze {freeze:?}, chunks written by {:?}, \
+                 then {:?} to durable (sync, log purge, reply)",
+                froze - asked,
+                streamed - froze,
+                durable - streamed,
+            );
+        }
         eprintln!(
             "snapshot: {saved:?}, freeze {freeze:?}, {:?} as the caller saw it",
             durable - asked
@@ -471,7 +484,11 @@ impl FrozenState for NaiveFrozen {
     }
 
     fn next_chunk(&mut self, _bytes_max: usize) -> Option<Bytes> {
-        self.chunks.pop_front()
+        let c = self.chunks.pop_front();
+        if c.is_none() {
+            NAIVE_MARKS.set((NAIVE_MARKS.get().0, Some(Instant::now())));
+        }
+        c
     }
 }
 
@@ -498,6 +515,7 @@ impl StateMachine for Naive {
 
     fn freeze(&mut self) -> Box<dyn FrozenState> {
         let started = Instant::now();
+        NAIVE_MARKS.set((Some(started), None));
         let mut view = self.0.freeze();
         let mut chunks = VecDeque::new();
         while let Some(c) = view.next_chunk(NAIVE_CHUNK_BYTES) {

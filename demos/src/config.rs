@@ -256,8 +256,18 @@ observers = ""
 # "sync": acknowledged after fdatasync on a quorum; "async": after the
 # page cache (survives process crashes, not a power cut of a majority).
 durability = "sync"
-# Keep the log this long after a snapshot covers it.
+# Snapshots: taken this often if anything was applied since the last
+# (0: not by time), and once this many bytes of entries were applied
+# (0: not by size); `sampan-cli snapshot` takes one now. The log a
+# snapshot covers is purged after log_retention_ms (0: at once).
+snapshot_interval_ms = 3600000
+snapshot_log_bytes = 268435456
 log_retention_ms = 0
+# Bytes per snapshot chunk, on disk and to a follower that needs it.
+snapshot_chunk_bytes = 262144
+# true on a node added to a running group (`sampan-cli add-member` does it
+# for you): it starts empty and takes the membership from the leader.
+join = false
 
 [[group]]
 group_id = 2
