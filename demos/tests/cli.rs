@@ -290,8 +290,8 @@ fn admin_commands_add_a_group_snapshot_move_members_and_remove_the_group() {
             .stdout
             .contains(&format!("{}: not a member: skipped", addr(3)))
     );
-    for i in 0..3 {
-        assert_eq!(nodes[i].group_ids().expect("groups"), vec![5]);
+    for n in &nodes[..3] {
+        assert_eq!(n.group_ids().expect("groups"), vec![5]);
     }
     expect(&cli(&first3, &["--group", "5", "put", "k", "v"]), 0, "OK\n");
 
