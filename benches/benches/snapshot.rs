@@ -372,6 +372,11 @@ impl Window {
 struct Line {
     name: String,
     steady: Window,
+    /// Asked -> the snapshot written (freeze + `write_ms`).
+    write: Window,
+    /// Written -> `snapshot_now` returned (the log purge, the reply).
+    purge: Window,
+    /// Asked -> returned: all of it.
     during: Window,
     bytes: u64,
     /// The freeze's hold on the apply fiber; `None`: O(1), not measured.
@@ -381,83 +386,109 @@ struct Line {
     caller: Duration,
 }
 
+impl Round {
+    /// When the snapshot was written (asked + freeze + `write_ms`, the
+    /// write starting right after the freeze), at most `durable`.
+    fn written(&self) -> Instant {
+        let write = Duration::from_millis(self.saved.write_ms);
+        (self.asked + self.freeze.unwrap_or_default() + write).min(self.durable)
+    }
+}
+
 /// A row per round, then (with more than one) a row for all of them:
 /// windows pooled, snapshot figures averaged.
 fn report(variant: Variant, rounds: &[Round]) -> Vec<Line> {
-    let mut lines = Vec::new();
-    for (i, r) in rounds.iter().enumerate() {
-        lines.push(Line {
-            name: format!("{}, snapshot {}", variant.name(), i + 1),
-            steady: Window::of(
-                &r.steady.iter().collect::<Vec<_>>(),
-                r.asked - r.steady_from,
-            ),
-            during: Window::of(&r.during.iter().collect::<Vec<_>>(), r.durable - r.asked),
-            bytes: r.saved.bytes,
-            freeze: r.freeze,
-            write_ms: r.saved.write_ms,
-            applied_meanwhile: r.saved.applied_meanwhile,
-            caller: r.durable - r.asked,
-        });
-    }
+    let mut lines: Vec<Line> = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| line(format!("{}, snapshot {}", variant.name(), i + 1), &[r]))
+        .collect();
     if rounds.len() > 1 {
-        let n = rounds.len() as u64;
-        let steady: Vec<&Sample> = rounds.iter().flat_map(|r| &r.steady).collect();
-        let during: Vec<&Sample> = rounds.iter().flat_map(|r| &r.during).collect();
-        let steady_wall = rounds.iter().map(|r| r.asked - r.steady_from).sum();
-        let during_wall: Duration = rounds.iter().map(|r| r.durable - r.asked).sum();
-        lines.push(Line {
-            name: format!("**{}, all {n}**", variant.name()),
-            steady: Window::of(&steady, steady_wall),
-            during: Window::of(&during, during_wall),
-            bytes: rounds.iter().map(|r| r.saved.bytes).sum::<u64>() / n,
-            freeze: rounds
-                .iter()
-                .map(|r| r.freeze)
-                .sum::<Option<Duration>>()
-                .map(|d| d / n as u32),
-            write_ms: rounds.iter().map(|r| r.saved.write_ms).sum::<u64>() / n,
-            applied_meanwhile: rounds
-                .iter()
-                .map(|r| r.saved.applied_meanwhile)
-                .sum::<u64>()
-                / n,
-            caller: during_wall / n as u32,
-        });
+        let all: Vec<&Round> = rounds.iter().collect();
+        lines.push(line(
+            format!("**{}, all {}**", variant.name(), rounds.len()),
+            &all,
+        ));
     }
     lines
+}
+
+/// The row of `rounds` pooled.
+fn line(name: String, rounds: &[&Round]) -> Line {
+    let n = rounds.len().max(1) as u32;
+    let pool = |pick: &dyn Fn(&Round) -> (Instant, Instant)| -> Window {
+        let mut samples = Vec::new();
+        let mut wall = Duration::ZERO;
+        for r in rounds {
+            let (from, to) = pick(r);
+            wall += to.saturating_duration_since(from);
+            samples.extend(
+                r.steady
+                    .iter()
+                    .chain(&r.during)
+                    .filter(|s| s.done >= from && s.done < to),
+            );
+        }
+        Window::of(&samples, wall)
+    };
+    let sum = |f: &dyn Fn(&Round) -> u64| rounds.iter().map(|r| f(r)).sum::<u64>() / u64::from(n);
+    Line {
+        name,
+        steady: pool(&|r| (r.steady_from, r.asked)),
+        write: pool(&|r| (r.asked, r.written())),
+        purge: pool(&|r| (r.written(), r.durable)),
+        during: pool(&|r| (r.asked, r.durable)),
+        bytes: sum(&|r| r.saved.bytes),
+        freeze: rounds
+            .iter()
+            .map(|r| r.freeze)
+            .sum::<Option<Duration>>()
+            .map(|d| d / n),
+        write_ms: sum(&|r| r.saved.write_ms),
+        applied_meanwhile: sum(&|r| r.saved.applied_meanwhile),
+        caller: rounds.iter().map(|r| r.durable - r.asked).sum::<Duration>() / n,
+    }
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// `ops/s (% of steady)` and `p99 (x steady)` of window `w`.
+fn against(w: Window, steady: Window) -> (String, String) {
+    let rate = 100.0 * w.ops_per_sec / steady.ops_per_sec.max(1e-9);
+    let p99 = w.p99.as_secs_f64() / steady.p99.as_secs_f64().max(1e-12);
+    (
+        format!("{:.0} ({rate:.0}%)", w.ops_per_sec),
+        format!("{} ({p99:.2}x)", ms(w.p99)),
+    )
+}
+
 /// The Markdown table of `lines` (what `benches/RESULTS.md` holds).
 fn table(plan: Plan, lines: &[Line]) -> String {
     let mut out = format!(
-        "{} keys, {WRITERS} writers; steady = {:.0} s before the snapshot, \
-         during = snapshot asked -> durable\n\n",
+        "{} keys, {WRITERS} writers, steady = the {:.0} s before each snapshot; \
+         ops/s (% of steady), p99 (x steady p99)\n\n",
         plan.keys,
         plan.steady.as_secs_f64()
     );
     out.push_str(
-        "| variant | steady ops/s | steady p99 | during ops/s | % of steady | during p99 \
-         | p99 / steady | during max | size | freeze | write_ms | applied meanwhile \
-         | asked -> durable |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| variant | steady ops/s | steady p99 | asked -> written: ops/s | p99 \
+         | written -> returned: ops/s | p99 | asked -> returned: ops/s | p99 | max \
+         | size | freeze | write_ms | applied meanwhile | asked -> returned |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for l in lines {
-        let (s, d) = (l.steady, l.during);
+        let (write_rate, write_p99) = against(l.write, l.steady);
+        let (purge_rate, purge_p99) = against(l.purge, l.steady);
+        let (all_rate, all_p99) = against(l.during, l.steady);
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {:.0} | {:.0}% | {} | {:.2}x | {} | {:.1} MiB | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {write_rate} | {write_p99} | {purge_rate} | {purge_p99} \
+             | {all_rate} | {all_p99} | {} | {:.1} MiB | {} | {} | {} | {} |\n",
             l.name,
-            s.ops_per_sec,
-            ms(s.p99),
-            d.ops_per_sec,
-            100.0 * d.ops_per_sec / s.ops_per_sec.max(1e-9),
-            ms(d.p99),
-            d.p99.as_secs_f64() / s.p99.as_secs_f64().max(1e-12),
-            ms(d.max),
+            l.steady.ops_per_sec,
+            ms(l.steady.p99),
+            ms(l.during.max),
             l.bytes as f64 / (1u64 << 20) as f64,
             l.freeze.map_or_else(|| "O(1)".to_string(), ms),
             l.write_ms,

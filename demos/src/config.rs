@@ -50,7 +50,7 @@ fn in_flight_max() -> usize {
 }
 
 fn proto_max_bulk_len() -> usize {
-    512 << 20
+    sampan::kv::VALUE_MAX_BYTES
 }
 
 impl Default for RedisSettings {
@@ -150,6 +150,15 @@ impl NodeConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.redis.proto_max_bulk_len > sampan::kv::VALUE_MAX_BYTES {
+            return Err(ConfigError {
+                field: "redis.proto_max_bulk_len".into(),
+                reason: format!(
+                    "at most {} (the largest value a KV group stores)",
+                    sampan::kv::VALUE_MAX_BYTES
+                ),
+            });
+        }
         if self.redis.proto_max_bulk_len < 1024 {
             return Err(ConfigError {
                 field: "redis.proto_max_bulk_len".into(),
@@ -245,7 +254,9 @@ port = 6381
 batching = true
 in_flight_max = 4
 # Largest bulk string a client may send (Redis's proto-max-bulk-len).
-proto_max_bulk_len = 536870912
+# At most the KV store's largest value (8 MiB): a larger one could never
+# be stored, so it is refused before it is read.
+proto_max_bulk_len = 8388608
 
 # One [[group]] per KV group this node hosts; every member lists the same.
 [[group]]

@@ -697,6 +697,14 @@ async fn serve(
     let bad = |e: DecodeError| ServerError::BadMessage {
         reason: e.to_string(),
     };
+    if req.op == Op::Propose && req.payload.len() > crate::group::PROPOSAL_BYTES_MAX {
+        // Refused here, on any node: forwarded, it would not fit a frame.
+        return Err(refused(&format!(
+            "a command of {} bytes is over the {} byte limit",
+            req.payload.len(),
+            crate::group::PROPOSAL_BYTES_MAX
+        )));
+    }
     match req.op {
         Op::AddGroup => {
             let g = service::decode_group_config(req.payload.clone()).map_err(bad)?;

@@ -275,3 +275,28 @@ fn a_deposed_leaders_uncommitted_tail_is_replaced() {
         s.shutdown().expect("stops");
     }
 }
+
+#[test]
+fn a_command_too_large_for_one_entry_is_refused_and_the_group_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(dir.path(), 1);
+    let servers: Vec<Option<_>> = cfgs
+        .into_iter()
+        .map(|c| Some(start(c, &[1], kv_factory())))
+        .collect();
+    let l = leader(&servers, 1);
+    let g = servers[l].as_ref().expect("leader").group(1);
+    let huge = Bytes::from(vec![0u8; sampan::group::PROPOSAL_BYTES_MAX + 1]);
+    match g.propose_blocking(huge) {
+        Err(ServerError::Group(GroupError::Refused { reason, .. })) => {
+            assert!(reason.contains("byte limit"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nothing reached the log: the group commits the next write at once.
+    g.propose_blocking(put("after", "ok")).expect("put");
+    assert_eq!(get(&g, "after").as_deref(), Some(&b"ok"[..]));
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+}

@@ -217,6 +217,11 @@ pub(crate) enum ApplyJob {
     SnapshotNow(Reply<SnapshotSaved>),
 }
 
+/// The largest command a group takes, in bytes: one log entry must fit in
+/// one frame between nodes (16 MiB, headers included), or followers would
+/// refuse it and the group could never commit it.
+pub const PROPOSAL_BYTES_MAX: usize = 15 << 20;
+
 /// Inbox slots per group: proposals beyond this wait (backpressure).
 pub(crate) const INBOX_CAPACITY: usize = 4096;
 

@@ -470,6 +470,16 @@ impl<L: RaftLog + Clone + 'static, V: Vfs> Loop<L, V> {
                 if let Some(f) = &self.failed {
                     return reply.send(Err(f.clone()));
                 }
+                if payload.len() > super::PROPOSAL_BYTES_MAX {
+                    return reply.send(Err(GroupError::Refused {
+                        group: self.group,
+                        reason: format!(
+                            "a command of {} bytes is over the {} byte limit",
+                            payload.len(),
+                            super::PROPOSAL_BYTES_MAX
+                        ),
+                    }));
+                }
                 let payload = match self.stamp {
                     Some(stamp) if self.raft.role() == Role::Leader => {
                         stamp(payload, state_machine::now_ms())

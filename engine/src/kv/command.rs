@@ -19,8 +19,10 @@ pub const COMMAND_VERSION: u8 = 1;
 /// The largest key accepted, in bytes.
 pub const KEY_MAX_BYTES: usize = 64 << 10;
 
-/// The largest value accepted, in bytes.
-pub const VALUE_MAX_BYTES: usize = 64 << 20;
+/// The largest value accepted, in bytes: well under the largest command
+/// a group takes ([`crate::group::PROPOSAL_BYTES_MAX`]), so one value
+/// always fits in one log entry.
+pub const VALUE_MAX_BYTES: usize = 8 << 20;
 
 /// Conditions on a put, as Redis's `NX` / `XX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ pub struct RespLimits {
 impl Default for RespLimits {
     fn default() -> Self {
         RespLimits {
-            bulk_max_bytes: 512 << 20,
+            bulk_max_bytes: crate::kv::VALUE_MAX_BYTES,
             args_max: 1 << 20,
             inline_max_bytes: 64 << 10,
         }
