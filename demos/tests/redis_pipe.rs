@@ -62,3 +62,49 @@ fn ten_thousand_pipelined_commands_apply_once_in_order() {
         assert_eq!(v, Value::Bulk(Some(i.to_string().into_bytes())), "p:{i}");
     }
 }
+
+/// The commit index of group 1 on the node at `port` (INFO replication).
+fn commit_index(port: u16) -> u64 {
+    let info = cli(port, &["INFO", "replication"]);
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("commit_index:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no commit_index in {info}"))
+}
+
+#[test]
+fn a_pipeline_of_mixed_writes_goes_as_few_proposals() {
+    if !have_redis_cli() {
+        return;
+    }
+    let c = TestCluster::start(3);
+    let leader = c.wait_leader(1);
+    let p = c.port(leader);
+    let before = commit_index(p);
+    let mut input = String::new();
+    for i in 0..1_000u32 {
+        input.push_str(&match i % 4 {
+            0 | 1 => resp(&["INCR", "n"]),
+            2 => resp(&["SET", &format!("t:{i}"), "x", "EX", "600"]),
+            _ => resp(&["DEL", &format!("t:{}", i - 1)]),
+        });
+    }
+    let file = c.dir.path().join("mixed.txt");
+    std::fs::write(&file, input).expect("write");
+    let out = Command::new("redis-cli")
+        .args(["-p", &p.to_string(), "--pipe"])
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .stdout(Stdio::piped())
+        .output()
+        .expect("redis-cli --pipe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("errors: 0, replies: 1000"), "{text}");
+    assert_eq!(cli(p, &["GET", "n"]), "500");
+    assert_eq!(cli(p, &["DBSIZE"]), "1", "every t:i was deleted again");
+    // 1,000 writes, each its own proposal before: now runs of them share one.
+    let proposals = commit_index(p) - before;
+    assert!(
+        proposals < 100,
+        "{proposals} entries for 1,000 pipelined writes"
+    );
+}

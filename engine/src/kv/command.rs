@@ -121,6 +121,11 @@ pub enum KvCommand {
     },
     /// Remove every key.
     Flush,
+    /// Several commands applied in order at one log index, each seeing the
+    /// ones before it (a Redis pipeline of mixed writes in one proposal).
+    /// The result is [`KvResult::Batch`], one result per command; a batch
+    /// does not nest.
+    Batch(Vec<KvCommand>),
 }
 
 /// The exactly-once envelope of a command: who sent it, its place in the
@@ -185,6 +190,8 @@ pub enum KvResult {
     Len(u64),
     /// The command failed; nothing changed.
     Failed(KvFailure),
+    /// `Batch`: each command's result, in order.
+    Batch(Vec<KvResult>),
 }
 
 mod op {
@@ -197,7 +204,11 @@ mod op {
     pub const SET_TTL: u8 = 7;
     pub const EXPIRE: u8 = 8;
     pub const FLUSH: u8 = 9;
+    pub const BATCH: u8 = 10;
 }
+
+/// Most commands in one [`KvCommand::Batch`].
+pub const BATCH_COMMANDS_MAX: usize = 4096;
 
 fn put_ttl(out: &mut BytesMut, ttl: Ttl) {
     let (tag, v) = match ttl {
@@ -258,9 +269,16 @@ impl KvRequest {
     /// Checks sizes before a command is proposed; the same limits are
     /// enforced at apply, so a forged entry fails the same way everywhere.
     pub fn validate(&self) -> Result<(), KvFailure> {
+        self.command.validate()
+    }
+}
+
+impl KvCommand {
+    /// Checks sizes (see [`KvRequest::validate`]).
+    pub fn validate(&self) -> Result<(), KvFailure> {
         let key_ok = |k: &Bytes| k.len() <= KEY_MAX_BYTES;
         let val_ok = |v: &Bytes| v.len() <= VALUE_MAX_BYTES;
-        let ok = match &self.command {
+        let ok = match self {
             KvCommand::Put { key, value, .. } => key_ok(key) && val_ok(value),
             KvCommand::PutMany { pairs, .. } => pairs.iter().all(|(k, v)| key_ok(k) && val_ok(v)),
             KvCommand::Remove { keys, .. } => keys.iter().all(key_ok),
@@ -273,6 +291,16 @@ impl KvRequest {
             | KvCommand::SetTtl { key, .. }
             | KvCommand::Expire { key, .. } => key_ok(key),
             KvCommand::Flush => true,
+            KvCommand::Batch(cmds) => {
+                if cmds.len() > BATCH_COMMANDS_MAX
+                    || cmds.iter().any(|c| matches!(c, KvCommand::Batch(_)))
+                {
+                    return Err(KvFailure::Invalid(format!(
+                        "a batch holds at most {BATCH_COMMANDS_MAX} commands and no batch"
+                    )));
+                }
+                return cmds.iter().try_for_each(KvCommand::validate);
+            }
         };
         if ok {
             Ok(())
@@ -282,7 +310,9 @@ impl KvRequest {
             )))
         }
     }
+}
 
+impl KvRequest {
     /// Sets the `time_ms` of an encoded request to the leader's clock (the
     /// engine's [`crate::state_machine::StateMachine::stamp`] for the KV
     /// store), so every replica computes TTL deadlines and session expiry
@@ -300,12 +330,12 @@ impl KvRequest {
     /// Appends the encoded request to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_u8(COMMAND_VERSION);
-        out.put_u8(self.op());
+        out.put_u8(self.command.op());
         out.put_u64_le(self.time_ms);
         out.put_u64_le(self.client_id);
         out.put_u64_le(self.seq);
         out.put_u64_le(self.acked_below);
-        self.encode_body(out);
+        self.command.encode_body(out);
     }
 
     /// The encoded request as one buffer.
@@ -314,9 +344,11 @@ impl KvRequest {
         self.encode(&mut out);
         out.freeze()
     }
+}
 
+impl KvCommand {
     fn op(&self) -> u8 {
-        match self.command {
+        match self {
             KvCommand::Put { .. } => op::PUT,
             KvCommand::PutMany { .. } => op::PUT_MANY,
             KvCommand::Remove { .. } => op::REMOVE,
@@ -326,11 +358,12 @@ impl KvRequest {
             KvCommand::SetTtl { .. } => op::SET_TTL,
             KvCommand::Expire { .. } => op::EXPIRE,
             KvCommand::Flush => op::FLUSH,
+            KvCommand::Batch(_) => op::BATCH,
         }
     }
 
     fn encode_body(&self, out: &mut BytesMut) {
-        match &self.command {
+        match self {
             KvCommand::Put {
                 key,
                 value,
@@ -385,9 +418,18 @@ impl KvRequest {
                 out.put_u64_le(*version);
             }
             KvCommand::Flush => {}
+            KvCommand::Batch(cmds) => {
+                out.put_u32_le(cmds.len() as u32);
+                for c in cmds {
+                    out.put_u8(c.op());
+                    c.encode_body(out);
+                }
+            }
         }
     }
+}
 
+impl KvRequest {
     /// Decodes a request; the byte strings of the result are slices of
     /// `buf` (no copy). Total: any input gives a request or an error.
     pub fn decode(buf: Bytes) -> Result<KvRequest, DecodeError> {
@@ -405,7 +447,7 @@ impl KvRequest {
         let client_id = r.u64("client_id")?;
         let seq = r.u64("seq")?;
         let acked_below = r.u64("acked_below")?;
-        let command = decode_body(&mut r, op, op_offset)?;
+        let command = decode_body(&mut r, op, op_offset, true)?;
         r.finish("command")?;
         Ok(KvRequest {
             time_ms,
@@ -417,8 +459,24 @@ impl KvRequest {
     }
 }
 
-fn decode_body(r: &mut Reader, op: u8, op_offset: usize) -> Result<KvCommand, DecodeError> {
+fn decode_body(
+    r: &mut Reader,
+    op: u8,
+    op_offset: usize,
+    batch_allowed: bool,
+) -> Result<KvCommand, DecodeError> {
     Ok(match op {
+        op::BATCH if batch_allowed => {
+            // Each command takes at least its op byte.
+            let n = r.count("batch count", 1)?;
+            let mut cmds = Vec::with_capacity(n.min(BATCH_COMMANDS_MAX));
+            for _ in 0..n {
+                let offset = r.offset();
+                let op = r.u8("command op")?;
+                cmds.push(decode_body(r, op, offset, false)?);
+            }
+            KvCommand::Batch(cmds)
+        }
         op::PUT => {
             let key = r.bytes("key")?;
             let value = r.bytes("value")?;
@@ -505,6 +563,7 @@ mod res {
     pub const OVERFLOW: u8 = 11;
     pub const STALE: u8 = 12;
     pub const INVALID: u8 = 13;
+    pub const BATCH: u8 = 14;
 }
 
 impl KvResult {
@@ -534,6 +593,13 @@ impl KvResult {
                 out.put_u8(res::LEN);
                 out.put_u64_le(*n);
             }
+            KvResult::Batch(results) => {
+                out.put_u8(res::BATCH);
+                out.put_u32_le(results.len() as u32);
+                for r in results {
+                    r.encode(out);
+                }
+            }
             KvResult::Failed(f) => match f {
                 KvFailure::NotAnInteger => out.put_u8(res::NOT_INTEGER),
                 KvFailure::Overflow => out.put_u8(res::OVERFLOW),
@@ -551,8 +617,20 @@ impl KvResult {
 
     /// Decodes one result from the reader.
     pub(crate) fn read(r: &mut Reader) -> Result<KvResult, DecodeError> {
+        Self::read_nested(r, true)
+    }
+
+    fn read_nested(r: &mut Reader, batch_allowed: bool) -> Result<KvResult, DecodeError> {
         let offset = r.offset();
         Ok(match r.u8("result tag")? {
+            res::BATCH if batch_allowed => {
+                let n = r.count("batch results", 1)?;
+                let mut out = Vec::with_capacity(n.min(BATCH_COMMANDS_MAX));
+                for _ in 0..n {
+                    out.push(Self::read_nested(r, false)?);
+                }
+                KvResult::Batch(out)
+            }
             res::PUT => KvResult::Put {
                 written: r.bool("written")?,
                 old: r.opt_bytes("old")?,

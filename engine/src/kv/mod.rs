@@ -40,8 +40,8 @@ mod store;
 
 pub use crate::codec::DecodeError;
 pub use command::{
-    COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult, PutCondition, Ttl,
-    VALUE_MAX_BYTES,
+    BATCH_COMMANDS_MAX, COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult,
+    PutCondition, Ttl, VALUE_MAX_BYTES,
 };
 pub use machine::KvMachine;
 pub use query::{KvAnswer, KvQuery, QUERY_KEYS_MAX, QUERY_VERSION};

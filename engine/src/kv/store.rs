@@ -228,6 +228,9 @@ impl KvStore {
                 self.expiry.clear();
                 KvResult::Count { count, old: None }
             }
+            KvCommand::Batch(cmds) => {
+                KvResult::Batch(cmds.iter().map(|c| self.execute(index, now, c)).collect())
+            }
         }
     }
 

@@ -93,6 +93,71 @@ fn put_get_versions_and_conditions() {
 }
 
 #[test]
+fn a_batch_applies_in_order_at_one_index_and_answers_each_command() {
+    let mut s = KvStore::new(KvConfig::default());
+    let incr = |d| KvCommand::Increment {
+        key: b("n"),
+        delta: d,
+    };
+    let batch = KvCommand::Batch(vec![
+        incr(1),
+        incr(2),
+        put("t", "text"),
+        KvCommand::Increment {
+            key: b("t"),
+            delta: 1,
+        },
+        KvCommand::Remove {
+            keys: vec![b("n")],
+            return_old: true,
+        },
+    ]);
+    let r = apply_all(&mut s, 7, 0, vec![batch]);
+    assert_eq!(
+        r,
+        vec![KvResult::Batch(vec![
+            KvResult::Int(1),
+            KvResult::Int(3),
+            KvResult::Put {
+                written: true,
+                old: None
+            },
+            KvResult::Failed(KvFailure::NotAnInteger),
+            KvResult::Count {
+                count: 1,
+                old: Some(b("3"))
+            },
+        ])]
+    );
+    assert_eq!(
+        s.get(b"t", 0).map(|it| it.version),
+        Some(7),
+        "written at the batch's index"
+    );
+    // A batch in a batch, or an oversized member, fails whole.
+    let nested = KvCommand::Batch(vec![KvCommand::Batch(vec![])]);
+    assert!(req(0, nested.clone()).validate().is_err());
+    let big = KvCommand::Batch(vec![
+        put("a", "b"),
+        KvCommand::put(b("k"), vec![0u8; VALUE_MAX_BYTES + 1]),
+    ]);
+    assert!(matches!(
+        apply_all(&mut s, 8, 0, vec![big]).as_slice(),
+        [KvResult::Failed(KvFailure::Invalid(_))]
+    ));
+    assert!(
+        s.get(b"a", 0).is_none(),
+        "nothing of a refused batch applied"
+    );
+    let mut out = bytes::BytesMut::new();
+    req(0, nested).encode(&mut out);
+    assert!(
+        KvRequest::decode(out.freeze()).is_err(),
+        "a nested batch does not decode"
+    );
+}
+
+#[test]
 fn increment_append_and_compare_and_set() {
     let mut s = KvStore::new(KvConfig::default());
     let incr = |d| KvCommand::Increment {
@@ -468,6 +533,13 @@ fn arb_ttl() -> impl Strategy<Value = Ttl> {
 
 fn arb_command() -> impl Strategy<Value = KvCommand> {
     prop_oneof![
+        4 => arb_single_command(),
+        1 => proptest::collection::vec(arb_single_command(), 0..4).prop_map(KvCommand::Batch),
+    ]
+}
+
+fn arb_single_command() -> impl Strategy<Value = KvCommand> {
+    prop_oneof![
         (arb_bytes(), arb_bytes(), arb_ttl(), 0..3u8, any::<bool>()).prop_map(
             |(key, value, ttl, c, return_old)| KvCommand::Put {
                 key,
@@ -525,7 +597,7 @@ fn arb_request() -> impl Strategy<Value = KvRequest> {
         )
 }
 
-fn arb_result() -> impl Strategy<Value = KvResult> {
+fn arb_single_result() -> impl Strategy<Value = KvResult> {
     prop_oneof![
         (any::<bool>(), proptest::option::of(arb_bytes()))
             .prop_map(|(written, old)| KvResult::Put { written, old }),
@@ -539,6 +611,13 @@ fn arb_result() -> impl Strategy<Value = KvResult> {
         any::<u64>()
             .prop_map(|oldest_kept| KvResult::Failed(KvFailure::StaleSequence { oldest_kept })),
         "[a-z ]{0,20}".prop_map(|s| KvResult::Failed(KvFailure::Invalid(s))),
+    ]
+}
+
+fn arb_result() -> impl Strategy<Value = KvResult> {
+    prop_oneof![
+        4 => arb_single_result(),
+        1 => proptest::collection::vec(arb_single_result(), 0..4).prop_map(KvResult::Batch),
     ]
 }
 

@@ -29,8 +29,8 @@ use super::glob::glob_match;
 use super::render::{ScanCursors, render_write};
 use super::resp::{Reply, RespLimits, parse_request};
 use crate::kv::{
-    KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult, PutCondition, QUERY_KEYS_MAX,
-    ScanRange, Ttl, VALUE_MAX_BYTES,
+    BATCH_COMMANDS_MAX, KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult,
+    PutCondition, QUERY_KEYS_MAX, ScanRange, Ttl, VALUE_MAX_BYTES,
 };
 use crate::server::{GroupRef, RaftFactory, RaftServer};
 use crate::service::ServerError;
@@ -321,8 +321,13 @@ async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut Byt
                 i = end;
             }
             Ok(Request::Write { command, reply }) => {
-                single_write(ctx, conn, command, *reply, out).await;
-                i += 1;
+                let end = write_run_end(&parsed, i);
+                if end - i > 1 {
+                    batched_writes(ctx, conn, &parsed[i..end], out).await;
+                } else {
+                    single_write(ctx, conn, command, *reply, out).await;
+                }
+                i = end;
             }
             Ok(Request::Read(r)) => {
                 other_read(ctx, conn, r, out).await;
@@ -452,6 +457,73 @@ async fn key_reads(
             Err(e) => reply.error(e),
         }
         at += n;
+    }
+}
+
+/// The end of the run of other writes (INCR, DEL, SET EX, ...) from
+/// `start`: they go as one `Batch` proposal, bounded in commands and bytes.
+fn write_run_end(parsed: &[Result<Request, ParseError>], start: usize) -> usize {
+    let mut bytes = 0;
+    let mut end = start;
+    for p in &parsed[start..] {
+        let Ok(Request::Write { command, .. }) = p else {
+            break;
+        };
+        if mergeable_pairs(command).is_some() {
+            break;
+        }
+        // One invalid command would fail the whole batch: it goes alone.
+        if command.validate().is_err() {
+            return if end == start { start + 1 } else { end };
+        }
+        let size = KvRequest::without_session(command.clone()).to_bytes().len();
+        if end > start && (end - start >= BATCH_COMMANDS_MAX || bytes + size > BATCH_BYTES_MAX) {
+            break;
+        }
+        bytes += size;
+        end += 1;
+    }
+    end
+}
+
+/// A pipeline's run of writes as one `Batch` proposal: applied in order at
+/// one index, each answered as if alone.
+async fn batched_writes(
+    ctx: &Ctx,
+    conn: &Conn,
+    run: &[Result<Request, ParseError>],
+    out: &mut BytesMut,
+) {
+    let (commands, shapes): (Vec<KvCommand>, Vec<WriteReply>) = run
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Request::Write { command, reply }) => Some((command.clone(), *reply)),
+            _ => None,
+        })
+        .unzip();
+    let group = ctx.group(conn);
+    let payload = KvRequest::without_session(KvCommand::Batch(commands)).to_bytes();
+    let mut reply = Reply::new(out);
+    let outcome = match group.propose(payload).await {
+        Ok(b) => match KvResult::decode(b) {
+            Ok(KvResult::Batch(results)) if results.len() == shapes.len() => Ok(results),
+            Ok(KvResult::Failed(f)) => Ok(vec![KvResult::Failed(f); shapes.len()]),
+            Ok(other) => Err(format!("ERR unexpected result {other:?}")),
+            Err(e) => Err(format!("ERR bad result from group {}: {e}", group.id())),
+        },
+        Err(e) => Err(error_text(&e)),
+    };
+    match outcome {
+        Ok(results) => {
+            for (shape, result) in shapes.into_iter().zip(&results) {
+                render_write(shape, result, &mut reply);
+            }
+        }
+        Err(e) => {
+            for _ in &shapes {
+                reply.error(&e);
+            }
+        }
     }
 }
 
