@@ -106,7 +106,7 @@ fn main() {
             warm: secs(2.0),
             steady: secs(3.0),
             settle: secs(1.0),
-            rounds: 3,
+            rounds: 5,
         }
     };
     let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);

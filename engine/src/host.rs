@@ -14,12 +14,12 @@ use crate::group::net::{
 };
 use crate::group::{GroupError, GroupHandle, GroupParts, start};
 use crate::raft::{self, GroupId, NodeId};
-use crate::server::{LogContext, open_segment_log};
+use crate::server::{LogContext, open_segment_log, open_snapshot_store};
 use crate::state_machine::StateMachine;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, Router, Transport};
 use sampan_storage::{
-    DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SnapshotStore, StatusFile, StorageError,
+    DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SnapshotManager, StatusFile, StorageError,
     SyncMode,
 };
 use std::cell::RefCell;
@@ -27,10 +27,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// Snapshots kept per group (the newest is used; the one before stays
-/// while senders may still read it).
-const SNAPSHOTS_KEPT: usize = 2;
 
 /// Largest entry payload a host accepts from the network.
 pub const PAYLOAD_BYTES_MAX: u32 = 16 << 20;
@@ -187,6 +183,7 @@ impl ShardHost {
         LogContext {
             group: group.clone(),
             log_dir: dir.join("log"),
+            snapshot_dir: dir.join("snapshot"),
             group_dir: dir,
             config: LogConfig {
                 sync_mode: match group.durability {
@@ -232,8 +229,8 @@ impl ShardHost {
 
     /// Starts this node's replica of a group over a log the caller opened
     /// (an embedder's own [`RaftLog`], or one from
-    /// [`ShardHost::log_context`]); the status file lives in
-    /// `<data_dir>/group-<id>/status`.
+    /// [`ShardHost::log_context`]) and the default snapshot store in
+    /// `<data_dir>/group-<id>/snapshot`.
     pub async fn add_group_with_log<L: RaftLog + Clone + 'static>(
         &self,
         group: &GroupConfig,
@@ -241,20 +238,37 @@ impl ShardHost {
         log: L,
     ) -> Result<GroupHandle, HostError> {
         self.check_new(group)?;
+        let snapshots = open_snapshot_store(self.log_context(group))
+            .await
+            .map_err(|source| HostError::Storage {
+                group: group.group_id,
+                source,
+            })?;
+        self.add_group_with(group, sm, log, snapshots).await
+    }
+
+    /// Starts this node's replica of a group over a log and a snapshot
+    /// store the caller opened (an embedder's own [`RaftLog`] and
+    /// [`SnapshotManager`]); the status file lives in
+    /// `<data_dir>/group-<id>/status`.
+    pub async fn add_group_with<L, S>(
+        &self,
+        group: &GroupConfig,
+        sm: Box<dyn StateMachine>,
+        log: L,
+        snapshots: S,
+    ) -> Result<GroupHandle, HostError>
+    where
+        L: RaftLog + Clone + 'static,
+        S: SnapshotManager,
+    {
+        self.check_new(group)?;
         let g = group.group_id;
         let storage = |source| HostError::Storage { group: g, source };
         let status = StatusFile::open(
             &DiskFs,
             &self.log_context(group).group_dir.join("status"),
             g,
-        )
-        .await
-        .map_err(storage)?;
-        let snapshots = SnapshotStore::open(
-            DiskFs,
-            &self.log_context(group).group_dir.join("snapshot"),
-            g,
-            SNAPSHOTS_KEPT,
         )
         .await
         .map_err(storage)?;

@@ -53,7 +53,10 @@ use crate::state_machine::StateMachine;
 use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
 use sampan_net::{Body, Incoming, Router};
-use sampan_storage::{DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SegmentLog, StorageError};
+use sampan_storage::{
+    DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SegmentLog, SnapshotManager, SnapshotStore,
+    StorageError,
+};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -75,6 +78,9 @@ pub struct LogContext {
     pub group_dir: PathBuf,
     /// `<data_dir>/group-<id>/log`: where the default log keeps segments.
     pub log_dir: PathBuf,
+    /// `<data_dir>/group-<id>/snapshot`: where the default snapshot store
+    /// keeps snapshots.
+    pub snapshot_dir: PathBuf,
     /// Segment sizes and durability for the default log.
     pub config: LogConfig,
     /// The shard's log writer: group commit across the shard's groups.
@@ -94,18 +100,42 @@ pub async fn open_segment_log(ctx: LogContext) -> Result<SegmentLog<DiskFs>, Sto
 }
 
 /// How a server builds each group's parts (Dongting's `RaftFactory`): the
-/// state machine and the log. Called on the group's shard, once per start
-/// of the group (at server start, when a group is added, after a restart).
-/// Snapshot stores join in the engine's part 2.
+/// state machine, the log and the snapshot store. Called on the group's
+/// shard, once per start of the group (at server start, when a group is
+/// added, after a restart).
 pub trait RaftFactory: Send + Sync + 'static {
     /// The log type the groups use.
     type Log: RaftLog + Clone + 'static;
+    /// The snapshot store type the groups use.
+    type Snapshots: SnapshotManager;
 
-    /// A fresh state machine for `group` (the log replays into it).
+    /// A fresh state machine for `group` (the newest snapshot, then the
+    /// log, are replayed into it).
     fn state_machine(&self, group: &GroupConfig) -> Box<dyn StateMachine>;
 
     /// Opens (or creates) the log of a group.
     fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>>;
+
+    /// Opens (or creates) the snapshot store of a group.
+    fn open_snapshots(
+        &self,
+        ctx: LogContext,
+    ) -> impl Future<Output = Result<Self::Snapshots, StorageError>>;
+}
+
+/// Snapshots the default store keeps per group: the newest is used; the
+/// one before stays while a transfer may still read it.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// Opens the default snapshot store (a directory per snapshot) of a group.
+pub async fn open_snapshot_store(ctx: LogContext) -> Result<SnapshotStore<DiskFs>, StorageError> {
+    SnapshotStore::open(
+        DiskFs,
+        &ctx.snapshot_dir,
+        ctx.group.group_id,
+        SNAPSHOTS_KEPT,
+    )
+    .await
 }
 
 /// A [`RaftFactory`] from a function that makes state machines, with the
@@ -123,6 +153,7 @@ where
     F: Fn(&GroupConfig) -> Box<dyn StateMachine> + Send + Sync + 'static,
 {
     type Log = SegmentLog<DiskFs>;
+    type Snapshots = SnapshotStore<DiskFs>;
 
     fn state_machine(&self, group: &GroupConfig) -> Box<dyn StateMachine> {
         (self.0)(group)
@@ -130,6 +161,13 @@ where
 
     fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>> {
         open_segment_log(ctx)
+    }
+
+    fn open_snapshots(
+        &self,
+        ctx: LogContext,
+    ) -> impl Future<Output = Result<Self::Snapshots, StorageError>> {
+        open_snapshot_store(ctx)
     }
 }
 
@@ -149,6 +187,7 @@ pub struct KvFactory;
 
 impl RaftFactory for KvFactory {
     type Log = SegmentLog<DiskFs>;
+    type Snapshots = SnapshotStore<DiskFs>;
 
     fn state_machine(&self, _group: &GroupConfig) -> Box<dyn StateMachine> {
         Box::new(KvMachine::new(KvConfig::default()))
@@ -156,6 +195,13 @@ impl RaftFactory for KvFactory {
 
     fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>> {
         open_segment_log(ctx)
+    }
+
+    fn open_snapshots(
+        &self,
+        ctx: LogContext,
+    ) -> impl Future<Output = Result<Self::Snapshots, StorageError>> {
+        open_snapshot_store(ctx)
     }
 }
 
@@ -207,14 +253,14 @@ impl<F: RaftFactory> GroupAdder for Adder<F> {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HostError>>>> {
         let factory = self.0.clone();
         Box::pin(async move {
-            let log = factory
-                .open_log(host.log_context(&g))
-                .await
-                .map_err(|source| HostError::Storage {
-                    group: g.group_id,
-                    source,
-                })?;
-            host.add_group_with_log(&g, factory.state_machine(&g), log)
+            let storage = |source| HostError::Storage {
+                group: g.group_id,
+                source,
+            };
+            let ctx = host.log_context(&g);
+            let log = factory.open_log(ctx.clone()).await.map_err(storage)?;
+            let snapshots = factory.open_snapshots(ctx).await.map_err(storage)?;
+            host.add_group_with(&g, factory.state_machine(&g), log, snapshots)
                 .await?;
             Ok(())
         })

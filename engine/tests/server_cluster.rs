@@ -320,7 +320,11 @@ fn a_failover_takes_few_terms() {
         g.propose_blocking(put("round", &round.to_string()))
             .expect("put");
         let term = g.status_blocking().expect("status").term;
-        servers[l].take().expect("leader").shutdown().expect("shutdown");
+        servers[l]
+            .take()
+            .expect("leader")
+            .shutdown()
+            .expect("shutdown");
         let next = leader(&servers, 1);
         let st = servers[next]
             .as_ref()

@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::{configs, dump_local, get, group, leader, put_many, wait_for};
 use sampan::config::{GroupConfig, ServerConfig};
-use sampan::server::{RaftServer, kv_factory};
+use sampan::server::{RaftFactory, RaftServer, kv_factory};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -287,4 +287,86 @@ fn a_restart_loads_the_snapshot_and_replays_the_log_after_it() {
     );
     assert_eq!(node1.group_ids().expect("groups"), vec![2]);
     node1.shutdown().expect("shutdown");
+}
+
+/// A factory whose groups keep snapshots in memory (the storage crate's
+/// simulated file system), not in the data directory: the snapshot store
+/// is an extension point like the log and the state machine.
+struct MemSnapshots;
+
+impl RaftFactory for MemSnapshots {
+    type Log = sampan_storage::SegmentLog<sampan_storage::DiskFs>;
+    type Snapshots = sampan_storage::SnapshotStore<sampan_storage::sim::MemFs>;
+
+    fn state_machine(&self, g: &GroupConfig) -> Box<dyn sampan::state_machine::StateMachine> {
+        sampan::server::KvFactory.state_machine(g)
+    }
+
+    async fn open_log(
+        &self,
+        ctx: sampan::server::LogContext,
+    ) -> Result<Self::Log, sampan_storage::StorageError> {
+        sampan::server::open_segment_log(ctx).await
+    }
+
+    async fn open_snapshots(
+        &self,
+        ctx: sampan::server::LogContext,
+    ) -> Result<Self::Snapshots, sampan_storage::StorageError> {
+        let fs = sampan_storage::sim::MemFs::new();
+        sampan_storage::SnapshotStore::open(fs, &ctx.snapshot_dir, ctx.group.group_id, 2).await
+    }
+}
+
+#[test]
+fn an_embedders_snapshot_store_serves_snapshots_and_installs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(dir.path(), 1);
+    let start = |c: &ServerConfig| {
+        let rt =
+            sampan_fiber::Runtime::builder().io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES);
+        Some(
+            RaftServer::start_with(c.clone(), &[snapshot_group(1)], MemSnapshots, rt)
+                .expect("starts"),
+        )
+    };
+    let mut servers: Vec<Option<RaftServer<MemSnapshots>>> = cfgs.iter().map(start).collect();
+    let l = leader(&servers, 1);
+    let follower = (0..3).find(|i| *i != l).expect("a follower");
+    servers[follower]
+        .take()
+        .expect("follower")
+        .shutdown()
+        .expect("shutdown");
+    let g = servers[l].as_ref().expect("leader").group(1);
+    load(&g, "k", 5_000, 20);
+    let saved = g.snapshot_now_blocking().expect("snapshot");
+    load(&g, "after", 100, 20);
+    // Nothing on disk: the snapshot lives in the embedder's store.
+    assert!(snapshot_dirs(&cfgs[l].data_dir, 1).is_empty());
+    servers[follower] = start(&cfgs[follower]);
+    let back = servers[follower].as_ref().expect("restarted").group(1);
+    wait_for("the snapshot is installed", || {
+        back.status_blocking()
+            .is_ok_and(|s| s.snapshot_index >= saved.index)
+    });
+    let state = {
+        let l = leader(&servers, 1);
+        let last = servers[l]
+            .as_ref()
+            .expect("leader")
+            .group(1)
+            .status_blocking()
+            .expect("status")
+            .index_last;
+        wait_for("the follower applies everything", || {
+            back.status_blocking()
+                .is_ok_and(|s| s.index_applied >= last)
+        });
+        dump_local(&back)
+    };
+    assert_eq!(state.len(), 5_100);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
 }

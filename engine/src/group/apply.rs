@@ -9,19 +9,19 @@ use crate::raft::{self, Entry, EntryKind, Membership};
 use crate::state_machine::{self, Committed, Role, StateMachine};
 use bytes::Bytes;
 use sampan_fiber::{Receiver, Sender, oneshot, yield_if_needed};
-use sampan_storage::Vfs;
+use sampan_storage::SnapshotManager;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Where the apply fiber starts: the state machine, and what it holds
 /// (restored from the newest snapshot at start, or empty).
-pub(crate) struct ApplyStart<V: Vfs> {
+pub(crate) struct ApplyStart<S: SnapshotManager> {
     pub(crate) sm: Box<dyn StateMachine>,
     pub(crate) applied: u64,
     pub(crate) applied_term: u64,
     pub(crate) membership: Membership,
-    pub(crate) snaps: Rc<Snapshots<V>>,
+    pub(crate) snaps: Rc<Snapshots<S>>,
     pub(crate) snap_jobs: Sender<SnapJob>,
 }
 
@@ -29,14 +29,14 @@ pub(crate) struct ApplyStart<V: Vfs> {
 /// again.
 const SNAPSHOT_RETRY: Duration = Duration::from_millis(10);
 
-struct Applier<V: Vfs> {
+struct Applier<S: SnapshotManager> {
     group: u64,
     sm: Box<dyn StateMachine>,
     /// The term of the entry at `applied`, and the membership as of it:
     /// what a snapshot taken now describes.
     applied_term: u64,
     membership: Membership,
-    snaps: Rc<Snapshots<V>>,
+    snaps: Rc<Snapshots<S>>,
     snap_jobs: Sender<SnapJob>,
     /// Entry bytes applied since the last snapshot was frozen.
     bytes_since_snapshot: u64,
@@ -58,9 +58,9 @@ struct Applier<V: Vfs> {
     due_at: Option<u64>,
 }
 
-pub(crate) async fn run<V: Vfs>(
+pub(crate) async fn run<S: SnapshotManager>(
     group: u64,
-    start: ApplyStart<V>,
+    start: ApplyStart<S>,
     jobs: Receiver<ApplyJob>,
     inbox: Sender<Event>,
 ) {
@@ -163,7 +163,7 @@ pub(crate) async fn run<V: Vfs>(
     }
 }
 
-impl<V: Vfs> Applier<V> {
+impl<S: SnapshotManager> Applier<S> {
     /// When the loop must wake without a job: the leader's due commands,
     /// a snapshot request waiting for the current one, the snapshot
     /// interval.

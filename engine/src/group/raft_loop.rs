@@ -18,14 +18,14 @@ use crate::wire::run_from_entries;
 use crate::wire::{ChunkAnswer, ChunkStatus, decode_snapshot_meta};
 use bytes::Bytes;
 use sampan_fiber::{FiberGroup, Receiver, Sender, TaskClass, Ticker, channel, yield_if_needed};
-use sampan_storage::{RaftLog, SnapshotStore, StatusFile, Vfs};
+use sampan_storage::{RaftLog, SnapshotManager, StatusFile, Vfs};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Everything a group replica is made of.
-pub struct GroupParts<L, V: Vfs> {
+pub struct GroupParts<L, V: Vfs, S> {
     /// The core's settings (node id, group id, ticks...).
     pub cfg: raft::Config,
     /// The group's log.
@@ -35,7 +35,7 @@ pub struct GroupParts<L, V: Vfs> {
     /// The state machine.
     pub sm: Box<dyn StateMachine>,
     /// The group's snapshot store.
-    pub snapshots: SnapshotStore<V>,
+    pub snapshots: S,
     /// When to take snapshots and purge the log.
     pub policy: SnapshotPolicy,
     /// Where messages to peers go.
@@ -92,32 +92,29 @@ async fn bootstrap<L: RaftLog, V: Vfs>(
 /// refused with an error naming its directory: this replica then does not
 /// start (the previous snapshot cannot stand in, as the log it needs was
 /// purged), and the others on the node go on.
-async fn recover_snapshot<L: RaftLog, V: Vfs>(
+async fn recover_snapshot<L: RaftLog, S: SnapshotManager>(
     group: u64,
     log: &L,
-    store: &SnapshotStore<V>,
+    store: &S,
     sm: &mut dyn StateMachine,
 ) -> Result<Option<SnapshotMeta>, GroupError> {
     let fail = |reason: String| GroupError::Storage { group, reason };
     let Some(stored) = store.latest().await.map_err(|e| fail(e.to_string()))? else {
         return Ok(None);
     };
-    let path = store.path_of(&stored);
+    let path = store.location(&stored);
     let meta = decode_snapshot_meta(bytes::Bytes::from(stored.config.clone()))
-        .map_err(|e| fail(format!("snapshot {}: bad meta: {e}", path.display())))?;
+        .map_err(|e| fail(format!("snapshot {path}: bad meta: {e}")))?;
     if meta.index != stored.last_index || meta.term != stored.last_term {
         return Err(fail(format!(
-            "snapshot {}: meta names index {} term {}",
-            path.display(),
-            meta.index,
-            meta.term
+            "snapshot {path}: meta names index {} term {}",
+            meta.index, meta.term
         )));
     }
     if log.first_index() > meta.index + 1 {
         return Err(fail(format!(
-            "the log starts at {}, after the snapshot {} (index {}): entries are missing",
+            "the log starts at {}, after the snapshot {path} (index {}): entries are missing",
             log.first_index(),
-            path.display(),
             meta.index
         )));
     }
@@ -145,13 +142,14 @@ async fn recover_snapshot<L: RaftLog, V: Vfs>(
 /// brand-new group is bootstrapped from `parts.bootstrap`; an existing one
 /// recovers from its newest snapshot, status file and log (its state
 /// machine replays the log after the snapshot).
-pub async fn start<L, V>(
-    parts: GroupParts<L, V>,
+pub async fn start<L, V, S>(
+    parts: GroupParts<L, V, S>,
     fibers: &FiberGroup,
 ) -> Result<GroupHandle, GroupError>
 where
     L: RaftLog + Clone + 'static,
     V: Vfs,
+    S: SnapshotManager,
 {
     let GroupParts {
         cfg,
@@ -398,10 +396,10 @@ struct ConfWaiter {
     reply: Reply<()>,
 }
 
-struct Loop<L: RaftLog, V: Vfs> {
+struct Loop<L: RaftLog, S: SnapshotManager> {
     /// The group's log, for sending old entries' records as they are.
     log: L,
-    snaps: Rc<Snapshots<V>>,
+    snaps: Rc<Snapshots<S>>,
     snap_jobs: Sender<SnapJob>,
     /// The group's fibers: snapshot senders join them.
     fibers: FiberGroup,
@@ -430,7 +428,7 @@ struct Loop<L: RaftLog, V: Vfs> {
     hibernating: Rc<std::cell::Cell<bool>>,
 }
 
-impl<L: RaftLog + Clone + 'static, V: Vfs> Loop<L, V> {
+impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
     async fn run(mut self, inbox: Receiver<Event>) {
         let mut batch = Vec::with_capacity(256);
         while let Some(ev) = inbox.recv().await {

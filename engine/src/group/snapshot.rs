@@ -15,7 +15,7 @@ use crate::raft::{self, Body, Message, NodeId};
 use crate::state_machine::{FrozenState, SnapshotInfo, StateMachine};
 use crate::wire::{ChunkAnswer, ChunkStatus, SnapshotChunk, encode_snapshot_meta};
 use sampan_fiber::{Receiver, Sender, yield_if_needed};
-use sampan_storage::{RaftLog, SnapshotStore, SnapshotWriter, Vfs};
+use sampan_storage::{RaftLog, SnapshotManager, SnapshotSink, SnapshotSource};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -85,8 +85,8 @@ pub(crate) enum SnapJob {
 }
 
 /// What the fibers of one group share about its snapshots.
-pub(crate) struct Snapshots<V: Vfs> {
-    pub(crate) store: SnapshotStore<V>,
+pub(crate) struct Snapshots<S: SnapshotManager> {
+    pub(crate) store: S,
     /// The newest durable snapshot; the core's log view shares it.
     pub(crate) meta: Rc<RefCell<raft::SnapshotMeta>>,
     pub(crate) policy: SnapshotPolicy,
@@ -100,12 +100,12 @@ pub(crate) struct Snapshots<V: Vfs> {
     sending: RefCell<HashSet<u64>>,
 }
 
-impl<V: Vfs> Snapshots<V> {
+impl<S: SnapshotManager> Snapshots<S> {
     pub(crate) fn new(
-        store: SnapshotStore<V>,
+        store: S,
         meta: Rc<RefCell<raft::SnapshotMeta>>,
         policy: SnapshotPolicy,
-    ) -> Snapshots<V> {
+    ) -> Snapshots<S> {
         Snapshots {
             store,
             meta,
@@ -127,8 +127,8 @@ impl<V: Vfs> Snapshots<V> {
 }
 
 /// The stored snapshot at (`index`, `term`).
-pub(crate) async fn find<V: Vfs>(
-    store: &SnapshotStore<V>,
+pub(crate) async fn find<S: SnapshotManager>(
+    store: &S,
     index: u64,
     term: u64,
 ) -> Result<sampan_storage::SnapshotMeta, String> {
@@ -142,26 +142,26 @@ pub(crate) async fn find<V: Vfs>(
 /// Feeds the stored snapshot `stored` to `sm` chunk by chunk (yielding
 /// between chunks); the live state is replaced only if all of it reads
 /// back whole. The error names the snapshot's directory.
-pub(crate) async fn restore<V: Vfs>(
+pub(crate) async fn restore<S: SnapshotManager>(
     sm: &mut dyn StateMachine,
-    store: &SnapshotStore<V>,
+    store: &S,
     stored: &sampan_storage::SnapshotMeta,
 ) -> Result<(), String> {
-    let path = store.path_of(stored);
+    let path = store.location(stored);
     let info = SnapshotInfo {
         index: stored.last_index,
         term: stored.last_term,
     };
-    let fail = |e: String| format!("snapshot {}: {e}", path.display());
-    let mut reader = store.reader(stored).await.map_err(|e| e.to_string())?;
+    let fail = |e: String| format!("snapshot {path}: {e}");
+    let mut reader = store.open(stored).await.map_err(|e| e.to_string())?;
     sm.restore_begin(info).map_err(|e| fail(e.to_string()))?;
     let fed = async {
-        while let Some((at, head)) = reader.next_chunk(4).map_err(|e| e.to_string())? {
+        while let Some((at, head)) = reader.next_chunk(4).await.map_err(|e| e.to_string())? {
             let len = <[u8; 4]>::try_from(&head[..])
                 .map(u32::from_le_bytes)
                 .map_err(|_| format!("truncated chunk header at offset {at}"))?
                 as usize;
-            let body = match reader.next_chunk(len).map_err(|e| e.to_string())? {
+            let body = match reader.next_chunk(len).await.map_err(|e| e.to_string())? {
                 Some((_, b)) if b.len() == len => b,
                 _ => return Err(format!("truncated chunk at offset {at}")),
             };
@@ -180,23 +180,23 @@ pub(crate) async fn restore<V: Vfs>(
 }
 
 /// A snapshot being received from the leader.
-struct Receive<V: Vfs> {
+struct Receive<W> {
     meta: raft::SnapshotMeta,
-    writer: SnapshotWriter<V>,
+    writer: W,
 }
 
 /// The snapshot fiber of one group. See the module docs.
-pub(crate) struct SnapshotFiber<L, V: Vfs> {
+pub(crate) struct SnapshotFiber<L, S: SnapshotManager> {
     pub(crate) group: u64,
     pub(crate) node: u64,
     pub(crate) log: L,
-    pub(crate) snaps: Rc<Snapshots<V>>,
+    pub(crate) snaps: Rc<Snapshots<S>>,
     pub(crate) inbox: Sender<Event>,
 }
 
-impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
+impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
     pub(crate) async fn run(self, jobs: Receiver<SnapJob>) {
-        let mut receiving: Option<Receive<V>> = None;
+        let mut receiving: Option<Receive<S::Sink>> = None;
         let mut purge_due: Option<Instant> = None;
         loop {
             let job = match purge_due {
@@ -303,7 +303,11 @@ impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
         Ok(saved)
     }
 
-    async fn receive(&self, receiving: &mut Option<Receive<V>>, c: SnapshotChunk) -> ChunkAnswer {
+    async fn receive(
+        &self,
+        receiving: &mut Option<Receive<S::Sink>>,
+        c: SnapshotChunk,
+    ) -> ChunkAnswer {
         let answer = |status, next_offset| ChunkAnswer {
             status,
             term: c.term,
@@ -396,20 +400,20 @@ impl<L: RaftLog, V: Vfs> SnapshotFiber<L, V> {
 }
 
 /// Everything a sender fiber needs to stream the newest snapshot to `to`.
-pub(crate) struct Transfer<V: Vfs> {
+pub(crate) struct Transfer<S: SnapshotManager> {
     pub(crate) group: u64,
     pub(crate) node: u64,
     pub(crate) term: u64,
     pub(crate) to: u64,
     pub(crate) meta: raft::SnapshotMeta,
-    pub(crate) snaps: Rc<Snapshots<V>>,
+    pub(crate) snaps: Rc<Snapshots<S>>,
     pub(crate) outbox: Rc<dyn Outbox>,
     pub(crate) inbox: Sender<Event>,
 }
 
-impl<V: Vfs> Transfer<V> {
+impl<S: SnapshotManager> Transfer<S> {
     /// Whether a transfer to `to` may start (none runs yet); marks it.
-    pub(crate) fn claim(snaps: &Snapshots<V>, to: u64) -> bool {
+    pub(crate) fn claim(snaps: &Snapshots<S>, to: u64) -> bool {
         snaps.sending.borrow_mut().insert(to)
     }
 
@@ -438,13 +442,14 @@ impl<V: Vfs> Transfer<V> {
     async fn stream(&self) -> Result<(), String> {
         let store = &self.snaps.store;
         let stored = find(store, self.meta.index, self.meta.term).await?;
-        let mut reader = store.reader(&stored).await.map_err(|e| e.to_string())?;
+        let mut reader = store.open(&stored).await.map_err(|e| e.to_string())?;
         let chunk_bytes = self.snaps.policy.chunk_bytes.max(4096);
         let started = Instant::now();
         loop {
             let offset = reader.offset();
             let data = reader
                 .next_chunk(chunk_bytes)
+                .await
                 .map_err(|e| e.to_string())?
                 .map(|(_, b)| b)
                 .unwrap_or_default();
@@ -490,6 +495,7 @@ impl<V: Vfs> Transfer<V> {
                         );
                         reader
                             .skip_to(answer.next_offset)
+                            .await
                             .map_err(|e| e.to_string())?;
                     }
                 }
