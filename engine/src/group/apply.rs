@@ -176,7 +176,17 @@ impl<S: SnapshotManager> Applier<S> {
         let snapshot = if !self.snapshot_waiters.is_empty() {
             Some(now + SNAPSHOT_RETRY)
         } else if self.applied > self.snaps.meta.borrow().index {
-            self.snaps.policy.interval.map(|i| self.snapshot_at + i)
+            // Due while one is being written: look again a little later,
+            // not in a loop.
+            let retry = if self.snaps.busy.get() {
+                now + SNAPSHOT_RETRY
+            } else {
+                now
+            };
+            self.snaps
+                .policy
+                .interval
+                .map(|i| (self.snapshot_at + i).max(retry))
         } else {
             None
         };
