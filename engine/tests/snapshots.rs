@@ -370,3 +370,49 @@ fn an_embedders_snapshot_store_serves_snapshots_and_installs() {
         s.shutdown().expect("shutdown");
     }
 }
+
+#[test]
+fn snapshots_are_taken_by_time_and_by_log_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(dir.path(), 1);
+    let by_time = GroupConfig {
+        snapshot_interval_ms: 200,
+        snapshot_log_bytes: 0,
+        ..group(1)
+    };
+    let by_size = GroupConfig {
+        snapshot_interval_ms: 0,
+        snapshot_log_bytes: 256 << 10,
+        ..group(2)
+    };
+    let servers = start_all(&cfgs, &[by_time, by_size]);
+    for g in [1, 2] {
+        let l = leader(&servers, g);
+        let gr = servers[l].as_ref().expect("leader").group(g);
+        // ~1 MiB of entries: four times the size trigger.
+        load(&gr, "k", 10_000, 100);
+        let last = gr.status_blocking().expect("status").index_last;
+        for s in servers.iter().flatten() {
+            wait_for("every node snapshots on its own", || {
+                s.group(g)
+                    .status_blocking()
+                    .is_ok_and(|st| st.snapshot_index > 0 && st.index_applied >= last)
+            });
+        }
+    }
+    // Group 2 snapshotted while the load ran, and nothing was written to
+    // it after: the time trigger never fires there (interval 0).
+    let leader1 = servers[leader(&servers, 1)].as_ref().expect("leader");
+    let s1 = leader1.group(1).status_blocking().expect("status");
+    wait_for("group 1 snapshots its last entry by time", || {
+        leader1
+            .group(1)
+            .status_blocking()
+            .is_ok_and(|st| st.snapshot_index == s1.index_last)
+    });
+    assert_eq!(assert_same_state(&servers, 1), 10_000);
+    assert_eq!(assert_same_state(&servers, 2), 10_000);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+}
