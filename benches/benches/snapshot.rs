@@ -262,6 +262,34 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// One writer of the closed loop: puts random keys of `0..keys`, one at a
+/// time, until `stop`, recording each completion into `samples`.
+async fn writer(
+    g: GroupRef,
+    keys: u64,
+    seed: u64,
+    samples: Rc<RefCell<Vec<Sample>>>,
+    stop: Rc<Cell<bool>>,
+) {
+    let mut rng = seed;
+    while !stop.get() {
+        let r = splitmix(&mut rng);
+        let cmd = KvRequest::without_session(KvCommand::put(key(r % keys), value(r)));
+        let t = Instant::now();
+        g.propose(cmd.to_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("put: {e}"));
+        let done = Instant::now();
+        let mut s = samples.borrow_mut();
+        if s.len() < SAMPLES_MAX {
+            s.push(Sample {
+                done,
+                latency: done - t,
+            });
+        }
+    }
+}
+
 /// Runs the closed loop of [`WRITERS`] puts on the group's shard and asks
 /// for `plan.rounds` snapshots while it runs.
 async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
@@ -269,27 +297,15 @@ async fn drive(g: GroupRef, plan: Plan) -> Vec<Round> {
     let stop = Rc::new(Cell::new(false));
     let mut writers = Vec::with_capacity(WRITERS);
     for w in 0..WRITERS {
-        let (g, samples, stop) = (g.clone(), samples.clone(), stop.clone());
-        let fiber = sampan_fiber::spawn(TaskClass::Latency, "writer", async move {
-            let mut rng = w as u64;
-            while !stop.get() {
-                let r = splitmix(&mut rng);
-                let cmd = KvRequest::without_session(KvCommand::put(key(r % plan.keys), value(r)));
-                let t = Instant::now();
-                g.propose(cmd.to_bytes())
-                    .await
-                    .unwrap_or_else(|e| panic!("put: {e}"));
-                let done = Instant::now();
-                let mut s = samples.borrow_mut();
-                if s.len() < SAMPLES_MAX {
-                    s.push(Sample {
-                        done,
-                        latency: done - t,
-                    });
-                }
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        let put_loop = writer(
+            g.clone(),
+            plan.keys,
+            w as u64,
+            samples.clone(),
+            stop.clone(),
+        );
+        let fiber = sampan_fiber::spawn(TaskClass::Latency, "writer", put_loop)
+            .unwrap_or_else(|e| panic!("{e}"));
         writers.push(fiber);
     }
     sampan_fiber::sleep(plan.warm).await;
