@@ -83,7 +83,11 @@ pub enum StateMachineError {
 
 /// A consistent, read-only view of the state at one applied index, taken
 /// by [`StateMachine::freeze`] and streamed out while applies go on.
-pub trait FrozenState {
+///
+/// It is `Send`: the engine encodes it on a low-priority helper thread
+/// (the shard only writes the chunks), so a snapshot costs the shard's
+/// applies almost nothing but the copy-on-write of what they change.
+pub trait FrozenState: Send {
     /// The last applied index the view reflects.
     fn index(&self) -> u64;
 

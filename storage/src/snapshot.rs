@@ -269,21 +269,25 @@ impl<V: Vfs> SnapshotWriter<V> {
 
     /// Appends a chunk of data.
     pub async fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        self.write_owned(chunk.to_vec()).await
+    }
+
+    /// Appends a chunk of data the caller hands over (no copy).
+    pub async fn write_owned(&mut self, chunk: Vec<u8>) -> Result<()> {
         let offset = self.meta.size;
-        self.file
-            .write_at(chunk.to_vec(), offset)
-            .await
-            .map_err(|e| {
-                StorageError::io(
-                    self.store.group,
-                    "write",
-                    self.tmp_dir.join(DATA),
-                    offset,
-                    e,
-                )
-            })?;
-        self.meta.data_crc = crc32c::crc32c_append(self.meta.data_crc, chunk);
-        self.meta.size += chunk.len() as u64;
+        let crc = crc32c::crc32c_append(self.meta.data_crc, &chunk);
+        let len = chunk.len() as u64;
+        self.file.write_at(chunk, offset).await.map_err(|e| {
+            StorageError::io(
+                self.store.group,
+                "write",
+                self.tmp_dir.join(DATA),
+                offset,
+                e,
+            )
+        })?;
+        self.meta.data_crc = crc;
+        self.meta.size += len;
         Ok(())
     }
 

@@ -52,8 +52,8 @@ pub trait SnapshotManager: Clone + 'static {
 /// A snapshot being written.
 #[allow(async_fn_in_trait)]
 pub trait SnapshotSink {
-    /// Appends bytes.
-    async fn write_chunk(&mut self, chunk: &[u8]) -> Result<()>;
+    /// Appends bytes (handed over: no copy needed).
+    async fn write_chunk(&mut self, chunk: Vec<u8>) -> Result<()>;
     /// Bytes written so far.
     fn size(&self) -> u64;
     /// CRC32C of the bytes written so far.
@@ -100,8 +100,8 @@ impl<V: crate::Vfs> SnapshotManager for crate::SnapshotStore<V> {
 }
 
 impl<V: crate::Vfs> SnapshotSink for crate::SnapshotWriter<V> {
-    async fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
-        crate::SnapshotWriter::write_chunk(self, chunk).await
+    async fn write_chunk(&mut self, chunk: Vec<u8>) -> Result<()> {
+        crate::SnapshotWriter::write_owned(self, chunk).await
     }
 
     fn size(&self) -> u64 {

@@ -41,6 +41,11 @@ pub struct KvFrozen {
     /// Where the next chunk starts.
     cursor: Cursor,
     chunk_no: u32,
+    /// The items, copied out of the map when the first chunk is made (see
+    /// [`KvConfig::snapshot_flatten_keys_max`]).
+    flat: Option<std::vec::IntoIter<(Bytes, Item)>>,
+    /// Whether to copy them out.
+    flatten: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ impl KvStore {
             index: self.index_applied,
             cursor: Cursor::Start,
             chunk_no: 0,
+            flat: None,
+            flatten: self.map.len() <= self.config().snapshot_flatten_keys_max,
         }
     }
 }
@@ -94,6 +101,18 @@ impl KvFrozen {
             body.put_u8(rec::HEADER);
             body.put_u64_le(self.index);
             body.put_u64_le(self.map.len() as u64);
+            if self.flatten {
+                // Copy the entries out (reference counts, not bytes) and
+                // let the frozen map go: while it shares nodes with the
+                // live map, every first write to a node copies the node.
+                let flat: Vec<(Bytes, Item)> = self
+                    .map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.map = OrdMap::new();
+                self.flat = Some(flat.into_iter());
+            }
             records += 1;
             self.cursor = Cursor::Items(None);
         }
@@ -120,27 +139,32 @@ impl KvFrozen {
     }
 
     fn fill_items(
-        &self,
+        &mut self,
         after: Option<Bytes>,
         body: &mut BytesMut,
         records: &mut u32,
         max: usize,
     ) -> Cursor {
-        let lower = after.clone().map_or(Bound::Unbounded, Bound::Excluded);
         let mut last = after;
-        for (k, it) in self.map.range((lower, Bound::Unbounded)) {
-            if body.len() >= max {
-                return Cursor::Items(last);
-            }
+        let lower = last.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut from_map = self.map.range((lower, Bound::Unbounded));
+        while body.len() < max {
+            let next = match self.flat.as_mut() {
+                Some(flat) => flat.next(),
+                None => from_map.next().map(|(k, it)| (k.clone(), it.clone())),
+            };
+            let Some((k, it)) = next else {
+                return Cursor::Sessions(None);
+            };
             body.put_u8(rec::ITEM);
-            put_bytes(body, k);
+            put_bytes(body, &k);
             put_bytes(body, &it.value);
             body.put_u64_le(it.version);
             body.put_u64_le(it.expire_at_ms.map_or(0, |t| t.saturating_add(1)));
             *records += 1;
-            last = Some(k.clone());
+            last = Some(k);
         }
-        Cursor::Sessions(None)
+        Cursor::Items(last)
     }
 
     fn fill_sessions(

@@ -37,6 +37,12 @@ pub struct KvConfig {
     pub session_results_max: usize,
     /// Idle sessions are swept every this many applied commands.
     pub session_sweep_every: u64,
+    /// A snapshot of at most this many keys copies its entries out of the
+    /// frozen map first (about 90 bytes per key, no value bytes), so the
+    /// map stops sharing nodes with the live one within milliseconds;
+    /// larger ones are read from the frozen map, and the live map's writes
+    /// copy the nodes they touch until the snapshot is written.
+    pub snapshot_flatten_keys_max: usize,
 }
 
 impl Default for KvConfig {
@@ -45,6 +51,7 @@ impl Default for KvConfig {
             session_idle_ms: 10 * 60 * 1000,
             session_results_max: 1024,
             session_sweep_every: 4096,
+            snapshot_flatten_keys_max: 4_000_000,
         }
     }
 }

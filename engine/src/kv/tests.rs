@@ -430,7 +430,18 @@ fn scan_pages_cover_each_live_key_once() {
 
 #[test]
 fn snapshot_reflects_the_freeze_point_while_applies_go_on() {
-    let mut s = KvStore::new(KvConfig::default());
+    // Both ways of reading the frozen view: entries copied out of the map
+    // first (the default), and straight from the frozen map.
+    for flatten_max in [usize::MAX, 0] {
+        snapshot_at_the_freeze_point(KvConfig {
+            snapshot_flatten_keys_max: flatten_max,
+            ..KvConfig::default()
+        });
+    }
+}
+
+fn snapshot_at_the_freeze_point(cfg: KvConfig) {
+    let mut s = KvStore::new(cfg);
     apply_all(
         &mut s,
         1,
