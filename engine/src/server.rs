@@ -181,33 +181,16 @@ where
 }
 
 /// The factory of a KV server: every group is a [`KvMachine`] on the
-/// default log.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KvFactory;
+/// default log and snapshot store.
+pub type KvFactory = Machines<fn(&GroupConfig) -> Box<dyn StateMachine>>;
 
-impl RaftFactory for KvFactory {
-    type Log = SegmentLog<DiskFs>;
-    type Snapshots = SnapshotStore<DiskFs>;
-
-    fn state_machine(&self, _group: &GroupConfig) -> Box<dyn StateMachine> {
-        Box::new(KvMachine::new(KvConfig::default()))
-    }
-
-    fn open_log(&self, ctx: LogContext) -> impl Future<Output = Result<Self::Log, StorageError>> {
-        open_segment_log(ctx)
-    }
-
-    fn open_snapshots(
-        &self,
-        ctx: LogContext,
-    ) -> impl Future<Output = Result<Self::Snapshots, StorageError>> {
-        open_snapshot_store(ctx)
-    }
+fn kv_machine(_group: &GroupConfig) -> Box<dyn StateMachine> {
+    Box::new(KvMachine::new(KvConfig::default()))
 }
 
 /// The factory of a KV server: every group is a [`KvMachine`].
 pub fn kv_factory() -> KvFactory {
-    KvFactory
+    Machines(kv_machine)
 }
 
 /// What every shard of one server shares; `Send + Sync`.

@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{configs_n, dump_local, group, leader, put_many, wait_for};
+use common::{configs_n, dump_local, group, leader, leader_last, put_many, wait_for};
 use sampan::config::{GroupConfig, ServerConfig};
 use sampan::raft::Role;
 use sampan::server::{KvFactory, RaftServer, kv_factory};
@@ -39,14 +39,7 @@ fn batch(prefix: &str, n: u64) -> Vec<(Bytes, Bytes)> {
 /// The state of `group` on each given node, once each applied all the
 /// leader has; all equal, and returned.
 fn same_state(servers: &[Option<Server>], nodes: &[usize], g: u64) -> Vec<(Bytes, Bytes)> {
-    let l = leader(servers, g);
-    let last = servers[l]
-        .as_ref()
-        .expect("leader")
-        .group(g)
-        .status_blocking()
-        .expect("status")
-        .index_last;
+    let last = leader_last(servers, g);
     let mut states = Vec::new();
     for &n in nodes {
         let s = servers[n].as_ref().expect("running");

@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{configs, dump_local, get, group, leader, put_many, wait_for};
+use common::{configs, dump_local, get, group, leader, leader_last, put_many, wait_for};
 use sampan::config::{GroupConfig, ServerConfig};
 use sampan::server::{RaftFactory, RaftServer, kv_factory};
 use std::path::{Path, PathBuf};
@@ -42,16 +42,21 @@ fn start_all(cfgs: &[ServerConfig], groups: &[GroupConfig]) -> Vec<Option<Server
         .collect()
 }
 
+/// Stops a follower of group 1; returns (leader, follower).
+fn stop_a_follower<F: RaftFactory>(servers: &mut [Option<RaftServer<F>>]) -> (usize, usize) {
+    let l = leader(servers, 1);
+    let follower = (0..servers.len()).find(|i| *i != l).expect("a follower");
+    servers[follower]
+        .take()
+        .expect("follower")
+        .shutdown()
+        .expect("shutdown");
+    (l, follower)
+}
+
 /// Waits until every running node has applied what the leader has.
 fn wait_converged(servers: &[Option<Server>], g: u64) {
-    let l = leader(servers, g);
-    let target = servers[l]
-        .as_ref()
-        .expect("leader")
-        .group(g)
-        .status_blocking()
-        .expect("status")
-        .index_last;
+    let target = leader_last(servers, g);
     for s in servers.iter().flatten() {
         wait_for("every node applies the leader's log", || {
             s.group(g)
@@ -170,13 +175,7 @@ fn a_node_behind_the_purged_log_gets_the_snapshot_then_the_log() {
         // Small chunks: the transfer takes thousands of round trips, so
         // the cut lands in the middle of it.
         let mut servers = start_all(&cfgs, &[chunked()]);
-        let l = leader(&servers, 1);
-        let follower = (0..3).find(|i| *i != l).expect("a follower");
-        servers[follower]
-            .take()
-            .expect("follower")
-            .shutdown()
-            .expect("shutdown");
+        let (l, follower) = stop_a_follower(&mut servers);
         let g = servers[l].as_ref().expect("leader").group(1);
         load(&g, "k", 50_000, 100);
         let saved = g.snapshot_now_blocking().expect("snapshot");
@@ -299,7 +298,7 @@ impl RaftFactory for MemSnapshots {
     type Snapshots = sampan_storage::SnapshotStore<sampan_storage::sim::MemFs>;
 
     fn state_machine(&self, g: &GroupConfig) -> Box<dyn sampan::state_machine::StateMachine> {
-        sampan::server::KvFactory.state_machine(g)
+        kv_factory().state_machine(g)
     }
 
     async fn open_log(
@@ -331,13 +330,7 @@ fn an_embedders_snapshot_store_serves_snapshots_and_installs() {
         )
     };
     let mut servers: Vec<Option<RaftServer<MemSnapshots>>> = cfgs.iter().map(start).collect();
-    let l = leader(&servers, 1);
-    let follower = (0..3).find(|i| *i != l).expect("a follower");
-    servers[follower]
-        .take()
-        .expect("follower")
-        .shutdown()
-        .expect("shutdown");
+    let (l, follower) = stop_a_follower(&mut servers);
     let g = servers[l].as_ref().expect("leader").group(1);
     load(&g, "k", 5_000, 20);
     let saved = g.snapshot_now_blocking().expect("snapshot");

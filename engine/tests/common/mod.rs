@@ -101,6 +101,18 @@ pub fn leader<F: RaftFactory>(servers: &[Option<RaftServer<F>>], group: u64) -> 
     panic!("no leader of group {group} within 10 s");
 }
 
+/// The last index in the log of `group`'s leader among `servers`.
+pub fn leader_last<F: RaftFactory>(servers: &[Option<RaftServer<F>>], group: u64) -> u64 {
+    let l = leader(servers, group);
+    servers[l]
+        .as_ref()
+        .expect("leader")
+        .group(group)
+        .status_blocking()
+        .expect("status")
+        .index_last
+}
+
 /// Reads `key` of a KV group linearizably (forwarded to the leader).
 pub fn get(g: &GroupRef, key: &str) -> Option<Bytes> {
     let q = KvQuery::Get(vec![Bytes::from(key.to_string())]).to_bytes();
