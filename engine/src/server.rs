@@ -784,6 +784,15 @@ async fn serve(
             Op::ChangeMembers => {
                 let (voters, learners) =
                     service::decode_members(req.payload.clone()).map_err(bad)?;
+                // A node the cluster cannot reach would never catch up:
+                // the change would wait forever.
+                if let Some(n) = voters
+                    .iter()
+                    .chain(&learners)
+                    .find(|n| !shared.service_addrs.contains_key(n))
+                {
+                    return Err(refused(&format!("node {n} is not in `servers`")));
+                }
                 within(deadline, group, handle.change_membership(voters, learners))
                     .await
                     .map(|()| Bytes::new())

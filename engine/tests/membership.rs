@@ -78,6 +78,15 @@ fn an_observer_is_promoted_leadership_moves_and_a_failed_node_is_replaced() {
     let admin = |servers: &[Option<Server>]| servers[0].as_ref().expect("node 1").group(1);
     put_many(&admin(&servers), batch("a", 500));
 
+    // A node outside `servers` is refused at once (it could never join).
+    let err = admin(&servers)
+        .change_membership_blocking(&ids(&[1, 2, 3, 9]), &ids(&[]))
+        .expect_err("node 9 is unknown");
+    assert!(
+        err.to_string().contains("node 9 is not in `servers`"),
+        "{err}"
+    );
+
     // Node 4 joins as an observer: it catches up, never votes.
     let joining = GroupConfig {
         join: true,
