@@ -127,6 +127,16 @@ fn an_observer_is_promoted_leadership_moves_and_a_failed_node_is_replaced() {
         (Role::Leader, vec![1, 2, 3, 4])
     );
 
+    // The leader itself can be removed: it hands over and steps down.
+    admin(&servers)
+        .change_membership_blocking(&ids(&[1, 2, 3]), &ids(&[]))
+        .expect("the leader (node 4) removed");
+    let l = leader(&servers, 1);
+    assert_ne!(l, 3, "node 4 no longer leads");
+    admin(&servers)
+        .change_membership_blocking(&ids(&[1, 2, 3, 4]), &ids(&[]))
+        .expect("node 4 back");
+
     // Node 3 leaves; once it is out, its replica and files go.
     admin(&servers)
         .change_membership_blocking(&ids(&[1, 2, 4]), &ids(&[]))
