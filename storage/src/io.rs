@@ -52,6 +52,13 @@ pub trait Vfs: Clone + std::fmt::Debug + 'static {
     async fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The names in `dir`, sorted.
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// `path` in the operating system's file system, if this layer is that
+    /// file system: then a helper thread may write the file with plain
+    /// syscalls (the snapshot encoder does). The default: none.
+    fn os_path(&self, path: &Path) -> Option<PathBuf> {
+        let _ = path;
+        None
+    }
 }
 
 /// An open file.
@@ -147,6 +154,10 @@ impl Drop for FdUse<'_> {
 
 impl Vfs for DiskFs {
     type File = DiskFile;
+
+    fn os_path(&self, path: &Path) -> Option<PathBuf> {
+        Some(path.to_path_buf())
+    }
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<DiskFile> {
         let file = sampan_fiber::fs::File::open(path, create).await?;

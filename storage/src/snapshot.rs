@@ -267,6 +267,32 @@ impl<V: Vfs> SnapshotWriter<V> {
         self.meta.data_crc
     }
 
+    /// The data file's path in the operating system's file system, when
+    /// the store is on it and nothing was written yet: a helper thread may
+    /// then write the data itself and report it with
+    /// [`SnapshotWriter::adopt`].
+    pub fn os_data_path(&self) -> Option<PathBuf> {
+        if self.meta.size > 0 {
+            return None;
+        }
+        self.store.vfs.os_path(&self.tmp_dir.join(DATA))
+    }
+
+    /// Takes the `size` bytes (CRC32C `crc`) another writer put in the data
+    /// file ([`SnapshotWriter::os_data_path`]); [`SnapshotWriter::finish`]
+    /// then syncs them like its own.
+    pub fn adopt(&mut self, size: u64, crc: u32) -> Result<()> {
+        if self.meta.size > 0 {
+            return Err(StorageError::invalid(
+                self.store.group,
+                "snapshot data adopted after chunks were written",
+            ));
+        }
+        self.meta.size = size;
+        self.meta.data_crc = crc;
+        Ok(())
+    }
+
     /// Appends a chunk of data.
     pub async fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         self.write_owned(chunk.to_vec()).await

@@ -62,6 +62,21 @@ pub trait SnapshotSink {
     async fn finish(self) -> Result<SnapshotMeta>;
     /// Drops the unfinished snapshot.
     async fn abort(self);
+    /// Where a helper thread may write the whole data with plain syscalls
+    /// (then [`SnapshotSink::adopt`] it), if the sink allows it. The
+    /// default: nowhere; chunks go through [`SnapshotSink::write_chunk`].
+    fn os_data_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// Takes `size` bytes with CRC32C `crc` written at
+    /// [`SnapshotSink::os_data_path`] by another writer.
+    fn adopt(&mut self, size: u64, crc: u32) -> Result<()> {
+        let _ = (size, crc);
+        Err(crate::StorageError::invalid(
+            0,
+            "this snapshot sink takes no data written outside it",
+        ))
+    }
 }
 
 /// A finished snapshot being read, in order.
@@ -118,6 +133,14 @@ impl<V: crate::Vfs> SnapshotSink for crate::SnapshotWriter<V> {
 
     async fn abort(self) {
         crate::SnapshotWriter::abort(self).await
+    }
+
+    fn os_data_path(&self) -> Option<std::path::PathBuf> {
+        crate::SnapshotWriter::os_data_path(self)
+    }
+
+    fn adopt(&mut self, size: u64, crc: u32) -> Result<()> {
+        crate::SnapshotWriter::adopt(self, size, crc)
     }
 }
 

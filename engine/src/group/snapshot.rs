@@ -268,6 +268,23 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             .await
             .map_err(|e| e.to_string())?;
         let chunk_bytes = self.snaps.policy.chunk_bytes.max(4096);
+        let frozen = match w.os_data_path() {
+            // The helper thread encodes and writes the file itself: the
+            // shard neither copies nor checksums the bytes.
+            Some(path) => match encoder::encode_to_file(frozen, chunk_bytes, path) {
+                Ok(done) => {
+                    let (size, crc) = done
+                        .recv_async()
+                        .await
+                        .map_err(|_| "the snapshot encoder stopped".to_string())??;
+                    w.adopt(size, crc).map_err(|e| e.to_string())?;
+                    let stored = w.finish().await.map_err(|e| e.to_string())?;
+                    return self.saved(meta, stored.size, started, purge_due).await;
+                }
+                Err(frozen) => frozen,
+            },
+            None => frozen,
+        };
         match encoder::encode(frozen, chunk_bytes) {
             // Encoded and framed on a low-priority helper thread; written
             // here as they are.
@@ -287,11 +304,23 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             }
         }
         let stored = w.finish().await.map_err(|e| e.to_string())?;
+        self.saved(meta, stored.size, started, purge_due).await
+    }
+
+    /// A snapshot of `bytes` is durable: it becomes the newest, and the
+    /// log it covers goes.
+    async fn saved(
+        &self,
+        meta: &raft::SnapshotMeta,
+        bytes: u64,
+        started: Instant,
+        purge_due: &mut Option<Instant>,
+    ) -> Result<SnapshotSaved, String> {
         self.snaps.advance(meta);
         let saved = SnapshotSaved {
             index: meta.index,
             term: meta.term,
-            bytes: stored.size,
+            bytes,
             write_ms: started.elapsed().as_millis() as u64,
             applied_meanwhile: self.snaps.applied.get().saturating_sub(meta.index),
         };
@@ -532,7 +561,18 @@ mod encoder {
     struct Job {
         frozen: Box<dyn FrozenState>,
         chunk_bytes: usize,
-        out: flume::Sender<Result<Vec<u8>, String>>,
+        out: Out,
+    }
+
+    /// Where a job's chunks go.
+    enum Out {
+        /// Framed, to the shard, which writes them.
+        Chunks(flume::Sender<Result<Vec<u8>, String>>),
+        /// Framed, into this file; the size and CRC to the shard.
+        File {
+            path: std::path::PathBuf,
+            done: flume::Sender<Result<(u64, u32), String>>,
+        },
     }
 
     /// Framed chunks in order, or why encoding stopped.
@@ -589,13 +629,72 @@ mod encoder {
     }
 
     fn run(mut job: Job) {
-        while let Some(chunk) = job.frozen.next_chunk(job.chunk_bytes) {
-            let framed = frame(&chunk);
-            let failed = framed.is_err();
-            if job.out.send(framed).is_err() || failed {
-                return; // the writer gave up, or will
+        match job.out {
+            Out::Chunks(out) => {
+                while let Some(chunk) = job.frozen.next_chunk(job.chunk_bytes) {
+                    let framed = frame(&chunk);
+                    let failed = framed.is_err();
+                    if out.send(framed).is_err() || failed {
+                        return; // the writer gave up, or will
+                    }
+                }
+            }
+            Out::File { path, done } => {
+                let written = write_file(job.frozen.as_mut(), job.chunk_bytes, &path, &done);
+                let _ = done.send(written);
             }
         }
+    }
+
+    /// Encodes `frozen` in chunks of about `chunk_bytes` and writes them,
+    /// framed, to the file at `path` (plain syscalls, on the helper
+    /// thread); the channel then gets the bytes written and their CRC32C.
+    /// The file is not synced: the store's `finish` does that. Gives
+    /// `frozen` back if no helper thread runs.
+    pub(super) fn encode_to_file(
+        frozen: Box<dyn FrozenState>,
+        chunk_bytes: usize,
+        path: std::path::PathBuf,
+    ) -> Result<Written, Box<dyn FrozenState>> {
+        let Some(pool) = pool() else {
+            return Err(frozen);
+        };
+        let (done, written) = flume::bounded(1);
+        pool.send(Job {
+            frozen,
+            chunk_bytes,
+            out: Out::File { path, done },
+        })
+        .map_err(|e| e.into_inner().frozen)?;
+        Ok(written)
+    }
+
+    /// The bytes a file job wrote and their CRC32C, or why it stopped.
+    pub(super) type Written = flume::Receiver<Result<(u64, u32), String>>;
+
+    fn write_file(
+        frozen: &mut dyn FrozenState,
+        chunk_bytes: usize,
+        path: &std::path::Path,
+        done: &flume::Sender<Result<(u64, u32), String>>,
+    ) -> Result<(u64, u32), String> {
+        use std::os::unix::fs::FileExt;
+        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(fail)?;
+        let (mut size, mut crc) = (0u64, 0u32);
+        while let Some(chunk) = frozen.next_chunk(chunk_bytes) {
+            if done.is_disconnected() {
+                return Err("the snapshot writer gave up".into());
+            }
+            let framed = frame(&chunk)?;
+            file.write_all_at(&framed, size).map_err(fail)?;
+            crc = crc32c::crc32c_append(crc, &framed);
+            size += framed.len() as u64;
+        }
+        Ok((size, crc))
     }
 
     /// Starts encoding `frozen` in chunks of about `chunk_bytes`; the
@@ -612,7 +711,7 @@ mod encoder {
         pool.send(Job {
             frozen,
             chunk_bytes,
-            out,
+            out: Out::Chunks(out),
         })
         .map_err(|e| e.into_inner().frozen)?;
         Ok(chunks)
