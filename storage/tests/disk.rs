@@ -359,3 +359,48 @@ fn a_real_full_disk_fails_the_append_and_the_log_recovers() {
     assert_eq!(after, kept.len() + 400);
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }
+
+#[test]
+fn a_snapshot_written_outside_the_store_is_adopted_synced_and_checked() {
+    use sampan_storage::SnapshotStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snapshot");
+    let rt = runtime();
+    rt.shard(0)
+        .unwrap()
+        .run_blocking(TaskClass::Latency, move || async move {
+            let store = SnapshotStore::open(DiskFs, &dir, 1, 2).await.unwrap();
+            let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            // Another thread writes the data file, then the writer adopts it.
+            let mut w = store.create(7, 2, b"conf".to_vec()).await.unwrap();
+            let path = w.os_data_path().expect("on the OS file system");
+            let written = data.clone();
+            std::thread::spawn(move || std::fs::write(path, written).unwrap())
+                .join()
+                .unwrap();
+            w.adopt(data.len() as u64, crc32c::crc32c(&data)).unwrap();
+            let meta = w.finish().await.unwrap();
+            let mut r = store.reader(&meta).await.unwrap();
+            let mut back = Vec::new();
+            while let Some((_, c)) = r.next_chunk(30_000).unwrap() {
+                back.extend_from_slice(&c);
+            }
+            assert_eq!(back, data);
+            // A wrong CRC is caught when the data is read back.
+            let mut w = store.create(8, 2, Vec::new()).await.unwrap();
+            let (path, written) = (w.os_data_path().unwrap(), data.clone());
+            std::thread::spawn(move || std::fs::write(path, written).unwrap())
+                .join()
+                .unwrap();
+            w.adopt(data.len() as u64, 12345).unwrap();
+            let meta = w.finish().await.unwrap();
+            assert!(store.reader(&meta).await.unwrap().verify().is_err());
+            // Nothing is adopted after chunks went through the writer.
+            let mut w = store.create(9, 2, Vec::new()).await.unwrap();
+            w.write_chunk(b"x").await.unwrap();
+            assert!(w.os_data_path().is_none());
+            assert!(w.adopt(1, 0).is_err());
+        })
+        .unwrap();
+    rt.shutdown(Duration::from_secs(1)).unwrap();
+}
