@@ -57,6 +57,8 @@ thread_local! {
 enum Variant {
     /// The KV store's `imbl` map, cloned in O(1).
     CopyOnWrite,
+    /// The same with no limit on the snapshot's write rate.
+    CopyOnWriteUnlimited,
     /// [`Naive`]: every chunk made on the apply fiber at freeze time.
     Naive,
     /// Reference: the snapshot's bytes written as filler, no state read.
@@ -66,7 +68,8 @@ enum Variant {
 impl Variant {
     fn name(self) -> &'static str {
         match self {
-            Variant::CopyOnWrite => "copy-on-write",
+            Variant::CopyOnWrite => "copy-on-write (writes at most 100 MiB/s, the default)",
+            Variant::CopyOnWriteUnlimited => "copy-on-write, no write limit",
             Variant::Naive => "naive (full copy on apply fiber)",
             Variant::WritesOnly => "reference: the bytes only (filler)",
         }
@@ -111,16 +114,23 @@ fn main() {
     let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let root = base.join(format!("sampan-snapshot-bench-{}", std::process::id()));
     let mut rows = Vec::new();
-    for variant in [Variant::CopyOnWrite, Variant::Naive, Variant::WritesOnly] {
+    for variant in [
+        Variant::CopyOnWrite,
+        Variant::CopyOnWriteUnlimited,
+        Variant::Naive,
+        Variant::WritesOnly,
+    ] {
         let dir = root.join(format!("{variant:?}").to_lowercase());
         let rounds = match variant {
-            Variant::CopyOnWrite => run_variant(&dir, plan, kv_factory()),
+            Variant::CopyOnWrite => run_variant(&dir, plan, kv_factory(), LIMIT_DEFAULT),
+            Variant::CopyOnWriteUnlimited => run_variant(&dir, plan, kv_factory(), 0),
             Variant::Naive => run_variant(
                 &dir,
                 plan,
                 machines(|_: &GroupConfig| -> Box<dyn StateMachine> {
                     Box::new(Naive(KvMachine::new(KvConfig::default()), Freeze::Copy))
                 }),
+                LIMIT_DEFAULT,
             ),
             Variant::WritesOnly => run_variant(
                 &dir,
@@ -128,6 +138,7 @@ fn main() {
                 machines(|_: &GroupConfig| -> Box<dyn StateMachine> {
                     Box::new(Naive(KvMachine::new(KvConfig::default()), Freeze::Filler))
                 }),
+                LIMIT_DEFAULT,
             ),
         };
         let _ = std::fs::remove_dir_all(&dir);
@@ -140,8 +151,8 @@ fn main() {
 
 /// Starts a fresh single-node server in `dir`, loads the keys, runs the
 /// load with `plan.rounds` snapshots and shuts the server down.
-fn run_variant<F: RaftFactory>(dir: &Path, plan: Plan, factory: F) -> Vec<Round> {
-    let server = start(dir, factory);
+fn run_variant<F: RaftFactory>(dir: &Path, plan: Plan, factory: F, limit: u64) -> Vec<Round> {
+    let server = start(dir, factory, limit);
     let g = server.group(GROUP);
     wait_for_leader(&g);
     load_keys(&g, plan.keys);
@@ -166,7 +177,11 @@ fn free_port() -> u16 {
 
 /// A one-node server with group [`GROUP`]: `async` durability, snapshots
 /// only when asked.
-fn start<F: RaftFactory>(dir: &Path, factory: F) -> RaftServer<F> {
+/// The group's `snapshot_write_bytes_per_sec` unless a variant says.
+const LIMIT_DEFAULT: u64 = 100 << 20;
+
+/// `limit`: the snapshot's write rate, bytes per second (0: none).
+fn start<F: RaftFactory>(dir: &Path, factory: F, limit: u64) -> RaftServer<F> {
     let (replicate, service) = (free_port(), free_port());
     let cfg = ServerConfig {
         node_id: 1,
@@ -188,6 +203,7 @@ fn start<F: RaftFactory>(dir: &Path, factory: F) -> RaftServer<F> {
         durability: Durability::Async,
         snapshot_interval_ms: 0,
         snapshot_log_bytes: 0,
+        snapshot_write_bytes_per_sec: limit,
         ..GroupConfig::default()
     };
     let rt = sampan_fiber::Runtime::builder().io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES);

@@ -276,6 +276,9 @@ snapshot_log_bytes = 268435456
 log_retention_ms = 0
 # Bytes per snapshot chunk, on disk and to a follower that needs it.
 snapshot_chunk_bytes = 262144
+# A snapshot is written at most this fast (bytes/s), so that it leaves the
+# disk and the page cache to the log and the applies; 0: no limit.
+snapshot_write_bytes_per_sec = 104857600
 # true on a node added to a running group (`sampan-cli add-member` does it
 # for you): it starts empty and takes the membership from the leader.
 join = false

@@ -294,6 +294,12 @@ pub struct GroupConfig {
     /// follower (one chunk in flight per transfer).
     #[serde(default = "default_snapshot_chunk_bytes")]
     pub snapshot_chunk_bytes: u64,
+    /// Most bytes per second a snapshot is written at (TiKV's
+    /// `snap-io-max-bytes-per-sec` has the same default), so that writing
+    /// it leaves the disk and the page cache to the log and the applies; 0:
+    /// no limit.
+    #[serde(default = "default_snapshot_write_bytes_per_sec")]
+    pub snapshot_write_bytes_per_sec: u64,
     /// This replica joins a running group (added by a membership change):
     /// it starts with an empty log and waits for the leader, instead of
     /// writing the founding membership (which only founders do).
@@ -303,6 +309,10 @@ pub struct GroupConfig {
 
 fn default_snapshot_interval_ms() -> u64 {
     3_600_000
+}
+
+fn default_snapshot_write_bytes_per_sec() -> u64 {
+    100 << 20
 }
 
 fn default_snapshot_chunk_bytes() -> u64 {
@@ -324,6 +334,7 @@ impl Default for GroupConfig {
             snapshot_interval_ms: default_snapshot_interval_ms(),
             snapshot_log_bytes: default_snapshot_log_bytes(),
             snapshot_chunk_bytes: default_snapshot_chunk_bytes(),
+            snapshot_write_bytes_per_sec: default_snapshot_write_bytes_per_sec(),
             join: false,
         }
     }
@@ -338,6 +349,7 @@ impl GroupConfig {
             log_bytes: self.snapshot_log_bytes,
             retention: ms(self.log_retention_ms),
             chunk_bytes: usize::try_from(self.snapshot_chunk_bytes).unwrap_or(usize::MAX),
+            write_bytes_per_sec: self.snapshot_write_bytes_per_sec,
         }
     }
 }

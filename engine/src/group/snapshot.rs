@@ -35,6 +35,8 @@ pub struct SnapshotPolicy {
     pub retention: Duration,
     /// Bytes per chunk, written to the store and sent to followers.
     pub chunk_bytes: usize,
+    /// Most bytes per second a snapshot is written at; 0: no limit.
+    pub write_bytes_per_sec: u64,
 }
 
 impl Default for SnapshotPolicy {
@@ -44,6 +46,7 @@ impl Default for SnapshotPolicy {
             log_bytes: 256 << 20,
             retention: Duration::ZERO,
             chunk_bytes: 256 << 10,
+            write_bytes_per_sec: 100 << 20,
         }
     }
 }
@@ -268,10 +271,11 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             .await
             .map_err(|e| e.to_string())?;
         let chunk_bytes = self.snaps.policy.chunk_bytes.max(4096);
+        let pace = self.snaps.policy.write_bytes_per_sec;
         let frozen = match w.os_data_path() {
             // The helper thread encodes and writes the file itself: the
             // shard neither copies nor checksums the bytes.
-            Some(path) => match encoder::encode_to_file(frozen, chunk_bytes, path) {
+            Some(path) => match encoder::encode_to_file(frozen, chunk_bytes, path, pace) {
                 Ok(done) => {
                     let (size, crc) = done
                         .recv_async()
@@ -285,7 +289,7 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             },
             None => frozen,
         };
-        match encoder::encode(frozen, chunk_bytes) {
+        match encoder::encode(frozen, chunk_bytes, pace) {
             // Encoded and framed on a low-priority helper thread; written
             // here as they are.
             Ok(chunks) => {
@@ -561,7 +565,21 @@ mod encoder {
     struct Job {
         frozen: Box<dyn FrozenState>,
         chunk_bytes: usize,
+        /// Most bytes per second (0: no limit).
+        pace: u64,
         out: Out,
+    }
+
+    /// Sleeps while `done` bytes are ahead of `pace` bytes per second
+    /// since `started` (on the helper thread: only the snapshot waits).
+    fn keep_pace(pace: u64, started: std::time::Instant, done: u64) {
+        if pace == 0 {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64(done as f64 / pace as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
     }
 
     /// Where a job's chunks go.
@@ -573,6 +591,8 @@ mod encoder {
             path: std::path::PathBuf,
             done: flume::Sender<Result<(u64, u32), String>>,
         },
+        /// Moved out while the job runs.
+        Taken,
     }
 
     /// Framed chunks in order, or why encoding stopped.
@@ -629,20 +649,24 @@ mod encoder {
     }
 
     fn run(mut job: Job) {
-        match job.out {
+        match std::mem::replace(&mut job.out, Out::Taken) {
             Out::Chunks(out) => {
+                let (started, mut sent) = (std::time::Instant::now(), 0u64);
                 while let Some(chunk) = job.frozen.next_chunk(job.chunk_bytes) {
                     let framed = frame(&chunk);
                     let failed = framed.is_err();
+                    sent += framed.as_ref().map_or(0, |f| f.len() as u64);
                     if out.send(framed).is_err() || failed {
                         return; // the writer gave up, or will
                     }
+                    keep_pace(job.pace, started, sent);
                 }
             }
             Out::File { path, done } => {
-                let written = write_file(job.frozen.as_mut(), job.chunk_bytes, &path, &done);
+                let written = write_file(&mut job, &path, &done);
                 let _ = done.send(written);
             }
+            Out::Taken => {}
         }
     }
 
@@ -655,6 +679,7 @@ mod encoder {
         frozen: Box<dyn FrozenState>,
         chunk_bytes: usize,
         path: std::path::PathBuf,
+        pace: u64,
     ) -> Result<Written, Box<dyn FrozenState>> {
         let Some(pool) = pool() else {
             return Err(frozen);
@@ -663,6 +688,7 @@ mod encoder {
         pool.send(Job {
             frozen,
             chunk_bytes,
+            pace,
             out: Out::File { path, done },
         })
         .map_err(|e| e.into_inner().frozen)?;
@@ -673,8 +699,7 @@ mod encoder {
     pub(super) type Written = flume::Receiver<Result<(u64, u32), String>>;
 
     fn write_file(
-        frozen: &mut dyn FrozenState,
-        chunk_bytes: usize,
+        job: &mut Job,
         path: &std::path::Path,
         done: &flume::Sender<Result<(u64, u32), String>>,
     ) -> Result<(u64, u32), String> {
@@ -685,7 +710,8 @@ mod encoder {
             .open(path)
             .map_err(fail)?;
         let (mut size, mut crc) = (0u64, 0u32);
-        while let Some(chunk) = frozen.next_chunk(chunk_bytes) {
+        let started = std::time::Instant::now();
+        while let Some(chunk) = job.frozen.next_chunk(job.chunk_bytes) {
             if done.is_disconnected() {
                 return Err("the snapshot writer gave up".into());
             }
@@ -693,6 +719,7 @@ mod encoder {
             file.write_all_at(&framed, size).map_err(fail)?;
             crc = crc32c::crc32c_append(crc, &framed);
             size += framed.len() as u64;
+            keep_pace(job.pace, started, size);
         }
         Ok((size, crc))
     }
@@ -703,6 +730,7 @@ mod encoder {
     pub(super) fn encode(
         frozen: Box<dyn FrozenState>,
         chunk_bytes: usize,
+        pace: u64,
     ) -> Result<Chunks, Box<dyn FrozenState>> {
         let Some(pool) = pool() else {
             return Err(frozen);
@@ -711,6 +739,7 @@ mod encoder {
         pool.send(Job {
             frozen,
             chunk_bytes,
+            pace,
             out: Out::Chunks(out),
         })
         .map_err(|e| e.into_inner().frozen)?;
