@@ -16,6 +16,23 @@ fn commands_work_through_every_node() {
         let p = c.port(n);
         let k = |s: &str| format!("n{n}:{s}");
         assert_eq!(cli(p, &["PING"]), "PONG");
+        // HELLO 2 and 3 both answer in RESP2 and say so (proto 2); other
+        // versions get Redis's NOPROTO.
+        let mut conn = Resp::connect(p).expect("connect");
+        for version in ["2", "3"] {
+            let Value::Array(Some(fields)) = conn.call(&["HELLO", version]).expect("hello") else {
+                panic!("HELLO {version}: no array");
+            };
+            let proto = fields
+                .chunks(2)
+                .find(|kv| kv[0] == Value::Bulk(Some(b"proto".to_vec())))
+                .map(|kv| kv[1].clone());
+            assert_eq!(proto, Some(Value::Int(2)), "HELLO {version}");
+        }
+        match conn.call(&["HELLO", "4"]).expect("hello 4") {
+            Value::Error(e) => assert!(e.starts_with("NOPROTO"), "{e}"),
+            other => panic!("HELLO 4: {other:?}"),
+        }
         assert_eq!(cli(p, &["SET", &k("a"), "va"]), "OK");
         for m in 1..=3 {
             assert_eq!(

@@ -675,7 +675,9 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
     match l {
         Local::Ping(None) => reply.simple("PONG"),
         Local::Ping(Some(m)) | Local::Echo(m) => reply.bulk(Some(m)),
-        Local::Hello(None | Some(2)) => hello(ctx, &mut reply),
+        // RESP3 is not spoken: `HELLO 3` gets the RESP2 answer, whose
+        // `proto` field (2) tells the client which protocol it has.
+        Local::Hello(None | Some(2 | 3)) => hello(ctx, &mut reply),
         Local::Hello(Some(_)) => {
             reply.error("NOPROTO sorry, this protocol version is not supported")
         }
