@@ -409,3 +409,46 @@ fn snapshots_are_taken_by_time_and_by_log_size() {
         s.shutdown().expect("shutdown");
     }
 }
+
+/// The log segment files of group 1 on the node whose data is in `dir`.
+fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("group-1").join("log"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_log_a_snapshot_covers_is_purged_after_the_retention_delay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfgs = configs(dir.path(), 1);
+    for c in &mut cfgs {
+        // Small segments: a purge shows as deleted files.
+        c.log.segment_bytes = 64 << 10;
+        c.log.grow_step_bytes = 16 << 10;
+    }
+    let gc = GroupConfig {
+        log_retention_ms: 3_000,
+        ..snapshot_group(1)
+    };
+    let servers = start_all(&cfgs, &[gc]);
+    let l = leader(&servers, 1);
+    let g = servers[l].as_ref().expect("leader").group(1);
+    load(&g, "k", 10_000, 100);
+    let node_dir = &cfgs[l].data_dir;
+    let before = segments(node_dir);
+    assert!(before > 10, "{before} segments");
+    g.snapshot_now_blocking().expect("snapshot");
+    // Marked, not purged: the log stays for the retention delay (3 s)...
+    assert_eq!(segments(node_dir), before, "purged before the delay");
+    // ...then goes, down to the segment the snapshot ends in.
+    wait_for("the covered log is purged", || segments(node_dir) <= 2);
+    load(&g, "after", 100, 10);
+    assert_eq!(assert_same_state(&servers, 1), 10_100);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+}
