@@ -4,7 +4,6 @@
 use sampan::config::{Durability, GroupConfig, ServerConfig};
 use sampan::server::{RaftServer, kv_factory};
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime};
-use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -16,42 +15,7 @@ fn configs(root: &Path) -> Vec<ServerConfig> {
 
 /// [`configs`] for `n` nodes.
 fn configs_n(root: &Path, n: usize) -> Vec<ServerConfig> {
-    let mut taken: HashSet<u16> = HashSet::new();
-    let mut pick = || -> u16 {
-        loop {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            if taken.insert(port) {
-                return port;
-            }
-        }
-    };
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (pick(), pick())).collect();
-    let servers: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(n, (r, s))| format!("{},127.0.0.1:{r},{s}", n + 1))
-        .collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(n, (r, s))| ServerConfig {
-            node_id: n as u64 + 1,
-            servers: servers.join(";"),
-            cluster_id: sampan::client::CLUSTER_ID_DEFAULT,
-            replicate_port: *r,
-            service_port: *s,
-            election_timeout_ms: 300,
-            heartbeat_interval_ms: 30,
-            tick_ms: 10,
-            shards: 1,
-            data_dir: root.join(format!("node-{}", n + 1)),
-            request_timeout_ms: 10_000,
-            log: Default::default(),
-        })
-        .collect()
+    sampan::config::loopback_cluster(root, n, 1)
 }
 
 struct Run {

@@ -264,6 +264,58 @@ impl ServerConfig {
     }
 }
 
+/// The configs of a `nodes`-node cluster on 127.0.0.1, on ports free when
+/// called: each node gets `shards` consecutive replication ports and a
+/// service port, none shared, and its data under `root/node-N`. Timeouts
+/// are short (election 300 ms, heartbeat 30 ms, tick 10 ms) and the
+/// cluster id is the client's default: for tests, demos and benchmarks on
+/// one machine. Panics if the OS has no free port.
+pub fn loopback_cluster(root: &std::path::Path, nodes: usize, shards: usize) -> Vec<ServerConfig> {
+    let shards = shards.max(1);
+    let mut taken = std::collections::HashSet::new();
+    let mut pick = |n: u16| -> u16 {
+        loop {
+            let hint = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("no free port: {e}"));
+            let free = (0..n).all(|i| {
+                hint.checked_add(i).is_some_and(|p| {
+                    !taken.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                })
+            });
+            if free {
+                taken.extend((0..n).map(|i| hint + i));
+                return hint;
+            }
+        }
+    };
+    let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (pick(shards as u16), pick(1))).collect();
+    let servers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, (r, s))| format!("{},127.0.0.1:{r},{s}", n + 1))
+        .collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(n, (r, s))| ServerConfig {
+            node_id: n as u64 + 1,
+            servers: servers.join(";"),
+            cluster_id: crate::client::CLUSTER_ID_DEFAULT,
+            replicate_port: *r,
+            service_port: *s,
+            election_timeout_ms: 300,
+            heartbeat_interval_ms: 30,
+            tick_ms: 10,
+            shards,
+            data_dir: root.join(format!("node-{}", n + 1)),
+            request_timeout_ms: 10_000,
+            log: LogSettings::default(),
+        })
+        .collect()
+}
+
 /// One Raft group's settings; every member must be given the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

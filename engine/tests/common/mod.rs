@@ -10,8 +10,6 @@ use sampan::raft::Role;
 use sampan::server::{GroupRef, RaftFactory, RaftServer};
 use sampan::service::ServerError;
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime};
-use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,47 +22,9 @@ pub fn configs(root: &Path, shards: usize) -> Vec<ServerConfig> {
 
 /// [`configs`] for `nodes` nodes, every one in each node's `servers`.
 pub fn configs_n(root: &Path, shards: usize, nodes: usize) -> Vec<ServerConfig> {
-    let mut taken: HashSet<u16> = HashSet::new();
-    let mut pick = |n: u16| -> u16 {
-        loop {
-            let hint = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let free = (0..n).all(|i| {
-                hint.checked_add(i).is_some_and(|p| {
-                    !taken.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok()
-                })
-            });
-            if free {
-                taken.extend((0..n).map(|i| hint + i));
-                return hint;
-            }
-        }
-    };
-    let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (pick(shards as u16), pick(1))).collect();
-    let servers: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(n, (r, s))| format!("{},127.0.0.1:{r},{s}", n + 1))
-        .collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(n, (r, s))| ServerConfig {
-            node_id: n as u64 + 1,
-            servers: servers.join(";"),
-            cluster_id: 9,
-            replicate_port: *r,
-            service_port: *s,
-            election_timeout_ms: 300,
-            heartbeat_interval_ms: 30,
-            tick_ms: 10,
-            shards,
-            data_dir: root.join(format!("node-{}", n + 1)),
-            request_timeout_ms: 10_000,
-            log: Default::default(),
-        })
+    sampan::config::loopback_cluster(root, nodes, shards)
+        .into_iter()
+        .map(|c| ServerConfig { cluster_id: 9, ..c })
         .collect()
 }
 
