@@ -35,18 +35,7 @@ impl Client {
             attempts: 1,
             last,
         };
-        let conn = match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(super::pool::ConnectError::Failed(why))) => return Err(timeout(why)),
-            Ok(Err(super::pool::ConnectError::Fatal(source))) => {
-                return Err(ClientError::Net {
-                    group,
-                    addr,
-                    source,
-                });
-            }
-            Err(_) => return Err(timeout(format!("no connection to {addr}"))),
-        };
+        let conn = self.connect_within(addr, group, limit).await?;
         let req = ServiceRequest { op, route, payload };
         let frame = conn
             .request(
@@ -79,26 +68,35 @@ impl Client {
         if let Some(id) = self.node_at(addr) {
             return Ok(id);
         }
-        let limit = self.inner.cfg.attempt_timeout;
+        let conn = self
+            .connect_within(addr, 0, self.inner.cfg.attempt_timeout)
+            .await?;
+        Ok(conn.peer_node())
+    }
+
+    /// A pooled connection to `addr`, or the error a request for `group`
+    /// gets when none comes within `limit`.
+    async fn connect_within(
+        &self,
+        addr: SocketAddr,
+        group: u64,
+        limit: std::time::Duration,
+    ) -> Result<sampan_net::Connection, ClientError> {
+        let timeout = |last: String| ClientError::Timeout {
+            group,
+            after: limit,
+            attempts: 1,
+            last,
+        };
         match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
-            Ok(Ok(c)) => Ok(c.peer_node()),
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(super::pool::ConnectError::Failed(why))) => Err(timeout(why)),
             Ok(Err(super::pool::ConnectError::Fatal(source))) => Err(ClientError::Net {
-                group: 0,
+                group,
                 addr,
                 source,
             }),
-            Ok(Err(super::pool::ConnectError::Failed(why))) => Err(ClientError::Timeout {
-                group: 0,
-                after: limit,
-                attempts: 1,
-                last: why,
-            }),
-            Err(_) => Err(ClientError::Timeout {
-                group: 0,
-                after: limit,
-                attempts: 1,
-                last: format!("no connection to {addr}"),
-            }),
+            Err(_) => Err(timeout(format!("no connection to {addr}"))),
         }
     }
 
