@@ -132,6 +132,7 @@ pub(crate) async fn run<S: SnapshotManager>(
                 a.serve_reads();
                 let _ = inbox.send(Event::Applied(a.applied)).await;
             }
+            ApplyJob::SnapshotDue => a.maybe_snapshot(),
             ApplyJob::SnapshotNow(reply) => {
                 if a.applied == 0 {
                     reply.send(Err(GroupError::Refused {
@@ -165,31 +166,16 @@ pub(crate) async fn run<S: SnapshotManager>(
 
 impl<S: SnapshotManager> Applier<S> {
     /// When the loop must wake without a job: the leader's due commands,
-    /// a snapshot request waiting for the current one, the snapshot
-    /// interval.
+    /// a snapshot request waiting for the current one.
     fn next_wake(&self) -> Option<Instant> {
         let now = Instant::now();
         let due = self
             .due_at
             .filter(|_| self.leading)
             .map(|at| now + Duration::from_millis(at.saturating_sub(state_machine::now_ms())));
-        let snapshot = if !self.snapshot_waiters.is_empty() {
-            Some(now + SNAPSHOT_RETRY)
-        } else if self.applied > self.snaps.meta.borrow().index {
-            // Due while one is being written: look again a little later,
-            // not in a loop.
-            let retry = if self.snaps.busy.get() {
-                now + SNAPSHOT_RETRY
-            } else {
-                now
-            };
-            self.snaps
-                .policy
-                .interval
-                .map(|i| (self.snapshot_at + i).max(retry))
-        } else {
-            None
-        };
+        // (The snapshot interval is watched by the snapshot fiber, which
+        // sends `SnapshotDue`: no timer here per batch for it.)
+        let snapshot = (!self.snapshot_waiters.is_empty()).then(|| now + SNAPSHOT_RETRY);
         match (due, snapshot) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -215,6 +215,8 @@ pub(crate) enum ApplyJob {
     Install(crate::raft::SnapshotMeta),
     /// Freeze now and write a snapshot.
     SnapshotNow(Reply<SnapshotSaved>),
+    /// The snapshot interval may have passed: take one if it has.
+    SnapshotDue,
 }
 
 /// The largest command a group takes, in bytes: one log entry must fit in

@@ -232,6 +232,7 @@ where
         log: log.clone(),
         snaps: snaps.clone(),
         inbox: inbox_tx.clone(),
+        apply: apply_tx.clone(),
     };
     fibers
         .spawn(

@@ -10,7 +10,7 @@
 //! over all of it), so a restore hands the state machine exactly the chunks
 //! its frozen view produced.
 
-use super::{Event, Outbox, Reply};
+use super::{ApplyJob, Event, Outbox, Reply};
 use crate::raft::{self, Body, Message, NodeId};
 use crate::state_machine::{FrozenState, SnapshotInfo, StateMachine};
 use crate::wire::{ChunkAnswer, ChunkStatus, SnapshotChunk, encode_snapshot_meta};
@@ -195,14 +195,26 @@ pub(crate) struct SnapshotFiber<L, S: SnapshotManager> {
     pub(crate) log: L,
     pub(crate) snaps: Rc<Snapshots<S>>,
     pub(crate) inbox: Sender<Event>,
+    /// The apply fiber, told when a snapshot may be due by time.
+    pub(crate) apply: Sender<ApplyJob>,
 }
 
 impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
     pub(crate) async fn run(self, jobs: Receiver<SnapJob>) {
         let mut receiving: Option<Receive<S::Sink>> = None;
         let mut purge_due: Option<Instant> = None;
+        // The interval trigger: this fiber asks the apply fiber to look
+        // four times per interval (so a snapshot comes at most 1.25
+        // intervals after the last), and the apply fiber's own loop keeps
+        // no timer for it on its hot path.
+        let period = self.snaps.policy.interval.map(|i| i / 4);
+        let mut look_at = period.map(|p| Instant::now() + p);
         loop {
-            let job = match purge_due {
+            let wake = match (purge_due, look_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let job = match wake {
                 Some(at) => {
                     let job = async { Some(jobs.recv().await) };
                     let timer = async {
@@ -217,9 +229,19 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
                 Some(Some(job)) => job,
                 Some(None) => break,
                 None => {
-                    purge_due = None;
-                    if let Err(e) = self.log.maintain(Instant::now()).await {
-                        log::warn!("group {}: log purge failed: {e}", self.group);
+                    let now = Instant::now();
+                    if purge_due.is_some_and(|at| at <= now) {
+                        purge_due = None;
+                        if let Err(e) = self.log.maintain(now).await {
+                            log::warn!("group {}: log purge failed: {e}", self.group);
+                        }
+                    }
+                    if let (Some(at), Some(p)) = (look_at, period)
+                        && at <= now
+                    {
+                        look_at = Some(now + p);
+                        // A full queue: the next look asks again.
+                        let _ = self.apply.try_send(ApplyJob::SnapshotDue);
                     }
                     continue;
                 }
