@@ -217,7 +217,11 @@ impl ShardHost {
         self.add_group_with_log(group, sm, log).await
     }
 
-    fn check_new(&self, group: &GroupConfig) -> Result<(), HostError> {
+    /// Checks `group` against the servers and that it does not run here
+    /// yet: before any of its files is opened (opening the log or the
+    /// snapshot store of a running group would recover, or clean up, files
+    /// it is using).
+    pub fn check_new(&self, group: &GroupConfig) -> Result<(), HostError> {
         let servers = self.cfg.parse_servers()?;
         group.validate(&servers)?;
         let g = group.group_id;

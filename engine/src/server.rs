@@ -240,6 +240,7 @@ impl<F: RaftFactory> GroupAdder for Adder<F> {
                 group: g.group_id,
                 source,
             };
+            host.check_new(&g)?;
             let ctx = host.log_context(&g);
             let log = factory.open_log(ctx.clone()).await.map_err(storage)?;
             let snapshots = factory.open_snapshots(ctx).await.map_err(storage)?;

@@ -161,7 +161,13 @@ fn an_observer_is_promoted_leadership_moves_and_a_failed_node_is_replaced() {
         .expect("node 5")
         .add_group(&joining)
         .expect("joins");
-    admin(&servers)
+    // Node 2 may have led: ask the node that leads now, not one that may
+    // still forward to node 2.
+    let l = leader(&servers, 1);
+    servers[l]
+        .as_ref()
+        .expect("leader")
+        .group(1)
         .change_membership_blocking(&ids(&[1, 4, 5]), &ids(&[]))
         .expect("node 2 replaced by node 5");
     put_many(&admin(&servers), batch("b", 500));
@@ -203,7 +209,14 @@ fn groups_come_and_go_at_runtime_while_another_serves_writes() {
             s.add_group(&g7).expect("group added");
         }
         let g = servers[1].as_ref().expect("node 2").group(g7.group_id);
-        put_many(&g, batch("x", 100));
+        put_many(&g, batch("x", 50));
+        // Adding it again is refused before its files are touched.
+        let again = servers[0].as_ref().expect("node 1").add_group(&g7);
+        assert!(
+            again.is_err_and(|e| e.to_string().contains("already running")),
+            "a second add of a running group"
+        );
+        put_many(&g, batch("y", 50));
         assert_eq!(same_state(&servers, &[0, 1, 2], g7.group_id).len(), 100);
         // Stopped everywhere first, then the files go everywhere.
         for s in servers.iter().flatten() {
