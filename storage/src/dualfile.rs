@@ -118,8 +118,17 @@ impl<V: Vfs> DualFile<V> {
         let bytes = file.read(0, 2 * SLOT_BYTES).map_err(|e| io("read", e))?;
         let a = decode_slot(&bytes[..SLOT_BYTES], magic);
         let b = decode_slot(&bytes[SLOT_BYTES..], magic);
-        Ok(match (a, b) {
-            (Slot::Zero, Slot::Zero) => (0, None),
+        let (seq, payload) = match (a, b) {
+            // Blank, or a blank whose seq-0 mark was torn: the first real
+            // write (seq 1) goes to the second slot, so a bad first slot
+            // beside a zero second one was never anything but the mark.
+            (Slot::Zero | Slot::Bad(_), Slot::Zero) => {
+                file.write_at(slot_bytes(magic, 0, &[]), 0)
+                    .await
+                    .map_err(|e| io("write", e))?;
+                file.sync().await.map_err(|e| io("sync", e))?;
+                (0, None)
+            }
             (Slot::Good(sa, pa), Slot::Good(sb, pb)) => {
                 if sa >= sb {
                     (sa, Some(pa))
@@ -144,7 +153,11 @@ impl<V: Vfs> DualFile<V> {
                     format!("both copies are bad: {why}"),
                 ));
             }
-        })
+        };
+        // Sequence 0 is the blank mark a new file gets, so that a torn first
+        // write (to the second slot) falls back to "nothing saved", which is
+        // the truth: that write never returned.
+        Ok((seq, payload.filter(|_| seq > 0)))
     }
 
     /// Writes `payload` durably into the older copy.
@@ -160,16 +173,7 @@ impl<V: Vfs> DualFile<V> {
             ));
         }
         let seq = self.seq + 1;
-        let mut b = Vec::with_capacity(SLOT_BYTES);
-        b.extend_from_slice(&self.magic.to_le_bytes());
-        b.extend_from_slice(&VERSION.to_le_bytes());
-        b.extend_from_slice(&[0, 0]);
-        b.extend_from_slice(&seq.to_le_bytes());
-        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        b.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&b);
-        b.extend_from_slice(&crc.to_le_bytes());
-        b.resize(SLOT_BYTES, 0);
+        let b = slot_bytes(self.magic, seq, payload);
         let offset = (seq % 2) * SLOT_BYTES as u64;
         let io = |op, e| StorageError::io(self.group, op, &self.path, offset, e);
         // Never created here: a file that vanished is an error, not blank.
@@ -187,6 +191,21 @@ impl<V: Vfs> DualFile<V> {
         self.seq = seq;
         Ok(())
     }
+}
+
+/// One slot holding `payload` at sequence `seq`.
+fn slot_bytes(magic: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(SLOT_BYTES);
+    b.extend_from_slice(&magic.to_le_bytes());
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    b.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b.resize(SLOT_BYTES, 0);
+    b
 }
 
 /// Closes `file` now. A close that fails is logged, not returned: what was

@@ -209,6 +209,45 @@ fn meta_and_status_survive_one_bad_copy_and_fail_on_two() {
     corrupt_at(open_mem(&fs, small_cfg()), meta);
 }
 
+/// A status file's first save torn (a power cut mid-write): the save never returned, so "nothing saved" is the truth and
+/// the group starts blank; it used to refuse to start (one bad copy beside
+/// a blank one read as "both copies bad").
+#[test]
+fn a_torn_first_status_save_starts_blank() {
+    let path = Path::new("/g1/status");
+    let s1 = HardState {
+        term: 7,
+        vote: Some(3),
+        commit_index: 0,
+        config: b"cfg".to_vec(),
+    };
+    // What the first save writes into the second copy, from a clean run.
+    let clean = MemFs::new();
+    block_on(async {
+        let mut st = StatusFile::open(&clean, path, 1).await.unwrap();
+        st.save(&s1).await.unwrap();
+    });
+    let full = clean.contents(path).unwrap();
+    let fs = MemFs::new();
+    block_on(async {
+        StatusFile::open(&fs, path, 1).await.unwrap();
+    });
+    // Torn inside the record: its header and part of its payload reached
+    // the disk, its CRC did not.
+    let mut torn = fs.contents(path).unwrap();
+    torn[4096..4096 + 40].copy_from_slice(&full[4096..4096 + 40]);
+    fs.set_contents(path, torn);
+    let reopened = block_on(async { StatusFile::open(&fs, path, 1).await })
+        .expect("a torn first save must not stop the group");
+    assert_eq!(reopened.state(), &HardState::default());
+    // And the next save and reopen work as usual.
+    block_on(async {
+        let mut st = StatusFile::open(&fs, path, 1).await.unwrap();
+        st.save(&s1).await.unwrap();
+        assert_eq!(StatusFile::open(&fs, path, 1).await.unwrap().state(), &s1);
+    });
+}
+
 #[test]
 fn snapshots_stream_keep_n_and_catch_bad_crcs() {
     let fs = MemFs::new();
