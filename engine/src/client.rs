@@ -47,7 +47,7 @@ mod config;
 mod error;
 mod kv;
 mod pool;
-mod session;
+pub(crate) mod session;
 
 pub use blocking::BlockingClient;
 pub use config::{
@@ -478,7 +478,10 @@ fn server_outcome(group: u64, e: ServerError) -> Outcome {
         },
         ServerError::Unreachable { .. }
         | ServerError::ShuttingDown { .. }
-        | ServerError::Group(GroupError::Stopped { .. }) => Outcome::Retry {
+        // Outcome unknown: the write's session makes a retry safe, and the
+        // retry learns the outcome.
+        | ServerError::Uncertain { .. }
+        | ServerError::Group(GroupError::Stopped { .. } | GroupError::Uncertain { .. }) => Outcome::Retry {
             why,
             elsewhere: true,
         },

@@ -52,7 +52,7 @@ use crate::service::{
 use crate::state_machine::StateMachine;
 use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
-use sampan_net::{Body, Incoming, Router};
+use sampan_net::{Body, Incoming, NetError, Router};
 use sampan_storage::{
     DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SegmentLog, SnapshotManager, SnapshotStore,
     StorageError,
@@ -773,7 +773,7 @@ async fn serve(
             });
         };
         let local = match req.op {
-            Op::Propose => handle.propose(req.payload.clone()).await,
+            Op::Propose => proposed(deadline, group, handle.propose(req.payload.clone())).await,
             Op::Read if req.route == Route::Local => {
                 return Ok(handle.read_local(req.payload.clone()).await?);
             }
@@ -820,17 +820,22 @@ async fn serve(
         if req.route == Route::Redirect || !may_forward {
             return Err(shared.not_leader(group, leader));
         }
+        let mut not_sent = None;
         if let Some(leader) = leader {
             match forward(host, leader, group, &req, deadline).await {
                 // The leader moved on since: look again.
                 Err(ServerError::NotLeader { .. }) => {}
+                // Not sent (no connection to it now): nothing applied, so
+                // looking again is safe.
+                Err(e @ ServerError::Unreachable { .. }) => not_sent = Some(e),
                 other => return other,
             }
         }
-        // No leader known yet (an election), or it just changed: wait a
-        // little and look again, up to the request timeout.
+        // No leader known yet (an election), or it just changed, or it
+        // cannot be reached: wait a little and look again, up to the
+        // request timeout.
         if Instant::now() + shared.retry_pause >= deadline {
-            return Err(shared.not_leader(group, leader));
+            return Err(not_sent.unwrap_or_else(|| shared.not_leader(group, leader)));
         }
         sampan_fiber::sleep(shared.retry_pause).await;
     }
@@ -852,9 +857,29 @@ async fn within<T>(
     })
 }
 
+/// A local proposal's answer, or [`GroupError::Uncertain`] once `deadline`
+/// passes: the entry may still commit.
+async fn proposed(
+    deadline: Instant,
+    group: u64,
+    work: impl Future<Output = Result<Bytes, GroupError>>,
+) -> Result<Bytes, GroupError> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    sampan_fiber::timeout(wait, work).await.unwrap_or_else(|_| {
+        Err(GroupError::Uncertain {
+            group,
+            index: 0,
+            reason: "not answered within request_timeout_ms; it may still apply".into(),
+        })
+    })
+}
+
 /// Sends a request to the leader over the replication link and relays its
-/// answer. Only a refusal (`NotLeader`) is retried by the caller: any other
-/// failure may have applied the command, so it is reported, not repeated.
+/// answer. A refusal (`NotLeader`) or a request that was never sent
+/// (`Unreachable`) is retried by the caller; any other failure may have
+/// applied the command, so it is reported as [`ServerError::Uncertain`],
+/// never repeated here (the server cannot tell whether the payload carries
+/// an exactly-once session; its sender can, and retries under it).
 async fn forward(
     host: &ShardHost,
     leader: u64,
@@ -862,10 +887,17 @@ async fn forward(
     req: &ServiceRequest,
     deadline: Instant,
 ) -> Result<Bytes, ServerError> {
-    let unreachable = |reason: String| ServerError::Unreachable {
-        group,
-        node: leader,
-        reason,
+    let failed = |e: NetError| match e {
+        NetError::NotConnected { .. } => ServerError::Unreachable {
+            group,
+            node: leader,
+            reason: e.to_string(),
+        },
+        e => ServerError::Uncertain {
+            group,
+            node: leader,
+            reason: format!("forwarded, no answer: {e}"),
+        },
     };
     let body = ServiceRequest {
         route: Route::Redirect,
@@ -883,9 +915,11 @@ async fn forward(
             wait,
         )
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let reply = decode_reply(frame.body).map_err(|e| ServerError::BadMessage {
-        reason: format!("reply forwarded from node {leader}: {e}"),
+        .map_err(failed)?;
+    let reply = decode_reply(frame.body).map_err(|e| ServerError::Uncertain {
+        group,
+        node: leader,
+        reason: format!("its reply does not decode: {e}"),
     })?;
     if let Err(ServerError::NotLeader { leader: l, .. }) = &reply {
         log::debug!("group {group}: node {leader} no longer leads (it names {l:?})");

@@ -277,6 +277,18 @@ pub enum ServerError {
         /// What was wrong.
         reason: String,
     },
+    /// The request may have reached the node that serves it, but no answer
+    /// came back (the connection closed, the time ran out): whether it
+    /// applied is unknown. Under an exactly-once session a retry tells.
+    #[error("group {group}: node {node}: outcome unknown: {reason}")]
+    Uncertain {
+        /// The group.
+        group: u64,
+        /// The node that was asked.
+        node: u64,
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl ServerError {
@@ -296,7 +308,24 @@ impl ServerError {
                     | GroupError::NotLeader { .. }
                     | GroupError::Stopped { .. }
             ),
-            ServerError::NoSuchGroup { .. } | ServerError::BadMessage { .. } => false,
+            ServerError::NoSuchGroup { .. }
+            | ServerError::BadMessage { .. }
+            | ServerError::Uncertain { .. } => false,
+        }
+    }
+
+    /// Whether the error means the request surely did not and will not
+    /// apply. `false`: it may have applied, or may still; only a retry
+    /// under the same exactly-once session can tell.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            ServerError::NotLeader { .. }
+            | ServerError::NoSuchGroup { .. }
+            | ServerError::BadMessage { .. } => true,
+            ServerError::Group(g) => g.is_definite(),
+            ServerError::Unreachable { .. }
+            | ServerError::ShuttingDown { .. }
+            | ServerError::Uncertain { .. } => false,
         }
     }
 }
@@ -362,6 +391,15 @@ pub fn encode_reply(reply: &Result<Bytes, ServerError>) -> Vec<Bytes> {
             group_error(&mut head, 5, 0);
             put_str(&mut head, reason);
         }
+        Err(ServerError::Uncertain {
+            group,
+            node,
+            reason,
+        }) => {
+            group_error(&mut head, 6, *group);
+            head.put_u64_le(*node);
+            put_str(&mut head, reason);
+        }
         Err(ServerError::Group(g)) => match g {
             GroupError::NotLeader { group, leader } => {
                 group_error(&mut head, 10, *group);
@@ -383,6 +421,15 @@ pub fn encode_reply(reply: &Result<Bytes, ServerError>) -> Vec<Bytes> {
             }
             GroupError::Read { group, reason } => {
                 group_error(&mut head, 16, *group);
+                put_str(&mut head, reason);
+            }
+            GroupError::Uncertain {
+                group,
+                index,
+                reason,
+            } => {
+                group_error(&mut head, 17, *group);
+                head.put_u64_le(*index);
                 put_str(&mut head, reason);
             }
         },
@@ -434,6 +481,11 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
         5 => ServerError::BadMessage {
             reason: get_str(&mut r, "reason")?,
         },
+        6 => ServerError::Uncertain {
+            group,
+            node: r.u64("node")?,
+            reason: get_str(&mut r, "reason")?,
+        },
         10 => GroupError::NotLeader {
             group,
             leader: opt_id(r.u64("leader")?),
@@ -458,6 +510,12 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
         .into(),
         16 => GroupError::Read {
             group,
+            reason: get_str(&mut r, "reason")?,
+        }
+        .into(),
+        17 => GroupError::Uncertain {
+            group,
+            index: r.u64("index")?,
             reason: get_str(&mut r, "reason")?,
         }
         .into(),

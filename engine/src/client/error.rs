@@ -112,6 +112,28 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the error means the call surely did not and will not apply
+    /// (a refusal, a bad argument, a failed command). `false`: a write may
+    /// have applied (at most once, under its session) or may still; the
+    /// state tells, not the error.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            ClientError::Config { .. }
+            | ClientError::NoSuchGroup { .. }
+            | ClientError::Command { .. } => true,
+            ClientError::Server { source, .. } => source.is_definite(),
+            // Refused by the transport before anything was sent (a frame
+            // over the limit); a cut connection comes back as a timeout.
+            ClientError::Net { .. } => true,
+            ClientError::Timeout { .. }
+            | ClientError::BadReply { .. }
+            | ClientError::Unexpected { .. }
+            | ClientError::SessionLost { .. }
+            | ClientError::Closed
+            | ClientError::Runtime(_) => false,
+        }
+    }
+
     /// Whether the error says the cluster could not be reached or did not
     /// answer in time (rather than refusing the request).
     pub fn is_unavailable(&self) -> bool {

@@ -124,11 +124,21 @@ impl Drop for Lease {
 
 impl Sessions {
     pub(crate) fn new(cfg: &ClientConfig) -> Sessions {
+        Sessions::with_limits(
+            cfg.session_window,
+            cfg.sessions_per_group_max,
+            cfg.session_renew_idle,
+        )
+    }
+
+    /// Sessions of at most `window` writes in flight each, at most
+    /// `lanes_max` per group, renewed after `renew_idle` without use.
+    pub(crate) fn with_limits(window: u64, lanes_max: usize, renew_idle: Duration) -> Sessions {
         Sessions {
             groups: RefCell::new(HashMap::new()),
-            window: cfg.session_window,
-            lanes_max: cfg.sessions_per_group_max,
-            renew_idle: cfg.session_renew_idle,
+            window: window.max(1),
+            lanes_max: lanes_max.max(1),
+            renew_idle,
         }
     }
 

@@ -153,9 +153,13 @@ pub(crate) async fn run<S: SnapshotManager>(
                 a.reads.insert((index, a.reads_seq), (query, reply));
                 a.serve_reads();
             }
-            ApplyJob::Role(change) => {
+            ApplyJob::Role {
+                change,
+                index_commit,
+            } => {
                 a.sm.on_role_change(&change);
                 a.leading = change.role == Role::Leader;
+                a.uncertain_above(index_commit, change.term);
                 if a.leading {
                     a.propose_due(&inbox);
                 }
@@ -240,23 +244,37 @@ impl<S: SnapshotManager> Applier<S> {
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
         self.bytes_since_snapshot = 0;
-        self.fail_pending_through(meta.index);
+        // The snapshot may or may not hold the entries these proposals had:
+        // their outcome is unknown here (a retry under their session tells).
+        let covered = self.pending.split_off(&(meta.index + 1));
+        let covered = std::mem::replace(&mut self.pending, covered);
+        self.answer_uncertain(covered, "a snapshot replaced the log around it");
         Ok(())
     }
 
-    /// Proposals at or below `index` whose entry never came here (a
-    /// snapshot covered them) are lost.
-    fn fail_pending_through(&mut self, index: u64) {
-        while let Some((&i, _)) = self.pending.first_key_value() {
-            if i > index {
-                break;
-            }
-            if let Some((_, (_, reply))) = self.pending.pop_first() {
-                reply.send(Err(GroupError::Lost {
-                    group: self.group,
-                    index: i,
-                }));
-            }
+    /// Proposals above `index_commit` made in an earlier term than `term`,
+    /// or any if this replica no longer leads: it cannot tell whether they
+    /// will commit. They are answered now rather than when (if ever) this
+    /// replica learns their fate; never as "not leader", which would read
+    /// as "not applied".
+    fn uncertain_above(&mut self, index_commit: u64, term: u64) {
+        let leading = self.leading;
+        let mut stale = self.pending.split_off(&(index_commit + 1));
+        let kept: BTreeMap<u64, (u64, Reply<Bytes>)>;
+        (kept, stale) = std::mem::take(&mut stale)
+            .into_iter()
+            .partition(|(_, (t, _))| leading && *t >= term);
+        self.pending.extend(kept);
+        self.answer_uncertain(stale, "its leader lost the lead before it committed");
+    }
+
+    fn answer_uncertain(&self, pending: BTreeMap<u64, (u64, Reply<Bytes>)>, reason: &str) {
+        for (index, (_, reply)) in pending {
+            reply.send(Err(GroupError::Uncertain {
+                group: self.group,
+                index,
+                reason: reason.to_string(),
+            }));
         }
     }
 
@@ -323,7 +341,11 @@ impl<S: SnapshotManager> Applier<S> {
             }
             self.applied = e.index;
         }
-        self.fail_pending_through(self.applied);
+        // Proposals whose index was passed without their entry coming
+        // here (none expected: a safety net, never a "not applied").
+        let above = self.pending.split_off(&(self.applied + 1));
+        let passed = std::mem::replace(&mut self.pending, above);
+        self.answer_uncertain(passed, "the log passed its index without it");
     }
 
     fn serve_reads(&mut self) {

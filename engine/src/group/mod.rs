@@ -83,6 +83,38 @@ pub enum GroupError {
         /// Why.
         reason: String,
     },
+    /// The proposal's outcome is unknown here: it was appended at `index`
+    /// but this replica can no longer tell whether it will commit (it
+    /// stopped leading before the entry committed, or a snapshot replaced
+    /// the entries around it). It applies at most once if it carries an
+    /// exactly-once session; retry it under the same session to learn.
+    #[error("group {group}: outcome unknown for the proposal at index {index}: {reason}")]
+    Uncertain {
+        /// The group.
+        group: u64,
+        /// The index the proposal had.
+        index: u64,
+        /// Why it is unknown.
+        reason: String,
+    },
+}
+
+impl GroupError {
+    /// Whether the error means the request surely did not and will not
+    /// apply. `false` (stopped, storage failure, outcome unknown): it may
+    /// have applied, or may still.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            GroupError::NotLeader { .. }
+            | GroupError::Lost { .. }
+            | GroupError::Busy { .. }
+            | GroupError::Refused { .. }
+            | GroupError::Read { .. } => true,
+            GroupError::Stopped { .. }
+            | GroupError::Storage { .. }
+            | GroupError::Uncertain { .. } => false,
+        }
+    }
 }
 
 /// Where a replica's messages to its peers go (the shard's transport in a
@@ -160,7 +192,7 @@ pub(crate) enum Event {
         msg: Message,
         records: Option<RecordRun>,
     },
-    Tick(u64),
+    Tick,
     Durable {
         index: u64,
         term: u64,
@@ -209,8 +241,13 @@ pub(crate) enum ApplyJob {
         query: Bytes,
         reply: Reply<Bytes>,
     },
-    /// The replica's role changed.
-    Role(RoleChange),
+    /// The replica's role changed; `index_commit` is the commit index
+    /// known then: a leader's proposals above it that it no longer leads
+    /// for have an unknown outcome.
+    Role {
+        change: RoleChange,
+        index_commit: u64,
+    },
     /// Replace the state by the received snapshot `meta` describes.
     Install(crate::raft::SnapshotMeta),
     /// Freeze now and write a snapshot.
@@ -233,6 +270,35 @@ pub struct GroupHandle {
     group: u64,
     inbox: Sender<Event>,
     hibernating: std::rc::Rc<std::cell::Cell<bool>>,
+    ticks: std::rc::Rc<TickBox>,
+}
+
+/// Ticks not yet taken by the Raft loop, and whether a `Tick` event that
+/// will take them is queued: the ticker adds, the loop takes them all.
+#[derive(Debug, Default)]
+pub(crate) struct TickBox {
+    pending: std::cell::Cell<u64>,
+    queued: std::cell::Cell<bool>,
+}
+
+impl TickBox {
+    /// Adds `n` ticks, queuing a `Tick` event unless one is queued;
+    /// `false` if it could not be queued now (it will be on the next add).
+    pub(crate) fn add(&self, n: u64, inbox: &Sender<Event>) -> bool {
+        self.pending.set(self.pending.get().saturating_add(n));
+        if self.queued.get() {
+            return true;
+        }
+        let sent = inbox.try_send(Event::Tick).is_ok();
+        self.queued.set(sent);
+        sent
+    }
+
+    /// Takes every pending tick (the `Tick` event is being handled).
+    pub(crate) fn take(&self) -> u64 {
+        self.queued.set(false);
+        self.pending.take()
+    }
 }
 
 impl std::fmt::Debug for GroupHandle {
@@ -336,10 +402,12 @@ impl GroupHandle {
     }
 
     /// Advances the group's clock by `ticks` (from the shard's ticker); a
-    /// hibernating group is skipped without a message. Returns `false` if
-    /// the inbox is full and the tick was dropped (the next one carries on).
+    /// hibernating group is skipped without a message. Ticks are never
+    /// lost: they add up in the group's tick box, and one `Tick` event at a
+    /// time carries them all (a full inbox only delays them to the next
+    /// period). Returns `false` if the tick could not be queued yet.
     pub fn tick(&self, ticks: u64) -> bool {
-        self.hibernating.get() || self.inbox.try_send(Event::Tick(ticks)).is_ok()
+        self.hibernating.get() || self.ticks.add(ticks, &self.inbox)
     }
 
     /// Whether the group is hibernating (idle, not ticking).

@@ -15,10 +15,11 @@ use crate::raft::{Body as RaftBody, Message, NodeId};
 use crate::wire::{
     self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk, decode_message, encode_message,
 };
+use sampan_fiber::TaskClass;
 use sampan_net::{Body, Incoming, NetError, Router, Transport};
 use sampan_storage::RecordRun;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -192,6 +193,16 @@ pub fn route_raft_frames(
     groups: GroupDirectory,
     payload_max: u32,
 ) -> Result<(), NetError> {
+    router.register(wire::kind::KEEPALIVE, |incoming: Incoming| {
+        if let Some(responder) = incoming.responder
+            && let Err(e) = responder.respond(Body::from(Vec::<bytes::Bytes>::new()))
+        {
+            log::debug!(
+                "node {}: keepalive not answered: {e}",
+                incoming.from.node_id
+            );
+        }
+    })?;
     let beat_groups = groups.clone();
     router.register(wire::kind::HEARTBEATS, move |incoming: Incoming| {
         let origin = incoming.from.node_id;
@@ -272,11 +283,14 @@ pub fn route_raft_frames(
     })
 }
 
-/// The per-node-pair liveness check that lets idle groups hibernate safely:
-/// every `period`, looks at the connection to each of `peers`; once one has
-/// been down for `down_after` (an election timeout), tells every group of
-/// the shard, so the hibernating groups that node led wake and elect, and
-/// no other group pays anything. Runs until the runtime stops.
+/// The per-node-pair liveness check that lets idle groups hibernate safely.
+/// Every `period` it sends each of `peers` a keepalive request (at most one
+/// in flight per peer) over the node pair's connection; a peer that has not
+/// answered one for `down_after` (an election timeout) — its connection is
+/// down, or up but silent: paused, blackholed — is unreachable, and every
+/// group of the shard is told, so the hibernating groups that node led wake
+/// and elect, and no other group pays anything. Runs until the runtime
+/// stops.
 pub async fn watch_peers(
     transport: Transport,
     groups: GroupDirectory,
@@ -284,20 +298,32 @@ pub async fn watch_peers(
     period: Duration,
     down_after: Duration,
 ) {
-    let mut down_since: HashMap<u64, Instant> = HashMap::new();
+    let start = Instant::now();
+    let heard: Rc<RefCell<HashMap<u64, Instant>>> =
+        Rc::new(RefCell::new(peers.iter().map(|p| (*p, start)).collect()));
+    let asking: Rc<RefCell<HashSet<u64>>> = Rc::default();
     let watch = async {
         loop {
             sampan_fiber::sleep(period).await;
             let now = Instant::now();
             for &peer in &peers {
-                if transport.connection(peer).is_some() {
-                    down_since.remove(&peer);
-                    continue;
+                if transport.connection(peer).is_some() && asking.borrow_mut().insert(peer) {
+                    let ask = keepalive(transport.clone(), peer, down_after, heard.clone());
+                    let done = asking.clone();
+                    let ask = async move {
+                        ask.await;
+                        done.borrow_mut().remove(&peer);
+                    };
+                    if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "keepalive", ask) {
+                        log::debug!("node {peer}: keepalive not sent: {e}");
+                        asking.borrow_mut().remove(&peer);
+                    }
                 }
-                let since = *down_since.entry(peer).or_insert(now);
-                if now.duration_since(since) >= down_after {
-                    // Repeated while the node stays down: a group that went
-                    // back to sleep is woken again; waking is idempotent.
+                let last = heard.borrow().get(&peer).copied().unwrap_or(start);
+                if now.duration_since(last) >= down_after {
+                    // Repeated while the node stays silent: a group that
+                    // went back to sleep is woken again; waking is
+                    // idempotent.
                     for g in groups.borrow().values() {
                         g.node_unreachable(peer);
                     }
@@ -306,6 +332,25 @@ pub async fn watch_peers(
         }
     };
     futures_lite::future::or(watch, sampan_fiber::stopping()).await;
+}
+
+/// One keepalive round trip to `peer`; records when it was answered.
+async fn keepalive(
+    transport: Transport,
+    peer: u64,
+    wait: Duration,
+    heard: Rc<RefCell<HashMap<u64, Instant>>>,
+) {
+    let empty = Body::from(Vec::<bytes::Bytes>::new());
+    match transport
+        .request(peer, wire::kind::KEEPALIVE, 0, empty, wait)
+        .await
+    {
+        Ok(_) => {
+            heard.borrow_mut().insert(peer, Instant::now());
+        }
+        Err(e) => log::debug!("node {peer}: keepalive unanswered: {e}"),
+    }
 }
 
 /// The shard's one ticker: every `period`, advances the clock of every group

@@ -7,8 +7,8 @@
 use super::snapshot::{SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore};
 use super::view::StorageView;
 use super::{
-    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, INBOX_CAPACITY, Outbox, Reply, apply,
-    persist,
+    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, INBOX_CAPACITY, Outbox, Reply, TickBox,
+    apply, persist,
 };
 use crate::raft::{
     self, ConfChange, EntryKind, HardState, NodeId, Raft, RaftError, Ready, Role, SnapshotMeta,
@@ -241,12 +241,13 @@ where
             snapshot_fiber.run(snap_rx),
         )
         .map_err(spawn_err)?;
+    let ticks = Rc::new(TickBox::default());
     if let Some(period) = tick {
         fibers
             .spawn(
                 TaskClass::Latency,
                 "ticker",
-                run_ticker(period, inbox_tx.clone()),
+                run_ticker(period, inbox_tx.clone(), ticks.clone()),
             )
             .map_err(spawn_err)?;
     }
@@ -264,6 +265,7 @@ where
         failed: None,
         received: Vec::new(),
         hibernating: hibernating.clone(),
+        ticks: ticks.clone(),
         stamp,
         log: log_reader,
         tail: TailCache::default(),
@@ -281,16 +283,17 @@ where
         group,
         inbox: inbox_tx,
         hibernating,
+        ticks,
     })
 }
 
-async fn run_ticker(period: Duration, inbox: Sender<Event>) {
+async fn run_ticker(period: Duration, inbox: Sender<Event>, ticks: Rc<TickBox>) {
     let Ok(mut ticker) = Ticker::new(period) else {
         return;
     };
     loop {
         let n = ticker.tick().await;
-        if let Err(sampan_fiber::SendError::Closed(_)) = inbox.try_send(Event::Tick(n)) {
+        if !ticks.add(n, &inbox) && inbox.is_closed() {
             return;
         }
     }
@@ -427,6 +430,8 @@ struct Loop<L: RaftLog, S: SnapshotManager> {
     /// Shared with the handles: a hibernating group is skipped by the
     /// shard's ticker, so idle groups cost nothing per tick.
     hibernating: Rc<std::cell::Cell<bool>>,
+    /// Ticks the ticker counted and this loop has not taken yet.
+    ticks: Rc<TickBox>,
 }
 
 impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
@@ -498,6 +503,9 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 }
             }
             Event::Read { query, reply } => {
+                if let Some(f) = &self.failed {
+                    return reply.send(Err(f.clone()));
+                }
                 self.read_next += 1;
                 let id = self.read_next;
                 match self
@@ -526,7 +534,10 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                     log::warn!("group {}: dropped a message: {e}", self.group);
                 }
             }
-            Event::Tick(n) => {
+            Event::Tick => {
+                // Every elapsed tick, even those counted while the inbox was
+                // full (bounded: past an election timeout more add nothing).
+                let n = self.ticks.take();
                 for _ in 0..n.min(1_000) {
                     if !self.raft.is_hibernating() {
                         self.raft.tick();
@@ -542,6 +553,11 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             Event::NodeUnreachable(node) => self.raft.on_node_unreachable(NodeId(node)),
             Event::Failed(e) => {
                 log::error!("group {}: {e}; no more writes", self.group);
+                // Reads waiting for a quorum round would wait forever: the
+                // core is no longer driven.
+                for (_, (_, reply)) in self.reads.drain() {
+                    reply.send(Err(e.clone()));
+                }
                 self.failed = Some(e);
             }
             Event::SnapshotChunk { chunk, reply } => {
@@ -721,7 +737,11 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             now.1,
             now.2
         );
-        let _ = self.apply.send(ApplyJob::Role(change)).await;
+        let job = ApplyJob::Role {
+            change,
+            index_commit: self.raft.index_commit(),
+        };
+        let _ = self.apply.send(job).await;
     }
 
     async fn route(&mut self, rd: Ready) {

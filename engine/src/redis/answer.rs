@@ -145,7 +145,7 @@ pub fn info_text(
             let st = &g.status;
             let _ = write!(
                 s,
-                "group{}:db={},role={},leader={},term={},commit={},applied={}\r\n",
+                "group{}:db={},role={},leader={},term={},commit={},applied={},hibernating={}\r\n",
                 st.group,
                 g.db,
                 role_name(st.role),
@@ -153,6 +153,7 @@ pub fn info_text(
                 st.term,
                 st.index_commit,
                 st.index_applied,
+                u8::from(st.hibernating),
             );
         }
         s.push_str("\r\n");

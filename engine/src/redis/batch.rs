@@ -16,7 +16,8 @@
 //! a read that joins a batch is asked (ReadIndex) after it arrived, so it
 //! stays linearizable.
 
-use crate::kv::{Item, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult, QUERY_KEYS_MAX, Ttl};
+use super::exactly_once::Writer;
+use crate::kv::{Item, KvAnswer, KvCommand, KvQuery, KvResult, QUERY_KEYS_MAX, Ttl};
 use crate::server::GroupRef;
 use bytes::Bytes;
 use sampan_fiber::{OneshotSender, TaskClass, oneshot};
@@ -105,6 +106,7 @@ pub struct Batcher {
     /// Off: every request is its own proposal or read (for measuring).
     enabled: bool,
     in_flight_max: usize,
+    writer: Rc<Writer>,
     writes: Queues<(Bytes, Bytes), ()>,
     reads: Queues<Bytes, Option<Item>>,
 }
@@ -119,11 +121,13 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// A batcher; `enabled: false` sends every request on its own.
-    pub fn new(enabled: bool, in_flight_max: usize) -> Batcher {
+    /// A batcher whose writes go through `writer`; `enabled: false` sends
+    /// every request on its own.
+    pub fn new(enabled: bool, in_flight_max: usize, writer: Rc<Writer>) -> Batcher {
         Batcher {
             enabled,
             in_flight_max: in_flight_max.max(1),
+            writer,
             writes: RefCell::new(HashMap::new()),
             reads: RefCell::new(HashMap::new()),
         }
@@ -136,8 +140,9 @@ impl Batcher {
         pairs: Vec<(Bytes, Bytes)>,
     ) -> Result<(), String> {
         if !self.enabled {
-            return propose_pairs(group, pairs).await.map(|_| ());
+            return propose_pairs(&self.writer, group, pairs).await.map(|_| ());
         }
+        let writer = self.writer.clone();
         let limits = Limits {
             items_max: BATCH_PAIRS_MAX,
             bytes_max: BATCH_BYTES_MAX,
@@ -150,7 +155,10 @@ impl Batcher {
             pairs,
             "redis-batch-write",
             limits,
-            |g, items| async move { propose_pairs(&g, items).await },
+            move |g, items| {
+                let writer = writer.clone();
+                async move { propose_pairs(&writer, &g, items).await }
+            },
         )
         .await
         .map(|_| ())
@@ -273,21 +281,21 @@ fn spawn_flusher<T: 'static, U: Clone + 'static>(
     }
 }
 
-/// One `PutMany` proposal; one `()` per pair on success.
-async fn propose_pairs(group: &GroupRef, pairs: Vec<(Bytes, Bytes)>) -> Outcome<()> {
+/// One `PutMany` proposal, exactly once; one `()` per pair on success.
+async fn propose_pairs(
+    writer: &Writer,
+    group: &GroupRef,
+    pairs: Vec<(Bytes, Bytes)>,
+) -> Outcome<()> {
     let n = pairs.len();
-    let req = KvRequest::without_session(KvCommand::PutMany {
+    let command = KvCommand::PutMany {
         pairs,
         ttl: Ttl::Persist,
-    });
-    let reply = group
-        .propose(req.to_bytes())
-        .await
-        .map_err(|e| format!("ERR {e}"))?;
-    match KvResult::decode(reply) {
+    };
+    match writer.write(group, command).await {
         Ok(KvResult::Failed(f)) => Err(super::render::failure_text(&f)),
         Ok(_) => Ok(vec![(); n]),
-        Err(e) => Err(format!("ERR bad result from group {}: {e}", group.id())),
+        Err(e) => Err(e.reply_text()),
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod answer;
 pub mod batch;
 pub mod command;
+pub mod exactly_once;
 pub mod glob;
 pub mod render;
 pub mod resp;

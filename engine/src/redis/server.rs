@@ -25,6 +25,7 @@
 use super::answer::{GroupInfo, config_pairs, info_text, key_read_keys, render_key_read};
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, Local, ParseError, Read, Request, WriteReply};
+use super::exactly_once::Writer;
 use super::glob::glob_match;
 use super::render::{ScanCursors, render_write};
 use super::resp::{Reply, RespLimits, parse_request};
@@ -137,6 +138,7 @@ pub fn listen<F: RaftFactory>(
     }
     let groups: Vec<GroupRef> = (1..=settings.databases).map(|g| server.group(g)).collect();
     let node = server.config().node_id;
+    let request_timeout = Duration::from_millis(server.config().request_timeout_ms);
     let runtime = server.runtime();
     let mut bound = addr;
     for shard in 0..server.shards() {
@@ -147,10 +149,16 @@ pub fn listen<F: RaftFactory>(
                 s.run_blocking(TaskClass::Latency, move || async move {
                     let listener = TcpListener::bind(at)?;
                     let local = listener.local_addr()?;
+                    let writer = Rc::new(Writer::new(request_timeout));
                     let ctx = Rc::new(Ctx {
                         node,
                         port: local.port(),
-                        batcher: Batcher::new(settings.batching, settings.in_flight_max),
+                        batcher: Batcher::new(
+                            settings.batching,
+                            settings.in_flight_max,
+                            writer.clone(),
+                        ),
+                        writer,
                         groups,
                         settings,
                     });
@@ -186,6 +194,8 @@ struct Ctx {
     groups: Vec<GroupRef>,
     settings: ListenerSettings,
     batcher: Batcher,
+    /// Every write goes through it, under an exactly-once session.
+    writer: Rc<Writer>,
 }
 
 /// One connection's state.
@@ -502,16 +512,15 @@ async fn batched_writes(
         })
         .unzip();
     let group = ctx.group(conn);
-    let payload = KvRequest::without_session(KvCommand::Batch(commands)).to_bytes();
     let mut reply = Reply::new(out);
-    let outcome = match group.propose(payload).await {
-        Ok(b) => match KvResult::decode(b) {
-            Ok(KvResult::Batch(results)) if results.len() == shapes.len() => Ok(results),
-            Ok(KvResult::Failed(f)) => Ok(vec![KvResult::Failed(f); shapes.len()]),
-            Ok(other) => Err(format!("ERR unexpected result {other:?}")),
-            Err(e) => Err(format!("ERR bad result from group {}: {e}", group.id())),
-        },
-        Err(e) => Err(error_text(&e)),
+    let outcome = match ctx.writer.write(group, KvCommand::Batch(commands)).await {
+        Ok(KvResult::Batch(results)) if results.len() == shapes.len() => Ok(results),
+        Ok(KvResult::Failed(f)) => Ok(vec![KvResult::Failed(f); shapes.len()]),
+        // Applied, but not as a batch: its effect is unknown to us.
+        Ok(other) => Err(format!(
+            "UNCERTAIN the writes may or may not have been applied: unexpected result {other:?}"
+        )),
+        Err(e) => Err(e.reply_text()),
     };
     match outcome {
         Ok(results) => {
@@ -535,14 +544,10 @@ async fn single_write(
     out: &mut BytesMut,
 ) {
     let group = ctx.group(conn);
-    let payload = KvRequest::without_session(command.clone()).to_bytes();
     let mut reply = Reply::new(out);
-    match group.propose(payload).await {
-        Ok(b) => match KvResult::decode(b) {
-            Ok(result) => render_write(shape, &result, &mut reply),
-            Err(e) => reply.error(&format!("ERR bad result from group {}: {e}", group.id())),
-        },
-        Err(e) => reply.error(&error_text(&e)),
+    match ctx.writer.write(group, command.clone()).await {
+        Ok(result) => render_write(shape, &result, &mut reply),
+        Err(e) => reply.error(&e.reply_text()),
     }
 }
 
@@ -738,7 +743,7 @@ fn hello(ctx: &Ctx, reply: &mut Reply<'_>) {
 }
 
 /// The error reply for a request the server could not serve.
-fn error_text(e: &ServerError) -> String {
+pub(super) fn error_text(e: &ServerError) -> String {
     match e {
         ServerError::NoSuchGroup { group, node } => {
             format!(

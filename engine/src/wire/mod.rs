@@ -39,6 +39,11 @@ pub mod kind {
     pub const HEARTBEATS: u16 = 0x0101;
     /// A chunk of a snapshot (request; answered with a chunk answer).
     pub const SNAPSHOT: u16 = 0x0102;
+    /// A node-level keepalive (request with an empty body, answered with an
+    /// empty body): one per node pair, not per group, so that a peer that
+    /// went silent with its connection still up (paused, blackholed) is
+    /// noticed by the groups it leads, hibernating ones included.
+    pub const KEEPALIVE: u16 = 0x0103;
 }
 
 #[cfg(test)]
