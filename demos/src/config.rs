@@ -16,9 +16,57 @@ pub struct NodeConfig {
     /// The Redis protocol listener (`[redis]`).
     #[serde(default)]
     pub redis: RedisSettings,
+    /// The KV state machine's settings (`[kv]`).
+    #[serde(default)]
+    pub kv: KvSettings,
     /// The KV groups this node hosts (`[[group]]`).
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
+}
+
+/// The KV state machine's settings: how long an exactly-once session is
+/// remembered. Every node of a cluster must use the same values (they
+/// shape the replicated state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSettings {
+    /// A session idle this long is forgotten, judged by the leader's
+    /// timestamps in the log, so every replica forgets it at the same
+    /// index. A write retried after that is answered "outcome unknown".
+    #[serde(default = "session_idle_ms")]
+    pub session_idle_ms: u64,
+    /// Answers remembered per session: at least the writes a session has
+    /// in flight (the Redis port and the client keep 1,024).
+    #[serde(default = "session_results_max")]
+    pub session_results_max: usize,
+}
+
+fn session_idle_ms() -> u64 {
+    sampan::kv::KvConfig::default().session_idle_ms
+}
+
+fn session_results_max() -> usize {
+    sampan::kv::KvConfig::default().session_results_max
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        KvSettings {
+            session_idle_ms: session_idle_ms(),
+            session_results_max: session_results_max(),
+        }
+    }
+}
+
+impl KvSettings {
+    /// The state machine config these give.
+    pub fn kv_config(&self) -> sampan::kv::KvConfig {
+        sampan::kv::KvConfig {
+            session_idle_ms: self.session_idle_ms,
+            session_results_max: self.session_results_max,
+            ..sampan::kv::KvConfig::default()
+        }
+    }
 }
 
 /// The Redis listener's settings.
@@ -144,6 +192,25 @@ impl NodeConfig {
                 reason: format!("{port} is already the service or replication port"),
             });
         }
+        if self.kv.session_idle_ms < 60_000 {
+            return Err(ConfigError {
+                field: "kv.session_idle_ms".into(),
+                reason: format!(
+                    "{} ms is too short: a client retrying a write after a longer pause \
+                     could not learn its outcome (at least 60000)",
+                    self.kv.session_idle_ms
+                ),
+            });
+        }
+        if self.kv.session_results_max < 1024 {
+            return Err(ConfigError {
+                field: "kv.session_results_max".into(),
+                reason: format!(
+                    "{} is below the 1024 writes a session keeps in flight",
+                    self.kv.session_results_max
+                ),
+            });
+        }
         if self.redis.in_flight_max == 0 {
             return Err(ConfigError {
                 field: "redis.in_flight_max".into(),
@@ -257,6 +324,14 @@ in_flight_max = 4
 # At most the KV store's largest value (8 MiB): a larger one could never
 # be stored, so it is refused before it is read.
 proto_max_bulk_len = 8388608
+
+[kv]
+# Exactly-once sessions: a session idle this long (leader time, decided in
+# the log) is forgotten; a write retried after that gets "UNCERTAIN".
+# Every node must use the same values.
+session_idle_ms = 600000
+# Answers remembered per session (at least 1024).
+session_results_max = 1024
 
 # One [[group]] per KV group this node hosts; every member lists the same.
 [[group]]

@@ -13,9 +13,7 @@ fn answer_then_close(port: u16, bytes: &[u8]) -> String {
 
 #[test]
 fn bad_input_closes_only_its_connection() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let c = TestCluster::start(1);
     c.wait_leader(1);
     let p = c.port(1);

@@ -7,9 +7,7 @@ use redis_common::*;
 
 #[test]
 fn commands_work_through_every_node() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let c = TestCluster::start(3);
     c.wait_leader(1);
     for n in 1..=3u64 {
@@ -129,9 +127,7 @@ fn commands_work_through_every_node() {
 
 #[test]
 fn keys_with_a_ttl_expire_on_every_node() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let c = TestCluster::start(3);
     c.wait_leader(1);
     assert_eq!(cli(c.port(1), &["SET", "keep", "v"]), "OK");

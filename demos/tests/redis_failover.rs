@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 
 #[test]
 fn killing_the_leader_keeps_every_acknowledged_write() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let mut c = TestCluster::start(3);
     let leader = c.wait_leader(1);
     let writer_node = (1..=3).find(|n| *n != leader).expect("a follower");
@@ -74,9 +72,7 @@ fn killing_the_leader_keeps_every_acknowledged_write() {
 
 #[test]
 fn keys_expire_across_a_leader_change() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let mut c = TestCluster::start(3);
     let leader = c.wait_leader(1);
     let other = (1..=3).find(|n| *n != leader).expect("a follower");

@@ -14,9 +14,7 @@ fn resp(args: &[&str]) -> String {
 
 #[test]
 fn ten_thousand_pipelined_commands_apply_once_in_order() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let c = TestCluster::start(3);
     let leader = c.wait_leader(1);
     // Through a follower, so every batch is also forwarded.
@@ -74,9 +72,7 @@ fn commit_index(port: u16) -> u64 {
 
 #[test]
 fn a_pipeline_of_mixed_writes_goes_as_few_proposals() {
-    if !have_redis_cli() {
-        return;
-    }
+    require_redis_cli();
     let c = TestCluster::start(3);
     let leader = c.wait_leader(1);
     let p = c.port(leader);

@@ -3,7 +3,8 @@
 //! Stops cleanly on Ctrl-C or SIGTERM.
 
 use clap::Parser;
-use sampan::server::{RaftServer, kv_factory};
+use sampan::kv::KvMachine;
+use sampan::server::{RaftServer, machines};
 use sampan_demos::config::{DEFAULT_CONFIG, NodeConfig};
 use sampan_demos::signals::{block_stop_signals, wait_for_stop_signal};
 use std::io::Write;
@@ -49,7 +50,11 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = NodeConfig::load(file)?;
     block_stop_signals()?;
     let node = cfg.server.node_id;
-    let server = RaftServer::start(cfg.server.clone(), &cfg.groups, kv_factory())?;
+    let kv = cfg.kv.kv_config();
+    let factory = machines(move |_group: &sampan::config::GroupConfig| {
+        Box::new(KvMachine::new(kv.clone())) as Box<dyn sampan::state_machine::StateMachine>
+    });
+    let server = RaftServer::start(cfg.server.clone(), &cfg.groups, factory)?;
     log::info!(
         "node {node}: serving groups {:?}; service port {}",
         server.group_ids()?,

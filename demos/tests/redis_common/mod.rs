@@ -11,16 +11,18 @@ use std::time::{Duration, Instant};
 /// How long a condition may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Whether `redis-cli` is installed; if not, prints why the test is skipped.
-pub fn have_redis_cli() -> bool {
+/// Fails the test unless `redis-cli` is installed, naming the package
+/// (a test that skips for a missing tool proves nothing).
+pub fn require_redis_cli() {
     let ok = Command::new("redis-cli")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: redis-cli is not installed (apt-get install redis-tools)");
-    }
-    ok
+    assert!(
+        ok,
+        "redis-cli is not installed: install the Debian package redis-tools \
+         (apt-get install redis-tools; .ci/run does)"
+    );
 }
 
 /// Free TCP ports on loopback (bound once, then released).
@@ -105,6 +107,27 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOPs node `i` (a process pause: it keeps its sockets, answers
+    /// nothing) if it runs; [`TestCluster::resume`] continues it.
+    pub fn pause(&self, i: u64) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONTs node `i`.
+    pub fn resume(&self, i: u64) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: u64, signal: libc::c_int) {
+        if let Some(c) = &self.nodes[i as usize - 1] {
+            let pid = libc::pid_t::try_from(c.id()).expect("pid fits pid_t");
+            // SAFETY: kill(2) with a pid this test spawned and still owns
+            // (not yet waited for), so it cannot name another process.
+            let rc = unsafe { libc::kill(pid, signal) };
+            assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        }
+    }
+
     /// The Redis port of node `i`.
     pub fn port(&self, i: u64) -> u16 {
         self.redis_ports[i as usize - 1]
@@ -183,7 +206,14 @@ impl Drop for TestCluster {
 
 /// `(role, leader)` of `group` from a node's `INFO groups`.
 pub fn group_role(port: u16, group: u64) -> Option<(String, u64)> {
-    let mut c = Resp::connect(port).ok()?;
+    let info = group_info(port, group)?;
+    Some((info.get("role")?.clone(), info.get("leader")?.parse().ok()?))
+}
+
+/// The fields of `group`'s line in a node's `INFO groups` (`role`,
+/// `leader`, `term`, `hibernating`, ...).
+pub fn group_info(port: u16, group: u64) -> Option<std::collections::HashMap<String, String>> {
+    let mut c = Resp::connect_with(port, Duration::from_secs(2)).ok()?;
     let Value::Bulk(Some(text)) = c.call(&["INFO", "groups"]).ok()? else {
         return None;
     };
@@ -192,12 +222,12 @@ pub fn group_role(port: u16, group: u64) -> Option<(String, u64)> {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("group{group}:")))?
         .to_string();
-    let field = |name: &str| {
+    Some(
         line.split(',')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .map(str::to_string)
-    };
-    Some((field("role")?, field("leader")?.parse().ok()?))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// Runs `redis-cli -p port args...`; returns stdout, trimmed.
