@@ -164,6 +164,8 @@ pub(crate) enum Event {
     Durable {
         index: u64,
         term: u64,
+        /// The log epoch of the newest write covered.
+        epoch: u64,
     },
     Applied(u64),
     Status(Reply<GroupStatus>),

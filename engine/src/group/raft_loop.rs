@@ -533,7 +533,9 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                     }
                 }
             }
-            Event::Durable { index, term } => self.raft.on_entries_durable(index, term),
+            Event::Durable { index, term, epoch } => {
+                self.raft.on_entries_durable(index, term, epoch)
+            }
             Event::Applied(index) => {
                 self.index_applied = index;
                 self.raft.on_applied(index);
@@ -764,6 +766,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 records,
                 messages: rd.messages_persisted,
                 snapshot: rd.snapshot,
+                log_epoch: rd.log_epoch,
             };
             let _ = self.persist.send(job).await;
         }

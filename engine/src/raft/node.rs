@@ -566,9 +566,12 @@ impl<L: LogView> Raft<L> {
         self.recompute_membership();
     }
 
-    /// The runtime made the log durable up to `index`, whose term is `term`.
-    pub fn on_entries_durable(&mut self, index: u64, term: u64) {
-        if !self.log.stable_to(index, term) {
+    /// The runtime made the log durable up to `index`, whose term is
+    /// `term`, with every write handed out up to the `Ready` whose
+    /// [`Ready::log_epoch`] was `epoch`. A report from before a truncation
+    /// or snapshot restore counts only for the entries that survived it.
+    pub fn on_entries_durable(&mut self, index: u64, term: u64, epoch: u64) {
+        if !self.log.stable_to(index, term, epoch) {
             return;
         }
         if self.role == Role::Leader {
@@ -620,6 +623,7 @@ impl<L: LogView> Raft<L> {
             hard_state,
             snapshot: self.log.take_snapshot(),
             entries: self.log.take_unhanded(),
+            log_epoch: self.log.epoch(),
             messages: std::mem::take(&mut self.msgs),
             messages_persisted: std::mem::take(&mut self.msgs_persisted),
             entries_committed,

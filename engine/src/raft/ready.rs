@@ -17,7 +17,10 @@
 //!    send [`Ready::messages_persisted`] (votes, vote requests,
 //!    acknowledgements: a vote or an ack sent before its fsync can elect two
 //!    leaders or lose a committed entry on a crash) and report it:
-//!    `on_snapshot_installed`, then `on_entries_durable(last index, its term)`.
+//!    `on_snapshot_installed`, then `on_entries_durable(last index, its
+//!    term, log_epoch)` with the [`Ready::log_epoch`] of the newest `Ready`
+//!    whose writes it covers (a report from before a truncation or a
+//!    snapshot must not vouch for entries written again since).
 //!    If nothing is waiting to be written, they may be sent at once.
 //! 4. Apply [`Ready::entries_committed`] in order and report `on_applied`.
 //!    Membership changes among them are already in force in the core (from
@@ -41,6 +44,9 @@ pub struct Ready {
     pub snapshot: Option<SnapshotMeta>,
     /// Entries to append; the log is first truncated from `entries[0].index`.
     pub entries: Vec<Entry>,
+    /// The log epoch of this `Ready`'s writes, to hand back to
+    /// `on_entries_durable` once they are durable.
+    pub log_epoch: u64,
     /// Messages to send now.
     pub messages: Vec<Message>,
     /// Messages to send once this `Ready`'s writes are durable.

@@ -169,7 +169,7 @@ impl Net {
                 let log = peer.log.0.borrow();
                 let (last, term) = (log.last_index(), log.term(log.last_index()).unwrap_or(0));
                 drop(log);
-                peer.raft.on_entries_durable(last, term);
+                peer.raft.on_entries_durable(last, term, rd.log_epoch);
                 self.queue.extend(rd.messages_persisted.iter().cloned());
             }
             for e in &rd.entries_committed {
@@ -597,7 +597,8 @@ fn leader_counts_its_own_durable_index_like_a_follower() {
         "n2 alone is not a majority"
     );
     let term = net.raft(1).term();
-    net.raft(1).on_entries_durable(index, term);
+    let epoch = net.raft(1).ready().expect("ready").log_epoch;
+    net.raft(1).on_entries_durable(index, term, epoch);
     net.drain(1);
     assert_eq!(
         net.raft(1).index_commit(),
@@ -641,7 +642,7 @@ fn figure_8_entries_of_older_terms_commit_only_with_the_current_term() {
     let rd = r.ready().expect("ready");
     log.0.borrow_mut().truncate_append(&rd.entries);
     let noop = rd.entries.last().map(|e| e.index).expect("no-op");
-    r.on_entries_durable(noop, term);
+    r.on_entries_durable(noop, term, rd.log_epoch);
     for id in [2, 3] {
         let ack = AppendResponse {
             reject: false,

@@ -400,7 +400,7 @@ impl Cluster {
             self.install_snapshot(i, meta);
         }
         if !rd.entries.is_empty() {
-            self.append(i, rd.entries);
+            self.append(i, rd.entries, rd.log_epoch);
         }
         if !rd.messages_persisted.is_empty() {
             if self.nodes[i].pending.is_empty() {
@@ -454,7 +454,7 @@ impl Cluster {
         self.checker.counters.snapshots_installed += 1;
     }
 
-    fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>) {
+    fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>, epoch: u64) {
         let node = &mut self.nodes[i];
         let id = node.id;
         let mut prev = node.written.0.borrow().term(entries[0].index - 1);
@@ -463,7 +463,7 @@ impl Cluster {
             prev = Some(e.term);
         }
         node.written.0.borrow_mut().truncate_append(&entries);
-        node.pending.push(Write::Entries(entries));
+        node.pending.push(Write::Entries(entries, epoch));
     }
 
     fn apply(&mut self, i: usize, e: &crate::raft::Entry) {
@@ -529,7 +529,10 @@ impl Cluster {
                     node.durable.install(meta);
                     node.sm_durable = data;
                 }
-                Write::Entries(es) => node.durable.truncate_append(&es),
+                Write::Entries(es, epoch) => {
+                    node.durable.truncate_append(&es);
+                    node.epoch_synced = epoch;
+                }
                 Write::Messages(ms) => outbox.extend(ms),
             }
         }
@@ -539,7 +542,7 @@ impl Cluster {
             if let Some(index) = installed {
                 raft.on_snapshot_installed(index);
             }
-            raft.on_entries_durable(last, term);
+            raft.on_entries_durable(last, term, node.epoch_synced);
         }
         for m in outbox {
             self.send(i, m);

@@ -16,6 +16,8 @@ pub(crate) struct SimNode {
     pub(crate) sm_durable: SmData,
     pub(crate) pending: Vec<Write>,
     pub(crate) sync_scheduled: bool,
+    /// The log epoch of the newest entries synced in this incarnation.
+    pub(crate) epoch_synced: u64,
     pub(crate) sm: SmData,
     pub(crate) applied: u64,
     pub(crate) membership_applied: Membership,
@@ -60,6 +62,7 @@ impl SimNode {
             sm_durable: SmData::new(),
             pending: Vec::new(),
             sync_scheduled: false,
+            epoch_synced: 0,
             sm: SmData::new(),
             applied: 0,
             membership_applied: Membership::default(),
@@ -82,6 +85,7 @@ impl SimNode {
         self.membership_applied = self.durable.snapshot.membership.clone();
         self.pending.clear();
         self.sync_scheduled = false;
+        self.epoch_synced = 0;
         self.reads_waiting.clear();
         self.incoming_snapshot = None;
         let raft = Raft::new(
