@@ -41,10 +41,14 @@ impl<L: LogView> Raft<L> {
             self.on_vote_won(pre);
             return;
         }
+        let term_last = match self.log.term_last() {
+            Ok(t) => t,
+            Err(e) => return self.fail(e),
+        };
         let vote = Vote {
             pre,
             index_last: self.log.last_index(),
-            term_last: self.log.term_last(),
+            term_last,
             transfer,
         };
         let voters: Vec<NodeId> = self
@@ -117,7 +121,11 @@ impl<L: LogView> Raft<L> {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (v.pre && term > self.term);
-        if can_vote && self.log.is_up_to_date(v.index_last, v.term_last) {
+        let up_to_date = match self.log.is_up_to_date(v.index_last, v.term_last) {
+            Ok(ok) => ok,
+            Err(e) => return self.fail(e),
+        };
+        if can_vote && up_to_date {
             self.send_at(
                 from,
                 term,

@@ -41,7 +41,7 @@ impl<L: LogView> Raft<L> {
     fn can_hibernate(&self) -> bool {
         let last = self.log.last_index();
         self.log.index_committed() == last
-            && self.log.matches_term(last, self.term)
+            && matches!(self.log.matches_term(last, self.term), Ok(true))
             && self.progress.values().all(|p| p.index_match == last)
             && self.reads.is_empty()
             && self.transferee.is_none()
@@ -93,9 +93,12 @@ impl<L: LogView> Raft<L> {
 
     /// Follower: the leader asks us to hibernate.
     pub(super) fn handle_hibernate(&mut self, from: NodeId, h: Hibernate) {
-        let ok = h.tick >= self.tick_leader_seen
-            && self.log.last_index() == h.index_last
-            && self.log.matches_term(h.index_last, h.term_last);
+        let matches = match self.log.matches_term(h.index_last, h.term_last) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        let ok =
+            h.tick >= self.tick_leader_seen && self.log.last_index() == h.index_last && matches;
         if ok {
             self.commit_to(h.index_last);
             self.tick_leader_seen = h.tick;

@@ -23,6 +23,7 @@ impl<L: LogView> Raft<L> {
     /// The caller learns the outcome when an entry at that index and of the
     /// current term is handed out committed (another entry there: lost).
     pub fn propose(&mut self, payload: Bytes) -> Result<u64, RaftError> {
+        self.check_failed()?;
         if self.role != Role::Leader {
             return Err(self.not_leader());
         }
@@ -47,6 +48,7 @@ impl<L: LogView> Raft<L> {
     /// has applied its index. Served from the lease when it is valid,
     /// otherwise confirmed by a heartbeat round (batched per `Ready`).
     pub fn read_index(&mut self, context: Bytes) -> Result<(), RaftError> {
+        self.check_failed()?;
         if self.role != Role::Leader {
             return Err(self.not_leader());
         }
@@ -74,9 +76,13 @@ impl<L: LogView> Raft<L> {
     }
 
     /// Whether the leader has committed an entry of its own term (before
-    /// that, its commit index may lag the true one).
+    /// that, its commit index may lag the true one). A log that cannot
+    /// answer says no: reads then wait for a round, never the lease.
     pub(super) fn committed_in_term(&self) -> bool {
-        self.log.matches_term(self.log.index_committed(), self.term)
+        matches!(
+            self.log.matches_term(self.log.index_committed(), self.term),
+            Ok(true)
+        )
     }
 
     /// Whether the leader lease is valid now: a quorum acknowledged a

@@ -180,9 +180,11 @@ impl<L: LogView> RaftLog<L> {
         self.index_apply_handed
     }
 
-    /// The term of the last entry.
-    pub fn term_last(&self) -> u64 {
-        self.term(self.last_index()).unwrap_or(0)
+    /// The term of the last entry. The log always knows it (the snapshot's
+    /// term when empty), so any error is a storage failure — never term 0,
+    /// which would make this log look older than every other.
+    pub fn term_last(&self) -> Result<u64, LogError> {
+        self.term(self.last_index())
     }
 
     /// The term of the entry at `index`.
@@ -207,16 +209,22 @@ impl<L: LogView> RaftLog<L> {
         self.view.term(index)
     }
 
-    /// Whether the entry at `index` has `term`.
-    pub fn matches_term(&self, index: u64, term: u64) -> bool {
-        self.term(index).is_ok_and(|t| t == term)
+    /// Whether the entry at `index` has `term`: false if the log does not
+    /// hold `index` (compacted or past the end), an error if the storage
+    /// failed to answer.
+    pub fn matches_term(&self, index: u64, term: u64) -> Result<bool, LogError> {
+        match self.term(index) {
+            Ok(t) => Ok(t == term),
+            Err(LogError::Compacted { .. } | LogError::Unavailable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a log ending at (`index_last`, `term_last`) is at least as up
     /// to date as this one (Raft §5.4.1).
-    pub fn is_up_to_date(&self, index_last: u64, term_last: u64) -> bool {
-        let mine = self.term_last();
-        term_last > mine || (term_last == mine && index_last >= self.last_index())
+    pub fn is_up_to_date(&self, index_last: u64, term_last: u64) -> Result<bool, LogError> {
+        let mine = self.term_last()?;
+        Ok(term_last > mine || (term_last == mine && index_last >= self.last_index()))
     }
 
     /// Entries `lo..hi` (at least one if `lo < hi`), bounded by `bytes_max`.
@@ -253,22 +261,27 @@ impl<L: LogView> RaftLog<L> {
 
     /// The index of the first entry of `entries` that is not already in the
     /// log with the same term (0 if all are).
-    pub fn find_conflict(&self, entries: &[Entry]) -> u64 {
-        entries
-            .iter()
-            .find(|e| !self.matches_term(e.index, e.term))
-            .map_or(0, |e| e.index)
+    pub fn find_conflict(&self, entries: &[Entry]) -> Result<u64, LogError> {
+        for e in entries {
+            if !self.matches_term(e.index, e.term)? {
+                return Ok(e.index);
+            }
+        }
+        Ok(0)
     }
 
     /// The largest index at or below `index` whose term is at most `term`,
-    /// with that term (fast backtracking).
-    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> (u64, u64) {
+    /// with that term (fast backtracking). Term 0 says "unknown" when the
+    /// walk reaches the compacted part (everything there is committed, so
+    /// the leader may probe from it); a storage failure is an error.
+    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> Result<(u64, u64), LogError> {
         let mut index = index.min(self.last_index());
         loop {
             match self.term(index) {
                 Ok(t) if t > term && index > 0 => index -= 1,
-                Ok(t) => return (index, t),
-                Err(_) => return (index, 0),
+                Ok(t) => return Ok((index, t)),
+                Err(LogError::Compacted { .. }) => return Ok((index, 0)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -317,7 +330,10 @@ impl<L: LogView> RaftLog<L> {
         if index < self.index_unstable || index > self.index_handed {
             return false;
         }
-        if self.snapshot_pending.is_some() || (exact && !self.matches_term(index, term)) {
+        // A term that cannot be read leaves the entries unstable: the
+        // storage failure surfaces on the core's next read of it.
+        let agrees = !exact || matches!(self.matches_term(index, term), Ok(true));
+        if self.snapshot_pending.is_some() || !agrees {
             return false;
         }
         let count = (index + 1 - self.index_unstable) as usize;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::config::Config;
 use super::error::RaftError;
-use super::log::{LogView, RaftLog};
+use super::log::{LogError, LogView, RaftLog};
 use super::membership::{ConfChange, Membership};
 use super::message::{AppendResponse, Body, Message, VoteResponse};
 use super::progress::Progress;
@@ -88,6 +88,9 @@ pub struct Raft<L: LogView> {
     pub(super) msgs_persisted: Vec<Message>,
     pub(super) reads_ready: Vec<ReadState>,
     pub(super) reads_failed: Vec<Bytes>,
+    /// A storage failure stopped this replica: every later input returns
+    /// it, and the runtime stops the group.
+    failure: Option<RaftError>,
 }
 
 impl<L: LogView> Raft<L> {
@@ -139,6 +142,7 @@ impl<L: LogView> Raft<L> {
             msgs_persisted: Vec::new(),
             reads_ready: Vec::new(),
             reads_failed: Vec::new(),
+            failure: None,
             cfg,
         };
         raft.fold_committed_conf_changes();
@@ -221,10 +225,35 @@ impl<L: LogView> Raft<L> {
         self.log.view_mut()
     }
 
+    /// Stops this replica: the log could not answer. Whatever the core
+    /// would do next could rest on a wrong term (a vote for a stale log, a
+    /// truncation of committed entries), so it does nothing more.
+    pub(super) fn fail(&mut self, source: LogError) {
+        log::error!(
+            "group {}: {} stops, its log failed: {source}",
+            self.cfg.group,
+            self.cfg.id
+        );
+        if self.failure.is_none() {
+            self.failure = Some(RaftError::Log {
+                group: self.cfg.group,
+                source,
+            });
+        }
+    }
+
+    /// The storage failure that stopped this replica, if any.
+    pub(super) fn check_failed(&self) -> Result<(), RaftError> {
+        match &self.failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Advances the clock by one tick: elections, heartbeats, check-quorum,
     /// lease expiry and hibernation all count ticks.
     pub fn tick(&mut self) {
-        if self.hibernation == Hibernation::Asleep {
+        if self.hibernation == Hibernation::Asleep || self.failure.is_some() {
             return;
         }
         self.tick_now += 1;
@@ -359,8 +388,10 @@ impl<L: LogView> Raft<L> {
         }
     }
 
-    /// Handles one message from a peer.
+    /// Handles one message from a peer. An error from the log (this input's
+    /// or an earlier one's) has stopped the replica.
     pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        self.check_failed()?;
         if m.group != self.cfg.group {
             return Err(RaftError::WrongGroup {
                 group: self.cfg.group,
@@ -379,7 +410,7 @@ impl<L: LogView> Raft<L> {
             return Ok(());
         }
         self.dispatch(m);
-        Ok(())
+        self.check_failed()
     }
 
     /// A message from a later term; false if it must be ignored.
@@ -571,7 +602,7 @@ impl<L: LogView> Raft<L> {
     /// [`Ready::log_epoch`] was `epoch`. A report from before a truncation
     /// or snapshot restore counts only for the entries that survived it.
     pub fn on_entries_durable(&mut self, index: u64, term: u64, epoch: u64) {
-        if !self.log.stable_to(index, term, epoch) {
+        if self.failure.is_some() || !self.log.stable_to(index, term, epoch) {
             return;
         }
         if self.role == Role::Leader {
@@ -597,7 +628,8 @@ impl<L: LogView> Raft<L> {
 
     /// Whether a `Ready` would have anything in it.
     pub fn has_ready(&self) -> bool {
-        self.hard_state() != self.hard_state_reported
+        self.failure.is_some()
+            || self.hard_state() != self.hard_state_reported
             || self.log.has_ready()
             || !self.msgs.is_empty()
             || !self.msgs_persisted.is_empty()
@@ -607,7 +639,10 @@ impl<L: LogView> Raft<L> {
     }
 
     /// Drains everything the caller must do now; see [`Ready`] for the order.
+    /// After a storage failure it only returns that failure: the runtime
+    /// must stop the group.
     pub fn ready(&mut self) -> Result<Ready, RaftError> {
+        self.check_failed()?;
         self.flush_reads();
         let hard_state = self.hard_state();
         let hard_state = (hard_state != self.hard_state_reported).then(|| {

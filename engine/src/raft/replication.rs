@@ -72,10 +72,7 @@ impl<L: LogView> Raft<L> {
                 return self.send_snapshot(to);
             }
             (Err(e), _) | (_, Err(e)) => {
-                log::warn!(
-                    "group {}: cannot read the log for {to}: {e}",
-                    self.cfg.group
-                );
+                self.fail(e);
                 return false;
             }
         };
@@ -168,8 +165,16 @@ impl<L: LogView> Raft<L> {
             self.progress.get(&n).map_or(0, |p| p.index_match)
         });
         let index = index.min(self.log.last_index());
-        if index <= self.log.index_committed() || !self.log.matches_term(index, self.term) {
+        if index <= self.log.index_committed() {
             return false;
+        }
+        match self.log.matches_term(index, self.term) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
         }
         self.commit_to(index);
         self.on_leader_commit();
@@ -191,7 +196,10 @@ impl<L: LogView> Raft<L> {
         pr.recent_active = true;
         if r.reject {
             let hint = if r.term_hint > 0 {
-                self.log.find_conflict_by_term(r.index_hint, r.term_hint).0
+                match self.log.find_conflict_by_term(r.index_hint, r.term_hint) {
+                    Ok((index, _)) => index,
+                    Err(e) => return self.fail(e),
+                }
             } else {
                 r.index_hint
             };
@@ -268,8 +276,16 @@ impl<L: LogView> Raft<L> {
             self.send_append_ok(from, committed);
             return;
         }
-        if !self.log.matches_term(a.index_prev, a.term_prev) {
-            let (index_hint, term_hint) = self.log.find_conflict_by_term(a.index_prev, a.term_prev);
+        let matches = match self.log.matches_term(a.index_prev, a.term_prev) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        if !matches {
+            let (index_hint, term_hint) =
+                match self.log.find_conflict_by_term(a.index_prev, a.term_prev) {
+                    Ok(hint) => hint,
+                    Err(e) => return self.fail(e),
+                };
             let body = AppendResponse {
                 reject: true,
                 index: a.index_prev,
@@ -280,7 +296,10 @@ impl<L: LogView> Raft<L> {
             return;
         }
         let index_last_new = a.index_prev + a.entries.len() as u64;
-        let conflict = self.log.find_conflict(&a.entries);
+        let conflict = match self.log.find_conflict(&a.entries) {
+            Ok(c) => c,
+            Err(e) => return self.fail(e),
+        };
         if conflict != 0 {
             assert!(
                 conflict > committed,
@@ -322,7 +341,11 @@ impl<L: LogView> Raft<L> {
             self.send_append_ok(from, committed);
             return;
         }
-        if self.log.matches_term(meta.index, meta.term) {
+        let held = match self.log.matches_term(meta.index, meta.term) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        if held {
             // We have the entries already: just learn the commit.
             self.commit_to(meta.index);
             self.send_append_ok(from, meta.index);

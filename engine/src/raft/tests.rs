@@ -1112,3 +1112,123 @@ fn invalid_configs_are_refused() {
     cfg.check_quorum = false;
     assert!(cfg.validate().is_err());
 }
+
+// ---- Storage faults and persist-before-send ----
+
+/// A log whose `term()` fails once `broken` is set, as a disk that went
+/// bad under a running replica does.
+#[derive(Debug, Clone)]
+struct FlakyLog {
+    inner: SharedLog,
+    broken: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl LogView for FlakyLog {
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.inner.snapshot_meta()
+    }
+
+    fn first_index(&self) -> u64 {
+        self.inner.first_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.inner.last_index()
+    }
+
+    fn term(&self, index: u64) -> Result<u64, LogError> {
+        if self.broken.get() {
+            return Err(LogError::Storage {
+                reason: format!("read of index {index} failed"),
+            });
+        }
+        self.inner.term(index)
+    }
+
+    fn entries(&self, lo: u64, hi: u64, bytes_max: u64) -> Result<Vec<Entry>, LogError> {
+        self.inner.entries(lo, hi, bytes_max)
+    }
+}
+
+/// A core of `voters` over a flaky log of `terms` after the bootstrap entry.
+fn flaky_core(voters: &[u64], terms: &[u64], term: u64) -> (Raft<FlakyLog>, FlakyLog) {
+    let mut entries = vec![bootstrap(voters)];
+    for (k, &t) in terms.iter().enumerate() {
+        entries.push(entry(k as u64 + 2, t));
+    }
+    let log = FlakyLog {
+        inner: SharedLog::new(LogData {
+            snapshot: SnapshotMeta::default(),
+            entries,
+        }),
+        broken: std::rc::Rc::default(),
+    };
+    let hs = HardState {
+        term,
+        vote: None,
+        index_commit: 1,
+    };
+    let raft = Raft::new(config(1), log.clone(), hs, 1).expect("valid core");
+    (raft, log)
+}
+
+#[test]
+fn a_voter_that_cannot_read_its_last_term_grants_nothing_and_stops() {
+    let (mut r, log) = flaky_core(&[1, 2, 3], &[5, 5], 5);
+    log.broken.set(true);
+    // The candidate's log ends in term 1: behind ours (term 5), unless a
+    // missing term is taken for 0.
+    let stepped = r.step(msg(2, 1, 6, vote(false, 3, 1)));
+    let rd = r.ready();
+    if let Ok(rd) = &rd {
+        assert!(
+            granted(rd).iter().all(|&(_, g)| !g),
+            "a vote granted on a term read as 0"
+        );
+    }
+    assert!(
+        stepped.is_err() || rd.is_err(),
+        "the storage error must stop the replica"
+    );
+}
+
+#[test]
+fn a_candidate_that_cannot_read_its_last_term_stops_instead_of_campaigning() {
+    let (mut r, log) = flaky_core(&[1, 2, 3], &[5, 5], 5);
+    log.broken.set(true);
+    let mut failed = false;
+    for _ in 0..100 {
+        r.tick();
+        match r.ready() {
+            Err(_) => {
+                failed = true;
+                break;
+            }
+            Ok(rd) => assert!(
+                all_messages(&rd)
+                    .iter()
+                    .all(|m| !matches!(m.body, Body::Vote(v) if v.term_last == 0)),
+                "a vote request claims last term 0"
+            ),
+        }
+    }
+    assert!(failed, "the storage error must stop the replica");
+}
+
+#[test]
+fn a_follower_that_cannot_read_its_log_stops_instead_of_hinting_term_0() {
+    let (mut r, log) = flaky_core(&[1, 2, 3], &[2, 2], 2);
+    log.broken.set(true);
+    let append = Append {
+        index_prev: 3,
+        term_prev: 2,
+        entries: vec![entry(4, 3)],
+        index_commit: 1,
+    };
+    let stepped = r.step(msg(2, 1, 3, Body::Append(append)));
+    let rd = r.ready();
+    assert!(
+        stepped.is_err() || rd.is_err(),
+        "the storage error must stop the replica"
+    );
+}
