@@ -110,6 +110,10 @@ async fn persist_round<L: RaftLog, V: Vfs>(
 ) -> sampan_storage::Result<Round> {
     let mut hard_state = None;
     let mut out = Round::default();
+    // Synced by the previous round: the most a commit index saved before
+    // this round's sync may claim, or a crash between the two would leave
+    // a status file past the end of the log, which refuses to start.
+    let index_synced = log.last_index();
     for job in round.drain(..) {
         if job.hard_state.is_some() {
             hard_state = job.hard_state;
@@ -147,7 +151,7 @@ async fn persist_round<L: RaftLog, V: Vfs>(
         let saved = sampan_storage::HardState {
             term: hs.term,
             vote: hs.vote.map(|n| n.0),
-            commit_index: hs.index_commit,
+            commit_index: hs.index_commit.min(index_synced),
             config: Vec::new(),
         };
         let old = status.state();

@@ -182,9 +182,18 @@ where
     let view = StorageView::new(log.clone(), snapshot.clone());
     let log_reader = log.clone();
     let applied = recovered.as_ref().map_or(0, |m| m.index);
-    let raft = Raft::new(cfg, view, hard_state, applied).map_err(|e| GroupError::Refused {
-        group,
-        reason: e.to_string(),
+    let raft = Raft::new(cfg, view, hard_state, applied).map_err(|e| match e {
+        RaftError::Log { source, .. } => GroupError::Storage {
+            group,
+            reason: format!(
+                "log {}: {source}",
+                log_reader.location().as_deref().unwrap_or("(no location)")
+            ),
+        },
+        e => GroupError::Refused {
+            group,
+            reason: e.to_string(),
+        },
     })?;
     let stamp = sm.stamp();
     let snaps = Rc::new(Snapshots::new(snapshots, snapshot.clone(), policy));

@@ -44,6 +44,20 @@ pub enum LogError {
         /// What went wrong.
         reason: String,
     },
+    /// At start, the saved commit index is past the end of the log:
+    /// entries known committed are missing (a lost or truncated log).
+    #[error(
+        "the commit index {index_commit} is past the last index {index_last} \
+         (snapshot at {index_snapshot}): committed entries are missing"
+    )]
+    CommitPastLog {
+        /// The commit index saved in the hard state.
+        index_commit: u64,
+        /// The last index the log holds.
+        index_last: u64,
+        /// The index of the log's snapshot.
+        index_snapshot: u64,
+    },
 }
 
 /// A read-only view of the durable log, implemented by the runtime (and by
@@ -91,13 +105,25 @@ pub struct RaftLog<L> {
 
 impl<L: LogView> RaftLog<L> {
     /// The log over `view`, committed to `index_committed`, with everything
-    /// up to `index_applied` already applied by the state machine.
-    pub fn new(view: L, index_committed: u64, index_applied: u64) -> Self {
+    /// up to `index_applied` already applied by the state machine. A log
+    /// that ends before the commit index lost committed entries: it is
+    /// refused, not cut to size, since this replica would otherwise count
+    /// toward quorums (votes, acks) without holding what it promised to.
+    pub fn new(view: L, index_committed: u64, index_applied: u64) -> Result<Self, LogError> {
         let last = view.last_index();
         let snapshot = view.snapshot_meta().index;
-        let index_committed = index_committed.clamp(snapshot, last);
+        if index_committed > last {
+            return Err(LogError::CommitPastLog {
+                index_commit: index_committed,
+                index_last: last,
+                index_snapshot: snapshot,
+            });
+        }
+        // A snapshot is committed by definition: a hard state saved before
+        // it was installed may lag it.
+        let index_committed = index_committed.max(snapshot);
         let index_apply_handed = index_applied.clamp(snapshot, index_committed);
-        Self {
+        Ok(Self {
             view,
             unstable: Vec::new(),
             index_unstable: last + 1,
@@ -108,7 +134,7 @@ impl<L: LogView> RaftLog<L> {
             index_apply_handed,
             epoch: 0,
             cuts: VecDeque::new(),
-        }
+        })
     }
 
     /// The log epoch: entries handed out now belong to it, and a report of
@@ -449,7 +475,7 @@ mod tests {
             snapshot: SnapshotMeta::default(),
             entries: entries(1, last, 1),
         });
-        RaftLog::new(view, 1, 1)
+        RaftLog::new(view, 1, 1).expect("log holds its commit index")
     }
 
     #[test]

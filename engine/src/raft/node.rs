@@ -108,7 +108,8 @@ impl<L: LogView> Raft<L> {
         let membership_committed = view.snapshot_meta().membership;
         let conf_uncommitted = scan_conf_changes(&view, cfg.bytes_apply_max)
             .map_err(|source| RaftError::Log { group, source })?;
-        let log = RaftLog::new(view, hard_state.index_commit, index_applied);
+        let log = RaftLog::new(view, hard_state.index_commit, index_applied)
+            .map_err(|source| RaftError::Log { group, source })?;
         let seed = cfg.seed ^ cfg.id.0.rotate_left(32) ^ cfg.group.0;
         let mut raft = Self {
             term: hard_state.term,

@@ -1232,3 +1232,35 @@ fn a_follower_that_cannot_read_its_log_stops_instead_of_hinting_term_0() {
         "the storage error must stop the replica"
     );
 }
+
+#[test]
+fn a_log_shorter_than_its_commit_index_is_refused() {
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        index_commit: 9,
+    };
+    let mut entries = vec![bootstrap(&[1, 2, 3])];
+    entries.extend((2..=5).map(|i| entry(i, 2)));
+    let log = SharedLog::new(LogData {
+        snapshot: SnapshotMeta::default(),
+        entries,
+    });
+    let err = Raft::new(config(1), log, hs, 0).expect_err("committed entries are missing");
+    let text = err.to_string();
+    assert!(
+        text.contains('9') && text.contains('5'),
+        "names the commit and last index: {text}"
+    );
+    assert_eq!(
+        err,
+        RaftError::Log {
+            group: GROUP,
+            source: LogError::CommitPastLog {
+                index_commit: 9,
+                index_last: 5,
+                index_snapshot: 0,
+            },
+        }
+    );
+}
