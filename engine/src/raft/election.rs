@@ -92,6 +92,12 @@ impl<L: LogView> Raft<L> {
     pub(super) fn become_leader(&mut self) {
         debug_assert_eq!(self.role, Role::Candidate);
         let term = self.term;
+        // Won without asking anyone (the only voter): no vote request went
+        // out behind a write of the new term, so nothing proves the term
+        // and vote are durable. Appends sent now could reach a learner, a
+        // crash could lose the term, and a second leadership of the same
+        // term could then write other entries at the same (index, term).
+        let alone = self.votes.len() == 1;
         self.reset(term);
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
@@ -112,6 +118,9 @@ impl<L: LogView> Raft<L> {
         // Any membership change in the log may still be uncommitted.
         self.index_conf_pending = self.log.last_index();
         self.tick_lease_floor = self.tick_now;
+        if alone {
+            self.index_sends_held_to = self.log.last_index() + 1;
+        }
         log::info!("group {}: {} leads term {}", self.cfg.group, id, term);
         self.append_leader_entry(EntryKind::NoOp, Bytes::new());
     }

@@ -77,6 +77,10 @@ pub struct Raft<L: LogView> {
     pub(super) transferee: Option<NodeId>,
     /// Leader: a TimeoutNow went out this term, so the lease is over for good.
     pub(super) lease_revoked: bool,
+    /// Leader elected by its own vote alone: its messages wait for the
+    /// writes of their `Ready` until the log is durable up to here (its
+    /// no-op), which proves the term and vote it won with are durable too.
+    pub(super) index_sends_held_to: u64,
     pub(super) membership_target: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
     pub(super) index_conf_pending: u64,
     pub(super) hibernation: Hibernation,
@@ -133,6 +137,7 @@ impl<L: LogView> Raft<L> {
             reads: ReadQueue::default(),
             transferee: None,
             lease_revoked: false,
+            index_sends_held_to: 0,
             membership_target: None,
             index_conf_pending: 0,
             hibernation: Hibernation::Awake,
@@ -352,6 +357,7 @@ impl<L: LogView> Raft<L> {
         self.progress.clear();
         self.transferee = None;
         self.lease_revoked = false;
+        self.index_sends_held_to = 0;
         self.membership_target = None;
         let failed = self.reads.fail_all();
         self.reads_failed.extend(failed);
@@ -372,8 +378,15 @@ impl<L: LogView> Raft<L> {
         self.send_at(to, self.term, body);
     }
 
-    /// Queues a message at `term`. A leader's own kinds go out at once;
-    /// everything else waits for this `Ready`'s writes to be durable.
+    /// Whether a leader's messages must still wait for its writes: it won
+    /// alone, and the term and vote it won with may not be durable yet.
+    pub(super) fn sends_held(&self) -> bool {
+        self.log.index_durable() < self.index_sends_held_to
+    }
+
+    /// Queues a message at `term`. A leader's own kinds go out at once
+    /// (unless [`Self::sends_held`]); everything else waits for this
+    /// `Ready`'s writes to be durable.
     pub(super) fn send_at(&mut self, to: NodeId, term: u64, body: Body) {
         let m = Message {
             group: self.cfg.group,
@@ -382,7 +395,7 @@ impl<L: LogView> Raft<L> {
             term,
             body,
         };
-        if self.role == Role::Leader && m.is_from_leader() {
+        if self.role == Role::Leader && m.is_from_leader() && !self.sends_held() {
             self.msgs.push(m);
         } else {
             self.msgs_persisted.push(m);

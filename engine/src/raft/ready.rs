@@ -8,6 +8,8 @@
 //!    (AppendEntries, heartbeats, snapshots, TimeoutNow) and do not need the
 //!    leader's own log to be durable. The leader counts its own durable index
 //!    like a follower's, so it may replicate before its own fsync finishes.
+//!    Its term must be durable, though: a leader that won by its own vote
+//!    alone puts its messages in `messages_persisted` until its no-op is.
 //! 2. Persist, in this order: [`Ready::hard_state`], then install
 //!    [`Ready::snapshot`] (replace the state machine and the log by it), then
 //!    append [`Ready::entries`] after dropping every log entry whose index is

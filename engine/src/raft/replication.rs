@@ -104,6 +104,12 @@ impl<L: LogView> Raft<L> {
     }
 
     fn send_snapshot(&mut self, to: NodeId) -> bool {
+        if self.sends_held() {
+            // A snapshot streams at once in the runtime: it waits, like
+            // every message of a term not yet durable; a later heartbeat
+            // answer retries.
+            return false;
+        }
         let meta: SnapshotMeta = self.log.view().snapshot_meta();
         if meta.index == 0 {
             log::warn!(

@@ -1264,3 +1264,76 @@ fn a_log_shorter_than_its_commit_index_is_refused() {
         }
     );
 }
+
+/// A lone voter with a learner (`n2`), at term 1.
+fn lone_voter_with_learner() -> Raft<SharedLog> {
+    let kind = EntryKind::ConfChange(ConfChange::Set {
+        voters: ids(&[1]),
+        learners: ids(&[2]),
+    });
+    let boot = Entry {
+        term: 1,
+        index: 1,
+        kind,
+        payload: Bytes::new(),
+    };
+    let log = SharedLog::new(LogData {
+        snapshot: SnapshotMeta::default(),
+        entries: vec![boot],
+    });
+    let hs = HardState {
+        term: 1,
+        vote: None,
+        index_commit: 1,
+    };
+    Raft::new(config(1), log, hs, 1).expect("valid core")
+}
+
+fn appends(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .filter(|m| matches!(m.body, Body::Append(_)))
+        .count()
+}
+
+#[test]
+fn a_lone_voter_sends_no_append_before_its_new_term_is_durable() {
+    let mut r = lone_voter_with_learner();
+    let mut first = None;
+    for _ in 0..100 {
+        r.tick();
+        if r.role() == Role::Leader {
+            first = Some(r.ready().expect("ready"));
+            break;
+        }
+    }
+    let rd = first.expect("the lone voter wins at once");
+    assert!(
+        rd.hard_state.as_ref().is_some_and(|h| h.term == 2),
+        "the new term is still to be written"
+    );
+    assert_eq!(
+        appends(&rd.messages),
+        0,
+        "an append of term 2 left before term 2 was durable"
+    );
+    assert!(
+        appends(&rd.messages_persisted) > 0,
+        "the learner gets it after the write"
+    );
+    // Once the no-op (and so the hard state before it) is durable, appends
+    // go out at once again.
+    let noop = rd.entries.last().expect("the no-op").clone();
+    r.log_view().0.borrow_mut().truncate_append(&rd.entries);
+    r.on_entries_durable(noop.index, noop.term, rd.log_epoch);
+    let _ = r.ready().expect("ready");
+    r.tick();
+    r.tick();
+    let rd = r.ready().expect("ready");
+    assert!(
+        rd.messages
+            .iter()
+            .any(|m| matches!(m.body, Body::Heartbeat(_))),
+        "messages go out at once when the term is durable"
+    );
+}
