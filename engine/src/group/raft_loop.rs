@@ -445,6 +445,9 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             batch.push(ev);
             inbox.drain_into(&mut batch, 255);
             for ev in batch.drain(..) {
+                // Per event, not per batch: handling one may wait (a full
+                // apply queue), and a lease check must not see a stale clock.
+                self.raft.set_now_ms(super::monotonic_ms());
                 self.handle(ev).await;
             }
             self.drain_ready().await;

@@ -88,6 +88,7 @@ async fn try_replica(
         .expect("status opens");
     let mut cfg = Config::new(NodeId(node), GroupId(1));
     cfg.seed = node;
+    cfg.tick_ms = 5;
     let voters: BTreeSet<NodeId> = voters.iter().copied().map(NodeId).collect();
     let parts = GroupParts {
         cfg,

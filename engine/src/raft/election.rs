@@ -117,7 +117,7 @@ impl<L: LogView> Raft<L> {
         }
         // Any membership change in the log may still be uncommitted.
         self.index_conf_pending = self.log.last_index();
-        self.tick_lease_floor = self.tick_now;
+        self.lease_ms_floor = self.now_ms;
         if alone {
             self.index_sends_held_to = self.log.last_index() + 1;
         }

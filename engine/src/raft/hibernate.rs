@@ -66,12 +66,12 @@ impl<L: LogView> Raft<L> {
     /// heartbeats, which would wake those that have).
     pub(super) fn send_hibernate_requests(&mut self) {
         // Lease acks for heartbeats sent up to now no longer count.
-        self.tick_lease_floor = self.tick_now;
+        self.lease_ms_floor = self.now_ms;
         let last = self.log.last_index();
         let request = Hibernate {
             index_last: last,
             term_last: self.term,
-            tick: self.tick_now,
+            sent_ms: self.now_ms,
         };
         let pending: Vec<NodeId> = self
             .progress
@@ -98,10 +98,10 @@ impl<L: LogView> Raft<L> {
             Err(e) => return self.fail(e),
         };
         let ok =
-            h.tick >= self.tick_leader_seen && self.log.last_index() == h.index_last && matches;
+            h.sent_ms >= self.leader_ms_seen && self.log.last_index() == h.index_last && matches;
         if ok {
             self.commit_to(h.index_last);
-            self.tick_leader_seen = h.tick;
+            self.leader_ms_seen = h.sent_ms;
             self.hibernation = Hibernation::Asleep;
         }
         self.send(from, Body::HibernateResponse(HibernateResponse { ok }));

@@ -85,9 +85,11 @@ impl<L: LogView> Raft<L> {
         )
     }
 
-    /// Whether the leader lease is valid now: a quorum acknowledged a
-    /// heartbeat sent less than `ticks_election - lease_ticks_drift` ticks
-    /// ago, no transfer was started, and the group is awake.
+    /// Whether the leader lease is valid now: by the monotonic clock, a
+    /// quorum acknowledged a heartbeat sent less than
+    /// [`Config::lease_ms`](super::Config::lease_ms) ago, no transfer was
+    /// started, and the group is awake. Ticks do not count: a runtime that
+    /// stalls delivers them late, and the lease would outlast real time.
     pub fn lease_valid(&self) -> bool {
         if self.role != Role::Leader
             || !self.cfg.lease_read
@@ -101,13 +103,12 @@ impl<L: LogView> Raft<L> {
         let id = self.cfg.id;
         let start = read::lease_start(&self.membership, |n| {
             if n == id {
-                self.tick_now
+                self.now_ms
             } else {
-                self.progress.get(&n).map_or(0, |p| p.tick_lease_acked)
+                self.progress.get(&n).map_or(0, |p| p.lease_ms_acked)
             }
         });
-        let length = u64::from(self.cfg.ticks_election - self.cfg.lease_ticks_drift);
-        start > self.tick_lease_floor && self.tick_now < start + length
+        start > self.lease_ms_floor && self.now_ms < start.saturating_add(self.cfg.lease_ms())
     }
 
     /// Broadcasts the open read round (called when `Ready` is drained).

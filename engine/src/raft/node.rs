@@ -68,11 +68,14 @@ pub struct Raft<L: LogView> {
     pub(super) ticks_heartbeat_elapsed: u32,
     pub(super) ticks_election_timeout: u32,
     pub(super) ticks_alive: u64,
-    pub(super) tick_now: u64,
-    /// Leader: heartbeats sent at or before this tick do not count for the lease.
-    pub(super) tick_lease_floor: u64,
-    /// Follower: the newest heartbeat tick seen from the current leader.
-    pub(super) tick_leader_seen: u64,
+    /// The runtime's monotonic clock (ms), as last set.
+    pub(super) now_ms: u64,
+    /// Leader: heartbeats sent at or before this time (ms) do not count
+    /// for the lease.
+    pub(super) lease_ms_floor: u64,
+    /// Follower: the newest heartbeat send time (the leader's clock, ms)
+    /// seen from the current leader.
+    pub(super) leader_ms_seen: u64,
     pub(super) reads: ReadQueue,
     pub(super) transferee: Option<NodeId>,
     /// Leader: a TimeoutNow went out this term, so the lease is over for good.
@@ -131,9 +134,9 @@ impl<L: LogView> Raft<L> {
             ticks_heartbeat_elapsed: 0,
             ticks_election_timeout: cfg.ticks_election,
             ticks_alive: 0,
-            tick_now: 0,
-            tick_lease_floor: 0,
-            tick_leader_seen: 0,
+            now_ms: 0,
+            lease_ms_floor: 0,
+            leader_ms_seen: 0,
             reads: ReadQueue::default(),
             transferee: None,
             lease_revoked: false,
@@ -231,6 +234,13 @@ impl<L: LogView> Raft<L> {
         self.log.view_mut()
     }
 
+    /// The runtime's monotonic clock, in milliseconds from any fixed
+    /// origin; call it before each batch of inputs. Only the leader lease
+    /// reads it. It never goes back: an earlier value is ignored.
+    pub fn set_now_ms(&mut self, ms: u64) {
+        self.now_ms = self.now_ms.max(ms);
+    }
+
     /// Stops this replica: the log could not answer. Whatever the core
     /// would do next could rest on a wrong term (a vote for a stale log, a
     /// truncation of committed entries), so it does nothing more.
@@ -262,7 +272,6 @@ impl<L: LogView> Raft<L> {
         if self.hibernation == Hibernation::Asleep || self.failure.is_some() {
             return;
         }
-        self.tick_now += 1;
         self.ticks_alive += 1;
         if self.role == Role::Leader {
             self.tick_leader();
@@ -363,7 +372,7 @@ impl<L: LogView> Raft<L> {
         self.reads_failed.extend(failed);
         self.hibernation = Hibernation::Awake;
         self.ticks_idle = 0;
-        self.tick_leader_seen = 0;
+        self.leader_ms_seen = 0;
     }
 
     /// Becomes a follower in `term` (of `leader`, if known).
@@ -530,7 +539,7 @@ impl<L: LogView> Raft<L> {
             self.become_follower(self.term, Some(from));
         }
         if self.leader != Some(from) {
-            self.tick_leader_seen = 0;
+            self.leader_ms_seen = 0;
         }
         self.leader = Some(from);
         if self.hibernation != Hibernation::Asleep {

@@ -160,7 +160,7 @@ impl<L: LogView> Raft<L> {
         let heartbeat = Heartbeat {
             index_commit: pr.index_match.min(self.log.index_committed()),
             id_read: self.reads.id_broadcast(),
-            tick_lease: self.tick_now,
+            lease_ms: self.now_ms,
         };
         self.send(to, Body::Heartbeat(heartbeat));
     }
@@ -248,14 +248,14 @@ impl<L: LogView> Raft<L> {
 
     /// A follower's answer to a heartbeat.
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, r: HeartbeatResponse) {
-        let floor = self.tick_lease_floor;
+        let floor = self.lease_ms_floor;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         pr.probe_sent = false;
-        if r.tick_lease > floor {
-            pr.tick_lease_acked = pr.tick_lease_acked.max(r.tick_lease);
+        if r.lease_ms > floor {
+            pr.lease_ms_acked = pr.lease_ms_acked.max(r.lease_ms);
         }
         if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
             pr.inflights.free_first();
@@ -330,11 +330,11 @@ impl<L: LogView> Raft<L> {
 
     /// A heartbeat from the leader of our term.
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, h: Heartbeat) {
-        self.tick_leader_seen = self.tick_leader_seen.max(h.tick_lease);
+        self.leader_ms_seen = self.leader_ms_seen.max(h.lease_ms);
         self.commit_to(h.index_commit.min(self.log.last_index()));
         let body = HeartbeatResponse {
             id_read: h.id_read,
-            tick_lease: h.tick_lease,
+            lease_ms: h.lease_ms,
         };
         self.send(from, Body::HeartbeatResponse(body));
     }

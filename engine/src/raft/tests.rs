@@ -498,7 +498,7 @@ fn a_higher_term_turns_a_leader_into_a_follower() {
     let hb = Heartbeat {
         index_commit: 0,
         id_read: 0,
-        tick_lease: 0,
+        lease_ms: 0,
     };
     net.raft(1)
         .step(msg(
@@ -507,7 +507,7 @@ fn a_higher_term_turns_a_leader_into_a_follower() {
             term + 3,
             Body::HeartbeatResponse(HeartbeatResponse {
                 id_read: hb.id_read,
-                tick_lease: 0,
+                lease_ms: 0,
             }),
         ))
         .expect("step");
@@ -781,12 +781,17 @@ fn read_index_waits_for_a_heartbeat_quorum() {
 
 #[test]
 fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
+    let (tick_ms, drift_ms) = (100, 300);
     let mut net = Net::new(&[1, 2, 3], |c| {
         c.lease_read = true;
-        c.lease_ticks_drift = 3;
+        c.tick_ms = tick_ms;
+        c.clock_drift_ms = Some(drift_ms);
     });
+    let mut now = 1_000;
     let mut leader = None;
     for _ in 0..100 {
+        now += tick_ms;
+        clock_all(&mut net, now);
         net.tick_all(1);
         leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
         if leader.is_some() {
@@ -794,7 +799,13 @@ fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
         }
     }
     let l = leader.expect("a leader");
-    net.tick(l, 2);
+    now += tick_ms;
+    clock_all(&mut net, now);
+    net.tick(l, 1);
+    now += tick_ms;
+    clock_all(&mut net, now);
+    net.tick(l, 1);
+    let sent = now;
     assert!(
         net.raft(l).lease_valid(),
         "a heartbeat quorum grants the lease"
@@ -805,13 +816,14 @@ fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
     net.drain(l);
     assert_eq!(net.peers[&l].reads.len(), 1, "served without a round trip");
     net.isolate(l);
-    let (e, d) = (10, 3);
-    net.tick(l, e - d - 1);
+    // (ticks_election - 1) ticks of real time, less the drift bound.
+    let lease = 9 * tick_ms - drift_ms;
+    net.raft(l).set_now_ms(sent + lease - 1);
     assert!(net.raft(l).lease_valid(), "still within the lease");
-    net.tick(l, 1);
+    net.raft(l).set_now_ms(sent + lease);
     assert!(
         !net.raft(l).lease_valid(),
-        "the lease ends ticks_election - drift after the last ack"
+        "the lease ends (ticks_election - 1) ticks less the drift after the acked send"
     );
     // The others refuse to elect anyone until ticks_election after the last heartbeat.
     let others: Vec<u64> = (1..=3).filter(|&i| i != l).collect();
@@ -1335,5 +1347,57 @@ fn a_lone_voter_sends_no_append_before_its_new_term_is_durable() {
             .iter()
             .any(|m| matches!(m.body, Body::Heartbeat(_))),
         "messages go out at once when the term is durable"
+    );
+}
+
+/// Sets every peer's clock to `ms`.
+fn clock_all(net: &mut Net, ms: u64) {
+    for peer in net.peers.values_mut() {
+        peer.raft.set_now_ms(ms);
+    }
+}
+
+#[test]
+fn a_leader_whose_ticks_stop_loses_its_lease_when_its_clock_runs_past_it() {
+    let tick_ms = 100;
+    let mut net = Net::new(&[1, 2, 3], |c| {
+        c.lease_read = true;
+        c.tick_ms = tick_ms;
+    });
+    let mut now = 1_000;
+    let mut leader = None;
+    for _ in 0..100 {
+        now += tick_ms;
+        clock_all(&mut net, now);
+        net.tick_all(1);
+        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let l = leader.expect("a leader");
+    for _ in 0..2 {
+        now += tick_ms;
+        clock_all(&mut net, now);
+        net.tick(l, 1);
+    }
+    assert!(
+        net.raft(l).lease_valid(),
+        "a heartbeat quorum grants the lease"
+    );
+    // The runtime stalls: no tick reaches the leader for an election
+    // timeout, while real time (its monotonic clock) moves on.
+    net.raft(l).set_now_ms(now + 10 * tick_ms);
+    assert!(!net.raft(l).lease_valid(), "the lease outlived real time");
+    net.raft(l)
+        .read_index(Bytes::from_static(b"r"))
+        .expect("read");
+    let rd = net.raft(l).ready().expect("ready");
+    assert!(rd.reads.is_empty(), "a read served from an expired lease");
+    assert!(
+        rd.messages
+            .iter()
+            .any(|m| matches!(m.body, Body::Heartbeat(_))),
+        "the read waits for a heartbeat round"
     );
 }

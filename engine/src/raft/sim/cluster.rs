@@ -283,7 +283,7 @@ impl Cluster {
         if self.nodes[i].incarnation != inc {
             return;
         }
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             raft.tick();
         }
         self.drain(i);
@@ -350,7 +350,7 @@ impl Cluster {
         if self.nodes[from].incarnation != sender_incarnation {
             return;
         }
-        if let Some(raft) = self.nodes[from].raft.as_mut() {
+        if let Some(raft) = self.nodes[from].raft_at(self.now) {
             raft.report_snapshot(msg.to, ok);
         }
         self.drain(from);
@@ -364,7 +364,7 @@ impl Cluster {
         }
         let is_snapshot = f.snapshot.is_some();
         self.nodes[to].incoming_snapshot = f.snapshot;
-        if let Some(raft) = self.nodes[to].raft.as_mut() {
+        if let Some(raft) = self.nodes[to].raft_at(self.now) {
             raft.step(f.msg.clone()).expect("step");
         }
         self.drain(to);
@@ -377,7 +377,7 @@ impl Cluster {
     /// Drains every `Ready` of node `i` and checks the invariants.
     pub(crate) fn drain(&mut self, i: usize) {
         for _ in 0..16 {
-            let Some(raft) = self.nodes[i].raft.as_mut() else {
+            let Some(raft) = self.nodes[i].raft_at(self.now) else {
                 return;
             };
             if !raft.has_ready() {
@@ -538,11 +538,12 @@ impl Cluster {
         }
         let last = node.durable.last_index();
         let term = node.durable.term(last).unwrap_or(0);
-        if let Some(raft) = node.raft.as_mut() {
+        let (now, epoch) = (self.now, node.epoch_synced);
+        if let Some(raft) = node.raft_at(now) {
             if let Some(index) = installed {
                 raft.on_snapshot_installed(index);
             }
-            raft.on_entries_durable(last, term, node.epoch_synced);
+            raft.on_entries_durable(last, term, epoch);
         }
         for m in outbox {
             self.send(i, m);
@@ -619,7 +620,7 @@ impl Cluster {
                     continue;
                 }
                 let id = self.nodes[b].id;
-                if let Some(raft) = self.nodes[a].raft.as_mut() {
+                if let Some(raft) = self.nodes[a].raft_at(self.now) {
                     raft.on_node_unreachable(id);
                 }
                 self.drain(a);
@@ -740,7 +741,7 @@ impl Cluster {
         let key = self.rng.below(4) as u8;
         let value = self.value_next;
         self.value_next += 1;
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.propose(encode_write(key, value));
         }
         self.drain(i);
@@ -758,7 +759,9 @@ impl Cluster {
         let key = self.rng.below(4) as u8;
         let commit_at_issue = self.checker.commit_max;
         let ctx = Bytes::copy_from_slice(&id.to_le_bytes());
-        let lease = self.nodes[i].raft.as_ref().is_some_and(|r| r.lease_valid());
+        let lease = self.nodes[i]
+            .raft_at(self.now)
+            .is_some_and(|r| r.lease_valid());
         let ok = self.nodes[i]
             .raft
             .as_mut()
@@ -777,7 +780,7 @@ impl Cluster {
         };
         let voters: Vec<NodeId> = raft.membership().voters().iter().copied().collect();
         let to = voters[self.rng.below(voters.len() as u64) as usize];
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.transfer_leader(to);
         }
         self.drain(i);
@@ -786,7 +789,7 @@ impl Cluster {
     fn reconfigure(&mut self) {
         let Some(i) = self.pick_leader() else { return };
         if self.rng.chance(200) {
-            if let Some(raft) = self.nodes[i].raft.as_mut() {
+            if let Some(raft) = self.nodes[i].raft_at(self.now) {
                 let _ = raft.cancel_membership_change();
             }
             return;
@@ -800,7 +803,7 @@ impl Cluster {
             voters.insert(all.swap_remove(k));
         }
         let learners: BTreeSet<NodeId> = all.into_iter().filter(|_| self.rng.chance(500)).collect();
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.change_membership(voters, learners);
         }
         self.drain(i);
@@ -860,7 +863,7 @@ impl Cluster {
         if !fresh {
             let value = self.value_next;
             self.value_next += 1;
-            let raft = self.nodes[i].raft.as_mut().expect("leader is up");
+            let raft = self.nodes[i].raft_at(self.now).expect("leader is up");
             if let Ok(index) = raft.propose(encode_write(0, value)) {
                 self.marker = Some((i, term, inc, index));
             }
