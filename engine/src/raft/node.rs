@@ -210,12 +210,16 @@ impl<L: LogView> Raft<L> {
         &self.membership
     }
 
-    /// The hard state as it is now (not necessarily persisted yet).
+    /// The hard state as it is now (not necessarily persisted yet). Its
+    /// commit index stops at the log's durable end: a follower learns
+    /// commits past the entries it is still writing, and a hard state
+    /// written before them would, after a crash, claim entries the log
+    /// lost — a log shorter than its commit index refuses to start.
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
             vote: self.vote,
-            index_commit: self.log.index_committed(),
+            index_commit: self.log.index_committed().min(self.log.index_durable()),
         }
     }
 

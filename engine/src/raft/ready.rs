@@ -40,7 +40,8 @@ use super::types::{Entry, HardState, SnapshotMeta};
 /// Everything the caller must do after an input; see the module doc.
 #[derive(Debug, Default)]
 pub struct Ready {
-    /// The hard state to persist, if it changed.
+    /// The hard state to persist, if it changed. Its commit index never
+    /// passes what earlier `Ready`s made durable.
     pub hard_state: Option<HardState>,
     /// A snapshot received from the leader, to install before `entries`.
     pub snapshot: Option<SnapshotMeta>,

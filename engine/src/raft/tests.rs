@@ -1401,3 +1401,30 @@ fn a_leader_whose_ticks_stop_loses_its_lease_when_its_clock_runs_past_it() {
         "the read waits for a heartbeat round"
     );
 }
+
+#[test]
+fn a_hard_state_never_commits_past_the_durable_log() {
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        index_commit: 1,
+    };
+    let mut r = core_with_log(config(1), &[1, 2, 3], &[], hs);
+    let append = Append {
+        index_prev: 1,
+        term_prev: 1,
+        entries: vec![entry(2, 2), entry(3, 2)],
+        index_commit: 3,
+    };
+    r.step(msg(2, 1, 2, Body::Append(append))).expect("step");
+    let rd = r.ready().expect("ready");
+    assert_eq!(r.index_commit(), 3, "the follower learns the commit");
+    assert!(
+        rd.hard_state.is_none_or(|h| h.index_commit <= 1),
+        "a status file written before entries 2..=3 must not claim them"
+    );
+    r.log_view().0.borrow_mut().truncate_append(&rd.entries);
+    r.on_entries_durable(3, 2, rd.log_epoch);
+    let rd = r.ready().expect("ready");
+    assert_eq!(rd.hard_state.map(|h| h.index_commit), Some(3));
+}
