@@ -76,6 +76,8 @@ pub struct Raft<L: LogView> {
     /// Follower: the newest heartbeat send time (the leader's clock, ms)
     /// seen from the current leader.
     pub(super) leader_ms_seen: u64,
+    /// Follower: when (our clock, ms) we last heard the current leader.
+    pub(super) leader_heard_ms: u64,
     pub(super) reads: ReadQueue,
     pub(super) transferee: Option<NodeId>,
     /// Leader: a TimeoutNow went out this term, so the lease is over for good.
@@ -137,6 +139,7 @@ impl<L: LogView> Raft<L> {
             now_ms: 0,
             lease_ms_floor: 0,
             leader_ms_seen: 0,
+            leader_heard_ms: 0,
             reads: ReadQueue::default(),
             transferee: None,
             lease_revoked: false,
@@ -282,7 +285,7 @@ impl<L: LogView> Raft<L> {
         } else {
             self.ticks_election_elapsed += 1;
             let timed_out = self.ticks_election_elapsed >= self.ticks_election_timeout;
-            if timed_out && self.is_promotable() {
+            if timed_out && self.is_promotable() && !self.heard_leader_lately() {
                 self.ticks_election_elapsed = 0;
                 self.campaign_on_timeout();
             }
@@ -351,7 +354,22 @@ impl<L: LogView> Raft<L> {
             && self.ticks_election_elapsed < self.cfg.ticks_election;
         let just_started =
             self.cfg.lease_read && self.ticks_alive < u64::from(self.cfg.ticks_election);
-        hearing_leader || just_started
+        hearing_leader || just_started || self.heard_leader_lately()
+    }
+
+    /// Whether, by the clock, a leader was heard less than an election
+    /// timeout ago. Ticks alone do not bound that in real time: ticks that
+    /// fell due during a stall arrive bunched, possibly after a heartbeat
+    /// that came in later, and would end the wait right after we
+    /// acknowledged it — while the leader's lease, counted from that
+    /// heartbeat, runs on. Until then this node neither votes for another
+    /// nor campaigns (its own vote counts too). Only with leases on and a
+    /// known tick length.
+    pub(super) fn heard_leader_lately(&self) -> bool {
+        self.cfg.lease_read
+            && self.cfg.tick_ms > 0
+            && self.leader_heard_ms > 0
+            && self.now_ms < self.leader_heard_ms + self.cfg.election_timeout_ms()
     }
 
     /// Clears everything that belongs to one term and role.
@@ -546,6 +564,7 @@ impl<L: LogView> Raft<L> {
             self.leader_ms_seen = 0;
         }
         self.leader = Some(from);
+        self.leader_heard_ms = self.now_ms;
         if self.hibernation != Hibernation::Asleep {
             self.ticks_election_elapsed = 0;
         }

@@ -827,12 +827,18 @@ fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
     );
     // The others refuse to elect anyone until ticks_election after the last heartbeat.
     let others: Vec<u64> = (1..=3).filter(|&i| i != l).collect();
-    for &o in &others {
-        net.tick(o, 5);
+    for _ in 0..5 {
+        now += tick_ms;
+        for &o in &others {
+            net.raft(o).set_now_ms(now);
+            net.tick(o, 1);
+        }
     }
     assert!(others.iter().all(|&o| net.raft(o).role() != Role::Leader));
     for _ in 0..40 {
+        now += tick_ms;
         for &o in &others {
+            net.raft(o).set_now_ms(now);
             net.tick(o, 1);
         }
     }
@@ -1427,4 +1433,54 @@ fn a_hard_state_never_commits_past_the_durable_log() {
     r.on_entries_durable(3, 2, rd.log_epoch);
     let rd = r.ready().expect("ready");
     assert_eq!(rd.hard_state.map(|h| h.index_commit), Some(3));
+}
+
+#[test]
+fn bunched_ticks_right_after_a_heartbeat_do_not_end_a_followers_lease_promise() {
+    let tick_ms = 100;
+    let mut net = Net::new(&[1, 2, 3], |c| {
+        c.lease_read = true;
+        c.tick_ms = tick_ms;
+    });
+    let mut now = 1_000;
+    let mut leader = None;
+    for _ in 0..100 {
+        now += tick_ms;
+        clock_all(&mut net, now);
+        net.tick_all(1);
+        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let l = leader.expect("a leader");
+    now += tick_ms;
+    clock_all(&mut net, now);
+    net.tick(l, 2);
+    assert!(
+        net.raft(l).lease_valid(),
+        "the follower's ack grants the lease"
+    );
+    let f = (1..=3).find(|&i| i != l).expect("a follower");
+    let c = (1..=3).find(|&i| i != l && i != f).expect("a third node");
+    // A stall ends: the ticks that fell due during it reach the follower
+    // just after the heartbeat it acknowledged, with no real time between.
+    for _ in 0..30 {
+        net.raft(f).tick();
+    }
+    assert_eq!(
+        net.raft(f).role(),
+        Role::Follower,
+        "campaigned (voting for itself) right after acknowledging the leader"
+    );
+    let term = net.raft(f).term();
+    let last = net.raft(f).index_last();
+    net.raft(f)
+        .step(msg(c, f, term + 1, vote(false, last + 5, term)))
+        .expect("step");
+    let rd = net.raft(f).ready().expect("ready");
+    assert!(
+        granted(&rd).iter().all(|&(_, g)| !g),
+        "voted for another while the leader's lease, counted from its ack, runs"
+    );
 }
