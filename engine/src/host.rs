@@ -279,6 +279,7 @@ impl ShardHost {
         let mut cfg = raft::Config::new(NodeId(self.cfg.node_id), GroupId(g));
         cfg.ticks_election = self.cfg.ticks_election();
         cfg.ticks_heartbeat = self.cfg.ticks_heartbeat();
+        cfg.tick_ms = self.cfg.tick_ms;
         // The core mixes the node and group ids into its seed itself; the
         // seed here must add randomness, not those ids again: XORing them
         // in twice cancelled them, every replica of every group drew the

@@ -377,6 +377,10 @@ impl<V: Vfs> SegmentLog<V> {
 }
 
 impl<V: Vfs> RaftLog for SegmentLog<V> {
+    fn location(&self) -> Option<String> {
+        Some(self.dir().display().to_string())
+    }
+
     fn first_index(&self) -> u64 {
         self.inner.st.borrow().meta.first_index
     }

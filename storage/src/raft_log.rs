@@ -93,4 +93,10 @@ pub trait RaftLog {
 
     /// Makes everything written durable and closes the log.
     async fn close(self) -> Result<()>;
+
+    /// Where the log lives (its directory), for messages that must point
+    /// an operator at it; `None` for a log with no place to name.
+    fn location(&self) -> Option<String> {
+        None
+    }
 }

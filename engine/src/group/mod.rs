@@ -27,6 +27,18 @@ pub use snapshot::{SnapshotPolicy, SnapshotSaved};
 use crate::wire::{ChunkAnswer, SnapshotChunk};
 use std::collections::BTreeSet;
 
+/// Milliseconds on the monotonic clock since this process first asked
+/// (from 1): the time base of every core's leader lease
+/// ([`crate::raft::Raft::set_now_ms`]). Unlike ticks, it cannot fall
+/// behind real time when a shard stalls.
+pub(crate) fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
 /// What a caller of a group can be told instead of a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
@@ -196,6 +208,8 @@ pub(crate) enum Event {
     Durable {
         index: u64,
         term: u64,
+        /// The log epoch of the newest write covered.
+        epoch: u64,
     },
     Applied(u64),
     Status(Reply<GroupStatus>),

@@ -23,13 +23,16 @@ pub(crate) struct PersistJob {
     pub(crate) messages: Vec<Message>,
     /// A received snapshot to install first: the log restarts after it.
     pub(crate) snapshot: Option<SnapshotMeta>,
+    /// The core's log epoch for these writes, reported back with them.
+    pub(crate) log_epoch: u64,
 }
 
 /// What a round made durable.
 #[derive(Default)]
 struct Round {
-    /// The last entry written (index, term).
-    last: Option<(u64, u64)>,
+    /// The last entry written (index, term) and the log epoch of the
+    /// newest job, whose writes the log now holds.
+    last: Option<(u64, u64, u64)>,
     /// The index of a snapshot the log was reset to.
     installed: Option<u64>,
     messages: Vec<Message>,
@@ -76,8 +79,8 @@ pub(crate) async fn run<L: RaftLog, V: Vfs>(
                 if let Some(index) = installed {
                     let _ = inbox.send(Event::SnapshotInstalled(index)).await;
                 }
-                if let Some((index, term)) = durable {
-                    let _ = inbox.send(Event::Durable { index, term }).await;
+                if let Some((index, term, epoch)) = durable {
+                    let _ = inbox.send(Event::Durable { index, term, epoch }).await;
                 }
                 for m in messages {
                     outbox.send(m, None);
@@ -107,6 +110,10 @@ async fn persist_round<L: RaftLog, V: Vfs>(
 ) -> sampan_storage::Result<Round> {
     let mut hard_state = None;
     let mut out = Round::default();
+    // Synced by the previous round: the most a commit index saved before
+    // this round's sync may claim, or a crash between the two would leave
+    // a status file past the end of the log, which refuses to start.
+    let index_synced = log.last_index();
     for job in round.drain(..) {
         if job.hard_state.is_some() {
             hard_state = job.hard_state;
@@ -130,7 +137,11 @@ async fn persist_round<L: RaftLog, V: Vfs>(
                 .records
                 .unwrap_or_else(|| run_from_entries(&job.entries));
             log.append(&run).await?;
-            out.last = Some((run.last_index(), run.last_term()));
+            out.last = Some((run.last_index(), run.last_term(), job.log_epoch));
+        } else if let Some(last) = out.last.as_mut() {
+            // Later jobs hold no entries but may follow a truncation the
+            // core made since: the log as written covers their epoch too.
+            last.2 = job.log_epoch;
         }
         out.messages.extend(job.messages);
     }
@@ -140,7 +151,7 @@ async fn persist_round<L: RaftLog, V: Vfs>(
         let saved = sampan_storage::HardState {
             term: hs.term,
             vote: hs.vote.map(|n| n.0),
-            commit_index: hs.index_commit,
+            commit_index: hs.index_commit.min(index_synced),
             config: Vec::new(),
         };
         let old = status.state();
@@ -153,7 +164,7 @@ async fn persist_round<L: RaftLog, V: Vfs>(
             *commit_saved_at = now;
         }
     }
-    if let Some((index, _)) = out.last {
+    if let Some((index, _, _)) = out.last {
         log.sync(index).await?;
     }
     Ok(out)

@@ -182,9 +182,18 @@ where
     let view = StorageView::new(log.clone(), snapshot.clone());
     let log_reader = log.clone();
     let applied = recovered.as_ref().map_or(0, |m| m.index);
-    let raft = Raft::new(cfg, view, hard_state, applied).map_err(|e| GroupError::Refused {
-        group,
-        reason: e.to_string(),
+    let raft = Raft::new(cfg, view, hard_state, applied).map_err(|e| match e {
+        RaftError::Log { source, .. } => GroupError::Storage {
+            group,
+            reason: format!(
+                "log {}: {source}",
+                log_reader.location().as_deref().unwrap_or("(no location)")
+            ),
+        },
+        e => GroupError::Refused {
+            group,
+            reason: e.to_string(),
+        },
     })?;
     let stamp = sm.stamp();
     let snaps = Rc::new(Snapshots::new(snapshots, snapshot.clone(), policy));
@@ -441,6 +450,9 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             batch.push(ev);
             inbox.drain_into(&mut batch, 255);
             for ev in batch.drain(..) {
+                // Per event, not per batch: handling one may wait (a full
+                // apply queue), and a lease check must not see a stale clock.
+                self.raft.set_now_ms(super::monotonic_ms());
                 self.handle(ev).await;
             }
             self.drain_ready().await;
@@ -544,7 +556,9 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                     }
                 }
             }
-            Event::Durable { index, term } => self.raft.on_entries_durable(index, term),
+            Event::Durable { index, term, epoch } => {
+                self.raft.on_entries_durable(index, term, epoch)
+            }
             Event::Applied(index) => {
                 self.index_applied = index;
                 self.raft.on_applied(index);
@@ -784,6 +798,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 records,
                 messages: rd.messages_persisted,
                 snapshot: rd.snapshot,
+                log_epoch: rd.log_epoch,
             };
             let _ = self.persist.send(job).await;
         }

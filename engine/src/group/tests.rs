@@ -7,7 +7,7 @@ use crate::kv::{KvAnswer, KvCommand, KvConfig, KvMachine, KvQuery, KvRequest, Kv
 use crate::raft::{Config, GroupId, NodeId};
 use crate::wire::{decode_message, encode_message};
 use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass, sleep};
-use sampan_storage::{DiskFs, LogConfig, LogWriter, SegmentLog, StatusFile};
+use sampan_storage::{DiskFs, LogConfig, LogWriter, RaftLog, SegmentLog, StatusFile};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -62,6 +62,18 @@ async fn replica(
     net: &Rc<Net>,
     fibers: &FiberGroup,
 ) -> GroupHandle {
+    try_replica(dir, node, voters, net, fibers)
+        .await
+        .expect("group starts")
+}
+
+async fn try_replica(
+    dir: &Path,
+    node: u64,
+    voters: &[u64],
+    net: &Rc<Net>,
+    fibers: &FiberGroup,
+) -> Result<GroupHandle, GroupError> {
     let vfs = DiskFs;
     let cfg_log = LogConfig {
         segment_bytes: 1 << 20,
@@ -76,6 +88,7 @@ async fn replica(
         .expect("status opens");
     let mut cfg = Config::new(NodeId(node), GroupId(1));
     cfg.seed = node;
+    cfg.tick_ms = 5;
     let voters: BTreeSet<NodeId> = voters.iter().copied().map(NodeId).collect();
     let parts = GroupParts {
         cfg,
@@ -90,9 +103,9 @@ async fn replica(
         bootstrap: Some((voters, BTreeSet::new())),
         tick: Some(Duration::from_millis(5)),
     };
-    let h = start(parts, fibers).await.expect("group starts");
+    let h = start(parts, fibers).await?;
     net.handles.borrow_mut().insert(node, h.clone());
-    h
+    Ok(h)
 }
 
 fn put(key: &str, value: &str) -> Bytes {
@@ -272,6 +285,60 @@ fn three_replicas_elect_replicate_and_survive_the_leaders_crash() {
             for g in groups.values() {
                 g.cancel();
             }
+        })
+        .expect("test body");
+}
+
+#[test]
+fn a_replica_whose_log_ends_before_its_commit_index_does_not_start() {
+    let rt = runtime();
+    let (_root, dirs) = dirs(1);
+    let d = dirs[0].clone();
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let net = Rc::new(Net::default());
+            let fibers = FiberGroup::new("g1-first").expect("fibers");
+            let h = replica(&d, 1, &[1], &net, &fibers).await;
+            leader_among(&net, &[1]).await;
+            for i in 0..5 {
+                h.propose(put(&format!("k{i}"), "v"))
+                    .await
+                    .expect("committed");
+            }
+            // The status file saves the commit index at most once a second.
+            sleep(Duration::from_millis(1_100)).await;
+            h.propose(put("last", "v")).await.expect("committed");
+            // ... once the persist fiber has written it.
+            sleep(Duration::from_millis(200)).await;
+            fibers.cancel();
+            fibers.join().await;
+            // The log loses its tail (a bad disk, a wrong restore).
+            let log_dir = d.join("log");
+            let cfg_log = LogConfig {
+                segment_bytes: 1 << 20,
+                grow_step_bytes: 256 << 10,
+                ..LogConfig::default()
+            };
+            let log = SegmentLog::open(DiskFs, &log_dir, 1, cfg_log, LogWriter::new())
+                .await
+                .expect("log opens");
+            log.truncate_tail(1).await.expect("truncated");
+            log.close().await.expect("closed");
+            let fibers = FiberGroup::new("g1-second").expect("fibers");
+            let Err(err) = try_replica(&d, 1, &[1], &net, &fibers).await else {
+                panic!("a replica missing committed entries started");
+            };
+            let text = err.to_string();
+            assert!(
+                matches!(err, GroupError::Storage { group: 1, .. }),
+                "{text}"
+            );
+            assert!(
+                text.contains("group 1") && text.contains(&log_dir.display().to_string()),
+                "names the group and the log directory: {text}"
+            );
+            assert!(text.contains("committed entries are missing"), "{text}");
         })
         .expect("test body");
 }

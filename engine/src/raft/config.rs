@@ -2,8 +2,10 @@
 
 use super::types::{GroupId, NodeId};
 
-/// How one replica of one group behaves. Time is in ticks: the runtime calls
-/// `tick()` at a fixed rate and nothing else in the core knows the clock.
+/// How one replica of one group behaves. Timers count ticks: the runtime
+/// calls `tick()` at a fixed rate. Only the leader lease reads the
+/// monotonic clock the runtime passes in (`set_now_ms`), since ticks can
+/// come late or bunched and a lease must never outlast real time.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This node.
@@ -34,9 +36,14 @@ pub struct Config {
     pub check_quorum: bool,
     /// Serve reads from the leader lease (needs `check_quorum`).
     pub lease_read: bool,
-    /// How many ticks the clocks of two nodes may drift apart within one
-    /// election timeout; the lease ends this much early.
-    pub lease_ticks_drift: u32,
+    /// The length of one tick in milliseconds, as the runtime ticks: the
+    /// lease is measured against the election timeout in real time. 0
+    /// (unknown) means no lease: reads always take a heartbeat round.
+    pub tick_ms: u64,
+    /// How far (ms) the clocks of two nodes may drift apart within one
+    /// election timeout; the lease ends this much early. `None`: 10% of
+    /// the election timeout.
+    pub clock_drift_ms: Option<u64>,
     /// Let idle groups stop ticking.
     pub hibernate: bool,
     /// Idle leader ticks before asking followers to hibernate.
@@ -75,12 +82,37 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_read: true,
-            lease_ticks_drift: 2,
+            tick_ms: 0,
+            clock_drift_ms: None,
             hibernate: true,
             ticks_hibernate_idle: 20,
             entries_catchup_lag_max: 100,
             seed: 0,
         }
+    }
+
+    /// The election timeout in milliseconds (0 if `tick_ms` is unknown).
+    pub fn election_timeout_ms(&self) -> u64 {
+        u64::from(self.ticks_election).saturating_mul(self.tick_ms)
+    }
+
+    /// The clock drift bound in milliseconds (see `clock_drift_ms`).
+    pub fn clock_drift_ms(&self) -> u64 {
+        self.clock_drift_ms
+            .unwrap_or(self.election_timeout_ms() / 10)
+    }
+
+    /// How long a lease runs from the send time of the heartbeat a quorum
+    /// acknowledged. A follower stops refusing candidates once its
+    /// election timer has counted `ticks_election` ticks since it heard
+    /// that heartbeat; its first tick may come at once, so it holds out at
+    /// least `ticks_election - 1` ticks of real time (late ticks only make
+    /// it hold out longer). The lease ends that long after the send, less
+    /// the drift bound.
+    pub fn lease_ms(&self) -> u64 {
+        u64::from(self.ticks_election.saturating_sub(1))
+            .saturating_mul(self.tick_ms)
+            .saturating_sub(self.clock_drift_ms())
     }
 
     /// Checks the limits fit together.
@@ -109,8 +141,8 @@ impl Config {
         if self.lease_read && !self.check_quorum {
             return fail("lease_read needs check_quorum");
         }
-        if self.lease_ticks_drift >= self.ticks_election {
-            return fail("lease_ticks_drift must be below ticks_election");
+        if self.clock_drift_ms() >= self.election_timeout_ms() && self.tick_ms > 0 {
+            return fail("clock_drift_ms must be below the election timeout");
         }
         if self.hibernate && self.ticks_hibernate_idle == 0 {
             return fail("ticks_hibernate_idle must be at least 1");

@@ -41,10 +41,14 @@ impl<L: LogView> Raft<L> {
             self.on_vote_won(pre);
             return;
         }
+        let term_last = match self.log.term_last() {
+            Ok(t) => t,
+            Err(e) => return self.fail(e),
+        };
         let vote = Vote {
             pre,
             index_last: self.log.last_index(),
-            term_last: self.log.term_last(),
+            term_last,
             transfer,
         };
         let voters: Vec<NodeId> = self
@@ -88,6 +92,12 @@ impl<L: LogView> Raft<L> {
     pub(super) fn become_leader(&mut self) {
         debug_assert_eq!(self.role, Role::Candidate);
         let term = self.term;
+        // Won without asking anyone (the only voter): no vote request went
+        // out behind a write of the new term, so nothing proves the term
+        // and vote are durable. Appends sent now could reach a learner, a
+        // crash could lose the term, and a second leadership of the same
+        // term could then write other entries at the same (index, term).
+        let alone = self.votes.len() == 1;
         self.reset(term);
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
@@ -107,7 +117,10 @@ impl<L: LogView> Raft<L> {
         }
         // Any membership change in the log may still be uncommitted.
         self.index_conf_pending = self.log.last_index();
-        self.tick_lease_floor = self.tick_now;
+        self.lease_ms_floor = self.now_ms;
+        if alone {
+            self.index_sends_held_to = self.log.last_index() + 1;
+        }
         log::info!("group {}: {} leads term {}", self.cfg.group, id, term);
         self.append_leader_entry(EntryKind::NoOp, Bytes::new());
     }
@@ -117,7 +130,11 @@ impl<L: LogView> Raft<L> {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (v.pre && term > self.term);
-        if can_vote && self.log.is_up_to_date(v.index_last, v.term_last) {
+        let up_to_date = match self.log.is_up_to_date(v.index_last, v.term_last) {
+            Ok(ok) => ok,
+            Err(e) => return self.fail(e),
+        };
+        if can_vote && up_to_date {
             self.send_at(
                 from,
                 term,

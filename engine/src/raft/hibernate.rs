@@ -41,7 +41,7 @@ impl<L: LogView> Raft<L> {
     fn can_hibernate(&self) -> bool {
         let last = self.log.last_index();
         self.log.index_committed() == last
-            && self.log.matches_term(last, self.term)
+            && matches!(self.log.matches_term(last, self.term), Ok(true))
             && self.progress.values().all(|p| p.index_match == last)
             && self.reads.is_empty()
             && self.transferee.is_none()
@@ -66,12 +66,12 @@ impl<L: LogView> Raft<L> {
     /// heartbeats, which would wake those that have).
     pub(super) fn send_hibernate_requests(&mut self) {
         // Lease acks for heartbeats sent up to now no longer count.
-        self.tick_lease_floor = self.tick_now;
+        self.lease_ms_floor = self.now_ms;
         let last = self.log.last_index();
         let request = Hibernate {
             index_last: last,
             term_last: self.term,
-            tick: self.tick_now,
+            sent_ms: self.now_ms,
         };
         let pending: Vec<NodeId> = self
             .progress
@@ -93,12 +93,15 @@ impl<L: LogView> Raft<L> {
 
     /// Follower: the leader asks us to hibernate.
     pub(super) fn handle_hibernate(&mut self, from: NodeId, h: Hibernate) {
-        let ok = h.tick >= self.tick_leader_seen
-            && self.log.last_index() == h.index_last
-            && self.log.matches_term(h.index_last, h.term_last);
+        let matches = match self.log.matches_term(h.index_last, h.term_last) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        let ok =
+            h.sent_ms >= self.leader_ms_seen && self.log.last_index() == h.index_last && matches;
         if ok {
             self.commit_to(h.index_last);
-            self.tick_leader_seen = h.tick;
+            self.leader_ms_seen = h.sent_ms;
             self.hibernation = Hibernation::Asleep;
         }
         self.send(from, Body::HibernateResponse(HibernateResponse { ok }));

@@ -23,6 +23,7 @@ impl<L: LogView> Raft<L> {
     /// The caller learns the outcome when an entry at that index and of the
     /// current term is handed out committed (another entry there: lost).
     pub fn propose(&mut self, payload: Bytes) -> Result<u64, RaftError> {
+        self.check_failed()?;
         if self.role != Role::Leader {
             return Err(self.not_leader());
         }
@@ -47,6 +48,7 @@ impl<L: LogView> Raft<L> {
     /// has applied its index. Served from the lease when it is valid,
     /// otherwise confirmed by a heartbeat round (batched per `Ready`).
     pub fn read_index(&mut self, context: Bytes) -> Result<(), RaftError> {
+        self.check_failed()?;
         if self.role != Role::Leader {
             return Err(self.not_leader());
         }
@@ -74,14 +76,20 @@ impl<L: LogView> Raft<L> {
     }
 
     /// Whether the leader has committed an entry of its own term (before
-    /// that, its commit index may lag the true one).
+    /// that, its commit index may lag the true one). A log that cannot
+    /// answer says no: reads then wait for a round, never the lease.
     pub(super) fn committed_in_term(&self) -> bool {
-        self.log.matches_term(self.log.index_committed(), self.term)
+        matches!(
+            self.log.matches_term(self.log.index_committed(), self.term),
+            Ok(true)
+        )
     }
 
-    /// Whether the leader lease is valid now: a quorum acknowledged a
-    /// heartbeat sent less than `ticks_election - lease_ticks_drift` ticks
-    /// ago, no transfer was started, and the group is awake.
+    /// Whether the leader lease is valid now: by the monotonic clock, a
+    /// quorum acknowledged a heartbeat sent less than
+    /// [`Config::lease_ms`](super::Config::lease_ms) ago, no transfer was
+    /// started, and the group is awake. Ticks do not count: a runtime that
+    /// stalls delivers them late, and the lease would outlast real time.
     pub fn lease_valid(&self) -> bool {
         if self.role != Role::Leader
             || !self.cfg.lease_read
@@ -95,13 +103,12 @@ impl<L: LogView> Raft<L> {
         let id = self.cfg.id;
         let start = read::lease_start(&self.membership, |n| {
             if n == id {
-                self.tick_now
+                self.now_ms
             } else {
-                self.progress.get(&n).map_or(0, |p| p.tick_lease_acked)
+                self.progress.get(&n).map_or(0, |p| p.lease_ms_acked)
             }
         });
-        let length = u64::from(self.cfg.ticks_election - self.cfg.lease_ticks_drift);
-        start > self.tick_lease_floor && self.tick_now < start + length
+        start > self.lease_ms_floor && self.now_ms < start.saturating_add(self.cfg.lease_ms())
     }
 
     /// Broadcasts the open read round (called when `Ready` is drained).

@@ -7,8 +7,21 @@
 //! `Ready` and learns they are durable through a notice. Indices at or past
 //! `index_unstable` are always read from the unstable tail, so a runtime may
 //! make entries visible in its view before or after they are synced.
+//!
+//! Durability reports name the log epoch of the hand-off they cover. The
+//! epoch moves whenever entries already handed out are truncated (a newer
+//! leader's conflicting append) or the log is replaced by a snapshot: a
+//! report issued before that says nothing about what was written again
+//! since, even at the same (index, term) — cockroachdb#124440, the etcd
+//! `stableTo` fix — so it counts only below the first index removed.
+
+use std::collections::VecDeque;
 
 use super::types::{Entry, SnapshotMeta};
+
+/// Truncations remembered for judging late durability reports; beyond it
+/// the oldest are merged, which only makes old reports count for less.
+const CUTS_MAX: usize = 64;
 
 /// Why the log cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +43,20 @@ pub enum LogError {
     Storage {
         /// What went wrong.
         reason: String,
+    },
+    /// At start, the saved commit index is past the end of the log:
+    /// entries known committed are missing (a lost or truncated log).
+    #[error(
+        "the commit index {index_commit} is past the last index {index_last} \
+         (snapshot at {index_snapshot}): committed entries are missing"
+    )]
+    CommitPastLog {
+        /// The commit index saved in the hard state.
+        index_commit: u64,
+        /// The last index the log holds.
+        index_last: u64,
+        /// The index of the log's snapshot.
+        index_snapshot: u64,
     },
 }
 
@@ -67,17 +94,36 @@ pub struct RaftLog<L> {
     snapshot_handed: bool,
     index_committed: u64,
     index_apply_handed: u64,
+    /// Moves on every truncation of handed-out entries and every restore.
+    epoch: u64,
+    /// `(epoch, index)`: a report from before `epoch` covers only entries
+    /// below `index`. Epochs ascend; each index is the least of its own and
+    /// every later record's, so the first record past a report's epoch
+    /// gives its bound.
+    cuts: VecDeque<(u64, u64)>,
 }
 
 impl<L: LogView> RaftLog<L> {
     /// The log over `view`, committed to `index_committed`, with everything
-    /// up to `index_applied` already applied by the state machine.
-    pub fn new(view: L, index_committed: u64, index_applied: u64) -> Self {
+    /// up to `index_applied` already applied by the state machine. A log
+    /// that ends before the commit index lost committed entries: it is
+    /// refused, not cut to size, since this replica would otherwise count
+    /// toward quorums (votes, acks) without holding what it promised to.
+    pub fn new(view: L, index_committed: u64, index_applied: u64) -> Result<Self, LogError> {
         let last = view.last_index();
         let snapshot = view.snapshot_meta().index;
-        let index_committed = index_committed.clamp(snapshot, last);
+        if index_committed > last {
+            return Err(LogError::CommitPastLog {
+                index_commit: index_committed,
+                index_last: last,
+                index_snapshot: snapshot,
+            });
+        }
+        // A snapshot is committed by definition: a hard state saved before
+        // it was installed may lag it.
+        let index_committed = index_committed.max(snapshot);
         let index_apply_handed = index_applied.clamp(snapshot, index_committed);
-        Self {
+        Ok(Self {
             view,
             unstable: Vec::new(),
             index_unstable: last + 1,
@@ -86,7 +132,40 @@ impl<L: LogView> RaftLog<L> {
             snapshot_handed: true,
             index_committed,
             index_apply_handed,
+            epoch: 0,
+            cuts: VecDeque::new(),
+        })
+    }
+
+    /// The log epoch: entries handed out now belong to it, and a report of
+    /// their durability must name it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Starts a new epoch because entries from `index` on, already handed
+    /// to the runtime, were removed.
+    fn cut_from(&mut self, index: u64) {
+        self.epoch += 1;
+        for cut in self.cuts.iter_mut() {
+            cut.1 = cut.1.min(index);
         }
+        self.cuts.push_back((self.epoch, index));
+        if self.cuts.len() > CUTS_MAX
+            && let Some((_, oldest)) = self.cuts.pop_front()
+            && let Some(next) = self.cuts.front_mut()
+        {
+            next.1 = next.1.min(oldest);
+        }
+    }
+
+    /// The first index a report from `epoch` cannot vouch for (`u64::MAX`
+    /// if nothing handed out was removed since).
+    fn cut_since(&self, epoch: u64) -> u64 {
+        self.cuts
+            .iter()
+            .find(|&&(e, _)| e > epoch)
+            .map_or(u64::MAX, |&(_, index)| index)
     }
 
     /// The runtime's view.
@@ -127,9 +206,11 @@ impl<L: LogView> RaftLog<L> {
         self.index_apply_handed
     }
 
-    /// The term of the last entry.
-    pub fn term_last(&self) -> u64 {
-        self.term(self.last_index()).unwrap_or(0)
+    /// The term of the last entry. The log always knows it (the snapshot's
+    /// term when empty), so any error is a storage failure — never term 0,
+    /// which would make this log look older than every other.
+    pub fn term_last(&self) -> Result<u64, LogError> {
+        self.term(self.last_index())
     }
 
     /// The term of the entry at `index`.
@@ -154,16 +235,22 @@ impl<L: LogView> RaftLog<L> {
         self.view.term(index)
     }
 
-    /// Whether the entry at `index` has `term`.
-    pub fn matches_term(&self, index: u64, term: u64) -> bool {
-        self.term(index).is_ok_and(|t| t == term)
+    /// Whether the entry at `index` has `term`: false if the log does not
+    /// hold `index` (compacted or past the end), an error if the storage
+    /// failed to answer.
+    pub fn matches_term(&self, index: u64, term: u64) -> Result<bool, LogError> {
+        match self.term(index) {
+            Ok(t) => Ok(t == term),
+            Err(LogError::Compacted { .. } | LogError::Unavailable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a log ending at (`index_last`, `term_last`) is at least as up
     /// to date as this one (Raft §5.4.1).
-    pub fn is_up_to_date(&self, index_last: u64, term_last: u64) -> bool {
-        let mine = self.term_last();
-        term_last > mine || (term_last == mine && index_last >= self.last_index())
+    pub fn is_up_to_date(&self, index_last: u64, term_last: u64) -> Result<bool, LogError> {
+        let mine = self.term_last()?;
+        Ok(term_last > mine || (term_last == mine && index_last >= self.last_index()))
     }
 
     /// Entries `lo..hi` (at least one if `lo < hi`), bounded by `bytes_max`.
@@ -200,22 +287,27 @@ impl<L: LogView> RaftLog<L> {
 
     /// The index of the first entry of `entries` that is not already in the
     /// log with the same term (0 if all are).
-    pub fn find_conflict(&self, entries: &[Entry]) -> u64 {
-        entries
-            .iter()
-            .find(|e| !self.matches_term(e.index, e.term))
-            .map_or(0, |e| e.index)
+    pub fn find_conflict(&self, entries: &[Entry]) -> Result<u64, LogError> {
+        for e in entries {
+            if !self.matches_term(e.index, e.term)? {
+                return Ok(e.index);
+            }
+        }
+        Ok(0)
     }
 
     /// The largest index at or below `index` whose term is at most `term`,
-    /// with that term (fast backtracking).
-    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> (u64, u64) {
+    /// with that term (fast backtracking). Term 0 says "unknown" when the
+    /// walk reaches the compacted part (everything there is committed, so
+    /// the leader may probe from it); a storage failure is an error.
+    pub fn find_conflict_by_term(&self, index: u64, term: u64) -> Result<(u64, u64), LogError> {
         let mut index = index.min(self.last_index());
         loop {
             match self.term(index) {
                 Ok(t) if t > term && index > 0 => index -= 1,
-                Ok(t) => return (index, t),
-                Err(_) => return (index, 0),
+                Ok(t) => return Ok((index, t)),
+                Err(LogError::Compacted { .. }) => return Ok((index, 0)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -235,6 +327,9 @@ impl<L: LogView> RaftLog<L> {
             self.unstable
                 .truncate((first.index - self.index_unstable) as usize);
         }
+        if first.index <= self.index_handed {
+            self.cut_from(first.index);
+        }
         self.index_handed = self.index_handed.min(first.index - 1);
         for (i, e) in entries.iter().enumerate() {
             debug_assert_eq!(e.index, first.index + i as u64);
@@ -242,12 +337,29 @@ impl<L: LogView> RaftLog<L> {
         }
     }
 
-    /// The runtime reports entries up to `index` (of `term`) durable.
-    pub fn stable_to(&mut self, index: u64, term: u64) -> bool {
+    /// The runtime reports entries up to `index` (of `term`), handed out in
+    /// `epoch`, durable. Entries removed and appended again since that
+    /// epoch are not covered, so the report counts only below the first of
+    /// them; true if the durable index advanced.
+    pub fn stable_to(&mut self, index: u64, term: u64, epoch: u64) -> bool {
+        if epoch > self.epoch {
+            debug_assert!(
+                false,
+                "durability report from epoch {epoch} > {}",
+                self.epoch
+            );
+            return false;
+        }
+        let cut = self.cut_since(epoch);
+        let exact = index < cut;
+        let index = if exact { index } else { cut - 1 };
         if index < self.index_unstable || index > self.index_handed {
             return false;
         }
-        if !self.matches_term(index, term) || self.snapshot_pending.is_some() {
+        // A term that cannot be read leaves the entries unstable: the
+        // storage failure surfaces on the core's next read of it.
+        let agrees = !exact || matches!(self.matches_term(index, term), Ok(true));
+        if self.snapshot_pending.is_some() || !agrees {
             return false;
         }
         let count = (index + 1 - self.index_unstable) as usize;
@@ -273,6 +385,9 @@ impl<L: LogView> RaftLog<L> {
             meta.index > self.index_committed,
             "snapshot behind the commit"
         );
+        // Everything the runtime wrote before is replaced: no earlier
+        // report counts any more.
+        self.cut_from(1);
         self.unstable.clear();
         self.index_unstable = meta.index + 1;
         self.index_handed = meta.index;
@@ -330,5 +445,77 @@ impl<L: LogView> RaftLog<L> {
         !self.snapshot_handed
             || self.index_handed < self.last_index()
             || self.index_apply_handed < self.index_committed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::raft::EntryKind;
+    use crate::raft::sim::storage::{LogData, SharedLog};
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            payload: Bytes::new(),
+        }
+    }
+
+    fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+        (lo..=hi).map(|i| entry(i, term)).collect()
+    }
+
+    /// A log holding `1..=last` of term 1, all durable and committed to 1.
+    fn log_of(last: u64) -> RaftLog<SharedLog> {
+        let view = SharedLog::new(LogData {
+            snapshot: SnapshotMeta::default(),
+            entries: entries(1, last, 1),
+        });
+        RaftLog::new(view, 1, 1).expect("log holds its commit index")
+    }
+
+    #[test]
+    fn a_durability_report_from_before_a_snapshot_restore_is_ignored() {
+        let mut log = log_of(1);
+        log.append(&entries(2, 10, 2));
+        let _write_a = log.take_unhanded();
+        // A snapshot at 6 replaces everything; the runtime installs it.
+        log.restore(SnapshotMeta {
+            index: 6,
+            term: 2,
+            ..SnapshotMeta::default()
+        });
+        let meta = log.take_snapshot().expect("snapshot handed");
+        log.view_mut().0.borrow_mut().install(meta);
+        log.snapshot_installed(6);
+        // The leader sends 7..10 of term 2 again: the same (index, term).
+        log.append(&entries(7, 10, 2));
+        let _write_c = log.take_unhanded();
+        // Write A's report arrives late: it says nothing about write C.
+        log.stable_to(10, 2, 0);
+        assert_eq!(log.index_durable(), 6, "a stale report advanced durability");
+    }
+
+    #[test]
+    fn a_durability_report_from_before_a_truncation_counts_only_below_it() {
+        let mut log = log_of(1);
+        log.append(&entries(2, 10, 2));
+        let _write_a = log.take_unhanded();
+        // A leader of term 3 cuts at 9, then a leader of term 4 holding
+        // the term-2 log puts (9, 2) and (10, 2) back.
+        log.append(&entries(9, 9, 3));
+        let _write_b = log.take_unhanded();
+        log.append(&entries(9, 10, 2));
+        let _write_c = log.take_unhanded();
+        log.stable_to(10, 2, 0);
+        assert_eq!(
+            log.index_durable(),
+            8,
+            "write A made 2..=8 durable, but not the 9..=10 written again"
+        );
     }
 }

@@ -80,8 +80,8 @@ pub struct Heartbeat {
     pub index_commit: u64,
     /// The newest ReadIndex round broadcast.
     pub id_read: u64,
-    /// The leader's tick when sending (for the lease).
-    pub tick_lease: u64,
+    /// The leader's monotonic clock (ms) when sending (for the lease).
+    pub lease_ms: u64,
 }
 
 /// The answer to a heartbeat, echoing its round and tick.
@@ -89,8 +89,8 @@ pub struct Heartbeat {
 pub struct HeartbeatResponse {
     /// Echoed `id_read`.
     pub id_read: u64,
-    /// Echoed `tick_lease`.
-    pub tick_lease: u64,
+    /// Echoed `lease_ms`.
+    pub lease_ms: u64,
 }
 
 /// RequestVote (or PreVote).
@@ -122,8 +122,8 @@ pub struct Hibernate {
     pub index_last: u64,
     /// The term of that entry.
     pub term_last: u64,
-    /// The leader's tick when sending.
-    pub tick: u64,
+    /// The leader's clock (ms) when sending, ordered with heartbeats'.
+    pub sent_ms: u64,
 }
 
 /// A follower's answer to `Hibernate`.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::config::Config;
 use super::error::RaftError;
-use super::log::{LogView, RaftLog};
+use super::log::{LogError, LogView, RaftLog};
 use super::membership::{ConfChange, Membership};
 use super::message::{AppendResponse, Body, Message, VoteResponse};
 use super::progress::Progress;
@@ -68,15 +68,24 @@ pub struct Raft<L: LogView> {
     pub(super) ticks_heartbeat_elapsed: u32,
     pub(super) ticks_election_timeout: u32,
     pub(super) ticks_alive: u64,
-    pub(super) tick_now: u64,
-    /// Leader: heartbeats sent at or before this tick do not count for the lease.
-    pub(super) tick_lease_floor: u64,
-    /// Follower: the newest heartbeat tick seen from the current leader.
-    pub(super) tick_leader_seen: u64,
+    /// The runtime's monotonic clock (ms), as last set.
+    pub(super) now_ms: u64,
+    /// Leader: heartbeats sent at or before this time (ms) do not count
+    /// for the lease.
+    pub(super) lease_ms_floor: u64,
+    /// Follower: the newest heartbeat send time (the leader's clock, ms)
+    /// seen from the current leader.
+    pub(super) leader_ms_seen: u64,
+    /// Follower: when (our clock, ms) we last heard the current leader.
+    pub(super) leader_heard_ms: u64,
     pub(super) reads: ReadQueue,
     pub(super) transferee: Option<NodeId>,
     /// Leader: a TimeoutNow went out this term, so the lease is over for good.
     pub(super) lease_revoked: bool,
+    /// Leader elected by its own vote alone: its messages wait for the
+    /// writes of their `Ready` until the log is durable up to here (its
+    /// no-op), which proves the term and vote it won with are durable too.
+    pub(super) index_sends_held_to: u64,
     pub(super) membership_target: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
     pub(super) index_conf_pending: u64,
     pub(super) hibernation: Hibernation,
@@ -88,6 +97,9 @@ pub struct Raft<L: LogView> {
     pub(super) msgs_persisted: Vec<Message>,
     pub(super) reads_ready: Vec<ReadState>,
     pub(super) reads_failed: Vec<Bytes>,
+    /// A storage failure stopped this replica: every later input returns
+    /// it, and the runtime stops the group.
+    failure: Option<RaftError>,
 }
 
 impl<L: LogView> Raft<L> {
@@ -105,7 +117,8 @@ impl<L: LogView> Raft<L> {
         let membership_committed = view.snapshot_meta().membership;
         let conf_uncommitted = scan_conf_changes(&view, cfg.bytes_apply_max)
             .map_err(|source| RaftError::Log { group, source })?;
-        let log = RaftLog::new(view, hard_state.index_commit, index_applied);
+        let log = RaftLog::new(view, hard_state.index_commit, index_applied)
+            .map_err(|source| RaftError::Log { group, source })?;
         let seed = cfg.seed ^ cfg.id.0.rotate_left(32) ^ cfg.group.0;
         let mut raft = Self {
             term: hard_state.term,
@@ -123,12 +136,14 @@ impl<L: LogView> Raft<L> {
             ticks_heartbeat_elapsed: 0,
             ticks_election_timeout: cfg.ticks_election,
             ticks_alive: 0,
-            tick_now: 0,
-            tick_lease_floor: 0,
-            tick_leader_seen: 0,
+            now_ms: 0,
+            lease_ms_floor: 0,
+            leader_ms_seen: 0,
+            leader_heard_ms: 0,
             reads: ReadQueue::default(),
             transferee: None,
             lease_revoked: false,
+            index_sends_held_to: 0,
             membership_target: None,
             index_conf_pending: 0,
             hibernation: Hibernation::Awake,
@@ -139,6 +154,7 @@ impl<L: LogView> Raft<L> {
             msgs_persisted: Vec::new(),
             reads_ready: Vec::new(),
             reads_failed: Vec::new(),
+            failure: None,
             cfg,
         };
         raft.fold_committed_conf_changes();
@@ -197,12 +213,16 @@ impl<L: LogView> Raft<L> {
         &self.membership
     }
 
-    /// The hard state as it is now (not necessarily persisted yet).
+    /// The hard state as it is now (not necessarily persisted yet). Its
+    /// commit index stops at the log's durable end: a follower learns
+    /// commits past the entries it is still writing, and a hard state
+    /// written before them would, after a crash, claim entries the log
+    /// lost — a log shorter than its commit index refuses to start.
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
             vote: self.vote,
-            index_commit: self.log.index_committed(),
+            index_commit: self.log.index_committed().min(self.log.index_durable()),
         }
     }
 
@@ -221,20 +241,51 @@ impl<L: LogView> Raft<L> {
         self.log.view_mut()
     }
 
+    /// The runtime's monotonic clock, in milliseconds from any fixed
+    /// origin; call it before each batch of inputs. Only the leader lease
+    /// reads it. It never goes back: an earlier value is ignored.
+    pub fn set_now_ms(&mut self, ms: u64) {
+        self.now_ms = self.now_ms.max(ms);
+    }
+
+    /// Stops this replica: the log could not answer. Whatever the core
+    /// would do next could rest on a wrong term (a vote for a stale log, a
+    /// truncation of committed entries), so it does nothing more.
+    pub(super) fn fail(&mut self, source: LogError) {
+        log::error!(
+            "group {}: {} stops, its log failed: {source}",
+            self.cfg.group,
+            self.cfg.id
+        );
+        if self.failure.is_none() {
+            self.failure = Some(RaftError::Log {
+                group: self.cfg.group,
+                source,
+            });
+        }
+    }
+
+    /// The storage failure that stopped this replica, if any.
+    pub(super) fn check_failed(&self) -> Result<(), RaftError> {
+        match &self.failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Advances the clock by one tick: elections, heartbeats, check-quorum,
     /// lease expiry and hibernation all count ticks.
     pub fn tick(&mut self) {
-        if self.hibernation == Hibernation::Asleep {
+        if self.hibernation == Hibernation::Asleep || self.failure.is_some() {
             return;
         }
-        self.tick_now += 1;
         self.ticks_alive += 1;
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
             self.ticks_election_elapsed += 1;
             let timed_out = self.ticks_election_elapsed >= self.ticks_election_timeout;
-            if timed_out && self.is_promotable() {
+            if timed_out && self.is_promotable() && !self.heard_leader_lately() {
                 self.ticks_election_elapsed = 0;
                 self.campaign_on_timeout();
             }
@@ -303,7 +354,22 @@ impl<L: LogView> Raft<L> {
             && self.ticks_election_elapsed < self.cfg.ticks_election;
         let just_started =
             self.cfg.lease_read && self.ticks_alive < u64::from(self.cfg.ticks_election);
-        hearing_leader || just_started
+        hearing_leader || just_started || self.heard_leader_lately()
+    }
+
+    /// Whether, by the clock, a leader was heard less than an election
+    /// timeout ago. Ticks alone do not bound that in real time: ticks that
+    /// fell due during a stall arrive bunched, possibly after a heartbeat
+    /// that came in later, and would end the wait right after we
+    /// acknowledged it — while the leader's lease, counted from that
+    /// heartbeat, runs on. Until then this node neither votes for another
+    /// nor campaigns (its own vote counts too). Only with leases on and a
+    /// known tick length.
+    pub(super) fn heard_leader_lately(&self) -> bool {
+        self.cfg.lease_read
+            && self.cfg.tick_ms > 0
+            && self.leader_heard_ms > 0
+            && self.now_ms < self.leader_heard_ms + self.cfg.election_timeout_ms()
     }
 
     /// Clears everything that belongs to one term and role.
@@ -322,12 +388,13 @@ impl<L: LogView> Raft<L> {
         self.progress.clear();
         self.transferee = None;
         self.lease_revoked = false;
+        self.index_sends_held_to = 0;
         self.membership_target = None;
         let failed = self.reads.fail_all();
         self.reads_failed.extend(failed);
         self.hibernation = Hibernation::Awake;
         self.ticks_idle = 0;
-        self.tick_leader_seen = 0;
+        self.leader_ms_seen = 0;
     }
 
     /// Becomes a follower in `term` (of `leader`, if known).
@@ -342,8 +409,15 @@ impl<L: LogView> Raft<L> {
         self.send_at(to, self.term, body);
     }
 
-    /// Queues a message at `term`. A leader's own kinds go out at once;
-    /// everything else waits for this `Ready`'s writes to be durable.
+    /// Whether a leader's messages must still wait for its writes: it won
+    /// alone, and the term and vote it won with may not be durable yet.
+    pub(super) fn sends_held(&self) -> bool {
+        self.log.index_durable() < self.index_sends_held_to
+    }
+
+    /// Queues a message at `term`. A leader's own kinds go out at once
+    /// (unless [`Self::sends_held`]); everything else waits for this
+    /// `Ready`'s writes to be durable.
     pub(super) fn send_at(&mut self, to: NodeId, term: u64, body: Body) {
         let m = Message {
             group: self.cfg.group,
@@ -352,15 +426,17 @@ impl<L: LogView> Raft<L> {
             term,
             body,
         };
-        if self.role == Role::Leader && m.is_from_leader() {
+        if self.role == Role::Leader && m.is_from_leader() && !self.sends_held() {
             self.msgs.push(m);
         } else {
             self.msgs_persisted.push(m);
         }
     }
 
-    /// Handles one message from a peer.
+    /// Handles one message from a peer. An error from the log (this input's
+    /// or an earlier one's) has stopped the replica.
     pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        self.check_failed()?;
         if m.group != self.cfg.group {
             return Err(RaftError::WrongGroup {
                 group: self.cfg.group,
@@ -379,7 +455,7 @@ impl<L: LogView> Raft<L> {
             return Ok(());
         }
         self.dispatch(m);
-        Ok(())
+        self.check_failed()
     }
 
     /// A message from a later term; false if it must be ignored.
@@ -485,9 +561,10 @@ impl<L: LogView> Raft<L> {
             self.become_follower(self.term, Some(from));
         }
         if self.leader != Some(from) {
-            self.tick_leader_seen = 0;
+            self.leader_ms_seen = 0;
         }
         self.leader = Some(from);
+        self.leader_heard_ms = self.now_ms;
         if self.hibernation != Hibernation::Asleep {
             self.ticks_election_elapsed = 0;
         }
@@ -566,9 +643,12 @@ impl<L: LogView> Raft<L> {
         self.recompute_membership();
     }
 
-    /// The runtime made the log durable up to `index`, whose term is `term`.
-    pub fn on_entries_durable(&mut self, index: u64, term: u64) {
-        if !self.log.stable_to(index, term) {
+    /// The runtime made the log durable up to `index`, whose term is
+    /// `term`, with every write handed out up to the `Ready` whose
+    /// [`Ready::log_epoch`] was `epoch`. A report from before a truncation
+    /// or snapshot restore counts only for the entries that survived it.
+    pub fn on_entries_durable(&mut self, index: u64, term: u64, epoch: u64) {
+        if self.failure.is_some() || !self.log.stable_to(index, term, epoch) {
             return;
         }
         if self.role == Role::Leader {
@@ -594,7 +674,8 @@ impl<L: LogView> Raft<L> {
 
     /// Whether a `Ready` would have anything in it.
     pub fn has_ready(&self) -> bool {
-        self.hard_state() != self.hard_state_reported
+        self.failure.is_some()
+            || self.hard_state() != self.hard_state_reported
             || self.log.has_ready()
             || !self.msgs.is_empty()
             || !self.msgs_persisted.is_empty()
@@ -604,7 +685,10 @@ impl<L: LogView> Raft<L> {
     }
 
     /// Drains everything the caller must do now; see [`Ready`] for the order.
+    /// After a storage failure it only returns that failure: the runtime
+    /// must stop the group.
     pub fn ready(&mut self) -> Result<Ready, RaftError> {
+        self.check_failed()?;
         self.flush_reads();
         let hard_state = self.hard_state();
         let hard_state = (hard_state != self.hard_state_reported).then(|| {
@@ -620,6 +704,7 @@ impl<L: LogView> Raft<L> {
             hard_state,
             snapshot: self.log.take_snapshot(),
             entries: self.log.take_unhanded(),
+            log_epoch: self.log.epoch(),
             messages: std::mem::take(&mut self.msgs),
             messages_persisted: std::mem::take(&mut self.msgs_persisted),
             entries_committed,

@@ -101,8 +101,9 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Whether the peer answered since the last check-quorum.
     pub recent_active: bool,
-    /// The leader tick of the newest heartbeat this peer acknowledged.
-    pub tick_lease_acked: u64,
+    /// The send time (leader's clock, ms) of the newest heartbeat this peer
+    /// acknowledged.
+    pub lease_ms_acked: u64,
     /// The peer acknowledged the hibernation request.
     pub hibernate_acked: bool,
 }
@@ -117,7 +118,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(count_max, bytes_max),
             recent_active: true,
-            tick_lease_acked: 0,
+            lease_ms_acked: 0,
             hibernate_acked: false,
         }
     }

@@ -7,10 +7,12 @@
 //! id of the newest round broadcast, so a regular heartbeat confirms it too.
 //!
 //! Lease: a follower that heard from the leader will not vote for anyone else
-//! for `ticks_election` of its own ticks. The leader counts its lease from
-//! the tick at which it *sent* a heartbeat that a quorum acknowledged, and
-//! ends it `lease_ticks_drift` ticks early, so the lease ends before any
-//! other node can win an election as long as clocks drift within that bound.
+//! for `ticks_election` of its own ticks, which never come faster than real
+//! time. The leader counts its lease on its monotonic clock from the time it
+//! *sent* a heartbeat that a quorum acknowledged, for `ticks_election - 1`
+//! ticks' worth of milliseconds less `clock_drift_ms`, so the lease ends
+//! before any other node can win an election as long as clocks drift within
+//! that bound — however late the leader's own ticks come.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -166,8 +168,8 @@ impl ReadQueue {
     }
 }
 
-/// The tick from which the leader's lease runs: the newest heartbeat send
-/// tick that a quorum acknowledged (the leader itself counts as `tick_now`).
+/// The time (ms) from which the leader's lease runs: the newest heartbeat
+/// send time that a quorum acknowledged (the leader itself counts as now).
 pub fn lease_start(membership: &Membership, acked: impl Fn(NodeId) -> u64) -> u64 {
     quorum::quorum_value(membership, acked)
 }

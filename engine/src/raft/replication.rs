@@ -72,10 +72,7 @@ impl<L: LogView> Raft<L> {
                 return self.send_snapshot(to);
             }
             (Err(e), _) | (_, Err(e)) => {
-                log::warn!(
-                    "group {}: cannot read the log for {to}: {e}",
-                    self.cfg.group
-                );
+                self.fail(e);
                 return false;
             }
         };
@@ -107,6 +104,12 @@ impl<L: LogView> Raft<L> {
     }
 
     fn send_snapshot(&mut self, to: NodeId) -> bool {
+        if self.sends_held() {
+            // A snapshot streams at once in the runtime: it waits, like
+            // every message of a term not yet durable; a later heartbeat
+            // answer retries.
+            return false;
+        }
         let meta: SnapshotMeta = self.log.view().snapshot_meta();
         if meta.index == 0 {
             log::warn!(
@@ -157,7 +160,7 @@ impl<L: LogView> Raft<L> {
         let heartbeat = Heartbeat {
             index_commit: pr.index_match.min(self.log.index_committed()),
             id_read: self.reads.id_broadcast(),
-            tick_lease: self.tick_now,
+            lease_ms: self.now_ms,
         };
         self.send(to, Body::Heartbeat(heartbeat));
     }
@@ -168,8 +171,16 @@ impl<L: LogView> Raft<L> {
             self.progress.get(&n).map_or(0, |p| p.index_match)
         });
         let index = index.min(self.log.last_index());
-        if index <= self.log.index_committed() || !self.log.matches_term(index, self.term) {
+        if index <= self.log.index_committed() {
             return false;
+        }
+        match self.log.matches_term(index, self.term) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
         }
         self.commit_to(index);
         self.on_leader_commit();
@@ -191,7 +202,10 @@ impl<L: LogView> Raft<L> {
         pr.recent_active = true;
         if r.reject {
             let hint = if r.term_hint > 0 {
-                self.log.find_conflict_by_term(r.index_hint, r.term_hint).0
+                match self.log.find_conflict_by_term(r.index_hint, r.term_hint) {
+                    Ok((index, _)) => index,
+                    Err(e) => return self.fail(e),
+                }
             } else {
                 r.index_hint
             };
@@ -234,14 +248,14 @@ impl<L: LogView> Raft<L> {
 
     /// A follower's answer to a heartbeat.
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, r: HeartbeatResponse) {
-        let floor = self.tick_lease_floor;
+        let floor = self.lease_ms_floor;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         pr.probe_sent = false;
-        if r.tick_lease > floor {
-            pr.tick_lease_acked = pr.tick_lease_acked.max(r.tick_lease);
+        if r.lease_ms > floor {
+            pr.lease_ms_acked = pr.lease_ms_acked.max(r.lease_ms);
         }
         if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
             pr.inflights.free_first();
@@ -268,8 +282,16 @@ impl<L: LogView> Raft<L> {
             self.send_append_ok(from, committed);
             return;
         }
-        if !self.log.matches_term(a.index_prev, a.term_prev) {
-            let (index_hint, term_hint) = self.log.find_conflict_by_term(a.index_prev, a.term_prev);
+        let matches = match self.log.matches_term(a.index_prev, a.term_prev) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        if !matches {
+            let (index_hint, term_hint) =
+                match self.log.find_conflict_by_term(a.index_prev, a.term_prev) {
+                    Ok(hint) => hint,
+                    Err(e) => return self.fail(e),
+                };
             let body = AppendResponse {
                 reject: true,
                 index: a.index_prev,
@@ -280,7 +302,10 @@ impl<L: LogView> Raft<L> {
             return;
         }
         let index_last_new = a.index_prev + a.entries.len() as u64;
-        let conflict = self.log.find_conflict(&a.entries);
+        let conflict = match self.log.find_conflict(&a.entries) {
+            Ok(c) => c,
+            Err(e) => return self.fail(e),
+        };
         if conflict != 0 {
             assert!(
                 conflict > committed,
@@ -305,11 +330,11 @@ impl<L: LogView> Raft<L> {
 
     /// A heartbeat from the leader of our term.
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, h: Heartbeat) {
-        self.tick_leader_seen = self.tick_leader_seen.max(h.tick_lease);
+        self.leader_ms_seen = self.leader_ms_seen.max(h.lease_ms);
         self.commit_to(h.index_commit.min(self.log.last_index()));
         let body = HeartbeatResponse {
             id_read: h.id_read,
-            tick_lease: h.tick_lease,
+            lease_ms: h.lease_ms,
         };
         self.send(from, Body::HeartbeatResponse(body));
     }
@@ -322,7 +347,11 @@ impl<L: LogView> Raft<L> {
             self.send_append_ok(from, committed);
             return;
         }
-        if self.log.matches_term(meta.index, meta.term) {
+        let held = match self.log.matches_term(meta.index, meta.term) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        if held {
             // We have the entries already: just learn the commit.
             self.commit_to(meta.index);
             self.send_append_ok(from, meta.index);

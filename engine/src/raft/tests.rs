@@ -169,7 +169,7 @@ impl Net {
                 let log = peer.log.0.borrow();
                 let (last, term) = (log.last_index(), log.term(log.last_index()).unwrap_or(0));
                 drop(log);
-                peer.raft.on_entries_durable(last, term);
+                peer.raft.on_entries_durable(last, term, rd.log_epoch);
                 self.queue.extend(rd.messages_persisted.iter().cloned());
             }
             for e in &rd.entries_committed {
@@ -498,7 +498,7 @@ fn a_higher_term_turns_a_leader_into_a_follower() {
     let hb = Heartbeat {
         index_commit: 0,
         id_read: 0,
-        tick_lease: 0,
+        lease_ms: 0,
     };
     net.raft(1)
         .step(msg(
@@ -507,7 +507,7 @@ fn a_higher_term_turns_a_leader_into_a_follower() {
             term + 3,
             Body::HeartbeatResponse(HeartbeatResponse {
                 id_read: hb.id_read,
-                tick_lease: 0,
+                lease_ms: 0,
             }),
         ))
         .expect("step");
@@ -597,7 +597,8 @@ fn leader_counts_its_own_durable_index_like_a_follower() {
         "n2 alone is not a majority"
     );
     let term = net.raft(1).term();
-    net.raft(1).on_entries_durable(index, term);
+    let epoch = net.raft(1).ready().expect("ready").log_epoch;
+    net.raft(1).on_entries_durable(index, term, epoch);
     net.drain(1);
     assert_eq!(
         net.raft(1).index_commit(),
@@ -641,7 +642,7 @@ fn figure_8_entries_of_older_terms_commit_only_with_the_current_term() {
     let rd = r.ready().expect("ready");
     log.0.borrow_mut().truncate_append(&rd.entries);
     let noop = rd.entries.last().map(|e| e.index).expect("no-op");
-    r.on_entries_durable(noop, term);
+    r.on_entries_durable(noop, term, rd.log_epoch);
     for id in [2, 3] {
         let ack = AppendResponse {
             reject: false,
@@ -780,12 +781,17 @@ fn read_index_waits_for_a_heartbeat_quorum() {
 
 #[test]
 fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
+    let (tick_ms, drift_ms) = (100, 300);
     let mut net = Net::new(&[1, 2, 3], |c| {
         c.lease_read = true;
-        c.lease_ticks_drift = 3;
+        c.tick_ms = tick_ms;
+        c.clock_drift_ms = Some(drift_ms);
     });
+    let mut now = 1_000;
     let mut leader = None;
     for _ in 0..100 {
+        now += tick_ms;
+        clock_all(&mut net, now);
         net.tick_all(1);
         leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
         if leader.is_some() {
@@ -793,7 +799,13 @@ fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
         }
     }
     let l = leader.expect("a leader");
-    net.tick(l, 2);
+    now += tick_ms;
+    clock_all(&mut net, now);
+    net.tick(l, 1);
+    now += tick_ms;
+    clock_all(&mut net, now);
+    net.tick(l, 1);
+    let sent = now;
     assert!(
         net.raft(l).lease_valid(),
         "a heartbeat quorum grants the lease"
@@ -804,22 +816,29 @@ fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
     net.drain(l);
     assert_eq!(net.peers[&l].reads.len(), 1, "served without a round trip");
     net.isolate(l);
-    let (e, d) = (10, 3);
-    net.tick(l, e - d - 1);
+    // (ticks_election - 1) ticks of real time, less the drift bound.
+    let lease = 9 * tick_ms - drift_ms;
+    net.raft(l).set_now_ms(sent + lease - 1);
     assert!(net.raft(l).lease_valid(), "still within the lease");
-    net.tick(l, 1);
+    net.raft(l).set_now_ms(sent + lease);
     assert!(
         !net.raft(l).lease_valid(),
-        "the lease ends ticks_election - drift after the last ack"
+        "the lease ends (ticks_election - 1) ticks less the drift after the acked send"
     );
     // The others refuse to elect anyone until ticks_election after the last heartbeat.
     let others: Vec<u64> = (1..=3).filter(|&i| i != l).collect();
-    for &o in &others {
-        net.tick(o, 5);
+    for _ in 0..5 {
+        now += tick_ms;
+        for &o in &others {
+            net.raft(o).set_now_ms(now);
+            net.tick(o, 1);
+        }
     }
     assert!(others.iter().all(|&o| net.raft(o).role() != Role::Leader));
     for _ in 0..40 {
+        now += tick_ms;
         for &o in &others {
+            net.raft(o).set_now_ms(now);
             net.tick(o, 1);
         }
     }
@@ -1110,4 +1129,358 @@ fn invalid_configs_are_refused() {
     cfg.lease_read = true;
     cfg.check_quorum = false;
     assert!(cfg.validate().is_err());
+}
+
+// ---- Storage faults and persist-before-send ----
+
+/// A log whose `term()` fails once `broken` is set, as a disk that went
+/// bad under a running replica does.
+#[derive(Debug, Clone)]
+struct FlakyLog {
+    inner: SharedLog,
+    broken: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl LogView for FlakyLog {
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.inner.snapshot_meta()
+    }
+
+    fn first_index(&self) -> u64 {
+        self.inner.first_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.inner.last_index()
+    }
+
+    fn term(&self, index: u64) -> Result<u64, LogError> {
+        if self.broken.get() {
+            return Err(LogError::Storage {
+                reason: format!("read of index {index} failed"),
+            });
+        }
+        self.inner.term(index)
+    }
+
+    fn entries(&self, lo: u64, hi: u64, bytes_max: u64) -> Result<Vec<Entry>, LogError> {
+        self.inner.entries(lo, hi, bytes_max)
+    }
+}
+
+/// A core of `voters` over a flaky log of `terms` after the bootstrap entry.
+fn flaky_core(voters: &[u64], terms: &[u64], term: u64) -> (Raft<FlakyLog>, FlakyLog) {
+    let mut entries = vec![bootstrap(voters)];
+    for (k, &t) in terms.iter().enumerate() {
+        entries.push(entry(k as u64 + 2, t));
+    }
+    let log = FlakyLog {
+        inner: SharedLog::new(LogData {
+            snapshot: SnapshotMeta::default(),
+            entries,
+        }),
+        broken: std::rc::Rc::default(),
+    };
+    let hs = HardState {
+        term,
+        vote: None,
+        index_commit: 1,
+    };
+    let raft = Raft::new(config(1), log.clone(), hs, 1).expect("valid core");
+    (raft, log)
+}
+
+#[test]
+fn a_voter_that_cannot_read_its_last_term_grants_nothing_and_stops() {
+    let (mut r, log) = flaky_core(&[1, 2, 3], &[5, 5], 5);
+    log.broken.set(true);
+    // The candidate's log ends in term 1: behind ours (term 5), unless a
+    // missing term is taken for 0.
+    let stepped = r.step(msg(2, 1, 6, vote(false, 3, 1)));
+    let rd = r.ready();
+    if let Ok(rd) = &rd {
+        assert!(
+            granted(rd).iter().all(|&(_, g)| !g),
+            "a vote granted on a term read as 0"
+        );
+    }
+    assert!(
+        stepped.is_err() || rd.is_err(),
+        "the storage error must stop the replica"
+    );
+}
+
+#[test]
+fn a_candidate_that_cannot_read_its_last_term_stops_instead_of_campaigning() {
+    let (mut r, log) = flaky_core(&[1, 2, 3], &[5, 5], 5);
+    log.broken.set(true);
+    let mut failed = false;
+    for _ in 0..100 {
+        r.tick();
+        match r.ready() {
+            Err(_) => {
+                failed = true;
+                break;
+            }
+            Ok(rd) => assert!(
+                all_messages(&rd)
+                    .iter()
+                    .all(|m| !matches!(m.body, Body::Vote(v) if v.term_last == 0)),
+                "a vote request claims last term 0"
+            ),
+        }
+    }
+    assert!(failed, "the storage error must stop the replica");
+}
+
+#[test]
+fn a_follower_that_cannot_read_its_log_stops_instead_of_hinting_term_0() {
+    let (mut r, log) = flaky_core(&[1, 2, 3], &[2, 2], 2);
+    log.broken.set(true);
+    let append = Append {
+        index_prev: 3,
+        term_prev: 2,
+        entries: vec![entry(4, 3)],
+        index_commit: 1,
+    };
+    let stepped = r.step(msg(2, 1, 3, Body::Append(append)));
+    let rd = r.ready();
+    assert!(
+        stepped.is_err() || rd.is_err(),
+        "the storage error must stop the replica"
+    );
+}
+
+#[test]
+fn a_log_shorter_than_its_commit_index_is_refused() {
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        index_commit: 9,
+    };
+    let mut entries = vec![bootstrap(&[1, 2, 3])];
+    entries.extend((2..=5).map(|i| entry(i, 2)));
+    let log = SharedLog::new(LogData {
+        snapshot: SnapshotMeta::default(),
+        entries,
+    });
+    let err = Raft::new(config(1), log, hs, 0).expect_err("committed entries are missing");
+    let text = err.to_string();
+    assert!(
+        text.contains('9') && text.contains('5'),
+        "names the commit and last index: {text}"
+    );
+    assert_eq!(
+        err,
+        RaftError::Log {
+            group: GROUP,
+            source: LogError::CommitPastLog {
+                index_commit: 9,
+                index_last: 5,
+                index_snapshot: 0,
+            },
+        }
+    );
+}
+
+/// A lone voter with a learner (`n2`), at term 1.
+fn lone_voter_with_learner() -> Raft<SharedLog> {
+    let kind = EntryKind::ConfChange(ConfChange::Set {
+        voters: ids(&[1]),
+        learners: ids(&[2]),
+    });
+    let boot = Entry {
+        term: 1,
+        index: 1,
+        kind,
+        payload: Bytes::new(),
+    };
+    let log = SharedLog::new(LogData {
+        snapshot: SnapshotMeta::default(),
+        entries: vec![boot],
+    });
+    let hs = HardState {
+        term: 1,
+        vote: None,
+        index_commit: 1,
+    };
+    Raft::new(config(1), log, hs, 1).expect("valid core")
+}
+
+fn appends(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .filter(|m| matches!(m.body, Body::Append(_)))
+        .count()
+}
+
+#[test]
+fn a_lone_voter_sends_no_append_before_its_new_term_is_durable() {
+    let mut r = lone_voter_with_learner();
+    let mut first = None;
+    for _ in 0..100 {
+        r.tick();
+        if r.role() == Role::Leader {
+            first = Some(r.ready().expect("ready"));
+            break;
+        }
+    }
+    let rd = first.expect("the lone voter wins at once");
+    assert!(
+        rd.hard_state.as_ref().is_some_and(|h| h.term == 2),
+        "the new term is still to be written"
+    );
+    assert_eq!(
+        appends(&rd.messages),
+        0,
+        "an append of term 2 left before term 2 was durable"
+    );
+    assert!(
+        appends(&rd.messages_persisted) > 0,
+        "the learner gets it after the write"
+    );
+    // Once the no-op (and so the hard state before it) is durable, appends
+    // go out at once again.
+    let noop = rd.entries.last().expect("the no-op").clone();
+    r.log_view().0.borrow_mut().truncate_append(&rd.entries);
+    r.on_entries_durable(noop.index, noop.term, rd.log_epoch);
+    let _ = r.ready().expect("ready");
+    r.tick();
+    r.tick();
+    let rd = r.ready().expect("ready");
+    assert!(
+        rd.messages
+            .iter()
+            .any(|m| matches!(m.body, Body::Heartbeat(_))),
+        "messages go out at once when the term is durable"
+    );
+}
+
+/// Sets every peer's clock to `ms`.
+fn clock_all(net: &mut Net, ms: u64) {
+    for peer in net.peers.values_mut() {
+        peer.raft.set_now_ms(ms);
+    }
+}
+
+#[test]
+fn a_leader_whose_ticks_stop_loses_its_lease_when_its_clock_runs_past_it() {
+    let tick_ms = 100;
+    let mut net = Net::new(&[1, 2, 3], |c| {
+        c.lease_read = true;
+        c.tick_ms = tick_ms;
+    });
+    let mut now = 1_000;
+    let mut leader = None;
+    for _ in 0..100 {
+        now += tick_ms;
+        clock_all(&mut net, now);
+        net.tick_all(1);
+        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let l = leader.expect("a leader");
+    for _ in 0..2 {
+        now += tick_ms;
+        clock_all(&mut net, now);
+        net.tick(l, 1);
+    }
+    assert!(
+        net.raft(l).lease_valid(),
+        "a heartbeat quorum grants the lease"
+    );
+    // The runtime stalls: no tick reaches the leader for an election
+    // timeout, while real time (its monotonic clock) moves on.
+    net.raft(l).set_now_ms(now + 10 * tick_ms);
+    assert!(!net.raft(l).lease_valid(), "the lease outlived real time");
+    net.raft(l)
+        .read_index(Bytes::from_static(b"r"))
+        .expect("read");
+    let rd = net.raft(l).ready().expect("ready");
+    assert!(rd.reads.is_empty(), "a read served from an expired lease");
+    assert!(
+        rd.messages
+            .iter()
+            .any(|m| matches!(m.body, Body::Heartbeat(_))),
+        "the read waits for a heartbeat round"
+    );
+}
+
+#[test]
+fn a_hard_state_never_commits_past_the_durable_log() {
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        index_commit: 1,
+    };
+    let mut r = core_with_log(config(1), &[1, 2, 3], &[], hs);
+    let append = Append {
+        index_prev: 1,
+        term_prev: 1,
+        entries: vec![entry(2, 2), entry(3, 2)],
+        index_commit: 3,
+    };
+    r.step(msg(2, 1, 2, Body::Append(append))).expect("step");
+    let rd = r.ready().expect("ready");
+    assert_eq!(r.index_commit(), 3, "the follower learns the commit");
+    assert!(
+        rd.hard_state.is_none_or(|h| h.index_commit <= 1),
+        "a status file written before entries 2..=3 must not claim them"
+    );
+    r.log_view().0.borrow_mut().truncate_append(&rd.entries);
+    r.on_entries_durable(3, 2, rd.log_epoch);
+    let rd = r.ready().expect("ready");
+    assert_eq!(rd.hard_state.map(|h| h.index_commit), Some(3));
+}
+
+#[test]
+fn bunched_ticks_right_after_a_heartbeat_do_not_end_a_followers_lease_promise() {
+    let tick_ms = 100;
+    let mut net = Net::new(&[1, 2, 3], |c| {
+        c.lease_read = true;
+        c.tick_ms = tick_ms;
+    });
+    let mut now = 1_000;
+    let mut leader = None;
+    for _ in 0..100 {
+        now += tick_ms;
+        clock_all(&mut net, now);
+        net.tick_all(1);
+        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let l = leader.expect("a leader");
+    now += tick_ms;
+    clock_all(&mut net, now);
+    net.tick(l, 2);
+    assert!(
+        net.raft(l).lease_valid(),
+        "the follower's ack grants the lease"
+    );
+    let f = (1..=3).find(|&i| i != l).expect("a follower");
+    let c = (1..=3).find(|&i| i != l && i != f).expect("a third node");
+    // A stall ends: the ticks that fell due during it reach the follower
+    // just after the heartbeat it acknowledged, with no real time between.
+    for _ in 0..30 {
+        net.raft(f).tick();
+    }
+    assert_eq!(
+        net.raft(f).role(),
+        Role::Follower,
+        "campaigned (voting for itself) right after acknowledging the leader"
+    );
+    let term = net.raft(f).term();
+    let last = net.raft(f).index_last();
+    net.raft(f)
+        .step(msg(c, f, term + 1, vote(false, last + 5, term)))
+        .expect("step");
+    let rd = net.raft(f).ready().expect("ready");
+    assert!(
+        granted(&rd).iter().all(|&(_, g)| !g),
+        "voted for another while the leader's lease, counted from its ack, runs"
+    );
 }

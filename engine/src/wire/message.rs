@@ -105,7 +105,7 @@ pub fn encode_message(msg: &Message, records: Option<&RecordRun>) -> Result<Vec<
         Body::Hibernate(h) => {
             out.put_u64_le(h.index_last);
             out.put_u64_le(h.term_last);
-            out.put_u64_le(h.tick);
+            out.put_u64_le(h.sent_ms);
         }
         Body::HibernateResponse(h) => out.put_u8(u8::from(h.ok)),
     }
@@ -138,26 +138,26 @@ fn check_run_matches(a: &Append, run: &RecordRun) -> Result<(), WireError> {
 pub(crate) fn put_heartbeat(out: &mut BytesMut, h: &Heartbeat) {
     out.put_u64_le(h.index_commit);
     out.put_u64_le(h.id_read);
-    out.put_u64_le(h.tick_lease);
+    out.put_u64_le(h.lease_ms);
 }
 
 pub(crate) fn read_heartbeat(r: &mut Reader) -> Result<Heartbeat, WireError> {
     Ok(Heartbeat {
         index_commit: r.u64("commit")?,
         id_read: r.u64("read id")?,
-        tick_lease: r.u64("lease tick")?,
+        lease_ms: r.u64("lease ms")?,
     })
 }
 
 pub(crate) fn put_heartbeat_response(out: &mut BytesMut, h: &HeartbeatResponse) {
     out.put_u64_le(h.id_read);
-    out.put_u64_le(h.tick_lease);
+    out.put_u64_le(h.lease_ms);
 }
 
 pub(crate) fn read_heartbeat_response(r: &mut Reader) -> Result<HeartbeatResponse, WireError> {
     Ok(HeartbeatResponse {
         id_read: r.u64("read id")?,
-        tick_lease: r.u64("lease tick")?,
+        lease_ms: r.u64("lease ms")?,
     })
 }
 
@@ -256,7 +256,7 @@ pub fn decode_message(body: Bytes, payload_max: u32) -> Result<Decoded, WireErro
         tag::HIBERNATE => Body::Hibernate(Hibernate {
             index_last: r.u64("index_last")?,
             term_last: r.u64("term_last")?,
-            tick: r.u64("tick")?,
+            sent_ms: r.u64("hibernate sent ms")?,
         }),
         tag::HIBERNATE_RESPONSE => Body::HibernateResponse(HibernateResponse { ok: r.bool("ok")? }),
         tag => {

@@ -73,18 +73,15 @@ fn body() -> impl Strategy<Value = Body> {
                 term_hint
             })
         ),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(index_commit, id_read, tick_lease)| Body::Heartbeat(Heartbeat {
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(index_commit, id_read, lease_ms)| {
+            Body::Heartbeat(Heartbeat {
                 index_commit,
                 id_read,
-                tick_lease
+                lease_ms,
             })
-        ),
-        (any::<u64>(), any::<u64>()).prop_map(|(id_read, tick_lease)| Body::HeartbeatResponse(
-            HeartbeatResponse {
-                id_read,
-                tick_lease
-            }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(id_read, lease_ms)| Body::HeartbeatResponse(
+            HeartbeatResponse { id_read, lease_ms }
         )),
         (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
             |(pre, index_last, term_last, transfer)| Body::Vote(Vote {
@@ -114,7 +111,7 @@ fn body() -> impl Strategy<Value = Body> {
             Body::Hibernate(Hibernate {
                 index_last,
                 term_last,
-                tick,
+                sent_ms: tick,
             })
         }),
         any::<bool>().prop_map(|ok| Body::HibernateResponse(HibernateResponse { ok })),
@@ -169,8 +166,8 @@ proptest! {
     fn heartbeat_batches_round_trip(beats in proptest::collection::vec((any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..20),
                                     responses in proptest::collection::vec((any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..20)) {
         let mut batch = HeartbeatBatch::new(NodeId(1), NodeId(2));
-        batch.beats = beats.into_iter().map(|(g, t, c, r, l)| (GroupId(g), t, Heartbeat { index_commit: c, id_read: r, tick_lease: l })).collect();
-        batch.responses = responses.into_iter().map(|(g, t, r, l)| (GroupId(g), t, HeartbeatResponse { id_read: r, tick_lease: l })).collect();
+        batch.beats = beats.into_iter().map(|(g, t, c, r, l)| (GroupId(g), t, Heartbeat { index_commit: c, id_read: r, lease_ms: l })).collect();
+        batch.responses = responses.into_iter().map(|(g, t, r, l)| (GroupId(g), t, HeartbeatResponse { id_read: r, lease_ms: l })).collect();
         let bytes = batch.encode();
         prop_assert_eq!(HeartbeatBatch::decode(bytes.clone()).expect("decodes"), batch.clone());
         for cut in 0..bytes.len() {

@@ -283,7 +283,7 @@ impl Cluster {
         if self.nodes[i].incarnation != inc {
             return;
         }
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             raft.tick();
         }
         self.drain(i);
@@ -350,7 +350,7 @@ impl Cluster {
         if self.nodes[from].incarnation != sender_incarnation {
             return;
         }
-        if let Some(raft) = self.nodes[from].raft.as_mut() {
+        if let Some(raft) = self.nodes[from].raft_at(self.now) {
             raft.report_snapshot(msg.to, ok);
         }
         self.drain(from);
@@ -364,7 +364,7 @@ impl Cluster {
         }
         let is_snapshot = f.snapshot.is_some();
         self.nodes[to].incoming_snapshot = f.snapshot;
-        if let Some(raft) = self.nodes[to].raft.as_mut() {
+        if let Some(raft) = self.nodes[to].raft_at(self.now) {
             raft.step(f.msg.clone()).expect("step");
         }
         self.drain(to);
@@ -377,7 +377,7 @@ impl Cluster {
     /// Drains every `Ready` of node `i` and checks the invariants.
     pub(crate) fn drain(&mut self, i: usize) {
         for _ in 0..16 {
-            let Some(raft) = self.nodes[i].raft.as_mut() else {
+            let Some(raft) = self.nodes[i].raft_at(self.now) else {
                 return;
             };
             if !raft.has_ready() {
@@ -400,7 +400,7 @@ impl Cluster {
             self.install_snapshot(i, meta);
         }
         if !rd.entries.is_empty() {
-            self.append(i, rd.entries);
+            self.append(i, rd.entries, rd.log_epoch);
         }
         if !rd.messages_persisted.is_empty() {
             if self.nodes[i].pending.is_empty() {
@@ -454,7 +454,7 @@ impl Cluster {
         self.checker.counters.snapshots_installed += 1;
     }
 
-    fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>) {
+    fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>, epoch: u64) {
         let node = &mut self.nodes[i];
         let id = node.id;
         let mut prev = node.written.0.borrow().term(entries[0].index - 1);
@@ -463,7 +463,7 @@ impl Cluster {
             prev = Some(e.term);
         }
         node.written.0.borrow_mut().truncate_append(&entries);
-        node.pending.push(Write::Entries(entries));
+        node.pending.push(Write::Entries(entries, epoch));
     }
 
     fn apply(&mut self, i: usize, e: &crate::raft::Entry) {
@@ -529,17 +529,21 @@ impl Cluster {
                     node.durable.install(meta);
                     node.sm_durable = data;
                 }
-                Write::Entries(es) => node.durable.truncate_append(&es),
+                Write::Entries(es, epoch) => {
+                    node.durable.truncate_append(&es);
+                    node.epoch_synced = epoch;
+                }
                 Write::Messages(ms) => outbox.extend(ms),
             }
         }
         let last = node.durable.last_index();
         let term = node.durable.term(last).unwrap_or(0);
-        if let Some(raft) = node.raft.as_mut() {
+        let (now, epoch) = (self.now, node.epoch_synced);
+        if let Some(raft) = node.raft_at(now) {
             if let Some(index) = installed {
                 raft.on_snapshot_installed(index);
             }
-            raft.on_entries_durable(last, term);
+            raft.on_entries_durable(last, term, epoch);
         }
         for m in outbox {
             self.send(i, m);
@@ -616,7 +620,7 @@ impl Cluster {
                     continue;
                 }
                 let id = self.nodes[b].id;
-                if let Some(raft) = self.nodes[a].raft.as_mut() {
+                if let Some(raft) = self.nodes[a].raft_at(self.now) {
                     raft.on_node_unreachable(id);
                 }
                 self.drain(a);
@@ -737,7 +741,7 @@ impl Cluster {
         let key = self.rng.below(4) as u8;
         let value = self.value_next;
         self.value_next += 1;
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.propose(encode_write(key, value));
         }
         self.drain(i);
@@ -755,7 +759,9 @@ impl Cluster {
         let key = self.rng.below(4) as u8;
         let commit_at_issue = self.checker.commit_max;
         let ctx = Bytes::copy_from_slice(&id.to_le_bytes());
-        let lease = self.nodes[i].raft.as_ref().is_some_and(|r| r.lease_valid());
+        let lease = self.nodes[i]
+            .raft_at(self.now)
+            .is_some_and(|r| r.lease_valid());
         let ok = self.nodes[i]
             .raft
             .as_mut()
@@ -774,7 +780,7 @@ impl Cluster {
         };
         let voters: Vec<NodeId> = raft.membership().voters().iter().copied().collect();
         let to = voters[self.rng.below(voters.len() as u64) as usize];
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.transfer_leader(to);
         }
         self.drain(i);
@@ -783,7 +789,7 @@ impl Cluster {
     fn reconfigure(&mut self) {
         let Some(i) = self.pick_leader() else { return };
         if self.rng.chance(200) {
-            if let Some(raft) = self.nodes[i].raft.as_mut() {
+            if let Some(raft) = self.nodes[i].raft_at(self.now) {
                 let _ = raft.cancel_membership_change();
             }
             return;
@@ -797,7 +803,7 @@ impl Cluster {
             voters.insert(all.swap_remove(k));
         }
         let learners: BTreeSet<NodeId> = all.into_iter().filter(|_| self.rng.chance(500)).collect();
-        if let Some(raft) = self.nodes[i].raft.as_mut() {
+        if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.change_membership(voters, learners);
         }
         self.drain(i);
@@ -857,7 +863,7 @@ impl Cluster {
         if !fresh {
             let value = self.value_next;
             self.value_next += 1;
-            let raft = self.nodes[i].raft.as_mut().expect("leader is up");
+            let raft = self.nodes[i].raft_at(self.now).expect("leader is up");
             if let Ok(index) = raft.propose(encode_write(0, value)) {
                 self.marker = Some((i, term, inc, index));
             }

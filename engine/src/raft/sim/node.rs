@@ -16,6 +16,8 @@ pub(crate) struct SimNode {
     pub(crate) sm_durable: SmData,
     pub(crate) pending: Vec<Write>,
     pub(crate) sync_scheduled: bool,
+    /// The log epoch of the newest entries synced in this incarnation.
+    pub(crate) epoch_synced: u64,
     pub(crate) sm: SmData,
     pub(crate) applied: u64,
     pub(crate) membership_applied: Membership,
@@ -34,7 +36,8 @@ pub(crate) fn sim_config(id: NodeId, group: GroupId, seed: u64, hibernate: bool)
     let mut cfg = Config::new(id, group);
     cfg.ticks_election = 10;
     cfg.ticks_heartbeat = 2;
-    cfg.lease_ticks_drift = 3;
+    cfg.tick_ms = super::cluster::UNIT;
+    cfg.clock_drift_ms = Some(2 * super::cluster::UNIT);
     cfg.msgs_inflight_max = 4;
     cfg.bytes_inflight_max = 1_000;
     cfg.bytes_append_max = 300;
@@ -60,6 +63,7 @@ impl SimNode {
             sm_durable: SmData::new(),
             pending: Vec::new(),
             sync_scheduled: false,
+            epoch_synced: 0,
             sm: SmData::new(),
             applied: 0,
             membership_applied: Membership::default(),
@@ -82,6 +86,7 @@ impl SimNode {
         self.membership_applied = self.durable.snapshot.membership.clone();
         self.pending.clear();
         self.sync_scheduled = false;
+        self.epoch_synced = 0;
         self.reads_waiting.clear();
         self.incoming_snapshot = None;
         let raft = Raft::new(
@@ -108,6 +113,22 @@ impl SimNode {
 
     pub(crate) fn is_up(&self) -> bool {
         self.raft.is_some()
+    }
+
+    /// This node's monotonic clock (ms) at simulated time `now`: one
+    /// nominal tick (`UNIT` ms) per `period` units of real time, so a node
+    /// whose ticks come faster has a clock that runs faster too.
+    pub(crate) fn clock_ms(&self, now: u64) -> u64 {
+        now * super::cluster::UNIT / self.period
+    }
+
+    /// The core, its clock set to `now` first (as the runtime does before
+    /// every batch of inputs).
+    pub(crate) fn raft_at(&mut self, now: u64) -> Option<&mut Raft<SharedLog>> {
+        let ms = self.clock_ms(now);
+        let raft = self.raft.as_mut()?;
+        raft.set_now_ms(ms);
+        Some(raft)
     }
 
     /// Whether this node is a leader (maybe a stale one).

@@ -123,6 +123,7 @@ impl LogView for SharedLog {
 pub(crate) enum Write {
     HardState(HardState),
     Snapshot(SnapshotMeta, SmData),
-    Entries(Vec<Entry>),
+    /// Entries and the log epoch they were handed out in.
+    Entries(Vec<Entry>, u64),
     Messages(Vec<Message>),
 }
