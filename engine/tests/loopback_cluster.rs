@@ -170,7 +170,7 @@ fn read_all(rt: &Runtime, group: u64, n: u64) -> Vec<Option<Bytes>> {
             for _ in 0..500 {
                 match h.read(KvQuery::Get(keys.clone()).to_bytes()).await {
                     Ok(a) => match KvAnswer::decode(a).expect("answer") {
-                        KvAnswer::Values(v) => {
+                        KvAnswer::Values { items: v, .. } => {
                             return v.into_iter().map(|it| it.map(|it| it.value)).collect();
                         }
                         other => panic!("unexpected {other:?}"),
@@ -336,7 +336,7 @@ fn a_host_adds_stops_and_restarts_groups_and_refuses_bad_ones() {
                     Err(e) => panic!("{e}"),
                 }
             }
-            let KvAnswer::Values(values) =
+            let KvAnswer::Values { items: values, .. } =
                 KvAnswer::decode(found.expect("read served")).expect("answer")
             else {
                 panic!("values expected");

@@ -201,7 +201,9 @@ impl Client {
         }
     }
 
-    /// The items at `keys`, in order (None where absent).
+    /// The items at `keys`, in order (None where absent), their deadlines
+    /// on this machine's clock: what is left of a TTL is what the leader
+    /// judged, whatever the skew between the two clocks.
     pub async fn batch_get(
         &self,
         group: u64,
@@ -209,7 +211,10 @@ impl Client {
     ) -> Result<Vec<Option<Item>>, ClientError> {
         let n = keys.len();
         match self.query(group, KvQuery::Get(keys)).await? {
-            KvAnswer::Values(v) if v.len() == n => Ok(v),
+            a @ KvAnswer::Values { .. } => match a.into_items(now_ms()) {
+                Some(v) if v.len() == n => Ok(v),
+                other => unexpected(group, "get", other),
+            },
             other => unexpected(group, "get", other),
         }
     }

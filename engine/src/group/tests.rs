@@ -117,7 +117,7 @@ async fn get(h: &GroupHandle, key: &str) -> Result<Option<Bytes>, GroupError> {
     let q = KvQuery::Get(vec![Bytes::copy_from_slice(key.as_bytes())]).to_bytes();
     let answer = KvAnswer::decode(h.read(q).await?).expect("answer decodes");
     match answer {
-        KvAnswer::Values(mut v) => Ok(v.pop().flatten().map(|it| it.value)),
+        KvAnswer::Values { items: mut v, .. } => Ok(v.pop().flatten().map(|it| it.value)),
         other => panic!("unexpected answer {other:?}"),
     }
 }

@@ -213,7 +213,7 @@ mod tests {
 
         let q = KvQuery::Get(vec![Bytes::from("k7"), Bytes::from("nope")]).to_bytes();
         let a = KvAnswer::decode(m.read(&q, 0).expect("read")).expect("answer");
-        let KvAnswer::Values(v) = a else {
+        let KvAnswer::Values { items: v, .. } = a else {
             panic!("values expected")
         };
         assert_eq!(

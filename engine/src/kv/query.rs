@@ -8,7 +8,7 @@ use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Format version of encoded queries and answers.
-pub const QUERY_VERSION: u8 = 1;
+pub const QUERY_VERSION: u8 = 2;
 
 /// The most keys one query may name or return.
 pub const QUERY_KEYS_MAX: usize = 100_000;
@@ -36,8 +36,16 @@ pub enum KvQuery {
 /// The answer to a [`KvQuery`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvAnswer {
-    /// One entry per key asked, in order.
-    Values(Vec<Option<Item>>),
+    /// One entry per key asked, in order, judged (expired or not) at the
+    /// serving replica's wall clock `at_ms` — the leader's, for a
+    /// linearizable read. Use [`KvAnswer::into_items`] to move their
+    /// deadlines onto the receiver's clock.
+    Values {
+        /// The items (None: absent or expired).
+        items: Vec<Option<Item>>,
+        /// The serving replica's wall clock when it judged them.
+        at_ms: u64,
+    },
     /// A page of a scan.
     Page {
         /// Keys and items, in key order.
@@ -152,9 +160,10 @@ impl KvQuery {
     /// Answers the query from `store` at wall-clock `now_ms`.
     pub fn answer(&self, store: &KvStore, now_ms: u64) -> KvAnswer {
         match self {
-            KvQuery::Get(keys) => {
-                KvAnswer::Values(keys.iter().map(|k| store.get(k, now_ms).cloned()).collect())
-            }
+            KvQuery::Get(keys) => KvAnswer::Values {
+                items: keys.iter().map(|k| store.get(k, now_ms).cloned()).collect(),
+                at_ms: now_ms,
+            },
             KvQuery::Scan {
                 range,
                 after,
@@ -187,13 +196,40 @@ fn read_item(r: &mut Reader) -> Result<Item, DecodeError> {
 }
 
 impl KvAnswer {
+    /// The items of a [`KvAnswer::Values`] with their deadlines moved onto
+    /// a clock that reads `now_ms` (the receiver's), so that what is left
+    /// of a TTL is what the serving replica judged, whatever the skew
+    /// between the two clocks; `None` for another kind of answer.
+    pub fn into_items(self, now_ms: u64) -> Option<Vec<Option<Item>>> {
+        let KvAnswer::Values { items, at_ms } = self else {
+            return None;
+        };
+        Some(
+            items
+                .into_iter()
+                .map(|it| {
+                    it.map(|mut it| {
+                        it.expire_at_ms = it
+                            .expire_at_ms
+                            .map(|t| now_ms.saturating_add(t.saturating_sub(at_ms)));
+                        it
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Encodes the answer.
     pub fn to_bytes(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64);
         out.put_u8(QUERY_VERSION);
         match self {
-            KvAnswer::Values(values) => {
+            KvAnswer::Values {
+                items: values,
+                at_ms,
+            } => {
                 out.put_u8(tag::VALUES);
+                out.put_u64_le(*at_ms);
                 out.put_u32_le(values.len() as u32);
                 for v in values {
                     match v {
@@ -235,6 +271,7 @@ impl KvAnswer {
         let offset = r.offset();
         let a = match r.u8("answer tag")? {
             tag::VALUES => {
+                let at_ms = r.u64("judged at")?;
                 let n = r.count("value count", 1)?;
                 let mut values = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -244,7 +281,10 @@ impl KvAnswer {
                         None
                     });
                 }
-                KvAnswer::Values(values)
+                KvAnswer::Values {
+                    items: values,
+                    at_ms,
+                }
             }
             tag::COUNT => KvAnswer::Count(r.u64("count")?),
             tag::PAGE => {

@@ -722,7 +722,11 @@ proptest! {
         for q in [KvQuery::Get(keys), KvQuery::Scan { range: ScanRange::Prefix(prefix.clone()), after, limit }, KvQuery::Scan { range: ScanRange::Range { start: prefix, end: None }, after: None, limit }] {
             prop_assert_eq!(KvQuery::decode(q.to_bytes()), Ok(q));
         }
-        for a in [KvAnswer::Values(values), KvAnswer::Page { items, next }] {
+        let values = KvAnswer::Values {
+            items: values,
+            at_ms: 7,
+        };
+        for a in [values, KvAnswer::Page { items, next }] {
             let bytes = a.to_bytes();
             prop_assert_eq!(KvAnswer::decode(bytes.clone()), Ok(a));
             for cut in 0..bytes.len() {
@@ -736,4 +740,35 @@ proptest! {
         let _ = KvQuery::decode(Bytes::from(data.clone()));
         let _ = KvAnswer::decode(Bytes::from(data));
     }
+}
+
+/// A TTL is the leader's decision: an answer carries the clock it was
+/// judged at, and the receiver moves deadlines onto its own clock, so a
+/// node whose clock is off by minutes still shows what the leader left.
+#[test]
+fn answers_carry_the_leaders_clock_and_ttls_follow_it() {
+    let mut s = KvStore::new(KvConfig::default());
+    s.apply(
+        1,
+        &req(
+            1_000,
+            KvCommand::Put {
+                key: b("t"),
+                value: b("v"),
+                ttl: Ttl::AfterMs(4_000),
+                condition: PutCondition::Always,
+                return_old: false,
+            },
+        ),
+    );
+    let answer = KvQuery::Get(vec![b("t")]).answer(&s, 2_000);
+    let answer = KvAnswer::decode(answer.to_bytes()).expect("decodes");
+    // The receiver's clock is 10 minutes ahead of the leader's.
+    let receiver_now = 2_000 + 600_000;
+    let items = answer.into_items(receiver_now).expect("values");
+    let item = items[0].as_ref().expect("present at the leader");
+    assert_eq!(item.expire_at_ms, Some(receiver_now + 3_000));
+    // Expired at the leader: absent, whatever the receiver's clock says.
+    let gone = KvQuery::Get(vec![b("t")]).answer(&s, 5_000);
+    assert_eq!(gone.into_items(0), Some(vec![None]));
 }

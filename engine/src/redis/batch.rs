@@ -306,8 +306,12 @@ pub async fn read_keys(group: &GroupRef, keys: Vec<Bytes>) -> Outcome<Option<Ite
         .read(KvQuery::Get(keys).to_bytes())
         .await
         .map_err(|e| format!("ERR {e}"))?;
-    match KvAnswer::decode(reply) {
-        Ok(KvAnswer::Values(v)) if v.len() == n => Ok(v),
+    // Deadlines onto this node's clock: a TTL shows what the leader judged.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match KvAnswer::decode(reply).map(|a| a.into_items(now)) {
+        Ok(Some(v)) if v.len() == n => Ok(v),
         other => Err(format!(
             "ERR unexpected answer from group {}: {other:?}",
             group.id()

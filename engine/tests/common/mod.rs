@@ -77,7 +77,7 @@ pub fn leader_last<F: RaftFactory>(servers: &[Option<RaftServer<F>>], group: u64
 pub fn get(g: &GroupRef, key: &str) -> Option<Bytes> {
     let q = KvQuery::Get(vec![Bytes::from(key.to_string())]).to_bytes();
     match KvAnswer::decode(g.read_blocking(q).expect("read")).expect("answer") {
-        KvAnswer::Values(mut v) => v.remove(0).map(|it| it.value),
+        KvAnswer::Values { items: mut v, .. } => v.remove(0).map(|it| it.value),
         other => panic!("unexpected {other:?}"),
     }
 }
