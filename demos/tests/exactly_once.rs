@@ -2,7 +2,8 @@
 //! processes, clients on every Redis port and on the native client, each
 //! appending unique tokens to a few keys and reading them back, while a
 //! nemesis kills (SIGKILL) and pauses (SIGSTOP longer than the election
-//! timeout) the leader and the followers in turn.
+//! timeout) the leader and the followers in turn, and cuts node 3 off the
+//! others (iptables on loopback: needs root and the iptables package).
 //!
 //! APPEND makes every write visible in the value: a token applied twice
 //! shows twice, a lost one is missing, and since values only grow, every
@@ -222,6 +223,74 @@ fn native_client(run: Arc<Run>, client: BlockingClient, name: String, seed: u64)
     }
 }
 
+/// A loopback partition of node 3 (iptables DROP of every packet to or from
+/// its replication port: node 3 dials nobody, so that is all of its links),
+/// removed when dropped, even if the test fails.
+struct Partition {
+    port: u16,
+}
+
+fn iptables(args: &[String]) -> bool {
+    std::process::Command::new("iptables")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn partition_rules(op: &str, port: u16) -> [Vec<String>; 2] {
+    ["--dport", "--sport"].map(|dir| {
+        [
+            op,
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            dir,
+            &port.to_string(),
+            "-j",
+            "DROP",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    })
+}
+
+impl Partition {
+    fn cut(port: u16) -> Partition {
+        for rule in partition_rules("-I", port) {
+            assert!(
+                iptables(&rule),
+                "iptables {rule:?} failed: the test needs root and the Debian package \
+                 iptables (.ci/run installs it)"
+            );
+        }
+        Partition { port }
+    }
+
+    /// Packets the rules dropped so far (a partition that drops nothing is
+    /// a bug of the harness, not a fault).
+    fn dropped(&self) -> u64 {
+        let out = std::process::Command::new("iptables")
+            .args(["-L", "INPUT", "-v", "-n", "-x"])
+            .output()
+            .expect("iptables -L");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("pt:{}", self.port)) && l.contains("DROP"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in partition_rules("-D", self.port) {
+            iptables(&rule);
+        }
+    }
+}
+
 /// The node that says it leads group 1, if one does.
 fn leader_now(c: &TestCluster) -> Option<u64> {
     c.running().into_iter().find(|n| {
@@ -229,10 +298,10 @@ fn leader_now(c: &TestCluster) -> Option<u64> {
     })
 }
 
-/// Kills and pauses, the leader and a follower in turn, each healed before
-/// the next; returns how many of each fired.
-fn nemesis(c: &mut TestCluster, run: &Run, rng: &mut Rng, secs: u64) -> [u32; 4] {
-    let mut fired = [0u32; 4];
+/// Kills, pauses and partitions, the leader and a follower in turn, each
+/// healed before the next; returns how many of each fired.
+fn nemesis(c: &mut TestCluster, run: &Run, rng: &mut Rng, secs: u64) -> [u32; 5] {
+    let mut fired = [0u32; 5];
     let end = Instant::now() + Duration::from_secs(secs);
     let mut kind = 0usize;
     // Runs its time, and on until every kind of fault has fired once.
@@ -247,7 +316,15 @@ fn nemesis(c: &mut TestCluster, run: &Run, rng: &mut Rng, secs: u64) -> [u32; 4]
             }
         };
         let hold = Duration::from_millis(1_500 + rng.below(1_500));
-        if (kind / 2).is_multiple_of(2) {
+        if kind % 5 == 4 {
+            eprintln!("nemesis: partition node 3 (leader {leader:?}) for {hold:?}");
+            let cut = Partition::cut(c.repl_ports[2]);
+            std::thread::sleep(hold);
+            let dropped = cut.dropped();
+            assert!(dropped > 0, "the partition of node 3 dropped no packet");
+            eprintln!("nemesis: healed node 3's partition ({dropped} packets dropped)");
+            fired[4] += 1;
+        } else if (kind / 2).is_multiple_of(2) {
             eprintln!("nemesis: SIGKILL node {target} (leader {leader:?}) for {hold:?}");
             c.kill(target);
             std::thread::sleep(hold);
@@ -482,8 +559,9 @@ fn kill_and_pause_neither_double_nor_lose_a_write_nor_serve_a_stale_read() {
     }
     let fired = nemesis(&mut c, &run, &mut rng, secs);
     eprintln!(
-        "faults: {} leader kills, {} follower kills, {} leader pauses, {} follower pauses",
-        fired[0], fired[1], fired[2], fired[3]
+        "faults: {} leader kills, {} follower kills, {} leader pauses, {} follower pauses, \
+         {} partitions of node 3",
+        fired[0], fired[1], fired[2], fired[3], fired[4]
     );
     assert!(
         fired.iter().all(|n| *n > 0),

@@ -40,6 +40,10 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub redis_ports: Vec<u16>,
+    /// Each node's replication port (node-to-node traffic), node `i` at
+    /// `i - 1`. A node dials only the nodes of higher id, so every
+    /// connection of the highest node is to its own port.
+    pub repl_ports: Vec<u16>,
     /// Each node's service port (the native client's), node `i` at `i - 1`.
     pub service_ports: Vec<u16>,
     nodes: Vec<Option<Child>>,
@@ -72,6 +76,7 @@ impl TestCluster {
         let mut c = TestCluster {
             dir,
             redis_ports: redis.to_vec(),
+            repl_ports: repl.to_vec(),
             service_ports: service.to_vec(),
             nodes: (0..n).map(|_| None).collect(),
         };
