@@ -118,6 +118,28 @@ impl Run {
         }
         self.ops.lock().expect("ops").push(op);
     }
+
+    /// Records an append of `token` to `key` that has just ended.
+    fn record_append(&self, key: usize, token: String, outcome: Outcome, detail: String) {
+        self.record(Op::Append {
+            key,
+            token,
+            end: Instant::now(),
+            outcome,
+            detail,
+        });
+    }
+
+    /// Records a read of `key` begun at `start` that saw `value`.
+    fn record_read(&self, key: usize, start: Instant, value: &[u8], client: &str) {
+        self.record(Op::Read {
+            key,
+            start,
+            len: value.len(),
+            hash: hash(value),
+            client: client.to_string(),
+        });
+    }
 }
 
 /// A Redis-port client: starts on `first` node's port, moves to the next
@@ -140,16 +162,7 @@ fn redis_client(run: Arc<Run>, ports: Vec<u16>, first: usize, name: String, seed
         let start = Instant::now();
         if rng.below(4) == 0 {
             match c.call(&["GET", &key_name(key)]) {
-                Ok(Value::Bulk(v)) => {
-                    let v = v.unwrap_or_default();
-                    run.record(Op::Read {
-                        key,
-                        start,
-                        len: v.len(),
-                        hash: hash(&v),
-                        client: name.clone(),
-                    });
-                }
+                Ok(Value::Bulk(v)) => run.record_read(key, start, &v.unwrap_or_default(), &name),
                 Ok(_) => {}
                 Err(_) => {
                     conn = None;
@@ -170,13 +183,7 @@ fn redis_client(run: Arc<Run>, ports: Vec<u16>, first: usize, name: String, seed
                 (Outcome::Uncertain, e.to_string())
             }
         };
-        run.record(Op::Append {
-            key,
-            token,
-            end: Instant::now(),
-            outcome,
-            detail,
-        });
+        run.record_append(key, token, outcome, detail);
     }
 }
 
@@ -190,14 +197,7 @@ fn native_client(run: Arc<Run>, client: BlockingClient, name: String, seed: u64)
         let start = Instant::now();
         if rng.below(4) == 0 {
             if let Ok(v) = client.get(1, key_name(key)) {
-                let v = v.unwrap_or_default();
-                run.record(Op::Read {
-                    key,
-                    start,
-                    len: v.len(),
-                    hash: hash(&v),
-                    client: name.clone(),
-                });
+                run.record_read(key, start, &v.unwrap_or_default(), &name);
             }
             continue;
         }
@@ -213,13 +213,7 @@ fn native_client(run: Arc<Run>, client: BlockingClient, name: String, seed: u64)
             Err(e) if e.is_definite() => (Outcome::Failed, e.to_string()),
             Err(e) => (Outcome::Uncertain, e.to_string()),
         };
-        run.record(Op::Append {
-            key,
-            token,
-            end: Instant::now(),
-            outcome,
-            detail,
-        });
+        run.record_append(key, token, outcome, detail);
     }
 }
 

@@ -773,7 +773,7 @@ async fn serve(
             });
         };
         let local = match req.op {
-            Op::Propose => proposed(deadline, group, handle.propose(req.payload.clone())).await,
+            Op::Propose => within(deadline, group, handle.propose(req.payload.clone())).await,
             Op::Read if req.route == Route::Local => {
                 return Ok(handle.read_local(req.payload.clone()).await?);
             }
@@ -841,8 +841,9 @@ async fn serve(
     }
 }
 
-/// `work`, or a refusal once `deadline` passes (the change it asked for
-/// may still complete).
+/// `work`, or [`GroupError::Uncertain`] once `deadline` passes: what it
+/// asked for (a proposal, a membership change, a transfer) may still
+/// complete.
 async fn within<T>(
     deadline: Instant,
     group: u64,
@@ -850,26 +851,10 @@ async fn within<T>(
 ) -> Result<T, GroupError> {
     let wait = deadline.saturating_duration_since(Instant::now());
     sampan_fiber::timeout(wait, work).await.unwrap_or_else(|_| {
-        Err(GroupError::Refused {
-            group,
-            reason: "not done within request_timeout_ms; it may still complete".into(),
-        })
-    })
-}
-
-/// A local proposal's answer, or [`GroupError::Uncertain`] once `deadline`
-/// passes: the entry may still commit.
-async fn proposed(
-    deadline: Instant,
-    group: u64,
-    work: impl Future<Output = Result<Bytes, GroupError>>,
-) -> Result<Bytes, GroupError> {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    sampan_fiber::timeout(wait, work).await.unwrap_or_else(|_| {
         Err(GroupError::Uncertain {
             group,
             index: 0,
-            reason: "not answered within request_timeout_ms; it may still apply".into(),
+            reason: "not done within request_timeout_ms; it may still complete".into(),
         })
     })
 }
