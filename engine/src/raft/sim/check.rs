@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::faults::FaultCounts;
 use crate::raft::{Entry, EntryKind, NodeId};
 
 /// A 64-bit FNV-1a hash of an entry's term, kind and payload.
@@ -42,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) crashes: u64,
     pub(crate) partitions: u64,
     pub(crate) ticks: u64,
+    pub(crate) faults: FaultCounts,
 }
 
 impl Counters {
@@ -59,6 +61,7 @@ impl Counters {
         self.crashes += o.crashes;
         self.partitions += o.partitions;
         self.ticks += o.ticks;
+        self.faults.add(&o.faults);
     }
 }
 
@@ -68,6 +71,9 @@ pub(crate) struct Checker {
     leaders: HashMap<u64, NodeId>,
     pairs: HashMap<(u64, u64), (u64, u64)>,
     committed_terms: Vec<u64>,
+    /// Per index: the lowest term any node was in when it saw the index
+    /// committed (at least the term of the leader that committed it).
+    committed_in: Vec<u64>,
     pub(crate) commit_max: u64,
     applied: Vec<u64>,
     writes: BTreeMap<u8, Vec<(u64, u64)>>,
@@ -118,12 +124,15 @@ impl Checker {
         }
     }
 
-    /// Records an index as committed with `term`; checks nobody saw another.
-    pub(crate) fn on_commit(&mut self, id: NodeId, index: u64, term: Option<u64>) {
+    /// Records an index as committed with `term`, seen by a node in
+    /// `term_node`; checks nobody saw another.
+    pub(crate) fn on_commit(&mut self, id: NodeId, index: u64, term: Option<u64>, term_node: u64) {
         let i = index as usize;
         if self.committed_terms.len() <= i {
             self.committed_terms.resize(i + 1, 0);
+            self.committed_in.resize(i + 1, u64::MAX);
         }
+        self.committed_in[i] = self.committed_in[i].min(term_node);
         if let Some(t) = term {
             let known = self.committed_terms[i];
             assert!(
@@ -136,20 +145,28 @@ impl Checker {
         self.counters.commit = self.commit_max;
     }
 
-    /// Leader completeness: a new leader holds every committed entry.
+    /// Leader completeness: a new leader of `term` holds every entry
+    /// committed in an earlier term. (A candidate can win an older term
+    /// late — its vote answers held up by a stall — after a later term
+    /// committed entries it lacks; it then learns the newer term and steps
+    /// down before committing anything.)
     pub(crate) fn check_leader_log(
         &self,
         id: NodeId,
+        term: u64,
         last: u64,
         term_at: impl Fn(u64) -> Option<u64>,
     ) {
-        assert!(
-            last >= self.commit_max,
-            "{id} leads with last {last} < committed {}",
-            self.commit_max
-        );
+        let before = |i: usize| self.committed_in.get(i).is_some_and(|&u| u < term);
+        let needed = (1..self.committed_in.len()).rev().find(|&i| before(i));
+        if let Some(needed) = needed {
+            assert!(
+                last >= needed as u64,
+                "{id} leads term {term} with last {last} < {needed}, committed earlier"
+            );
+        }
         for (i, &t) in self.committed_terms.iter().enumerate().skip(1) {
-            if t == 0 {
+            if t == 0 || !before(i) {
                 continue;
             }
             if let Some(mine) = term_at(i as u64) {
@@ -191,7 +208,10 @@ impl Checker {
     }
 
     /// Linearizable read: it reflects every write committed before it was
-    /// issued, and returns the state at the index it was served at.
+    /// issued, and returns the state at the index it was served at. This
+    /// holds lease reads to the same rule: a read served from a lease that
+    /// outlived its leader's term misses a write some other leader
+    /// committed before the read was issued.
     pub(crate) fn check_read(
         &mut self,
         id: NodeId,

@@ -1,7 +1,7 @@
 //! The simulated cluster: an event queue in simulated time, a network that
 //! drops, duplicates, reorders, delays and partitions, crashes and restarts,
 //! clients that propose and read, membership changes and leader transfers,
-//! all drawn from one seeded RNG.
+//! and the runtime faults of `faults.rs`, all drawn from one seeded RNG.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -14,11 +14,15 @@ use crate::raft::{
 };
 
 use super::check::{Checker, decode_write, encode_write};
-use super::node::{SimNode, sim_config};
+use super::faults::{Fault, FaultPlan};
+use super::node::{DRIFT_PPM_MAX, SimNode, TICKS_ELECTION, sim_config};
 use super::storage::{LogData, SmData, Write};
 
-/// Simulated time units per nominal tick; node clocks drift ±1 unit (5%).
+/// Simulated time units (1 ms each) per nominal tick.
 pub(crate) const UNIT: u64 = 20;
+
+/// Clock and tick rate error of a node in a run without the drift fault.
+const DRIFT_PPM_PLAIN: u64 = 50_000;
 
 /// A bound on events per run, so a livelock fails instead of hanging.
 const EVENTS_MAX: u64 = 2_000_000;
@@ -49,14 +53,23 @@ pub(crate) struct Params {
     pub(crate) pre_vote_off_mask: u64,
     /// Keep one node down after healing.
     pub(crate) heal_keep_down: bool,
+    /// The runtime faults of this run.
+    pub(crate) faults: FaultPlan,
 }
 
 impl Params {
     /// Random parameters for a seed: 3 to 7 nodes, varied fault rates.
     pub(crate) fn random(rng: &mut SplitMix64) -> Self {
         let nodes = 3 + rng.below(5) as usize;
-        let voters = if nodes >= 5 && rng.chance(500) { 5 } else { 3 };
-        Self {
+        // A lone voter with learners wins its elections by itself.
+        let voters = if rng.chance(120) {
+            1
+        } else if nodes >= 5 && rng.chance(500) {
+            5
+        } else {
+            3
+        };
+        let mut params = Self {
             nodes,
             voters,
             ticks_chaos: 250 + rng.below(150),
@@ -76,7 +89,14 @@ impl Params {
             lease_stress: rng.chance(300),
             heal_keep_down: rng.chance(300),
             pre_vote_off_mask: if rng.chance(300) { rng.below(128) } else { 0 },
+            faults: FaultPlan::random(rng),
+        };
+        if voters == 1 {
+            // It stays the lone voter: no transfers, no new voters.
+            params.transfer_pm = 0;
+            params.reconfig_pm = 0;
         }
+        params
     }
 }
 
@@ -84,7 +104,21 @@ enum Event {
     Tick(usize, u64),
     Deliver(Box<InFlight>),
     Sync(usize, u64),
+    Report(Box<Report>),
+    Resume(usize, u64),
+    SnapshotReport(Box<Message>, u64, bool),
     Chaos,
+}
+
+/// A durability report on its way from the disk to the core.
+struct Report {
+    node: usize,
+    incarnation: u64,
+    index: u64,
+    term: u64,
+    epoch: u64,
+    installed: Option<u64>,
+    late: bool,
 }
 
 struct InFlight {
@@ -107,6 +141,8 @@ pub(crate) struct Cluster {
     events: HashMap<u64, Event>,
     partition: Option<Vec<bool>>,
     partition_until: u64,
+    /// Messages that reached a stalled process, handed over on resume.
+    held: Vec<Vec<InFlight>>,
     quiet_until: u64,
     pub(crate) tick: u64,
     faults: bool,
@@ -127,19 +163,39 @@ impl Cluster {
     pub(crate) fn new(seed: u64, params: Params) -> Self {
         let mut rng = SplitMix64::new(seed);
         let voters: BTreeSet<NodeId> = (1..=params.voters as u64).map(NodeId).collect();
+        let learners: BTreeSet<NodeId> = match params.voters {
+            1 => (2..=params.nodes as u64).map(NodeId).collect(),
+            _ => BTreeSet::new(),
+        };
         let bootstrap = crate::raft::Entry {
             term: 1,
             index: 1,
             kind: EntryKind::ConfChange(crate::raft::ConfChange::Set {
                 voters: voters.clone(),
-                learners: BTreeSet::new(),
+                learners,
             }),
             payload: Bytes::new(),
         };
         let mut nodes = Vec::new();
+        let mut checker = Checker::default();
+        let drift_max = if params.faults.drift {
+            DRIFT_PPM_MAX
+        } else {
+            DRIFT_PPM_PLAIN
+        };
         for i in 0..params.nodes {
             let id = NodeId(i as u64 + 1);
-            let period = UNIT - 1 + rng.below(3);
+            // Up to the bound either way; with the drift fault, at the
+            // bound itself a third of the time.
+            let offset = if params.faults.drift && rng.chance(333) {
+                if rng.chance(500) { 0 } else { 2 * drift_max }
+            } else {
+                rng.below(2 * drift_max + 1)
+            };
+            let rate = 1_000_000 - drift_max + offset;
+            if params.faults.drift && rate.abs_diff(1_000_000) * 10 >= drift_max * 9 {
+                checker.counters.faults.fire(Fault::ClockAtDriftBound);
+            }
             let (log, hs) = if voters.contains(&id) {
                 let log = LogData {
                     snapshot: SnapshotMeta::default(),
@@ -156,12 +212,14 @@ impl Cluster {
             } else {
                 (LogData::default(), HardState::default())
             };
-            nodes.push(SimNode::new(id, log, hs, period));
+            nodes.push(SimNode::new(id, log, hs, rate));
         }
+        let n = nodes.len();
         let mut c = Self {
             rng,
             nodes,
-            checker: Checker::default(),
+            checker,
+            held: (0..n).map(|_| Vec::new()).collect(),
             group: GroupId(seed % 1000),
             seed,
             now: 0,
@@ -181,11 +239,36 @@ impl Cluster {
             trace: std::env::var_os("SAMPAN_SIM_TRACE").is_some(),
             params,
         };
+        c.configure_faults();
         for i in 0..c.nodes.len() {
             c.start_node(i);
         }
         c.schedule(UNIT, Event::Chaos);
         c
+    }
+
+    /// Notes which runtime faults this run injects, so a summary over many
+    /// seeds can tell a fault that never fired.
+    fn configure_faults(&mut self) {
+        let plan = &self.params.faults;
+        let on = [
+            (self.params.voters == 1, Fault::LoneVoterElection),
+            (plan.tick_lost_pm > 0, Fault::TickLost),
+            (plan.tick_late_pm > 0, Fault::TickLate),
+            (plan.pause_pm > 0, Fault::Pause),
+            (plan.drift, Fault::ClockAtDriftBound),
+            (plan.report_late_pm > 0, Fault::ReportLate),
+            (plan.report_late_pm > 0, Fault::ReportAcrossTruncation),
+            (
+                plan.crash_partial && self.params.crash_pm > 0,
+                Fault::CrashPartial,
+            ),
+        ];
+        for (enabled, fault) in on {
+            if enabled {
+                self.checker.counters.faults.configure(fault);
+            }
+        }
     }
 
     fn schedule(&mut self, delay: u64, event: Event) {
@@ -204,8 +287,12 @@ impl Cluster {
         cfg.pre_vote = self.params.pre_vote_off_mask & (1 << i) == 0
             || (self.nodes[i].incarnation > 0 && self.rng.chance(500));
         self.nodes[i].start(cfg);
+        self.drop_held(i);
         let inc = self.nodes[i].incarnation;
-        let phase = 1 + self.rng.below(self.nodes[i].period);
+        let phase = 1 + self.rng.below(UNIT);
+        let node = &mut self.nodes[i];
+        node.tick_phase = self.now + phase;
+        node.tick_count = 0;
         self.schedule(phase, Event::Tick(i, inc));
     }
 
@@ -228,12 +315,10 @@ impl Cluster {
             match event {
                 Event::Tick(i, inc) => self.on_tick(i, inc),
                 Event::Deliver(f) => self.deliver(*f),
-                Event::Sync(i, inc) => {
-                    if self.nodes[i].incarnation == inc {
-                        self.sync(i);
-                        self.drain(i);
-                    }
-                }
+                Event::Sync(i, inc) => self.on_sync(i, inc),
+                Event::Report(r) => self.deliver_report(*r),
+                Event::Resume(i, inc) => self.resume(i, inc),
+                Event::SnapshotReport(msg, inc, ok) => self.report_snapshot(&msg, inc, ok),
                 Event::Chaos => {
                     if self.on_chaos() {
                         return;
@@ -283,12 +368,75 @@ impl Cluster {
         if self.nodes[i].incarnation != inc {
             return;
         }
+        let node = &mut self.nodes[i];
+        node.tick_count += 1;
+        let next = node.tick_time(node.tick_count).saturating_sub(self.now);
+        self.schedule(next.max(1), Event::Tick(i, inc));
+        let node = &mut self.nodes[i];
+        node.ticks_owed += 1;
+        if node.is_paused(self.now) {
+            return;
+        }
+        let (lost_pm, late_pm) = (
+            self.params.faults.tick_lost_pm,
+            self.params.faults.tick_late_pm,
+        );
+        if self.faults && self.rng.chance(lost_pm) {
+            self.nodes[i].ticks_owed -= 1;
+            self.checker.counters.faults.fire(Fault::TickLost);
+            return;
+        }
+        if self.faults && self.rng.chance(late_pm) {
+            self.checker.counters.faults.fire(Fault::TickLate);
+            return;
+        }
+        self.deliver_ticks(i);
+    }
+
+    /// Hands every tick owed to the core at once, as the runtime does with
+    /// the ticks that fell due while it was busy.
+    fn deliver_ticks(&mut self, i: usize) {
+        let owed = std::mem::take(&mut self.nodes[i].ticks_owed);
         if let Some(raft) = self.nodes[i].raft_at(self.now) {
-            raft.tick();
+            for _ in 0..owed.min(1_000) {
+                raft.tick();
+            }
         }
         self.drain(i);
-        let period = self.nodes[i].period;
-        self.schedule(period, Event::Tick(i, inc));
+    }
+
+    /// Stalls process `i` for longer than an election timeout.
+    fn pause(&mut self, i: usize) {
+        let ticks = u64::from(TICKS_ELECTION) + 1 + self.rng.below(u64::from(TICKS_ELECTION));
+        let node = &mut self.nodes[i];
+        node.paused_until = self.now + ticks * UNIT;
+        let inc = node.incarnation;
+        self.schedule(ticks * UNIT, Event::Resume(i, inc));
+        self.checker.counters.faults.fire(Fault::Pause);
+    }
+
+    /// The stall ends: the clock has jumped, and everything that arrived
+    /// meanwhile comes at once — a client read first (the case a lease
+    /// that outlived the stall would serve wrongly), then the messages and
+    /// the ticks, in either order.
+    fn resume(&mut self, i: usize, inc: u64) {
+        if self.nodes[i].incarnation != inc {
+            return;
+        }
+        self.nodes[i].paused_until = 0;
+        if self.nodes[i].is_leader() {
+            self.issue_read_at(i);
+        }
+        let ticks_first = self.rng.chance(300);
+        if ticks_first {
+            self.deliver_ticks(i);
+        }
+        for f in std::mem::take(&mut self.held[i]) {
+            self.deliver(f);
+        }
+        if !ticks_first {
+            self.deliver_ticks(i);
+        }
     }
 
     fn blocked(&self, a: usize, b: usize) -> bool {
@@ -350,6 +498,12 @@ impl Cluster {
         if self.nodes[from].incarnation != sender_incarnation {
             return;
         }
+        if self.nodes[from].is_paused(self.now) {
+            let delay = self.nodes[from].paused_until - self.now;
+            let event = Event::SnapshotReport(Box::new(msg.clone()), sender_incarnation, ok);
+            self.schedule(delay, event);
+            return;
+        }
         if let Some(raft) = self.nodes[from].raft_at(self.now) {
             raft.report_snapshot(msg.to, ok);
         }
@@ -358,6 +512,10 @@ impl Cluster {
 
     fn deliver(&mut self, f: InFlight) {
         let (from, to) = (idx(f.msg.from), idx(f.msg.to));
+        if self.nodes[to].is_up() && self.nodes[to].is_paused(self.now) {
+            self.held[to].push(f);
+            return;
+        }
         if !self.nodes[to].is_up() || self.blocked(from, to) {
             self.report_snapshot(&f.msg, f.sender_incarnation, false);
             return;
@@ -390,6 +548,7 @@ impl Cluster {
     }
 
     fn handle_ready(&mut self, i: usize, rd: Ready) {
+        self.nodes[i].epoch_handed = rd.log_epoch;
         for m in rd.messages {
             self.send(i, m);
         }
@@ -516,38 +675,95 @@ impl Cluster {
         }
     }
 
+    fn on_sync(&mut self, i: usize, inc: u64) {
+        let node = &self.nodes[i];
+        if node.incarnation != inc {
+            return;
+        }
+        if node.is_paused(self.now) {
+            // The disk is done, but the stalled process learns it later.
+            let delay = node.paused_until - self.now;
+            self.schedule(delay, Event::Sync(i, inc));
+            return;
+        }
+        self.sync(i);
+        self.drain(i);
+    }
+
     fn sync(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.sync_scheduled = false;
         let mut installed = None;
         let mut outbox = Vec::new();
-        for w in node.pending.drain(..) {
-            match w {
-                Write::HardState(hs) => node.hs_durable = hs,
-                Write::Snapshot(meta, data) => {
-                    installed = Some(meta.index);
-                    node.durable.install(meta);
-                    node.sm_durable = data;
-                }
-                Write::Entries(es, epoch) => {
-                    node.durable.truncate_append(&es);
-                    node.epoch_synced = epoch;
-                }
-                Write::Messages(ms) => outbox.extend(ms),
-            }
+        for w in std::mem::take(&mut node.pending) {
+            let (snapshot, messages) = node.make_durable(w);
+            installed = snapshot.or(installed);
+            outbox.extend(messages);
         }
         let last = node.durable.last_index();
-        let term = node.durable.term(last).unwrap_or(0);
-        let (now, epoch) = (self.now, node.epoch_synced);
-        if let Some(raft) = node.raft_at(now) {
-            if let Some(index) = installed {
-                raft.on_snapshot_installed(index);
-            }
-            raft.on_entries_durable(last, term, epoch);
-        }
+        let report = Report {
+            node: i,
+            incarnation: node.incarnation,
+            index: last,
+            term: node.durable.term(last).unwrap_or(0),
+            epoch: node.epoch_synced,
+            installed,
+            late: false,
+        };
+        self.send_report(report);
         for m in outbox {
             self.send(i, m);
         }
+    }
+
+    /// Reports a sync to the core, at once or (the fault) late; reports
+    /// stay in order, as the runtime's do.
+    fn send_report(&mut self, mut r: Report) {
+        let late_pm = self.params.faults.report_late_pm;
+        r.late = self.faults && self.rng.chance(late_pm);
+        let delay = if r.late {
+            1 + self.rng.below(4 * UNIT)
+        } else {
+            0
+        };
+        let node = &mut self.nodes[r.node];
+        let at = (self.now + delay).max(node.report_last_at);
+        node.report_last_at = at;
+        if at == self.now {
+            self.deliver_report(r);
+            return;
+        }
+        if r.late {
+            self.checker.counters.faults.fire(Fault::ReportLate);
+        }
+        self.schedule(at - self.now, Event::Report(Box::new(r)));
+    }
+
+    fn deliver_report(&mut self, r: Report) {
+        let i = r.node;
+        let node = &mut self.nodes[i];
+        if node.incarnation != r.incarnation {
+            return;
+        }
+        if node.is_paused(self.now) {
+            let at = node.paused_until.max(node.report_last_at);
+            node.report_last_at = at;
+            self.schedule(at - self.now, Event::Report(Box::new(r)));
+            return;
+        }
+        if r.late && r.epoch < node.epoch_handed {
+            self.checker
+                .counters
+                .faults
+                .fire(Fault::ReportAcrossTruncation);
+        }
+        if let Some(raft) = node.raft_at(self.now) {
+            if let Some(index) = r.installed {
+                raft.on_snapshot_installed(index);
+            }
+            raft.on_entries_durable(r.index, r.term, r.epoch);
+        }
+        self.drain(i);
     }
 
     /// Per-node invariants after an input: one leader per term, leader
@@ -565,7 +781,8 @@ impl Cluster {
             node.commit_seen
         );
         for index in node.commit_seen + 1..=commit {
-            self.checker.on_commit(node.id, index, raft.term_at(index));
+            self.checker
+                .on_commit(node.id, index, raft.term_at(index), raft.term());
         }
         node.commit_seen = commit;
         if raft.is_hibernating() && !node.asleep {
@@ -574,9 +791,12 @@ impl Cluster {
         node.asleep = raft.is_hibernating();
         if raft.role() == Role::Leader && node.term_led != raft.term() {
             node.term_led = raft.term();
+            if self.params.voters == 1 {
+                self.checker.counters.faults.fire(Fault::LoneVoterElection);
+            }
             self.checker.on_leader(raft.term(), node.id);
             self.checker
-                .check_leader_log(node.id, raft.index_last(), |j| raft.term_at(j));
+                .check_leader_log(node.id, raft.term(), raft.index_last(), |j| raft.term_at(j));
         }
     }
 }
@@ -615,8 +835,10 @@ impl Cluster {
     fn report_liveness(&mut self) {
         for a in 0..self.nodes.len() {
             for b in 0..self.nodes.len() {
-                let gone = !self.nodes[b].is_up() || self.blocked(a, b);
-                if a == b || !gone || !self.nodes[a].is_up() {
+                let stalled = self.nodes[b].is_paused(self.now);
+                let gone = !self.nodes[b].is_up() || stalled || self.blocked(a, b);
+                let can_hear = self.nodes[a].is_up() && !self.nodes[a].is_paused(self.now);
+                if a == b || !gone || !can_hear {
                     continue;
                 }
                 let id = self.nodes[b].id;
@@ -642,7 +864,7 @@ impl Cluster {
             && self.rng.chance(100)
         {
             // The case hibernation must survive: its leader dies in its sleep.
-            self.nodes[i].crash();
+            self.crash_node(i);
             self.nodes[i].down_until_tick = self.tick + 20 + self.rng.below(40);
             self.checker.counters.crashes += 1;
             self.checker.counters.hibernated_leader_crashes += 1;
@@ -652,8 +874,15 @@ impl Cluster {
             if self.nodes[i].is_leader() && self.nodes[i].asleep {
                 self.checker.counters.hibernated_leader_crashes += 1;
             }
-            self.nodes[i].crash();
+            self.crash_node(i);
             self.nodes[i].down_until_tick = self.tick + 5 + self.rng.below(40);
+        }
+        let pause_pm = self.params.faults.pause_pm;
+        for i in 0..n {
+            let node = &self.nodes[i];
+            if node.is_up() && !node.is_paused(self.now) && self.rng.chance(pause_pm) {
+                self.pause(i);
+            }
         }
         if self.partition.is_some() && self.tick >= self.partition_until {
             self.partition = None;
@@ -674,6 +903,32 @@ impl Cluster {
         }
     }
 
+    /// Crashes node `i`; with the torn-batch fault, a random prefix of its
+    /// unsynced writes (down to part of one batch of entries) survives.
+    fn crash_node(&mut self, i: usize) {
+        let pending = self.nodes[i].pending.len();
+        let (mut writes, mut entries) = (0, 0);
+        if self.params.faults.crash_partial && pending > 0 {
+            writes = self.rng.below(pending as u64 + 1) as usize;
+            if let Some(Write::Entries(es, _)) = self.nodes[i].pending.get(writes) {
+                entries = self.rng.below(es.len() as u64) as usize;
+            }
+            if (writes > 0 && writes < pending) || entries > 0 {
+                self.checker.counters.faults.fire(Fault::CrashPartial);
+            }
+        }
+        self.nodes[i].crash_keeping(writes, entries);
+        self.drop_held(i);
+    }
+
+    /// Drops what reached a stalled process that then died; a snapshot
+    /// among it fails, as its sender's transfer would.
+    fn drop_held(&mut self, i: usize) {
+        for f in std::mem::take(&mut self.held[i]) {
+            self.report_snapshot(&f.msg, f.sender_incarnation, false);
+        }
+    }
+
     /// Prefers crashing a leader (the interesting case), sometimes anyone.
     fn pick_crash_victim(&mut self) -> usize {
         let leaders: Vec<usize> = (0..self.nodes.len())
@@ -688,9 +943,10 @@ impl Cluster {
         up[self.rng.below(up.len() as u64) as usize]
     }
 
+    /// A node that believes it leads and is not stalled (clients reach it).
     fn pick_leader(&mut self) -> Option<usize> {
         let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_leader())
+            .filter(|&i| self.nodes[i].is_leader() && !self.nodes[i].is_paused(self.now))
             .collect();
         if leaders.is_empty() {
             return None;
@@ -715,7 +971,7 @@ impl Cluster {
         if self.params.lease_stress {
             // Every node that believes it leads serves a read every tick.
             for i in 0..self.nodes.len() {
-                if self.nodes[i].is_leader() {
+                if self.nodes[i].is_leader() && !self.nodes[i].is_paused(self.now) {
                     self.issue_read_at(i);
                 }
             }
@@ -727,7 +983,7 @@ impl Cluster {
             self.reconfigure();
         }
         for i in 0..self.nodes.len() {
-            if self.rng.chance(self.params.compact_pm) {
+            if self.rng.chance(self.params.compact_pm) && !self.nodes[i].is_paused(self.now) {
                 self.compact(i);
             }
         }
@@ -741,6 +997,9 @@ impl Cluster {
         let key = self.rng.below(4) as u8;
         let value = self.value_next;
         self.value_next += 1;
+        if self.nodes[i].is_paused(self.now) {
+            return;
+        }
         if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.propose(encode_write(key, value));
         }
@@ -839,13 +1098,15 @@ impl Cluster {
         let n = self.nodes.len() as u64;
         let leader = (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader());
         let pick = match leader {
+            // A lone voter's group cannot go on without it: a learner stays down.
+            _ if self.params.voters == 1 => 1 + self.rng.below(n - 1) as usize,
             Some(l) if self.rng.chance(500) => l,
             _ => self.rng.below(n) as usize,
         };
         let keep_down = self.params.heal_keep_down.then_some(pick);
         for i in 0..self.nodes.len() {
             if Some(i) == keep_down {
-                self.nodes[i].crash();
+                self.crash_node(i);
             } else if !self.nodes[i].is_up() {
                 self.start_node(i);
             }
