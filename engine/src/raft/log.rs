@@ -196,6 +196,12 @@ impl<L: LogView> RaftLog<L> {
         self.index_unstable - 1
     }
 
+    /// Whether a received snapshot is still to be installed (the log up to
+    /// its index is then not on disk in either form).
+    pub fn is_snapshot_pending(&self) -> bool {
+        self.snapshot_pending.is_some()
+    }
+
     /// The committed index.
     pub fn index_committed(&self) -> u64 {
         self.index_committed
