@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::faults::FaultCounts;
-use crate::raft::{Entry, EntryKind, NodeId};
+use crate::raft::{Body, Entry, EntryKind, Message, NodeId};
 
 /// A 64-bit FNV-1a hash of an entry's term, kind and payload.
 pub(crate) fn entry_hash(e: &Entry) -> u64 {
@@ -205,6 +205,24 @@ impl Checker {
         };
         let pos = history.partition_point(|&(i, _)| i <= index);
         if pos == 0 { 0 } else { history[pos - 1].1 }
+    }
+
+    /// Persist before send: no message leaves a node at a term its disk
+    /// does not hold yet (a pre-vote asks about a term it does not take).
+    /// Otherwise a crash loses the term, and the node can lead that term
+    /// twice with different entries at the same (index, term).
+    pub(crate) fn check_send(&self, id: NodeId, msg: &Message, term_durable: u64) {
+        let pre = match &msg.body {
+            Body::Vote(v) => v.pre,
+            Body::VoteResponse(r) => r.pre,
+            _ => false,
+        };
+        assert!(
+            pre || msg.term <= term_durable,
+            "{id}: sent {:?} at term {} before its term was durable (disk: {term_durable})",
+            msg.body,
+            msg.term
+        );
     }
 
     /// Linearizable read: it reflects every write committed before it was

@@ -446,6 +446,8 @@ impl Cluster {
     }
 
     fn send(&mut self, from: usize, msg: Message) {
+        self.checker
+            .check_send(self.nodes[from].id, &msg, self.nodes[from].hs_durable.term);
         if msg.body == Body::TimeoutNow {
             self.checker.counters.transfers += 1;
         }
@@ -726,9 +728,16 @@ impl Cluster {
         } else {
             0
         };
+        // Mostly in order, as the runtime reports; sometimes out of step
+        // with later writes and reports (the core must not care).
+        let in_order = !r.late || self.rng.chance(700);
         let node = &mut self.nodes[r.node];
-        let at = (self.now + delay).max(node.report_last_at);
-        node.report_last_at = at;
+        let at = if in_order {
+            (self.now + delay).max(node.report_last_at)
+        } else {
+            self.now + delay
+        };
+        node.report_last_at = node.report_last_at.max(at);
         if at == self.now {
             self.deliver_report(r);
             return;
@@ -773,6 +782,16 @@ impl Cluster {
         let Some(raft) = node.raft.as_ref() else {
             return;
         };
+        // Durability: what the core counts durable is on the disk.
+        let claimed = raft.log.index_durable();
+        if !raft.log.is_snapshot_pending() && claimed > node.durable.snapshot.index {
+            assert_eq!(
+                node.durable.term(claimed),
+                raft.term_at(claimed),
+                "{}: the core counts index {claimed} durable; the disk disagrees",
+                node.id
+            );
+        }
         let commit = raft.index_commit();
         assert!(
             commit >= node.commit_seen,
