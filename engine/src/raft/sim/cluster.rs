@@ -587,7 +587,13 @@ impl Cluster {
         if !node.pending.is_empty() && !node.sync_scheduled {
             node.sync_scheduled = true;
             let inc = node.incarnation;
-            let delay = if self.params.lease_stress {
+            // With late reports on, the disk is sometimes slow too: a
+            // report from before a truncation then finds the entries
+            // written again still unsynced.
+            let slow = self.faults && self.params.faults.report_late_pm > 0 && self.rng.chance(100);
+            let delay = if slow {
+                self.rng.below(8 * UNIT)
+            } else if self.params.lease_stress {
                 self.rng.below(3)
             } else {
                 self.rng.below(UNIT / 2)
@@ -617,12 +623,6 @@ impl Cluster {
 
     fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>, epoch: u64) {
         let node = &mut self.nodes[i];
-        let id = node.id;
-        let mut prev = node.written.0.borrow().term(entries[0].index - 1);
-        for e in &entries {
-            self.checker.on_append(id, e, prev);
-            prev = Some(e.term);
-        }
         node.written.0.borrow_mut().truncate_append(&entries);
         node.pending.push(Write::Entries(entries, epoch));
     }
@@ -698,7 +698,7 @@ impl Cluster {
         let mut installed = None;
         let mut outbox = Vec::new();
         for w in std::mem::take(&mut node.pending) {
-            let (snapshot, messages) = node.make_durable(w);
+            let (snapshot, messages) = node.make_durable(w, &mut self.checker);
             installed = snapshot.or(installed);
             outbox.extend(messages);
         }
@@ -723,10 +723,12 @@ impl Cluster {
     fn send_report(&mut self, mut r: Report) {
         let late_pm = self.params.faults.report_late_pm;
         r.late = self.faults && self.rng.chance(late_pm);
-        let delay = if r.late {
-            1 + self.rng.below(4 * UNIT)
-        } else {
-            0
+        // Now and then very late: across two leader changes, when a log
+        // can be cut and the same (index, term) written again.
+        let delay = match r.late {
+            false => 0,
+            true if self.rng.chance(50) => 1 + self.rng.below(40 * UNIT),
+            true => 1 + self.rng.below(4 * UNIT),
         };
         // Mostly in order, as the runtime reports; sometimes out of step
         // with later writes and reports (the core must not care).
@@ -936,7 +938,7 @@ impl Cluster {
                 self.checker.counters.faults.fire(Fault::CrashPartial);
             }
         }
-        self.nodes[i].crash_keeping(writes, entries);
+        self.nodes[i].crash_keeping(writes, entries, &mut self.checker);
         self.drop_held(i);
     }
 

@@ -3,6 +3,7 @@
 
 use crate::raft::{Config, GroupId, HardState, Membership, NodeId, Raft, ReadState};
 
+use super::check::Checker;
 use super::storage::{LogData, SharedLog, SmData, Write};
 
 /// A node of the simulated cluster.
@@ -141,15 +142,16 @@ impl SimNode {
     /// and `entries` entries of the one after them (a torn batch: the
     /// runtime writes in order, so the disk holds a prefix). Messages that
     /// waited for those writes are lost with the process.
-    pub(crate) fn crash_keeping(&mut self, writes: usize, entries: usize) {
+    pub(crate) fn crash_keeping(&mut self, writes: usize, entries: usize, checker: &mut Checker) {
         let mut pending = std::mem::take(&mut self.pending).into_iter();
         for w in pending.by_ref().take(writes) {
-            self.make_durable(w);
+            self.make_durable(w, checker);
         }
         if let Some(Write::Entries(es, epoch)) = pending.next()
             && entries > 0
         {
-            self.make_durable(Write::Entries(es[..entries.min(es.len())].to_vec(), epoch));
+            let kept = Write::Entries(es[..entries.min(es.len())].to_vec(), epoch);
+            self.make_durable(kept, checker);
         }
         self.raft = None;
         self.incarnation += 1;
@@ -164,8 +166,24 @@ impl SimNode {
     }
 
     /// Applies one write to the disk; returns the snapshot index it
-    /// installed and the messages it released.
-    pub(crate) fn make_durable(&mut self, w: Write) -> (Option<u64>, Vec<crate::raft::Message>) {
+    /// installed and the messages it released. Log matching is checked on
+    /// entries as they become durable: an entry written but lost in a crash
+    /// before anyone saw it (a lone voter's, whose term was not durable
+    /// either) may be written differently by the next incarnation.
+    pub(crate) fn make_durable(
+        &mut self,
+        w: Write,
+        checker: &mut Checker,
+    ) -> (Option<u64>, Vec<crate::raft::Message>) {
+        if let Write::Entries(es, _) = &w
+            && let Some(first) = es.first()
+        {
+            let mut prev = self.durable.term(first.index - 1);
+            for e in es {
+                checker.on_append(self.id, e, prev);
+                prev = Some(e.term);
+            }
+        }
         match w {
             Write::HardState(hs) => self.hs_durable = hs,
             Write::Snapshot(meta, data) => {
