@@ -145,6 +145,11 @@ pub(crate) struct Cluster {
     partition_until: u64,
     /// Messages that reached a stalled process, handed over on resume.
     held: Vec<Vec<InFlight>>,
+    /// One link down while both ends still reach everyone else: a
+    /// follower cut from its leader campaigns through a node that still
+    /// acknowledges the leader.
+    link_cut: Option<(usize, usize)>,
+    link_cut_until: u64,
     quiet_until: u64,
     pub(crate) tick: u64,
     faults: bool,
@@ -222,6 +227,8 @@ impl Cluster {
             nodes,
             checker,
             held: (0..n).map(|_| Vec::new()).collect(),
+            link_cut: None,
+            link_cut_until: 0,
             group: GroupId(seed % 1000),
             seed,
             now: 0,
@@ -265,6 +272,7 @@ impl Cluster {
                 plan.crash_partial && self.params.crash_pm > 0,
                 Fault::CrashPartial,
             ),
+            (plan.link_cut_pm > 0, Fault::LinkCut),
         ];
         for (enabled, fault) in on {
             if enabled {
@@ -367,7 +375,11 @@ impl Cluster {
     }
 
     fn blocked(&self, a: usize, b: usize) -> bool {
-        self.partition
+        let cut = self
+            .link_cut
+            .is_some_and(|(x, y)| (x, y) == (a, b) || (x, y) == (b, a));
+        cut || self
+            .partition
             .as_ref()
             .is_some_and(|side| side[a] != side[b])
     }
@@ -725,6 +737,7 @@ impl Cluster {
             self.crash_node(i);
             self.nodes[i].down_until_tick = self.tick + 5 + self.rng.below(40);
         }
+        self.inject_link_cut();
         let pause_pm = self.params.faults.pause_pm;
         for i in 0..n {
             let node = &self.nodes[i];
@@ -749,6 +762,25 @@ impl Cluster {
             self.checker.counters.partitions += 1;
             self.partition_until = self.tick + 10 + self.rng.below(60);
         }
+    }
+
+    /// Cuts one link, from a leader to a follower when there is a leader.
+    fn inject_link_cut(&mut self) {
+        if self.link_cut.is_some() && self.tick >= self.link_cut_until {
+            self.link_cut = None;
+        }
+        let n = self.nodes.len() as u64;
+        if self.link_cut.is_some() || !self.rng.chance(self.params.faults.link_cut_pm) {
+            return;
+        }
+        let a = match (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader()) {
+            Some(l) => l,
+            None => self.rng.below(n) as usize,
+        };
+        let b = (a + 1 + self.rng.below(n - 1) as usize) % self.nodes.len();
+        self.link_cut = Some((a, b));
+        self.link_cut_until = self.tick + 10 + self.rng.below(50);
+        self.checker.counters.faults.fire(Fault::LinkCut);
     }
 
     /// Prefers crashing a leader (the interesting case), sometimes anyone.
@@ -916,6 +948,7 @@ impl Cluster {
         self.healed_at = Some(self.tick);
         self.faults = false;
         self.partition = None;
+        self.link_cut = None;
         // Sometimes one node stays down: a majority must still make progress.
         let n = self.nodes.len() as u64;
         let leader = (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader());

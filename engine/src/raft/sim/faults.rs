@@ -3,7 +3,8 @@
 //! once, stall the whole process for longer than an election timeout, run
 //! its clock fast or slow within the configured drift bound, report a
 //! write durable late (after later truncations), and crash with only part
-//! of a write batch on disk — and how often each fired.
+//! of a write batch on disk — plus one network fault the two-sided
+//! partitions cannot make (a single link down) — and how often each fired.
 
 use std::fmt;
 
@@ -25,6 +26,9 @@ pub(crate) struct FaultPlan {
     pub(crate) report_late_pm: u64,
     /// A crash keeps a random prefix of the writes not yet synced.
     pub(crate) crash_partial: bool,
+    /// Per nominal tick: one link (a leader's, if any) goes down while
+    /// both ends reach everyone else.
+    pub(crate) link_cut_pm: u64,
 }
 
 impl FaultPlan {
@@ -39,7 +43,9 @@ impl FaultPlan {
         };
         let (tick_lost_pm, tick_late_pm) = (rate(60), rate(150));
         let (pause_pm, report_late_pm) = (rate(8), rate(300));
+        let link_cut_pm = rate(30);
         Self {
+            link_cut_pm,
             tick_lost_pm,
             tick_late_pm,
             pause_pm,
@@ -70,9 +76,11 @@ pub(crate) enum Fault {
     ReportAcrossTruncation,
     /// A crash kept part of the unsynced writes.
     CrashPartial,
+    /// One link went down.
+    LinkCut,
 }
 
-const FAULTS: usize = 8;
+const FAULTS: usize = 9;
 
 impl Fault {
     const ALL: [Fault; FAULTS] = [
@@ -84,6 +92,7 @@ impl Fault {
         Fault::ReportLate,
         Fault::ReportAcrossTruncation,
         Fault::CrashPartial,
+        Fault::LinkCut,
     ];
 
     fn name(self) -> &'static str {
@@ -96,6 +105,7 @@ impl Fault {
             Fault::ReportLate => "reports_late",
             Fault::ReportAcrossTruncation => "reports_across_truncation",
             Fault::CrashPartial => "crashes_partial",
+            Fault::LinkCut => "link_cuts",
         }
     }
 }
