@@ -233,15 +233,16 @@ impl Checker {
     pub(crate) fn check_read(
         &mut self,
         id: NodeId,
-        key: u8,
+        read: &ReadIssued,
         value: u64,
         index_read: u64,
         index_served: u64,
-        commit_at_issue: u64,
     ) {
+        let (key, commit_at_issue) = (read.key, read.commit_at_issue);
+        let how = if read.lease { "lease read" } else { "read" };
         assert!(
             index_read >= commit_at_issue,
-            "{id}: stale read: read index {index_read} < commit {commit_at_issue} when issued"
+            "{id}: stale {how}: read index {index_read} < commit {commit_at_issue} when issued"
         );
         assert!(index_served >= index_read);
         let expected = self.value_at(key, index_served);
@@ -251,6 +252,17 @@ impl Checker {
         );
         self.counters.reads += 1;
     }
+}
+
+/// A read as a client issued it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadIssued {
+    /// The key read.
+    pub(crate) key: u8,
+    /// The highest index any node knew committed when it was issued.
+    pub(crate) commit_at_issue: u64,
+    /// Whether the leader's lease was valid then (it is served from it).
+    pub(crate) lease: bool,
 }
 
 /// Payload of a write: key byte then value (u64, little endian).

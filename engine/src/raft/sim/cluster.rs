@@ -15,7 +15,7 @@ use crate::raft::{
 
 mod runtime;
 
-use super::check::{Checker, decode_write, encode_write};
+use super::check::{Checker, ReadIssued, decode_write, encode_write};
 use super::faults::{Fault, FaultPlan};
 use super::node::{DRIFT_PPM_MAX, SimNode, sim_config};
 use super::storage::{LogData, SmData, Write};
@@ -154,7 +154,7 @@ pub(crate) struct Cluster {
     pub(crate) tick: u64,
     faults: bool,
     value_next: u64,
-    reads: HashMap<u64, (u8, u64)>,
+    reads: HashMap<u64, ReadIssued>,
     read_next: u64,
     marker: Option<(usize, u64, u64, u64)>,
     pub(crate) healed_at: Option<u64>,
@@ -606,13 +606,13 @@ impl Cluster {
         node.reads_waiting = waiting;
         for r in ready {
             let id = u64::from_le_bytes(r.context[..].try_into().expect("read ctx"));
-            let Some((key, commit_at_issue)) = self.reads.remove(&id) else {
+            let Some(read) = self.reads.remove(&id) else {
                 continue;
             };
-            let value = self.nodes[i].sm.get(&key).copied().unwrap_or(0);
+            let value = self.nodes[i].sm.get(&read.key).copied().unwrap_or(0);
             let node_id = self.nodes[i].id;
             self.checker
-                .check_read(node_id, key, value, r.index, applied, commit_at_issue);
+                .check_read(node_id, &read, value, r.index, applied);
         }
     }
 
@@ -880,7 +880,12 @@ impl Cluster {
             .as_mut()
             .is_some_and(|r| r.read_index(ctx).is_ok());
         if ok {
-            self.reads.insert(id, (key, commit_at_issue));
+            let read = ReadIssued {
+                key,
+                commit_at_issue,
+                lease,
+            };
+            self.reads.insert(id, read);
             self.checker.counters.reads_lease += u64::from(lease);
         }
         self.drain(i);
