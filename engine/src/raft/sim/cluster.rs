@@ -657,6 +657,27 @@ impl Cluster {
             self.checker.on_leader(raft.term(), node.id);
             self.checker
                 .check_leader_log(node.id, raft.term(), raft.index_last(), |j| raft.term_at(j));
+            let term = raft.term();
+            self.check_no_lease_at_election(i, term);
+        }
+    }
+
+    /// Lease safety, checked where it must hold rather than through a read
+    /// that happens to miss a write: when node `i` wins `term`, no leader
+    /// of an earlier term may still hold a valid lease by its own clock.
+    fn check_no_lease_at_election(&mut self, i: usize, term: u64) {
+        let now = self.now;
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            let id = self.nodes[j].id;
+            let Some(raft) = self.nodes[j].raft_at(now) else {
+                continue;
+            };
+            assert!(
+                raft.term() >= term || !raft.lease_valid(),
+                "n{}: won term {term} while {id} (term {}) still holds a lease",
+                i + 1,
+                raft.term()
+            );
         }
     }
 }
