@@ -196,6 +196,12 @@ impl<L: LogView> RaftLog<L> {
         self.index_unstable - 1
     }
 
+    /// Whether a received snapshot is still to be installed (the log up to
+    /// its index is then not on disk in either form).
+    pub fn is_snapshot_pending(&self) -> bool {
+        self.snapshot_pending.is_some()
+    }
+
     /// The committed index.
     pub fn index_committed(&self) -> u64 {
         self.index_committed
@@ -498,6 +504,9 @@ mod tests {
         // Write A's report arrives late: it says nothing about write C.
         log.stable_to(10, 2, 0);
         assert_eq!(log.index_durable(), 6, "a stale report advanced durability");
+        let epoch = log.epoch();
+        assert!(log.stable_to(10, 2, epoch), "a current report advances");
+        assert_eq!(log.index_durable(), 10);
     }
 
     #[test]
@@ -517,5 +526,9 @@ mod tests {
             8,
             "write A made 2..=8 durable, but not the 9..=10 written again"
         );
+        // Write C's own report, from the current epoch, covers them.
+        let epoch = log.epoch();
+        assert!(log.stable_to(10, 2, epoch), "a current report advances");
+        assert_eq!(log.index_durable(), 10);
     }
 }

@@ -1,10 +1,12 @@
 //! The pure Raft core: one replica of one group as a deterministic state
-//! machine, with no I/O, no clock, no threads and no async — modelled on
-//! tikv/raft-rs and TigerBeetle's replica — so the group runtime and the
-//! seeded simulator drive the same code.
+//! machine, with no I/O, no clock of its own, no threads and no async —
+//! modelled on tikv/raft-rs and TigerBeetle's replica — so the group
+//! runtime and the seeded simulator drive the same code.
 //!
 //! Inputs are methods of [`Raft`]: [`Raft::step`] (a message),
-//! [`Raft::tick`] (the only notion of time), [`Raft::propose`],
+//! [`Raft::tick`] (what the timers count), [`Raft::set_now_ms`] (the
+//! runtime's monotonic clock, which only the leader lease and the
+//! followers' promise behind it read), [`Raft::propose`],
 //! [`Raft::read_index`], [`Raft::transfer_leader`],
 //! [`Raft::change_membership`], and notices that I/O finished
 //! ([`Raft::on_entries_durable`], [`Raft::on_snapshot_installed`],

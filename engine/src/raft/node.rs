@@ -219,10 +219,17 @@ impl<L: LogView> Raft<L> {
     /// written before them would, after a crash, claim entries the log
     /// lost — a log shorter than its commit index refuses to start.
     pub fn hard_state(&self) -> HardState {
+        // A snapshot being installed is not durable yet, though the log
+        // already counts its index: the commit index waits for it.
+        let durable = if self.log.is_snapshot_pending() {
+            self.hard_state_reported.index_commit
+        } else {
+            self.log.index_durable()
+        };
         HardState {
             term: self.term,
             vote: self.vote,
-            index_commit: self.log.index_committed().min(self.log.index_durable()),
+            index_commit: self.log.index_committed().min(durable),
         }
     }
 

@@ -1484,3 +1484,30 @@ fn bunched_ticks_right_after_a_heartbeat_do_not_end_a_followers_lease_promise() 
         "voted for another while the leader's lease, counted from its ack, runs"
     );
 }
+
+#[test]
+fn a_hard_state_commits_a_received_snapshot_only_once_it_is_installed() {
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        index_commit: 1,
+    };
+    let mut r = core_with_log(config(1), &[1, 2, 3], &[], hs);
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 2,
+        membership: r.membership().clone(),
+    };
+    r.step(msg(2, 1, 2, Body::Snapshot(meta))).expect("step");
+    let rd = r.ready().expect("ready");
+    assert!(rd.snapshot.is_some(), "the snapshot is to be installed");
+    assert!(
+        rd.hard_state.is_none_or(|h| h.index_commit <= 1),
+        "a status file written before the snapshot must not claim index 10"
+    );
+    let meta = rd.snapshot.expect("snapshot");
+    r.log_view().0.borrow_mut().install(meta);
+    r.on_snapshot_installed(10);
+    let rd = r.ready().expect("ready");
+    assert_eq!(rd.hard_state.map(|h| h.index_commit), Some(10));
+}

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::raft::{Entry, EntryKind, NodeId};
+use super::faults::FaultCounts;
+use crate::raft::{Body, Entry, EntryKind, Message, NodeId};
 
 /// A 64-bit FNV-1a hash of an entry's term, kind and payload.
 pub(crate) fn entry_hash(e: &Entry) -> u64 {
@@ -42,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) crashes: u64,
     pub(crate) partitions: u64,
     pub(crate) ticks: u64,
+    pub(crate) faults: FaultCounts,
 }
 
 impl Counters {
@@ -59,6 +61,7 @@ impl Counters {
         self.crashes += o.crashes;
         self.partitions += o.partitions;
         self.ticks += o.ticks;
+        self.faults.add(&o.faults);
     }
 }
 
@@ -68,6 +71,9 @@ pub(crate) struct Checker {
     leaders: HashMap<u64, NodeId>,
     pairs: HashMap<(u64, u64), (u64, u64)>,
     committed_terms: Vec<u64>,
+    /// Per index: the lowest term any node was in when it saw the index
+    /// committed (at least the term of the leader that committed it).
+    committed_in: Vec<u64>,
     pub(crate) commit_max: u64,
     applied: Vec<u64>,
     writes: BTreeMap<u8, Vec<(u64, u64)>>,
@@ -118,12 +124,15 @@ impl Checker {
         }
     }
 
-    /// Records an index as committed with `term`; checks nobody saw another.
-    pub(crate) fn on_commit(&mut self, id: NodeId, index: u64, term: Option<u64>) {
+    /// Records an index as committed with `term`, seen by a node in
+    /// `term_node`; checks nobody saw another.
+    pub(crate) fn on_commit(&mut self, id: NodeId, index: u64, term: Option<u64>, term_node: u64) {
         let i = index as usize;
         if self.committed_terms.len() <= i {
             self.committed_terms.resize(i + 1, 0);
+            self.committed_in.resize(i + 1, u64::MAX);
         }
+        self.committed_in[i] = self.committed_in[i].min(term_node);
         if let Some(t) = term {
             let known = self.committed_terms[i];
             assert!(
@@ -136,20 +145,28 @@ impl Checker {
         self.counters.commit = self.commit_max;
     }
 
-    /// Leader completeness: a new leader holds every committed entry.
+    /// Leader completeness: a new leader of `term` holds every entry
+    /// committed in an earlier term. (A candidate can win an older term
+    /// late — its vote answers held up by a stall — after a later term
+    /// committed entries it lacks; it then learns the newer term and steps
+    /// down before committing anything.)
     pub(crate) fn check_leader_log(
         &self,
         id: NodeId,
+        term: u64,
         last: u64,
         term_at: impl Fn(u64) -> Option<u64>,
     ) {
-        assert!(
-            last >= self.commit_max,
-            "{id} leads with last {last} < committed {}",
-            self.commit_max
-        );
+        let before = |i: usize| self.committed_in.get(i).is_some_and(|&u| u < term);
+        let needed = (1..self.committed_in.len()).rev().find(|&i| before(i));
+        if let Some(needed) = needed {
+            assert!(
+                last >= needed as u64,
+                "{id} leads term {term} with last {last} < {needed}, committed earlier"
+            );
+        }
         for (i, &t) in self.committed_terms.iter().enumerate().skip(1) {
-            if t == 0 {
+            if t == 0 || !before(i) {
                 continue;
             }
             if let Some(mine) = term_at(i as u64) {
@@ -190,20 +207,42 @@ impl Checker {
         if pos == 0 { 0 } else { history[pos - 1].1 }
     }
 
+    /// Persist before send: no message leaves a node at a term its disk
+    /// does not hold yet (a pre-vote asks about a term it does not take).
+    /// Otherwise a crash loses the term, and the node can lead that term
+    /// twice with different entries at the same (index, term).
+    pub(crate) fn check_send(&self, id: NodeId, msg: &Message, term_durable: u64) {
+        let pre = match &msg.body {
+            Body::Vote(v) => v.pre,
+            Body::VoteResponse(r) => r.pre,
+            _ => false,
+        };
+        assert!(
+            pre || msg.term <= term_durable,
+            "{id}: sent {:?} at term {} before its term was durable (disk: {term_durable})",
+            msg.body,
+            msg.term
+        );
+    }
+
     /// Linearizable read: it reflects every write committed before it was
-    /// issued, and returns the state at the index it was served at.
+    /// issued, and returns the state at the index it was served at. This
+    /// holds lease reads to the same rule: a read served from a lease that
+    /// outlived its leader's term misses a write some other leader
+    /// committed before the read was issued.
     pub(crate) fn check_read(
         &mut self,
         id: NodeId,
-        key: u8,
+        read: &ReadIssued,
         value: u64,
         index_read: u64,
         index_served: u64,
-        commit_at_issue: u64,
     ) {
+        let (key, commit_at_issue) = (read.key, read.commit_at_issue);
+        let how = if read.lease { "lease read" } else { "read" };
         assert!(
             index_read >= commit_at_issue,
-            "{id}: stale read: read index {index_read} < commit {commit_at_issue} when issued"
+            "{id}: stale {how}: read index {index_read} < commit {commit_at_issue} when issued"
         );
         assert!(index_served >= index_read);
         let expected = self.value_at(key, index_served);
@@ -213,6 +252,17 @@ impl Checker {
         );
         self.counters.reads += 1;
     }
+}
+
+/// A read as a client issued it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadIssued {
+    /// The key read.
+    pub(crate) key: u8,
+    /// The highest index any node knew committed when it was issued.
+    pub(crate) commit_at_issue: u64,
+    /// Whether the leader's lease was valid then (it is served from it).
+    pub(crate) lease: bool,
 }
 
 /// Payload of a write: key byte then value (u64, little endian).

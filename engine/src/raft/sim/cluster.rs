@@ -1,7 +1,7 @@
 //! The simulated cluster: an event queue in simulated time, a network that
 //! drops, duplicates, reorders, delays and partitions, crashes and restarts,
 //! clients that propose and read, membership changes and leader transfers,
-//! all drawn from one seeded RNG.
+//! and the runtime faults of `faults.rs`, all drawn from one seeded RNG.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -13,12 +13,18 @@ use crate::raft::{
     Body, EntryKind, GroupId, HardState, Message, NodeId, Ready, Role, SnapshotMeta,
 };
 
-use super::check::{Checker, decode_write, encode_write};
-use super::node::{SimNode, sim_config};
+mod runtime;
+
+use super::check::{Checker, ReadIssued, decode_write, encode_write};
+use super::faults::{Fault, FaultPlan};
+use super::node::{DRIFT_PPM_MAX, SimNode, sim_config};
 use super::storage::{LogData, SmData, Write};
 
-/// Simulated time units per nominal tick; node clocks drift ±1 unit (5%).
+/// Simulated time units (1 ms each) per nominal tick.
 pub(crate) const UNIT: u64 = 20;
+
+/// Clock and tick rate error of a node in a run without the drift fault.
+const DRIFT_PPM_PLAIN: u64 = 50_000;
 
 /// A bound on events per run, so a livelock fails instead of hanging.
 const EVENTS_MAX: u64 = 2_000_000;
@@ -49,14 +55,23 @@ pub(crate) struct Params {
     pub(crate) pre_vote_off_mask: u64,
     /// Keep one node down after healing.
     pub(crate) heal_keep_down: bool,
+    /// The runtime faults of this run.
+    pub(crate) faults: FaultPlan,
 }
 
 impl Params {
     /// Random parameters for a seed: 3 to 7 nodes, varied fault rates.
     pub(crate) fn random(rng: &mut SplitMix64) -> Self {
         let nodes = 3 + rng.below(5) as usize;
-        let voters = if nodes >= 5 && rng.chance(500) { 5 } else { 3 };
-        Self {
+        // A lone voter with learners wins its elections by itself.
+        let voters = if rng.chance(120) {
+            1
+        } else if nodes >= 5 && rng.chance(500) {
+            5
+        } else {
+            3
+        };
+        let mut params = Self {
             nodes,
             voters,
             ticks_chaos: 250 + rng.below(150),
@@ -76,7 +91,14 @@ impl Params {
             lease_stress: rng.chance(300),
             heal_keep_down: rng.chance(300),
             pre_vote_off_mask: if rng.chance(300) { rng.below(128) } else { 0 },
+            faults: FaultPlan::random(rng),
+        };
+        if voters == 1 {
+            // It stays the lone voter: no transfers, no new voters.
+            params.transfer_pm = 0;
+            params.reconfig_pm = 0;
         }
+        params
     }
 }
 
@@ -84,7 +106,21 @@ enum Event {
     Tick(usize, u64),
     Deliver(Box<InFlight>),
     Sync(usize, u64),
+    Report(Box<Report>),
+    Resume(usize, u64),
+    SnapshotReport(Box<Message>, u64, bool),
     Chaos,
+}
+
+/// A durability report on its way from the disk to the core.
+struct Report {
+    node: usize,
+    incarnation: u64,
+    index: u64,
+    term: u64,
+    epoch: u64,
+    installed: Option<u64>,
+    late: bool,
 }
 
 struct InFlight {
@@ -107,11 +143,18 @@ pub(crate) struct Cluster {
     events: HashMap<u64, Event>,
     partition: Option<Vec<bool>>,
     partition_until: u64,
+    /// Messages that reached a stalled process, handed over on resume.
+    held: Vec<Vec<InFlight>>,
+    /// One link down while both ends still reach everyone else: a
+    /// follower cut from its leader campaigns through a node that still
+    /// acknowledges the leader.
+    link_cut: Option<(usize, usize)>,
+    link_cut_until: u64,
     quiet_until: u64,
     pub(crate) tick: u64,
     faults: bool,
     value_next: u64,
-    reads: HashMap<u64, (u8, u64)>,
+    reads: HashMap<u64, ReadIssued>,
     read_next: u64,
     marker: Option<(usize, u64, u64, u64)>,
     pub(crate) healed_at: Option<u64>,
@@ -127,19 +170,39 @@ impl Cluster {
     pub(crate) fn new(seed: u64, params: Params) -> Self {
         let mut rng = SplitMix64::new(seed);
         let voters: BTreeSet<NodeId> = (1..=params.voters as u64).map(NodeId).collect();
+        let learners: BTreeSet<NodeId> = match params.voters {
+            1 => (2..=params.nodes as u64).map(NodeId).collect(),
+            _ => BTreeSet::new(),
+        };
         let bootstrap = crate::raft::Entry {
             term: 1,
             index: 1,
             kind: EntryKind::ConfChange(crate::raft::ConfChange::Set {
                 voters: voters.clone(),
-                learners: BTreeSet::new(),
+                learners,
             }),
             payload: Bytes::new(),
         };
         let mut nodes = Vec::new();
+        let mut checker = Checker::default();
+        let drift_max = if params.faults.drift {
+            DRIFT_PPM_MAX
+        } else {
+            DRIFT_PPM_PLAIN
+        };
         for i in 0..params.nodes {
             let id = NodeId(i as u64 + 1);
-            let period = UNIT - 1 + rng.below(3);
+            // Up to the bound either way; with the drift fault, at the
+            // bound itself a third of the time.
+            let offset = if params.faults.drift && rng.chance(333) {
+                if rng.chance(500) { 0 } else { 2 * drift_max }
+            } else {
+                rng.below(2 * drift_max + 1)
+            };
+            let rate = 1_000_000 - drift_max + offset;
+            if params.faults.drift && rate.abs_diff(1_000_000) * 10 >= drift_max * 9 {
+                checker.counters.faults.fire(Fault::ClockAtDriftBound);
+            }
             let (log, hs) = if voters.contains(&id) {
                 let log = LogData {
                     snapshot: SnapshotMeta::default(),
@@ -156,12 +219,16 @@ impl Cluster {
             } else {
                 (LogData::default(), HardState::default())
             };
-            nodes.push(SimNode::new(id, log, hs, period));
+            nodes.push(SimNode::new(id, log, hs, rate));
         }
+        let n = nodes.len();
         let mut c = Self {
             rng,
             nodes,
-            checker: Checker::default(),
+            checker,
+            held: (0..n).map(|_| Vec::new()).collect(),
+            link_cut: None,
+            link_cut_until: 0,
             group: GroupId(seed % 1000),
             seed,
             now: 0,
@@ -181,11 +248,37 @@ impl Cluster {
             trace: std::env::var_os("SAMPAN_SIM_TRACE").is_some(),
             params,
         };
+        c.configure_faults();
         for i in 0..c.nodes.len() {
             c.start_node(i);
         }
         c.schedule(UNIT, Event::Chaos);
         c
+    }
+
+    /// Notes which runtime faults this run injects, so a summary over many
+    /// seeds can tell a fault that never fired.
+    fn configure_faults(&mut self) {
+        let plan = &self.params.faults;
+        let on = [
+            (self.params.voters == 1, Fault::LoneVoterElection),
+            (plan.tick_lost_pm > 0, Fault::TickLost),
+            (plan.tick_late_pm > 0, Fault::TickLate),
+            (plan.pause_pm > 0, Fault::Pause),
+            (plan.drift, Fault::ClockAtDriftBound),
+            (plan.report_late_pm > 0, Fault::ReportLate),
+            (plan.report_late_pm > 0, Fault::ReportAcrossTruncation),
+            (
+                plan.crash_partial && self.params.crash_pm > 0,
+                Fault::CrashPartial,
+            ),
+            (plan.link_cut_pm > 0, Fault::LinkCut),
+        ];
+        for (enabled, fault) in on {
+            if enabled {
+                self.checker.counters.faults.configure(fault);
+            }
+        }
     }
 
     fn schedule(&mut self, delay: u64, event: Event) {
@@ -204,8 +297,12 @@ impl Cluster {
         cfg.pre_vote = self.params.pre_vote_off_mask & (1 << i) == 0
             || (self.nodes[i].incarnation > 0 && self.rng.chance(500));
         self.nodes[i].start(cfg);
+        self.drop_held(i);
         let inc = self.nodes[i].incarnation;
-        let phase = 1 + self.rng.below(self.nodes[i].period);
+        let phase = 1 + self.rng.below(UNIT);
+        let node = &mut self.nodes[i];
+        node.tick_phase = self.now + phase;
+        node.tick_count = 0;
         self.schedule(phase, Event::Tick(i, inc));
     }
 
@@ -228,12 +325,10 @@ impl Cluster {
             match event {
                 Event::Tick(i, inc) => self.on_tick(i, inc),
                 Event::Deliver(f) => self.deliver(*f),
-                Event::Sync(i, inc) => {
-                    if self.nodes[i].incarnation == inc {
-                        self.sync(i);
-                        self.drain(i);
-                    }
-                }
+                Event::Sync(i, inc) => self.on_sync(i, inc),
+                Event::Report(r) => self.deliver_report(*r),
+                Event::Resume(i, inc) => self.resume(i, inc),
+                Event::SnapshotReport(msg, inc, ok) => self.report_snapshot(&msg, inc, ok),
                 Event::Chaos => {
                     if self.on_chaos() {
                         return;
@@ -279,25 +374,19 @@ impl Cluster {
         out
     }
 
-    fn on_tick(&mut self, i: usize, inc: u64) {
-        if self.nodes[i].incarnation != inc {
-            return;
-        }
-        if let Some(raft) = self.nodes[i].raft_at(self.now) {
-            raft.tick();
-        }
-        self.drain(i);
-        let period = self.nodes[i].period;
-        self.schedule(period, Event::Tick(i, inc));
-    }
-
     fn blocked(&self, a: usize, b: usize) -> bool {
-        self.partition
+        let cut = self
+            .link_cut
+            .is_some_and(|(x, y)| (x, y) == (a, b) || (x, y) == (b, a));
+        cut || self
+            .partition
             .as_ref()
             .is_some_and(|side| side[a] != side[b])
     }
 
     fn send(&mut self, from: usize, msg: Message) {
+        self.checker
+            .check_send(self.nodes[from].id, &msg, self.nodes[from].hs_durable.term);
         if msg.body == Body::TimeoutNow {
             self.checker.counters.transfers += 1;
         }
@@ -350,6 +439,12 @@ impl Cluster {
         if self.nodes[from].incarnation != sender_incarnation {
             return;
         }
+        if self.nodes[from].is_paused(self.now) {
+            let delay = self.nodes[from].paused_until - self.now;
+            let event = Event::SnapshotReport(Box::new(msg.clone()), sender_incarnation, ok);
+            self.schedule(delay, event);
+            return;
+        }
         if let Some(raft) = self.nodes[from].raft_at(self.now) {
             raft.report_snapshot(msg.to, ok);
         }
@@ -358,6 +453,10 @@ impl Cluster {
 
     fn deliver(&mut self, f: InFlight) {
         let (from, to) = (idx(f.msg.from), idx(f.msg.to));
+        if self.nodes[to].is_up() && self.nodes[to].is_paused(self.now) {
+            self.held[to].push(f);
+            return;
+        }
         if !self.nodes[to].is_up() || self.blocked(from, to) {
             self.report_snapshot(&f.msg, f.sender_incarnation, false);
             return;
@@ -390,6 +489,7 @@ impl Cluster {
     }
 
     fn handle_ready(&mut self, i: usize, rd: Ready) {
+        self.nodes[i].epoch_handed = rd.log_epoch;
         for m in rd.messages {
             self.send(i, m);
         }
@@ -426,7 +526,13 @@ impl Cluster {
         if !node.pending.is_empty() && !node.sync_scheduled {
             node.sync_scheduled = true;
             let inc = node.incarnation;
-            let delay = if self.params.lease_stress {
+            // With late reports on, the disk is sometimes slow too: a
+            // report from before a truncation then finds the entries
+            // written again still unsynced.
+            let slow = self.faults && self.params.faults.report_late_pm > 0 && self.rng.chance(100);
+            let delay = if slow {
+                self.rng.below(8 * UNIT)
+            } else if self.params.lease_stress {
                 self.rng.below(3)
             } else {
                 self.rng.below(UNIT / 2)
@@ -456,12 +562,6 @@ impl Cluster {
 
     fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>, epoch: u64) {
         let node = &mut self.nodes[i];
-        let id = node.id;
-        let mut prev = node.written.0.borrow().term(entries[0].index - 1);
-        for e in &entries {
-            self.checker.on_append(id, e, prev);
-            prev = Some(e.term);
-        }
         node.written.0.borrow_mut().truncate_append(&entries);
         node.pending.push(Write::Entries(entries, epoch));
     }
@@ -506,47 +606,13 @@ impl Cluster {
         node.reads_waiting = waiting;
         for r in ready {
             let id = u64::from_le_bytes(r.context[..].try_into().expect("read ctx"));
-            let Some((key, commit_at_issue)) = self.reads.remove(&id) else {
+            let Some(read) = self.reads.remove(&id) else {
                 continue;
             };
-            let value = self.nodes[i].sm.get(&key).copied().unwrap_or(0);
+            let value = self.nodes[i].sm.get(&read.key).copied().unwrap_or(0);
             let node_id = self.nodes[i].id;
             self.checker
-                .check_read(node_id, key, value, r.index, applied, commit_at_issue);
-        }
-    }
-
-    fn sync(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        node.sync_scheduled = false;
-        let mut installed = None;
-        let mut outbox = Vec::new();
-        for w in node.pending.drain(..) {
-            match w {
-                Write::HardState(hs) => node.hs_durable = hs,
-                Write::Snapshot(meta, data) => {
-                    installed = Some(meta.index);
-                    node.durable.install(meta);
-                    node.sm_durable = data;
-                }
-                Write::Entries(es, epoch) => {
-                    node.durable.truncate_append(&es);
-                    node.epoch_synced = epoch;
-                }
-                Write::Messages(ms) => outbox.extend(ms),
-            }
-        }
-        let last = node.durable.last_index();
-        let term = node.durable.term(last).unwrap_or(0);
-        let (now, epoch) = (self.now, node.epoch_synced);
-        if let Some(raft) = node.raft_at(now) {
-            if let Some(index) = installed {
-                raft.on_snapshot_installed(index);
-            }
-            raft.on_entries_durable(last, term, epoch);
-        }
-        for m in outbox {
-            self.send(i, m);
+                .check_read(node_id, &read, value, r.index, applied);
         }
     }
 
@@ -557,6 +623,16 @@ impl Cluster {
         let Some(raft) = node.raft.as_ref() else {
             return;
         };
+        // Durability: what the core counts durable is on the disk.
+        let claimed = raft.log.index_durable();
+        if !raft.log.is_snapshot_pending() && claimed > node.durable.snapshot.index {
+            assert_eq!(
+                node.durable.term(claimed),
+                raft.term_at(claimed),
+                "{}: the core counts index {claimed} durable; the disk disagrees",
+                node.id
+            );
+        }
         let commit = raft.index_commit();
         assert!(
             commit >= node.commit_seen,
@@ -565,7 +641,8 @@ impl Cluster {
             node.commit_seen
         );
         for index in node.commit_seen + 1..=commit {
-            self.checker.on_commit(node.id, index, raft.term_at(index));
+            self.checker
+                .on_commit(node.id, index, raft.term_at(index), raft.term());
         }
         node.commit_seen = commit;
         if raft.is_hibernating() && !node.asleep {
@@ -574,9 +651,33 @@ impl Cluster {
         node.asleep = raft.is_hibernating();
         if raft.role() == Role::Leader && node.term_led != raft.term() {
             node.term_led = raft.term();
+            if self.params.voters == 1 {
+                self.checker.counters.faults.fire(Fault::LoneVoterElection);
+            }
             self.checker.on_leader(raft.term(), node.id);
             self.checker
-                .check_leader_log(node.id, raft.index_last(), |j| raft.term_at(j));
+                .check_leader_log(node.id, raft.term(), raft.index_last(), |j| raft.term_at(j));
+            let term = raft.term();
+            self.check_no_lease_at_election(i, term);
+        }
+    }
+
+    /// Lease safety, checked where it must hold rather than through a read
+    /// that happens to miss a write: when node `i` wins `term`, no leader
+    /// of an earlier term may still hold a valid lease by its own clock.
+    fn check_no_lease_at_election(&mut self, i: usize, term: u64) {
+        let now = self.now;
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            let id = self.nodes[j].id;
+            let Some(raft) = self.nodes[j].raft_at(now) else {
+                continue;
+            };
+            assert!(
+                raft.term() >= term || !raft.lease_valid(),
+                "n{}: won term {term} while {id} (term {}) still holds a lease",
+                i + 1,
+                raft.term()
+            );
         }
     }
 }
@@ -615,8 +716,10 @@ impl Cluster {
     fn report_liveness(&mut self) {
         for a in 0..self.nodes.len() {
             for b in 0..self.nodes.len() {
-                let gone = !self.nodes[b].is_up() || self.blocked(a, b);
-                if a == b || !gone || !self.nodes[a].is_up() {
+                let stalled = self.nodes[b].is_paused(self.now);
+                let gone = !self.nodes[b].is_up() || stalled || self.blocked(a, b);
+                let can_hear = self.nodes[a].is_up() && !self.nodes[a].is_paused(self.now);
+                if a == b || !gone || !can_hear {
                     continue;
                 }
                 let id = self.nodes[b].id;
@@ -642,7 +745,7 @@ impl Cluster {
             && self.rng.chance(100)
         {
             // The case hibernation must survive: its leader dies in its sleep.
-            self.nodes[i].crash();
+            self.crash_node(i);
             self.nodes[i].down_until_tick = self.tick + 20 + self.rng.below(40);
             self.checker.counters.crashes += 1;
             self.checker.counters.hibernated_leader_crashes += 1;
@@ -652,8 +755,16 @@ impl Cluster {
             if self.nodes[i].is_leader() && self.nodes[i].asleep {
                 self.checker.counters.hibernated_leader_crashes += 1;
             }
-            self.nodes[i].crash();
+            self.crash_node(i);
             self.nodes[i].down_until_tick = self.tick + 5 + self.rng.below(40);
+        }
+        self.inject_link_cut();
+        let pause_pm = self.params.faults.pause_pm;
+        for i in 0..n {
+            let node = &self.nodes[i];
+            if node.is_up() && !node.is_paused(self.now) && self.rng.chance(pause_pm) {
+                self.pause(i);
+            }
         }
         if self.partition.is_some() && self.tick >= self.partition_until {
             self.partition = None;
@@ -674,6 +785,25 @@ impl Cluster {
         }
     }
 
+    /// Cuts one link, from a leader to a follower when there is a leader.
+    fn inject_link_cut(&mut self) {
+        if self.link_cut.is_some() && self.tick >= self.link_cut_until {
+            self.link_cut = None;
+        }
+        let n = self.nodes.len() as u64;
+        if self.link_cut.is_some() || !self.rng.chance(self.params.faults.link_cut_pm) {
+            return;
+        }
+        let a = match (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader()) {
+            Some(l) => l,
+            None => self.rng.below(n) as usize,
+        };
+        let b = (a + 1 + self.rng.below(n - 1) as usize) % self.nodes.len();
+        self.link_cut = Some((a, b));
+        self.link_cut_until = self.tick + 10 + self.rng.below(50);
+        self.checker.counters.faults.fire(Fault::LinkCut);
+    }
+
     /// Prefers crashing a leader (the interesting case), sometimes anyone.
     fn pick_crash_victim(&mut self) -> usize {
         let leaders: Vec<usize> = (0..self.nodes.len())
@@ -688,9 +818,10 @@ impl Cluster {
         up[self.rng.below(up.len() as u64) as usize]
     }
 
+    /// A node that believes it leads and is not stalled (clients reach it).
     fn pick_leader(&mut self) -> Option<usize> {
         let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_leader())
+            .filter(|&i| self.nodes[i].is_leader() && !self.nodes[i].is_paused(self.now))
             .collect();
         if leaders.is_empty() {
             return None;
@@ -715,7 +846,7 @@ impl Cluster {
         if self.params.lease_stress {
             // Every node that believes it leads serves a read every tick.
             for i in 0..self.nodes.len() {
-                if self.nodes[i].is_leader() {
+                if self.nodes[i].is_leader() && !self.nodes[i].is_paused(self.now) {
                     self.issue_read_at(i);
                 }
             }
@@ -727,7 +858,7 @@ impl Cluster {
             self.reconfigure();
         }
         for i in 0..self.nodes.len() {
-            if self.rng.chance(self.params.compact_pm) {
+            if self.rng.chance(self.params.compact_pm) && !self.nodes[i].is_paused(self.now) {
                 self.compact(i);
             }
         }
@@ -741,6 +872,9 @@ impl Cluster {
         let key = self.rng.below(4) as u8;
         let value = self.value_next;
         self.value_next += 1;
+        if self.nodes[i].is_paused(self.now) {
+            return;
+        }
         if let Some(raft) = self.nodes[i].raft_at(self.now) {
             let _ = raft.propose(encode_write(key, value));
         }
@@ -767,7 +901,12 @@ impl Cluster {
             .as_mut()
             .is_some_and(|r| r.read_index(ctx).is_ok());
         if ok {
-            self.reads.insert(id, (key, commit_at_issue));
+            let read = ReadIssued {
+                key,
+                commit_at_issue,
+                lease,
+            };
+            self.reads.insert(id, read);
             self.checker.counters.reads_lease += u64::from(lease);
         }
         self.drain(i);
@@ -835,17 +974,20 @@ impl Cluster {
         self.healed_at = Some(self.tick);
         self.faults = false;
         self.partition = None;
+        self.link_cut = None;
         // Sometimes one node stays down: a majority must still make progress.
         let n = self.nodes.len() as u64;
         let leader = (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader());
         let pick = match leader {
+            // A lone voter's group cannot go on without it: a learner stays down.
+            _ if self.params.voters == 1 => 1 + self.rng.below(n - 1) as usize,
             Some(l) if self.rng.chance(500) => l,
             _ => self.rng.below(n) as usize,
         };
         let keep_down = self.params.heal_keep_down.then_some(pick);
         for i in 0..self.nodes.len() {
             if Some(i) == keep_down {
-                self.nodes[i].crash();
+                self.crash_node(i);
             } else if !self.nodes[i].is_up() {
                 self.start_node(i);
             }

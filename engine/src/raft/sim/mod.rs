@@ -1,20 +1,26 @@
 //! The deterministic simulator of the Raft core (tests only).
 //!
-//! 3 to 7 nodes in memory; a network that drops, duplicates, reorders,
-//! delays and partitions; a disk whose unsynced writes are lost on a crash;
-//! crashes and restarts; clocks that drift within the lease's bound;
+//! 3 to 7 nodes in memory (sometimes one voter and the rest learners); a
+//! network that drops, duplicates, reorders, delays and partitions; a disk
+//! whose unsynced writes are lost on a crash, or partly kept; crashes and
+//! restarts; the runtime faults of `faults.rs` (lost and bunched ticks,
+//! process stalls longer than an election timeout, clocks drifting up to
+//! the lease's bound, late durability reports across truncations);
 //! proposals, reads, leader transfers, membership changes and compaction —
 //! all drawn from one seed. Invariants are checked after every input (see
 //! `check.rs`); after healing, progress must resume within a bounded number
-//! of ticks.
+//! of ticks. The summary counts how often each runtime fault fired; a run
+//! of many seeds fails if a fault some run was configured for never did.
 //!
-//! `SAMPAN_SIM_SEEDS=N` runs N seeds (default 5,000, a few seconds),
+//! `SAMPAN_SIM_SEEDS=N` runs N seeds (default 10,000, about 15 s on two
+//! cores),
 //! starting at `SAMPAN_SIM_SEED_START` (default 0); `SAMPAN_SIM_SEED=S`
 //! replays one seed, and `SAMPAN_SIM_TRACE=1` prints every node's state
 //! every 10 ticks. A failing seed prints the command that replays it.
 
 mod check;
 mod cluster;
+mod faults;
 mod node;
 pub(crate) mod storage;
 
@@ -28,12 +34,19 @@ pub(crate) use self::check::Counters;
 pub(crate) use self::cluster::{Cluster, Params};
 
 /// The default number of seeds a plain `cargo test` runs.
-const SEEDS_DEFAULT: u64 = 5_000;
+const SEEDS_DEFAULT: u64 = 10_000;
+
+/// Runs of at least this many seeds must fire every fault they configure
+/// (a replay of a few seeds need not).
+const SEEDS_FAULTS_CHECKED: usize = 1_000;
 
 fn run_seed(seed: u64) -> Result<Counters, String> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut rng = SplitMix64::new(seed);
         let params = Params::random(&mut rng);
+        if std::env::var_os("SAMPAN_SIM_SEED").is_some() {
+            eprintln!("params: {params:?}");
+        }
         let mut cluster = Cluster::new(seed, params);
         cluster.run();
         let mut counters = cluster.checker.counters;
@@ -92,6 +105,7 @@ fn seeds() {
         started.elapsed()
     );
     eprintln!("raft sim: {stats:?}");
+    let silent = stats.faults.never_fired();
     failures.sort();
     for (seed, msg) in &failures {
         eprintln!("seed {seed} failed: {msg}");
@@ -104,5 +118,9 @@ fn seeds() {
         "{} of {} seeds failed",
         failures.len(),
         seeds.len()
+    );
+    assert!(
+        seeds.len() < SEEDS_FAULTS_CHECKED || silent.is_empty(),
+        "faults configured but never fired: {silent:?}"
     );
 }
