@@ -342,3 +342,35 @@ fn a_replica_whose_log_ends_before_its_commit_index_does_not_start() {
         })
         .expect("test body");
 }
+
+/// A replica whose group failed (its storage broke) answers reads with the
+/// failure; it used to leave them waiting forever, as its core is no longer
+/// driven.
+#[test]
+fn a_failed_replica_answers_reads_with_its_failure() {
+    let rt = runtime();
+    let (_root, dirs) = dirs(1);
+    let d = dirs[0].clone();
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let net = Rc::new(Net::default());
+            let fibers = FiberGroup::new("g1-failed").expect("fibers");
+            let h = replica(&d, 1, &[1], &net, &fibers).await;
+            leader_among(&net, &[1]).await;
+            h.propose(put("k", "v")).await.expect("committed");
+            let broken = GroupError::Storage {
+                group: 1,
+                reason: "disk gone (injected)".into(),
+            };
+            assert!(
+                h.inbox.send(Event::Failed(broken.clone())).await.is_ok(),
+                "inbox open"
+            );
+            let read = sampan_fiber::timeout(Duration::from_secs(5), get(&h, "k")).await;
+            assert_eq!(read.expect("answered, not left waiting"), Err(broken));
+            fibers.cancel();
+            fibers.join().await;
+        })
+        .expect("test body");
+}
