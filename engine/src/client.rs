@@ -140,6 +140,8 @@ struct Tries {
     no_group: usize,
     /// What went wrong last, for the timeout's message.
     last: String,
+    /// Whether some try may have applied.
+    unknown: bool,
 }
 
 impl Tries {
@@ -162,10 +164,13 @@ enum Outcome {
     Done(Bytes),
     /// Not the leader; the leader's address if known.
     Redirect(Option<SocketAddr>),
-    /// Worth another try after a pause; `elsewhere`: on another node.
+    /// Worth another try after a pause; `elsewhere`: on another node;
+    /// `unknown`: this try may have applied (it was sent and no outcome
+    /// came back).
     Retry {
         why: String,
         elsewhere: bool,
+        unknown: bool,
     },
     /// The node does not have the group.
     NoGroup(String),
@@ -281,6 +286,7 @@ impl Client {
             attempts: 0,
             no_group: 0,
             last: String::from("none"),
+            unknown: false,
         };
         while Instant::now() < deadline {
             if self.inner.closed.get() {
@@ -308,6 +314,13 @@ impl Client {
                     sampan_fiber::sleep_until(wake.min(deadline)).await;
                 }
             }
+        }
+        if tries.unknown && op == Op::Propose {
+            return Err(ClientError::Uncertain {
+                group,
+                after: cfg.request_timeout,
+                last: tries.last,
+            });
         }
         Err(ClientError::Timeout {
             group,
@@ -355,7 +368,12 @@ impl Client {
                 t.last = why;
                 Step::Again
             }
-            Outcome::Retry { why, elsewhere } => {
+            Outcome::Retry {
+                why,
+                elsewhere,
+                unknown,
+            } => {
+                t.unknown |= unknown;
                 if elsewhere {
                     self.move_on(group, addr);
                 }
@@ -382,6 +400,7 @@ impl Client {
                 return Outcome::Retry {
                     why,
                     elsewhere: true,
+                    unknown: false,
                 };
             }
             Ok(Err(ConnectError::Fatal(source))) => {
@@ -396,6 +415,7 @@ impl Client {
                 return Outcome::Retry {
                     why,
                     elsewhere: true,
+                    unknown: false,
                 };
             }
         };
@@ -421,9 +441,12 @@ impl Client {
                     self.inner.pool.discard(addr, &conn, "request failed");
                 }
                 if retry {
+                    // Sent, unless refused before it left (no connection).
+                    let unknown = !matches!(e, NetError::NotConnected { .. });
                     return Outcome::Retry {
                         why: e.to_string(),
                         elsewhere: true,
+                        unknown,
                     };
                 }
                 return Outcome::Fail(ClientError::Net {
@@ -475,6 +498,7 @@ fn server_outcome(group: u64, e: ServerError) -> Outcome {
         ServerError::Group(GroupError::Busy { .. } | GroupError::Lost { .. }) => Outcome::Retry {
             why,
             elsewhere: false,
+            unknown: false,
         },
         ServerError::Unreachable { .. }
         | ServerError::ShuttingDown { .. }
@@ -482,6 +506,7 @@ fn server_outcome(group: u64, e: ServerError) -> Outcome {
         // retry learns the outcome.
         | ServerError::Uncertain { .. }
         | ServerError::Group(GroupError::Stopped { .. } | GroupError::Uncertain { .. }) => Outcome::Retry {
+            unknown: !e.is_definite(),
             why,
             elsewhere: true,
         },
@@ -520,6 +545,22 @@ mod tests {
                 elsewhere: false,
                 ..
             }
+        ));
+        // A try that reached a node and learned nothing may have applied:
+        // it makes a write that runs out of time Uncertain, not Timeout.
+        let unknown = ServerError::Uncertain {
+            group: 1,
+            node: 2,
+            reason: "forwarded, no answer".into(),
+        };
+        assert!(matches!(
+            server_outcome(1, unknown),
+            Outcome::Retry { unknown: true, .. }
+        ));
+        let lost = GroupError::Lost { group: 1, index: 9 }.into();
+        assert!(matches!(
+            server_outcome(1, lost),
+            Outcome::Retry { unknown: false, .. }
         ));
         let down = ServerError::ShuttingDown { node: 1 };
         assert!(matches!(

@@ -32,6 +32,21 @@ pub enum ClientError {
         /// What went wrong on the last try.
         last: String,
     },
+    /// A write whose outcome stayed unknown until the request timeout:
+    /// some try reached a node and no answer came back (a leader lost
+    /// mid-request, a connection cut). It applied at most once (its session
+    /// sees to that), maybe not at all; read the state to know.
+    #[error(
+        "group {group}: outcome unknown after {after:?}: the write may or may not have applied (last: {last})"
+    )]
+    Uncertain {
+        /// The group.
+        group: u64,
+        /// The request timeout that passed.
+        after: Duration,
+        /// What went wrong on the last try.
+        last: String,
+    },
     /// Every node asked says it has no replica of the group.
     #[error("group {group}: no node has it ({nodes} asked)")]
     NoSuchGroup {
@@ -126,6 +141,7 @@ impl ClientError {
             // over the limit); a cut connection comes back as a timeout.
             ClientError::Net { .. } => true,
             ClientError::Timeout { .. }
+            | ClientError::Uncertain { .. }
             | ClientError::BadReply { .. }
             | ClientError::Unexpected { .. }
             | ClientError::SessionLost { .. }
@@ -139,7 +155,10 @@ impl ClientError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            ClientError::Timeout { .. } | ClientError::Closed | ClientError::Runtime(_)
+            ClientError::Timeout { .. }
+                | ClientError::Uncertain { .. }
+                | ClientError::Closed
+                | ClientError::Runtime(_)
         )
     }
 }
