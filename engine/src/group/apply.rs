@@ -29,6 +29,10 @@ pub(crate) struct ApplyStart<S: SnapshotManager> {
 /// again.
 const SNAPSHOT_RETRY: Duration = Duration::from_millis(10);
 
+/// Proposals waiting for their entry, by index: the term each was
+/// proposed in, and its caller.
+type Pending = BTreeMap<u64, (u64, Reply<Bytes>)>;
+
 struct Applier<S: SnapshotManager> {
     group: u64,
     sm: Box<dyn StateMachine>,
@@ -45,7 +49,7 @@ struct Applier<S: SnapshotManager> {
     /// finish before theirs is frozen.
     snapshot_waiters: Vec<Reply<SnapshotSaved>>,
     /// Proposals by index: the term they were proposed in, and the caller.
-    pending: BTreeMap<u64, (u64, Reply<Bytes>)>,
+    pending: Pending,
     /// Reads by (index, arrival), served in order once applied.
     reads: BTreeMap<(u64, u64), (Bytes, Reply<Bytes>)>,
     reads_seq: u64,
@@ -246,8 +250,7 @@ impl<S: SnapshotManager> Applier<S> {
         self.bytes_since_snapshot = 0;
         // The snapshot may or may not hold the entries these proposals had:
         // their outcome is unknown here (a retry under their session tells).
-        let covered = self.pending.split_off(&(meta.index + 1));
-        let covered = std::mem::replace(&mut self.pending, covered);
+        let covered = self.take_through(meta.index);
         self.answer_uncertain(covered, "a snapshot replaced the log around it");
         Ok(())
     }
@@ -259,16 +262,22 @@ impl<S: SnapshotManager> Applier<S> {
     /// as "not applied".
     fn uncertain_above(&mut self, index_commit: u64, term: u64) {
         let leading = self.leading;
-        let mut stale = self.pending.split_off(&(index_commit + 1));
-        let kept: BTreeMap<u64, (u64, Reply<Bytes>)>;
-        (kept, stale) = std::mem::take(&mut stale)
+        let (kept, stale): (Pending, Pending) = self
+            .pending
+            .split_off(&(index_commit + 1))
             .into_iter()
             .partition(|(_, (t, _))| leading && *t >= term);
         self.pending.extend(kept);
         self.answer_uncertain(stale, "its leader lost the lead before it committed");
     }
 
-    fn answer_uncertain(&self, pending: BTreeMap<u64, (u64, Reply<Bytes>)>, reason: &str) {
+    /// Takes the proposals at or below `index` out of `pending`.
+    fn take_through(&mut self, index: u64) -> Pending {
+        let above = self.pending.split_off(&(index + 1));
+        std::mem::replace(&mut self.pending, above)
+    }
+
+    fn answer_uncertain(&self, pending: Pending, reason: &str) {
         for (index, (_, reply)) in pending {
             reply.send(Err(GroupError::Uncertain {
                 group: self.group,
@@ -343,8 +352,7 @@ impl<S: SnapshotManager> Applier<S> {
         }
         // Proposals whose index was passed without their entry coming
         // here (none expected: a safety net, never a "not applied").
-        let above = self.pending.split_off(&(self.applied + 1));
-        let passed = std::mem::replace(&mut self.pending, above);
+        let passed = self.take_through(self.applied);
         self.answer_uncertain(passed, "the log passed its index without it");
     }
 
