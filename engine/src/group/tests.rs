@@ -55,6 +55,38 @@ impl Outbox for NetOutbox {
     }
 }
 
+/// Small segments, so tests roll them.
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        grow_step_bytes: 256 << 10,
+        ..LogConfig::default()
+    }
+}
+
+/// Runs `body` on a shard with a fresh one-voter group 1 in `name`'s
+/// fibers, once it leads: the handle, the network, the fibers and the
+/// replica's directory.
+fn with_a_lone_voter<F, Fut>(name: &'static str, body: F)
+where
+    F: FnOnce(GroupHandle, Rc<Net>, FiberGroup, PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let rt = runtime();
+    let (_root, dirs) = dirs(1);
+    let d = dirs[0].clone();
+    rt.shard(0)
+        .expect("shard")
+        .run_blocking(TaskClass::Latency, move || async move {
+            let net = Rc::new(Net::default());
+            let fibers = FiberGroup::new(name).expect("fibers");
+            let h = replica(&d, 1, &[1], &net, &fibers).await;
+            leader_among(&net, &[1]).await;
+            body(h, net, fibers, d).await;
+        })
+        .expect("test body");
+}
+
 async fn replica(
     dir: &Path,
     node: u64,
@@ -75,12 +107,7 @@ async fn try_replica(
     fibers: &FiberGroup,
 ) -> Result<GroupHandle, GroupError> {
     let vfs = DiskFs;
-    let cfg_log = LogConfig {
-        segment_bytes: 1 << 20,
-        grow_step_bytes: 256 << 10,
-        ..LogConfig::default()
-    };
-    let log = SegmentLog::open(vfs, &dir.join("log"), 1, cfg_log, LogWriter::new())
+    let log = SegmentLog::open(vfs, &dir.join("log"), 1, log_config(), LogWriter::new())
         .await
         .expect("log opens");
     let status = StatusFile::open(&vfs, &dir.join("status"), 1)
@@ -157,52 +184,42 @@ fn dirs(n: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
 
 #[test]
 fn a_single_voter_commits_and_recovers_its_log_after_restart() {
-    let rt = runtime();
-    let (_root, dirs) = dirs(1);
-    let d = dirs[0].clone();
-    rt.shard(0)
-        .expect("shard")
-        .run_blocking(TaskClass::Latency, move || async move {
-            let net = Rc::new(Net::default());
-            let fibers = FiberGroup::new("g1-first").expect("fibers");
-            let h = replica(&d, 1, &[1], &net, &fibers).await;
-            leader_among(&net, &[1]).await;
-            for i in 0..200 {
-                let r = h
-                    .propose(put(&format!("k{i}"), &format!("v{i}")))
-                    .await
-                    .expect("committed");
-                assert_eq!(
-                    KvResult::decode(r),
-                    Ok(KvResult::Put {
-                        written: true,
-                        old: None
-                    })
-                );
-            }
+    with_a_lone_voter("g1-first", |h, net, fibers, d| async move {
+        for i in 0..200 {
+            let r = h
+                .propose(put(&format!("k{i}"), &format!("v{i}")))
+                .await
+                .expect("committed");
             assert_eq!(
-                get(&h, "k42").await.expect("read"),
-                Some(Bytes::from("v42"))
+                KvResult::decode(r),
+                Ok(KvResult::Put {
+                    written: true,
+                    old: None
+                })
             );
-            fibers.cancel();
-            fibers.join().await;
-            // A new process: the log and status file bring the state back.
-            let fibers = FiberGroup::new("g1-second").expect("fibers");
-            let h = replica(&d, 1, &[1], &net, &fibers).await;
-            leader_among(&net, &[1]).await;
-            assert_eq!(
-                get(&h, "k199").await.expect("read"),
-                Some(Bytes::from("v199"))
-            );
-            let s = h.status().await.expect("status");
-            assert!(
-                s.index_applied >= 201,
-                "bootstrap + 200 puts replayed: {s:?}"
-            );
-            fibers.cancel();
-            fibers.join().await;
-        })
-        .expect("test body");
+        }
+        assert_eq!(
+            get(&h, "k42").await.expect("read"),
+            Some(Bytes::from("v42"))
+        );
+        fibers.cancel();
+        fibers.join().await;
+        // A new process: the log and status file bring the state back.
+        let fibers = FiberGroup::new("g1-second").expect("fibers");
+        let h = replica(&d, 1, &[1], &net, &fibers).await;
+        leader_among(&net, &[1]).await;
+        assert_eq!(
+            get(&h, "k199").await.expect("read"),
+            Some(Bytes::from("v199"))
+        );
+        let s = h.status().await.expect("status");
+        assert!(
+            s.index_applied >= 201,
+            "bootstrap + 200 puts replayed: {s:?}"
+        );
+        fibers.cancel();
+        fibers.join().await;
+    });
 }
 
 #[test]
@@ -291,56 +308,49 @@ fn three_replicas_elect_replicate_and_survive_the_leaders_crash() {
 
 #[test]
 fn a_replica_whose_log_ends_before_its_commit_index_does_not_start() {
-    let rt = runtime();
-    let (_root, dirs) = dirs(1);
-    let d = dirs[0].clone();
-    rt.shard(0)
-        .expect("shard")
-        .run_blocking(TaskClass::Latency, move || async move {
-            let net = Rc::new(Net::default());
-            let fibers = FiberGroup::new("g1-first").expect("fibers");
-            let h = replica(&d, 1, &[1], &net, &fibers).await;
-            leader_among(&net, &[1]).await;
-            for i in 0..5 {
-                h.propose(put(&format!("k{i}"), "v"))
-                    .await
-                    .expect("committed");
-            }
-            // The status file saves the commit index at most once a second.
-            sleep(Duration::from_millis(1_100)).await;
-            h.propose(put("last", "v")).await.expect("committed");
-            // ... once the persist fiber has written it.
-            sleep(Duration::from_millis(200)).await;
-            fibers.cancel();
-            fibers.join().await;
-            // The log loses its tail (a bad disk, a wrong restore).
-            let log_dir = d.join("log");
-            let cfg_log = LogConfig {
-                segment_bytes: 1 << 20,
-                grow_step_bytes: 256 << 10,
-                ..LogConfig::default()
-            };
-            let log = SegmentLog::open(DiskFs, &log_dir, 1, cfg_log, LogWriter::new())
+    with_a_lone_voter("g1-first", |h, net, fibers, d| async move {
+        // Writes until the status file holds a commit index past the
+        // bootstrap entry (it saves it at most once a second), bounded.
+        let mut saved = 0;
+        for i in 0..100 {
+            h.propose(put(&format!("k{i}"), "v"))
                 .await
-                .expect("log opens");
-            log.truncate_tail(1).await.expect("truncated");
-            log.close().await.expect("closed");
-            let fibers = FiberGroup::new("g1-second").expect("fibers");
-            let Err(err) = try_replica(&d, 1, &[1], &net, &fibers).await else {
-                panic!("a replica missing committed entries started");
-            };
-            let text = err.to_string();
-            assert!(
-                matches!(err, GroupError::Storage { group: 1, .. }),
-                "{text}"
-            );
-            assert!(
-                text.contains("group 1") && text.contains(&log_dir.display().to_string()),
-                "names the group and the log directory: {text}"
-            );
-            assert!(text.contains("committed entries are missing"), "{text}");
-        })
-        .expect("test body");
+                .expect("committed");
+            saved = StatusFile::open(&DiskFs, &d.join("status"), 1)
+                .await
+                .expect("status reads")
+                .state()
+                .commit_index;
+            if saved >= 3 {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        assert!(saved >= 3, "the commit index was saved within 10 s");
+        fibers.cancel();
+        fibers.join().await;
+        // The log loses its tail (a bad disk, a wrong restore).
+        let log_dir = d.join("log");
+        let log = SegmentLog::open(DiskFs, &log_dir, 1, log_config(), LogWriter::new())
+            .await
+            .expect("log opens");
+        log.truncate_tail(1).await.expect("truncated");
+        log.close().await.expect("closed");
+        let fibers = FiberGroup::new("g1-second").expect("fibers");
+        let Err(err) = try_replica(&d, 1, &[1], &net, &fibers).await else {
+            panic!("a replica missing committed entries started");
+        };
+        let text = err.to_string();
+        assert!(
+            matches!(err, GroupError::Storage { group: 1, .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("group 1") && text.contains(&log_dir.display().to_string()),
+            "names the group and the log directory: {text}"
+        );
+        assert!(text.contains("committed entries are missing"), "{text}");
+    });
 }
 
 /// A replica whose group failed (its storage broke) answers reads with the
@@ -348,29 +358,19 @@ fn a_replica_whose_log_ends_before_its_commit_index_does_not_start() {
 /// driven.
 #[test]
 fn a_failed_replica_answers_reads_with_its_failure() {
-    let rt = runtime();
-    let (_root, dirs) = dirs(1);
-    let d = dirs[0].clone();
-    rt.shard(0)
-        .expect("shard")
-        .run_blocking(TaskClass::Latency, move || async move {
-            let net = Rc::new(Net::default());
-            let fibers = FiberGroup::new("g1-failed").expect("fibers");
-            let h = replica(&d, 1, &[1], &net, &fibers).await;
-            leader_among(&net, &[1]).await;
-            h.propose(put("k", "v")).await.expect("committed");
-            let broken = GroupError::Storage {
-                group: 1,
-                reason: "disk gone (injected)".into(),
-            };
-            assert!(
-                h.inbox.send(Event::Failed(broken.clone())).await.is_ok(),
-                "inbox open"
-            );
-            let read = sampan_fiber::timeout(Duration::from_secs(5), get(&h, "k")).await;
-            assert_eq!(read.expect("answered, not left waiting"), Err(broken));
-            fibers.cancel();
-            fibers.join().await;
-        })
-        .expect("test body");
+    with_a_lone_voter("g1-failed", |h, _net, fibers, _d| async move {
+        h.propose(put("k", "v")).await.expect("committed");
+        let broken = GroupError::Storage {
+            group: 1,
+            reason: "disk gone (injected)".into(),
+        };
+        assert!(
+            h.inbox.send(Event::Failed(broken.clone())).await.is_ok(),
+            "inbox open"
+        );
+        let read = sampan_fiber::timeout(Duration::from_secs(5), get(&h, "k")).await;
+        assert_eq!(read.expect("answered, not left waiting"), Err(broken));
+        fibers.cancel();
+        fibers.join().await;
+    });
 }

@@ -787,18 +787,7 @@ fn lease_reads_are_served_locally_and_end_before_another_leader_can_win() {
         c.tick_ms = tick_ms;
         c.clock_drift_ms = Some(drift_ms);
     });
-    let mut now = 1_000;
-    let mut leader = None;
-    for _ in 0..100 {
-        now += tick_ms;
-        clock_all(&mut net, now);
-        net.tick_all(1);
-        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
-        if leader.is_some() {
-            break;
-        }
-    }
-    let l = leader.expect("a leader");
+    let (l, mut now) = elect_on_a_clock(&mut net, tick_ms);
     now += tick_ms;
     clock_all(&mut net, now);
     net.tick(l, 1);
@@ -1363,6 +1352,21 @@ fn clock_all(net: &mut Net, ms: u64) {
     }
 }
 
+/// Ticks nodes 1–3 of `net`, their clocks advancing `tick_ms` a tick from
+/// 1,000 ms, until one leads; returns it and the clock then.
+fn elect_on_a_clock(net: &mut Net, tick_ms: u64) -> (u64, u64) {
+    let mut now = 1_000;
+    for _ in 0..100 {
+        now += tick_ms;
+        clock_all(net, now);
+        net.tick_all(1);
+        if let Some(l) = (1..=3).find(|&i| net.raft(i).role() == Role::Leader) {
+            return (l, now);
+        }
+    }
+    panic!("no leader within 100 ticks");
+}
+
 #[test]
 fn a_leader_whose_ticks_stop_loses_its_lease_when_its_clock_runs_past_it() {
     let tick_ms = 100;
@@ -1370,18 +1374,7 @@ fn a_leader_whose_ticks_stop_loses_its_lease_when_its_clock_runs_past_it() {
         c.lease_read = true;
         c.tick_ms = tick_ms;
     });
-    let mut now = 1_000;
-    let mut leader = None;
-    for _ in 0..100 {
-        now += tick_ms;
-        clock_all(&mut net, now);
-        net.tick_all(1);
-        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
-        if leader.is_some() {
-            break;
-        }
-    }
-    let l = leader.expect("a leader");
+    let (l, mut now) = elect_on_a_clock(&mut net, tick_ms);
     for _ in 0..2 {
         now += tick_ms;
         clock_all(&mut net, now);
@@ -1442,18 +1435,7 @@ fn bunched_ticks_right_after_a_heartbeat_do_not_end_a_followers_lease_promise() 
         c.lease_read = true;
         c.tick_ms = tick_ms;
     });
-    let mut now = 1_000;
-    let mut leader = None;
-    for _ in 0..100 {
-        now += tick_ms;
-        clock_all(&mut net, now);
-        net.tick_all(1);
-        leader = (1..=3).find(|&i| net.raft(i).role() == Role::Leader);
-        if leader.is_some() {
-            break;
-        }
-    }
-    let l = leader.expect("a leader");
+    let (l, mut now) = elect_on_a_clock(&mut net, tick_ms);
     now += tick_ms;
     clock_all(&mut net, now);
     net.tick(l, 2);
