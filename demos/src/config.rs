@@ -192,13 +192,18 @@ impl NodeConfig {
                 reason: format!("{port} is already the service or replication port"),
             });
         }
-        if self.kv.session_idle_ms < 60_000 {
+        // Clients and the Redis port start a new session after this much
+        // idleness; the state machine must remember a session longer, or a
+        // write after a pause in between would be refused as stale.
+        let renew_ms = sampan::client::SESSION_RENEW_IDLE_DEFAULT.as_millis() as u64;
+        if self.kv.session_idle_ms < 2 * renew_ms {
             return Err(ConfigError {
                 field: "kv.session_idle_ms".into(),
                 reason: format!(
-                    "{} ms is too short: a client retrying a write after a longer pause \
-                     could not learn its outcome (at least 60000)",
-                    self.kv.session_idle_ms
+                    "{} ms is too short: clients keep using an idle session for up to \
+                     {renew_ms} ms, so it must be at least {}",
+                    self.kv.session_idle_ms,
+                    2 * renew_ms
                 ),
             });
         }
@@ -328,6 +333,7 @@ proto_max_bulk_len = 8388608
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in
 # the log) is forgotten; a write retried after that gets "UNCERTAIN".
+# At least 600000 (twice the 5 minutes clients keep an idle session).
 # Every node must use the same values.
 session_idle_ms = 600000
 # Answers remembered per session (at least 1024).
@@ -408,6 +414,14 @@ mod tests {
             (
                 DEFAULT_CONFIG.replace("group_id = 2", "group_id = 1"),
                 "group[1].group_id",
+            ),
+            (
+                DEFAULT_CONFIG.replace("session_idle_ms = 600000", "session_idle_ms = 60000"),
+                "kv.session_idle_ms",
+            ),
+            (
+                DEFAULT_CONFIG.replace("session_results_max = 1024", "session_results_max = 8"),
+                "kv.session_results_max",
             ),
         ];
         for (text, field) in cases {

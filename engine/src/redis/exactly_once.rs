@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 const SESSION_WINDOW: u64 = 1024;
 /// Sessions per group per shard.
 const SESSIONS_PER_GROUP_MAX: usize = 64;
-/// A session unused this long starts afresh (the state machine forgets an
-/// idle session after `KvConfig::session_idle_ms`, 10 minutes by default).
-const SESSION_RENEW_IDLE: Duration = Duration::from_secs(5 * 60);
+/// A session unused this long starts afresh, as the client's do (the state
+/// machine forgets an idle session after `KvConfig::session_idle_ms`, 10
+/// minutes by default, which must stay above it).
+const SESSION_RENEW_IDLE: Duration = crate::client::SESSION_RENEW_IDLE_DEFAULT;
 /// Pause between tries of a write whose outcome is not known yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
