@@ -254,8 +254,8 @@ pub enum ServerError {
     /// stopped, storage failure, refused, read failed).
     #[error(transparent)]
     Group(#[from] GroupError),
-    /// The request could not reach the node that should serve it (the
-    /// leader to forward to, or the node a client called).
+    /// The request was not sent to the node that should serve it (no
+    /// connection to the leader to forward to): it did not apply.
     #[error("group {group}: node {node} unreachable: {reason}")]
     Unreachable {
         /// The group.
@@ -292,10 +292,11 @@ pub enum ServerError {
 }
 
 impl ServerError {
-    /// Whether retrying the same request elsewhere or later may succeed
-    /// (the request did not apply, or applying it again is harmless for a
-    /// read). A proposal retried after `Unreachable` may apply twice unless
-    /// it carries an exactly-once session, as the KV client's do.
+    /// Whether retrying the same request elsewhere or later may succeed and
+    /// is safe without a session: the request did not apply (a refusal, or
+    /// never sent), or applying it again is harmless for a read. An
+    /// [`ServerError::Uncertain`] answer is retried only by a sender whose
+    /// request carries an exactly-once session (see [`Self::is_definite`]).
     pub fn is_retryable(&self) -> bool {
         match self {
             ServerError::NotLeader { .. }

@@ -9,10 +9,11 @@ use crate::kv::{
     ScanRange, Ttl,
 };
 use crate::service::{self, Op, Route};
+use crate::state_machine::now_ms;
 use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A key's time to live, as [`Client::ttl`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +48,6 @@ fn unexpected<T>(
         call,
         reply: format!("{reply:?}"),
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ttl_of(ttl: Option<Duration>) -> Ttl {

@@ -95,20 +95,30 @@ pub enum GroupError {
         /// Why.
         reason: String,
     },
-    /// The proposal's outcome is unknown here: it was appended at `index`
-    /// but this replica can no longer tell whether it will commit (it
-    /// stopped leading before the entry committed, or a snapshot replaced
-    /// the entries around it). It applies at most once if it carries an
-    /// exactly-once session; retry it under the same session to learn.
-    #[error("group {group}: outcome unknown for the proposal at index {index}: {reason}")]
+    /// The proposal's outcome is unknown here: it was appended (at `index`
+    /// when known) but this replica can no longer tell whether it will
+    /// commit (it stopped leading before the entry committed, a snapshot
+    /// replaced the entries around it, or the request timeout passed). It
+    /// applies at most once if it carries an exactly-once session; retry it
+    /// under the same session to learn.
+    #[error("group {group}: outcome unknown{}: {reason}", at_index(*index))]
     Uncertain {
         /// The group.
         group: u64,
-        /// The index the proposal had.
+        /// The index the proposal had; 0 when not known (a timeout).
         index: u64,
         /// Why it is unknown.
         reason: String,
     },
+}
+
+/// " for the proposal at index N", or nothing when the index is unknown.
+fn at_index(index: u64) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        format!(" for the proposal at index {index}")
+    }
 }
 
 impl GroupError {

@@ -182,8 +182,10 @@ impl Outbox for TransportOutbox {
     }
 }
 
-/// Registers the handlers of [`wire::kind::RAFT`] and
-/// [`wire::kind::HEARTBEATS`] frames on `router`: each is decoded (records
+/// Registers the handlers of [`wire::kind::RAFT`],
+/// [`wire::kind::HEARTBEATS`] and [`wire::kind::SNAPSHOT`] frames on
+/// `router`, and answers [`wire::kind::KEEPALIVE`] requests (see
+/// [`watch_peers`]): each frame is decoded (records
 /// validated, payloads at most `payload_max` bytes) and delivered to its
 /// group in `groups` (a heartbeat batch to each of its groups). A frame
 /// that does not decode, or whose sender is not the node the connection

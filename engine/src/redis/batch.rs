@@ -307,9 +307,7 @@ pub async fn read_keys(group: &GroupRef, keys: Vec<Bytes>) -> Outcome<Option<Ite
         .await
         .map_err(|e| format!("ERR {e}"))?;
     // Deadlines onto this node's clock: a TTL shows what the leader judged.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::state_machine::now_ms();
     match KvAnswer::decode(reply).map(|a| a.into_items(now)) {
         Ok(Some(v)) if v.len() == n => Ok(v),
         other => Err(format!(

@@ -25,7 +25,7 @@
 use super::answer::{GroupInfo, config_pairs, info_text, key_read_keys, render_key_read};
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, Local, ParseError, Read, Request, WriteReply};
-use super::exactly_once::Writer;
+use super::exactly_once::{WriteError, Writer};
 use super::glob::glob_match;
 use super::render::{ScanCursors, render_write};
 use super::resp::{Reply, RespLimits, parse_request};
@@ -35,6 +35,7 @@ use crate::kv::{
 };
 use crate::server::{GroupRef, RaftFactory, RaftServer};
 use crate::service::ServerError;
+use crate::state_machine::now_ms;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use sampan_fiber::net::{TcpListener, TcpStream};
@@ -42,7 +43,7 @@ use sampan_fiber::{FiberError, TaskClass};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -517,9 +518,9 @@ async fn batched_writes(
         Ok(KvResult::Batch(results)) if results.len() == shapes.len() => Ok(results),
         Ok(KvResult::Failed(f)) => Ok(vec![KvResult::Failed(f); shapes.len()]),
         // Applied, but not as a batch: its effect is unknown to us.
-        Ok(other) => Err(format!(
-            "UNCERTAIN the writes may or may not have been applied: unexpected result {other:?}"
-        )),
+        Ok(other) => {
+            Err(WriteError::Uncertain(format!("unexpected result {other:?}")).reply_text())
+        }
         Err(e) => Err(e.reply_text()),
     };
     match outcome {
@@ -753,10 +754,4 @@ pub(super) fn error_text(e: &ServerError) -> String {
         }
         other => format!("ERR {other}"),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
