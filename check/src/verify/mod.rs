@@ -10,6 +10,9 @@ pub struct VerifyArgs {
 
 /// Runs `sampan-check verify`; returns the exit status.
 pub fn cli(args: VerifyArgs) -> i32 {
-    log::error!("verify {}: the checker is not built yet", args.history.display());
+    log::error!(
+        "verify {}: the checker is not built yet",
+        args.history.display()
+    );
     2
 }

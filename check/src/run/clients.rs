@@ -1,0 +1,389 @@
+//! The harness's clients: threads that each run one operation at a time
+//! against the cluster — over the Redis port with redis-rs, or with the
+//! native client — and record every invoke and completion.
+//!
+//! Keys come in three families per group, so that every model meets
+//! concurrency: `r*` registers (get, put, del, and cas over the native
+//! client: Redis has no compare-and-set), `a*` append-only lists of unique
+//! tokens (append, get) and `c*` counters (incr, get). Values are unique:
+//! `p<process>.<n>` for puts, `t<process>.<n> ` (with its space) for
+//! appends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sampan::client::{BlockingClient, ClientConfig, ClientError};
+use sampan::kv::{KvCommand, KvResult, PutCondition, Ttl};
+use serde_json::{Value, json};
+
+use super::rng::Rng;
+use crate::history::{Event, EventType, Function};
+
+/// What every client shares: the clock, the history's channel, counters.
+pub struct Recorder {
+    start: Instant,
+    events: Sender<Event>,
+    next_process: AtomicU64,
+    /// Operations that completed `ok`.
+    pub ok: AtomicU64,
+    /// Operations that completed `fail`.
+    pub fail: AtomicU64,
+    /// Operations that completed `info`.
+    pub info: AtomicU64,
+}
+
+impl Recorder {
+    /// A recorder whose events go to `events`, times counted from
+    /// `start`.
+    pub fn new(events: Sender<Event>, start: Instant) -> Recorder {
+        Recorder {
+            start,
+            events,
+            next_process: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            fail: AtomicU64::new(0),
+            info: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh process id.
+    pub fn process(&self) -> u64 {
+        self.next_process.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Nanoseconds since the run began (the history's clock).
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn record(&self, op: &Op, kind: EventType, value: Value, node: &str, error: Option<String>) {
+        let counter = match kind {
+            EventType::Invoke => None,
+            EventType::Ok => Some(&self.ok),
+            EventType::Fail => Some(&self.fail),
+            EventType::Info => Some(&self.info),
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        // The writer outlives the clients; a send fails only once it is
+        // gone, at the very end.
+        let _ = self.events.send(Event {
+            process: op.process,
+            kind,
+            f: op.f,
+            key: op.key.clone(),
+            value,
+            time: self.now(),
+            node: Some(node.to_owned()).filter(|n| !n.is_empty()),
+            error,
+        });
+    }
+
+    /// Runs `op` with `exec` and records its invoke and completion;
+    /// returns the completion's type.
+    pub fn perform(&self, op: &Op, node: &str, exec: impl FnOnce(&Op) -> Outcome) -> Outcome {
+        self.record(op, EventType::Invoke, op.input.clone(), node, None);
+        let out = exec(op);
+        match &out {
+            Outcome::Ok(v) => self.record(op, EventType::Ok, v.clone(), node, None),
+            Outcome::Fail(e) => {
+                self.record(op, EventType::Fail, op.input.clone(), node, Some(e.clone()))
+            }
+            Outcome::Info(e) => {
+                self.record(op, EventType::Info, op.input.clone(), node, Some(e.clone()))
+            }
+        }
+        out
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// It happened; what it returned.
+    Ok(Value),
+    /// It certainly did not happen.
+    Fail(String),
+    /// It may or may not have happened.
+    Info(String),
+}
+
+/// One operation a client is about to run.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// The process running it.
+    pub process: u64,
+    /// Its function.
+    pub f: Function,
+    /// The key, as the history names it: `g<group>/<key>`.
+    pub key: String,
+    /// The group.
+    pub group: u64,
+    /// The key as stored.
+    pub raw_key: String,
+    /// The invoke's value.
+    pub input: Value,
+}
+
+/// The workload's shape.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Groups the clients use.
+    pub groups: Vec<u64>,
+    /// Keys per family per group.
+    pub keys: u32,
+}
+
+/// Picks the next operation for `process`; `cas` only when the client can
+/// run it.
+fn next_op(w: &Workload, rng: &mut Rng, process: u64, n: u64, cas: bool) -> Op {
+    let group = w.groups[rng.below(w.groups.len() as u64) as usize];
+    let family = rng.below(3);
+    let k = rng.below(u64::from(w.keys));
+    let roll = rng.below(100);
+    let (prefix, f, input) = match family {
+        0 => {
+            let f = match roll {
+                0..40 => Function::Get,
+                40..70 => Function::Put,
+                70..80 => Function::Del,
+                _ if cas => Function::Cas,
+                _ => Function::Put,
+            };
+            let input = match f {
+                Function::Put => json!(format!("p{process}.{n}")),
+                // The expected value is one the client may have seen: a
+                // recent put of its own or none.
+                Function::Cas => {
+                    let expected = if rng.below(4) == 0 {
+                        Value::Null
+                    } else {
+                        json!(format!("p{process}.{}", n.saturating_sub(1 + rng.below(3))))
+                    };
+                    json!([expected, format!("p{process}.{n}")])
+                }
+                _ => Value::Null,
+            };
+            ("r", f, input)
+        }
+        1 => {
+            if roll < 30 {
+                ("a", Function::Get, Value::Null)
+            } else {
+                ("a", Function::Append, json!(format!("t{process}.{n} ")))
+            }
+        }
+        _ => {
+            if roll < 30 {
+                ("c", Function::Get, Value::Null)
+            } else {
+                ("c", Function::Incr, json!(1 + rng.below(5)))
+            }
+        }
+    };
+    let raw_key = format!("{prefix}{k}");
+    Op {
+        process,
+        f,
+        key: format!("g{group}/{raw_key}"),
+        group,
+        raw_key,
+        input,
+    }
+}
+
+/// Runs operations until `stop`: over the Redis port when `redis` lists
+/// addresses (one connection, to a node picked at random, replaced after
+/// an error), else with a native client of `services`.
+pub fn run_client(
+    rec: Arc<Recorder>,
+    workload: Workload,
+    seed: u64,
+    target: Target,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = Rng::new(seed);
+    let mut process = rec.process();
+    let mut n = 0u64;
+    match target {
+        Target::Redis(addrs) => {
+            let mut conn: Option<(redis::Connection, String)> = None;
+            while !stop.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    let addr = addrs[rng.below(addrs.len() as u64) as usize];
+                    match redis_connect(addr) {
+                        Ok(c) => conn = Some((c, addr.to_string())),
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
+                    }
+                }
+                let Some((c, node)) = conn.as_mut() else {
+                    continue;
+                };
+                n += 1;
+                let op = next_op(&workload, &mut rng, process, n, false);
+                let out = rec.perform(&op, node, |op| redis_exec(c, op));
+                if let Outcome::Info(_) = out {
+                    // The connection's state is unknown: start afresh, as
+                    // a new process (the old one may still act).
+                    conn = None;
+                    process = rec.process();
+                }
+            }
+        }
+        Target::Native(services) => {
+            let client = match BlockingClient::connect(ClientConfig {
+                request_timeout: Duration::from_secs(10),
+                ..ClientConfig::new(services)
+            }) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("native client cannot start: {e}");
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let op = next_op(&workload, &mut rng, process, n, true);
+                let out = rec.perform(&op, "", |op| native_exec(&client, op));
+                if let Outcome::Info(_) = out {
+                    process = rec.process();
+                }
+            }
+            client.close();
+        }
+    }
+}
+
+/// Where a client sends its operations.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Redis ports (one is picked per connection).
+    Redis(Vec<SocketAddr>),
+    /// Service addresses for the native client.
+    Native(Vec<SocketAddr>),
+}
+
+/// How long a Redis connection waits for a reply: past the nodes'
+/// `request_timeout_ms`, so that the node's own answer comes first.
+const REDIS_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn redis_connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(REDIS_REPLY_TIMEOUT))?;
+    conn.set_write_timeout(Some(REDIS_REPLY_TIMEOUT))?;
+    Ok(conn)
+}
+
+/// Runs `op` on a Redis connection; `SELECT` picks the group's database on
+/// every operation (the harness does not track the connection's).
+pub fn redis_exec(c: &mut redis::Connection, op: &Op) -> Outcome {
+    let db = op.group - 1;
+    let mut pipe = redis::pipe();
+    pipe.cmd("SELECT").arg(db).ignore();
+    let key = op.raw_key.as_str();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    match op.f {
+        Function::Get => pipe.cmd("GET").arg(key),
+        Function::Put => pipe.cmd("SET").arg(key).arg(text(&op.input)),
+        Function::Append => pipe.cmd("APPEND").arg(key).arg(text(&op.input)),
+        Function::Incr => pipe
+            .cmd("INCRBY")
+            .arg(key)
+            .arg(op.input.as_i64().unwrap_or(1)),
+        Function::Del => pipe.cmd("DEL").arg(key),
+        Function::Cas => return Outcome::Fail("cas is not a Redis command".into()),
+    };
+    let reply: redis::RedisResult<(redis::Value,)> = pipe.query(c);
+    match reply {
+        Ok((v,)) => match (op.f, v) {
+            (Function::Get, redis::Value::Nil) => Outcome::Ok(Value::Null),
+            (Function::Get, redis::Value::BulkString(b)) => {
+                Outcome::Ok(json!(String::from_utf8_lossy(&b)))
+            }
+            (Function::Put | Function::Append, _) => Outcome::Ok(op.input.clone()),
+            (Function::Incr, redis::Value::Int(i)) => Outcome::Ok(json!(i)),
+            (Function::Del, redis::Value::Int(i)) => Outcome::Ok(json!(i)),
+            (_, other) => Outcome::Info(format!("unexpected reply {other:?}")),
+        },
+        Err(e) => redis_error(op, &e),
+    }
+}
+
+/// Sorts a Redis error into "did not happen" and "may have happened".
+fn redis_error(op: &Op, e: &redis::RedisError) -> Outcome {
+    let text = e.to_string();
+    let server_said = e.kind() != redis::ErrorKind::Io && !e.is_timeout() && !e.is_io_error();
+    if op.f == Function::Get {
+        // A read that failed changed nothing, whatever the reason.
+        Outcome::Fail(text)
+    } else if server_said && !text.contains("UNCERTAIN") {
+        Outcome::Fail(text)
+    } else {
+        Outcome::Info(text)
+    }
+}
+
+/// Runs `op` with the native client.
+pub fn native_exec(client: &BlockingClient, op: &Op) -> Outcome {
+    let key = Bytes::from(op.raw_key.clone());
+    let text = |v: &Value| v.as_str().map(|s| Bytes::from(s.to_owned()));
+    let cmd = match op.f {
+        Function::Get => {
+            return match client.get(op.group, key) {
+                Ok(v) => Outcome::Ok(v.map_or(Value::Null, |b| json!(String::from_utf8_lossy(&b)))),
+                Err(e) => Outcome::Fail(e.to_string()),
+            };
+        }
+        Function::Put => KvCommand::Put {
+            key,
+            value: text(&op.input).unwrap_or_default(),
+            ttl: Ttl::Persist,
+            condition: PutCondition::Always,
+            return_old: false,
+        },
+        Function::Append => KvCommand::Append {
+            key,
+            suffix: text(&op.input).unwrap_or_default(),
+        },
+        Function::Incr => KvCommand::Increment {
+            key,
+            delta: op.input.as_i64().unwrap_or(1),
+        },
+        Function::Del => KvCommand::Remove {
+            keys: vec![key],
+            return_old: false,
+        },
+        Function::Cas => KvCommand::CompareAndSet {
+            key,
+            expected: text(&op.input[0]),
+            new: text(&op.input[1]),
+        },
+    };
+    match client.execute(op.group, cmd) {
+        Ok(KvResult::Put { .. }) | Ok(KvResult::Len(_)) => Outcome::Ok(op.input.clone()),
+        Ok(KvResult::Int(i)) => Outcome::Ok(json!(i)),
+        Ok(KvResult::Count { count, .. }) => Outcome::Ok(json!(count)),
+        Ok(KvResult::Flag(true)) => Outcome::Ok(op.input.clone()),
+        Ok(KvResult::Flag(false)) => Outcome::Fail("cas: no match".into()),
+        Ok(KvResult::Failed(f)) => Outcome::Fail(format!("{f:?}")),
+        Ok(other) => Outcome::Info(format!("unexpected result {other:?}")),
+        Err(e) => native_error(&e),
+    }
+}
+
+fn native_error(e: &ClientError) -> Outcome {
+    if e.is_definite() {
+        Outcome::Fail(e.to_string())
+    } else {
+        Outcome::Info(e.to_string())
+    }
+}

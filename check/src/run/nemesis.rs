@@ -1,0 +1,470 @@
+//! The nemesis: faults applied to the running cluster on a seeded
+//! schedule, each healed before the next, each counted with the evidence
+//! that it really happened (packets dropped, bytes that filled a disk, a
+//! snapshot or membership change still running when its node died).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::HarnessError;
+use super::cluster::{Cluster, GROUPS};
+use super::rng::Rng;
+
+/// The kinds of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL a group's leader, restart it later.
+    KillLeader,
+    /// SIGKILL a follower, restart it later.
+    KillFollower,
+    /// Ask a node for a snapshot and SIGKILL it while it writes one.
+    KillSnapshot,
+    /// Start removing a member and SIGKILL the leader meanwhile.
+    KillMembership,
+    /// SIGSTOP a leader for longer than the election timeout, then SIGCONT.
+    Pause,
+    /// Cut the network into two sides (iptables in the namespaces).
+    Partition,
+    /// Drop a share of the packets between nodes.
+    Loss,
+    /// Hand a group's leadership to another voter.
+    Transfer,
+    /// Remove a member, then add it back.
+    Membership,
+    /// Fill a node's data directory (a tmpfs) until it is full.
+    DiskFull,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::KillLeader,
+        FaultKind::KillFollower,
+        FaultKind::KillSnapshot,
+        FaultKind::KillMembership,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Loss,
+        FaultKind::Transfer,
+        FaultKind::Membership,
+        FaultKind::DiskFull,
+    ];
+
+    /// The kind's name on the command line and in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillLeader => "kill-leader",
+            FaultKind::KillFollower => "kill-follower",
+            FaultKind::KillSnapshot => "kill-snapshot",
+            FaultKind::KillMembership => "kill-membership",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Loss => "loss",
+            FaultKind::Transfer => "transfer",
+            FaultKind::Membership => "membership",
+            FaultKind::DiskFull => "disk-full",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaultKind, String> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown fault '{s}'; the kinds are {}", names.join(", "))
+            })
+    }
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    /// Its kind.
+    pub kind: FaultKind,
+    /// What it was done to, in words.
+    pub target: String,
+    /// When it began and was healed, on the history's clock (ns).
+    pub start: u64,
+    /// When it was healed.
+    pub end: u64,
+    /// The evidence it took effect: packets dropped, bytes written, ...
+    pub evidence: String,
+    /// Whether the evidence shows it took effect.
+    pub effective: bool,
+    /// Packets its iptables rules dropped (partitions, loss).
+    pub packets_dropped: u64,
+}
+
+/// Totals of one kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindTotals {
+    /// Faults applied.
+    pub applied: u64,
+    /// Those whose evidence shows they took effect.
+    pub effective: u64,
+    /// Packets dropped (partitions, loss).
+    pub packets_dropped: u64,
+}
+
+/// What the progress display reads while the nemesis works.
+#[derive(Default)]
+pub struct NemesisStatus {
+    /// Faults applied so far.
+    pub faults: AtomicU64,
+    /// The fault now applied, if any.
+    pub current: Mutex<String>,
+}
+
+/// The nemesis's state.
+pub struct Nemesis {
+    rng: Rng,
+    kinds: Vec<FaultKind>,
+    cycle: Vec<FaultKind>,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    status: Arc<NemesisStatus>,
+    /// Every fault, in order.
+    pub records: Vec<FaultRecord>,
+    /// Node processes that exited without being killed by the nemesis.
+    pub crashes: Vec<String>,
+    /// Members removed and not yet added back: (group, node).
+    removed: Vec<(u64, u64)>,
+}
+
+impl Nemesis {
+    /// A nemesis choosing among `kinds` with `seed`; `clock` is the
+    /// history's.
+    pub fn new(
+        kinds: Vec<FaultKind>,
+        seed: u64,
+        clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+        status: Arc<NemesisStatus>,
+    ) -> Nemesis {
+        Nemesis {
+            rng: Rng::new(seed),
+            kinds,
+            cycle: Vec::new(),
+            clock,
+            status,
+            records: Vec::new(),
+            crashes: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// Applies faults, one at a time with quiet gaps, until `until`. Kinds
+    /// come in seeded rounds in which each appears once, so a short run
+    /// still has every kind.
+    pub fn run_until(&mut self, cluster: &mut Cluster, until: Instant) -> Result<(), HarnessError> {
+        let election = cluster.election_timeout();
+        while Instant::now() + election * 3 < until {
+            if self.cycle.is_empty() {
+                self.cycle = self.kinds.clone();
+                self.rng.shuffle(&mut self.cycle);
+            }
+            let Some(kind) = self.cycle.pop() else {
+                return Ok(());
+            };
+            self.apply(cluster, kind)?;
+            self.check_crashes(cluster)?;
+            let quiet = self.rng.between(
+                election.as_millis() as u64 / 2,
+                2 * election.as_millis() as u64,
+            );
+            std::thread::sleep(Duration::from_millis(quiet));
+        }
+        Ok(())
+    }
+
+    /// How long a fault holds: 1.5 to 3 election timeouts.
+    fn hold(&mut self, cluster: &Cluster) -> Duration {
+        let e = cluster.election_timeout().as_millis() as u64;
+        Duration::from_millis(self.rng.between(e * 3 / 2, e * 3))
+    }
+
+    fn pick_group(&mut self) -> u64 {
+        GROUPS[self.rng.below(GROUPS.len() as u64) as usize].0
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            None
+        } else {
+            Some(items[self.rng.below(items.len() as u64) as usize])
+        }
+    }
+
+    fn leader_or_any(&mut self, cluster: &Cluster, group: u64) -> u64 {
+        match cluster.leader(group) {
+            Some(l) => l,
+            None => {
+                let ids = cluster.ids();
+                self.pick(&ids).unwrap_or(1)
+            }
+        }
+    }
+
+    fn follower(&mut self, cluster: &Cluster, group: u64) -> u64 {
+        let leader = cluster.leader(group);
+        let others: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|n| Some(*n) != leader)
+            .collect();
+        self.pick(&others).unwrap_or(1)
+    }
+
+    fn apply(&mut self, cluster: &mut Cluster, kind: FaultKind) -> Result<(), HarnessError> {
+        let start = (self.clock)();
+        self.status.faults.fetch_add(1, Ordering::Relaxed);
+        let hold = self.hold(cluster);
+        let group = self.pick_group();
+        let set_current = |s: &NemesisStatus, text: String| {
+            if let Ok(mut c) = s.current.lock() {
+                *c = text;
+            }
+        };
+        set_current(&self.status, kind.name().to_string());
+        let mut dropped = 0;
+        let (target, evidence, effective) = match kind {
+            FaultKind::KillLeader | FaultKind::KillFollower => {
+                let n = if kind == FaultKind::KillLeader {
+                    self.leader_or_any(cluster, group)
+                } else {
+                    self.follower(cluster, group)
+                };
+                let was_up = cluster.is_up(n);
+                cluster.kill(n)?;
+                std::thread::sleep(hold);
+                cluster.spawn(n)?;
+                (
+                    format!("node {n} (group {group})"),
+                    format!("SIGKILL, down {} ms", hold.as_millis()),
+                    was_up,
+                )
+            }
+            FaultKind::KillSnapshot => {
+                let n = self.pick(&cluster.ids()).unwrap_or(1);
+                let at = cluster.service(n).to_string();
+                let cli = cluster.cli_command(group, &["snapshot", "--at", &at]);
+                let job = std::thread::spawn(move || {
+                    let mut cli = cli;
+                    cli.output()
+                });
+                std::thread::sleep(Duration::from_millis(self.rng.between(0, 20)));
+                let running = !job.is_finished();
+                cluster.kill(n)?;
+                let _ = job.join();
+                std::thread::sleep(hold);
+                cluster.spawn(n)?;
+                (
+                    format!("node {n} (group {group})"),
+                    if running {
+                        "killed while its snapshot request ran".into()
+                    } else {
+                        "snapshot had finished before the kill".into()
+                    },
+                    running,
+                )
+            }
+            FaultKind::KillMembership => {
+                let f = self.follower(cluster, group);
+                let l = self.leader_or_any(cluster, group);
+                let cli = cluster.cli_command(group, &["remove-member", &f.to_string()]);
+                let job = std::thread::spawn(move || {
+                    let mut cli = cli;
+                    cli.output()
+                });
+                std::thread::sleep(Duration::from_millis(self.rng.between(0, 30)));
+                let running = !job.is_finished();
+                cluster.kill(l)?;
+                let _ = job.join();
+                self.removed.push((group, f));
+                std::thread::sleep(hold);
+                cluster.spawn(l)?;
+                (
+                    format!("remove node {f}, kill leader {l} (group {group})"),
+                    if running {
+                        "leader killed while the change ran".into()
+                    } else {
+                        "the change had finished before the kill".into()
+                    },
+                    running,
+                )
+            }
+            FaultKind::Pause => {
+                let n = self.leader_or_any(cluster, group);
+                let was_up = cluster.is_up(n);
+                cluster.signal_pause(n, true)?;
+                std::thread::sleep(hold);
+                cluster.signal_pause(n, false)?;
+                (
+                    format!("node {n} (group {group})"),
+                    format!("SIGSTOP for {} ms", hold.as_millis()),
+                    was_up,
+                )
+            }
+            FaultKind::Partition => {
+                let mut ids = cluster.ids();
+                self.rng.shuffle(&mut ids);
+                // Sometimes the leader alone, else a random minority.
+                let minority = if self.rng.below(2) == 0 {
+                    vec![self.leader_or_any(cluster, group)]
+                } else {
+                    let k = 1 + self.rng.below(((ids.len() - 1) / 2) as u64) as usize;
+                    ids[..k].to_vec()
+                };
+                let majority: Vec<u64> = cluster
+                    .ids()
+                    .into_iter()
+                    .filter(|n| !minority.contains(n))
+                    .collect();
+                cluster.net.partition(&minority, &majority)?;
+                std::thread::sleep(hold);
+                dropped = cluster.net.heal()?;
+                (
+                    format!("{minority:?} | {majority:?}"),
+                    format!("{dropped} packets dropped"),
+                    dropped > 0,
+                )
+            }
+            FaultKind::Loss => {
+                let p = self.rng.between(10, 40) as f64 / 100.0;
+                cluster.net.lossy(p)?;
+                std::thread::sleep(hold * 2);
+                dropped = cluster.net.heal()?;
+                (
+                    format!("all links, p = {p:.2}"),
+                    format!("{dropped} packets dropped"),
+                    dropped > 0,
+                )
+            }
+            FaultKind::Transfer => {
+                let l = cluster.leader(group);
+                let to = self.follower(cluster, group);
+                let r = cluster.cli(group, &["transfer-leader", &to.to_string()]);
+                std::thread::sleep(hold / 2);
+                let now = cluster.leader(group);
+                (
+                    format!("group {group}: {l:?} -> {to}"),
+                    match &r {
+                        Ok(_) => format!("done; leader now {now:?}"),
+                        Err(e) => format!("refused: {e}"),
+                    },
+                    r.is_ok(),
+                )
+            }
+            FaultKind::Membership => {
+                let f = self.follower(cluster, group);
+                let r = cluster.cli(group, &["remove-member", &f.to_string()]);
+                self.removed.push((group, f));
+                std::thread::sleep(hold);
+                self.restore_members(cluster)?;
+                (
+                    format!("group {group}: node {f} out and back"),
+                    match &r {
+                        Ok(_) => "removed, then added back".to_string(),
+                        Err(e) => format!("removal refused: {e}"),
+                    },
+                    r.is_ok(),
+                )
+            }
+            FaultKind::DiskFull => {
+                let n = self.pick(&cluster.ids()).unwrap_or(1);
+                let bytes = cluster.fill_disk(n)?;
+                std::thread::sleep(hold);
+                cluster.free_disk(n)?;
+                (
+                    format!("node {n}"),
+                    format!("disk full after {bytes} bytes of filler"),
+                    true,
+                )
+            }
+        };
+        log::info!("fault {kind}: {target}: {evidence}");
+        if !effective {
+            log::warn!("fault {kind} on {target} did not take effect: {evidence}");
+        }
+        set_current(&self.status, String::new());
+        self.records.push(FaultRecord {
+            kind,
+            target,
+            start,
+            end: (self.clock)(),
+            evidence,
+            effective,
+            packets_dropped: dropped,
+        });
+        Ok(())
+    }
+
+    /// Adds back every member a fault removed.
+    pub fn restore_members(&mut self, cluster: &Cluster) -> Result<(), HarnessError> {
+        let mut left = Vec::new();
+        for (group, node) in std::mem::take(&mut self.removed) {
+            let voters = cluster
+                .status(group)?
+                .into_iter()
+                .filter(|s| s.role == sampan::raft::Role::Leader)
+                .max_by_key(|s| s.term)
+                .map(|s| s.voters)
+                .unwrap_or_default();
+            if voters.contains(&node) {
+                continue;
+            }
+            let at = cluster.service(node).to_string();
+            if let Err(e) = cluster.cli(group, &["add-member", &node.to_string(), "--at", &at]) {
+                log::warn!("group {group}: adding node {node} back failed, will retry: {e}");
+                left.push((group, node));
+            }
+        }
+        self.removed = left;
+        Ok(())
+    }
+
+    /// Whether members remain to be added back.
+    pub fn members_missing(&self) -> bool {
+        !self.removed.is_empty()
+    }
+
+    /// Restarts nodes whose process exited on its own, recording it.
+    fn check_crashes(&mut self, cluster: &mut Cluster) -> Result<(), HarnessError> {
+        for (id, status) in cluster.reap_exited() {
+            let tail = cluster.log_tail(id, 5);
+            log::error!("node {id} exited on its own ({status}); log tail:\n{tail}");
+            self.crashes
+                .push(format!("node {id}: {status}; log tail: {tail}"));
+            cluster.spawn(id)?;
+        }
+        Ok(())
+    }
+
+    /// Totals by kind.
+    pub fn totals(&self) -> BTreeMap<FaultKind, KindTotals> {
+        let mut out: BTreeMap<FaultKind, KindTotals> = BTreeMap::new();
+        for r in &self.records {
+            let t = out.entry(r.kind).or_default();
+            t.applied += 1;
+            t.effective += u64::from(r.effective);
+            t.packets_dropped += r.packets_dropped;
+        }
+        out
+    }
+}
