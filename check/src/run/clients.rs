@@ -50,6 +50,13 @@ impl Recorder {
         }
     }
 
+    /// Operations completed so far, whatever their outcome.
+    pub fn completed(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+            + self.fail.load(Ordering::Relaxed)
+            + self.info.load(Ordering::Relaxed)
+    }
+
     /// A fresh process id.
     pub fn process(&self) -> u64 {
         self.next_process.fetch_add(1, Ordering::Relaxed)
@@ -275,7 +282,8 @@ pub enum Target {
 /// `request_timeout_ms`, so that the node's own answer comes first.
 const REDIS_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn redis_connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
+/// A Redis connection to `addr` with the harness's timeouts.
+pub fn redis_connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
     let client = redis::Client::open(format!("redis://{addr}/"))?;
     let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     conn.set_read_timeout(Some(REDIS_REPLY_TIMEOUT))?;

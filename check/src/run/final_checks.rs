@@ -3,6 +3,7 @@
 //! present exactly once, and every node's replica of a group the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -82,41 +83,78 @@ fn all_keys(w: &Workload) -> Vec<(String, u64, String)> {
 }
 
 /// Reads every key once more (linearizable reads, recorded in the
-/// history by a process of their own); returns key -> value.
+/// history by a process of their own), with the native client when there
+/// are `services`, else over the first Redis port; returns key -> value.
+/// A read that fails is tried again (as a new process) for up to a
+/// minute: the faults are healed, so the system owes an answer.
 pub fn final_reads(
-    cluster: &Cluster,
+    redis: &[SocketAddr],
+    services: &[SocketAddr],
     rec: &Recorder,
     w: &Workload,
 ) -> Result<BTreeMap<String, Option<String>>, HarnessError> {
-    let client = BlockingClient::connect(ClientConfig {
-        request_timeout: Duration::from_secs(10),
-        ..ClientConfig::new(cluster.services())
-    })
-    .map_err(|e| HarnessError::Cluster(format!("refused the final reader: {e}")))?;
+    let native = if services.is_empty() {
+        None
+    } else {
+        Some(
+            BlockingClient::connect(ClientConfig {
+                request_timeout: Duration::from_secs(10),
+                ..ClientConfig::new(services.to_vec())
+            })
+            .map_err(|e| HarnessError::Cluster(format!("refused the final reader: {e}")))?,
+        )
+    };
+    let mut redis_conn = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut out = BTreeMap::new();
-    let process = rec.process();
     for (key, group, raw_key) in all_keys(w) {
-        let op = Op {
-            process,
-            f: Function::Get,
-            key: key.clone(),
-            group,
-            raw_key,
-            input: serde_json::Value::Null,
-        };
-        match rec.perform(&op, "", |op| clients::native_exec(&client, op)) {
-            Outcome::Ok(v) => {
-                out.insert(key, v.as_str().map(str::to_owned));
-            }
-            Outcome::Fail(e) | Outcome::Info(e) => {
-                client.close();
-                return Err(HarnessError::Cluster(format!(
-                    "failed the final read of {key}: {e}"
-                )));
+        loop {
+            let op = Op {
+                process: rec.process(),
+                f: Function::Get,
+                key: key.clone(),
+                group,
+                raw_key: raw_key.clone(),
+                input: serde_json::Value::Null,
+            };
+            let outcome = match (&native, redis.first()) {
+                (Some(client), _) => rec.perform(&op, "", |op| clients::native_exec(client, op)),
+                (None, Some(addr)) => {
+                    if redis_conn.is_none() {
+                        redis_conn = clients::redis_connect(*addr).ok();
+                    }
+                    match redis_conn.as_mut() {
+                        Some(c) => {
+                            rec.perform(&op, &addr.to_string(), |op| clients::redis_exec(c, op))
+                        }
+                        None => Outcome::Fail(format!("cannot connect to {addr}")),
+                    }
+                }
+                (None, None) => return Err(HarnessError::Setup("no address to read from".into())),
+            };
+            match outcome {
+                Outcome::Ok(v) => {
+                    out.insert(key.clone(), v.as_str().map(str::to_owned));
+                    break;
+                }
+                Outcome::Fail(e) | Outcome::Info(e) => {
+                    redis_conn = None;
+                    if Instant::now() > deadline {
+                        if let Some(c) = native {
+                            c.close();
+                        }
+                        return Err(HarnessError::Cluster(format!(
+                            "failed the final read of {key} for a minute after the faults healed: {e}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
             }
         }
     }
-    client.close();
+    if let Some(c) = native {
+        c.close();
+    }
     Ok(out)
 }
 
@@ -134,10 +172,7 @@ pub type GroupDigests = (u64, Vec<(u64, u64)>);
 /// Per group, each node's digest of its replica: keys, values and the
 /// index that last wrote each, from a local (follower) scan on every node
 /// once all have applied the same index.
-pub fn replica_digests(
-    cluster: &Cluster,
-    w: &Workload,
-) -> Result<Vec<GroupDigests>, HarnessError> {
+pub fn replica_digests(cluster: &Cluster, w: &Workload) -> Result<Vec<GroupDigests>, HarnessError> {
     let client = BlockingClient::connect(ClientConfig::new(cluster.services()))
         .map_err(|e| HarnessError::Cluster(format!("refused the digest client: {e}")))?;
     let mut out = Vec::new();

@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Clients with the native client.
     #[arg(long, default_value_t = 2)]
     pub native_clients: u32,
+    /// Stop the load once this many operations completed (runs without
+    /// faults only; --duration-secs still bounds the run).
+    #[arg(long)]
+    pub ops: Option<u64>,
     /// Keys per family (registers, appends, counters) per group.
     #[arg(long, default_value_t = 3)]
     pub keys: u32,
@@ -101,6 +105,23 @@ pub struct RunArgs {
     /// No faults at all (a baseline run).
     #[arg(long)]
     pub no_faults: bool,
+    /// Test a running system instead of starting a cluster: its Redis
+    /// ports, comma separated (any Redis-protocol server works: a plain
+    /// redis-server too).
+    #[arg(long, value_delimiter = ',')]
+    pub redis: Vec<std::net::SocketAddr>,
+    /// With --redis: the running cluster's service addresses, for the
+    /// native clients (none: Redis clients only).
+    #[arg(long, value_delimiter = ',')]
+    pub services: Vec<std::net::SocketAddr>,
+    /// With --redis: a shell command that applies a fault; pairs up, in
+    /// order, with a --fault-heal (repeat both for several faults).
+    #[arg(long)]
+    pub fault_apply: Vec<String>,
+    /// With --redis: the shell command that heals the matching
+    /// --fault-apply.
+    #[arg(long)]
+    pub fault_heal: Vec<String>,
     /// Output directory (default: ./sampan-check-<seed>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -218,27 +239,63 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
     log::info!("sampan-check run: seed {seed}, output in {}", out.display());
     let kinds: Vec<FaultKind> = if args.no_faults {
         Vec::new()
+    } else if !args.redis.is_empty() {
+        if args.fault_apply.is_empty() {
+            Vec::new()
+        } else {
+            vec![FaultKind::Command]
+        }
     } else if args.faults.is_empty() {
         FaultKind::ALL.to_vec()
     } else {
         args.faults.clone()
     };
 
-    let mut cluster = Cluster::start(ClusterSpec {
-        nodes: args.nodes,
-        node_bin: args
-            .node_bin
-            .clone()
-            .unwrap_or_else(|| sibling("sampan-node")),
-        cli_bin: args
-            .cli_bin
-            .clone()
-            .unwrap_or_else(|| sibling("sampan-cli")),
-        root: out.join("cluster"),
-        disk_mib: args.disk_mib,
-        election_timeout_ms: args.election_timeout_ms,
-    })?;
-    wait_for_leaders(&cluster, Duration::from_secs(30))?;
+    let external = !args.redis.is_empty();
+    if args.fault_apply.len() != args.fault_heal.len() {
+        return Err(HarnessError::Setup(format!(
+            "{} --fault-apply but {} --fault-heal: they pair up",
+            args.fault_apply.len(),
+            args.fault_heal.len()
+        )));
+    }
+    if !external && (!args.services.is_empty() || !args.fault_apply.is_empty()) {
+        return Err(HarnessError::Setup(
+            "--services and --fault-apply/--fault-heal need --redis (a running system)".into(),
+        ));
+    }
+    let mut cluster = if external {
+        None
+    } else {
+        let cluster = Cluster::start(ClusterSpec {
+            nodes: args.nodes,
+            node_bin: args
+                .node_bin
+                .clone()
+                .unwrap_or_else(|| sibling("sampan-node")),
+            cli_bin: args
+                .cli_bin
+                .clone()
+                .unwrap_or_else(|| sibling("sampan-cli")),
+            root: out.join("cluster"),
+            disk_mib: args.disk_mib,
+            election_timeout_ms: args.election_timeout_ms,
+        })?;
+        wait_for_leaders(&cluster, Duration::from_secs(30))?;
+        Some(cluster)
+    };
+    let (redis_addrs, services) = match &cluster {
+        Some(c) => (
+            c.ids().into_iter().map(|n| c.redis(n)).collect(),
+            c.services(),
+        ),
+        None => (args.redis.clone(), args.services.clone()),
+    };
+    let native_clients = if services.is_empty() {
+        0
+    } else {
+        args.native_clients
+    };
 
     // The history's writer.
     let (tx, rx) = mpsc::channel::<history::Event>();
@@ -262,17 +319,12 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         groups: GROUPS.iter().map(|g| g.0).collect(),
         keys: args.keys.max(1),
     };
-    let redis_addrs: Vec<_> = cluster
-        .ids()
-        .into_iter()
-        .map(|n| cluster.redis(n))
-        .collect();
     let mut threads = Vec::new();
-    for i in 0..args.redis_clients + args.native_clients {
+    for i in 0..args.redis_clients + native_clients {
         let target = if i < args.redis_clients {
             Target::Redis(redis_addrs.clone())
         } else {
-            Target::Native(cluster.services())
+            Target::Native(services.clone())
         };
         let (rec, w, stop) = (recorder.clone(), workload.clone(), stop.clone());
         let client_seed = seed ^ (u64::from(i) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -300,18 +352,30 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         status,
     );
     let until = Instant::now() + Duration::from_secs(args.duration_secs);
-    let faulted = if kinds.is_empty() {
-        std::thread::sleep(Duration::from_secs(args.duration_secs));
-        Ok(())
-    } else {
-        nemesis.run_until(&mut cluster, until)
+    let commands: Vec<(String, String)> = args
+        .fault_apply
+        .iter()
+        .cloned()
+        .zip(args.fault_heal.iter().cloned())
+        .collect();
+    let faulted = match &mut cluster {
+        Some(c) if !kinds.is_empty() => nemesis.run_until(c, until),
+        None if !commands.is_empty() => nemesis.run_commands(&commands, until),
+        _ => {
+            let target = args.ops.unwrap_or(u64::MAX);
+            while Instant::now() < until && recorder.completed() < target {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        }
     };
     // Heal whatever is left, then wait for convergence with the clients
     // still running, so that they see the cluster come back.
-    let healed = heal_all(&mut cluster, &mut nemesis);
-    let converged = faulted
-        .and(healed)
-        .and_then(|()| final_checks::wait_converged(&cluster, Duration::from_secs(60)));
+    let converged = faulted.and_then(|()| match &mut cluster {
+        Some(c) => heal_all(c, &mut nemesis)
+            .and_then(|()| final_checks::wait_converged(c, Duration::from_secs(60))),
+        None => nemesis.heal_commands(&commands),
+    });
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -320,9 +384,12 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         let _ = p.join();
     }
     // A last linearizable read of every key, in the history.
-    let finals = converged.and_then(|()| final_checks::final_reads(&cluster, &recorder, &workload));
-    let digests = finals
-        .and_then(|reads| final_checks::replica_digests(&cluster, &workload).map(|d| (reads, d)));
+    let finals = converged
+        .and_then(|()| final_checks::final_reads(&redis_addrs, &services, &recorder, &workload));
+    let digests = finals.and_then(|reads| match &cluster {
+        Some(c) => final_checks::replica_digests(c, &workload).map(|d| (reads, d)),
+        None => Ok((reads, Vec::new())),
+    });
     let (ok, fail, info) = (
         recorder.ok.load(Ordering::Relaxed),
         recorder.fail.load(Ordering::Relaxed),
@@ -341,7 +408,9 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         let line = serde_json::to_string(r).unwrap_or_default();
         writeln!(f, "{line}").map_err(|e| HarnessError::io(&faults_file, e))?;
     }
-    cluster.stop();
+    if let Some(c) = &mut cluster {
+        c.stop();
+    }
     let (reads, digests) = digests?;
 
     let mut final_problems = final_checks::token_problems(&history_file, &reads)?;

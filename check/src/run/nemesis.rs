@@ -40,6 +40,8 @@ pub enum FaultKind {
     Membership,
     /// Fill a node's data directory (a tmpfs) until it is full.
     DiskFull,
+    /// A user's shell command (`--fault-apply`, healed by `--fault-heal`).
+    Command,
 }
 
 impl FaultKind {
@@ -70,6 +72,7 @@ impl FaultKind {
             FaultKind::Transfer => "transfer",
             FaultKind::Membership => "membership",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::Command => "command",
         }
     }
 }
@@ -92,6 +95,11 @@ impl FromStr for FaultKind {
                 format!("unknown fault '{s}'; the kinds are {}", names.join(", "))
             })
     }
+}
+
+/// Runs `command` with `sh -c`; its output, or why it failed.
+fn shell(command: &str) -> Result<String, HarnessError> {
+    super::net::sh("sh", &["-c", command])
 }
 
 /// One fault as it happened.
@@ -397,6 +405,11 @@ impl Nemesis {
                     true,
                 )
             }
+            FaultKind::Command => {
+                return Err(HarnessError::Setup(
+                    "command faults run with --redis, --fault-apply and --fault-heal".into(),
+                ));
+            }
         };
         log::info!("fault {kind}: {target}: {evidence}");
         if !effective {
@@ -412,6 +425,54 @@ impl Nemesis {
             effective,
             packets_dropped: dropped,
         });
+        Ok(())
+    }
+
+    /// Runs the user's fault commands (apply, hold, heal) in seeded
+    /// rounds until `until`; a command that fails stops the run.
+    pub fn run_commands(
+        &mut self,
+        commands: &[(String, String)],
+        until: Instant,
+    ) -> Result<(), HarnessError> {
+        let hold = Duration::from_secs(2);
+        while Instant::now() + hold * 2 < until {
+            let i = self.rng.below(commands.len() as u64) as usize;
+            let (apply, heal) = &commands[i];
+            let start = (self.clock)();
+            self.status.faults.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut c) = self.status.current.lock() {
+                *c = format!("command {i}");
+            }
+            let applied = shell(apply)?;
+            std::thread::sleep(Duration::from_millis(self.rng.between(1000, 3000)));
+            let healed = shell(heal)?;
+            if let Ok(mut c) = self.status.current.lock() {
+                c.clear();
+            }
+            self.records.push(FaultRecord {
+                kind: FaultKind::Command,
+                target: apply.clone(),
+                start,
+                end: (self.clock)(),
+                evidence: format!(
+                    "apply said: {} / heal said: {}",
+                    applied.trim(),
+                    healed.trim()
+                ),
+                effective: true,
+                packets_dropped: 0,
+            });
+            std::thread::sleep(Duration::from_millis(self.rng.between(500, 2000)));
+        }
+        Ok(())
+    }
+
+    /// Runs every heal command once more (the end of a run).
+    pub fn heal_commands(&mut self, commands: &[(String, String)]) -> Result<(), HarnessError> {
+        for (_, heal) in commands {
+            shell(heal)?;
+        }
         Ok(())
     }
 
