@@ -126,6 +126,17 @@ pub trait StateMachine: 'static {
         let _ = change;
     }
 
+    /// Every entry through `index` is applied: the commands went to
+    /// [`StateMachine::apply`], and the entries that are not commands (a
+    /// new leader's empty entry, a membership change) changed nothing.
+    /// Called after each batch. A snapshot frozen now is labelled
+    /// `index`, so a state machine that records its applied index (to
+    /// check a snapshot's label against its contents) moves it here. The
+    /// default: nothing.
+    fn applied_through(&mut self, index: u64) {
+        let _ = index;
+    }
+
     /// A function the leader applies to each command just before it is
     /// appended, with its wall clock (ms since the Unix epoch): how a state
     /// machine gets a time every replica agrees on (the KV store stamps

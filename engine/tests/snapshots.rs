@@ -288,6 +288,50 @@ fn a_restart_loads_the_snapshot_and_replays_the_log_after_it() {
     node1.shutdown().expect("shutdown");
 }
 
+/// Found by `sampan-check run`: a snapshot taken when the last applied
+/// entry was a new leader's empty entry was labelled with that entry's
+/// index while the KV store's contents said one less, and no node could
+/// install it (a follower catching up stayed stuck; a restart failed).
+#[test]
+fn a_snapshot_taken_right_after_an_election_installs_at_restart() {
+    init_log();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(dir.path(), 1);
+    let groups = [snapshot_group(1)];
+    let servers = start_all(&cfgs, &groups);
+    let l = leader(&servers, 1);
+    load(&servers[l].as_ref().expect("leader").group(1), "k", 100, 10);
+    wait_converged(&servers, 1);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+    // A new election: the last entry is now the new leader's empty one.
+    let servers = start_all(&cfgs, &groups);
+    let l = leader(&servers, 1);
+    wait_converged(&servers, 1);
+    let last = leader_last(&servers, 1);
+    let mut saved = Vec::new();
+    for s in servers.iter().flatten() {
+        saved.push(s.group(1).snapshot_now_blocking().expect("snapshot"));
+    }
+    assert!(
+        saved.iter().all(|snap| snap.index == last),
+        "each snapshot is labelled with the empty entry's index {last}: {saved:?} (leader {l})"
+    );
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+    let servers = start_all(&cfgs, &groups);
+    for (s, snap) in servers.iter().flatten().zip(&saved) {
+        let st = s.group(1).status_blocking().expect("status");
+        assert_eq!(st.snapshot_index, snap.index, "restarted from its snapshot");
+    }
+    assert_eq!(assert_same_state(&servers, 1), 100);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("shutdown");
+    }
+}
+
 /// A factory whose groups keep snapshots in memory (the storage crate's
 /// simulated file system), not in the data directory: the snapshot store
 /// is an extension point like the log and the state machine.

@@ -350,6 +350,10 @@ impl<S: SnapshotManager> Applier<S> {
             }
             self.applied = e.index;
         }
+        if entries.last().is_some_and(|e| e.kind != EntryKind::Normal) {
+            // A snapshot frozen now is labelled with this index.
+            self.sm.applied_through(self.applied);
+        }
         // Proposals whose index was passed without their entry coming
         // here (none expected: a safety net, never a "not applied").
         let passed = self.take_through(self.applied);
