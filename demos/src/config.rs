@@ -290,6 +290,8 @@ pub const DEFAULT_CONFIG: &str = r#"# sampan-node configuration (TOML). Duration
 # This node's id: one of the ids in `servers`.
 node_id = 1
 # Every node: "id,host:replication_port[,service_port]", separated by ';'.
+# The service field may be a whole "host:port" (a peer reached through a
+# proxy or NAT: its replication address is the proxy's).
 # Without a service port, a node's is assumed to sit at the same offset
 # from its replication port as this node's.
 servers = "1,127.0.0.1:4001,5001;2,127.0.0.1:4002,5002;3,127.0.0.1:4003,5003"

@@ -123,6 +123,15 @@ mod defaults {
     }
 }
 
+/// The third field of a `servers` entry.
+#[derive(Debug, Clone, Copy)]
+enum ServiceField {
+    /// A port on the replication host.
+    Port(u16),
+    /// A whole address.
+    Addr(SocketAddr),
+}
+
 impl ServerConfig {
     /// Parses `servers` into (node id, replication address) pairs.
     pub fn parse_servers(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
@@ -134,15 +143,22 @@ impl ServerConfig {
     }
 
     /// Every node's service address, for redirecting clients: the third
-    /// field of its `servers` entry (`"1,127.0.0.1:4001,5001"`) when given,
-    /// else its replication host with the port at the same offset from its
-    /// replication port as this node's.
+    /// field of its `servers` entry when given — a port on the replication
+    /// host (`"1,127.0.0.1:4001,5001"`) or a whole address, for a node
+    /// whose replication link goes through a proxy or a NAT
+    /// (`"1,127.0.0.1:7101,10.0.0.1:5001"`) — else its replication host
+    /// with the port at the same offset from its replication port as this
+    /// node's.
     pub fn service_addrs(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
         let offset = i32::from(self.service_port) - i32::from(self.replicate_port);
         let mut out = Vec::new();
         for (id, addr, service) in self.parse_server_entries()? {
             let port = match service {
-                Some(p) => p,
+                Some(ServiceField::Addr(a)) => {
+                    out.push((id, a));
+                    continue;
+                }
+                Some(ServiceField::Port(p)) => p,
                 None => match u16::try_from(i32::from(addr.port()) + offset) {
                     Ok(p) if p > 0 => p,
                     _ => {
@@ -160,8 +176,10 @@ impl ServerConfig {
         Ok(out)
     }
 
-    fn parse_server_entries(&self) -> Result<Vec<(u64, SocketAddr, Option<u16>)>, ConfigError> {
-        let mut out: Vec<(u64, SocketAddr, Option<u16>)> = Vec::new();
+    fn parse_server_entries(
+        &self,
+    ) -> Result<Vec<(u64, SocketAddr, Option<ServiceField>)>, ConfigError> {
+        let mut out: Vec<(u64, SocketAddr, Option<ServiceField>)> = Vec::new();
         for (i, part) in self.servers.split(';').map(str::trim).enumerate() {
             if part.is_empty() {
                 continue;
@@ -171,9 +189,15 @@ impl ServerConfig {
                 return invalid(field(), format!("'{part}' is not 'id,host:port'"));
             };
             let (addr, service) = match rest.split_once(',') {
-                Some((addr, port)) => match port.trim().parse::<u16>() {
-                    Ok(p) if p > 0 => (addr, Some(p)),
-                    _ => return invalid(field(), format!("service port '{port}' is not a port")),
+                Some((addr, port)) => match (port.trim().parse::<u16>(), port.trim().parse()) {
+                    (Ok(p), _) if p > 0 => (addr, Some(ServiceField::Port(p))),
+                    (_, Ok(a)) => (addr, Some(ServiceField::Addr(a))),
+                    _ => {
+                        return invalid(
+                            field(),
+                            format!("service '{port}' is neither a port nor host:port"),
+                        );
+                    }
                 },
                 None => (rest, None),
             };
@@ -500,6 +524,18 @@ mod tests {
         let service = explicit.service_addrs().expect("service addresses");
         assert_eq!(service[0].1, "127.0.0.1:7001".parse().expect("addr"));
         assert_eq!(service[2].1, "127.0.0.1:5003".parse().expect("addr"));
+        // Behind a proxy: the replication address is the proxy's, the
+        // service address is the node's own.
+        explicit.servers =
+            "1,127.0.0.1:7101,10.0.0.1:5001;2,127.0.0.1:4002;3,127.0.0.1:4003".into();
+        explicit.validate().expect("valid");
+        let service = explicit.service_addrs().expect("service addresses");
+        assert_eq!(service[0].1, "10.0.0.1:5001".parse().expect("addr"));
+        explicit.servers = "1,127.0.0.1:4001,nowhere;2,127.0.0.1:4002".into();
+        assert!(
+            explicit.validate().is_err(),
+            "a service field that is neither is refused"
+        );
         let g = GroupConfig {
             group_id: 1,
             members: "1,2".into(),

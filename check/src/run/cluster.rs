@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sampan::client::{BlockingClient, ClientConfig};
@@ -15,6 +16,7 @@ use sampan::raft::Role;
 
 use super::HarnessError;
 use super::net::{Network, sh, unmount_under};
+use super::proxy::{self, LinkFaults, PROXY_PORT_BASE};
 
 /// Port of every node's replication listener (each node has its own
 /// address, so all use the same ports).
@@ -58,6 +60,8 @@ pub struct Cluster {
     pub net: Network,
     nodes: Vec<Node>,
     admin: Option<BlockingClient>,
+    /// The faults the replication links' proxies apply.
+    pub links: Arc<LinkFaults>,
 }
 
 impl Cluster {
@@ -86,7 +90,21 @@ impl Cluster {
             spec,
             net,
             admin: None,
+            links: Arc::new(LinkFaults::default()),
         };
+        // A proxy on every replication link, in the dialling node's
+        // namespace (the lower id dials).
+        for &i in &ids {
+            for &j in ids.iter().filter(|&&j| j > i) {
+                proxy::start(
+                    cluster.net.namespace(i),
+                    PROXY_PORT_BASE + j as u16,
+                    SocketAddr::new(cluster.net.ip(j).into(), REPLICATE_PORT),
+                    cluster.links.clone(),
+                    i * 1000 + j,
+                )?;
+            }
+        }
         for id in ids {
             cluster.prepare(id)?;
             cluster.spawn(id)?;
@@ -153,7 +171,19 @@ impl Cluster {
         let servers: Vec<String> = self
             .ids()
             .into_iter()
-            .map(|n| format!("{n},{}:{REPLICATE_PORT},{SERVICE_PORT}", self.net.ip(n)))
+            .map(|n| {
+                let ip = self.net.ip(n);
+                if n > id {
+                    // Through the link's proxy; clients are redirected to
+                    // the node's own service address.
+                    format!(
+                        "{n},127.0.0.1:{},{ip}:{SERVICE_PORT}",
+                        PROXY_PORT_BASE + n as u16
+                    )
+                } else {
+                    format!("{n},{ip}:{REPLICATE_PORT},{SERVICE_PORT}")
+                }
+            })
             .collect();
         let members: Vec<String> = self.ids().iter().map(u64::to_string).collect();
         let mut text = format!(
@@ -381,6 +411,9 @@ impl Cluster {
         if let Some(admin) = self.admin.take() {
             admin.close();
         }
+        self.links
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         unmount_under(&self.spec.root);
     }
 

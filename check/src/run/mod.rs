@@ -23,6 +23,7 @@ mod cluster;
 mod final_checks;
 mod nemesis;
 mod net;
+mod proxy;
 mod rng;
 
 use std::io::Write;

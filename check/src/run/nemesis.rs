@@ -34,6 +34,8 @@ pub enum FaultKind {
     Partition,
     /// Drop a share of the packets between nodes.
     Loss,
+    /// Delay, reorder and duplicate frames between nodes (the proxies).
+    Delay,
     /// Hand a group's leadership to another voter.
     Transfer,
     /// Remove a member, then add it back.
@@ -46,7 +48,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillSnapshot,
@@ -54,6 +56,7 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Loss,
+        FaultKind::Delay,
         FaultKind::Transfer,
         FaultKind::Membership,
         FaultKind::DiskFull,
@@ -69,6 +72,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Loss => "loss",
+            FaultKind::Delay => "delay",
             FaultKind::Transfer => "transfer",
             FaultKind::Membership => "membership",
             FaultKind::DiskFull => "disk-full",
@@ -362,6 +366,25 @@ impl Nemesis {
                     format!("all links, p = {p:.2}"),
                     format!("{dropped} packets dropped"),
                     dropped > 0,
+                )
+            }
+            FaultKind::Delay => {
+                let links = cluster.links.clone();
+                let before = links.counts();
+                let delay = self.rng.between(5, 100);
+                let jitter = self.rng.between(20, 150);
+                let dup = self.rng.between(10, 50);
+                links.delay_ms.store(delay, Ordering::Relaxed);
+                links.jitter_ms.store(jitter, Ordering::Relaxed);
+                links.duplicate_per_mille.store(dup, Ordering::Relaxed);
+                std::thread::sleep(hold * 2);
+                links.clear();
+                let after = links.counts();
+                let (d, r, u) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+                (
+                    format!("all links: {delay} ms + up to {jitter} ms, {dup} per mille twice"),
+                    format!("{d} frames delayed, {r} reordered, {u} duplicated"),
+                    d > 0 && r > 0 && u > 0,
                 )
             }
             FaultKind::Transfer => {
