@@ -48,7 +48,7 @@ fn a_cluster_under_every_fault_kind_stays_linearizable() {
     let secs = std::env::var("SAMPAN_CHECK_SECS").unwrap_or_else(|_| "100".into());
     let dir = tempfile::tempdir().expect("a scratch directory");
     let out = dir.path().join("run");
-    println!("sampan-check run --seed {seed} --duration-secs {secs}");
+    eprintln!("sampan-check run --seed {seed} --duration-secs {secs}");
     let run = Command::new(&exe)
         .args([
             "run",
@@ -64,7 +64,7 @@ fn a_cluster_under_every_fault_kind_stays_linearizable() {
         .output()
         .expect("sampan-check runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    println!("{stdout}");
+    eprintln!("{stdout}");
     if run.status.code() != Some(0) {
         // Keep the evidence: the history, the faults and the nodes' logs.
         let kept = std::env::temp_dir().join(format!("sampan-check-failed-{seed}"));

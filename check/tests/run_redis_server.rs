@@ -59,7 +59,7 @@ fn a_real_redis_server_history_of_100k_operations_is_linearizable() {
         .output()
         .expect("sampan-check runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    println!("{stdout}");
+    eprintln!("{stdout}");
     assert_eq!(
         run.status.code(),
         Some(0),
