@@ -146,8 +146,8 @@ fn window_table(out: &mut String, verdict: &Verdict, w: &Window, place: &dyn Fn(
     );
     let _ = writeln!(
         out,
-        "  {:>5} {:>8} {:<6} {:<24} {:<24} {:>13} {:>13}  {}",
-        "order", "process", "f", "in", "out", "call", "return", "where"
+        "  {:>5} {:>8} {:<6} {:<24} {:<24} {:>13} {:>13}  where",
+        "order", "process", "f", "in", "out", "call", "return"
     );
     let places = places(w);
     let mandatory: HashSet<usize> = w.mandatory.iter().copied().collect();
