@@ -64,10 +64,14 @@ pub(crate) fn outcome_cell(op: &Operation) -> String {
     }
 }
 
-/// Nanoseconds after `start`, in milliseconds.
+/// The time after `start`, in a unit that fits (times are nanoseconds).
 pub(crate) fn relative(time: u64, start: u64) -> String {
     let ns = i128::from(time) - i128::from(start);
-    format!("{:+.3}ms", ns as f64 / 1e6)
+    match ns.abs() {
+        0..10_000 => format!("{ns:+}ns"),
+        10_000..10_000_000 => format!("{:+.1}µs", ns as f64 / 1e3),
+        _ => format!("{:+.3}ms", ns as f64 / 1e6),
+    }
 }
 
 /// The verdict in words. `place` turns an event index into words (e.g.
