@@ -6,17 +6,22 @@ use std::time::Duration;
 
 use sampan_check::history::{self, Event, EventType, Function};
 use sampan_check::verify::{
-    CheckOptions, DiagnosisKind, HistoryInputError, KeyResult, Outcome, Verdict, check_events, text_report,
-    violation_html,
+    CheckOptions, DiagnosisKind, HistoryInputError, KeyResult, Outcome, Verdict, check_events,
+    text_report, violation_html,
 };
 use serde_json::{Value, json};
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
 }
 
 fn opts() -> CheckOptions {
-    CheckOptions { time_limit: Duration::from_secs(60), ..CheckOptions::default() }
+    CheckOptions {
+        time_limit: Duration::from_secs(60),
+        ..CheckOptions::default()
+    }
 }
 
 fn check_file(name: &str) -> Verdict {
@@ -82,7 +87,10 @@ fn duplicate_append_token_is_diagnosed() {
     assert_eq!(v.diagnoses[0].token, "t1.1");
     let place = |e: usize| format!("line {}", e + 1);
     let said = v.diagnoses[0].describe(&verdict.operations, &place);
-    assert_eq!(said, "duplicate token t1.1 in read by process 3 at line 6 (append by process 1 at line 1)");
+    assert_eq!(
+        said,
+        "duplicate token t1.1 in read by process 3 at line 6 (append by process 1 at line 1)"
+    );
 }
 
 #[test]
@@ -109,7 +117,16 @@ fn info_write_may_show_later_or_never() {
 }
 
 fn ev(process: u64, kind: EventType, f: Function, value: Value, time: u64) -> Event {
-    Event { process, kind, f, key: "k".into(), value, time, node: None, error: None }
+    Event {
+        process,
+        kind,
+        f,
+        key: "k".into(),
+        value,
+        time,
+        node: None,
+        error: None,
+    }
 }
 
 #[test]
@@ -128,7 +145,11 @@ fn token_diagnoses_name_failed_unknown_future_and_lost_tokens() {
     ];
     let verdict = check_events(&events, &opts()).expect("well-formed");
     assert_eq!(verdict.outcome(), Outcome::NotLinearizable);
-    let kinds: Vec<DiagnosisKind> = violation(&verdict).diagnoses.iter().map(|d| d.kind).collect();
+    let kinds: Vec<DiagnosisKind> = violation(&verdict)
+        .diagnoses
+        .iter()
+        .map(|d| d.kind)
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -152,14 +173,25 @@ fn a_failed_read_and_a_failed_write_are_left_out() {
         ev(2, Invoke, Get, Value::Null, 50),
         ev(2, Ok, Get, Value::Null, 60),
     ];
-    assert_eq!(check_events(&events, &opts()).expect("well-formed").outcome(), Outcome::Linearizable);
+    assert_eq!(
+        check_events(&events, &opts())
+            .expect("well-formed")
+            .outcome(),
+        Outcome::Linearizable
+    );
 }
 
 #[test]
 fn bad_input_is_refused_naming_the_event() {
     let twice = history::read(&testdata("bad_invoke_twice.jsonl")).expect("parses");
     match check_events(&twice, &opts()) {
-        Err(e @ HistoryInputError::InvokeWhileOpen { event: 1, process: 1, .. }) => {
+        Err(
+            e @ HistoryInputError::InvokeWhileOpen {
+                event: 1,
+                process: 1,
+                ..
+            },
+        ) => {
             assert!(e.to_string().contains("process 1"), "{e}");
         }
         other => panic!("expected InvokeWhileOpen, got {other:?}"),
@@ -167,11 +199,17 @@ fn bad_input_is_refused_naming_the_event() {
     let after_info = history::read(&testdata("bad_invoke_after_info.jsonl")).expect("parses");
     assert!(matches!(
         check_events(&after_info, &opts()),
-        Err(HistoryInputError::InvokeAfterInfo { event: 2, process: 1, .. })
+        Err(HistoryInputError::InvokeAfterInfo {
+            event: 2,
+            process: 1,
+            ..
+        })
     ));
     for name in ["bad_unknown_f.jsonl", "bad_garbage.jsonl"] {
         match history::read(&testdata(name)) {
-            Err(history::HistoryError::Parse { line, .. }) => assert!(line >= 2, "{name}: line {line}"),
+            Err(history::HistoryError::Parse { line, .. }) => {
+                assert!(line >= 2, "{name}: line {line}")
+            }
             other => panic!("{name}: expected a parse error, got {other:?}"),
         }
     }
@@ -189,8 +227,16 @@ fn a_key_out_of_time_is_undecided() {
         events.push(ev(2, Invoke, Get, Value::Null, 4 * i + 2));
         events.push(ev(2, Ok, Get, json!(i.to_string()), 4 * i + 3));
     }
-    let out_of_time = CheckOptions { time_limit: Duration::ZERO, ..opts() };
+    let out_of_time = CheckOptions {
+        time_limit: Duration::ZERO,
+        ..opts()
+    };
     let verdict = check_events(&events, &out_of_time).expect("well-formed");
     assert_eq!(verdict.outcome(), Outcome::Undecided);
-    assert_eq!(check_events(&events, &opts()).expect("well-formed").outcome(), Outcome::Linearizable);
+    assert_eq!(
+        check_events(&events, &opts())
+            .expect("well-formed")
+            .outcome(),
+        Outcome::Linearizable
+    );
 }
