@@ -77,8 +77,40 @@ impl KeyOps {
 
     /// Searches for a linearization from `init`; the found orders are in
     /// operation ids.
+    ///
+    /// An optional del that never happened blinds the search's append
+    /// rule (see `search.rs`) for the rest of the history, so when there
+    /// are optional dels the search first runs without them: a
+    /// linearization found so is one of the whole (they may be left out).
+    /// Only when that fails does the full search run.
     pub(crate) fn decide(&self, init: StateId, deadline: Instant, longest: bool) -> Found {
         let kept = self.without_unobservable();
+        let is_optional_del = |&i: &usize| {
+            self.ops[i].ret.is_none() && matches!(self.ops[i].kind, OpKind::Del { .. })
+        };
+        if kept.iter().any(is_optional_del) {
+            let fewer: Vec<usize> = kept
+                .iter()
+                .copied()
+                .filter(|i| !is_optional_del(i))
+                .collect();
+            if let found @ Found::Linearizable(_) =
+                self.search_subset(&fewer, init, deadline, false)
+            {
+                return found;
+            }
+        }
+        self.search_subset(&kept, init, deadline, longest)
+    }
+
+    /// Searches the ops at indices `kept`.
+    fn search_subset(
+        &self,
+        kept: &[usize],
+        init: StateId,
+        deadline: Instant,
+        longest: bool,
+    ) -> Found {
         let mut arena = Arena::new();
         let ops: Vec<SearchOp> = kept.iter().map(|&i| self.ops[i].clone()).collect();
         let to_ids = |order: Vec<usize>| order.into_iter().map(|i| self.ids[kept[i]]).collect();

@@ -110,7 +110,8 @@ impl Arena {
         id
     }
 
-    fn known_len(&self, id: StateId) -> usize {
+    /// The length of the known part of the state.
+    pub(crate) fn known_len(&self, id: StateId) -> usize {
         match &self.nodes[id as usize] {
             Node::Absent | Node::Unknown => 0,
             Node::Leaf { text, .. } => text.len(),
@@ -119,7 +120,7 @@ impl Arena {
     }
 
     /// Whether the chain under `id` starts from [`Self::UNKNOWN`].
-    fn rooted_unknown(&self, mut id: StateId) -> bool {
+    pub(crate) fn rooted_unknown(&self, mut id: StateId) -> bool {
         loop {
             match &self.nodes[id as usize] {
                 Node::Unknown => return true,

@@ -54,7 +54,7 @@ pub struct Operation {
 
 /// The typed meaning of an operation for the register model. Results that
 /// are not known (an `info`) are `None`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum OpKind {
     /// Read; `Some(v)` is what an `ok` returned (`v` `None`: absent).
     Get(Option<Option<Arc<str>>>),

@@ -22,8 +22,20 @@
 //! - An optional blind write (a put, a del without a count) is never
 //!   directly followed by another blind write: the second erases the first,
 //!   which could as well have been left out.
+//! - Optional operations that do the same thing (two info dels, two info
+//!   incrs by 1) are taken in call order: while an earlier twin is not
+//!   linearized, a later one is not tried (once both are called they can
+//!   swap places in any linearization).
 //! - The caller (see [`super::check`]) drops, before the search, optional
 //!   writes that nothing in the history could observe.
+//!
+//! On a key of appends, reads and dels, a value only grows between dels,
+//! so a state is a prefix of every read still to come that no del can
+//! precede: an append is refused when its suffix does not stand at its
+//! place in the earliest-returning read not yet linearized (unless a del
+//! not yet linearized was called before that read returned). This cuts the orders of concurrent appends (each a
+//! different state, which memoisation cannot merge) down to the one the
+//! next read shows.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -222,6 +234,13 @@ struct Search<'a> {
     chosen_optional: TrackedSet,
     cache: HashMap<u64, Vec<Explored>>,
     sparse: Vec<u32>,
+    /// Whether every op is an append, a read or a del (see the module
+    /// docs).
+    appends_only: bool,
+    /// The optional dels, by call time.
+    optional_dels: Vec<usize>,
+    /// Per optional op: the previous optional op (by call) doing the same.
+    twin_before: Vec<Option<usize>>,
 }
 
 /// Searches for a linearization of `ops` from `init` (see the module
@@ -279,6 +298,16 @@ impl<'a> Search<'a> {
         for (r, &i) in by_call.iter().enumerate() {
             rank[i] = r as u32;
         }
+        let mut twin_before = vec![None; ops.len()];
+        let mut last_of_kind: HashMap<&OpKind, usize> = HashMap::new();
+        for &i in &optional {
+            twin_before[i] = last_of_kind.insert(&ops[i].kind, i);
+        }
+        let optional_dels = optional
+            .iter()
+            .copied()
+            .filter(|&i| matches!(ops[i].kind, OpKind::Del { .. }))
+            .collect();
         Search {
             ops,
             arena,
@@ -293,6 +322,14 @@ impl<'a> Search<'a> {
             rank,
             cache: HashMap::new(),
             sparse: Vec::new(),
+            appends_only: ops.iter().all(|op| {
+                matches!(
+                    op.kind,
+                    OpKind::Append(_) | OpKind::Get(_) | OpKind::Del { .. }
+                )
+            }),
+            optional_dels,
+            twin_before,
         }
     }
 
@@ -356,9 +393,17 @@ impl<'a> Search<'a> {
             if after_blind && kind.is_blind_write() {
                 continue;
             }
+            if let Some(twin) = self.twin_before[op]
+                && !self.chosen_optional.contains(self.rank[twin])
+            {
+                continue;
+            }
             let Some(next) = self.arena.step(state, kind) else {
                 continue;
             };
+            if !self.fits_next_read(next, kind) {
+                continue;
+            }
             let next_after_blind = optional && kind.is_blind_write();
             self.mark(op);
             if !self.remember(next, next_after_blind) {
@@ -376,6 +421,41 @@ impl<'a> Search<'a> {
             after_blind = next_after_blind;
             cursor = Cursor::Completed(self.links.head());
         }
+    }
+
+    /// On a key of appends and reads, whether the state `next` reached by
+    /// `kind` can still be a prefix of the earliest-returning read not yet
+    /// linearized (checked at the appended suffix: the state below it was
+    /// checked when it was made).
+    fn fits_next_read(&self, next: StateId, kind: &OpKind) -> bool {
+        let OpKind::Append(suffix) = kind else {
+            return true;
+        };
+        if !self.appends_only || self.arena.rooted_unknown(next) {
+            return true;
+        }
+        let mut e = self.links.head();
+        while e != NIL {
+            let (time, is_return, op) = self.entries[e as usize];
+            let kind = &self.ops[op].kind;
+            if !is_return && matches!(kind, OpKind::Del { .. }) {
+                return true;
+            }
+            if is_return && let OpKind::Get(Some(read)) = kind {
+                let del_first = self.optional_dels.iter().any(|&d| {
+                    self.ops[d].call <= time && !self.chosen_optional.contains(self.rank[d])
+                });
+                if del_first {
+                    return true;
+                }
+                let Some(read) = read else { return false };
+                let end = self.arena.known_len(next);
+                let start = end - suffix.len().min(end);
+                return read.get(start..end).is_some_and(|at| at == &**suffix);
+            }
+            e = self.links.next[e as usize];
+        }
+        true
     }
 
     /// Where to go on after undoing `op`: the candidate after it.
