@@ -33,7 +33,7 @@ proptest! {
         width_max in 1u64..60,
         pick in any::<usize>(),
     ) {
-        let shape = Shape { ops, processes, keys, info_percent, width_max };
+        let shape = Shape { ops, processes, keys, info_percent, width_max, kinds: 3 };
         let generated = generate(&shape, seed);
         let verdict = check_events(&generated.events, &opts()).expect("generated histories are well-formed");
         let place = |e: usize| format!("event {e}");

@@ -53,6 +53,8 @@ pub struct Shape {
     pub info_percent: u64,
     /// Widest call-to-return interval.
     pub width_max: u64,
+    /// Key kinds used: 1 registers only, 3 all.
+    pub kinds: usize,
 }
 
 /// A generated history: its events, and which events are `ok` reads.
@@ -65,6 +67,7 @@ pub struct Generated {
 
 struct Model {
     values: Vec<Option<String>>,
+    kinds: usize,
 }
 
 /// What one operation does at its point: its f, invoke value, and the
@@ -77,7 +80,7 @@ fn apply(
     applied: bool,
 ) -> (Function, Value, Option<Value>) {
     let state = &mut model.values[key];
-    let kind = key % 3;
+    let kind = key % model.kinds;
     let roll = rng.below(100);
     let f = match (kind, roll) {
         (_, 0..35) => Function::Get,
@@ -163,6 +166,7 @@ pub fn generate(shape: &Shape, seed: u64) -> Generated {
     let mut rng = Rng::new(seed);
     let mut model = Model {
         values: vec![None; shape.keys],
+        kinds: shape.kinds.clamp(1, 3),
     };
     // Per process slot: its current id and the time it is free from.
     let mut ids: Vec<u64> = (0..shape.processes as u64).collect();
