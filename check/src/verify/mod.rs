@@ -27,6 +27,15 @@
 //!   (see `window.rs` for why a window never accuses a correct history),
 //!   printed as a table and drawn by [`violation_html`].
 //!
+//! # Limits
+//!
+//! The search is exponential in the worst case, and `info` operations are
+//! what drive it there. 100k operations on 10 keys take a fraction of a
+//! second without them, and tens of seconds with 1% of them on registers;
+//! on counters (info incrs) and append lists with info dels, 1% can still
+//! exhaust the budget. A key out of budget is *undecided* (exit 2), never
+//! reported as a violation.
+//!
 //! # Example
 //!
 //! ```
