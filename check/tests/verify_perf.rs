@@ -1,0 +1,66 @@
+//! Size: linearizable histories of 100k operations over 10 keys and 12
+//! processes are decided in reasonable time. The times are printed (run
+//! with `--nocapture`), not asserted: machines differ.
+//!
+//! `info` operations make the search exponential in the worst case. On
+//! registers the checker's rules keep 1% of them cheap; on counters and on
+//! append lists with info dels they can still exhaust the budget, and then
+//! the answer must be "undecided", never "not linearizable".
+
+mod verify_support;
+
+use std::time::{Duration, Instant};
+
+use sampan_check::verify::{CheckOptions, Outcome, Verdict, check_events, text_report};
+use verify_support::{Shape, generate};
+
+fn run(info_percent: u64, kinds: usize, time_limit: Duration) -> Verdict {
+    let shape = Shape {
+        ops: 100_000,
+        processes: 12,
+        keys: 10,
+        info_percent,
+        width_max: 400,
+        kinds,
+    };
+    let started = Instant::now();
+    let generated = generate(&shape, 0x5A3F_0001 + info_percent);
+    let generated_in = started.elapsed();
+    let opts = CheckOptions {
+        time_limit,
+        ..CheckOptions::default()
+    };
+    let verdict = check_events(&generated.events, &opts).expect("well-formed");
+    let place = |e: usize| format!("event {e}");
+    eprintln!(
+        "{} ops, {}% info, {kinds} key kind(s): generated in {:.2}s, verified in {:.2}s\n{}",
+        shape.ops,
+        info_percent,
+        generated_in.as_secs_f64(),
+        verdict.elapsed.as_secs_f64(),
+        text_report(&verdict, &place)
+    );
+    verdict
+}
+
+#[test]
+fn hundred_thousand_ops_on_registers_appends_and_counters_without_info() {
+    assert_eq!(
+        run(0, 3, Duration::from_secs(300)).outcome(),
+        Outcome::Linearizable
+    );
+}
+
+#[test]
+fn hundred_thousand_ops_on_registers_with_one_percent_info() {
+    assert_eq!(
+        run(1, 1, Duration::from_secs(300)).outcome(),
+        Outcome::Linearizable
+    );
+}
+
+#[test]
+fn hundred_thousand_ops_of_all_kinds_with_one_percent_info_is_never_refuted() {
+    let verdict = run(1, 3, Duration::from_secs(30));
+    assert_ne!(verdict.outcome(), Outcome::NotLinearizable);
+}
