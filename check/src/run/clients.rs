@@ -5,7 +5,8 @@
 //! Keys come in three families per group, so that every model meets
 //! concurrency: `r*` registers (get, put, del, and cas over the native
 //! client: Redis has no compare-and-set), `a*` append-only lists of unique
-//! tokens (append, get) and `c*` counters (incr, get). Values are unique:
+//! tokens (append, get; `a<k>.<period>`, a new list every 10 s so that
+//! reads stay short) and `c*` counters (incr, get). Values are unique:
 //! `p<process>.<n>` for puts, `t<process>.<n> ` (with its space) for
 //! appends.
 
@@ -144,6 +145,20 @@ pub struct Workload {
     pub groups: Vec<u64>,
     /// Keys per family per group.
     pub keys: u32,
+    /// The run's start: append keys are named by the period they belong
+    /// to (`a<k>.<period>`), so that a list stays short (a read returns
+    /// the whole list: without this the history grows with the square of
+    /// the appends).
+    pub start: Instant,
+    /// How long an append key takes appends before the next one does.
+    pub append_period: Duration,
+}
+
+impl Workload {
+    /// The append period now.
+    pub fn period(&self) -> u64 {
+        (self.start.elapsed().as_millis() / self.append_period.as_millis().max(1)) as u64
+    }
 }
 
 /// Picks the next operation for `process`; `cas` only when the client can
@@ -193,7 +208,11 @@ fn next_op(w: &Workload, rng: &mut Rng, process: u64, n: u64, cas: bool) -> Op {
             }
         }
     };
-    let raw_key = format!("{prefix}{k}");
+    let raw_key = if prefix == "a" {
+        format!("a{k}.{}", w.period())
+    } else {
+        format!("{prefix}{k}")
+    };
     Op {
         process,
         f,

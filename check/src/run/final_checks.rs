@@ -67,14 +67,15 @@ pub fn wait_converged(cluster: &Cluster, within: Duration) -> Result<(), Harness
     }
 }
 
-/// Every key the workload can touch, as the history names it, with its
-/// group and stored name.
+/// Every key the workload can have touched, as the history names it,
+/// with its group and stored name.
 fn all_keys(w: &Workload) -> Vec<(String, u64, String)> {
     let mut out = Vec::new();
     for &group in &w.groups {
-        for family in ["r", "a", "c"] {
-            for k in 0..w.keys {
-                let raw = format!("{family}{k}");
+        for k in 0..w.keys {
+            let mut raws = vec![format!("r{k}"), format!("c{k}")];
+            raws.extend((0..=w.period()).map(|p| format!("a{k}.{p}")));
+            for raw in raws {
                 out.push((format!("g{group}/{raw}"), group, raw));
             }
         }

@@ -319,6 +319,8 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
     let workload = Workload {
         groups: GROUPS.iter().map(|g| g.0).collect(),
         keys: args.keys.max(1),
+        start,
+        append_period: Duration::from_secs(10),
     };
     let mut threads = Vec::new();
     for i in 0..args.redis_clients + native_clients {

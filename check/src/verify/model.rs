@@ -13,6 +13,7 @@
 //! is not known: [`Arena::UNKNOWN`] stands for any state, and a read from it
 //! learns the state.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -26,17 +27,53 @@ enum Node {
     Absent,
     /// Any state (the start of a window).
     Unknown,
-    /// A value, and its integer meaning if it has one.
+    /// A value, its integer meaning if it has one, and its [`hash`].
     Leaf {
         text: Arc<str>,
         integer: Option<i128>,
+        hash: u64,
     },
     /// `parent` followed by `suffix`; `len` is the length of the known part.
+    /// Unless the chain starts from [`Node::Unknown`], `hash` is the
+    /// [`hash`] of the whole value, so a read is compared in O(1) and not
+    /// by walking a chain as long as the appends so far.
     Append {
         parent: StateId,
         suffix: Arc<str>,
         len: usize,
+        hash: u64,
+        unknown_root: bool,
     },
+}
+
+/// The Mersenne prime 2^61 - 1: the polynomial hash's modulus.
+const HASH_MOD: u64 = (1 << 61) - 1;
+/// The polynomial hash's base.
+const HASH_BASE: u64 = 0x1f3d_5b79_a3c2_e5d1 % HASH_MOD;
+
+fn mul_mod(a: u64, b: u64) -> u64 {
+    ((u128::from(a) * u128::from(b)) % u128::from(HASH_MOD)) as u64
+}
+
+fn pow_mod(mut base: u64, mut exp: usize) -> u64 {
+    let mut out = 1;
+    while exp > 0 {
+        if exp & 1 == 1 {
+            out = mul_mod(out, base);
+        }
+        base = mul_mod(base, base);
+        exp >>= 1;
+    }
+    out
+}
+
+/// A polynomial hash of `text` that composes:
+/// `hash(a + b) = hash(a) * BASE^len(b) + hash(b)`, so an append's hash
+/// follows from its parent's without reading the parent's text.
+fn hash(text: &str) -> u64 {
+    text.bytes().fold(0, |h, b| {
+        (mul_mod(h, HASH_BASE) + u64::from(b) + 1) % HASH_MOD
+    })
 }
 
 /// The states one search has met.
@@ -45,6 +82,10 @@ pub(crate) struct Arena {
     nodes: Vec<Node>,
     leaves: HashMap<Arc<str>, StateId>,
     appends: HashMap<(StateId, Arc<str>), StateId>,
+    /// Hashes of the values reads and cas compare with, by the address
+    /// and length of their text (which the operations hold for the whole
+    /// search).
+    compared: RefCell<HashMap<(usize, usize), u64>>,
 }
 
 impl Arena {
@@ -59,6 +100,7 @@ impl Arena {
             nodes: vec![Node::Absent, Node::Unknown],
             leaves: HashMap::new(),
             appends: HashMap::new(),
+            compared: RefCell::new(HashMap::new()),
         }
     }
 
@@ -70,6 +112,7 @@ impl Arena {
         let id = self.push(Node::Leaf {
             text: text.clone(),
             integer: parse_integer(text),
+            hash: hash(text),
         });
         self.leaves.insert(text.clone(), id);
         id
@@ -101,10 +144,21 @@ impl Arena {
             return id;
         }
         let len = self.known_len(parent) + suffix.len();
+        let (parent_hash, unknown_root) = match &self.nodes[parent as usize] {
+            Node::Leaf { hash, .. } => (*hash, false),
+            Node::Append {
+                hash, unknown_root, ..
+            } => (*hash, *unknown_root),
+            Node::Absent => (0, false),
+            Node::Unknown => (0, true),
+        };
         let id = self.push(Node::Append {
             parent,
             suffix: suffix.clone(),
             len,
+            hash: (mul_mod(parent_hash, pow_mod(HASH_BASE, suffix.len())) + hash(suffix))
+                % HASH_MOD,
+            unknown_root,
         });
         self.appends.insert(key, id);
         id
@@ -120,14 +174,23 @@ impl Arena {
     }
 
     /// Whether the chain under `id` starts from [`Self::UNKNOWN`].
-    pub(crate) fn rooted_unknown(&self, mut id: StateId) -> bool {
-        loop {
-            match &self.nodes[id as usize] {
-                Node::Unknown => return true,
-                Node::Append { parent, .. } => id = *parent,
-                Node::Absent | Node::Leaf { .. } => return false,
-            }
+    pub(crate) fn rooted_unknown(&self, id: StateId) -> bool {
+        match &self.nodes[id as usize] {
+            Node::Unknown => true,
+            Node::Append { unknown_root, .. } => *unknown_root,
+            Node::Absent | Node::Leaf { .. } => false,
         }
+    }
+
+    /// The hash of a compared value, computed once per value.
+    fn compared_hash(&self, text: &str) -> u64 {
+        let key = (text.as_ptr() as usize, text.len());
+        if let Some(&h) = self.compared.borrow().get(&key) {
+            return h;
+        }
+        let h = hash(text);
+        self.compared.borrow_mut().insert(key, h);
+        h
     }
 
     /// Whether state `id` may be `value` (`None`: absent).
@@ -137,6 +200,19 @@ impl Arena {
         };
         if self.known_len(id) > rest.len() {
             return false;
+        }
+        if let Node::Append {
+            hash,
+            unknown_root: false,
+            len,
+            ..
+        } = &self.nodes[id as usize]
+        {
+            // Known all the way down: equal length and hash first, the
+            // bytes only when those agree.
+            if *len != rest.len() || *hash != self.compared_hash(rest) {
+                return false;
+            }
         }
         let mut node = id;
         loop {
