@@ -10,7 +10,6 @@
 //!
 //! CI: 3 × 20,000 cases, about 2 s in the test profile. Long runs:
 //! `SAMPAN_FUZZ_CASES=1000000 cargo test --workspace --test fuzz_resp`.
-//! `engine/fuzz/` holds a cargo-fuzz target for the same property.
 #![allow(clippy::unwrap_used)]
 
 mod fuzz_support;
