@@ -144,10 +144,20 @@ pub fn encode_group_config(g: &crate::config::GroupConfig) -> Bytes {
 pub fn decode_group_config(body: Bytes) -> Result<crate::config::GroupConfig, DecodeError> {
     let mut r = Reader::new(body);
     version(&mut r, "group config")?;
-    postcard::from_bytes(&r.rest()).map_err(|e| DecodeError::Invalid {
+    let body = r.rest();
+    let (g, extra) = postcard::take_from_bytes(&body).map_err(|e| DecodeError::Invalid {
         what: "group config",
         detail: e.to_string(),
-    })
+    })?;
+    // Like every other decoder here: bytes after the value are an error,
+    // not something to ignore.
+    match extra.len() {
+        0 => Ok(g),
+        extra => Err(DecodeError::Trailing {
+            what: "group config",
+            extra,
+        }),
+    }
 }
 
 /// What a replica that is not the leader does with a request.

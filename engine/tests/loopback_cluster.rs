@@ -260,9 +260,21 @@ fn a_hundred_groups_on_three_nodes_commit_independently() {
         })
         .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
     eprintln!("heartbeats and responses: {beats} in {batches} batch frames");
+    // Unbatched, every frame would carry one heartbeat: beats == batches.
+    // Batched, the shard's one ticker wakes every group at once, and the
+    // flusher sends after all the groups woken by that tick have run: each
+    // frame to a peer carries the heartbeats of every group this node leads
+    // whose heartbeat fell due on that tick (about a third of 100 groups,
+    // half of them per tick at a 2-tick interval), and a follower answers a
+    // frame's heartbeats in one frame. All 100 groups are awake together
+    // from their elections until they hibernate, so frames of a dozen or
+    // more are certain, whatever the timing; measured, 8-10 beats per frame
+    // over the whole test. What can shrink a frame (a peer's beats sent
+    // early ahead of an append, a group heartbeating alone while the
+    // others hibernate) cannot bring the average near 1; 2 is the bound.
     assert!(
-        batches > 0 && beats >= batches,
-        "heartbeats travel in batches"
+        batches > 0 && beats >= 2 * batches,
+        "heartbeats are not batched: {beats} in {batches} frames"
     );
     for (_, rt) in nodes {
         rt.shutdown(Duration::from_millis(200)).expect("stops");

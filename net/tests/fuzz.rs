@@ -3,7 +3,8 @@
 //! both decoding paths ([`Decoder::decode`] on a `BytesMut`, and the
 //! connection's [`ReadBuf`]). Both must agree, never panic, and never
 //! return a frame over the limit. `net/fuzz/` holds the same check as a
-//! cargo-fuzz target for longer runs (not built by CI).
+//! cargo-fuzz target for longer runs (not built by CI); or raise the
+//! cases: `SAMPAN_FUZZ_CASES=1000000 cargo test --workspace --test fuzz`.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -160,8 +161,16 @@ fn mutate(mut wire: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     wire
 }
 
+/// Cases per property: 20,000, or `SAMPAN_FUZZ_CASES` for long runs.
+fn cases() -> u32 {
+    std::env::var("SAMPAN_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..3000),

@@ -74,6 +74,7 @@ fn truncate_purge_install_and_find_match() {
     drop(log);
     let log = open_mem(&fs, small_cfg()).unwrap();
     assert_eq!((log.first_index(), log.last_index()), (1001, 1003));
+    assert_eq!(read_all(&log), expected(1001, 3, 7, 0));
     assert_eq!(log.term(1000).unwrap(), Some(7));
     assert_eq!(
         fs.paths().len(),

@@ -67,7 +67,8 @@ fn a_torn_tail_is_cut_and_zeroed() {
     fs.set_contents(active, b);
     let log = open_mem(&fs, small_cfg()).unwrap();
     assert_eq!(log.last_index(), 59);
-    assert_eq!(read_all(&log).len(), 59);
+    let mut want = expected(1, 59, 1, 0);
+    assert_eq!(read_all(&log), want, "the entries before the cut, intact");
     block_on(async {
         log.append(&entries(60, 3, 2, 5)).await.unwrap();
         log.sync(62).await.unwrap();
@@ -75,6 +76,12 @@ fn a_torn_tail_is_cut_and_zeroed() {
     drop(log);
     let log = open_mem(&fs, small_cfg()).unwrap();
     assert_eq!((log.last_index(), log.last_term()), (62, 2));
+    want.extend(expected(60, 3, 2, 5));
+    assert_eq!(
+        read_all(&log),
+        want,
+        "the new entries where the tail was cut"
+    );
 }
 
 #[test]

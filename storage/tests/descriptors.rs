@@ -176,6 +176,7 @@ async fn exercise(group_dir: PathBuf, cfg: LogConfig, settle: bool) {
     let log = open_log(&group_dir, cfg).await;
     assert_eq!(log.first_index(), at + 1);
     assert_eq!(log.last_index(), at + 300);
+    assert_eq!(read_all(&log), expected(at + 1, 300, 3, 0));
     log.verify().unwrap();
     check("reopening after the install").await;
     drop(log);

@@ -76,18 +76,13 @@ fn many_groups_commit_together_on_disk() {
                     .unwrap(),
                 );
             }
-            for f in fibers {
-                assert_eq!(f.join().await.unwrap().len(), 200);
+            for (g, f) in (1..=8u64).zip(fibers) {
+                assert_eq!(f.join().await.unwrap(), expected(1, 200, 1, g));
             }
-            // Reopen every group from disk: all there.
+            // Reopen every group from disk: all there, each its own bytes.
             for g in 1..=8u64 {
                 let log = open_disk(&dir, g, writer.clone()).await;
-                let all = read_all(&log);
-                assert_eq!(all.len(), 200);
-                assert!(
-                    all.iter()
-                        .all(|(i, t, p)| *t == 1 && *p == payload(*i, 1, g))
-                );
+                assert_eq!(read_all(&log), expected(1, 200, 1, g), "group {g}");
                 log.verify().unwrap();
             }
             let (rounds, syncs) = writer.stats();
@@ -353,10 +348,16 @@ fn a_real_full_disk_fails_the_append_and_the_log_recovers() {
             let log = open_disk(&dir, 1, LogWriter::new()).await;
             assert_eq!(read_all(&log), all, "reopens with everything");
             log.verify().unwrap();
-            all.len()
+            all
         })
         .unwrap();
-    assert_eq!(after, kept.len() + 400);
+    assert_eq!(after.len(), kept.len() + 400);
+    for (n, (i, t, p)) in after.iter().enumerate() {
+        assert!(
+            *i == n as u64 + 1 && *t == 1 && *p == payload(*i, 1, 0),
+            "entry {i} after space returned"
+        );
+    }
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }
 

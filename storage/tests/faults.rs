@@ -68,7 +68,7 @@ fn a_failed_fdatasync_is_fatal_and_never_reported_durable() {
         err.to_string()
     });
     // Reads still work: the entries are in the (simulated) page cache.
-    assert_eq!(read_all(&log).len(), 20, "{active}");
+    assert_eq!(read_all(&log), expected(1, 20, 1, 0), "{active}");
     drop(log);
     // The disk itself holds only what the good sync stored.
     let lost = fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(1));
@@ -83,6 +83,7 @@ fn a_failed_fdatasync_is_fatal_and_never_reported_durable() {
         (20, 20),
         "reopened"
     );
+    check_prefix(&log, 20, "reopened");
     drop(log);
     let cut = fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(2));
     let log = open_mem(&cut, small_cfg()).unwrap();
@@ -134,6 +135,7 @@ fn a_failed_seal_or_truncate_sync_is_fatal() {
         let err = log.truncate_tail(4).await.unwrap_err();
         assert!(err.to_string().contains(".idx") || err.to_string().contains(".seg"));
         assert_eq!(log.last_index(), 8, "not truncated");
+        assert_eq!(read_all(&log), expected(1, 8, 1, 0), "not truncated");
         assert!(matches!(
             log.truncate_tail(4).await,
             Err(StorageError::Failed { .. })

@@ -18,7 +18,20 @@ pub struct RespLimits {
     pub args_max: usize,
     /// Longest inline command or length line.
     pub inline_max_bytes: usize,
+    /// Most bytes in one multibulk request, every argument counted (Redis's
+    /// `client-query-buffer-limit`). Without it the other limits still let
+    /// one request declare `args_max` bulks of `bulk_max_bytes` each, and a
+    /// connection buffer terabytes waiting for it.
+    pub request_max_bytes: usize,
 }
+
+/// The default [`RespLimits::request_max_bytes`]: a few times the largest
+/// proposal, since a larger write could never apply anyway.
+const REQUEST_MAX_BYTES_DEFAULT: usize = 64 << 20;
+const _: () = assert!(
+    REQUEST_MAX_BYTES_DEFAULT > 2 * crate::group::PROPOSAL_BYTES_MAX
+        && crate::group::PROPOSAL_BYTES_MAX > crate::kv::VALUE_MAX_BYTES
+);
 
 impl Default for RespLimits {
     fn default() -> Self {
@@ -26,6 +39,7 @@ impl Default for RespLimits {
             bulk_max_bytes: crate::kv::VALUE_MAX_BYTES,
             args_max: 1 << 20,
             inline_max_bytes: 64 << 10,
+            request_max_bytes: REQUEST_MAX_BYTES_DEFAULT,
         }
     }
 }
@@ -46,6 +60,11 @@ pub enum RespError {
     /// An inline command or length line over the limit.
     #[error("Protocol error: too big inline request")]
     InlineTooLong,
+    /// A multibulk request whose lengths add up to more than
+    /// [`RespLimits::request_max_bytes`]; refused as soon as a length line
+    /// says so, before its bytes arrive.
+    #[error("Protocol error: too big request")]
+    RequestTooLong,
 }
 
 /// Parses one request from the front of `buf`. `Ok(None)`: need more bytes
@@ -111,6 +130,9 @@ fn scan_multibulk(buf: &[u8], limits: &RespLimits) -> Result<Option<(usize, Span
             return Err(RespError::BulkTooLong);
         }
         let end = start + len as usize;
+        if end + 2 > limits.request_max_bytes {
+            return Err(RespError::RequestTooLong);
+        }
         if buf.len() < end + 2 {
             return Ok(None);
         }

@@ -44,11 +44,18 @@ fn oversized_lengths_are_refused_before_any_allocation() {
         bulk_max_bytes: 10,
         args_max: 4,
         inline_max_bytes: 16,
+        request_max_bytes: 30,
     };
     let mut b = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
     assert_eq!(parse_request(&mut b, &limits), Err(RespError::BulkTooLong));
     let mut b = BytesMut::from(&b"*5\r\n"[..]);
     assert_eq!(parse_request(&mut b, &limits), Err(RespError::TooManyArgs));
+    // Each bulk within its limit, together over the request's.
+    let mut b = BytesMut::from(&b"*4\r\n$10\r\n0123456789\r\n$10\r\n"[..]);
+    assert_eq!(
+        parse_request(&mut b, &limits),
+        Err(RespError::RequestTooLong)
+    );
     let mut b = BytesMut::from(&b"*9999999999999\r\n"[..]);
     assert_eq!(
         parse_request(&mut b, &RespLimits::default()),
@@ -96,7 +103,7 @@ proptest! {
     #[test]
     fn parser_is_total(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut buf = BytesMut::from(&data[..]);
-        let limits = RespLimits { bulk_max_bytes: 1 << 16, args_max: 1 << 10, inline_max_bytes: 1 << 10 };
+        let limits = RespLimits { bulk_max_bytes: 1 << 16, args_max: 1 << 10, inline_max_bytes: 1 << 10, request_max_bytes: 1 << 20 };
         for _ in 0..600 {
             match parse_request(&mut buf, &limits) {
                 Ok(Some(_)) => continue,

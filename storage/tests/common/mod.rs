@@ -33,6 +33,13 @@ pub fn payload(index: u64, term: u64, salt: u64) -> Vec<u8> {
     (0..len).map(|k| (k as u64 + index + salt) as u8).collect()
 }
 
+/// What [`read_all`] must return for the entries [`entries`] made.
+pub fn expected(first: u64, n: u64, term: u64, salt: u64) -> Vec<(u64, u64, Vec<u8>)> {
+    (first..first + n)
+        .map(|i| (i, term, payload(i, term, salt)))
+        .collect()
+}
+
 /// Every entry of the log as (index, term, payload).
 pub fn read_all<L: RaftLog>(log: &L) -> Vec<(u64, u64, Vec<u8>)> {
     let mut out = Vec::new();
