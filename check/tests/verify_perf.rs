@@ -1,11 +1,7 @@
 //! Size: linearizable histories of 100k operations over 10 keys and 12
-//! processes are decided in reasonable time. The times are printed (run
-//! with `--nocapture`), not asserted: machines differ.
-//!
-//! `info` operations make the search exponential in the worst case. On
-//! registers the checker's rules keep 1% of them cheap; on counters and on
-//! append lists with info dels they can still exhaust the budget, and then
-//! the answer must be "undecided", never "not linearizable".
+//! processes are decided linearizable (with 1% `info` operations on
+//! registers too). How long it takes is `check/benches/verify.rs`'s
+//! business, with the case where `info` operations exhaust the budget.
 
 mod verify_support;
 
@@ -57,10 +53,4 @@ fn hundred_thousand_ops_on_registers_with_one_percent_info() {
         run(1, 1, Duration::from_secs(300)).outcome(),
         Outcome::Linearizable
     );
-}
-
-#[test]
-fn hundred_thousand_ops_of_all_kinds_with_one_percent_info_is_never_refuted() {
-    let verdict = run(1, 3, Duration::from_secs(30));
-    assert_ne!(verdict.outcome(), Outcome::NotLinearizable);
 }

@@ -87,6 +87,15 @@ pub struct RedisSettings {
     /// `proto-max-bulk-len`); refused before any allocation.
     #[serde(default = "proto_max_bulk_len")]
     pub proto_max_bulk_len: usize,
+    /// Largest whole request (all its arguments), like Redis's
+    /// `client-query-buffer-limit`; refused as soon as its length lines
+    /// pass it, before the bytes arrive.
+    #[serde(default = "request_max_bytes")]
+    pub request_max_bytes: usize,
+}
+
+fn request_max_bytes() -> usize {
+    sampan::redis::resp::REQUEST_MAX_BYTES_DEFAULT
 }
 
 fn yes() -> bool {
@@ -108,6 +117,7 @@ impl Default for RedisSettings {
             batching: yes(),
             in_flight_max: in_flight_max(),
             proto_max_bulk_len: proto_max_bulk_len(),
+            request_max_bytes: request_max_bytes(),
         }
     }
 }
@@ -121,6 +131,7 @@ impl RedisSettings {
             ..Default::default()
         };
         s.limits.bulk_max_bytes = self.proto_max_bulk_len;
+        s.limits.request_max_bytes = self.request_max_bytes;
         s
     }
 }
@@ -237,6 +248,15 @@ impl NodeConfig {
                 reason: "must be at least 1024".into(),
             });
         }
+        if self.redis.request_max_bytes < self.redis.proto_max_bulk_len {
+            return Err(ConfigError {
+                field: "redis.request_max_bytes".into(),
+                reason: format!(
+                    "must be at least proto_max_bulk_len ({}): a request holds a bulk string",
+                    self.redis.proto_max_bulk_len
+                ),
+            });
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
             g.validate(&servers).map_err(|e| ConfigError {
@@ -331,6 +351,9 @@ in_flight_max = 4
 # At most the KV store's largest value (8 MiB): a larger one could never
 # be stored, so it is refused before it is read.
 proto_max_bulk_len = 8388608
+# Largest whole request, all arguments together (Redis's
+# client-query-buffer-limit); refused as soon as its lengths pass it.
+request_max_bytes = 67108864
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

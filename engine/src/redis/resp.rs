@@ -27,7 +27,7 @@ pub struct RespLimits {
 
 /// The default [`RespLimits::request_max_bytes`]: a few times the largest
 /// proposal, since a larger write could never apply anyway.
-const REQUEST_MAX_BYTES_DEFAULT: usize = 64 << 20;
+pub const REQUEST_MAX_BYTES_DEFAULT: usize = 64 << 20;
 const _: () = assert!(
     REQUEST_MAX_BYTES_DEFAULT > 2 * crate::group::PROPOSAL_BYTES_MAX
         && crate::group::PROPOSAL_BYTES_MAX > crate::kv::VALUE_MAX_BYTES
