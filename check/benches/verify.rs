@@ -25,7 +25,12 @@ fn main() {
     for (info_percent, kinds, limit, what) in [
         (0, 3, 300, "registers, appends, counters; no info"),
         (1, 1, 300, "registers; 1% info"),
-        (1, 3, 30, "registers, appends, counters; 1% info; 30 s budget"),
+        (
+            1,
+            3,
+            30,
+            "registers, appends, counters; 1% info; 30 s budget",
+        ),
     ] {
         let shape = Shape {
             ops: 100_000,

@@ -484,7 +484,14 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
         match ev {
             Event::Propose { payload, reply } => {
                 if let Some(f) = &self.failed {
-                    return reply.send(Err(f.clone()));
+                    // Never handed to the core: certainly not applied,
+                    // which the client must hear (the failure itself is
+                    // "outcome unknown" for the proposals it caught in
+                    // flight, not for these).
+                    return reply.send(Err(GroupError::Refused {
+                        group: self.group,
+                        reason: format!("not proposed: this replica stopped writing ({f})"),
+                    }));
                 }
                 if payload.len() > super::PROPOSAL_BYTES_MAX {
                     return reply.send(Err(GroupError::Refused {

@@ -370,6 +370,16 @@ fn a_failed_replica_answers_reads_with_its_failure() {
         );
         let read = sampan_fiber::timeout(Duration::from_secs(5), get(&h, "k")).await;
         assert_eq!(read.expect("answered, not left waiting"), Err(broken));
+        // A write after the failure never reaches the log: the refusal is
+        // definite (sampan-check found thousands of these reported as
+        // "outcome unknown" during a full disk, which made histories
+        // undecidable).
+        let err = h.propose(put("k", "w")).await.expect_err("refused");
+        assert!(err.is_definite(), "{err}");
+        assert!(
+            err.to_string().contains("disk gone"),
+            "names the failure: {err}"
+        );
         fibers.cancel();
         fibers.join().await;
     });
