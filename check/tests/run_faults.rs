@@ -4,16 +4,37 @@
 //! linearizable, with every acknowledged append present once, equal
 //! replicas, every fault effective and no node crashed.
 //!
+//! A second run fills a node's disk again and again: the replicas there
+//! must refuse writes with a clear error and resume once space returns
+//! (the run waits for every replica to catch up).
+//!
 //! Needs root (namespaces, iptables, tmpfs) and the demo binaries beside
 //! `sampan-check` (`cargo test --workspace` builds them). The seed is
 //! random unless `SAMPAN_CHECK_SEED` is set, and is printed; the length is
-//! `SAMPAN_CHECK_SECS` (default 100 s, enough for every kind twice).
+//! `SAMPAN_CHECK_SECS` (default 100 s, enough for every kind twice). The
+//! runs take turns: two clusters at once would halve each on 2 cores.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// One run at a time.
+static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_cluster_under_every_fault_kind_stays_linearizable() {
+    let secs = std::env::var("SAMPAN_CHECK_SECS").unwrap_or_else(|_| "100".into());
+    run_check(&["--duration-secs", &secs]);
+}
+
+#[test]
+fn a_full_disk_refuses_writes_and_the_node_resumes_when_space_returns() {
+    run_check(&["--duration-secs", "30", "--faults", "disk-full"]);
+}
+
+/// Runs `sampan-check run` with `args` and a seed; panics with its
+/// report (keeping the evidence) unless every check held.
+fn run_check(args: &[&str]) {
+    let _turn = RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_sampan-check"));
     let bin_dir = exe.parent().expect("a directory").to_path_buf();
     for bin in ["sampan-node", "sampan-cli"] {

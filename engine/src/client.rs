@@ -67,10 +67,10 @@ use sampan_net::rpc::ERROR_CODE_NO_RESPONSE;
 use sampan_net::{Body, NetConfig, NetError};
 use session::Sessions;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Redirects followed in a row without a pause: enough to cross a cluster
 /// whose nodes disagree for a moment about the leader.
@@ -136,17 +136,40 @@ struct Tries {
     /// Redirects followed since the last pause.
     redirects: u32,
     attempts: u32,
-    /// Nodes that said they do not have the group.
-    no_group: usize,
+    /// The nodes that said they do not have the group (a node restarting
+    /// its replica says so for a moment: one node saying it twice is not
+    /// "no node has it").
+    no_group: BTreeSet<SocketAddr>,
     /// What went wrong last, for the timeout's message.
     last: String,
     /// Whether some try may have applied.
     unknown: bool,
+    /// Whether the request is a proposal (a write).
+    propose: bool,
 }
 
 impl Tries {
     fn pause_if(&self, pause: bool) -> Step {
         if pause { Step::Pause } else { Step::Again }
+    }
+
+    /// `err` as the answer to the whole request: a write one of whose
+    /// earlier tries may have applied is uncertain, whatever this last
+    /// try said (found by sampan-check: a try that reached a leader before
+    /// its connection broke applied, and the retry's "no such group" from
+    /// a node restarting its replica was reported as "not applied").
+    fn finish(&self, group: u64, after: Duration, err: ClientError) -> Step {
+        if self.unknown && self.propose && err.is_definite() {
+            return Step::Return(Err(ClientError::Uncertain {
+                group,
+                after,
+                last: format!(
+                    "{err}, after a try whose outcome is unknown ({})",
+                    self.last
+                ),
+            }));
+        }
+        Step::Return(Err(err))
     }
 }
 
@@ -284,9 +307,10 @@ impl Client {
             route: Route::Redirect,
             redirects: 0,
             attempts: 0,
-            no_group: 0,
+            no_group: BTreeSet::new(),
             last: String::from("none"),
             unknown: false,
+            propose: op == Op::Propose,
         };
         while Instant::now() < deadline {
             if self.inner.closed.get() {
@@ -340,7 +364,7 @@ impl Client {
                 }
                 Step::Return(Ok(b))
             }
-            Outcome::Fail(e) => Step::Return(Err(e)),
+            Outcome::Fail(e) => t.finish(group, self.inner.cfg.request_timeout, e),
             Outcome::Redirect(Some(leader)) => {
                 self.bump(|s| s.redirects += 1);
                 self.inner.leaders.borrow_mut().insert(group, leader);
@@ -359,14 +383,17 @@ impl Client {
                 t.pause_if(again)
             }
             Outcome::NoGroup(why) => {
-                t.no_group += 1;
-                if t.no_group >= self.inner.cfg.servers.len() {
-                    let nodes = t.no_group;
-                    return Step::Return(Err(ClientError::NoSuchGroup { group, nodes }));
+                t.no_group.insert(addr);
+                t.last = why;
+                if t.no_group.len() >= self.inner.cfg.servers.len() {
+                    let nodes = t.no_group.len();
+                    let err = ClientError::NoSuchGroup { group, nodes };
+                    return t.finish(group, self.inner.cfg.request_timeout, err);
                 }
                 self.move_on(group, addr);
-                t.last = why;
-                Step::Again
+                // A node may answer so while it restarts its replica: go
+                // round the others before asking it again.
+                t.pause_if(t.no_group.contains(&self.target(group)))
             }
             Outcome::Retry {
                 why,
@@ -594,6 +621,41 @@ mod tests {
             reason: "reset".into(),
         };
         assert!(net_retryable(&cut));
+    }
+
+    /// A write whose earlier try may have applied is never reported "not
+    /// applied" because a later try was refused or found no replica.
+    #[test]
+    fn a_definite_last_answer_after_an_unknown_try_is_uncertain() {
+        let mut t = Tries {
+            route: Route::Redirect,
+            redirects: 0,
+            attempts: 2,
+            no_group: BTreeSet::new(),
+            last: "connection closed".into(),
+            unknown: false,
+            propose: true,
+        };
+        let after = Duration::from_secs(1);
+        let gone = || ClientError::NoSuchGroup { group: 1, nodes: 3 };
+        assert!(matches!(
+            t.finish(1, after, gone()),
+            Step::Return(Err(ClientError::NoSuchGroup { .. }))
+        ));
+        t.unknown = true;
+        match t.finish(1, after, gone()) {
+            Step::Return(Err(e @ ClientError::Uncertain { .. })) => {
+                assert!(!e.is_definite());
+                assert!(e.to_string().contains("no node has it"), "{e}");
+            }
+            _ => panic!("not uncertain"),
+        }
+        // A read changes nothing: its last answer stands.
+        t.propose = false;
+        assert!(matches!(
+            t.finish(1, after, gone()),
+            Step::Return(Err(ClientError::NoSuchGroup { .. }))
+        ));
     }
 
     #[test]

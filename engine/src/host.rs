@@ -80,6 +80,8 @@ pub struct ShardHost {
     outbox: Rc<TransportOutbox>,
     groups: GroupDirectory,
     fibers: RefCell<HashMap<u64, FiberGroup>>,
+    /// The config each running group was started with.
+    configs: RefCell<HashMap<u64, GroupConfig>>,
     writer: LogWriter<DiskFile>,
 }
 
@@ -131,6 +133,7 @@ impl ShardHost {
             router,
             groups,
             fibers: RefCell::new(HashMap::new()),
+            configs: RefCell::new(HashMap::new()),
             writer: LogWriter::new(),
             cfg,
         });
@@ -316,8 +319,14 @@ impl ShardHost {
         let handle = start(parts, &fibers).await?;
         self.groups.borrow_mut().insert(g, handle.clone());
         self.fibers.borrow_mut().insert(g, fibers);
+        self.configs.borrow_mut().insert(g, group.clone());
         log::info!("node {}: group {g} started", self.cfg.node_id);
         Ok(handle)
+    }
+
+    /// The config a running group was started with.
+    pub fn group_config(&self, group: u64) -> Option<GroupConfig> {
+        self.configs.borrow().get(&group).cloned()
     }
 
     /// The handle of a running group.
@@ -336,6 +345,7 @@ impl ShardHost {
     /// its fibers have ended. Returns whether it was running.
     pub async fn stop_group(&self, group: u64) -> bool {
         self.groups.borrow_mut().remove(&group);
+        self.configs.borrow_mut().remove(&group);
         let fibers = self.fibers.borrow_mut().remove(&group);
         match fibers {
             Some(f) => {

@@ -279,6 +279,85 @@ fn local_host(server: u64) -> Option<Rc<ShardHost>> {
     HOSTS.with(|h| h.borrow().get(&server).cloned())
 }
 
+/// How often the healer looks for replicas that stopped writing.
+const HEAL_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// First pause before a failed replica is restarted again; it doubles
+/// while the restarts keep failing, up to [`HEAL_BACKOFF_MAX`].
+const HEAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest pause between restarts of a failed replica.
+const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Restarts, from their files, the replicas on this shard that stopped
+/// writing after a storage failure (a full disk, an I/O error), so a node
+/// resumes once space returns. A restart that fails (the disk is still
+/// full) is tried again with a growing pause; the replica meanwhile
+/// refuses writes with the failure, and the other replicas go on.
+async fn heal_failed_groups(shared: Arc<Shared>) {
+    // group -> (its config, when to try next, the pause after that).
+    let mut waiting: HashMap<u64, (GroupConfig, Instant, Duration)> = HashMap::new();
+    // group -> (when it was last restarted, the pause before the next).
+    let mut backoff: HashMap<u64, (Instant, Duration)> = HashMap::new();
+    loop {
+        sampan_fiber::sleep(HEAL_CHECK_EVERY).await;
+        let Some(host) = local_host(shared.id) else {
+            return;
+        };
+        let now = Instant::now();
+        for g in host.group_ids() {
+            let Some(handle) = host.group(g) else {
+                continue;
+            };
+            let Some(GroupError::Storage { reason, .. }) = handle.failure() else {
+                continue;
+            };
+            let Some(cfg) = host.group_config(g) else {
+                continue;
+            };
+            // Restarted a moment ago and failed again: wait, longer each
+            // time; healthy for a while: at once, from the shortest pause.
+            let (at, pause) = match backoff.get(&g) {
+                Some((last, pause)) if now.duration_since(*last) < HEAL_BACKOFF_MAX * 2 => {
+                    (*last + *pause, (*pause * 2).min(HEAL_BACKOFF_MAX))
+                }
+                _ => (now, HEAL_BACKOFF_MIN),
+            };
+            log::warn!(
+                "node {}: group {g} stopped writing ({reason}); restarting it from its files",
+                shared.node
+            );
+            host.stop_group(g).await;
+            waiting.insert(g, (cfg, at, pause));
+        }
+        let due: Vec<u64> = waiting
+            .iter()
+            .filter(|(_, (_, at, _))| *at <= now)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in due {
+            let Some((cfg, _, pause)) = waiting.remove(&g) else {
+                continue;
+            };
+            match shared.adder.add(host.clone(), cfg.clone()).await {
+                Ok(()) => {
+                    log::info!(
+                        "node {}: group {g} restarted after a storage failure",
+                        shared.node
+                    );
+                    backoff.insert(g, (Instant::now(), pause));
+                }
+                Err(e) => {
+                    log::warn!(
+                        "node {}: group {g} cannot restart yet ({e}); trying again in {pause:?}",
+                        shared.node
+                    );
+                    let next = (pause * 2).min(HEAL_BACKOFF_MAX);
+                    waiting.insert(g, (cfg, Instant::now() + pause, next));
+                }
+            }
+        }
+    }
+}
+
 static SERVER_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// One node: shards hosting groups, their service ports, and the handles
@@ -378,6 +457,12 @@ impl<F: RaftFactory> RaftServer<F> {
                     .listen_service(service, clients)
                     .map_err(net)?;
                 HOSTS.with(|h| h.borrow_mut().insert(shared.id, host));
+                sampan_fiber::spawn(
+                    TaskClass::Background,
+                    "storage-healer",
+                    heal_failed_groups(shared.clone()),
+                )
+                .map_err(|source| HostError::Fiber { node, source })?;
                 Ok::<(), HostError>(())
             })??;
         }

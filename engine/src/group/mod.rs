@@ -294,6 +294,7 @@ pub struct GroupHandle {
     group: u64,
     inbox: Sender<Event>,
     hibernating: std::rc::Rc<std::cell::Cell<bool>>,
+    failure: std::rc::Rc<std::cell::RefCell<Option<GroupError>>>,
     ticks: std::rc::Rc<TickBox>,
 }
 
@@ -437,6 +438,12 @@ impl GroupHandle {
     /// Whether the group is hibernating (idle, not ticking).
     pub fn is_hibernating(&self) -> bool {
         self.hibernating.get()
+    }
+
+    /// Why this replica stopped writing (a storage failure), if it did: it
+    /// then refuses writes and reads until restarted from its files.
+    pub fn failure(&self) -> Option<GroupError> {
+        self.failure.borrow().clone()
     }
 
     /// Tells the group that node `node` is unreachable (its connection has

@@ -261,6 +261,7 @@ where
             .map_err(spawn_err)?;
     }
     let hibernating = Rc::new(std::cell::Cell::new(false));
+    let failure = Rc::new(std::cell::RefCell::new(None));
     let core = Loop {
         raft,
         group,
@@ -274,6 +275,7 @@ where
         failed: None,
         received: Vec::new(),
         hibernating: hibernating.clone(),
+        failure: failure.clone(),
         ticks: ticks.clone(),
         stamp,
         log: log_reader,
@@ -292,6 +294,7 @@ where
         group,
         inbox: inbox_tx,
         hibernating,
+        failure,
         ticks,
     })
 }
@@ -439,6 +442,9 @@ struct Loop<L: RaftLog, S: SnapshotManager> {
     /// Shared with the handles: a hibernating group is skipped by the
     /// shard's ticker, so idle groups cost nothing per tick.
     hibernating: Rc<std::cell::Cell<bool>>,
+    /// Shared with the handles: why the replica stopped writing, if it did
+    /// (the server restarts such a replica from its files).
+    failure: Rc<std::cell::RefCell<Option<GroupError>>>,
     /// Ticks the ticker counted and this loop has not taken yet.
     ticks: Rc<TickBox>,
 }
@@ -579,6 +585,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 for (_, (_, reply)) in self.reads.drain() {
                     reply.send(Err(e.clone()));
                 }
+                *self.failure.borrow_mut() = Some(e.clone());
                 self.failed = Some(e);
             }
             Event::SnapshotChunk { chunk, reply } => {
