@@ -17,5 +17,6 @@
 //! threads that record every operation).
 
 pub mod history;
+pub mod rng;
 pub mod run;
 pub mod verify;

@@ -66,19 +66,12 @@ fn run_check(args: &[&str]) {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    let secs = std::env::var("SAMPAN_CHECK_SECS").unwrap_or_else(|_| "100".into());
     let dir = tempfile::tempdir().expect("a scratch directory");
     let out = dir.path().join("run");
-    eprintln!("sampan-check run --seed {seed} --duration-secs {secs}");
+    eprintln!("sampan-check run --seed {seed} {}", args.join(" "));
     let run = Command::new(&exe)
-        .args([
-            "run",
-            "--quiet",
-            "--seed",
-            &seed.to_string(),
-            "--duration-secs",
-            &secs,
-        ])
+        .args(["run", "--quiet", "--seed", &seed.to_string()])
+        .args(args)
         .arg("--out")
         .arg(&out)
         .env("RUST_LOG", "warn,sampan_check=info")

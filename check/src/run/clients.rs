@@ -21,8 +21,8 @@ use sampan::client::{BlockingClient, ClientConfig, ClientError};
 use sampan::kv::{KvCommand, KvResult, PutCondition, Ttl};
 use serde_json::{Value, json};
 
-use super::rng::Rng;
 use crate::history::{Event, EventType, Function};
+use crate::rng::Rng;
 
 /// What every client shares: the clock, the history's channel, counters.
 pub struct Recorder {

@@ -24,7 +24,6 @@ mod final_checks;
 mod nemesis;
 mod net;
 mod proxy;
-mod rng;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

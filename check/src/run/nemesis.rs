@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::HarnessError;
 use super::cluster::{Cluster, GROUPS};
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// The kinds of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

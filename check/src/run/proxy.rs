@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::HarnessError;
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// Proxies listen on this port plus the id of the node they lead to.
 pub const PROXY_PORT_BASE: u16 = 7100;

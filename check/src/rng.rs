@@ -1,5 +1,5 @@
-//! A small seeded generator (SplitMix64): the nemesis's schedule and the
-//! clients' choices follow from the run's seed.
+//! A small seeded generator (SplitMix64): the nemesis's schedule, the
+//! clients' choices and the tests' generated histories follow from a seed.
 
 /// SplitMix64.
 #[derive(Debug, Clone)]
@@ -23,6 +23,11 @@ impl Rng {
     /// Uniform in `0..n` (`n` > 0; 0 gives 0).
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 
     /// Uniform in `lo..=hi`.
