@@ -484,7 +484,10 @@ fn the_log_a_snapshot_covers_is_purged_after_the_retention_delay() {
     load(&g, "k", 10_000, 100);
     let node_dir = &cfgs[l].data_dir;
     let before = segments(node_dir);
-    assert!(before > 10, "{before} segments");
+    // Ten batches of about 110 KB, each past a 64 KiB segment: about ten
+    // segments, give or take where the leader's first entries fell (it
+    // was exactly 10 in one run, and `> 10` failed).
+    assert!(before >= 8, "{before} segments");
     g.snapshot_now_blocking().expect("snapshot");
     // Marked, not purged: the log stays for the retention delay (3 s)...
     assert_eq!(segments(node_dir), before, "purged before the delay");
