@@ -284,14 +284,30 @@ impl Nemesis {
                 let running = !job.is_finished();
                 cluster.kill(n)?;
                 let _ = job.join();
+                // A snapshot being written lives in a `.tmp` directory
+                // until it is complete: one left behind is a snapshot the
+                // kill cut in half (recovery must ignore it).
+                let snapshots = cluster
+                    .data_dir(n)
+                    .join(format!("group-{group}"))
+                    .join("snapshot");
+                let torn = std::fs::read_dir(&snapshots)
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                            .count()
+                    })
+                    .unwrap_or(0);
                 std::thread::sleep(hold);
                 cluster.spawn(n)?;
                 (
                     format!("node {n} (group {group})"),
-                    if running {
-                        "killed while its snapshot request ran".into()
-                    } else {
-                        "snapshot had finished before the kill".into()
+                    match (running, torn) {
+                        (true, 0) => "killed while its snapshot request ran".into(),
+                        (true, t) => {
+                            format!("killed mid-snapshot: {t} half-written snapshot(s) left")
+                        }
+                        (false, _) => "snapshot had finished before the kill".into(),
                     },
                     running,
                 )
