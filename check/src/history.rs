@@ -127,17 +127,32 @@ pub enum HistoryError {
 /// Reads every event of a history file, in file order. Blank lines are
 /// skipped.
 pub fn read(file: &Path) -> Result<Vec<Event>, HistoryError> {
+    read_numbered(file).map(|(events, _)| events)
+}
+
+/// [`read`], with each event's line number (from 1), so that messages can
+/// name lines.
+pub fn read_numbered(file: &Path) -> Result<(Vec<Event>, Vec<usize>), HistoryError> {
     let name = file.display().to_string();
     let reader = std::fs::File::open(file).map_err(|source| HistoryError::Io {
         file: name.clone(),
         source,
     })?;
-    parse(std::io::BufReader::new(reader), &name)
+    parse_numbered(std::io::BufReader::new(reader), &name)
 }
 
 /// Reads every event from `input`, naming `file` in errors.
 pub fn parse(input: impl BufRead, file: &str) -> Result<Vec<Event>, HistoryError> {
+    parse_numbered(input, file).map(|(events, _)| events)
+}
+
+/// [`parse`], with each event's line number (from 1).
+pub fn parse_numbered(
+    input: impl BufRead,
+    file: &str,
+) -> Result<(Vec<Event>, Vec<usize>), HistoryError> {
     let mut events = Vec::new();
+    let mut lines = Vec::new();
     for (n, line) in input.lines().enumerate() {
         let line = line.map_err(|source| HistoryError::Io {
             file: file.to_owned(),
@@ -152,8 +167,9 @@ pub fn parse(input: impl BufRead, file: &str) -> Result<Vec<Event>, HistoryError
             message: e.to_string(),
         })?;
         events.push(event);
+        lines.push(n + 1);
     }
-    Ok(events)
+    Ok((events, lines))
 }
 
 /// Writes events one a line.

@@ -1,12 +1,11 @@
 //! The command line of `sampan-check verify`: reads the history, checks
 //! it, prints the verdict and writes the violation page.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{CheckOptions, Outcome, check_events, json_report, text_report, violation_html};
-use crate::history::{Event, HistoryError};
 
 /// The command line of `sampan-check verify`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +34,7 @@ pub struct VerifyArgs {
 /// not, 2 bad input or undecided.
 pub fn cli(args: VerifyArgs) -> i32 {
     let file = args.history.display().to_string();
-    let (events, lines) = match read_numbered(&args.history) {
+    let (events, lines) = match crate::history::read_numbered(&args.history) {
         Ok(read) => read,
         Err(e) => {
             log::error!("{e}");
@@ -91,33 +90,4 @@ fn default_html(history: &Path) -> PathBuf {
         .file_stem()
         .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
     history.with_file_name(format!("{stem}.violation.html"))
-}
-
-/// Reads a history like [`crate::history::read`], with each event's line
-/// number (from 1), so that messages can name lines.
-fn read_numbered(path: &Path) -> Result<(Vec<Event>, Vec<usize>), HistoryError> {
-    let file = path.display().to_string();
-    let input = std::fs::File::open(path).map_err(|source| HistoryError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    let mut events = Vec::new();
-    let mut lines = Vec::new();
-    for (n, line) in std::io::BufReader::new(input).lines().enumerate() {
-        let line = line.map_err(|source| HistoryError::Io {
-            file: file.clone(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event = serde_json::from_str(&line).map_err(|e| HistoryError::Parse {
-            file: file.clone(),
-            line: n + 1,
-            message: e.to_string(),
-        })?;
-        events.push(event);
-        lines.push(n + 1);
-    }
-    Ok((events, lines))
 }
