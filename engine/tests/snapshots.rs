@@ -490,7 +490,10 @@ fn the_log_a_snapshot_covers_is_purged_after_the_retention_delay() {
     assert!(before >= 8, "{before} segments");
     g.snapshot_now_blocking().expect("snapshot");
     // Marked, not purged: the log stays for the retention delay (3 s)...
-    assert_eq!(segments(node_dir), before, "purged before the delay");
+    // (a segment may be added meanwhile: the log prepares its next one
+    // ahead, in the background; a purge only removes).
+    let after = segments(node_dir);
+    assert!(after >= before, "purged before the delay: {before} -> {after} segments");
     // ...then goes, down to the segment the snapshot ends in.
     wait_for("the covered log is purged", || segments(node_dir) <= 2);
     load(&g, "after", 100, 10);
