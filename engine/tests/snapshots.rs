@@ -493,7 +493,10 @@ fn the_log_a_snapshot_covers_is_purged_after_the_retention_delay() {
     // (a segment may be added meanwhile: the log prepares its next one
     // ahead, in the background; a purge only removes).
     let after = segments(node_dir);
-    assert!(after >= before, "purged before the delay: {before} -> {after} segments");
+    assert!(
+        after >= before,
+        "purged before the delay: {before} -> {after} segments"
+    );
     // ...then goes, down to the segment the snapshot ends in.
     wait_for("the covered log is purged", || segments(node_dir) <= 2);
     load(&g, "after", 100, 10);
