@@ -16,7 +16,7 @@ mod verify_support;
 use std::time::{Duration, Instant};
 
 use sampan_check::verify::{CheckOptions, Outcome, check_events};
-use verify_support::{Shape, generate};
+use verify_support::hundred_thousand;
 
 #[allow(clippy::print_stdout)]
 fn main() {
@@ -32,15 +32,7 @@ fn main() {
             "registers, appends, counters; 1% info; 30 s budget",
         ),
     ] {
-        let shape = Shape {
-            ops: 100_000,
-            processes: 12,
-            keys: 10,
-            info_percent,
-            width_max: 400,
-            kinds,
-        };
-        let generated = generate(&shape, 0x5A3F_0001 + info_percent);
+        let generated = hundred_thousand(info_percent, kinds);
         let opts = CheckOptions {
             time_limit: Duration::from_secs(limit),
             ..CheckOptions::default()

@@ -8,19 +8,11 @@ mod verify_support;
 use std::time::{Duration, Instant};
 
 use sampan_check::verify::{CheckOptions, Outcome, Verdict, check_events, text_report};
-use verify_support::{Shape, generate};
+use verify_support::hundred_thousand;
 
 fn run(info_percent: u64, kinds: usize, time_limit: Duration) -> Verdict {
-    let shape = Shape {
-        ops: 100_000,
-        processes: 12,
-        keys: 10,
-        info_percent,
-        width_max: 400,
-        kinds,
-    };
     let started = Instant::now();
-    let generated = generate(&shape, 0x5A3F_0001 + info_percent);
+    let generated = hundred_thousand(info_percent, kinds);
     let generated_in = started.elapsed();
     let opts = CheckOptions {
         time_limit,
@@ -29,8 +21,8 @@ fn run(info_percent: u64, kinds: usize, time_limit: Duration) -> Verdict {
     let verdict = check_events(&generated.events, &opts).expect("well-formed");
     let place = |e: usize| format!("event {e}");
     eprintln!(
-        "{} ops, {}% info, {kinds} key kind(s): generated in {:.2}s, verified in {:.2}s\n{}",
-        shape.ops,
+        "{} events, {}% info, {kinds} key kind(s): generated in {:.2}s, verified in {:.2}s\n{}",
+        generated.events.len(),
         info_percent,
         generated_in.as_secs_f64(),
         verdict.elapsed.as_secs_f64(),

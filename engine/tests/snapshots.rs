@@ -245,23 +245,10 @@ fn a_restart_loads_the_snapshot_and_replays_the_log_after_it() {
     let l = leader(&servers, 1);
     let g = servers[l].as_ref().expect("leader").group(1);
     load(&g, "k", 5_000, 50);
-    let mut saved = Vec::new();
-    for s in servers.iter().flatten() {
-        saved.push(s.group(1).snapshot_now_blocking().expect("snapshot"));
-    }
+    let saved = snapshot_all(&servers, 1);
     load(&g, "after", 500, 50);
-    for s in servers.into_iter().flatten() {
-        s.shutdown().expect("shutdown");
-    }
-    let servers = start_all(&cfgs, &groups);
-    for (s, snap) in servers.iter().flatten().zip(&saved) {
-        let st = s.group(1).status_blocking().expect("status");
-        assert_eq!(st.snapshot_index, snap.index, "restarted from its snapshot");
-    }
-    assert_eq!(assert_same_state(&servers, 1), 5_500);
-    for s in servers.into_iter().flatten() {
-        s.shutdown().expect("shutdown");
-    }
+    shutdown_all(servers);
+    restart_from_snapshots(&cfgs, &groups, &saved, 5_500);
 
     // Corrupt node 1's newest snapshot: its group 1 refuses to start and
     // the error names the file; its group 2 still serves.
@@ -302,34 +289,51 @@ fn a_snapshot_taken_right_after_an_election_installs_at_restart() {
     let l = leader(&servers, 1);
     load(&servers[l].as_ref().expect("leader").group(1), "k", 100, 10);
     wait_converged(&servers, 1);
-    for s in servers.into_iter().flatten() {
-        s.shutdown().expect("shutdown");
-    }
+    shutdown_all(servers);
     // A new election: the last entry is now the new leader's empty one.
     let servers = start_all(&cfgs, &groups);
     let l = leader(&servers, 1);
     wait_converged(&servers, 1);
     let last = leader_last(&servers, 1);
-    let mut saved = Vec::new();
-    for s in servers.iter().flatten() {
-        saved.push(s.group(1).snapshot_now_blocking().expect("snapshot"));
-    }
+    let saved = snapshot_all(&servers, 1);
     assert!(
         saved.iter().all(|snap| snap.index == last),
         "each snapshot is labelled with the empty entry's index {last}: {saved:?} (leader {l})"
     );
+    shutdown_all(servers);
+    restart_from_snapshots(&cfgs, &groups, &saved, 100);
+}
+
+/// Every running node writes a snapshot of group `g` now.
+fn snapshot_all(servers: &[Option<Server>], g: u64) -> Vec<sampan::group::SnapshotSaved> {
+    servers
+        .iter()
+        .flatten()
+        .map(|s| s.group(g).snapshot_now_blocking().expect("snapshot"))
+        .collect()
+}
+
+fn shutdown_all(servers: Vec<Option<Server>>) {
     for s in servers.into_iter().flatten() {
         s.shutdown().expect("shutdown");
     }
-    let servers = start_all(&cfgs, &groups);
-    for (s, snap) in servers.iter().flatten().zip(&saved) {
+}
+
+/// Starts every node again: each must restart group 1 from the snapshot
+/// it `saved`, and all must hold the same `keys` keys.
+fn restart_from_snapshots(
+    cfgs: &[ServerConfig],
+    groups: &[GroupConfig],
+    saved: &[sampan::group::SnapshotSaved],
+    keys: usize,
+) {
+    let servers = start_all(cfgs, groups);
+    for (s, snap) in servers.iter().flatten().zip(saved) {
         let st = s.group(1).status_blocking().expect("status");
         assert_eq!(st.snapshot_index, snap.index, "restarted from its snapshot");
     }
-    assert_eq!(assert_same_state(&servers, 1), 100);
-    for s in servers.into_iter().flatten() {
-        s.shutdown().expect("shutdown");
-    }
+    assert_eq!(assert_same_state(&servers, 1), keys);
+    shutdown_all(servers);
 }
 
 /// A factory whose groups keep snapshots in memory (the storage crate's

@@ -204,3 +204,19 @@ pub fn generate(shape: &Shape, seed: u64) -> Generated {
         .collect();
     Generated { events, ok_reads }
 }
+
+/// The size benchmark's history (used by the verdict test and the bench):
+/// 100k operations on 10 keys by 12 processes, `info_percent`% of them
+/// `info`, over the first `kinds` key kinds; the same for the same
+/// arguments.
+pub fn hundred_thousand(info_percent: u64, kinds: usize) -> Generated {
+    let shape = Shape {
+        ops: 100_000,
+        processes: 12,
+        keys: 10,
+        info_percent,
+        width_max: 400,
+        kinds,
+    };
+    generate(&shape, 0x5A3F_0001 + info_percent)
+}

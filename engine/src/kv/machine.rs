@@ -189,12 +189,9 @@ mod tests {
         KvRequest::without_session(KvCommand::put(format!("k{i}"), format!("v{i}"))).to_bytes()
     }
 
-    #[test]
-    fn applies_batches_answers_queries_and_installs_snapshots() {
-        let mut m = KvMachine::new(KvConfig::default());
-        let payloads: Vec<Bytes> = (1..=50).map(put).collect();
-        let garbage = Bytes::from_static(b"\xff\x00garbage");
-        let mut batch: Vec<Committed<'_>> = payloads
+    /// `payloads` as committed entries at indexes 1, 2, ... of term 1.
+    fn committed(payloads: &[Bytes]) -> Vec<Committed<'_>> {
+        payloads
             .iter()
             .enumerate()
             .map(|(i, p)| Committed {
@@ -202,7 +199,31 @@ mod tests {
                 term: 1,
                 payload: p,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Freezes `from` and restores it into `into` under `info`, in chunks
+    /// of `chunk` bytes; the result of `restore_finish`.
+    fn install(
+        from: &mut KvMachine,
+        into: &mut KvMachine,
+        info: SnapshotInfo,
+        chunk: usize,
+    ) -> Result<(), StateMachineError> {
+        let mut frozen = from.freeze();
+        into.restore_begin(info).expect("begin");
+        while let Some(c) = frozen.next_chunk(chunk) {
+            into.restore_chunk(c).expect("chunk");
+        }
+        into.restore_finish()
+    }
+
+    #[test]
+    fn applies_batches_answers_queries_and_installs_snapshots() {
+        let mut m = KvMachine::new(KvConfig::default());
+        let payloads: Vec<Bytes> = (1..=50).map(put).collect();
+        let garbage = Bytes::from_static(b"\xff\x00garbage");
+        let mut batch = committed(&payloads);
         batch.push(Committed {
             index: 51,
             term: 1,
@@ -229,27 +250,21 @@ mod tests {
         assert!(v[1].is_none());
         assert!(m.read(&Bytes::from_static(b"\x09"), 0).is_err());
 
-        let mut frozen = m.freeze();
         let mut other = KvMachine::new(KvConfig::default());
-        other
-            .restore_begin(SnapshotInfo { index: 51, term: 1 })
-            .expect("begin");
-        while let Some(c) = frozen.next_chunk(256) {
-            other.restore_chunk(c).expect("chunk");
-        }
-        other.restore_finish().expect("finish");
+        install(&mut m, &mut other, SnapshotInfo { index: 51, term: 1 }, 256).expect("finish");
         assert_eq!(other.store().len(), 50);
         assert_eq!(other.store().index_applied(), 51);
         // A snapshot whose meta disagrees with its content is refused, and
         // the live state is kept.
-        let mut frozen = m.freeze();
-        other
-            .restore_begin(SnapshotInfo { index: 99, term: 1 })
-            .expect("begin");
-        while let Some(c) = frozen.next_chunk(4096) {
-            other.restore_chunk(c).expect("chunk");
-        }
-        assert!(other.restore_finish().is_err());
+        assert!(
+            install(
+                &mut m,
+                &mut other,
+                SnapshotInfo { index: 99, term: 1 },
+                4096
+            )
+            .is_err()
+        );
         assert_eq!(other.store().len(), 50);
     }
 
@@ -261,28 +276,11 @@ mod tests {
     fn a_snapshot_after_an_entry_that_is_not_a_command_installs() {
         let mut m = KvMachine::new(KvConfig::default());
         let payloads: Vec<Bytes> = (1..=5).map(put).collect();
-        let batch: Vec<Committed<'_>> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Committed {
-                index: i as u64 + 1,
-                term: 1,
-                payload: p,
-            })
-            .collect();
-        m.apply(&batch, &mut Vec::new());
+        m.apply(&committed(&payloads), &mut Vec::new());
         // The apply fiber passed index 6 (an empty entry) and says so.
         m.applied_through(6);
-        let mut frozen = m.freeze();
         let mut other = KvMachine::new(KvConfig::default());
-        other
-            .restore_begin(SnapshotInfo { index: 6, term: 2 })
-            .expect("begin");
-        while let Some(c) = frozen.next_chunk(256) {
-            other.restore_chunk(c).expect("chunk");
-        }
-        other
-            .restore_finish()
+        install(&mut m, &mut other, SnapshotInfo { index: 6, term: 2 }, 256)
             .expect("a snapshot labelled 6 installs");
         assert_eq!(other.store().index_applied(), 6);
         assert_eq!(other.store().len(), 5);
