@@ -59,6 +59,8 @@ impl Lane {
     }
 
     fn has_room(&self, window: u64) -> bool {
+        // Every write in flight is below `seq_next` (a renewal clears them),
+        // so this never underflows.
         self.seq_next.get() - self.oldest_unanswered() < window
     }
 
@@ -103,11 +105,14 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// The servers forgot this session: later writes use a new id.
+    /// The servers forgot this session: later writes use a new id. The
+    /// old session's other writes still in flight no longer count against
+    /// the window (their leases, under the old id, leave the lane alone).
     pub(crate) fn renew_session(&self) {
         if self.lane.id.get() == self.client_id {
             self.lane.id.set(random_id());
             self.lane.seq_next.set(1);
+            self.lane.in_flight.borrow_mut().clear();
         }
     }
 }
@@ -232,6 +237,34 @@ mod tests {
         let g = s.groups.borrow().get(&1).cloned().expect("group");
         assert!(s.lane_with_room(&g).is_none(), "both sessions full");
         drop(held);
+        assert!(s.lane_with_room(&g).is_some());
+    }
+
+    /// A session the servers forgot is renewed while other writes of it
+    /// are still in flight (seen under faults: the window arithmetic
+    /// underflowed, a panic in debug builds and a lane full for ever in
+    /// release ones).
+    #[test]
+    fn renewing_a_session_with_writes_in_flight_leaves_the_lane_usable() {
+        let s = sessions(4, 1);
+        let held: Vec<Lease> = (0..3).map(|_| now(s.lease(1))).collect();
+        let old = held[0].client_id;
+        held[2].renew_session();
+        let fresh = now(s.lease(1));
+        assert_ne!(fresh.client_id, old);
+        assert_eq!((fresh.seq, fresh.acked_below), (1, 1));
+        // The old session's leases end without touching the new one.
+        drop(held);
+        let next = now(s.lease(1));
+        assert_eq!(
+            (next.client_id, next.seq, next.acked_below),
+            (fresh.client_id, 2, 1)
+        );
+        let more: Vec<Lease> = (0..2).map(|_| now(s.lease(1))).collect();
+        assert_eq!(more.last().map(|l| l.seq), Some(4));
+        let g = s.groups.borrow().get(&1).cloned().expect("group");
+        assert!(s.lane_with_room(&g).is_none(), "a window of 4 in flight");
+        drop(fresh);
         assert!(s.lane_with_room(&g).is_some());
     }
 }
