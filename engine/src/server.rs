@@ -868,20 +868,20 @@ async fn serve(
                 return Ok(service::encode_saved(&handle.snapshot_now().await?));
             }
             Op::ChangeMembers => {
-                let (voters, learners) =
-                    service::decode_members(req.payload.clone()).map_err(bad)?;
+                let change = service::decode_members(req.payload.clone()).map_err(bad)?;
                 // A node the cluster cannot reach would never catch up:
                 // the change would wait forever.
-                if let Some(n) = voters
+                if let Some(n) = change
+                    .voters
                     .iter()
-                    .chain(&learners)
+                    .chain(&change.learners)
                     .find(|n| !shared.service_addrs.contains_key(n))
                 {
                     return Err(refused(&format!("node {n} is not in `servers`")));
                 }
-                within(deadline, group, handle.change_membership(voters, learners))
-                    .await
-                    .map(|()| Bytes::new())
+                let call =
+                    handle.change_membership_if(change.expected, change.voters, change.learners);
+                within(deadline, group, call).await.map(|()| Bytes::new())
             }
             Op::TransferLeader => {
                 let to = req
@@ -1089,7 +1089,11 @@ impl GroupRef {
         voters: &BTreeSet<u64>,
         learners: &BTreeSet<u64>,
     ) -> Result<(), ServerError> {
-        let payload = service::encode_members(voters, learners);
+        let payload = service::encode_members(&service::MembersChange {
+            voters: voters.clone(),
+            learners: learners.clone(),
+            expected: None,
+        });
         self.call(Op::ChangeMembers, payload, Route::Forward)
             .await
             .map(|_| ())
@@ -1117,7 +1121,11 @@ impl GroupRef {
         voters: &BTreeSet<u64>,
         learners: &BTreeSet<u64>,
     ) -> Result<(), ServerError> {
-        let payload = service::encode_members(voters, learners);
+        let payload = service::encode_members(&service::MembersChange {
+            voters: voters.clone(),
+            learners: learners.clone(),
+            expected: None,
+        });
         self.call_blocking(Op::ChangeMembers, payload, Route::Forward)
             .map(|_| ())
     }

@@ -83,27 +83,71 @@ impl Op {
     }
 }
 
-/// The payload of [`Op::ChangeMembers`]: the target voters and learners.
-pub fn encode_members(voters: &BTreeSet<u64>, learners: &BTreeSet<u64>) -> Bytes {
-    let mut b = BytesMut::with_capacity(9 + 8 * (voters.len() + learners.len()));
+/// The payload of [`Op::ChangeMembers`]: the target voters and learners,
+/// and, for a conditional change, the membership it was computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembersChange {
+    /// The target voters.
+    pub voters: BTreeSet<u64>,
+    /// The target learners (observers).
+    pub learners: BTreeSet<u64>,
+    /// Refuse unless the membership in force is this (voters, learners)
+    /// or already the target.
+    pub expected: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+}
+
+/// Encodes a [`MembersChange`]: version, voters, learners, then a flag byte
+/// and the expected sets when conditional (a payload that ends after the
+/// learners is unconditional).
+pub fn encode_members(change: &MembersChange) -> Bytes {
+    let sets = change.voters.len() + change.learners.len();
+    let mut b = BytesMut::with_capacity(10 + 8 * sets);
     b.put_u8(VERSION);
-    for ids in [voters, learners] {
+    let put = |b: &mut BytesMut, ids: &BTreeSet<u64>| {
         b.put_u32_le(u32::try_from(ids.len()).unwrap_or(u32::MAX));
         for id in ids {
             b.put_u64_le(*id);
         }
+    };
+    put(&mut b, &change.voters);
+    put(&mut b, &change.learners);
+    if let Some((voters, learners)) = &change.expected {
+        b.put_u8(1);
+        put(&mut b, voters);
+        put(&mut b, learners);
     }
     b.freeze()
 }
 
 /// Decodes [`encode_members`]'s bytes.
-pub fn decode_members(body: Bytes) -> Result<(BTreeSet<u64>, BTreeSet<u64>), DecodeError> {
+pub fn decode_members(body: Bytes) -> Result<MembersChange, DecodeError> {
     let mut r = Reader::new(body);
     version(&mut r, "members")?;
-    let voters = ids(&mut r, "voters")?.into_iter().collect();
-    let learners = ids(&mut r, "learners")?.into_iter().collect();
+    let set = |r: &mut Reader, what| ids(r, what).map(|v| v.into_iter().collect());
+    let voters = set(&mut r, "voters")?;
+    let learners = set(&mut r, "learners")?;
+    let expected = if r.remaining() == 0 {
+        None
+    } else {
+        match r.u8("expected flag")? {
+            1 => Some((
+                set(&mut r, "expected voters")?,
+                set(&mut r, "expected learners")?,
+            )),
+            flag => {
+                return Err(DecodeError::Invalid {
+                    what: "expected flag",
+                    detail: format!("{flag} (1 or absent)"),
+                });
+            }
+        }
+    };
     r.finish("members")?;
-    Ok((voters, learners))
+    Ok(MembersChange {
+        voters,
+        learners,
+        expected,
+    })
 }
 
 /// The reply of [`Op::SnapshotNow`].
@@ -687,11 +731,14 @@ mod tests {
             snapshot_term: 7,
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
-        let (voters, learners) = ([1, 2, 5].into(), [4].into());
-        assert_eq!(
-            decode_members(encode_members(&voters, &learners)),
-            Ok((voters, learners))
-        );
+        let mut change = MembersChange {
+            voters: [1, 2, 5].into(),
+            learners: [4].into(),
+            expected: None,
+        };
+        assert_eq!(decode_members(encode_members(&change)), Ok(change.clone()));
+        change.expected = Some(([1, 2].into(), [].into()));
+        assert_eq!(decode_members(encode_members(&change)), Ok(change));
         let saved = SnapshotSaved {
             index: 10,
             term: 2,

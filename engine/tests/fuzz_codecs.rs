@@ -29,9 +29,9 @@ use sampan::kv::{
 };
 use sampan::raft::Role;
 use sampan::service::{
-    Op, Route, ServerError, ServiceRequest, decode_group_config, decode_members, decode_reply,
-    decode_saved, decode_status, encode_group_config, encode_members, encode_reply, encode_saved,
-    encode_status,
+    MembersChange, Op, Route, ServerError, ServiceRequest, decode_group_config, decode_members,
+    decode_reply, decode_saved, decode_status, encode_group_config, encode_members, encode_reply,
+    encode_saved, encode_status,
 };
 use sampan::wire::{self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk};
 use std::collections::BTreeSet;
@@ -497,8 +497,9 @@ proptest! {
         m in mutations(),
     ) {
         let (voters, learners): (BTreeSet<u64>, BTreeSet<u64>) = members;
-        let value = (voters.clone(), learners.clone());
-        check_codec("members", &value, encode_members(&voters, &learners), decode_members, DECODERS[6].1, false, &m)?;
+        let expected = (!learners.is_empty()).then(|| (learners.clone(), voters.clone()));
+        let value = MembersChange { voters, learners, expected };
+        check_codec("members", &value, encode_members(&value), decode_members, DECODERS[6].1, false, &m)?;
         let saved = SnapshotSaved {
             index: saved[0],
             term: saved[1],

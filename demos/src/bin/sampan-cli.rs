@@ -7,9 +7,10 @@
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use sampan::client::{BlockingClient, ClientConfig, ClientError, KeyTtl, NodeStatus};
+use sampan::client::{BlockingClient, Client, ClientConfig, ClientError, KeyTtl, NodeStatus};
 use sampan::config::{Durability, GroupConfig};
 use sampan::kv::{Item, ScanRange};
+use sampan::service::MembersChange;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -422,7 +423,8 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
             }))
         }
         Command::AddMember { node, at, observer } => {
-            let (mut voters, mut learners) = membership(c, g)?;
+            let now = membership(c, g)?;
+            let (mut voters, mut learners) = now.clone();
             if *observer {
                 learners.insert(*node);
             } else {
@@ -454,15 +456,16 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
                         if source.to_string().contains("already running") => {}
                     r => r?,
                 }
-                c.change_membership(g, &voters, &learners).await
+                change_from(&c, g, now, voters, learners).await
             })??;
             Ok(done(json))
         }
         Command::RemoveMember { node } => {
-            let (mut voters, mut learners) = membership(c, g)?;
+            let now = membership(c, g)?;
+            let (mut voters, mut learners) = now.clone();
             voters.remove(node);
             learners.remove(node);
-            c.run(move |c| async move { c.change_membership(g, &voters, &learners).await })??;
+            c.run(move |c| async move { change_from(&c, g, now, voters, learners).await })??;
             Ok(done(json))
         }
         Command::TransferLeader { node } => {
@@ -501,12 +504,39 @@ fn list(ids: &BTreeSet<u64>) -> String {
 }
 
 /// The group's voters and observers as its leader sees them.
+/// Changes `g`'s membership from `now` (as read) to the target, on the
+/// condition that it is still `now` when the leader gets the request: a
+/// retry of this call, or the request arriving after another admin's
+/// change, is then refused rather than undoing that change. Nothing to do
+/// if the target is `now`.
+async fn change_from(
+    c: &Client,
+    g: u64,
+    now: (BTreeSet<u64>, BTreeSet<u64>),
+    voters: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
+) -> Result<(), ClientError> {
+    if (&voters, &learners) == (&now.0, &now.1) {
+        return Ok(());
+    }
+    let change = MembersChange {
+        voters,
+        learners,
+        expected: Some(now),
+    };
+    c.change_members(g, &change).await
+}
+
+/// The membership in force: the voters and learners of the leader of the
+/// highest term among the nodes that answer (a deposed leader that has
+/// not heard of its successor yet may still answer as leader).
 fn membership(c: &BlockingClient, g: u64) -> Result<(BTreeSet<u64>, BTreeSet<u64>), ClientError> {
     let nodes = c.status(g)?;
     let leader = nodes
         .iter()
         .filter_map(|n| n.status.as_ref().ok())
-        .find(|s| s.role == sampan::raft::Role::Leader)
+        .filter(|s| s.role == sampan::raft::Role::Leader)
+        .max_by_key(|s| s.term)
         .ok_or_else(|| ClientError::Unexpected {
             group: g,
             call: "membership",

@@ -127,7 +127,29 @@ impl Client {
         voters: &BTreeSet<u64>,
         learners: &BTreeSet<u64>,
     ) -> Result<(), ClientError> {
-        let payload = service::encode_members(voters, learners);
+        self.change_members(
+            group,
+            &service::MembersChange {
+                voters: voters.clone(),
+                learners: learners.clone(),
+                expected: None,
+            },
+        )
+        .await
+    }
+
+    /// Changes `group`'s membership as `change` says: with
+    /// [`service::MembersChange::expected`] set, the leader refuses
+    /// (nothing changed) unless the membership in force is still the one
+    /// the target was computed from or already the target, so that this
+    /// call's retries, or a request that arrives late, never undo a change
+    /// made since. What `sampan-cli add-member` and `remove-member` use.
+    pub async fn change_members(
+        &self,
+        group: u64,
+        change: &service::MembersChange,
+    ) -> Result<(), ClientError> {
+        let payload = service::encode_members(change);
         self.call(group, Op::ChangeMembers, payload)
             .await
             .map(|_| ())

@@ -239,6 +239,8 @@ pub(crate) enum Event {
     SnapshotInstalled(u64),
     SnapshotNow(Reply<SnapshotSaved>),
     ChangeMembers {
+        /// The membership the target was computed from, if conditional.
+        expected: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
         voters: BTreeSet<u64>,
         learners: BTreeSet<u64>,
         reply: Reply<()>,
@@ -392,7 +394,22 @@ impl GroupHandle {
         voters: BTreeSet<u64>,
         learners: BTreeSet<u64>,
     ) -> Result<(), GroupError> {
+        self.change_membership_if(None, voters, learners).await
+    }
+
+    /// [`GroupHandle::change_membership`], refused (nothing changed) unless
+    /// the membership in force is `expected` (voters, learners) or already
+    /// the target: what an admin tool that read the membership, computed a
+    /// target and may retry needs, so that a late or repeated request never
+    /// undoes a change made since.
+    pub async fn change_membership_if(
+        &self,
+        expected: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+        voters: BTreeSet<u64>,
+        learners: BTreeSet<u64>,
+    ) -> Result<(), GroupError> {
         self.call(|reply| Event::ChangeMembers {
+            expected,
             voters,
             learners,
             reply,

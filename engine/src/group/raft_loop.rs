@@ -613,15 +613,17 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 let _ = self.apply.send(ApplyJob::SnapshotNow(reply)).await;
             }
             Event::ChangeMembers {
+                expected,
                 voters,
                 learners,
                 reply,
             } => {
                 let ids = |s: BTreeSet<u64>| s.into_iter().map(NodeId).collect::<BTreeSet<_>>();
                 let (voters, learners) = (ids(voters), ids(learners));
+                let expected = expected.map(|(v, l)| (ids(v), ids(l)));
                 match self
                     .raft
-                    .change_membership(voters.clone(), learners.clone())
+                    .change_membership_if(expected, voters.clone(), learners.clone())
                 {
                     Ok(()) => self.conf_waiters.push(ConfWaiter {
                         voters,

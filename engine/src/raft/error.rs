@@ -36,6 +36,15 @@ pub enum RaftError {
         /// The group.
         group: GroupId,
     },
+    /// A conditional membership change found another membership than the
+    /// one it was computed from (another change came first).
+    #[error("group {group}: the membership changed meanwhile (now {now}); read it again and retry")]
+    MembershipChanged {
+        /// The group.
+        group: GroupId,
+        /// The membership in force.
+        now: String,
+    },
     /// The requested membership is invalid.
     #[error("group {group}: invalid membership change: {source}")]
     ConfChange {

@@ -242,6 +242,28 @@ impl Membership {
     }
 }
 
+/// `voters {n1,n2} learners {n3}`, with `outgoing {..}` and `learners next
+/// {..}` while joint: for logs and status lines.
+impl std::fmt::Display for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |s: &BTreeSet<NodeId>| {
+            s.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        write!(f, "voters {{{}}}", list(&self.voters))?;
+        if self.is_joint() {
+            write!(f, " outgoing {{{}}}", list(&self.voters_outgoing))?;
+        }
+        write!(f, " learners {{{}}}", list(&self.learners))?;
+        if !self.learners_next.is_empty() {
+            write!(f, " learners next {{{}}}", list(&self.learners_next))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -619,6 +619,13 @@ impl<L: LogView> Raft<L> {
             }
         }
         if membership != self.membership {
+            log::info!(
+                "group {}: {} membership now {membership} (was {}, committed {})",
+                self.cfg.group,
+                self.cfg.id,
+                self.membership,
+                self.membership_committed
+            );
             self.membership = membership;
             self.on_membership_changed();
         }

@@ -22,6 +22,21 @@ impl<L: LogView> Raft<L> {
         voters: BTreeSet<NodeId>,
         learners: BTreeSet<NodeId>,
     ) -> Result<(), RaftError> {
+        self.change_membership_if(None, voters, learners)
+    }
+
+    /// [`Raft::change_membership`], only if the membership in force is
+    /// still `expected` (voters, learners), the one the caller computed
+    /// the target from, or is the target already (a retry of a change that
+    /// was made). A request that comes late, after another change (a
+    /// retry, a concurrent admin), is refused instead of undoing that
+    /// change: a plain target is not idempotent under reordering.
+    pub fn change_membership_if(
+        &mut self,
+        expected: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+    ) -> Result<(), RaftError> {
         let group = self.cfg.group;
         if self.role != Role::Leader {
             return Err(self.not_leader());
@@ -34,6 +49,16 @@ impl<L: LogView> Raft<L> {
             || self.index_conf_pending > self.log.index_committed()
         {
             return Err(RaftError::ConfChangePending { group });
+        }
+        if let Some((voters_expected, learners_expected)) = expected {
+            let now = (self.membership.voters(), self.membership.learners());
+            let done = *now.0 == voters && now.1 == learners;
+            if !done && (*now.0 != voters_expected || now.1 != learners_expected) {
+                return Err(RaftError::MembershipChanged {
+                    group,
+                    now: self.membership.to_string(),
+                });
+            }
         }
         let probe = ConfChange::EnterJoint {
             voters: voters.clone(),

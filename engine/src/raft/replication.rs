@@ -358,10 +358,11 @@ impl<L: LogView> Raft<L> {
             return;
         }
         log::info!(
-            "group {}: {} restores snapshot at {}",
+            "group {}: {} restores snapshot at {} ({})",
             self.cfg.group,
             self.cfg.id,
-            meta.index
+            meta.index,
+            meta.membership
         );
         let index = meta.index;
         self.restore_snapshot(meta);

@@ -946,6 +946,60 @@ fn a_change_waiting_for_learners_can_be_cancelled() {
         .expect("a new change is accepted");
 }
 
+/// Seen under faults: an admin tool's "add node 1" arrived again after
+/// its "add node 2" had finished, and, as a plain target, removed node 2.
+/// A conditional change names the membership it was computed from: late,
+/// it is refused and changes nothing; retried after it was made, it
+/// succeeds without a change.
+#[test]
+fn a_conditional_change_that_comes_late_is_refused_and_a_retry_of_a_done_one_succeeds() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.elect(1);
+    let settle = |net: &mut Net| {
+        net.drain(1);
+        net.run();
+        net.tick_all(4);
+    };
+    let remove_3 = (Some((ids(&[1, 2, 3]), BTreeSet::new())), ids(&[1, 2]));
+    net.raft(1)
+        .change_membership_if(remove_3.0.clone(), remove_3.1.clone(), BTreeSet::new())
+        .expect("remove node 3");
+    settle(&mut net);
+    assert_eq!(net.raft(1).membership().voters(), &ids(&[1, 2]));
+    // A retry of the change just made: nothing to do, accepted.
+    net.raft(1)
+        .change_membership_if(remove_3.0.clone(), remove_3.1.clone(), BTreeSet::new())
+        .expect("a retry of a change that was made succeeds");
+    settle(&mut net);
+    // Another change computed from an older membership: refused.
+    let stale = net.raft(1).change_membership_if(
+        Some((ids(&[1, 2, 3]), BTreeSet::new())),
+        ids(&[1, 3]),
+        BTreeSet::new(),
+    );
+    assert!(
+        matches!(stale, Err(RaftError::MembershipChanged { .. })),
+        "{stale:?}"
+    );
+    settle(&mut net);
+    assert_eq!(
+        net.raft(1).membership().voters(),
+        &ids(&[1, 2]),
+        "a refused change changes nothing"
+    );
+    // The current membership named: accepted.
+    net.raft(1)
+        .change_membership_if(
+            Some((ids(&[1, 2]), BTreeSet::new())),
+            ids(&[1, 2, 3]),
+            BTreeSet::new(),
+        )
+        .expect("add node 3 back");
+    settle(&mut net);
+    net.tick_all(10);
+    assert_eq!(net.raft(1).membership().voters(), &ids(&[1, 2, 3]));
+}
+
 #[test]
 fn membership_is_rebuilt_from_the_log_on_restart() {
     let mut net = Net::new(&[1, 2, 3], |_| {});
