@@ -5,7 +5,7 @@
 //! Keys come in three families per group, so that every model meets
 //! concurrency: `r*` registers (get, put, del, and cas over the native
 //! client: Redis has no compare-and-set), `a*` append-only lists of unique
-//! tokens (append, get; `a<k>.<period>`, a new list every 10 s so that
+//! tokens (append, get; `a<k>.<period>`, a new list every `--append-period-secs`, 10 s, so that
 //! reads stay short) and `c*` counters (incr, get). Values are unique:
 //! `p<process>.<n>` for puts, `t<process>.<n> ` (with its space) for
 //! appends.

@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// Keys per family (registers, appends, counters) per group.
     #[arg(long, default_value_t = 3)]
     pub keys: u32,
+    /// Seconds an append list lasts before the next one starts (a read
+    /// returns the whole list: shorter keeps a long run's history smaller).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub append_period_secs: u64,
     /// The schedule's seed (default: from the clock; printed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -319,7 +323,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         groups: GROUPS.iter().map(|g| g.0).collect(),
         keys: args.keys.max(1),
         start,
-        append_period: Duration::from_secs(10),
+        append_period: Duration::from_secs(args.append_period_secs),
     };
     let mut threads = Vec::new();
     for i in 0..args.redis_clients + native_clients {

@@ -233,13 +233,41 @@ impl Nemesis {
         }
     }
 
+    /// A voter of `group` other than its leader: one that holds the
+    /// leader's committed log when some do (a transfer to it can succeed),
+    /// else any other voter, else any other node.
     fn follower(&mut self, cluster: &Cluster, group: u64) -> u64 {
-        let leader = cluster.leader(group);
-        let others: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|n| Some(*n) != leader)
-            .collect();
+        let status = cluster.status(group).unwrap_or_default();
+        let leader = status
+            .iter()
+            .filter(|s| s.role == sampan::raft::Role::Leader)
+            .max_by_key(|s| s.term);
+        let others: Vec<u64> = match leader {
+            Some(l) => {
+                let voters: Vec<u64> = l.voters.iter().copied().filter(|&n| n != l.node).collect();
+                let caught_up: Vec<u64> = status
+                    .iter()
+                    .filter(|s| voters.contains(&s.node) && s.index_last >= l.index_commit)
+                    .map(|s| s.node)
+                    .collect();
+                if caught_up.is_empty() {
+                    voters
+                } else {
+                    caught_up
+                }
+            }
+            None => Vec::new(),
+        };
+        let others = if others.is_empty() {
+            let leader = leader.map(|l| l.node);
+            cluster
+                .ids()
+                .into_iter()
+                .filter(|n| Some(*n) != leader)
+                .collect()
+        } else {
+            others
+        };
         self.pick(&others).unwrap_or(1)
     }
 
@@ -327,6 +355,9 @@ impl Nemesis {
                 self.removed.push((group, f));
                 std::thread::sleep(hold);
                 cluster.spawn(l)?;
+                // Whole again before the next fault: faults aimed at a
+                // node that is not a member would not take effect.
+                self.restore_members_now(cluster, group)?;
                 (
                     format!("remove node {f}, kill leader {l} (group {group})"),
                     if running {
@@ -423,7 +454,7 @@ impl Nemesis {
                 let r = cluster.cli(group, &["remove-member", &f.to_string()]);
                 self.removed.push((group, f));
                 std::thread::sleep(hold);
-                self.restore_members(cluster)?;
+                self.restore_members_now(cluster, group)?;
                 (
                     format!("group {group}: node {f} out and back"),
                     match &r {
@@ -536,6 +567,23 @@ impl Nemesis {
             }
         }
         self.removed = left;
+        Ok(())
+    }
+
+    /// Adds back the removed members of every group, trying for up to ten
+    /// election timeouts (`group` may first need a leader; a change may
+    /// be refused while another is pending); what is left is added back
+    /// when the run heals.
+    fn restore_members_now(&mut self, cluster: &Cluster, group: u64) -> Result<(), HarnessError> {
+        let until = Instant::now() + cluster.election_timeout() * 10;
+        while cluster.leader(group).is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.restore_members(cluster)?;
+        while self.members_missing() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(300));
+            self.restore_members(cluster)?;
+        }
         Ok(())
     }
 
