@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{CheckOptions, Outcome, check_events, json_report, text_report, violation_html};
+use super::{CheckOptions, Outcome, check_file, json_report, text_report, violation_html};
 
 /// The command line of `sampan-check verify`.
 #[derive(Debug, clap::Args)]
@@ -28,19 +28,15 @@ pub struct VerifyArgs {
     /// Keys checked at once (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Check a history bigger than this in parts of about this size,
+    /// split by key on disk beside it (memory use is a few times a part).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub part_mib: u64,
 }
 
 /// Runs `sampan-check verify`; returns the exit status: 0 linearizable, 1
 /// not, 2 bad input or undecided.
 pub fn cli(args: VerifyArgs) -> i32 {
-    let file = args.history.display().to_string();
-    let (events, lines) = match crate::history::read_numbered(&args.history) {
-        Ok(read) => read,
-        Err(e) => {
-            log::error!("{e}");
-            return 2;
-        }
-    };
     let mut opts = CheckOptions {
         time_limit: Duration::from_secs(args.time_limit),
         key_time_limit: args.key_time_limit.map(Duration::from_secs),
@@ -49,33 +45,30 @@ pub fn cli(args: VerifyArgs) -> i32 {
     if let Some(threads) = args.threads {
         opts.threads = threads;
     }
-    let verdict = match check_events(&events, &opts) {
-        Ok(verdict) => verdict,
+    let checked = match check_file(&args.history, &opts, args.part_mib.max(1) << 20) {
+        Ok(checked) => checked,
         Err(e) => {
-            let line = lines.get(e.event()).copied().unwrap_or_default();
-            log::error!("history {file}, line {line}: {e}");
+            log::error!("{e}");
             return 2;
         }
     };
-    let place = |event: usize| match lines.get(event) {
-        Some(line) => format!("line {line}"),
-        None => format!("event {event}"),
-    };
+    let place = |event: usize| checked.place(event);
+    let verdict = &checked.verdict;
     let outcome = verdict.outcome();
     if outcome == Outcome::NotLinearizable {
         let path = args
             .html
             .clone()
             .unwrap_or_else(|| default_html(&args.history));
-        match std::fs::write(&path, violation_html(&verdict, &place)) {
+        match std::fs::write(&path, violation_html(verdict, &place)) {
             Ok(()) => log::info!("violation drawn in {}", path.display()),
             Err(e) => log::error!("cannot write {}: {e}", path.display()),
         }
     }
     let report = if args.json {
-        json_report(&verdict, &place).to_string()
+        json_report(verdict, &place).to_string()
     } else {
-        text_report(&verdict, &place)
+        text_report(verdict, &place)
     };
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{report}") {

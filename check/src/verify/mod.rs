@@ -60,6 +60,7 @@ mod cli;
 mod html;
 mod model;
 mod ops;
+mod parts;
 mod report;
 mod search;
 mod tokens;
@@ -73,6 +74,7 @@ use std::time::{Duration, Instant};
 pub use cli::{VerifyArgs, cli};
 pub use html::violation_html;
 pub use ops::{HistoryInputError, Operation, Status};
+pub use parts::{CheckFileError, FileVerdict, check_file};
 pub use report::{json_report, text_report};
 pub use tokens::{Diagnosis, DiagnosisKind};
 pub use window::Window;
@@ -136,6 +138,21 @@ pub struct Violation {
     pub window: Option<Window>,
 }
 
+impl Violation {
+    /// Applies `renumber` to every operation id it holds.
+    fn renumber(&mut self, renumber: &dyn Fn(&mut usize)) {
+        for d in &mut self.diagnoses {
+            renumber(&mut d.read);
+            d.append.iter_mut().for_each(renumber);
+        }
+        if let Some(w) = &mut self.window {
+            for ids in [&mut w.ops, &mut w.mandatory, &mut w.longest, &mut w.stuck] {
+                ids.iter_mut().for_each(renumber);
+            }
+        }
+    }
+}
+
 /// The answer for one key.
 #[derive(Debug, Clone)]
 pub enum KeyResult {
@@ -153,7 +170,11 @@ pub struct KeyVerdict {
     /// The key.
     pub key: String,
     /// Its operations (ids into [`Verdict::operations`]), in call order.
+    /// Empty for a key that did not fail in a history checked in parts
+    /// ([`check_file`]), whose operations are not kept.
     pub ops: Vec<usize>,
+    /// How many operations it has.
+    pub op_count: usize,
     /// How many ended `info` (or never).
     pub info_ops: usize,
     /// How many `fail`ed.
@@ -167,7 +188,9 @@ pub struct KeyVerdict {
 /// The answer for a history.
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    /// Every operation of the history, in invoke order.
+    /// Every operation of the history, in invoke order; for a history
+    /// checked in parts ([`check_file`]), only those of the keys that are
+    /// not linearizable.
     pub operations: Vec<Operation>,
     /// One verdict per key, by key.
     pub keys: Vec<KeyVerdict>,
@@ -266,6 +289,7 @@ fn check_key(key: &str, ops: &[&Operation], deadline: Instant, opts: &CheckOptio
     let verdict = KeyVerdict {
         key: key.to_owned(),
         ops: ops.iter().map(|op| op.id).collect(),
+        op_count: ops.len(),
         info_ops: ops.iter().filter(|op| op.status == Status::Info).count(),
         failed_ops: ops.iter().filter(|op| op.status == Status::Fail).count(),
         elapsed: started.elapsed(),

@@ -188,19 +188,32 @@ impl HistoryInputError {
 /// Per process: what it last did.
 #[derive(Default)]
 struct ProcessState {
-    open: Option<usize>,
+    /// The open operation's invoke: its event, function and key.
+    open: Option<(usize, Function, String)>,
     info: Option<usize>,
     time: Option<u64>,
 }
 
-/// Pairs invokes with completions, in invoke order. Every operation is
-/// returned, `fail`ed ones included (with [`Status::Fail`]).
-pub(crate) fn build(events: &[Event]) -> Result<Vec<Operation>, HistoryInputError> {
-    let mut ops: Vec<Operation> = Vec::new();
-    let mut processes: HashMap<u64, ProcessState> = HashMap::new();
-    for (index, event) in events.iter().enumerate() {
+/// The format's per-process rules, checked one event at a time: times
+/// never go back, one operation open at a time, a completion matches its
+/// invoke, nothing after an `info`. [`build`] checks them, and so does a
+/// check in parts ([`super::check_file`]), which sees every event once
+/// but builds operations key by key.
+#[derive(Default)]
+pub(crate) struct ProcessRules {
+    processes: HashMap<u64, ProcessState>,
+}
+
+impl ProcessRules {
+    /// Checks the event at `index`; for a completion, returns its
+    /// invoke's index.
+    pub(crate) fn observe(
+        &mut self,
+        index: usize,
+        event: &Event,
+    ) -> Result<Option<usize>, HistoryInputError> {
         let process = event.process;
-        let state = processes.entry(process).or_default();
+        let state = self.processes.entry(process).or_default();
         if let Some(before) = state.time
             && event.time < before
         {
@@ -212,69 +225,88 @@ pub(crate) fn build(events: &[Event]) -> Result<Vec<Operation>, HistoryInputErro
             });
         }
         state.time = Some(event.time);
-        match event.kind {
-            EventType::Invoke => {
-                if let Some(open) = state.open {
-                    return Err(HistoryInputError::InvokeWhileOpen {
-                        event: index,
-                        process,
-                        open: ops[open].event_call,
-                    });
-                }
-                if let Some(info) = state.info {
-                    return Err(HistoryInputError::InvokeAfterInfo {
-                        event: index,
-                        process,
-                        info,
-                    });
-                }
-                state.open = Some(ops.len());
-                ops.push(Operation {
-                    id: ops.len(),
+        if event.kind == EventType::Invoke {
+            if let Some((open, ..)) = state.open {
+                return Err(HistoryInputError::InvokeWhileOpen {
+                    event: index,
                     process,
-                    f: event.f,
-                    key: event.key.clone(),
-                    input: event.value.clone(),
-                    output: None,
-                    status: Status::Info,
-                    call: event.time,
-                    ret: None,
-                    event_call: index,
-                    event_ret: None,
-                    kind: OpKind::Del { count: None },
+                    open,
                 });
             }
-            EventType::Ok | EventType::Fail | EventType::Info => {
-                let Some(open) = state.open.take() else {
-                    return Err(HistoryInputError::CompletionWithoutInvoke {
-                        event: index,
-                        process,
-                    });
-                };
-                let op = &mut ops[open];
-                if op.f != event.f || op.key != event.key {
-                    return Err(HistoryInputError::CompletionMismatch {
-                        event: index,
-                        process,
-                        open: op.event_call,
-                        invoked: format!("{:?} {:?}", op.f, op.key),
-                        got: format!("{:?} {:?}", event.f, event.key),
-                    });
-                }
-                op.output = Some(event.value.clone());
-                op.event_ret = Some(index);
-                match event.kind {
-                    EventType::Ok => {
-                        op.status = Status::Ok;
-                        op.ret = Some(event.time);
-                    }
-                    EventType::Fail => {
-                        op.status = Status::Fail;
-                        op.ret = Some(event.time);
-                    }
-                    _ => state.info = Some(index),
-                }
+            if let Some(info) = state.info {
+                return Err(HistoryInputError::InvokeAfterInfo {
+                    event: index,
+                    process,
+                    info,
+                });
             }
+            state.open = Some((index, event.f, event.key.clone()));
+            return Ok(None);
+        }
+        let Some((open, f, key)) = state.open.take() else {
+            return Err(HistoryInputError::CompletionWithoutInvoke {
+                event: index,
+                process,
+            });
+        };
+        if f != event.f || key != event.key {
+            return Err(HistoryInputError::CompletionMismatch {
+                event: index,
+                process,
+                open,
+                invoked: format!("{f:?} {key:?}"),
+                got: format!("{:?} {:?}", event.f, event.key),
+            });
+        }
+        if event.kind == EventType::Info {
+            state.info = Some(index);
+        }
+        Ok(Some(open))
+    }
+}
+
+/// Pairs invokes with completions, in invoke order. Every operation is
+/// returned, `fail`ed ones included (with [`Status::Fail`]).
+pub(crate) fn build(events: &[Event]) -> Result<Vec<Operation>, HistoryInputError> {
+    let mut ops: Vec<Operation> = Vec::new();
+    let mut rules = ProcessRules::default();
+    // Invoke event -> operation.
+    let mut open_ops: HashMap<usize, usize> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let Some(invoke) = rules.observe(index, event)? else {
+            open_ops.insert(index, ops.len());
+            ops.push(Operation {
+                id: ops.len(),
+                process: event.process,
+                f: event.f,
+                key: event.key.clone(),
+                input: event.value.clone(),
+                output: None,
+                status: Status::Info,
+                call: event.time,
+                ret: None,
+                event_call: index,
+                event_ret: None,
+                kind: OpKind::Del { count: None },
+            });
+            continue;
+        };
+        let Some(open) = open_ops.remove(&invoke) else {
+            continue;
+        };
+        let op = &mut ops[open];
+        op.output = Some(event.value.clone());
+        op.event_ret = Some(index);
+        match event.kind {
+            EventType::Ok => {
+                op.status = Status::Ok;
+                op.ret = Some(event.time);
+            }
+            EventType::Fail => {
+                op.status = Status::Fail;
+                op.ret = Some(event.time);
+            }
+            _ => {}
         }
     }
     for op in &mut ops {

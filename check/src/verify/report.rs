@@ -78,7 +78,7 @@ pub(crate) fn relative(time: u64, start: u64) -> String {
 /// "line 12").
 pub fn text_report(verdict: &Verdict, place: &dyn Fn(usize) -> String) -> String {
     let mut out = String::new();
-    let ops: usize = verdict.keys.iter().map(|k| k.ops.len()).sum();
+    let ops: usize = verdict.keys.iter().map(|k| k.op_count).sum();
     let info: usize = verdict.keys.iter().map(|k| k.info_ops).sum();
     let failed: usize = verdict.keys.iter().map(|k| k.failed_ops).sum();
     let _ = writeln!(
@@ -103,7 +103,7 @@ pub fn text_report(verdict: &Verdict, place: &dyn Fn(usize) -> String) -> String
             out,
             "{:<24} {:>8} {:>6} {:>6} {:>9.3}  {result}",
             key.key,
-            key.ops.len(),
+            key.op_count,
             key.info_ops,
             key.failed_ops,
             key.elapsed.as_secs_f64()
@@ -208,7 +208,7 @@ pub fn json_report(verdict: &Verdict, place: &dyn Fn(usize) -> String) -> Value 
             };
             json!({
                 "key": key.key,
-                "ops": key.ops.len(),
+                "ops": key.op_count,
                 "info_ops": key.info_ops,
                 "failed_ops": key.failed_ops,
                 "elapsed_s": key.elapsed.as_secs_f64(),
