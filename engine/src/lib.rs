@@ -40,7 +40,8 @@ pub mod config;
 pub mod group;
 pub mod host;
 pub mod kv;
-pub mod raft;
+/// The pure Raft core ([`sampan_raft`]), re-exported under its old path.
+pub use sampan_raft as raft;
 pub mod redis;
 pub mod server;
 pub mod service;

@@ -1,7 +1,7 @@
 //! One simulated node: the core, its fake disk (written and durable), its
 //! state machine and its drifting clock.
 
-use crate::raft::{Config, GroupId, HardState, Membership, NodeId, Raft, ReadState};
+use crate::{Config, GroupId, HardState, Membership, NodeId, Raft, ReadState};
 
 use super::check::Checker;
 use super::storage::{LogData, SharedLog, SmData, Write};
@@ -174,7 +174,7 @@ impl SimNode {
         &mut self,
         w: Write,
         checker: &mut Checker,
-    ) -> (Option<u64>, Vec<crate::raft::Message>) {
+    ) -> (Option<u64>, Vec<crate::Message>) {
         if let Write::Entries(es, _) = &w
             && let Some(first) = es.first()
         {
@@ -230,6 +230,6 @@ impl SimNode {
     pub(crate) fn is_leader(&self) -> bool {
         self.raft
             .as_ref()
-            .is_some_and(|r| r.role() == crate::raft::Role::Leader)
+            .is_some_and(|r| r.role() == crate::Role::Leader)
     }
 }

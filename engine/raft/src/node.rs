@@ -328,7 +328,7 @@ impl<L: LogView> Raft<L> {
 
     fn quorum_recently_active(&mut self) -> bool {
         let id = self.cfg.id;
-        let active = crate::raft::quorum::quorum_active(&self.membership, |n| {
+        let active = crate::quorum::quorum_active(&self.membership, |n| {
             n == id || self.progress.get(&n).is_some_and(|p| p.recent_active)
         });
         for (&n, pr) in self.progress.iter_mut() {
@@ -633,7 +633,7 @@ impl<L: LogView> Raft<L> {
 
     /// Appends entries to the log; membership changes among them take
     /// effect at once, and truncated ones are undone.
-    pub(super) fn append_to_log(&mut self, entries: &[crate::raft::Entry]) {
+    pub(super) fn append_to_log(&mut self, entries: &[crate::Entry]) {
         let Some(first) = entries.first() else { return };
         let truncated = self.conf_uncommitted.split_off(&first.index);
         let mut changed = !truncated.is_empty();
@@ -650,7 +650,7 @@ impl<L: LogView> Raft<L> {
     }
 
     /// Replaces the log by a snapshot from the leader.
-    pub(super) fn restore_snapshot(&mut self, meta: crate::raft::SnapshotMeta) {
+    pub(super) fn restore_snapshot(&mut self, meta: crate::SnapshotMeta) {
         self.membership_committed = meta.membership.clone();
         self.conf_uncommitted.clear();
         self.log.restore(meta);
@@ -732,7 +732,7 @@ impl<L: LogView> Raft<L> {
 fn scan_conf_changes<L: LogView>(
     view: &L,
     bytes_max: u64,
-) -> Result<BTreeMap<u64, ConfChange>, crate::raft::LogError> {
+) -> Result<BTreeMap<u64, ConfChange>, crate::LogError> {
     let mut out = BTreeMap::new();
     let (mut lo, hi) = (view.first_index(), view.last_index() + 1);
     while lo < hi {

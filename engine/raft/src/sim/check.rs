@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::faults::FaultCounts;
-use crate::raft::{Body, Entry, EntryKind, Message, NodeId};
+use crate::{Body, Entry, EntryKind, Message, NodeId};
 
 /// A 64-bit FNV-1a hash of an entry's term, kind and payload.
 pub(crate) fn entry_hash(e: &Entry) -> u64 {

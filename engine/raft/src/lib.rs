@@ -22,7 +22,7 @@
 //! `hibernate`, `node` (state and dispatch), `ready` (the output).
 //!
 //! ```
-//! use sampan::raft::{Config, GroupId, NodeId};
+//! use sampan_raft::{Config, GroupId, NodeId};
 //! let cfg = Config::new(NodeId(1), GroupId(7));
 //! assert!(cfg.validate().is_ok());
 //! ```

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::raft::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Which runtime faults one run injects; rates are per mille per chance.
 #[derive(Debug, Clone, Default)]

@@ -154,7 +154,7 @@ impl<L: LogView> Raft<L> {
         let index_next = self.log.last_index() + 1;
         for n in nodes {
             self.progress.entry(n).or_insert_with(|| {
-                crate::raft::progress::Progress::new(
+                crate::progress::Progress::new(
                     index_next,
                     self.cfg.msgs_inflight_max,
                     self.cfg.bytes_inflight_max,

@@ -28,7 +28,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::raft::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 pub(crate) use self::check::Counters;
 pub(crate) use self::cluster::{Cluster, Params};
@@ -110,7 +110,7 @@ fn seeds() {
     for (seed, msg) in &failures {
         eprintln!("seed {seed} failed: {msg}");
         eprintln!(
-            "  replay: SAMPAN_SIM_SEED={seed} cargo test -p sampan --lib raft::sim::seeds -- --nocapture"
+            "  replay: SAMPAN_SIM_SEED={seed} cargo test -p sampan-raft --lib sim::seeds -- --nocapture"
         );
     }
     assert!(

@@ -8,10 +8,8 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use bytes::Bytes;
 
-use crate::raft::rng::SplitMix64;
-use crate::raft::{
-    Body, EntryKind, GroupId, HardState, Message, NodeId, Ready, Role, SnapshotMeta,
-};
+use crate::rng::SplitMix64;
+use crate::{Body, EntryKind, GroupId, HardState, Message, NodeId, Ready, Role, SnapshotMeta};
 
 mod runtime;
 
@@ -174,10 +172,10 @@ impl Cluster {
             1 => (2..=params.nodes as u64).map(NodeId).collect(),
             _ => BTreeSet::new(),
         };
-        let bootstrap = crate::raft::Entry {
+        let bootstrap = crate::Entry {
             term: 1,
             index: 1,
-            kind: EntryKind::ConfChange(crate::raft::ConfChange::Set {
+            kind: EntryKind::ConfChange(crate::ConfChange::Set {
                 voters: voters.clone(),
                 learners,
             }),
@@ -560,13 +558,13 @@ impl Cluster {
         self.checker.counters.snapshots_installed += 1;
     }
 
-    fn append(&mut self, i: usize, entries: Vec<crate::raft::Entry>, epoch: u64) {
+    fn append(&mut self, i: usize, entries: Vec<crate::Entry>, epoch: u64) {
         let node = &mut self.nodes[i];
         node.written.0.borrow_mut().truncate_append(&entries);
         node.pending.push(Write::Entries(entries, epoch));
     }
 
-    fn apply(&mut self, i: usize, e: &crate::raft::Entry) {
+    fn apply(&mut self, i: usize, e: &crate::Entry) {
         let node = &mut self.nodes[i];
         assert_eq!(
             e.index,

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::raft::{Entry, HardState, LogError, LogView, Message, SnapshotMeta};
+use crate::{Entry, HardState, LogError, LogView, Message, SnapshotMeta};
 
 /// A state machine image: key → value, as of an index.
 pub(crate) type SmData = BTreeMap<u8, u64>;

@@ -459,8 +459,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::raft::EntryKind;
-    use crate::raft::sim::storage::{LogData, SharedLog};
+    use crate::EntryKind;
+    use crate::sim::storage::{LogData, SharedLog};
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {

@@ -4,9 +4,9 @@
 //! as they reach the core.
 
 use super::{Cluster, Event, Report, UNIT};
-use crate::raft::sim::faults::Fault;
-use crate::raft::sim::node::TICKS_ELECTION;
-use crate::raft::sim::storage::Write;
+use crate::sim::faults::Fault;
+use crate::sim::node::TICKS_ELECTION;
+use crate::sim::storage::Write;
 
 impl Cluster {
     pub(super) fn on_tick(&mut self, i: usize, inc: u64) {
