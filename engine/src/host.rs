@@ -299,7 +299,7 @@ impl ShardHost {
             status,
             sm,
             snapshots,
-            policy: group.snapshot_policy(),
+            policy: crate::group::SnapshotPolicy::of(group),
             outbox: self.outbox.clone(),
             // A joining replica takes the membership from the leader.
             bootstrap: (!group.join)

@@ -35,7 +35,7 @@
 //! ```
 
 pub mod client;
-mod codec;
+pub(crate) use sampan_proto::codec;
 pub mod config;
 pub mod group;
 pub mod host;
@@ -44,6 +44,6 @@ pub mod kv;
 pub use sampan_raft as raft;
 pub mod redis;
 pub mod server;
-pub mod service;
+pub use sampan_proto::service;
 pub mod state_machine;
 pub mod wire;

@@ -3,7 +3,8 @@
 //! another leader's entry took its index), serves reads once their index is
 //! applied, and reports progress to the core.
 
-use super::snapshot::{SnapJob, SnapshotSaved, Snapshots, find, restore};
+use super::SnapshotSaved;
+use super::snapshot::{SnapJob, Snapshots, find, restore};
 use super::{ApplyJob, Event, GroupError, Reply};
 use crate::raft::{self, Entry, EntryKind, Membership};
 use crate::state_machine::{self, Committed, Role, StateMachine};

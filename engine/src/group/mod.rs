@@ -15,14 +15,15 @@ mod raft_loop;
 pub(crate) mod snapshot;
 pub(crate) mod view;
 
-use crate::raft::{Message, Role};
+use crate::raft::Message;
 use crate::state_machine::RoleChange;
 use bytes::Bytes;
 use sampan_fiber::{OneshotSender, Sender, oneshot};
 use sampan_storage::RecordRun;
 
 pub use raft_loop::{GroupParts, start};
-pub use snapshot::{SnapshotPolicy, SnapshotSaved};
+pub use sampan_proto::group::{GroupError, GroupStatus, SnapshotSaved};
+pub use snapshot::SnapshotPolicy;
 
 use crate::wire::{ChunkAnswer, SnapshotChunk};
 use std::collections::BTreeSet;
@@ -37,106 +38,6 @@ pub(crate) fn monotonic_ms() -> u64 {
     u64::try_from(start.elapsed().as_millis())
         .unwrap_or(u64::MAX)
         .saturating_add(1)
-}
-
-/// What a caller of a group can be told instead of a result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GroupError {
-    /// This replica does not lead the group; try the leader, if known.
-    #[error("group {group}: not the leader (leader: {leader:?})")]
-    NotLeader {
-        /// The group.
-        group: u64,
-        /// The leader's node id, if this replica knows it.
-        leader: Option<u64>,
-    },
-    /// The proposal's entry was replaced by another leader's: it did not
-    /// apply, and may be retried.
-    #[error("group {group}: the proposal at index {index} was lost to a leader change")]
-    Lost {
-        /// The group.
-        group: u64,
-        /// The index the proposal had.
-        index: u64,
-    },
-    /// The group stopped (shutdown, or a fiber failed) before answering.
-    #[error("group {group} stopped before answering")]
-    Stopped {
-        /// The group.
-        group: u64,
-    },
-    /// The group's queue is full: back off and retry.
-    #[error("group {group} is overloaded")]
-    Busy {
-        /// The group.
-        group: u64,
-    },
-    /// The log or the status file failed; the group stops taking writes.
-    #[error("group {group}: storage failed: {reason}")]
-    Storage {
-        /// The group.
-        group: u64,
-        /// What failed.
-        reason: String,
-    },
-    /// The core refused the request (a transfer in progress, a bad change).
-    #[error("group {group}: {reason}")]
-    Refused {
-        /// The group.
-        group: u64,
-        /// Why.
-        reason: String,
-    },
-    /// The state machine refused the read.
-    #[error("group {group}: read failed: {reason}")]
-    Read {
-        /// The group.
-        group: u64,
-        /// Why.
-        reason: String,
-    },
-    /// The proposal's outcome is unknown here: it was appended (at `index`
-    /// when known) but this replica can no longer tell whether it will
-    /// commit (it stopped leading before the entry committed, a snapshot
-    /// replaced the entries around it, or the request timeout passed). It
-    /// applies at most once if it carries an exactly-once session; retry it
-    /// under the same session to learn.
-    #[error("group {group}: outcome unknown{}: {reason}", at_index(*index))]
-    Uncertain {
-        /// The group.
-        group: u64,
-        /// The index the proposal had; 0 when not known (a timeout).
-        index: u64,
-        /// Why it is unknown.
-        reason: String,
-    },
-}
-
-/// " for the proposal at index N", or nothing when the index is unknown.
-fn at_index(index: u64) -> String {
-    if index == 0 {
-        String::new()
-    } else {
-        format!(" for the proposal at index {index}")
-    }
-}
-
-impl GroupError {
-    /// Whether the error means the request surely did not and will not
-    /// apply. `false` (stopped, storage failure, outcome unknown): it may
-    /// have applied, or may still.
-    pub fn is_definite(&self) -> bool {
-        match self {
-            GroupError::NotLeader { .. }
-            | GroupError::Lost { .. }
-            | GroupError::Busy { .. }
-            | GroupError::Refused { .. }
-            | GroupError::Read { .. } => true,
-            GroupError::Stopped { .. }
-            | GroupError::Storage { .. }
-            | GroupError::Uncertain { .. } => false,
-        }
-    }
 }
 
 /// Where a replica's messages to its peers go (the shard's transport in a
@@ -160,38 +61,6 @@ pub trait Outbox {
         let _ = (to, group, chunk);
         Box::pin(async { Err("this outbox cannot stream snapshots".to_string()) })
     }
-}
-
-/// A snapshot of a replica's state, for `status()`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupStatus {
-    /// The group.
-    pub group: u64,
-    /// This replica's role.
-    pub role: Role,
-    /// Its current term.
-    pub term: u64,
-    /// The leader it knows of.
-    pub leader: Option<u64>,
-    /// The highest index known committed.
-    pub index_commit: u64,
-    /// The last index in its log.
-    pub index_last: u64,
-    /// The last index its state machine applied.
-    pub index_applied: u64,
-    /// Whether the group is hibernating (idle: no ticks, no heartbeats).
-    pub hibernating: bool,
-    /// The node this replica runs on.
-    pub node: u64,
-    /// The voting members (both configurations' during a joint change).
-    pub voters: Vec<u64>,
-    /// The observers (learners).
-    pub learners: Vec<u64>,
-    /// The newest snapshot here (written or received): its last index,
-    /// 0 if none.
-    pub snapshot_index: u64,
-    /// The term of that snapshot's last entry.
-    pub snapshot_term: u64,
 }
 
 type Reply<T> = OneshotSender<Result<T, GroupError>>;

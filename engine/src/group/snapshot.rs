@@ -10,7 +10,7 @@
 //! over all of it), so a restore hands the state machine exactly the chunks
 //! its frozen view produced.
 
-use super::{ApplyJob, Event, Outbox, Reply};
+use super::{ApplyJob, Event, Outbox, Reply, SnapshotSaved};
 use crate::raft::{self, Body, Message, NodeId};
 use crate::state_machine::{FrozenState, SnapshotInfo, StateMachine};
 use crate::wire::{ChunkAnswer, ChunkStatus, SnapshotChunk, encode_snapshot_meta};
@@ -39,6 +39,20 @@ pub struct SnapshotPolicy {
     pub write_bytes_per_sec: u64,
 }
 
+impl SnapshotPolicy {
+    /// The policy `cfg` sets.
+    pub fn of(cfg: &crate::config::GroupConfig) -> SnapshotPolicy {
+        let ms = std::time::Duration::from_millis;
+        SnapshotPolicy {
+            interval: (cfg.snapshot_interval_ms > 0).then(|| ms(cfg.snapshot_interval_ms)),
+            log_bytes: cfg.snapshot_log_bytes,
+            retention: ms(cfg.log_retention_ms),
+            chunk_bytes: usize::try_from(cfg.snapshot_chunk_bytes).unwrap_or(usize::MAX),
+            write_bytes_per_sec: cfg.snapshot_write_bytes_per_sec,
+        }
+    }
+}
+
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
@@ -49,24 +63,6 @@ impl Default for SnapshotPolicy {
             write_bytes_per_sec: 100 << 20,
         }
     }
-}
-
-/// A snapshot written here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotSaved {
-    /// The last index it covers.
-    pub index: u64,
-    /// The term of that entry.
-    pub term: u64,
-    /// Bytes stored.
-    pub bytes: u64,
-    /// How long writing it took, in ms (freeze excluded: the apply fiber
-    /// did that in O(1)).
-    pub write_ms: u64,
-    /// Entries the apply fiber applied while it was being written (the
-    /// applied index when it was durable, minus `index`): a snapshot
-    /// never stops applies.
-    pub applied_meanwhile: u64,
 }
 
 /// How a chunk's receiver answers its sender.

@@ -9,8 +9,8 @@
 
 use crate::codec::{DecodeError, Reader, put_bytes};
 use crate::group::{GroupError, GroupStatus, SnapshotSaved};
-use crate::raft::Role;
 use bytes::{BufMut, Bytes, BytesMut};
+use sampan_raft::Role;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 

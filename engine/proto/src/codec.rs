@@ -68,21 +68,24 @@ pub enum DecodeError {
 
 /// Reads fixed-width little-endian fields and length-prefixed byte strings
 /// from a `Bytes`, slicing (not copying) the byte strings.
-pub(crate) struct Reader {
+pub struct Reader {
     buf: Bytes,
     pos: usize,
 }
 
 impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Reader {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: Bytes) -> Reader {
         Reader { buf, pos: 0 }
     }
 
-    pub(crate) fn offset(&self) -> usize {
+    /// Bytes read so far.
+    pub fn offset(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn remaining(&self) -> usize {
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
@@ -99,27 +102,32 @@ impl Reader {
         Ok(s)
     }
 
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    /// One byte; `what` names the field in errors (as for every read).
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    /// A little-endian `u32`.
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4, what)?);
         Ok(u32::from_le_bytes(a))
     }
 
-    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    /// A little-endian `u64`.
+    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8, what)?);
         Ok(u64::from_le_bytes(a))
     }
 
-    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+    /// A little-endian `i64`.
+    pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         Ok(self.u64(what)? as i64)
     }
 
-    pub(crate) fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+    /// A byte that must be 0 or 1.
+    pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -131,7 +139,7 @@ impl Reader {
     }
 
     /// A `u32` length, then that many bytes, as a slice of the input.
-    pub(crate) fn bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
+    pub fn bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(what)? as usize;
         if self.remaining() < len {
             return Err(DecodeError::Truncated {
@@ -146,7 +154,7 @@ impl Reader {
     }
 
     /// A presence byte, then the bytes if present.
-    pub(crate) fn opt_bytes(&mut self, what: &'static str) -> Result<Option<Bytes>, DecodeError> {
+    pub fn opt_bytes(&mut self, what: &'static str) -> Result<Option<Bytes>, DecodeError> {
         if self.bool(what)? {
             Ok(Some(self.bytes(what)?))
         } else {
@@ -157,7 +165,7 @@ impl Reader {
     /// A count of items that each take at least `min_item_bytes`, checked
     /// against what the input can hold, so a forged count never sizes an
     /// allocation.
-    pub(crate) fn count(
+    pub fn count(
         &mut self,
         what: &'static str,
         min_item_bytes: usize,
@@ -173,13 +181,14 @@ impl Reader {
     }
 
     /// The unread rest of the input, as a slice.
-    pub(crate) fn rest(&mut self) -> Bytes {
+    pub fn rest(&mut self) -> Bytes {
         let b = self.buf.slice(self.pos..);
         self.pos = self.buf.len();
         b
     }
 
-    pub(crate) fn finish(self, what: &'static str) -> Result<(), DecodeError> {
+    /// Ends the read: an error if bytes are left over.
+    pub fn finish(self, what: &'static str) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
             extra => Err(DecodeError::Trailing { what, extra }),
@@ -187,12 +196,15 @@ impl Reader {
     }
 }
 
-pub(crate) fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+/// Writes a `u32` length, then the bytes ([`Reader::bytes`] reads them).
+pub fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     out.put_u32_le(u32::try_from(b.len()).unwrap_or(u32::MAX));
     out.put_slice(b);
 }
 
-pub(crate) fn put_opt_bytes(out: &mut BytesMut, b: Option<&[u8]>) {
+/// Writes a presence byte, then the bytes if present
+/// ([`Reader::opt_bytes`] reads them).
+pub fn put_opt_bytes(out: &mut BytesMut, b: Option<&[u8]>) {
     match b {
         Some(b) => {
             out.put_u8(1);

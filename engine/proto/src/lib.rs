@@ -1,0 +1,17 @@
+//! The protocol between Sampan's nodes and its clients.
+//!
+//! **For:** the service requests and replies ([`service`]: operations,
+//! routes, errors and the payloads of the admin operations), the group
+//! settings and status they carry ([`config`], [`group`]), and the
+//! bounds-checked byte [`codec`] every hand-written format of Sampan
+//! shares. Every payload starts with a format version; decoders are total
+//! (a value or a [`codec::DecodeError`], never a panic, never an
+//! allocation sized by an unchecked count). **Not for:** framing,
+//! connections or frame checksums (`sampan-net`), the messages replicas
+//! send each other (the runtime's `wire`), or running anything: a client
+//! that talks to a cluster depends on this crate, not on the runtime.
+
+pub mod codec;
+pub mod config;
+pub mod group;
+pub mod service;
