@@ -439,6 +439,8 @@ fn status() -> impl Strategy<Value = GroupStatus> {
             learners,
             snapshot_index: n[6],
             snapshot_term: n[7],
+            membership_index: n[6] ^ n[7],
+            membership_term: n[0],
         },
     )
 }
@@ -497,7 +499,7 @@ proptest! {
         m in mutations(),
     ) {
         let (voters, learners): (BTreeSet<u64>, BTreeSet<u64>) = members;
-        let expected = (!learners.is_empty()).then(|| (learners.clone(), voters.clone()));
+        let expected = (!learners.is_empty()).then(|| (saved[0], saved[1]));
         let value = MembersChange { voters, learners, expected };
         check_codec("members", &value, encode_members(&value), decode_members, DECODERS[6].1, false, &m)?;
         let saved = SnapshotSaved {

@@ -424,7 +424,7 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
         }
         Command::AddMember { node, at, observer } => {
             let now = membership(c, g)?;
-            let (mut voters, mut learners) = now.clone();
+            let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
             if *observer {
                 learners.insert(*node);
             } else {
@@ -462,7 +462,7 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
         }
         Command::RemoveMember { node } => {
             let now = membership(c, g)?;
-            let (mut voters, mut learners) = now.clone();
+            let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
             voters.remove(node);
             learners.remove(node);
             c.run(move |c| async move { change_from(&c, g, now, voters, learners).await })??;
@@ -504,33 +504,43 @@ fn list(ids: &BTreeSet<u64>) -> String {
 }
 
 /// The group's voters and observers as its leader sees them.
+/// A group's membership as its leader reported it.
+#[derive(Debug, Clone)]
+struct Members {
+    voters: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
+    /// Where it was set: (index, term).
+    at: (u64, u64),
+}
+
 /// Changes `g`'s membership from `now` (as read) to the target, on the
-/// condition that it is still `now` when the leader gets the request: a
-/// retry of this call, or the request arriving after another admin's
-/// change, is then refused rather than undoing that change. Nothing to do
-/// if the target is `now`.
+/// condition that the membership in force is still the one set where
+/// `now` was when the leader gets the request: a retry of this call, or
+/// the request arriving after another admin's change (even one that set
+/// the same members again), is then refused rather than undoing that
+/// change. Nothing to do if the target is `now`.
 async fn change_from(
     c: &Client,
     g: u64,
-    now: (BTreeSet<u64>, BTreeSet<u64>),
+    now: Members,
     voters: BTreeSet<u64>,
     learners: BTreeSet<u64>,
 ) -> Result<(), ClientError> {
-    if (&voters, &learners) == (&now.0, &now.1) {
+    if (&voters, &learners) == (&now.voters, &now.learners) {
         return Ok(());
     }
     let change = MembersChange {
         voters,
         learners,
-        expected: Some(now),
+        expected: Some(now.at),
     };
     c.change_members(g, &change).await
 }
 
-/// The membership in force: the voters and learners of the leader of the
-/// highest term among the nodes that answer (a deposed leader that has
-/// not heard of its successor yet may still answer as leader).
-fn membership(c: &BlockingClient, g: u64) -> Result<(BTreeSet<u64>, BTreeSet<u64>), ClientError> {
+/// The membership in force: that of the leader of the highest term among
+/// the nodes that answer (a deposed leader that has not heard of its
+/// successor yet may still answer as leader).
+fn membership(c: &BlockingClient, g: u64) -> Result<Members, ClientError> {
     let nodes = c.status(g)?;
     let leader = nodes
         .iter()
@@ -542,10 +552,11 @@ fn membership(c: &BlockingClient, g: u64) -> Result<(BTreeSet<u64>, BTreeSet<u64
             call: "membership",
             reply: "no node of --servers leads the group".into(),
         })?;
-    Ok((
-        leader.voters.iter().copied().collect(),
-        leader.learners.iter().copied().collect(),
-    ))
+    Ok(Members {
+        voters: leader.voters.iter().copied().collect(),
+        learners: leader.learners.iter().copied().collect(),
+        at: (leader.membership_index, leader.membership_term),
+    })
 }
 
 /// One line (or JSON object) per node: what `ok` says of a success, the

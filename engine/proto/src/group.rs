@@ -134,6 +134,12 @@ pub struct GroupStatus {
     pub snapshot_index: u64,
     /// The term of that snapshot's last entry.
     pub snapshot_term: u64,
+    /// Where the membership in force was set: the index of its latest
+    /// change's entry (or of the snapshot it came in); what a conditional
+    /// membership change names.
+    pub membership_index: u64,
+    /// The term of that entry (or snapshot).
+    pub membership_term: u64,
 }
 
 /// A snapshot written here.

@@ -84,37 +84,37 @@ impl Op {
 }
 
 /// The payload of [`Op::ChangeMembers`]: the target voters and learners,
-/// and, for a conditional change, the membership it was computed from.
+/// and, for a conditional change, where the membership it was computed
+/// from was set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MembersChange {
     /// The target voters.
     pub voters: BTreeSet<u64>,
     /// The target learners (observers).
     pub learners: BTreeSet<u64>,
-    /// Refuse unless the membership in force is this (voters, learners)
-    /// or already the target.
-    pub expected: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+    /// Refuse unless the membership in force is the one set at this
+    /// (index, term) ([`GroupStatus::membership_index`] and
+    /// `membership_term`) or already the target.
+    pub expected: Option<(u64, u64)>,
 }
 
 /// Encodes a [`MembersChange`]: version, voters, learners, then a flag byte
-/// and the expected sets when conditional (a payload that ends after the
-/// learners is unconditional).
+/// and the expected (index, term) when conditional (a payload that ends
+/// after the learners is unconditional).
 pub fn encode_members(change: &MembersChange) -> Bytes {
     let sets = change.voters.len() + change.learners.len();
-    let mut b = BytesMut::with_capacity(10 + 8 * sets);
+    let mut b = BytesMut::with_capacity(26 + 8 * sets);
     b.put_u8(VERSION);
-    let put = |b: &mut BytesMut, ids: &BTreeSet<u64>| {
+    for ids in [&change.voters, &change.learners] {
         b.put_u32_le(u32::try_from(ids.len()).unwrap_or(u32::MAX));
         for id in ids {
             b.put_u64_le(*id);
         }
-    };
-    put(&mut b, &change.voters);
-    put(&mut b, &change.learners);
-    if let Some((voters, learners)) = &change.expected {
+    }
+    if let Some((index, term)) = change.expected {
         b.put_u8(1);
-        put(&mut b, voters);
-        put(&mut b, learners);
+        b.put_u64_le(index);
+        b.put_u64_le(term);
     }
     b.freeze()
 }
@@ -123,17 +123,13 @@ pub fn encode_members(change: &MembersChange) -> Bytes {
 pub fn decode_members(body: Bytes) -> Result<MembersChange, DecodeError> {
     let mut r = Reader::new(body);
     version(&mut r, "members")?;
-    let set = |r: &mut Reader, what| ids(r, what).map(|v| v.into_iter().collect());
-    let voters = set(&mut r, "voters")?;
-    let learners = set(&mut r, "learners")?;
+    let voters = ids(&mut r, "voters")?.into_iter().collect();
+    let learners = ids(&mut r, "learners")?.into_iter().collect();
     let expected = if r.remaining() == 0 {
         None
     } else {
         match r.u8("expected flag")? {
-            1 => Some((
-                set(&mut r, "expected voters")?,
-                set(&mut r, "expected learners")?,
-            )),
+            1 => Some((r.u64("expected index")?, r.u64("expected term")?)),
             flag => {
                 return Err(DecodeError::Invalid {
                     what: "expected flag",
@@ -582,7 +578,7 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
 
 /// Encodes a [`GroupStatus`] (the result of [`Op::Status`]).
 pub fn encode_status(s: &GroupStatus) -> Bytes {
-    let mut b = BytesMut::with_capacity(59);
+    let mut b = BytesMut::with_capacity(75);
     b.put_u8(VERSION);
     b.put_u64_le(s.group);
     b.put_u8(match s.role {
@@ -606,6 +602,8 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
     }
     b.put_u64_le(s.snapshot_index);
     b.put_u64_le(s.snapshot_term);
+    b.put_u64_le(s.membership_index);
+    b.put_u64_le(s.membership_term);
     b.freeze()
 }
 
@@ -626,7 +624,7 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         3 => Role::Leader,
         tag => return Err(unknown("role", tag, r.offset())),
     };
-    let s = GroupStatus {
+    let mut s = GroupStatus {
         group,
         role,
         term: r.u64("term")?,
@@ -640,7 +638,14 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         learners: ids(&mut r, "learners")?,
         snapshot_index: r.u64("snapshot index")?,
         snapshot_term: r.u64("snapshot term")?,
+        membership_index: 0,
+        membership_term: 0,
     };
+    // Nodes before conditional membership changes end here.
+    if r.remaining() > 0 {
+        s.membership_index = r.u64("membership index")?;
+        s.membership_term = r.u64("membership term")?;
+    }
     r.finish("group status")?;
     Ok(s)
 }
@@ -729,6 +734,8 @@ mod tests {
             learners: vec![4],
             snapshot_index: 8,
             snapshot_term: 7,
+            membership_index: 6,
+            membership_term: 2,
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
         let mut change = MembersChange {
@@ -737,7 +744,7 @@ mod tests {
             expected: None,
         };
         assert_eq!(decode_members(encode_members(&change)), Ok(change.clone()));
-        change.expected = Some(([1, 2].into(), [].into()));
+        change.expected = Some((17, 3));
         assert_eq!(decode_members(encode_members(&change)), Ok(change));
         let saved = SnapshotSaved {
             index: 10,
@@ -780,9 +787,14 @@ mod tests {
             learners: Vec::new(),
             snapshot_index: 0,
             snapshot_term: 0,
+            membership_index: 0,
+            membership_term: 0,
         });
+        // An older node's status ends before the membership position.
+        let older = status.len() - 16;
         for cut in 0..status.len() {
-            assert!(decode_status(status.slice(..cut)).is_err(), "cut at {cut}");
+            let decoded = decode_status(status.slice(..cut));
+            assert_eq!(decoded.is_ok(), cut == older, "cut at {cut}");
         }
         assert!(ServiceRequest::decode(Bytes::from_static(&[2, 1, 1, 0])).is_err());
         assert!(ServiceRequest::decode(Bytes::from_static(&[1, 99, 1, 0])).is_err());

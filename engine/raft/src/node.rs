@@ -60,8 +60,12 @@ pub struct Raft<L: LogView> {
     pub(super) membership: Membership,
     /// The membership as of the commit index.
     pub(super) membership_committed: Membership,
-    /// Membership changes in the log past the commit index, by index.
-    pub(super) conf_uncommitted: BTreeMap<u64, ConfChange>,
+    /// Where `membership_committed` was set: the (index, term) of its
+    /// change's entry, or of the snapshot it came in.
+    pub(super) membership_committed_at: (u64, u64),
+    /// Membership changes in the log past the commit index, by index:
+    /// (term, change).
+    pub(super) conf_uncommitted: BTreeMap<u64, (u64, ConfChange)>,
     pub(super) progress: BTreeMap<NodeId, Progress>,
     pub(super) votes: BTreeMap<NodeId, bool>,
     pub(super) ticks_election_elapsed: u32,
@@ -114,7 +118,9 @@ impl<L: LogView> Raft<L> {
     ) -> Result<Self, RaftError> {
         cfg.validate()?;
         let group = cfg.group;
-        let membership_committed = view.snapshot_meta().membership;
+        let snapshot = view.snapshot_meta();
+        let membership_committed_at = (snapshot.index, snapshot.term);
+        let membership_committed = snapshot.membership;
         let conf_uncommitted = scan_conf_changes(&view, cfg.bytes_apply_max)
             .map_err(|source| RaftError::Log { group, source })?;
         let log = RaftLog::new(view, hard_state.index_commit, index_applied)
@@ -129,6 +135,7 @@ impl<L: LogView> Raft<L> {
             log,
             membership: membership_committed.clone(),
             membership_committed,
+            membership_committed_at,
             conf_uncommitted,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
@@ -211,6 +218,20 @@ impl<L: LogView> Raft<L> {
     /// The membership in force: the latest configuration in the log.
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// Where the membership in force was set, as (index, term): the entry
+    /// of its latest change, or the snapshot it came in when the log no
+    /// longer holds that entry. Two memberships at the same position are
+    /// the same (Raft's log matching); the same membership set again (a
+    /// node removed and added back) is at a new one. What a conditional
+    /// change names ([`Raft::change_membership_if`]).
+    pub fn membership_at(&self) -> (u64, u64) {
+        self.conf_uncommitted
+            .last_key_value()
+            .map_or(self.membership_committed_at, |(index, (term, _))| {
+                (*index, *term)
+            })
     }
 
     /// The hard state as it is now (not necessarily persisted yet). Its
@@ -594,7 +615,8 @@ impl<L: LogView> Raft<L> {
             if *entry.key() > committed {
                 break;
             }
-            let (index, change) = entry.remove_entry();
+            let (index, (term, change)) = entry.remove_entry();
+            self.membership_committed_at = (index, term);
             match self.membership_committed.apply(&change) {
                 Ok(next) => self.membership_committed = next,
                 Err(e) => {
@@ -609,7 +631,7 @@ impl<L: LogView> Raft<L> {
     /// changes in the log after it.
     pub(super) fn recompute_membership(&mut self) {
         let mut membership = self.membership_committed.clone();
-        for (index, change) in &self.conf_uncommitted {
+        for (index, (_, change)) in &self.conf_uncommitted {
             match membership.apply(change) {
                 Ok(next) => membership = next,
                 Err(e) => {
@@ -639,7 +661,7 @@ impl<L: LogView> Raft<L> {
         let mut changed = !truncated.is_empty();
         for e in entries {
             if let EntryKind::ConfChange(cc) = &e.kind {
-                self.conf_uncommitted.insert(e.index, cc.clone());
+                self.conf_uncommitted.insert(e.index, (e.term, cc.clone()));
                 changed = true;
             }
         }
@@ -652,6 +674,7 @@ impl<L: LogView> Raft<L> {
     /// Replaces the log by a snapshot from the leader.
     pub(super) fn restore_snapshot(&mut self, meta: crate::SnapshotMeta) {
         self.membership_committed = meta.membership.clone();
+        self.membership_committed_at = (meta.index, meta.term);
         self.conf_uncommitted.clear();
         self.log.restore(meta);
         self.recompute_membership();
@@ -732,7 +755,7 @@ impl<L: LogView> Raft<L> {
 fn scan_conf_changes<L: LogView>(
     view: &L,
     bytes_max: u64,
-) -> Result<BTreeMap<u64, ConfChange>, crate::LogError> {
+) -> Result<BTreeMap<u64, (u64, ConfChange)>, crate::LogError> {
     let mut out = BTreeMap::new();
     let (mut lo, hi) = (view.first_index(), view.last_index() + 1);
     while lo < hi {
@@ -741,7 +764,7 @@ fn scan_conf_changes<L: LogView>(
         lo = last.index + 1;
         for e in batch {
             if let EntryKind::ConfChange(cc) = e.kind {
-                out.insert(e.index, cc);
+                out.insert(e.index, (e.term, cc));
             }
         }
     }

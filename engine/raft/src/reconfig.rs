@@ -26,14 +26,16 @@ impl<L: LogView> Raft<L> {
     }
 
     /// [`Raft::change_membership`], only if the membership in force is
-    /// still `expected` (voters, learners), the one the caller computed
-    /// the target from, or is the target already (a retry of a change that
-    /// was made). A request that comes late, after another change (a
-    /// retry, a concurrent admin), is refused instead of undoing that
-    /// change: a plain target is not idempotent under reordering.
+    /// still the one at `expected` ([`Raft::membership_at`]), the one the
+    /// caller computed the target from, or is the target already (a retry
+    /// of a change that was made). A request that comes late, after other
+    /// changes (a retry, a concurrent admin), is refused instead of undoing
+    /// them: a plain target is not idempotent under reordering, and a
+    /// position, unlike the sets, also tells a node removed and added back
+    /// from one never removed.
     pub fn change_membership_if(
         &mut self,
-        expected: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
+        expected: Option<(u64, u64)>,
         voters: BTreeSet<NodeId>,
         learners: BTreeSet<NodeId>,
     ) -> Result<(), RaftError> {
@@ -50,13 +52,14 @@ impl<L: LogView> Raft<L> {
         {
             return Err(RaftError::ConfChangePending { group });
         }
-        if let Some((voters_expected, learners_expected)) = expected {
-            let now = (self.membership.voters(), self.membership.learners());
-            let done = *now.0 == voters && now.1 == learners;
-            if !done && (*now.0 != voters_expected || now.1 != learners_expected) {
+        if let Some(expected) = expected {
+            let done =
+                *self.membership.voters() == voters && self.membership.learners() == learners;
+            let at = self.membership_at();
+            if !done && at != expected {
                 return Err(RaftError::MembershipChanged {
                     group,
-                    now: self.membership.to_string(),
+                    now: format!("{} at index {} term {}", self.membership, at.0, at.1),
                 });
             }
         }

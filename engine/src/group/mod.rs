@@ -108,8 +108,9 @@ pub(crate) enum Event {
     SnapshotInstalled(u64),
     SnapshotNow(Reply<SnapshotSaved>),
     ChangeMembers {
-        /// The membership the target was computed from, if conditional.
-        expected: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+        /// Where the membership the target was computed from was set
+        /// (index, term), if conditional.
+        expected: Option<(u64, u64)>,
         voters: BTreeSet<u64>,
         learners: BTreeSet<u64>,
         reply: Reply<()>,
@@ -267,13 +268,14 @@ impl GroupHandle {
     }
 
     /// [`GroupHandle::change_membership`], refused (nothing changed) unless
-    /// the membership in force is `expected` (voters, learners) or already
+    /// the membership in force is the one at `expected` (its position,
+    /// [`GroupStatus::membership_index`] and `membership_term`) or already
     /// the target: what an admin tool that read the membership, computed a
     /// target and may retry needs, so that a late or repeated request never
     /// undoes a change made since.
     pub async fn change_membership_if(
         &self,
-        expected: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+        expected: Option<(u64, u64)>,
         voters: BTreeSet<u64>,
         learners: BTreeSet<u64>,
     ) -> Result<(), GroupError> {

@@ -620,7 +620,6 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             } => {
                 let ids = |s: BTreeSet<u64>| s.into_iter().map(NodeId).collect::<BTreeSet<_>>();
                 let (voters, learners) = (ids(voters), ids(learners));
-                let expected = expected.map(|(v, l)| (ids(v), ids(l)));
                 match self
                     .raft
                     .change_membership_if(expected, voters.clone(), learners.clone())
@@ -720,6 +719,8 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 .collect(),
             snapshot_index: self.snaps.meta.borrow().index,
             snapshot_term: self.snaps.meta.borrow().term,
+            membership_index: self.raft.membership_at().0,
+            membership_term: self.raft.membership_at().1,
         }
     }
 
