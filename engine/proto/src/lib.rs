@@ -2,7 +2,8 @@
 //!
 //! **For:** the service requests and replies ([`service`]: operations,
 //! routes, errors and the payloads of the admin operations), the group
-//! settings and status they carry ([`config`], [`group`]), and the
+//! settings and status they carry ([`config`], [`group`]), the KV
+//! group's commands, reads and answers ([`kv`]), and the
 //! bounds-checked byte [`codec`] every hand-written format of Sampan
 //! shares. Every payload starts with a format version; decoders are total
 //! (a value or a [`codec::DecodeError`], never a panic, never an
@@ -14,4 +15,5 @@
 pub mod codec;
 pub mod config;
 pub mod group;
+pub mod kv;
 pub mod service;

@@ -1,14 +1,14 @@
 //! [`KvMachine`]: the KV store behind the engine's
 //! [`StateMachine`](crate::state_machine::StateMachine) trait.
 
-use super::command::{KvCommand, KvFailure, KvRequest, KvResult};
-use super::query::KvQuery;
 use super::snapshot::{KvFrozen, KvRestore};
 use super::store::{KvConfig, KvStore};
 use crate::state_machine::{
     Committed, FrozenState, RoleChange, SnapshotInfo, Stamp, StateMachine, StateMachineError,
 };
 use bytes::{Bytes, BytesMut};
+use sampan_proto::kv::KvQuery;
+use sampan_proto::kv::{KvCommand, KvFailure, KvRequest, KvResult};
 use std::collections::HashMap;
 
 /// Expirations proposed per call of the TTL manager.
@@ -86,7 +86,7 @@ impl StateMachine for KvMachine {
     fn read(&self, query: &Bytes, now_ms: u64) -> Result<Bytes, StateMachineError> {
         let q = KvQuery::decode(query.clone())
             .map_err(|e| StateMachineError::BadQuery(e.to_string()))?;
-        Ok(q.answer(&self.store, now_ms).to_bytes())
+        Ok(self.store.answer(&q, now_ms).to_bytes())
     }
 
     fn on_role_change(&mut self, change: &RoleChange) {

@@ -40,23 +40,21 @@
 //! the same index, so no expiry is lost to a leader change and none applies
 //! twice.
 
-mod command;
 mod machine;
-mod query;
 mod session;
 mod snapshot;
 mod store;
 
 pub use crate::codec::DecodeError;
-pub use command::{
-    BATCH_COMMANDS_MAX, COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult,
-    PutCondition, Ttl, VALUE_MAX_BYTES,
-};
 pub use machine::KvMachine;
-pub use query::{KvAnswer, KvQuery, QUERY_KEYS_MAX, QUERY_VERSION};
+pub use sampan_proto::kv::{
+    BATCH_COMMANDS_MAX, COMMAND_VERSION, Item, KEY_MAX_BYTES, KvAnswer, KvCommand, KvFailure,
+    KvQuery, KvRequest, KvResult, PutCondition, QUERY_KEYS_MAX, QUERY_VERSION, ScanPage, ScanRange,
+    Ttl, VALUE_MAX_BYTES,
+};
 pub use session::{Session, Sessions};
 pub use snapshot::{KvFrozen, KvRestore, SNAPSHOT_VERSION};
-pub use store::{Item, KvConfig, KvStore, ScanPage, ScanRange};
+pub use store::{KvConfig, KvStore};
 
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,8 @@
 //! replica drops them at the same index. Kept in snapshots; persistent maps
 //! make freezing them O(1).
 
-use super::command::{KvFailure, KvResult};
 use imbl::OrdMap;
+use sampan_proto::kv::{KvFailure, KvResult};
 
 /// One client's remembered results.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

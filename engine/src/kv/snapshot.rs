@@ -17,12 +17,12 @@
 //! body`. The first chunk's body starts with the store's header record.
 //! Records never span chunks.
 
-use super::command::KvResult;
 use super::session::{Session, Sessions};
-use super::store::{Item, KvConfig, KvStore};
+use super::store::{KvConfig, KvStore};
 use crate::codec::{DecodeError, Reader, put_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
+use sampan_proto::kv::{Item, KvResult};
 use std::ops::Bound;
 
 /// Format version of snapshot chunks.

@@ -3,30 +3,15 @@
 //! scans. Applying a command is deterministic: it depends only on the
 //! command (with the leader's timestamp) and the state.
 
-use super::command::{KvCommand, KvFailure, KvRequest, KvResult, PutCondition, Ttl};
 use super::session::{Admission, Sessions};
 use bytes::Bytes;
 use imbl::OrdMap;
+use sampan_proto::kv::{
+    Item, KvAnswer, KvCommand, KvFailure, KvQuery, KvRequest, KvResult, PutCondition,
+    QUERY_KEYS_MAX, ScanPage, ScanRange, Ttl,
+};
 use std::collections::BTreeSet;
 use std::ops::Bound;
-
-/// A stored value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    /// The value.
-    pub value: Bytes,
-    /// The log index that last changed the key (value or TTL).
-    pub version: u64,
-    /// When the key expires (leader wall-clock ms), if it does.
-    pub expire_at_ms: Option<u64>,
-}
-
-impl Item {
-    /// Whether the item has expired at time `now_ms`.
-    pub fn expired_at(&self, now_ms: u64) -> bool {
-        self.expire_at_ms.is_some_and(|t| t <= now_ms)
-    }
-}
 
 /// Settings that every replica of a group must share (they shape the state).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,29 +41,6 @@ impl Default for KvConfig {
     }
 }
 
-/// Which keys a scan covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanRange {
-    /// Keys starting with these bytes.
-    Prefix(Bytes),
-    /// Keys in `[start, end)`; `end: None` is unbounded.
-    Range {
-        /// First key (inclusive).
-        start: Bytes,
-        /// Past the last key (exclusive).
-        end: Option<Bytes>,
-    },
-}
-
-/// One page of a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanPage {
-    /// Live keys and their items, in key order.
-    pub items: Vec<(Bytes, Item)>,
-    /// Pass as `after` to get the next page; `None` when the range is done.
-    pub next: Option<Bytes>,
-}
-
 /// The replicated KV state of one group.
 #[derive(Debug, Clone, Default)]
 pub struct KvStore {
@@ -92,6 +54,29 @@ pub struct KvStore {
 }
 
 impl KvStore {
+    /// Answers `query` at wall-clock `now_ms`.
+    pub fn answer(&self, query: &KvQuery, now_ms: u64) -> KvAnswer {
+        match query {
+            KvQuery::Get(keys) => KvAnswer::Values {
+                items: keys.iter().map(|k| self.get(k, now_ms).cloned()).collect(),
+                at_ms: now_ms,
+            },
+            KvQuery::Scan {
+                range,
+                after,
+                limit,
+            } => {
+                let limit = (*limit as usize).clamp(1, QUERY_KEYS_MAX);
+                let page = self.scan(range, after.as_ref(), limit, now_ms);
+                KvAnswer::Page {
+                    items: page.items,
+                    next: page.next,
+                }
+            }
+            KvQuery::Len => KvAnswer::Count(self.len() as u64),
+        }
+    }
+
     /// An empty store.
     pub fn new(config: KvConfig) -> KvStore {
         KvStore {

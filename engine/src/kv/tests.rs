@@ -761,7 +761,7 @@ fn answers_carry_the_leaders_clock_and_ttls_follow_it() {
             },
         ),
     );
-    let answer = KvQuery::Get(vec![b("t")]).answer(&s, 2_000);
+    let answer = s.answer(&KvQuery::Get(vec![b("t")]), 2_000);
     let answer = KvAnswer::decode(answer.to_bytes()).expect("decodes");
     // The receiver's clock is 10 minutes ahead of the leader's.
     let receiver_now = 2_000 + 600_000;
@@ -769,6 +769,6 @@ fn answers_carry_the_leaders_clock_and_ttls_follow_it() {
     let item = items[0].as_ref().expect("present at the leader");
     assert_eq!(item.expire_at_ms, Some(receiver_now + 3_000));
     // Expired at the leader: absent, whatever the receiver's clock says.
-    let gone = KvQuery::Get(vec![b("t")]).answer(&s, 5_000);
+    let gone = s.answer(&KvQuery::Get(vec![b("t")]), 5_000);
     assert_eq!(gone.into_items(0), Some(vec![None]));
 }

@@ -1,9 +1,9 @@
-//! Reads of the KV state (what [`crate::state_machine::StateMachine::read`]
+//! Reads of the KV state (what the KV machine's `StateMachine::read`
 //! answers for the native client), and their codecs.
 //!
 //! Layout (little-endian), version 1: `version u8 | tag u8 | body`.
 
-use super::store::{Item, KvStore, ScanRange};
+use super::items::{Item, ScanRange};
 use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -155,29 +155,6 @@ impl KvQuery {
         };
         r.finish("query")?;
         Ok(q)
-    }
-
-    /// Answers the query from `store` at wall-clock `now_ms`.
-    pub fn answer(&self, store: &KvStore, now_ms: u64) -> KvAnswer {
-        match self {
-            KvQuery::Get(keys) => KvAnswer::Values {
-                items: keys.iter().map(|k| store.get(k, now_ms).cloned()).collect(),
-                at_ms: now_ms,
-            },
-            KvQuery::Scan {
-                range,
-                after,
-                limit,
-            } => {
-                let limit = (*limit as usize).clamp(1, QUERY_KEYS_MAX);
-                let page = store.scan(range, after.as_ref(), limit, now_ms);
-                KvAnswer::Page {
-                    items: page.items,
-                    next: page.next,
-                }
-            }
-            KvQuery::Len => KvAnswer::Count(store.len() as u64),
-        }
     }
 }
 

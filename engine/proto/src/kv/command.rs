@@ -20,7 +20,7 @@ pub const COMMAND_VERSION: u8 = 1;
 pub const KEY_MAX_BYTES: usize = 64 << 10;
 
 /// The largest value accepted, in bytes: well under the largest command
-/// a group takes ([`crate::group::PROPOSAL_BYTES_MAX`]), so one value
+/// a group takes (the runtime's `PROPOSAL_BYTES_MAX`), so one value
 /// always fits in one log entry.
 pub const VALUE_MAX_BYTES: usize = 8 << 20;
 
@@ -314,7 +314,7 @@ impl KvCommand {
 
 impl KvRequest {
     /// Sets the `time_ms` of an encoded request to the leader's clock (the
-    /// engine's [`crate::state_machine::StateMachine::stamp`] for the KV
+    /// engine's `StateMachine::stamp` for the KV
     /// store), so every replica computes TTL deadlines and session expiry
     /// from the same time. Bytes that are not a request pass unchanged
     /// (they fail at apply, the same way everywhere).
@@ -616,7 +616,7 @@ impl KvResult {
     }
 
     /// Decodes one result from the reader.
-    pub(crate) fn read(r: &mut Reader) -> Result<KvResult, DecodeError> {
+    pub fn read(r: &mut Reader) -> Result<KvResult, DecodeError> {
         Self::read_nested(r, true)
     }
 
