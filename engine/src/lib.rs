@@ -34,7 +34,8 @@
 //! assert_eq!(sm.store().get(b"k", 0).map(|it| it.value.clone()), Some(Bytes::from("v")));
 //! ```
 
-pub mod client;
+/// The native client ([`sampan_client`]), re-exported under its old path.
+pub use sampan_client as client;
 pub(crate) use sampan_proto::codec;
 pub mod config;
 pub mod group;

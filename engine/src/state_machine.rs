@@ -100,12 +100,7 @@ pub trait FrozenState: Send {
 /// See [`StateMachine::stamp`]: `(command, leader_now_ms) -> command`.
 pub type Stamp = fn(Bytes, u64) -> Bytes;
 
-/// The wall clock in ms since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use sampan_proto::now_ms;
 
 /// The state behind one Raft group.
 pub trait StateMachine: 'static {

@@ -17,3 +17,12 @@ pub mod config;
 pub mod group;
 pub mod kv;
 pub mod service;
+
+/// The wall clock in ms since the Unix epoch (0 if the clock is before
+/// it): the time base of KV deadlines on both sides (a client computes a
+/// key's remaining TTL from it; a leader stamps commands with it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A fresh random id, never 0 (0 means "no session" to the server).
-pub(crate) fn random_id() -> u64 {
+pub fn random_id() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -83,7 +83,7 @@ struct GroupSessions {
 
 /// Every group's sessions. Shard-local.
 #[derive(Debug)]
-pub(crate) struct Sessions {
+pub struct Sessions {
     groups: RefCell<HashMap<u64, Rc<GroupSessions>>>,
     window: u64,
     lanes_max: usize,
@@ -93,22 +93,22 @@ pub(crate) struct Sessions {
 /// A write's place in a session, held while the write is in flight.
 /// Dropping it marks the write answered (or given up) and makes room.
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub struct Lease {
     group: Rc<GroupSessions>,
     lane: Rc<Lane>,
     /// The session id.
-    pub(crate) client_id: u64,
+    pub client_id: u64,
     /// The write's sequence number.
-    pub(crate) seq: u64,
+    pub seq: u64,
     /// Every answer below this has reached the client.
-    pub(crate) acked_below: u64,
+    pub acked_below: u64,
 }
 
 impl Lease {
     /// The servers forgot this session: later writes use a new id. The
     /// old session's other writes still in flight no longer count against
     /// the window (their leases, under the old id, leave the lane alone).
-    pub(crate) fn renew_session(&self) {
+    pub fn renew_session(&self) {
         if self.lane.id.get() == self.client_id {
             self.lane.id.set(random_id());
             self.lane.seq_next.set(1);
@@ -128,7 +128,8 @@ impl Drop for Lease {
 }
 
 impl Sessions {
-    pub(crate) fn new(cfg: &ClientConfig) -> Sessions {
+    /// Sessions with the limits `cfg` sets.
+    pub fn new(cfg: &ClientConfig) -> Sessions {
         Sessions::with_limits(
             cfg.session_window,
             cfg.sessions_per_group_max,
@@ -138,7 +139,7 @@ impl Sessions {
 
     /// Sessions of at most `window` writes in flight each, at most
     /// `lanes_max` per group, renewed after `renew_idle` without use.
-    pub(crate) fn with_limits(window: u64, lanes_max: usize, renew_idle: Duration) -> Sessions {
+    pub fn with_limits(window: u64, lanes_max: usize, renew_idle: Duration) -> Sessions {
         Sessions {
             groups: RefCell::new(HashMap::new()),
             window: window.max(1),
@@ -150,7 +151,7 @@ impl Sessions {
     /// Takes the next sequence number of a session of `group` with room,
     /// waiting for room if every session is full (the caller bounds the
     /// wait with its deadline).
-    pub(crate) async fn lease(&self, group: u64) -> Lease {
+    pub async fn lease(&self, group: u64) -> Lease {
         let g = self.groups.borrow_mut().entry(group).or_default().clone();
         loop {
             let wait = g.room.wait();

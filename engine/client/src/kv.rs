@@ -3,14 +3,14 @@
 //! plain value.
 
 use super::{Client, ClientError};
-use crate::group::GroupStatus;
-use crate::kv::{
+use bytes::Bytes;
+use sampan_proto::group::GroupStatus;
+use sampan_proto::kv::{
     Item, KvAnswer, KvCommand, KvFailure, KvQuery, KvRequest, KvResult, PutCondition, ScanPage,
     ScanRange, Ttl,
 };
-use crate::service::{self, Op, Route};
-use crate::state_machine::now_ms;
-use bytes::Bytes;
+use sampan_proto::now_ms;
+use sampan_proto::service::{self, Op, Route};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

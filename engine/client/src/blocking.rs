@@ -5,9 +5,9 @@
 //! pipelined on the same connections.
 
 use super::{Client, ClientConfig, ClientError, ClientStats, KeyTtl, NodeStatus};
-use crate::kv::{Item, KvAnswer, KvCommand, KvQuery, KvResult, ScanPage, ScanRange};
 use bytes::Bytes;
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, ShardHandle, TaskClass};
+use sampan_proto::kv::{Item, KvAnswer, KvCommand, KvQuery, KvResult, ScanPage, ScanRange};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,7 +31,7 @@ fn local(id: u64) -> Result<Client, ClientError> {
 
 /// The blocking client: `Send + Sync`; every call blocks the calling
 /// thread (never call it on a shard: use [`Client`] there). See the module
-/// docs of [`crate::client`].
+/// docs of [`crate`].
 pub struct BlockingClient {
     id: u64,
     shard: ShardHandle,

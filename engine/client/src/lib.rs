@@ -9,7 +9,7 @@
 //! so the state machine applies a retried write once and answers it with
 //! the first result). Requests to one node share one connection, many in
 //! flight at once. **Not for:** admin (adding groups or members), nor
-//! talking to a node in-process (use [`crate::server::GroupRef`]).
+//! talking to a node in-process (use the runtime's `sampan::server::GroupRef`).
 //!
 //! Two forms: [`Client`] is shard-local (`!Send`) and async, for code that
 //! runs on a `sampan-fiber` shard; [`BlockingClient`] is `Send + Sync` and
@@ -17,9 +17,9 @@
 //! runtime of its own that holds the [`Client`].
 //!
 //! ```no_run
-//! use sampan::client::{BlockingClient, ClientConfig};
+//! use sampan_client::{BlockingClient, ClientConfig};
 //!
-//! # fn main() -> Result<(), sampan::client::ClientError> {
+//! # fn main() -> Result<(), sampan_client::ClientError> {
 //! let servers = vec!["127.0.0.1:5001".parse().expect("addr")];
 //! let client = BlockingClient::connect(ClientConfig::new(servers))?;
 //! client.put(1, "k", "v")?;
@@ -47,7 +47,7 @@ mod config;
 mod error;
 mod kv;
 mod pool;
-pub(crate) mod session;
+pub mod session;
 
 pub use blocking::BlockingClient;
 pub use config::{
@@ -58,13 +58,13 @@ pub use config::{
 pub use error::ClientError;
 pub use kv::{KeyTtl, NodeStatus};
 
-use crate::group::GroupError;
-use crate::service::{self, Op, Route, ServerError, ServiceRequest};
 use bytes::Bytes;
 use pool::{ConnectError, Pool};
 use sampan_net::backoff::Backoff;
 use sampan_net::rpc::ERROR_CODE_NO_RESPONSE;
 use sampan_net::{Body, NetConfig, NetError};
+use sampan_proto::group::GroupError;
+use sampan_proto::service::{self, Op, Route, ServerError, ServiceRequest};
 use session::Sessions;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};

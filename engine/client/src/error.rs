@@ -1,10 +1,11 @@
 //! The client's errors: each names the group, and the node or address
 //! when one is at fault.
 
-use crate::kv::{DecodeError, KvFailure};
-use crate::service::ServerError;
 use sampan_fiber::FiberError;
 use sampan_net::NetError;
+use sampan_proto::codec::DecodeError;
+use sampan_proto::kv::KvFailure;
+use sampan_proto::service::ServerError;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -3,11 +3,11 @@
 //! replica of a group. What `sampan-cli` uses for its admin commands.
 
 use super::{Client, ClientError};
-use crate::config::GroupConfig;
-use crate::group::SnapshotSaved;
-use crate::service::{self, Op, Route, ServiceRequest};
 use bytes::Bytes;
 use sampan_net::Body;
+use sampan_proto::config::GroupConfig;
+use sampan_proto::group::SnapshotSaved;
+use sampan_proto::service::{self, Op, Route, ServiceRequest};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
