@@ -28,8 +28,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Largest entry payload a host accepts from the network.
-pub const PAYLOAD_BYTES_MAX: u32 = 16 << 20;
+pub use crate::constants::PAYLOAD_BYTES_MAX;
 
 /// Why a host or one of its groups could not start.
 #[derive(Debug, thiserror::Error)]

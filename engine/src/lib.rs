@@ -38,6 +38,7 @@
 pub use sampan_client as client;
 pub(crate) use sampan_proto::codec;
 pub mod config;
+pub mod constants;
 pub mod group;
 pub mod host;
 pub mod kv;

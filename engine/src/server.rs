@@ -43,6 +43,8 @@
 
 use crate::codec::DecodeError;
 use crate::config::{ConfigError, GroupConfig, ServerConfig};
+pub use crate::constants::SNAPSHOTS_KEPT;
+use crate::constants::{HEAL_BACKOFF_MAX, HEAL_BACKOFF_MIN, HEAL_CHECK_EVERY};
 use crate::group::{GroupError, GroupStatus, SnapshotSaved};
 use crate::host::{HostError, ShardHost};
 use crate::kv::{KvConfig, KvMachine};
@@ -122,10 +124,6 @@ pub trait RaftFactory: Send + Sync + 'static {
         ctx: LogContext,
     ) -> impl Future<Output = Result<Self::Snapshots, StorageError>>;
 }
-
-/// Snapshots the default store keeps per group: the newest is used; the
-/// one before stays while a transfer may still read it.
-pub const SNAPSHOTS_KEPT: usize = 2;
 
 /// Opens the default snapshot store (a directory per snapshot) of a group.
 pub async fn open_snapshot_store(ctx: LogContext) -> Result<SnapshotStore<DiskFs>, StorageError> {
@@ -278,14 +276,6 @@ thread_local! {
 fn local_host(server: u64) -> Option<Rc<ShardHost>> {
     HOSTS.with(|h| h.borrow().get(&server).cloned())
 }
-
-/// How often the healer looks for replicas that stopped writing.
-const HEAL_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// First pause before a failed replica is restarted again; it doubles
-/// while the restarts keep failing, up to [`HEAL_BACKOFF_MAX`].
-const HEAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest pause between restarts of a failed replica.
-const HEAL_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Restarts, from their files, the replicas on this shard that stopped
 /// writing after a storage failure (a full disk, an I/O error), so a node

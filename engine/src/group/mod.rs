@@ -152,13 +152,7 @@ pub(crate) enum ApplyJob {
     SnapshotDue,
 }
 
-/// The largest command a group takes, in bytes: one log entry must fit in
-/// one frame between nodes (16 MiB, headers included), or followers would
-/// refuse it and the group could never commit it.
-pub const PROPOSAL_BYTES_MAX: usize = 15 << 20;
-
-/// Inbox slots per group: proposals beyond this wait (backpressure).
-pub(crate) const INBOX_CAPACITY: usize = 4096;
+pub use crate::constants::PROPOSAL_BYTES_MAX;
 
 /// A shard-local handle to a running group.
 #[derive(Clone)]

@@ -7,8 +7,11 @@
 use super::snapshot::{SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore};
 use super::view::StorageView;
 use super::{
-    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, INBOX_CAPACITY, Outbox, Reply, TickBox,
-    apply, persist,
+    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, Outbox, Reply, TickBox, apply, persist,
+};
+use crate::constants::{
+    APPLY_QUEUE_CAPACITY, INBOX_CAPACITY, PERSIST_QUEUE_CAPACITY, SHARD_TAIL_CACHE_BYTES,
+    SNAPSHOT_QUEUE_CAPACITY, TAIL_CACHE_BYTES,
 };
 use crate::raft::{
     self, ConfChange, EntryKind, HardState, NodeId, Raft, RaftError, Ready, Role, SnapshotMeta,
@@ -198,9 +201,9 @@ where
     let stamp = sm.stamp();
     let snaps = Rc::new(Snapshots::new(snapshots, snapshot.clone(), policy));
     let (inbox_tx, inbox_rx) = channel(INBOX_CAPACITY);
-    let (persist_tx, persist_rx) = channel(1024);
-    let (apply_tx, apply_rx) = channel(1024);
-    let (snap_tx, snap_rx) = channel(64);
+    let (persist_tx, persist_rx) = channel(PERSIST_QUEUE_CAPACITY);
+    let (apply_tx, apply_rx) = channel(APPLY_QUEUE_CAPACITY);
+    let (snap_tx, snap_rx) = channel(SNAPSHOT_QUEUE_CAPACITY);
     let spawn_err = |e: sampan_fiber::FiberError| GroupError::Refused {
         group,
         reason: e.to_string(),
@@ -310,12 +313,6 @@ async fn run_ticker(period: Duration, inbox: Sender<Event>, ticks: Rc<TickBox>) 
         }
     }
 }
-
-/// Bytes of recently encoded entries a leader keeps to send as they are.
-const TAIL_CACHE_BYTES: usize = 4 << 20;
-
-/// Bytes all the tail caches of one shard may hold together.
-const SHARD_TAIL_CACHE_BYTES: usize = 256 << 20;
 
 thread_local! {
     /// Bytes held by the tail caches of the groups on this shard.
