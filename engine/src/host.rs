@@ -9,12 +9,12 @@
 //! mailbox.
 
 use crate::config::{ConfigError, Durability, GroupConfig, ServerConfig};
+use crate::factory::{LogContext, open_segment_log, open_snapshot_store};
 use crate::group::net::{
     GroupDirectory, TransportOutbox, drive_ticks, route_raft_frames, watch_peers,
 };
 use crate::group::{GroupError, GroupHandle, GroupParts, start};
 use crate::raft::{self, GroupId, NodeId};
-use crate::server::{LogContext, open_segment_log, open_snapshot_store};
 use crate::state_machine::StateMachine;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, Router, Transport};
@@ -179,7 +179,7 @@ impl ShardHost {
     }
 
     /// Where the files of `group` live, and the settings and shared writer
-    /// its log is opened with: what a [`crate::server::RaftFactory`] gets.
+    /// its log is opened with: what a [`crate::factory::RaftFactory`] gets.
     pub fn log_context(&self, group: &GroupConfig) -> LogContext {
         let dir = self.cfg.data_dir.join(format!("group-{}", group.group_id));
         LogContext {

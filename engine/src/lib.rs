@@ -39,6 +39,7 @@ pub use sampan_client as client;
 pub(crate) use sampan_proto::codec;
 pub mod config;
 pub mod constants;
+pub mod factory;
 pub mod group;
 pub mod host;
 pub mod kv;
