@@ -45,6 +45,7 @@ mod group;
 mod mailbox;
 mod memlock;
 pub mod net;
+mod report;
 mod runtime;
 mod shard;
 mod signal;

@@ -26,7 +26,7 @@ pub(crate) enum Envelope {
     /// Stop the shard within `grace`, then report.
     Stop {
         grace: Duration,
-        done: flume::Sender<crate::runtime::ShardStopReport>,
+        done: flume::Sender<crate::report::ShardStopReport>,
     },
 }
 

@@ -4,6 +4,7 @@
 use crate::error::FiberError;
 use crate::mailbox::{Envelope, HandleShared, RuntimeHandle, ShardHandle};
 use crate::memlock::{IO_MEMORY_DEFAULT_BYTES, IO_MEMORY_MIN_BYTES, plan_io_memory};
+pub use crate::report::{ShardStopReport, ShutdownReport};
 use crate::shard::{ShardContext, shard_id};
 use crate::time::timeout;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -25,29 +26,6 @@ pub const MAILBOX_CAPACITY_DEFAULT: usize = 4096;
 
 /// How long `build` waits for every shard to report that it started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How a shard's stop went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardStopReport {
-    /// The shard.
-    pub shard: usize,
-    /// Fibers still running when the grace period ended, then cancelled.
-    pub fibers_cancelled: usize,
-}
-
-/// How a whole runtime's stop went, shard by shard.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ShutdownReport {
-    /// One report per shard, in shard order.
-    pub shards: Vec<ShardStopReport>,
-}
-
-impl ShutdownReport {
-    /// Fibers cancelled across all shards.
-    pub fn fibers_cancelled(&self) -> usize {
-        self.shards.iter().map(|s| s.fibers_cancelled).sum()
-    }
-}
 
 /// Settings for a [`Runtime`]; get one from [`Runtime::builder`].
 #[derive(Debug, Clone)]

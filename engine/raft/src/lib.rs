@@ -31,6 +31,7 @@ mod config;
 mod election;
 mod error;
 mod hibernate;
+mod ids;
 mod leader;
 mod log;
 mod membership;

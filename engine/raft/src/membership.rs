@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use super::types::NodeId;
+use super::ids::NodeId;
 
 /// A membership change, as carried by a log entry. Sets are absolute targets.
 #[derive(Debug, Clone, PartialEq, Eq)]

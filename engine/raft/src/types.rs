@@ -1,32 +1,11 @@
-//! The plain values every other file speaks in: ids, log entries, hard state,
-//! snapshot metadata.
-
-use std::fmt;
+//! The plain values every other file speaks in: log entries, hard state,
+//! snapshot metadata (the ids are in `ids.rs`, which membership also
+//! uses, so that neither file needs the other's).
 
 use bytes::Bytes;
 
+pub use super::ids::{GroupId, NodeId};
 use super::membership::{ConfChange, Membership};
-
-/// The id of one Raft group. Every message and error carries it, so the cores
-/// of thousands of groups can live side by side in one process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct GroupId(pub u64);
-
-/// The id of one node (a process hosting replicas of many groups).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct NodeId(pub u64);
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "g{}", self.0)
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{}", self.0)
-    }
-}
 
 /// What an entry means to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
