@@ -244,19 +244,61 @@ fn error(e: &ClientError, json: bool) -> Output {
 
 fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
     let (g, json) = (args.group, args.json);
-    let key = |k: &String| Bytes::from(k.clone());
     match &args.command {
+        Command::Snapshot { at } => {
+            let addrs = at.map_or_else(|| args.servers.clone(), |a| vec![a]);
+            snapshot(c, g, addrs, json)
+        }
+        Command::AddGroup {
+            members,
+            observers,
+            durability,
+        } => add_group(c, args, members, observers, durability),
+        Command::RemoveGroup => remove_group(c, g, args.servers.clone(), json),
+        Command::AddMember { node, at, observer } => {
+            add_member(c, g, *node, *at, *observer)?;
+            Ok(done(json))
+        }
+        Command::RemoveMember { node } => {
+            let now = membership(c, g)?;
+            let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
+            voters.remove(node);
+            learners.remove(node);
+            c.run(move |c| async move { change_from(&c, g, now, voters, learners).await })??;
+            Ok(done(json))
+        }
+        Command::TransferLeader { node } => {
+            let node = *node;
+            c.run(move |c| async move { c.transfer_leader(g, node).await })??;
+            Ok(done(json))
+        }
+        data => run_data(c, g, json, data),
+    }
+}
+
+/// The commands on keys.
+fn run_data(
+    c: &BlockingClient,
+    g: u64,
+    json: bool,
+    command: &Command,
+) -> Result<Output, ClientError> {
+    let key = |k: &String| Bytes::from(k.clone());
+    let found_or_not = |found: bool, text: String| {
+        if found {
+            Output::ok(text)
+        } else {
+            Output::not_found(text)
+        }
+    };
+    match command {
         Command::Put {
             key: k,
             value,
             ttl_ms,
         } => {
             c.put_ttl(g, key(k), key(value), ttl_ms.map(Duration::from_millis))?;
-            Ok(Output::ok(if json {
-                "{\"ok\":true}\n".into()
-            } else {
-                "OK\n".into()
-            }))
+            Ok(done(json))
         }
         Command::Get { key: k } => Ok(get(c.get_item(g, key(k))?, k, json)),
         Command::Del { keys } => {
@@ -266,11 +308,7 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
             } else {
                 format!("{n}\n")
             };
-            Ok(if n == 0 {
-                Output::not_found(text)
-            } else {
-                Output::ok(text)
-            })
+            Ok(found_or_not(n > 0, text))
         }
         Command::Scan {
             prefix,
@@ -300,11 +338,7 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
                 (false, true) => "OK\n".into(),
                 (false, false) => "cas failed: the current value did not match\n".into(),
             };
-            Ok(if done {
-                Output::ok(text)
-            } else {
-                Output::not_found(text)
-            })
+            Ok(found_or_not(done, text))
         }
         Command::Incr { key: k, delta } => {
             let v = c.incr(g, key(k), *delta)?;
@@ -326,154 +360,166 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
             Ok(ttl(c.ttl(g, key(k))?, json))
         }
         Command::Status => Ok(status(g, &c.status(g)?, json)),
-        Command::Snapshot { at } => {
-            let addrs = at.map_or_else(|| args.servers.clone(), |a| vec![a]);
-            let results = c.run(move |c| async move {
-                let mut out = Vec::new();
-                for a in addrs {
-                    out.push((a, c.snapshot_at(a, g).await));
-                }
-                out
-            })?;
-            Ok(per_node(&results, json, |s| {
-                (
-                    format!(
-                        "snapshot at index {} (term {}): {} bytes in {} ms",
-                        s.index, s.term, s.bytes, s.write_ms
-                    ),
-                    format!(
-                        "\"index\":{},\"term\":{},\"bytes\":{},\"write_ms\":{}",
-                        s.index, s.term, s.bytes, s.write_ms
-                    ),
-                )
-            }))
-        }
-        Command::AddGroup {
-            members,
-            observers,
-            durability,
-        } => {
-            let cfg = GroupConfig {
-                group_id: g,
-                members: members.clone(),
-                observers: observers.clone(),
-                durability: if durability == "async" {
-                    Durability::Async
-                } else {
-                    Durability::Sync
-                },
-                ..GroupConfig::default()
-            };
-            let nodes: BTreeSet<u64> = ids(members)?.union(&ids(observers)?).copied().collect();
-            let addrs = args.servers.clone();
-            let results = c.run(move |c| async move {
-                let mut out = Vec::new();
-                for a in addrs {
-                    let r = match c.node_id_at(a).await {
-                        Ok(id) if !nodes.contains(&id) => Ok(false),
-                        Ok(_) => c.add_group_at(a, &cfg).await.map(|()| true),
-                        Err(e) => Err(e),
-                    };
-                    out.push((a, r));
-                }
-                out
-            })?;
-            Ok(per_node(&results, json, |added| {
-                if *added {
-                    ("group added".into(), "\"added\":true".into())
-                } else {
-                    ("not a member: skipped".into(), "\"added\":false".into())
-                }
-            }))
-        }
-        Command::RemoveGroup => {
-            let addrs = args.servers.clone();
-            let stopped = c.run(move |c| async move {
-                let mut out = Vec::new();
-                for a in addrs {
-                    let r = match c.stop_group_at(a, g).await {
-                        Err(ClientError::NoSuchGroup { .. }) => Ok(false),
-                        r => r,
-                    };
-                    out.push((a, r));
-                }
-                out
-            })?;
-            if stopped.iter().any(|(_, r)| r.is_err()) {
-                eprintln!(
-                    "sampan-cli: not every node stopped group {g}: no files were deleted; \
-                     run remove-group again once they answer"
-                );
-                let mut out = per_node(&stopped, json, |_| {
-                    ("stopped".into(), "\"stopped\":true".into())
-                });
-                out.code = EXIT_ERROR;
-                return Ok(out);
-            }
-            let addrs = args.servers.clone();
-            let removed = c.run(move |c| async move {
-                let mut out = Vec::new();
-                for a in addrs {
-                    out.push((a, c.remove_group_at(a, g).await));
-                }
-                out
-            })?;
-            Ok(per_node(&removed, json, |_| {
-                ("stopped and deleted".into(), "\"removed\":true".into())
-            }))
-        }
-        Command::AddMember { node, at, observer } => {
-            let now = membership(c, g)?;
-            let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
-            if *observer {
-                learners.insert(*node);
-            } else {
-                learners.remove(node);
-                voters.insert(*node);
-            }
-            // The joining replica takes the membership from the leader;
-            // its config names the target so the node knows it belongs.
-            let cfg = GroupConfig {
-                group_id: g,
-                members: list(&voters),
-                observers: list(&learners),
-                join: true,
-                ..GroupConfig::default()
-            };
-            let (node, at) = (*node, *at);
-            c.run(move |c| async move {
-                let id = c.node_id_at(at).await?;
-                if id != node {
-                    return Err(ClientError::Unexpected {
-                        group: g,
-                        call: "add-member",
-                        reply: format!("{at} is node {id}, not node {node}"),
-                    });
-                }
-                match c.add_group_at(at, &cfg).await {
-                    // Already running there (a retry): go on.
-                    Err(ClientError::Server { source, .. })
-                        if source.to_string().contains("already running") => {}
-                    r => r?,
-                }
-                change_from(&c, g, now, voters, learners).await
-            })??;
-            Ok(done(json))
-        }
-        Command::RemoveMember { node } => {
-            let now = membership(c, g)?;
-            let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
-            voters.remove(node);
-            learners.remove(node);
-            c.run(move |c| async move { change_from(&c, g, now, voters, learners).await })??;
-            Ok(done(json))
-        }
-        Command::TransferLeader { node } => {
-            let node = *node;
-            c.run(move |c| async move { c.transfer_leader(g, node).await })??;
-            Ok(done(json))
-        }
+        admin => unreachable!("run handles {admin:?}"),
     }
+}
+
+/// Asks each of `addrs` for a snapshot of `g` now.
+fn snapshot(
+    c: &BlockingClient,
+    g: u64,
+    addrs: Vec<SocketAddr>,
+    json: bool,
+) -> Result<Output, ClientError> {
+    let results = c.run(move |c| async move {
+        let mut out = Vec::new();
+        for a in addrs {
+            out.push((a, c.snapshot_at(a, g).await));
+        }
+        out
+    })?;
+    Ok(per_node(&results, json, |s| {
+        (
+            format!(
+                "snapshot at index {} (term {}): {} bytes in {} ms",
+                s.index, s.term, s.bytes, s.write_ms
+            ),
+            format!(
+                "\"index\":{},\"term\":{},\"bytes\":{},\"write_ms\":{}",
+                s.index, s.term, s.bytes, s.write_ms
+            ),
+        )
+    }))
+}
+
+/// Starts group `args.group` on every node of `--servers` it names.
+fn add_group(
+    c: &BlockingClient,
+    args: &Args,
+    members: &str,
+    observers: &str,
+    durability: &str,
+) -> Result<Output, ClientError> {
+    let cfg = GroupConfig {
+        group_id: args.group,
+        members: members.to_owned(),
+        observers: observers.to_owned(),
+        durability: if durability == "async" {
+            Durability::Async
+        } else {
+            Durability::Sync
+        },
+        ..GroupConfig::default()
+    };
+    let nodes: BTreeSet<u64> = ids(members)?.union(&ids(observers)?).copied().collect();
+    let addrs = args.servers.clone();
+    let results = c.run(move |c| async move {
+        let mut out = Vec::new();
+        for a in addrs {
+            let r = match c.node_id_at(a).await {
+                Ok(id) if !nodes.contains(&id) => Ok(false),
+                Ok(_) => c.add_group_at(a, &cfg).await.map(|()| true),
+                Err(e) => Err(e),
+            };
+            out.push((a, r));
+        }
+        out
+    })?;
+    Ok(per_node(&results, args.json, |added| {
+        if *added {
+            ("group added".into(), "\"added\":true".into())
+        } else {
+            ("not a member: skipped".into(), "\"added\":false".into())
+        }
+    }))
+}
+
+/// Stops `g` on every node of `addrs`, then, only if all stopped, deletes
+/// its files on each.
+fn remove_group(
+    c: &BlockingClient,
+    g: u64,
+    addrs: Vec<SocketAddr>,
+    json: bool,
+) -> Result<Output, ClientError> {
+    let again = addrs.clone();
+    let stopped = c.run(move |c| async move {
+        let mut out = Vec::new();
+        for a in addrs {
+            let r = match c.stop_group_at(a, g).await {
+                Err(ClientError::NoSuchGroup { .. }) => Ok(false),
+                r => r,
+            };
+            out.push((a, r));
+        }
+        out
+    })?;
+    if stopped.iter().any(|(_, r)| r.is_err()) {
+        eprintln!(
+            "sampan-cli: not every node stopped group {g}: no files were deleted; \
+             run remove-group again once they answer"
+        );
+        let mut out = per_node(&stopped, json, |_| {
+            ("stopped".into(), "\"stopped\":true".into())
+        });
+        out.code = EXIT_ERROR;
+        return Ok(out);
+    }
+    let removed = c.run(move |c| async move {
+        let mut out = Vec::new();
+        for a in again {
+            out.push((a, c.remove_group_at(a, g).await));
+        }
+        out
+    })?;
+    Ok(per_node(&removed, json, |_| {
+        ("stopped and deleted".into(), "\"removed\":true".into())
+    }))
+}
+
+/// Starts a joining replica of `g` on `node` (at `at`), then makes it a
+/// voter (or an observer) by a conditional membership change.
+fn add_member(
+    c: &BlockingClient,
+    g: u64,
+    node: u64,
+    at: SocketAddr,
+    observer: bool,
+) -> Result<(), ClientError> {
+    let now = membership(c, g)?;
+    let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
+    if observer {
+        learners.insert(node);
+    } else {
+        learners.remove(&node);
+        voters.insert(node);
+    }
+    // The joining replica takes the membership from the leader; its
+    // config names the target so the node knows it belongs.
+    let cfg = GroupConfig {
+        group_id: g,
+        members: list(&voters),
+        observers: list(&learners),
+        join: true,
+        ..GroupConfig::default()
+    };
+    c.run(move |c| async move {
+        let id = c.node_id_at(at).await?;
+        if id != node {
+            return Err(ClientError::Unexpected {
+                group: g,
+                call: "add-member",
+                reply: format!("{at} is node {id}, not node {node}"),
+            });
+        }
+        match c.add_group_at(at, &cfg).await {
+            // Already running there (a retry): go on.
+            Err(ClientError::Server { source, .. })
+                if source.to_string().contains("already running") => {}
+            r => r?,
+        }
+        change_from(&c, g, now, voters, learners).await
+    })?
 }
 
 fn done(json: bool) -> Output {
