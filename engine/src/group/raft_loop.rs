@@ -4,7 +4,9 @@
 //! persist fiber (in order), committed entries and reads to the apply
 //! fiber.
 
-use super::snapshot::{SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore};
+use super::snapshot::{
+    ChunkReply, SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore,
+};
 use super::view::StorageView;
 use super::{
     ApplyJob, Event, GroupError, GroupHandle, GroupStatus, Outbox, Reply, TickBox, apply, persist,
@@ -18,7 +20,7 @@ use crate::raft::{
 };
 use crate::state_machine::{self, RoleChange, StateMachine};
 use crate::wire::run_from_entries;
-use crate::wire::{ChunkAnswer, ChunkStatus, decode_snapshot_meta};
+use crate::wire::{ChunkAnswer, ChunkStatus, SnapshotChunk, decode_snapshot_meta};
 use bytes::Bytes;
 use sampan_fiber::{FiberGroup, Receiver, Sender, TaskClass, Ticker, channel, yield_if_needed};
 use sampan_storage::{RaftLog, SnapshotManager, StatusFile, Vfs};
@@ -485,61 +487,8 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
 
     async fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Propose { payload, reply } => {
-                if let Some(f) = &self.failed {
-                    // Never handed to the core: certainly not applied,
-                    // which the client must hear (the failure itself is
-                    // "outcome unknown" for the proposals it caught in
-                    // flight, not for these).
-                    return reply.send(Err(GroupError::Refused {
-                        group: self.group,
-                        reason: format!("not proposed: this replica stopped writing ({f})"),
-                    }));
-                }
-                if payload.len() > super::PROPOSAL_BYTES_MAX {
-                    return reply.send(Err(GroupError::Refused {
-                        group: self.group,
-                        reason: format!(
-                            "a command of {} bytes is over the {} byte limit",
-                            payload.len(),
-                            super::PROPOSAL_BYTES_MAX
-                        ),
-                    }));
-                }
-                let payload = match self.stamp {
-                    Some(stamp) if self.raft.role() == Role::Leader => {
-                        stamp(payload, state_machine::now_ms())
-                    }
-                    _ => payload,
-                };
-                match self.raft.propose(payload) {
-                    Ok(index) => {
-                        let job = ApplyJob::Pending {
-                            index,
-                            term: self.raft.term(),
-                            reply,
-                        };
-                        let _ = self.apply.send(job).await;
-                    }
-                    Err(e) => reply.send(Err(self.refused(e))),
-                }
-            }
-            Event::Read { query, reply } => {
-                if let Some(f) = &self.failed {
-                    return reply.send(Err(f.clone()));
-                }
-                self.read_next += 1;
-                let id = self.read_next;
-                match self
-                    .raft
-                    .read_index(Bytes::copy_from_slice(&id.to_le_bytes()))
-                {
-                    Ok(()) => {
-                        self.reads.insert(id, (query, reply));
-                    }
-                    Err(e) => reply.send(Err(self.refused(e))),
-                }
-            }
+            Event::Propose { payload, reply } => self.propose(payload, reply).await,
+            Event::Read { query, reply } => self.read(query, reply),
             Event::ReadLocal { query, reply } => {
                 let job = ApplyJob::Read {
                     index: 0,
@@ -575,35 +524,8 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             }
             Event::Status(reply) => reply.send(Ok(self.status())),
             Event::NodeUnreachable(node) => self.raft.on_node_unreachable(NodeId(node)),
-            Event::Failed(e) => {
-                log::error!("group {}: {e}; no more writes", self.group);
-                // Reads waiting for a quorum round would wait forever: the
-                // core is no longer driven.
-                for (_, (_, reply)) in self.reads.drain() {
-                    reply.send(Err(e.clone()));
-                }
-                *self.failure.borrow_mut() = Some(e.clone());
-                self.failed = Some(e);
-            }
-            Event::SnapshotChunk { chunk, reply } => {
-                if chunk.term < self.raft.term() || self.failed.is_some() {
-                    return reply(ChunkAnswer {
-                        status: ChunkStatus::Refused,
-                        term: self.raft.term(),
-                        next_offset: 0,
-                    });
-                }
-                if let Err(e) = self.snap_jobs.try_send(SnapJob::Chunk { chunk, reply }) {
-                    // The snapshot fiber is behind: the leader retries.
-                    if let SnapJob::Chunk { reply, .. } = e.into_inner() {
-                        reply(ChunkAnswer {
-                            status: ChunkStatus::Refused,
-                            term: self.raft.term(),
-                            next_offset: 0,
-                        });
-                    }
-                }
-            }
+            Event::Failed(e) => self.stop_writing(e),
+            Event::SnapshotChunk { chunk, reply } => self.snapshot_chunk(chunk, reply),
             Event::SnapshotSent { to, ok } => self.raft.report_snapshot(NodeId(to), ok),
             Event::SnapshotInstalled(index) => self.raft.on_snapshot_installed(index),
             Event::SnapshotNow(reply) => {
@@ -614,31 +536,139 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 voters,
                 learners,
                 reply,
-            } => {
-                let ids = |s: BTreeSet<u64>| s.into_iter().map(NodeId).collect::<BTreeSet<_>>();
-                let (voters, learners) = (ids(voters), ids(learners));
-                match self
-                    .raft
-                    .change_membership_if(expected, voters.clone(), learners.clone())
-                {
-                    Ok(()) => self.conf_waiters.push(ConfWaiter {
-                        voters,
-                        learners,
-                        matched_at: None,
-                        reply,
-                    }),
-                    Err(e) => reply.send(Err(self.refused(e))),
-                }
+            } => self.change_members(expected, voters, learners, reply),
+            Event::TransferLeader { to, reply } => self.transfer_leader(to, reply),
+        }
+    }
+
+    /// A command to replicate: refused at once if this replica stopped
+    /// writing or it is too big, else handed to the core (stamped with the
+    /// leader's clock) and its reply to the apply fiber.
+    async fn propose(&mut self, payload: Bytes, reply: Reply<Bytes>) {
+        if let Some(f) = &self.failed {
+            // Never handed to the core: certainly not applied,
+            // which the client must hear (the failure itself is
+            // "outcome unknown" for the proposals it caught in
+            // flight, not for these).
+            return reply.send(Err(GroupError::Refused {
+                group: self.group,
+                reason: format!("not proposed: this replica stopped writing ({f})"),
+            }));
+        }
+        if payload.len() > super::PROPOSAL_BYTES_MAX {
+            return reply.send(Err(GroupError::Refused {
+                group: self.group,
+                reason: format!(
+                    "a command of {} bytes is over the {} byte limit",
+                    payload.len(),
+                    super::PROPOSAL_BYTES_MAX
+                ),
+            }));
+        }
+        let payload = match self.stamp {
+            Some(stamp) if self.raft.role() == Role::Leader => {
+                stamp(payload, state_machine::now_ms())
             }
-            Event::TransferLeader { to, reply } => {
-                if to == self.raft.id().0 && self.raft.role() == Role::Leader {
-                    return reply.send(Ok(()));
-                }
-                match self.raft.transfer_leader(NodeId(to)) {
-                    Ok(()) => self.transfer_waiters.push((NodeId(to), reply)),
-                    Err(e) => reply.send(Err(self.refused(e))),
-                }
+            _ => payload,
+        };
+        match self.raft.propose(payload) {
+            Ok(index) => {
+                let job = ApplyJob::Pending {
+                    index,
+                    term: self.raft.term(),
+                    reply,
+                };
+                let _ = self.apply.send(job).await;
             }
+            Err(e) => reply.send(Err(self.refused(e))),
+        }
+    }
+
+    /// A linearizable read: a ReadIndex round, answered once applied.
+    fn read(&mut self, query: Bytes, reply: Reply<Bytes>) {
+        if let Some(f) = &self.failed {
+            return reply.send(Err(f.clone()));
+        }
+        self.read_next += 1;
+        let id = self.read_next;
+        match self
+            .raft
+            .read_index(Bytes::copy_from_slice(&id.to_le_bytes()))
+        {
+            Ok(()) => {
+                self.reads.insert(id, (query, reply));
+            }
+            Err(e) => reply.send(Err(self.refused(e))),
+        }
+    }
+
+    /// The replica's storage failed: no more writes, waiting reads fail.
+    fn stop_writing(&mut self, e: GroupError) {
+        log::error!("group {}: {e}; no more writes", self.group);
+        // Reads waiting for a quorum round would wait forever: the
+        // core is no longer driven.
+        for (_, (_, reply)) in self.reads.drain() {
+            reply.send(Err(e.clone()));
+        }
+        *self.failure.borrow_mut() = Some(e.clone());
+        self.failed = Some(e);
+    }
+
+    /// A chunk of a snapshot from the leader, for the snapshot fiber
+    /// (refused when stale, failed or the fiber is behind).
+    fn snapshot_chunk(&mut self, chunk: SnapshotChunk, reply: ChunkReply) {
+        if chunk.term < self.raft.term() || self.failed.is_some() {
+            return reply(ChunkAnswer {
+                status: ChunkStatus::Refused,
+                term: self.raft.term(),
+                next_offset: 0,
+            });
+        }
+        if let Err(e) = self.snap_jobs.try_send(SnapJob::Chunk { chunk, reply }) {
+            // The snapshot fiber is behind: the leader retries.
+            if let SnapJob::Chunk { reply, .. } = e.into_inner() {
+                reply(ChunkAnswer {
+                    status: ChunkStatus::Refused,
+                    term: self.raft.term(),
+                    next_offset: 0,
+                });
+            }
+        }
+    }
+
+    /// A membership change, conditional on `expected` if given; answered
+    /// once in force and committed ([`Loop::check_waiters`]).
+    fn change_members(
+        &mut self,
+        expected: Option<(u64, u64)>,
+        voters: BTreeSet<u64>,
+        learners: BTreeSet<u64>,
+        reply: Reply<()>,
+    ) {
+        let ids = |s: BTreeSet<u64>| s.into_iter().map(NodeId).collect::<BTreeSet<_>>();
+        let (voters, learners) = (ids(voters), ids(learners));
+        match self
+            .raft
+            .change_membership_if(expected, voters.clone(), learners.clone())
+        {
+            Ok(()) => self.conf_waiters.push(ConfWaiter {
+                voters,
+                learners,
+                matched_at: None,
+                reply,
+            }),
+            Err(e) => reply.send(Err(self.refused(e))),
+        }
+    }
+
+    /// A leader transfer to `to`; answered once `to` leads.
+    fn transfer_leader(&mut self, to: u64, reply: Reply<()>) {
+        if to == self.raft.id().0 && self.raft.role() == Role::Leader {
+            return reply.send(Ok(()));
+        }
+        match self.raft.transfer_leader(NodeId(to)) {
+            Ok(()) => self.transfer_waiters.push((NodeId(to), reply)),
+            Err(e) => reply.send(Err(self.refused(e))),
         }
     }
 
