@@ -177,29 +177,10 @@ where
     {
         bootstrap(group, &log, &mut status, voters, learners).await?;
     }
-    let saved = status.state().clone();
-    let hard_state = HardState {
-        term: saved.term,
-        vote: saved.vote.map(NodeId),
-        index_commit: saved.commit_index,
-    };
     let snapshot = Rc::new(RefCell::new(recovered.clone().unwrap_or_default()));
-    let view = StorageView::new(log.clone(), snapshot.clone());
-    let log_reader = log.clone();
     let applied = recovered.as_ref().map_or(0, |m| m.index);
-    let raft = Raft::new(cfg, view, hard_state, applied).map_err(|e| match e {
-        RaftError::Log { source, .. } => GroupError::Storage {
-            group,
-            reason: format!(
-                "log {}: {source}",
-                log_reader.location().as_deref().unwrap_or("(no location)")
-            ),
-        },
-        e => GroupError::Refused {
-            group,
-            reason: e.to_string(),
-        },
-    })?;
+    let raft = open_core(cfg, &log, &status, snapshot.clone(), applied)?;
+    let log_reader = log.clone();
     let stamp = sm.stamp();
     let snaps = Rc::new(Snapshots::new(snapshots, snapshot.clone(), policy));
     let (inbox_tx, inbox_rx) = channel(INBOX_CAPACITY);
@@ -301,6 +282,38 @@ where
         hibernating,
         failure,
         ticks,
+    })
+}
+
+/// The pure core of a group over its recovered log and snapshot, from
+/// the hard state in its status file.
+fn open_core<L: RaftLog + Clone + 'static, V: Vfs>(
+    cfg: raft::Config,
+    log: &L,
+    status: &StatusFile<V>,
+    snapshot: Rc<RefCell<raft::SnapshotMeta>>,
+    applied: u64,
+) -> Result<Raft<StorageView<L>>, GroupError> {
+    let group = cfg.group.0;
+    let saved = status.state();
+    let hard_state = HardState {
+        term: saved.term,
+        vote: saved.vote.map(NodeId),
+        index_commit: saved.commit_index,
+    };
+    let view = StorageView::new(log.clone(), snapshot);
+    Raft::new(cfg, view, hard_state, applied).map_err(|e| match e {
+        RaftError::Log { source, .. } => GroupError::Storage {
+            group,
+            reason: format!(
+                "log {}: {source}",
+                log.location().as_deref().unwrap_or("(no location)")
+            ),
+        },
+        e => GroupError::Refused {
+            group,
+            reason: e.to_string(),
+        },
     })
 }
 
