@@ -49,7 +49,7 @@ pub use crate::factory::{
     KvFactory, LogContext, Machines, RaftFactory, kv_factory, machines, open_segment_log,
     open_snapshot_store,
 };
-use crate::group::{GroupError, GroupStatus, SnapshotSaved};
+use crate::group::{GroupError, GroupHandle, GroupStatus, SnapshotSaved};
 use crate::host::{HostError, ShardHost};
 use crate::service::{
     self, Op, Route, ServerError, ServiceRequest, decode_reply, encode_reply, encode_status,
@@ -658,6 +658,21 @@ async fn dispatch(
     served.unwrap_or_else(|_| Err(shared.shutting_down()))
 }
 
+/// A group refused a request (as a service error).
+fn refused(group: u64, e: &dyn std::fmt::Display) -> ServerError {
+    ServerError::Group(GroupError::Refused {
+        group,
+        reason: e.to_string(),
+    })
+}
+
+/// A payload that does not decode.
+fn bad(e: DecodeError) -> ServerError {
+    ServerError::BadMessage {
+        reason: e.to_string(),
+    }
+}
+
 /// Serves a request on the group's own shard: locally when this replica
 /// leads (or for a status), else forwarded or redirected.
 async fn serve(
@@ -668,45 +683,24 @@ async fn serve(
     may_forward: bool,
 ) -> Result<Bytes, ServerError> {
     let deadline = Instant::now() + shared.request_timeout;
-    let refused = |e: &dyn std::fmt::Display| {
-        ServerError::Group(GroupError::Refused {
-            group,
-            reason: e.to_string(),
-        })
-    };
-    let bad = |e: DecodeError| ServerError::BadMessage {
-        reason: e.to_string(),
-    };
     if req.op == Op::Propose && req.payload.len() > crate::group::PROPOSAL_BYTES_MAX {
         // Refused here, on any node: forwarded, it would not fit a frame.
-        return Err(refused(&format!(
-            "a command of {} bytes is over the {} byte limit",
-            req.payload.len(),
-            crate::group::PROPOSAL_BYTES_MAX
-        )));
+        return Err(refused(
+            group,
+            &format!(
+                "a command of {} bytes is over the {} byte limit",
+                req.payload.len(),
+                crate::group::PROPOSAL_BYTES_MAX
+            ),
+        ));
     }
     match req.op {
-        Op::AddGroup => {
-            let g = service::decode_group_config(req.payload.clone()).map_err(bad)?;
-            if g.group_id != group {
-                return Err(ServerError::BadMessage {
-                    reason: format!("group {} in a request for group {group}", g.group_id),
-                });
-            }
-            let member = g.member_ids().is_ok_and(|m| m.contains(&shared.node))
-                || g.observer_ids().is_ok_and(|o| o.contains(&shared.node));
-            if !member {
-                return Err(refused(&format!(
-                    "node {} is neither a member nor an observer of group {group}",
-                    shared.node
-                )));
-            }
-            let host = local_host(shared.id).ok_or_else(|| shared.shutting_down())?;
-            shared.adder.add(host, g).await.map_err(|e| refused(&e))?;
-            return Ok(Bytes::new());
-        }
+        Op::AddGroup => return add_group(shared, group, &req).await,
         Op::RemoveGroup => {
-            let ran = host.remove_group(group).await.map_err(|e| refused(&e))?;
+            let ran = host
+                .remove_group(group)
+                .await
+                .map_err(|e| refused(group, &e))?;
             return Ok(Bytes::from(vec![u8::from(ran)]));
         }
         Op::StopGroup => {
@@ -722,46 +716,9 @@ async fn serve(
                 node: shared.node,
             });
         };
-        let local = match req.op {
-            Op::Propose => within(deadline, group, handle.propose(req.payload.clone())).await,
-            Op::Read if req.route == Route::Local => {
-                return Ok(handle.read_local(req.payload.clone()).await?);
-            }
-            Op::Read => handle.read(req.payload.clone()).await,
-            Op::Status => return Ok(encode_status(&handle.status().await?)),
-            Op::SnapshotNow => {
-                return Ok(service::encode_saved(&handle.snapshot_now().await?));
-            }
-            Op::ChangeMembers => {
-                let change = service::decode_members(req.payload.clone()).map_err(bad)?;
-                // A node the cluster cannot reach would never catch up:
-                // the change would wait forever.
-                if let Some(n) = change
-                    .voters
-                    .iter()
-                    .chain(&change.learners)
-                    .find(|n| !shared.service_addrs.contains_key(n))
-                {
-                    return Err(refused(&format!("node {n} is not in `servers`")));
-                }
-                let call =
-                    handle.change_membership_if(change.expected, change.voters, change.learners);
-                within(deadline, group, call).await.map(|()| Bytes::new())
-            }
-            Op::TransferLeader => {
-                let to = req
-                    .payload
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_le_bytes)
-                    .ok_or_else(|| ServerError::BadMessage {
-                        reason: "transfer: no node id".into(),
-                    })?;
-                within(deadline, group, handle.transfer_leader(to))
-                    .await
-                    .map(|()| Bytes::new())
-            }
-            Op::AddGroup | Op::RemoveGroup | Op::StopGroup => unreachable!("served above"),
+        let local = match serve_local(shared, &handle, group, &req, deadline).await {
+            Local::Final(answer) => return answer,
+            Local::AsLeader(local) => local,
         };
         let leader = match local {
             Err(GroupError::NotLeader { leader, .. }) => leader.filter(|l| *l != shared.node),
@@ -788,6 +745,116 @@ async fn serve(
             return Err(not_sent.unwrap_or_else(|| shared.not_leader(group, leader)));
         }
         sampan_fiber::sleep(shared.retry_pause).await;
+    }
+}
+
+/// Starts the replica of the group a request's config describes, if this
+/// node is a member or an observer of it.
+async fn add_group(
+    shared: &Shared,
+    group: u64,
+    req: &ServiceRequest,
+) -> Result<Bytes, ServerError> {
+    let g = service::decode_group_config(req.payload.clone()).map_err(bad)?;
+    if g.group_id != group {
+        return Err(ServerError::BadMessage {
+            reason: format!("group {} in a request for group {group}", g.group_id),
+        });
+    }
+    let member = g.member_ids().is_ok_and(|m| m.contains(&shared.node))
+        || g.observer_ids().is_ok_and(|o| o.contains(&shared.node));
+    if !member {
+        return Err(refused(
+            group,
+            &format!(
+                "node {} is neither a member nor an observer of group {group}",
+                shared.node
+            ),
+        ));
+    }
+    let host = local_host(shared.id).ok_or_else(|| shared.shutting_down())?;
+    shared
+        .adder
+        .add(host, g)
+        .await
+        .map_err(|e| refused(group, &e))?;
+    Ok(Bytes::new())
+}
+
+/// What a replica made of a request.
+enum Local {
+    /// The answer, whoever leads: a status, a local read, a snapshot, a
+    /// malformed or refused request.
+    Final(Result<Bytes, ServerError>),
+    /// What the replica did as a would-be leader: "not the leader" sends
+    /// the request on.
+    AsLeader(Result<Bytes, GroupError>),
+}
+
+/// Runs a request on this replica.
+async fn serve_local(
+    shared: &Shared,
+    handle: &GroupHandle,
+    group: u64,
+    req: &ServiceRequest,
+    deadline: Instant,
+) -> Local {
+    let payload = req.payload.clone();
+    let done = |r: Result<(), GroupError>| Local::AsLeader(r.map(|()| Bytes::new()));
+    match req.op {
+        Op::Propose => Local::AsLeader(within(deadline, group, handle.propose(payload)).await),
+        Op::Read if req.route == Route::Local => {
+            Local::Final(handle.read_local(payload).await.map_err(Into::into))
+        }
+        Op::Read => Local::AsLeader(handle.read(payload).await),
+        Op::Status => Local::Final(
+            handle
+                .status()
+                .await
+                .map(|s| encode_status(&s))
+                .map_err(Into::into),
+        ),
+        Op::SnapshotNow => Local::Final(
+            handle
+                .snapshot_now()
+                .await
+                .map(|s| service::encode_saved(&s))
+                .map_err(Into::into),
+        ),
+        Op::ChangeMembers => {
+            let change = match service::decode_members(payload) {
+                Ok(change) => change,
+                Err(e) => return Local::Final(Err(bad(e))),
+            };
+            // A node the cluster cannot reach would never catch up: the
+            // change would wait forever.
+            if let Some(n) = change
+                .voters
+                .iter()
+                .chain(&change.learners)
+                .find(|n| !shared.service_addrs.contains_key(n))
+            {
+                return Local::Final(Err(refused(
+                    group,
+                    &format!("node {n} is not in `servers`"),
+                )));
+            }
+            let call = handle.change_membership_if(change.expected, change.voters, change.learners);
+            done(within(deadline, group, call).await)
+        }
+        Op::TransferLeader => {
+            let to = payload
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes);
+            match to {
+                Some(to) => done(within(deadline, group, handle.transfer_leader(to)).await),
+                None => Local::Final(Err(ServerError::BadMessage {
+                    reason: "transfer: no node id".into(),
+                })),
+            }
+        }
+        Op::AddGroup | Op::RemoveGroup | Op::StopGroup => unreachable!("served by serve"),
     }
 }
 
