@@ -22,7 +22,9 @@ use crate::codec::{Decoder, encode_header};
 use crate::error::{FrameError, NetError};
 use crate::frame::{Body, Frame, FrameType, HEADER_LEN, KIND_HANDSHAKE};
 use crate::readbuf::ReadBuf;
-use crate::rpc::{Incoming, Origin, Pending, Reply, Responder, Router, check_user_kind};
+use crate::rpc::{
+    Incoming, Origin, Pending, Reply, Responder, ResponseSink, Router, check_user_kind,
+};
 use sampan_fiber::net::{ReadHalf, ShutdownHandle, TcpStream, WriteHalf};
 use sampan_fiber::{Signal, TaskClass, oneshot, spawn, yield_if_needed};
 use std::cell::{Cell, RefCell};
@@ -453,19 +455,6 @@ impl ConnInner {
         }
     }
 
-    /// Queues a response now, outside the budget.
-    pub(crate) fn enqueue_now(
-        &self,
-        frame_type: FrameType,
-        kind: u16,
-        group_id: u64,
-        request_id: u64,
-        body: Body,
-    ) -> Result<(), NetError> {
-        let frame = self.frame(frame_type, kind, group_id, request_id, body)?;
-        self.try_enqueue(frame, kind, false)
-    }
-
     pub(crate) fn close(&self, reason: CloseReason) {
         if self.close_reason.borrow().is_some() {
             return;
@@ -525,8 +514,10 @@ impl ConnInner {
         let Some(handler) = self.router.get(h.kind) else {
             return Err(CloseReason::UnknownKind(h.kind));
         };
-        let responder = (h.frame_type == FrameType::Request)
-            .then(|| Responder::new(Rc::downgrade(self), self.peer.label.clone(), &h));
+        let responder = (h.frame_type == FrameType::Request).then(|| {
+            let sink: std::rc::Weak<ConnInner> = Rc::downgrade(self);
+            Responder::new(sink, self.peer.label.clone(), &h)
+        });
         let incoming = Incoming {
             frame,
             from: Origin {
@@ -661,4 +652,18 @@ async fn write_batch(socket: &WriteHalf, batch: &[OutFrame]) -> std::io::Result<
         );
     }
     socket.write_all_vectored(&mut slices).await
+}
+
+impl ResponseSink for ConnInner {
+    fn enqueue_response(
+        &self,
+        frame_type: FrameType,
+        kind: u16,
+        group_id: u64,
+        request_id: u64,
+        body: Body,
+    ) -> Result<(), NetError> {
+        let frame = self.frame(frame_type, kind, group_id, request_id, body)?;
+        self.try_enqueue(frame, kind, false)
+    }
 }

@@ -8,7 +8,6 @@
 //! to answer later (after an fsync, say). The reader never waits on a
 //! handler, so two nodes sending to each other cannot deadlock.
 
-use crate::connection::ConnInner;
 use crate::error::NetError;
 use crate::frame::{Body, Frame, FrameHeader, FrameType, KIND_USER_MIN};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -111,12 +110,26 @@ pub struct Incoming {
     pub responder: Option<Responder>,
 }
 
+/// Where a [`Responder`] queues its answer: the connection the request
+/// came on (implemented there, so this module needs nothing of it).
+pub(crate) trait ResponseSink {
+    /// Queues a response frame now, outside the send budget.
+    fn enqueue_response(
+        &self,
+        frame_type: FrameType,
+        kind: u16,
+        group_id: u64,
+        request_id: u64,
+        body: Body,
+    ) -> Result<(), NetError>;
+}
+
 /// Answers one request. Dropping it unanswered sends an error response
 /// ([`ERROR_CODE_NO_RESPONSE`]), so the requester never waits for its
 /// timeout because a handler forgot.
 #[derive(Debug)]
 pub struct Responder {
-    conn: Weak<ConnInner>,
+    conn: Weak<dyn ResponseSink>,
     peer: Rc<str>,
     kind: u16,
     group_id: u64,
@@ -125,7 +138,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(conn: Weak<ConnInner>, peer: Rc<str>, header: &FrameHeader) -> Self {
+    pub(crate) fn new(conn: Weak<dyn ResponseSink>, peer: Rc<str>, header: &FrameHeader) -> Self {
         Responder {
             conn,
             peer,
@@ -163,7 +176,7 @@ impl Responder {
                 reason: "the connection is gone".into(),
             });
         };
-        conn.enqueue_now(frame_type, self.kind, self.group_id, self.request_id, body)
+        conn.enqueue_response(frame_type, self.kind, self.group_id, self.request_id, body)
     }
 }
 
