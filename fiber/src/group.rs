@@ -8,7 +8,7 @@
 
 use crate::channel::{OneshotReceiver, oneshot};
 use crate::error::FiberError;
-use crate::shard::{ShardContext, TaskClass};
+use crate::shard::{CancelFibers, ShardContext, TaskClass};
 use crate::signal::Signal;
 use futures_lite::FutureExt;
 use glommio::task::JoinHandle;
@@ -48,9 +48,9 @@ pub(crate) struct GroupInner {
     fail_together: bool,
 }
 
-impl GroupInner {
+impl CancelFibers for GroupInner {
     /// Marks the group closed and cancels every fiber; returns how many.
-    pub(crate) fn cancel_fibers(&self, reason: &str) -> usize {
+    fn cancel_fibers(&self, reason: &str) -> usize {
         {
             let mut state = self.state.borrow_mut();
             if *state == GroupState::Open {
@@ -65,7 +65,9 @@ impl GroupInner {
         }
         fibers.len()
     }
+}
 
+impl GroupInner {
     fn fail(&self, fiber: &str, message: &str) {
         if !self.fail_together {
             log::error!(
@@ -148,7 +150,8 @@ impl FiberGroup {
             done: Signal::new(),
             fail_together,
         });
-        inner.shard.register_group(&inner);
+        let weak: std::rc::Weak<GroupInner> = Rc::downgrade(&inner);
+        inner.shard.register_group(weak);
         FiberGroup { inner }
     }
 
@@ -332,5 +335,25 @@ where
     T: 'static,
 {
     let shard = ShardContext::current().ok_or(FiberError::NotOnShard)?;
-    shard.default_group().spawn(class, fiber, fut)
+    default_group(&shard).spawn(class, fiber, fut)
+}
+
+thread_local! {
+    /// The shard's default group (one shard per thread).
+    static DEFAULT_GROUP: RefCell<Option<FiberGroup>> = const { RefCell::new(None) };
+}
+
+/// The group that free-standing fibers ([`spawn`]) join, made on first use
+/// and dropped when the shard's state is (it points back at it).
+pub(crate) fn default_group(shard: &Rc<ShardContext>) -> FiberGroup {
+    DEFAULT_GROUP.with(|d| {
+        d.borrow_mut()
+            .get_or_insert_with(|| {
+                shard.on_uninstall(Box::new(|| {
+                    DEFAULT_GROUP.with(|d| d.borrow_mut().take());
+                }));
+                FiberGroup::new_on(shard.clone(), format!("shard-{}", shard.id), false)
+            })
+            .clone()
+    })
 }

@@ -113,9 +113,8 @@ impl ShardHandle {
                 return;
             };
             let reply = tx.clone();
-            let spawned = shard
-                .default_group()
-                .spawn_with(class, "mailbox", f(), move |r| {
+            let spawned =
+                crate::group::default_group(&shard).spawn_with(class, "mailbox", f(), move |r| {
                     // The caller may have given up waiting; nothing to do then.
                     let _ = reply.send(r);
                 });

@@ -4,7 +4,6 @@
 //! Everything here is shard-local (`!Send`), reached through a thread-local
 //! that the runtime installs when the shard starts.
 
-use crate::group::{FiberGroup, GroupInner};
 use crate::signal::Signal;
 use glommio::{Latency, Shares, TaskQueueHandle};
 use std::cell::{Cell, RefCell};
@@ -53,19 +52,29 @@ impl TaskClass {
     }
 }
 
+/// What the shard needs of a fiber group to stop it: the groups register
+/// themselves (`group.rs` implements this), so this file needs nothing
+/// of them.
+pub(crate) trait CancelFibers {
+    /// Closes the group and cancels its fibers; returns how many.
+    fn cancel_fibers(&self, reason: &str) -> usize;
+}
+
 /// Per-shard state, installed in a thread-local on the shard thread.
 pub(crate) struct ShardContext {
     pub(crate) id: usize,
     pub(crate) count: usize,
     queues: [TaskQueueHandle; 3],
-    groups: RefCell<Vec<Weak<GroupInner>>>,
+    groups: RefCell<Vec<Weak<dyn CancelFibers>>>,
     /// Fibers alive on this shard, all groups together.
     live: Cell<usize>,
     /// Notified whenever `live` drops to zero.
     pub(crate) idle: Signal,
     stopping: Cell<bool>,
     stop_signal: Signal,
-    default_group: RefCell<Option<FiberGroup>>,
+    /// Run when the shard's state is uninstalled (the default group,
+    /// which points back at this context, clears itself there).
+    on_uninstall: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 thread_local! {
@@ -89,7 +98,7 @@ impl ShardContext {
             idle: Signal::new(),
             stopping: Cell::new(false),
             stop_signal: Signal::new(),
-            default_group: RefCell::new(None),
+            on_uninstall: RefCell::new(Vec::new()),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
         ctx
@@ -98,8 +107,11 @@ impl ShardContext {
     /// Removes the thread-local, so the shard's state drops with its thread.
     pub(crate) fn uninstall() {
         if let Some(ctx) = CURRENT.with(|c| c.borrow_mut().take()) {
-            // The default group points back at the context: break the cycle.
-            ctx.default_group.borrow_mut().take();
+            // E.g. the default group, which points back at the context:
+            // break the cycle.
+            for hook in ctx.on_uninstall.take() {
+                hook();
+            }
         }
     }
 
@@ -112,10 +124,15 @@ impl ShardContext {
         self.queues[class.index()]
     }
 
-    pub(crate) fn register_group(&self, group: &Rc<GroupInner>) {
+    pub(crate) fn register_group(&self, group: Weak<dyn CancelFibers>) {
         let mut groups = self.groups.borrow_mut();
         groups.retain(|g| g.strong_count() > 0);
-        groups.push(Rc::downgrade(group));
+        groups.push(group);
+    }
+
+    /// Runs `hook` when the shard's state is uninstalled.
+    pub(crate) fn on_uninstall(&self, hook: Box<dyn FnOnce()>) {
+        self.on_uninstall.borrow_mut().push(hook);
     }
 
     pub(crate) fn fiber_started(&self) {
@@ -162,16 +179,6 @@ impl ShardContext {
             .iter()
             .map(|g| g.cancel_fibers("runtime shutdown"))
             .sum()
-    }
-
-    /// The group that free-standing fibers ([`crate::spawn`]) join.
-    pub(crate) fn default_group(self: &Rc<Self>) -> FiberGroup {
-        self.default_group
-            .borrow_mut()
-            .get_or_insert_with(|| {
-                FiberGroup::new_on(self.clone(), format!("shard-{}", self.id), false)
-            })
-            .clone()
     }
 }
 
