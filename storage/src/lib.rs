@@ -23,50 +23,20 @@
 //! RESEARCH.md for the raw numbers: memcpy into a mapping + `msync` was never
 //! faster than `pwrite` + `fdatasync`, page faults on a mapping stalled the
 //! thread up to 12 ms, and a truncated or sparse mapping dies with SIGBUS),
-//! `cargo bench -p sampan-benches --bench storage` gives, log against a
-//! plain `write` (+ `fdatasync`) loop on the same disk in the same run, one
-//! entry per append (2 vCPU and a disk shared with other builds: absolute
-//! figures move with load, sometimes by 10x; compare within a run):
-//!
-//! | append | sync: log / plain | async (page cache): log / plain |
-//! |---|---|---|
-//! | 100 B | 5,020/s vs 5,480/s, p50 188 µs | 16,700/s vs 16,800/s |
-//! | 1 KiB | 4,970/s vs 4,380/s, p50 200 µs | 16,300/s vs 16,700/s |
-//! | 4 KiB | 5,310/s vs 4,290/s, p50 184 µs, p99 282 µs | 15,400/s vs 18,000/s |
-//! | 64 KiB | 273 vs 206 MiB/s (133%) | 4 runs: 74%, 95%, 98%, 114% (508 vs 444 MiB/s) |
+//! the log keeps up with a plain `write` (+ `fdatasync`) loop on the same
+//! disk, and beats it in `sync` mode thanks to prepared segment space
+//! (below); the figures, with group commit and read speed, are in
+//! `benches/RESULTS.md` ("The log").
 //!
 //! **Prepared segment space** (`prepare.rs`): in `sync` mode a background
 //! fiber keeps the active segment written with zeros and synced 4 MiB ahead
 //! of the appends, and makes a zero-filled spare segment ready once the
 //! active one is half full, so an append neither converts unwritten extents
-//! (a journal commit in every `fdatasync`) nor creates a segment. At 4 KiB,
-//! sync, in one quiet run: p50 184 µs / p99 282 µs with it, 222 / 293 µs
-//! without (`zero_ahead_bytes: 0`), 5,310 against 4,480 appends/s; the run
-//! before it was built gave 288 / 396 µs. (Under a busy disk, another run:
-//! 124 µs p50 against 4.0 ms.) The plain loop writes into fallocated space,
-//! so in `sync` mode the log now beats it, and group commit reaches 107–176%
-//! of as many plain loops each syncing its own file.
-//!
-//! **64 KiB `async`**: the 73–74% once reported was mostly how it was
-//! measured. The plain `async` loop leaves up to 2 GiB dirty (24 GiB RAM,
-//! `dirty_ratio` 20%, never throttled in 3 s), and the log run that followed
-//! paid for its writeback. The benchmark now deletes each run's files and
-//! flushes the page cache between runs; four runs since gave 74% (657 vs
-//! 892 MiB/s, a loaded machine), 95%, 98% and 114%. A profile of the 64 KiB runs (`perf record -g`,
-//! `SAMPAN_BENCH_APPEND=65536`) puts under 3% of samples in user space
-//! (CRC32C 1.1%, memmove 0.8%); the rest is the kernel copying into the
-//! page cache and writing back, the same as for the plain loop. What the log
-//! still pays and the loop does not is the sync of each 64 MiB segment when
-//! it is sealed (the no-hole promise), which binds it to the disk's write
-//! bandwidth once the page cache stops hiding it. Taking that off the append
-//! path would need recovery to accept a short sealed segment whose successor
-//! was created before the seal's sync finished (not built).
-//!
-//! Group commit, 4 KiB entries, each group appending and waiting for
-//! durability (quiet run): 1, 4, 16 and 64 groups 5,300, 12,000, 12,100 and
-//! 10,100 synced appends/s. Reads of 64 KiB runs (mapped, CRC-checked):
-//! 4.3–6.0 GiB/s. Opening a 1 GiB log (17 segments, page cache warm):
-//! 27–39 ms.
+//! (a journal commit in every `fdatasync`) nor creates a segment. What the
+//! log still pays and a plain loop does not is the sync of each 64 MiB
+//! segment when it is sealed (the no-hole promise), which binds large
+//! `async` appends to the disk's write bandwidth once the page cache stops
+//! hiding it.
 //!
 //! **Failures and retention.** A full disk or a failed write fails the
 //! append with a typed error naming the file, and the log carries on once

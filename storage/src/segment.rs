@@ -19,7 +19,7 @@
 //! durable in one step (see [`crate::log`]).
 //!
 //! Only the active segment keeps its data file's descriptor: a sealed one
-//! is released ([`Segment::seal_fd`]) and read through its mapping, and an
+//! is released (`Segment::seal_fd`) and read through its mapping, and an
 //! index file never keeps one (see [`crate::index`]).
 
 use crate::error::{Result, StorageError};
