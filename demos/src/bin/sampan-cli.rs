@@ -371,13 +371,11 @@ fn snapshot(
     addrs: Vec<SocketAddr>,
     json: bool,
 ) -> Result<Output, ClientError> {
-    let results = c.run(move |c| async move {
-        let mut out = Vec::new();
-        for a in addrs {
-            out.push((a, c.snapshot_at(a, g).await));
-        }
-        out
-    })?;
+    let results = on_each(
+        c,
+        addrs,
+        move |c, a| async move { c.snapshot_at(a, g).await },
+    )?;
     Ok(per_node(&results, json, |s| {
         (
             format!(
@@ -413,17 +411,15 @@ fn add_group(
     };
     let nodes: BTreeSet<u64> = ids(members)?.union(&ids(observers)?).copied().collect();
     let addrs = args.servers.clone();
-    let results = c.run(move |c| async move {
-        let mut out = Vec::new();
-        for a in addrs {
-            let r = match c.node_id_at(a).await {
+    let results = on_each(c, addrs, move |c, a| {
+        let (nodes, cfg) = (nodes.clone(), cfg.clone());
+        async move {
+            match c.node_id_at(a).await {
                 Ok(id) if !nodes.contains(&id) => Ok(false),
                 Ok(_) => c.add_group_at(a, &cfg).await.map(|()| true),
                 Err(e) => Err(e),
-            };
-            out.push((a, r));
+            }
         }
-        out
     })?;
     Ok(per_node(&results, args.json, |added| {
         if *added {
@@ -443,16 +439,11 @@ fn remove_group(
     json: bool,
 ) -> Result<Output, ClientError> {
     let again = addrs.clone();
-    let stopped = c.run(move |c| async move {
-        let mut out = Vec::new();
-        for a in addrs {
-            let r = match c.stop_group_at(a, g).await {
-                Err(ClientError::NoSuchGroup { .. }) => Ok(false),
-                r => r,
-            };
-            out.push((a, r));
+    let stopped = on_each(c, addrs, move |c, a| async move {
+        match c.stop_group_at(a, g).await {
+            Err(ClientError::NoSuchGroup { .. }) => Ok(false),
+            r => r,
         }
-        out
     })?;
     if stopped.iter().any(|(_, r)| r.is_err()) {
         eprintln!(
@@ -465,16 +456,33 @@ fn remove_group(
         out.code = EXIT_ERROR;
         return Ok(out);
     }
-    let removed = c.run(move |c| async move {
-        let mut out = Vec::new();
-        for a in again {
-            out.push((a, c.remove_group_at(a, g).await));
-        }
-        out
+    let removed = on_each(c, again, move |c, a| async move {
+        c.remove_group_at(a, g).await
     })?;
     Ok(per_node(&removed, json, |_| {
         ("stopped and deleted".into(), "\"removed\":true".into())
     }))
+}
+
+/// The answer of each node of `addrs` to `call`, in order.
+#[allow(clippy::type_complexity)]
+fn on_each<T, F, Fut>(
+    c: &BlockingClient,
+    addrs: Vec<SocketAddr>,
+    call: F,
+) -> Result<Vec<(SocketAddr, Result<T, ClientError>)>, ClientError>
+where
+    F: Fn(Client, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ClientError>> + 'static,
+    T: Send + 'static,
+{
+    c.run(move |c| async move {
+        let mut out = Vec::new();
+        for a in addrs {
+            out.push((a, call(c.clone(), a).await));
+        }
+        out
+    })
 }
 
 /// Starts a joining replica of `g` on `node` (at `at`), then makes it a
