@@ -3,8 +3,10 @@
 //! renamed and the parent synced, so a snapshot is either whole or absent.
 //! A `meta` file beside the data holds the last index, last term, config,
 //! size and CRC32C of the data, with its own version and CRC. The newest
-//! `keep` snapshots are kept; leftovers of unfinished ones are removed on
-//! open.
+//! `keep` snapshots are kept. An old one is removed by renaming it to
+//! `snap-<index>-<term>.del/` first, so a crash in the middle of the
+//! removal never leaves a snapshot directory without its meta; leftovers
+//! of unfinished writes and removals are removed on open.
 //!
 //! ```text
 //! meta: u32 magic | u16 version | u16 reserved | u64 last index | u64 last term
@@ -20,6 +22,10 @@ const MAGIC: u32 = 0x4E53_5053; // "SPSN"
 const VERSION: u16 = 1;
 const DATA: &str = "data";
 const META: &str = "meta";
+/// The suffix of a snapshot being written.
+const WRITING: &str = ".tmp";
+/// The suffix of a snapshot being removed.
+const REMOVING: &str = ".del";
 /// Largest config a snapshot meta holds (bytes).
 pub const SNAPSHOT_CONFIG_BYTES_MAX: usize = 1 << 20;
 
@@ -78,6 +84,11 @@ impl SnapshotMeta {
     }
 }
 
+/// Whether a directory name is a finished snapshot's.
+fn is_finished(name: &str) -> bool {
+    name.starts_with("snap-") && !name.ends_with(WRITING) && !name.ends_with(REMOVING)
+}
+
 fn dir_name(last_index: u64, last_term: u64) -> String {
     format!("snap-{last_index:020}-{last_term:020}")
 }
@@ -93,18 +104,42 @@ pub struct SnapshotStore<V: Vfs> {
 
 impl<V: Vfs> SnapshotStore<V> {
     /// Opens (creating) the store in `dir`, keeping the newest `keep`
-    /// snapshots (at least 1); removes unfinished (`*.tmp`) snapshots.
+    /// snapshots (at least 1). Removes what a crash left: unfinished
+    /// writes (`*.tmp`), unfinished removals (`*.del`), and an older
+    /// snapshot whose meta is gone (a removal by a version before the
+    /// rename-first order, cut short). The newest snapshot without its
+    /// meta is left for [`SnapshotStore::list`] to report as corrupt.
     pub async fn open(vfs: V, dir: &Path, group: u64, keep: usize) -> Result<SnapshotStore<V>> {
         let io = |op, e| StorageError::io(group, op, dir, 0, e);
         vfs.create_dir_all(dir)
             .await
             .map_err(|e| io("create dir", e))?;
         let names = vfs.list(dir).await.map_err(|e| io("list", e))?;
-        for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        for name in names
+            .iter()
+            .filter(|n| n.ends_with(WRITING) || n.ends_with(REMOVING))
+        {
             log::info!("group {group}: removing unfinished snapshot {name}");
             vfs.remove_dir_all(&dir.join(name))
                 .await
                 .map_err(|e| io("remove", e))?;
+        }
+        // Names sort as indices do (zero-padded): all but the newest.
+        let finished: Vec<&String> = names.iter().filter(|n| is_finished(n)).collect();
+        for name in finished.iter().rev().skip(1) {
+            let meta = dir.join(name).join(META);
+            match vfs.open(&meta, false).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    log::warn!(
+                        "group {group}: removing snapshot {name}: its meta is gone (a removal cut short by a crash)"
+                    );
+                    vfs.remove_dir_all(&dir.join(name))
+                        .await
+                        .map_err(|e| io("remove", e))?;
+                }
+                Err(e) => return Err(StorageError::io(group, "open", &meta, 0, e)),
+            }
         }
         Ok(SnapshotStore {
             vfs,
@@ -123,10 +158,7 @@ impl<V: Vfs> SnapshotStore<V> {
             .await
             .map_err(|e| StorageError::io(self.group, "list", &self.dir, 0, e))?;
         let mut out = Vec::new();
-        for name in names
-            .iter()
-            .filter(|n| n.starts_with("snap-") && !n.ends_with(".tmp"))
-        {
+        for name in names.iter().filter(|n| is_finished(n)) {
             let path = self.dir.join(name).join(META);
             let file = self
                 .vfs
@@ -163,9 +195,7 @@ impl<V: Vfs> SnapshotStore<V> {
             ));
         }
         let final_dir = self.dir.join(dir_name(last_index, last_term));
-        let tmp_dir = self
-            .dir
-            .join(format!("{}.tmp", dir_name(last_index, last_term)));
+        let tmp_dir = self.dir.join(dir_name(last_index, last_term) + WRITING);
         let io = |op, e| StorageError::io(self.group, op, &tmp_dir, 0, e);
         let _ = self.vfs.remove_dir_all(&tmp_dir).await;
         self.vfs
@@ -234,11 +264,19 @@ impl<V: Vfs> SnapshotStore<V> {
         let all = self.list().await?;
         let excess = all.len().saturating_sub(self.keep);
         for m in &all[..excess] {
-            let d = self.dir.join(dir_name(m.last_index, m.last_term));
+            // Renamed first: a crash midway leaves a `.del` directory
+            // that open removes, never a snapshot without its meta.
+            let name = dir_name(m.last_index, m.last_term);
+            let (d, gone) = (self.dir.join(&name), self.dir.join(name + REMOVING));
+            let io = |op, path: &Path, e| StorageError::io(self.group, op, path, 0, e);
             self.vfs
-                .remove_dir_all(&d)
+                .rename(&d, &gone)
                 .await
-                .map_err(|e| StorageError::io(self.group, "remove", &d, 0, e))?;
+                .map_err(|e| io("rename", &d, e))?;
+            self.vfs
+                .remove_dir_all(&gone)
+                .await
+                .map_err(|e| io("remove", &gone, e))?;
         }
         Ok(())
     }

@@ -330,3 +330,80 @@ fn snapshots_stream_keep_n_and_catch_bad_crcs() {
         corrupt_at(store.list().await, &meta);
     });
 }
+
+/// Seen in a one-hour fault run: a node killed while it removed an old
+/// snapshot (files first, then the directory) left `snap-…/` without its
+/// meta, and every restart then failed ("open …/meta: No such file"), so
+/// the node could never come back. Removal now renames to `.del` first;
+/// open finishes such removals, and also clears an older snapshot whose
+/// meta a removal of the old order already took. The newest snapshot
+/// without its meta is not explained by a removal: it is still an error.
+#[test]
+fn a_snapshot_removal_cut_short_by_a_crash_does_not_stop_the_store_from_opening() {
+    use sampan_storage::io::Vfs;
+    let fs = MemFs::new();
+    let dir = Path::new("/g2/snapshots");
+    let write = |store: &SnapshotStore<MemFs>, index: u64| {
+        let store = store.clone();
+        async move {
+            let mut w = store.create(index, 1, Vec::new()).await.unwrap();
+            w.write_chunk(b"state").await.unwrap();
+            w.finish().await.unwrap();
+        }
+    };
+    let indices = |store: SnapshotStore<MemFs>| async move {
+        let all = store.list().await.unwrap();
+        all.iter().map(|m| m.last_index).collect::<Vec<_>>()
+    };
+    let meta_of = |index: u64| {
+        fs.paths()
+            .into_iter()
+            .find(|p| p.ends_with("meta") && p.to_string_lossy().contains(&format!("{index:020}")))
+            .unwrap()
+    };
+    block_on(async {
+        let store = SnapshotStore::open(fs.clone(), dir, 1, 3).await.unwrap();
+        for index in [10, 20, 30] {
+            write(&store, index).await;
+        }
+        // The old order, cut short: the oldest lost its meta, kept its data.
+        fs.remove(&meta_of(10)).await.unwrap();
+        let store = SnapshotStore::open(fs.clone(), dir, 1, 3).await.unwrap();
+        assert_eq!(indices(store.clone()).await, vec![20, 30]);
+        assert!(
+            !fs.paths()
+                .iter()
+                .any(|p| p.to_string_lossy().contains(&format!("{:020}", 10))),
+            "the leftover is gone"
+        );
+        // The new order, cut short after the rename.
+        let from = meta_of(20).parent().unwrap().to_path_buf();
+        let to = PathBuf::from(format!("{}.del", from.display()));
+        fs.rename(&from, &to).await.unwrap();
+        let store = SnapshotStore::open(fs.clone(), dir, 1, 3).await.unwrap();
+        assert_eq!(indices(store.clone()).await, vec![30]);
+        assert!(
+            !fs.paths()
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".del"))
+        );
+        // Pruning goes through the rename and leaves nothing behind.
+        let store = SnapshotStore::open(fs.clone(), dir, 1, 2).await.unwrap();
+        for index in [40, 50] {
+            write(&store, index).await;
+        }
+        assert_eq!(indices(store.clone()).await, vec![40, 50]);
+        assert!(
+            !fs.paths()
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".del"))
+        );
+        // The newest without its meta: an error, not a silent drop.
+        fs.remove(&meta_of(50)).await.unwrap();
+        let store = SnapshotStore::open(fs.clone(), dir, 1, 2).await.unwrap();
+        assert!(
+            store.list().await.is_err(),
+            "the newest snapshot's meta is missing"
+        );
+    });
+}
