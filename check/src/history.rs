@@ -153,23 +153,61 @@ pub fn parse_numbered(
 ) -> Result<(Vec<Event>, Vec<usize>), HistoryError> {
     let mut events = Vec::new();
     let mut lines = Vec::new();
-    for (n, line) in input.lines().enumerate() {
-        let line = line.map_err(|source| HistoryError::Io {
-            file: file.to_owned(),
-            source,
-        })?;
+    read_each(input, file, |line, _, event| {
+        events.push(event);
+        lines.push(line);
+        Ok::<(), HistoryError>(())
+    })?;
+    Ok((events, lines))
+}
+
+/// Reads `input` an event a line, calling `each(line number, text,
+/// event)`; blank lines are skipped. A last line cut short (no newline,
+/// and not an event: the writer was killed mid-line) is left out with a
+/// warning, as a log's torn tail is; any other line that is not an event
+/// is an error.
+pub fn read_each<E: From<HistoryError>>(
+    mut input: impl BufRead,
+    file: &str,
+    mut each: impl FnMut(usize, &str, Event) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut text = String::new();
+    let mut number = 0;
+    loop {
+        text.clear();
+        let read = input
+            .read_line(&mut text)
+            .map_err(|source| HistoryError::Io {
+                file: file.to_owned(),
+                source,
+            })?;
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let whole = text.ends_with('\n');
+        let line = text.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
-        let event = serde_json::from_str(&line).map_err(|e| HistoryError::Parse {
-            file: file.to_owned(),
-            line: n + 1,
-            message: e.to_string(),
-        })?;
-        events.push(event);
-        lines.push(n + 1);
+        match serde_json::from_str(line) {
+            Ok(event) => each(number, line, event)?,
+            Err(e) if !whole => {
+                log::warn!(
+                    "history {file}, line {number}: cut short ({e}): left out, as the tail of a writer that stopped mid-line"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(HistoryError::Parse {
+                    file: file.to_owned(),
+                    line: number,
+                    message: e.to_string(),
+                }
+                .into());
+            }
+        }
     }
-    Ok((events, lines))
 }
 
 /// Writes events one a line.

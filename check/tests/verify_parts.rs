@@ -151,3 +151,55 @@ fn a_rule_broken_across_parts_is_caught_at_its_line() {
         other => panic!("expected the invoke after info at its line, got {other:?}"),
     }
 }
+
+/// A harness killed mid-write leaves its last line cut short: the
+/// history up to it is checked, whole or in parts, with a warning; the
+/// same bytes followed by a newline are a line that is not an event, an
+/// error.
+#[test]
+fn a_last_line_cut_short_is_left_out_and_a_bad_whole_line_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shape = Shape {
+        ops: 3_000,
+        processes: 4,
+        keys: 6,
+        info_percent: 0,
+        width_max: 10,
+        kinds: 3,
+    };
+    let events = generate(&shape, 11).events;
+    let path = dir.path().join("history.jsonl");
+    write(&path, &events);
+    let size = std::fs::metadata(&path).expect("size").len();
+    let cut = r#"{"process":1,"type":"invoke","f":"get","ke"#;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    f.write_all(cut.as_bytes()).expect("append");
+    drop(f);
+    let (whole, parts) = both(&path, size / 8);
+    assert_eq!(whole.verdict.outcome(), Outcome::Linearizable);
+    assert_eq!(summary(&whole), summary(&parts));
+    let ops: usize = whole.verdict.keys.iter().map(|k| k.op_count).sum();
+    assert_eq!(ops * 2, events.len(), "every event but the cut line");
+
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    f.write_all(b"\n").expect("append");
+    drop(f);
+    for part_bytes in [u64::MAX, size / 8] {
+        match check_file(&path, &opts(), part_bytes) {
+            Err(CheckFileError::History(e)) => {
+                assert!(
+                    e.to_string()
+                        .contains(&format!("line {}", events.len() + 1)),
+                    "{e}"
+                );
+            }
+            other => panic!("a whole line that is not an event is refused, got {other:?}"),
+        }
+    }
+}

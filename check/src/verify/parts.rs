@@ -224,34 +224,11 @@ fn split(
         file: name.to_owned(),
         source,
     })?;
-    let mut input = BufReader::with_capacity(1 << 20, input);
+    let input = BufReader::with_capacity(1 << 20, input);
     let mut rules = ProcessRules::default();
-    let (mut line, mut number, mut event, mut read) = (String::new(), 0usize, 0usize, 0u64);
-    let mut shown = 0u64;
-    loop {
-        line.clear();
-        let n = input
-            .read_line(&mut line)
-            .map_err(|source| HistoryError::Io {
-                file: name.to_owned(),
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
-        read += n as u64;
-        let text = line.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            continue;
-        }
-        let parse = |message: String| HistoryError::Parse {
-            file: name.to_owned(),
-            line: number,
-            message,
-        };
-        // The rules need the whole event; the part gets the text as is.
-        let parsed: Event = serde_json::from_str(text).map_err(|e| parse(e.to_string()))?;
+    let (mut event, mut read, mut shown) = (0usize, 0u64, 0u64);
+    history::read_each(input, name, |number, text, parsed| {
+        read += text.len() as u64 + 1;
         rules
             .observe(event, &parsed)
             .map_err(|source| CheckFileError::Input {
@@ -271,7 +248,8 @@ fn split(
                 size as f64 / (1u64 << 30) as f64
             );
         }
-    }
+        Ok::<(), CheckFileError>(())
+    })?;
     for (n, mut w) in writers.into_iter().enumerate() {
         w.flush()
             .map_err(|e| dir.io("cannot write", &dir.part(n), e))?;
