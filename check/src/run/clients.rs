@@ -152,12 +152,24 @@ pub struct Workload {
     pub start: Instant,
     /// How long an append key takes appends before the next one does.
     pub append_period: Duration,
+    /// How long a register or counter key is used before the next one is
+    /// (`r<k>.<period>`, `c<k>.<period>`): each `info` write stays a
+    /// possibility the checker must place for the rest of its key's
+    /// history, so a key used for an hour piles up enough of them to make
+    /// the search exponential (Jepsen bounds the operations per key for
+    /// the same reason).
+    pub key_period: Duration,
 }
 
 impl Workload {
     /// The append period now.
     pub fn period(&self) -> u64 {
         (self.start.elapsed().as_millis() / self.append_period.as_millis().max(1)) as u64
+    }
+
+    /// The register and counter period now.
+    pub fn key_period_now(&self) -> u64 {
+        (self.start.elapsed().as_millis() / self.key_period.as_millis().max(1)) as u64
     }
 }
 
@@ -211,7 +223,7 @@ fn next_op(w: &Workload, rng: &mut Rng, process: u64, n: u64, cas: bool) -> Op {
     let raw_key = if prefix == "a" {
         format!("a{k}.{}", w.period())
     } else {
-        format!("{prefix}{k}")
+        format!("{prefix}{k}.{}", w.key_period_now())
     };
     Op {
         process,

@@ -81,7 +81,9 @@ fn all_keys(w: &Workload) -> Vec<(String, u64, String)> {
     let mut out = Vec::new();
     for &group in &w.groups {
         for k in 0..w.keys {
-            let mut raws = vec![format!("r{k}"), format!("c{k}")];
+            let mut raws: Vec<String> = (0..=w.key_period_now())
+                .flat_map(|p| [format!("r{k}.{p}"), format!("c{k}.{p}")])
+                .collect();
             raws.extend((0..=w.period()).map(|p| format!("a{k}.{p}")));
             for raw in raws {
                 out.push((format!("g{group}/{raw}"), group, raw));

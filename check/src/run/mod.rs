@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// returns the whole list: shorter keeps a long run's history smaller).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub append_period_secs: u64,
+    /// Seconds a register or counter key is used before the next one is
+    /// (bounds the unknown-outcome writes the checker must place per key).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_period_secs: u64,
     /// The schedule's seed (default: from the clock; printed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -324,6 +328,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         keys: args.keys.max(1),
         start,
         append_period: Duration::from_secs(args.append_period_secs),
+        key_period: Duration::from_secs(args.key_period_secs),
     };
     let mut threads = Vec::new();
     for i in 0..args.redis_clients + native_clients {
