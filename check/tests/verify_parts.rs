@@ -26,7 +26,8 @@ fn opts() -> CheckOptions {
     }
 }
 
-fn write(path: &Path, events: &[Event]) {
+/// Writes `events` to `path` as a history; returns its size in bytes.
+fn write(path: &Path, events: &[Event]) -> u64 {
     let mut w = Writer::new(std::io::BufWriter::new(
         std::fs::File::create(path).expect("create history"),
     ));
@@ -34,6 +35,7 @@ fn write(path: &Path, events: &[Event]) {
         w.write(e).expect("write event");
     }
     w.finish().expect("flush").flush().expect("flush");
+    std::fs::metadata(path).expect("size").len()
 }
 
 /// The history checked whole and in parts of `part_bytes`.
@@ -83,8 +85,7 @@ fn a_history_checked_in_parts_gets_the_verdict_it_gets_whole() {
     };
     let generated = generate(&shape, 20_261_205);
     let path = dir.path().join("history.jsonl");
-    write(&path, &generated.events);
-    let size = std::fs::metadata(&path).expect("size").len();
+    let size = write(&path, &generated.events);
 
     let (whole, parts) = both(&path, size / 8);
     assert_eq!(whole.verdict.outcome(), Outcome::Linearizable);
@@ -140,8 +141,7 @@ fn a_rule_broken_across_parts_is_caught_at_its_line() {
     events.push(info(Info, "k0", last + 2));
     events.push(info(Invoke, "k1", last + 3));
     let path = dir.path().join("history.jsonl");
-    write(&path, &events);
-    let size = std::fs::metadata(&path).expect("size").len();
+    let size = write(&path, &events);
     match check_file(&path, &opts(), size / 8) {
         Err(CheckFileError::Input {
             line,
@@ -169,8 +169,7 @@ fn a_last_line_cut_short_is_left_out_and_a_bad_whole_line_is_refused() {
     };
     let events = generate(&shape, 11).events;
     let path = dir.path().join("history.jsonl");
-    write(&path, &events);
-    let size = std::fs::metadata(&path).expect("size").len();
+    let size = write(&path, &events);
     let cut = r#"{"process":1,"type":"invoke","f":"get","ke"#;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
