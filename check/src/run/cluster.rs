@@ -14,6 +14,15 @@ use sampan::client::{BlockingClient, ClientConfig};
 use sampan::group::GroupStatus;
 use sampan::raft::Role;
 
+/// Among replicas' statuses, the leader of the highest term (a deposed
+/// leader that has not heard of its successor may still say it leads).
+pub fn newest_leader(status: &[GroupStatus]) -> Option<&GroupStatus> {
+    status
+        .iter()
+        .filter(|s| s.role == Role::Leader)
+        .max_by_key(|s| s.term)
+}
+
 use super::HarnessError;
 use super::net::{Network, sh, unmount_under};
 use super::proxy::{self, LinkFaults, PROXY_PORT_BASE};
@@ -340,12 +349,7 @@ impl Cluster {
 
     /// The leader of `group` with the highest term, if a node says it is.
     pub fn leader(&self, group: u64) -> Option<u64> {
-        self.status(group)
-            .ok()?
-            .into_iter()
-            .filter(|s| s.role == Role::Leader)
-            .max_by_key(|s| s.term)
-            .map(|s| s.node)
+        newest_leader(&self.status(group).ok()?).map(|s| s.node)
     }
 
     /// Runs `sampan-cli` against the cluster; returns its output.

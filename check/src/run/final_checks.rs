@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sampan::client::{BlockingClient, ClientConfig};
 use sampan::kv::{KvAnswer, KvQuery, ScanRange};
-use sampan::raft::Role;
 use sampan::service::{Op as ServiceOp, Route};
 
 use super::HarnessError;
@@ -31,10 +30,7 @@ pub fn wait_converged(cluster: &Cluster, within: Duration) -> Result<(), Harness
         let mut pending = Vec::new();
         for (group, _) in super::cluster::GROUPS {
             let status = cluster.status(group).unwrap_or_default();
-            let leader = status
-                .iter()
-                .filter(|s| s.role == Role::Leader)
-                .max_by_key(|s| s.term);
+            let leader = super::cluster::newest_leader(&status);
             let Some(leader) = leader else {
                 pending.push(format!("group {group}: no leader"));
                 continue;

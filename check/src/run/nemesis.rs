@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::HarnessError;
-use super::cluster::{Cluster, GROUPS};
+use super::cluster::{Cluster, GROUPS, newest_leader};
 use crate::rng::Rng;
 
 /// The kinds of fault.
@@ -238,37 +238,26 @@ impl Nemesis {
     /// else any other voter, else any other node.
     fn follower(&mut self, cluster: &Cluster, group: u64) -> u64 {
         let status = cluster.status(group).unwrap_or_default();
-        let leader = status
+        let leader = newest_leader(&status);
+        let leader_id = leader.map(|l| l.node);
+        let voters: Vec<u64> = leader
+            .map(|l| l.voters.iter().copied().filter(|&n| n != l.node).collect())
+            .unwrap_or_default();
+        let caught_up: Vec<u64> = status
             .iter()
-            .filter(|s| s.role == sampan::raft::Role::Leader)
-            .max_by_key(|s| s.term);
-        let others: Vec<u64> = match leader {
-            Some(l) => {
-                let voters: Vec<u64> = l.voters.iter().copied().filter(|&n| n != l.node).collect();
-                let caught_up: Vec<u64> = status
-                    .iter()
-                    .filter(|s| voters.contains(&s.node) && s.index_last >= l.index_commit)
-                    .map(|s| s.node)
-                    .collect();
-                if caught_up.is_empty() {
-                    voters
-                } else {
-                    caught_up
-                }
-            }
-            None => Vec::new(),
-        };
-        let others = if others.is_empty() {
-            let leader = leader.map(|l| l.node);
-            cluster
-                .ids()
-                .into_iter()
-                .filter(|n| Some(*n) != leader)
-                .collect()
-        } else {
-            others
-        };
-        self.pick(&others).unwrap_or(1)
+            .filter(|s| voters.contains(&s.node))
+            .filter(|s| leader.is_some_and(|l| s.index_last >= l.index_commit))
+            .map(|s| s.node)
+            .collect();
+        let others: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|n| Some(*n) != leader_id)
+            .collect();
+        let choice = [caught_up, voters, others]
+            .into_iter()
+            .find(|c| !c.is_empty());
+        self.pick(&choice.unwrap_or_default()).unwrap_or(1)
     }
 
     fn apply(&mut self, cluster: &mut Cluster, kind: FaultKind) -> Result<(), HarnessError> {
@@ -550,13 +539,8 @@ impl Nemesis {
     pub fn restore_members(&mut self, cluster: &Cluster) -> Result<(), HarnessError> {
         let mut left = Vec::new();
         for (group, node) in std::mem::take(&mut self.removed) {
-            let voters = cluster
-                .status(group)?
-                .into_iter()
-                .filter(|s| s.role == sampan::raft::Role::Leader)
-                .max_by_key(|s| s.term)
-                .map(|s| s.voters)
-                .unwrap_or_default();
+            let status = cluster.status(group)?;
+            let voters = newest_leader(&status).map_or(&[][..], |s| &s.voters[..]);
             if voters.contains(&node) {
                 continue;
             }
