@@ -304,7 +304,7 @@ fn read_part(path: &Path, name: &str) -> Result<(Vec<Event>, Vec<Place>), CheckF
 /// go into `lines`).
 fn keep(merged: &mut Verdict, lines: &mut HashMap<usize, usize>, part: Verdict, places: &[Place]) {
     let mut renumber: HashMap<usize, usize> = HashMap::new();
-    let mut operations = part.operations;
+    let operations = part.operations;
     for mut key in part.keys {
         if let KeyResult::NotLinearizable(violation) = &mut key.result {
             for id in &key.ops {
@@ -326,5 +326,4 @@ fn keep(merged: &mut Verdict, lines: &mut HashMap<usize, usize>, part: Verdict, 
         }
         merged.keys.push(key);
     }
-    operations.clear();
 }
