@@ -424,8 +424,9 @@ fn status() -> impl Strategy<Value = GroupStatus> {
         Role::Leader,
     ]);
     let ids = || prop::collection::vec(any::<u64>(), 0..5);
-    (any::<[u64; 8]>(), role, id(), any::<bool>(), ids(), ids()).prop_map(
-        |(n, role, leader, hibernating, voters, learners)| GroupStatus {
+    let sets = (ids(), ids(), ids());
+    (any::<[u64; 8]>(), role, id(), any::<bool>(), sets).prop_map(
+        |(n, role, leader, hibernating, (voters, learners, voters_outgoing))| GroupStatus {
             group: n[0],
             role,
             term: n[1],
@@ -441,6 +442,7 @@ fn status() -> impl Strategy<Value = GroupStatus> {
             snapshot_term: n[7],
             membership_index: n[6] ^ n[7],
             membership_term: n[0],
+            voters_outgoing,
         },
     )
 }

@@ -17,7 +17,8 @@ use super::clients::{self, Op, Outcome, Recorder, Workload};
 use super::cluster::Cluster;
 use crate::history::{self, EventType, Function};
 
-/// Waits until each group has one leader whose voters are every node, and
+/// Waits until each group has one leader whose voters are every node (no
+/// joint change under way), and
 /// every node has applied what that leader had committed when it was
 /// first seen (a target fixed once: with clients still writing, "applied
 /// all the leader has committed now" is a moving target followers are
@@ -35,8 +36,12 @@ pub fn wait_converged(cluster: &Cluster, within: Duration) -> Result<(), Harness
                 pending.push(format!("group {group}: no leader"));
                 continue;
             };
-            if leader.voters != ids {
-                pending.push(format!("group {group}: voters {:?}", leader.voters));
+            let members_done = leader.voters == ids && leader.voters_outgoing.is_empty();
+            if !members_done {
+                pending.push(format!(
+                    "group {group}: voters {:?} (outgoing {:?})",
+                    leader.voters, leader.voters_outgoing
+                ));
             }
             if status.len() != ids.len() {
                 pending.push(format!(
@@ -45,7 +50,7 @@ pub fn wait_converged(cluster: &Cluster, within: Duration) -> Result<(), Harness
                     ids.len()
                 ));
             }
-            if leader.voters != ids || status.len() != ids.len() {
+            if !members_done || status.len() != ids.len() {
                 continue;
             }
             let target = *targets.entry(group).or_insert(leader.index_commit);

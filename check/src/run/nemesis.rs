@@ -540,6 +540,9 @@ impl Nemesis {
         let mut left = Vec::new();
         for (group, node) in std::mem::take(&mut self.removed) {
             let status = cluster.status(group)?;
+            // Back only once the incoming configuration has it (during a
+            // joint change a removed node may still be an outgoing voter;
+            // adding it then is refused as a pending change, and retried).
             let voters = newest_leader(&status).map_or(&[][..], |s| &s.voters[..]);
             if voters.contains(&node) {
                 continue;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use sampan::client::{BlockingClient, Client, ClientConfig, ClientError, KeyTtl, NodeStatus};
 use sampan::config::{Durability, GroupConfig};
+use sampan::group::GroupStatus;
 use sampan::kv::{Item, ScanRange};
 use sampan::service::MembersChange;
 use std::collections::BTreeSet;
@@ -773,7 +774,7 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
                     st.index_applied,
                     st.index_last,
                     opt(Some(st.snapshot_index).filter(|i| *i > 0)),
-                    members(&st.voters, &st.learners)
+                    members(st)
                 );
             }
             Err(e) => {
@@ -789,14 +790,18 @@ fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
     s
 }
 
-/// Voters, then observers after a '+': `1,2,3+4`.
-fn members(voters: &[u64], learners: &[u64]) -> String {
+/// Voters, then observers after a '+' (`1,2,3+4`); during a joint
+/// change, the outgoing voters after: `1,2,4 (joint from 1,2,3)`.
+fn members(st: &GroupStatus) -> String {
     let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    if learners.is_empty() {
-        list(voters)
-    } else {
-        format!("{}+{}", list(voters), list(learners))
+    let mut s = list(&st.voters);
+    if !st.learners.is_empty() {
+        s = format!("{s}+{}", list(&st.learners));
     }
+    if !st.voters_outgoing.is_empty() {
+        s = format!("{s} (joint from {})", list(&st.voters_outgoing));
+    }
+    s
 }
 
 fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
@@ -809,8 +814,8 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
             Ok(st) => write!(
                 s,
                 "{sep}{{{head},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
-                 \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"learners\":{:?},\
-                 \"snapshot_index\":{},\"snapshot_term\":{}}}",
+                 \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"voters_outgoing\":{:?},\
+                 \"learners\":{:?},\"snapshot_index\":{},\"snapshot_term\":{}}}",
                 format!("{:?}", st.role).to_lowercase(),
                 st.term,
                 null(st.leader),
@@ -819,6 +824,7 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
                 st.index_last,
                 st.hibernating,
                 st.voters,
+                st.voters_outgoing,
                 st.learners,
                 st.snapshot_index,
                 st.snapshot_term

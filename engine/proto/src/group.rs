@@ -125,8 +125,14 @@ pub struct GroupStatus {
     pub hibernating: bool,
     /// The node this replica runs on.
     pub node: u64,
-    /// The voting members (both configurations' during a joint change).
+    /// The voting members; during a joint change, those of the incoming
+    /// configuration (the change's target). A node older than
+    /// `voters_outgoing` reports both configurations' voters here.
     pub voters: Vec<u64>,
+    /// During a joint change, the voters of the outgoing configuration
+    /// (a quorum of each must agree until the change completes); empty
+    /// otherwise.
+    pub voters_outgoing: Vec<u64>,
     /// The observers (learners).
     pub learners: Vec<u64>,
     /// The newest snapshot here (written or received): its last index,

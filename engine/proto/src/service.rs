@@ -604,6 +604,10 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
     b.put_u64_le(s.snapshot_term);
     b.put_u64_le(s.membership_index);
     b.put_u64_le(s.membership_term);
+    b.put_u32_le(u32::try_from(s.voters_outgoing.len()).unwrap_or(u32::MAX));
+    for id in &s.voters_outgoing {
+        b.put_u64_le(*id);
+    }
     b.freeze()
 }
 
@@ -640,11 +644,17 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         snapshot_term: r.u64("snapshot term")?,
         membership_index: 0,
         membership_term: 0,
+        voters_outgoing: Vec::new(),
     };
     // Nodes before conditional membership changes end here.
     if r.remaining() > 0 {
         s.membership_index = r.u64("membership index")?;
         s.membership_term = r.u64("membership term")?;
+    }
+    // Nodes before `voters_outgoing` end here (and report the joint
+    // configuration's voters together in `voters`).
+    if r.remaining() > 0 {
+        s.voters_outgoing = ids(&mut r, "outgoing voters")?;
     }
     r.finish("group status")?;
     Ok(s)
@@ -736,6 +746,7 @@ mod tests {
             snapshot_term: 7,
             membership_index: 6,
             membership_term: 2,
+            voters_outgoing: vec![1, 2, 5],
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
         let mut change = MembersChange {
@@ -789,12 +800,14 @@ mod tests {
             snapshot_term: 0,
             membership_index: 0,
             membership_term: 0,
+            voters_outgoing: vec![2],
         });
-        // An older node's status ends before the membership position.
-        let older = status.len() - 16;
+        // Older nodes' statuses end before the outgoing voters (4 + 8
+        // bytes here) or before the membership position (16 more).
+        let older = [status.len() - 12, status.len() - 28];
         for cut in 0..status.len() {
             let decoded = decode_status(status.slice(..cut));
-            assert_eq!(decoded.is_ok(), cut == older, "cut at {cut}");
+            assert_eq!(decoded.is_ok(), older.contains(&cut), "cut at {cut}");
         }
         assert!(ServiceRequest::decode(Bytes::from_static(&[2, 1, 1, 0])).is_err());
         assert!(ServiceRequest::decode(Bytes::from_static(&[1, 99, 1, 0])).is_err());

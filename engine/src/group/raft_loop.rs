@@ -746,7 +746,14 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             voters: self
                 .raft
                 .membership()
-                .voters_all()
+                .voters()
+                .iter()
+                .map(|n| n.0)
+                .collect(),
+            voters_outgoing: self
+                .raft
+                .membership()
+                .voters_outgoing()
                 .iter()
                 .map(|n| n.0)
                 .collect(),
