@@ -9,8 +9,8 @@
 #![allow(clippy::print_stdout)] // a benchmark prints its table
 
 use bytes::{Bytes, BytesMut};
-use sampan::kv::{KvCommand, KvConfig, KvRequest, KvStore, PutCondition, Ttl};
-use sampan::redis::resp::{RespLimits, parse_request};
+use sampan_kv::{KvCommand, KvConfig, KvRequest, KvStore, PutCondition, Ttl};
+use sampan_redis::resp::{RespLimits, parse_request};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -229,7 +229,7 @@ fn resp(n: u64) {
     println!("\n| RESP2 parse, {n} pipelined SETs with 100 B values | ns/command |");
     println!("|---|---:|");
     println!(
-        "| sampan::redis::resp (hand-written, zero-copy) | {} |",
+        "| sampan_redis::resp (hand-written, zero-copy) | {} |",
         per_op(ours, n)
     );
     println!(

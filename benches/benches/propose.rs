@@ -9,12 +9,12 @@
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use sampan::config::Durability;
-use sampan::kv::{KvCommand, KvRequest};
 use sampan::raft::Role;
 use sampan::service::{Op, decode_status};
 use sampan_benches::cluster::{Cluster, NodeSpec, call, client_runtime, connect_all, run_node};
 use sampan_benches::{Latencies, Row, table};
 use sampan_fiber::TaskClass;
+use sampan_kv::{KvCommand, KvRequest};
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -16,14 +16,15 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use sampan::config::{Durability, GroupConfig, ServerConfig};
 use sampan::group::SnapshotSaved;
-use sampan::kv::{KvCommand, KvConfig, KvMachine, KvRequest, Ttl};
 use sampan::raft::Role;
-use sampan::server::{GroupRef, RaftFactory, RaftServer, kv_factory, machines};
+use sampan::server::{GroupRef, RaftFactory, RaftServer, machines};
 use sampan::state_machine::{
     Committed, FrozenState, RoleChange, SnapshotInfo, Stamp, StateMachine, StateMachineError,
 };
 use sampan_benches::Latencies;
 use sampan_fiber::TaskClass;
+use sampan_kv::kv_factory;
+use sampan_kv::{KvCommand, KvConfig, KvMachine, KvRequest, Ttl};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::Write;

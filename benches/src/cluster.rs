@@ -5,8 +5,9 @@
 
 use bytes::Bytes;
 use sampan::config::{Durability, GroupConfig, LogSettings, ServerConfig};
-use sampan::server::{RaftServer, kv_factory};
+use sampan::server::RaftServer;
 use sampan::service::{self, Op, Route, ServiceRequest, decode_reply};
+use sampan_kv::kv_factory;
 use sampan_net::{Connection, NetConfig, Role, Router};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};

@@ -42,11 +42,11 @@ pub struct KvSettings {
 }
 
 fn session_idle_ms() -> u64 {
-    sampan::kv::KvConfig::default().session_idle_ms
+    sampan_kv::KvConfig::default().session_idle_ms
 }
 
 fn session_results_max() -> usize {
-    sampan::kv::KvConfig::default().session_results_max
+    sampan_kv::KvConfig::default().session_results_max
 }
 
 impl Default for KvSettings {
@@ -60,11 +60,11 @@ impl Default for KvSettings {
 
 impl KvSettings {
     /// The state machine config these give.
-    pub fn kv_config(&self) -> sampan::kv::KvConfig {
-        sampan::kv::KvConfig {
+    pub fn kv_config(&self) -> sampan_kv::KvConfig {
+        sampan_kv::KvConfig {
             session_idle_ms: self.session_idle_ms,
             session_results_max: self.session_results_max,
-            ..sampan::kv::KvConfig::default()
+            ..sampan_kv::KvConfig::default()
         }
     }
 }
@@ -95,7 +95,7 @@ pub struct RedisSettings {
 }
 
 fn request_max_bytes() -> usize {
-    sampan::redis::resp::REQUEST_MAX_BYTES_DEFAULT
+    sampan_redis::resp::REQUEST_MAX_BYTES_DEFAULT
 }
 
 fn yes() -> bool {
@@ -107,7 +107,7 @@ fn in_flight_max() -> usize {
 }
 
 fn proto_max_bulk_len() -> usize {
-    sampan::kv::VALUE_MAX_BYTES
+    sampan_kv::VALUE_MAX_BYTES
 }
 
 impl Default for RedisSettings {
@@ -124,8 +124,8 @@ impl Default for RedisSettings {
 
 impl RedisSettings {
     /// The listener settings these give.
-    pub fn listener(&self) -> sampan::redis::server::ListenerSettings {
-        let mut s = sampan::redis::server::ListenerSettings {
+    pub fn listener(&self) -> sampan_redis::server::ListenerSettings {
+        let mut s = sampan_redis::server::ListenerSettings {
             batching: self.batching,
             in_flight_max: self.in_flight_max,
             ..Default::default()
@@ -233,12 +233,12 @@ impl NodeConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if self.redis.proto_max_bulk_len > sampan::kv::VALUE_MAX_BYTES {
+        if self.redis.proto_max_bulk_len > sampan_kv::VALUE_MAX_BYTES {
             return Err(ConfigError {
                 field: "redis.proto_max_bulk_len".into(),
                 reason: format!(
                     "at most {} (the largest value a KV group stores)",
-                    sampan::kv::VALUE_MAX_BYTES
+                    sampan_kv::VALUE_MAX_BYTES
                 ),
             });
         }

@@ -2,8 +2,9 @@
 //! its outputs, human and JSON, and its exit codes.
 
 use sampan::config::{Durability, GroupConfig, ServerConfig};
-use sampan::server::{RaftServer, kv_factory};
+use sampan::server::RaftServer;
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime};
+use sampan_kv::kv_factory;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;

@@ -19,7 +19,7 @@ mod redis_common;
 use bytes::Bytes;
 use redis_common::*;
 use sampan::client::{BlockingClient, ClientConfig};
-use sampan::kv::{KvCommand, KvResult};
+use sampan_kv::{KvCommand, KvResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sampan::client::{BlockingClient, ClientConfig, ClientError};
-use sampan::kv::{KvCommand, KvResult, PutCondition, Ttl};
+use sampan_kv::{KvCommand, KvResult, PutCondition, Ttl};
 use serde_json::{Value, json};
 
 use crate::history::{Event, EventType, Function};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sampan::client::{BlockingClient, ClientConfig};
-use sampan::kv::{KvAnswer, KvQuery, ScanRange};
 use sampan::service::{Op as ServiceOp, Route};
+use sampan_kv::{KvAnswer, KvQuery, ScanRange};
 
 use super::HarnessError;
 use super::clients::{self, Op, Outcome, Recorder, Workload};

@@ -3,10 +3,10 @@
 //! Stops cleanly on Ctrl-C or SIGTERM.
 
 use clap::Parser;
-use sampan::kv::KvMachine;
 use sampan::server::{RaftServer, machines};
 use sampan_demos::config::{DEFAULT_CONFIG, NodeConfig};
 use sampan_demos::signals::{block_stop_signals, wait_for_stop_signal};
+use sampan_kv::KvMachine;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,7 +71,7 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             .ok_or_else(|| format!("node {node} is not in `servers`"))?;
         let addr = std::net::SocketAddr::new(ip, cfg.redis.port);
         let settings = cfg.redis.listener();
-        let redis = sampan::redis::server::listen(&server, addr, settings)?;
+        let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis port {}", redis.local_addr());
     }
     let sig = wait_for_stop_signal()?;

@@ -1,0 +1,174 @@
+//! Replies to reads the group answered ([`KvAnswer`](sampan_kv::KvAnswer)s, after a ReadIndex on
+//! the leader), and the text of `INFO`.
+//!
+//! [`super::render`] renders reads of a local [`sampan_kv::KvStore`]; the
+//! listener cannot hold the store of a group that may lead on another node,
+//! so it asks the group a [`sampan_kv::KvQuery`] and renders the answer here,
+//! with the same types and texts.
+
+use super::command::Read;
+use super::resp::Reply;
+use sampan::group::GroupStatus;
+use sampan::raft::Role;
+use sampan_kv::Item;
+use std::fmt::Write as _;
+
+/// Whether a read is answered from the values of its keys alone (one
+/// `KvQuery::Get`), so that consecutive ones can share a query.
+pub fn key_read_keys(read: &Read) -> Option<&[bytes::Bytes]> {
+    match read {
+        Read::Get(k) | Read::StrLen(k) | Read::Type(k) | Read::Ttl { key: k, .. } => {
+            Some(std::slice::from_ref(k))
+        }
+        Read::MGet(keys) | Read::Exists(keys) => Some(keys),
+        _ => None,
+    }
+}
+
+/// Renders a key read from the items of its keys (in the order
+/// [`key_read_keys`] gave them), at wall-clock `now_ms`.
+pub fn render_key_read(read: &Read, items: &[Option<Item>], now_ms: u64, out: &mut Reply<'_>) {
+    let value = |i: usize| {
+        items
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|it| &it.value[..])
+    };
+    match read {
+        Read::Get(_) => out.bulk(value(0)),
+        Read::MGet(keys) => {
+            out.array(Some(keys.len()));
+            for i in 0..keys.len() {
+                out.bulk(value(i));
+            }
+        }
+        Read::Exists(_) => out.integer(items.iter().filter(|it| it.is_some()).count() as i64),
+        Read::StrLen(_) => out.integer(value(0).map_or(0, <[u8]>::len) as i64),
+        Read::Type(_) => out.simple(if value(0).is_some() { "string" } else { "none" }),
+        Read::Ttl { millis, .. } => {
+            out.integer(ttl(items.first().and_then(Option::as_ref), now_ms, *millis))
+        }
+        other => out.error(&format!("ERR internal: {other:?} is not a key read")),
+    }
+}
+
+/// Redis's `TTL`/`PTTL` value: -2 absent, -1 no expiry, else what is left
+/// (seconds rounded as Redis rounds them).
+fn ttl(item: Option<&Item>, now_ms: u64, millis: bool) -> i64 {
+    match item {
+        None => -2,
+        Some(it) => match it.expire_at_ms {
+            None => -1,
+            Some(t) => {
+                let left = t.saturating_sub(now_ms) as i64;
+                if millis { left } else { (left + 500) / 1000 }
+            }
+        },
+    }
+}
+
+/// What `INFO` reports about one group on this node.
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    /// The Redis database that selects the group.
+    pub db: u64,
+    /// The replica's status.
+    pub status: GroupStatus,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::PreCandidate => "precandidate",
+        Role::Candidate => "candidate",
+    }
+}
+
+/// The text of `INFO [section]`: `server`, `replication` (the selected
+/// group: role, leader, term, commit and applied index) and `groups` (every
+/// group this node hosts). `section` `None`, `all`, `default` or
+/// `everything` gives all three.
+pub fn info_text(
+    node: u64,
+    port: u16,
+    section: Option<&[u8]>,
+    selected: Option<&GroupInfo>,
+    groups: &[GroupInfo],
+) -> String {
+    let section = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    let want = |name: &str| match section.as_deref() {
+        None | Some("all" | "default" | "everything") => true,
+        Some(s) => s == name,
+    };
+    let mut s = String::new();
+    if want("server") {
+        let _ = write!(
+            s,
+            "# Server\r\nredis_version:7.0.0\r\nsampan_version:{}\r\nredis_mode:standalone\r\n\
+             os:{}\r\nprocess_id:{}\r\ntcp_port:{port}\r\nnode_id:{node}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+        );
+    }
+    if want("replication") {
+        s.push_str("# Replication\r\n");
+        match selected {
+            Some(g) => {
+                let st = &g.status;
+                let _ = write!(
+                    s,
+                    "role:{}\r\nraft_role:{}\r\ngroup:{}\r\nleader:{}\r\nterm:{}\r\n\
+                     commit_index:{}\r\napplied_index:{}\r\n",
+                    if st.role == Role::Leader {
+                        "master"
+                    } else {
+                        "slave"
+                    },
+                    role_name(st.role),
+                    st.group,
+                    st.leader
+                        .map_or_else(|| "none".to_string(), |l| l.to_string()),
+                    st.term,
+                    st.index_commit,
+                    st.index_applied,
+                );
+            }
+            None => s.push_str("role:none\r\n"),
+        }
+        s.push_str("\r\n");
+    }
+    if want("groups") {
+        s.push_str("# Groups\r\n");
+        for g in groups {
+            let st = &g.status;
+            let _ = write!(
+                s,
+                "group{}:db={},role={},leader={},term={},commit={},applied={},hibernating={}\r\n",
+                st.group,
+                g.db,
+                role_name(st.role),
+                st.leader.map_or(0, |l| l),
+                st.term,
+                st.index_commit,
+                st.index_applied,
+                u8::from(st.hibernating),
+            );
+        }
+        s.push_str("\r\n");
+    }
+    s
+}
+
+/// Settings `CONFIG GET` reports (what redis-benchmark asks for on
+/// connect), as `(name, value)`.
+pub fn config_pairs(bulk_max_bytes: usize, databases: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("save", String::new()),
+        ("appendonly", "yes".into()),
+        ("appendfsync", "always".into()),
+        ("databases", databases.to_string()),
+        ("proto-max-bulk-len", bulk_max_bytes.to_string()),
+    ]
+}

@@ -1,0 +1,390 @@
+//! Redis commands: from a request's arguments to a typed command, with
+//! Redis's own error replies for wrong arity, syntax and values.
+//!
+//! Three kinds come out: connection commands answered on the spot,
+//! reads served from the KV state after a linearizable read barrier, and
+//! writes that become [`KvCommand`]s proposed through the log.
+
+use bytes::Bytes;
+use sampan_kv::{KvCommand, PutCondition, Ttl};
+
+/// A command the connection answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// `PING [message]`.
+    Ping(Option<Bytes>),
+    /// `ECHO message`.
+    Echo(Bytes),
+    /// `HELLO [protover]` (with optional `SETNAME`/`AUTH` ignored).
+    Hello(Option<i64>),
+    /// `SELECT db`: the KV group the connection talks to.
+    Select(i64),
+    /// `QUIT`.
+    Quit,
+    /// `COMMAND`, `COMMAND DOCS`, `COMMAND COUNT`...: what redis-cli and
+    /// redis-benchmark ask on connect.
+    Command(Option<Bytes>),
+    /// `CONFIG GET pattern`.
+    ConfigGet(Bytes),
+    /// `CLIENT SETNAME`, `CLIENT SETINFO`, other `CLIENT` subcommands
+    /// answered `OK` or with a fixed value.
+    Client(Bytes),
+}
+
+/// A command that reads the KV state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// `GET key`.
+    Get(Bytes),
+    /// `MGET key...`.
+    MGet(Vec<Bytes>),
+    /// `EXISTS key...` (counts repeats, as Redis does).
+    Exists(Vec<Bytes>),
+    /// `STRLEN key`.
+    StrLen(Bytes),
+    /// `TTL key` (seconds) or `PTTL key` (milliseconds).
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// PTTL.
+        millis: bool,
+    },
+    /// `TYPE key`.
+    Type(Bytes),
+    /// `SCAN cursor [MATCH pattern] [COUNT n]`.
+    Scan {
+        /// 0 to start; otherwise a cursor the server handed out.
+        cursor: u64,
+        /// Glob the keys must match.
+        pattern: Option<Bytes>,
+        /// Keys to examine per call (a hint).
+        count: usize,
+    },
+    /// `KEYS pattern`.
+    Keys(Bytes),
+    /// `DBSIZE`.
+    DbSize,
+    /// `INFO [section]`.
+    Info(Option<Bytes>),
+}
+
+/// How to turn a write's [`sampan_kv::KvResult`] into the reply Redis gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteReply {
+    /// `+OK`, or nil when a `NX`/`XX` condition failed (`SET`).
+    OkOrNil,
+    /// The old value as a bulk string (`SET ... GET`, `GETDEL`).
+    OldValue,
+    /// `:1` if written, `:0` if not (`SETNX`).
+    WrittenFlag,
+    /// Always `+OK` (`MSET`, `SETEX`, `FLUSHDB`).
+    Ok,
+    /// `:count` (`DEL`, `UNLINK`).
+    Count,
+    /// `:n` (`INCR`...).
+    Int,
+    /// `:len` (`APPEND`).
+    Len,
+    /// `:1`/`:0` (`EXPIRE`, `PERSIST`).
+    Flag,
+}
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Answered by the connection.
+    Local(Local),
+    /// Served from the state.
+    Read(Read),
+    /// Proposed through the log.
+    Write {
+        /// What to propose.
+        command: KvCommand,
+        /// How to render its result.
+        reply: WriteReply,
+    },
+}
+
+/// The error reply for a request that could not be parsed, Redis's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(msg.into()))
+}
+
+fn arity<T>(name: &str) -> Result<T, ParseError> {
+    err(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    ))
+}
+
+fn int(arg: &[u8]) -> Result<i64, ParseError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .map_or_else(|| err("ERR value is not an integer or out of range"), Ok)
+}
+
+/// Parses a request's arguments (name first).
+pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
+    let Some(name) = args.first() else {
+        return err("ERR empty command");
+    };
+    let upper = name.to_ascii_uppercase();
+    let rest = &args[1..];
+    let n = rest.len();
+    let name_str = String::from_utf8_lossy(name).into_owned();
+    let key = |i: usize| rest[i].clone();
+    Ok(match upper.as_slice() {
+        b"PING" if n <= 1 => Request::Local(Local::Ping(rest.first().cloned())),
+        b"ECHO" if n == 1 => Request::Local(Local::Echo(key(0))),
+        b"HELLO" => Request::Local(Local::Hello(rest.first().map(|v| int(v)).transpose()?)),
+        b"SELECT" if n == 1 => Request::Local(Local::Select(int(&rest[0])?)),
+        b"QUIT" => Request::Local(Local::Quit),
+        b"COMMAND" => Request::Local(Local::Command(rest.first().cloned())),
+        b"CONFIG" if n == 2 && rest[0].eq_ignore_ascii_case(b"GET") => {
+            Request::Local(Local::ConfigGet(key(1)))
+        }
+        b"CLIENT" if n >= 1 => Request::Local(Local::Client(key(0))),
+        b"GET" if n == 1 => Request::Read(Read::Get(key(0))),
+        b"MGET" if n >= 1 => Request::Read(Read::MGet(rest.to_vec())),
+        b"EXISTS" if n >= 1 => Request::Read(Read::Exists(rest.to_vec())),
+        b"STRLEN" if n == 1 => Request::Read(Read::StrLen(key(0))),
+        b"TTL" if n == 1 => Request::Read(Read::Ttl {
+            key: key(0),
+            millis: false,
+        }),
+        b"PTTL" if n == 1 => Request::Read(Read::Ttl {
+            key: key(0),
+            millis: true,
+        }),
+        b"TYPE" if n == 1 => Request::Read(Read::Type(key(0))),
+        b"SCAN" if n >= 1 => parse_scan(rest)?,
+        b"KEYS" if n == 1 => Request::Read(Read::Keys(key(0))),
+        b"DBSIZE" if n == 0 => Request::Read(Read::DbSize),
+        b"INFO" if n <= 1 => Request::Read(Read::Info(rest.first().cloned())),
+        b"SET" if n >= 2 => parse_set(rest)?,
+        b"SETNX" if n == 2 => write(
+            put(key(0), key(1), Ttl::Persist, PutCondition::IfAbsent, false),
+            WriteReply::WrittenFlag,
+        ),
+        b"SETEX" | b"PSETEX" if n == 3 => {
+            let t = int(&rest[1])?;
+            if t <= 0 {
+                return err(format!(
+                    "ERR invalid expire time in '{}' command",
+                    name_str.to_ascii_lowercase()
+                ));
+            }
+            let ms = if upper.as_slice() == b"SETEX" {
+                (t as u64).saturating_mul(1000)
+            } else {
+                t as u64
+            };
+            write(
+                put(
+                    key(0),
+                    key(2),
+                    Ttl::AfterMs(ms),
+                    PutCondition::Always,
+                    false,
+                ),
+                WriteReply::Ok,
+            )
+        }
+        b"GETDEL" if n == 1 => write(
+            KvCommand::Remove {
+                keys: vec![key(0)],
+                return_old: true,
+            },
+            WriteReply::OldValue,
+        ),
+        b"DEL" | b"UNLINK" if n >= 1 => write(
+            KvCommand::Remove {
+                keys: rest.to_vec(),
+                return_old: false,
+            },
+            WriteReply::Count,
+        ),
+        b"MSET" if n >= 2 && n.is_multiple_of(2) => write(
+            KvCommand::PutMany {
+                pairs: rest
+                    .chunks(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect(),
+                ttl: Ttl::Persist,
+            },
+            WriteReply::Ok,
+        ),
+        b"INCR" if n == 1 => incr(key(0), 1)?,
+        b"DECR" if n == 1 => incr(key(0), -1)?,
+        b"INCRBY" if n == 2 => incr(key(0), int(&rest[1])?)?,
+        b"DECRBY" if n == 2 => incr(
+            key(0),
+            int(&rest[1])?
+                .checked_neg()
+                .map_or_else(|| err("ERR decrement would overflow"), Ok)?,
+        )?,
+        b"APPEND" if n == 2 => write(
+            KvCommand::Append {
+                key: key(0),
+                suffix: key(1),
+            },
+            WriteReply::Len,
+        ),
+        b"EXPIRE" | b"PEXPIRE" if n == 2 => {
+            let t = int(&rest[1])?;
+            let ms = if upper.as_slice() == b"EXPIRE" {
+                t.saturating_mul(1000)
+            } else {
+                t
+            };
+            // A deadline not in the future deletes the key, as Redis does.
+            write(
+                KvCommand::SetTtl {
+                    key: key(0),
+                    ttl: Ttl::AfterMs(ms.max(0) as u64),
+                },
+                WriteReply::Flag,
+            )
+        }
+        b"PERSIST" if n == 1 => write(
+            KvCommand::SetTtl {
+                key: key(0),
+                ttl: Ttl::Persist,
+            },
+            WriteReply::Flag,
+        ),
+        b"FLUSHDB" | b"FLUSHALL" if n <= 1 => write(KvCommand::Flush, WriteReply::Ok),
+        b"PING" | b"ECHO" | b"SELECT" | b"CONFIG" | b"CLIENT" | b"GET" | b"MGET" | b"EXISTS"
+        | b"STRLEN" | b"TTL" | b"PTTL" | b"TYPE" | b"SCAN" | b"KEYS" | b"DBSIZE" | b"INFO"
+        | b"SET" | b"SETNX" | b"SETEX" | b"PSETEX" | b"GETDEL" | b"DEL" | b"UNLINK" | b"MSET"
+        | b"INCR" | b"DECR" | b"INCRBY" | b"DECRBY" | b"APPEND" | b"EXPIRE" | b"PEXPIRE"
+        | b"PERSIST" | b"FLUSHDB" | b"FLUSHALL" => return arity(&name_str),
+        _ => return err(unknown(&name_str, rest)),
+    })
+}
+
+/// Redis's reply to an unknown command, quoting the first arguments.
+fn unknown(name: &str, rest: &[Bytes]) -> String {
+    let mut msg = format!("ERR unknown command '{name}', with args beginning with: ");
+    for a in rest.iter().take(8) {
+        let text: String = String::from_utf8_lossy(&a[..a.len().min(128)]).into_owned();
+        msg.push_str(&format!("'{text}' "));
+    }
+    msg
+}
+
+fn write(command: KvCommand, reply: WriteReply) -> Request {
+    Request::Write { command, reply }
+}
+
+fn put(key: Bytes, value: Bytes, ttl: Ttl, condition: PutCondition, return_old: bool) -> KvCommand {
+    KvCommand::Put {
+        key,
+        value,
+        ttl,
+        condition,
+        return_old,
+    }
+}
+
+fn incr(key: Bytes, delta: i64) -> Result<Request, ParseError> {
+    Ok(write(KvCommand::Increment { key, delta }, WriteReply::Int))
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
+fn parse_set(rest: &[Bytes]) -> Result<Request, ParseError> {
+    let mut condition = PutCondition::Always;
+    let mut ttl = None;
+    let mut get = false;
+    let mut i = 2;
+    while i < rest.len() {
+        let opt = rest[i].to_ascii_uppercase();
+        let mut expiry = |unit_ms: u64, absolute: bool| -> Result<(), ParseError> {
+            let Some(arg) = rest.get(i + 1) else {
+                return err("ERR syntax error");
+            };
+            let v = int(arg)?;
+            if v <= 0 {
+                return err("ERR invalid expire time in 'set' command");
+            }
+            let ms = (v as u64).saturating_mul(unit_ms);
+            if ttl
+                .replace(if absolute {
+                    Ttl::AtMs(ms)
+                } else {
+                    Ttl::AfterMs(ms)
+                })
+                .is_some()
+            {
+                return err("ERR syntax error");
+            }
+            i += 1;
+            Ok(())
+        };
+        match opt.as_slice() {
+            b"NX" if condition == PutCondition::Always => condition = PutCondition::IfAbsent,
+            b"XX" if condition == PutCondition::Always => condition = PutCondition::IfPresent,
+            b"GET" => get = true,
+            b"EX" => expiry(1000, false)?,
+            b"PX" => expiry(1, false)?,
+            b"EXAT" => expiry(1000, true)?,
+            b"PXAT" => expiry(1, true)?,
+            b"KEEPTTL" if ttl.is_none() => ttl = Some(Ttl::Keep),
+            _ => return err("ERR syntax error"),
+        }
+        i += 1;
+    }
+    let reply = if get {
+        WriteReply::OldValue
+    } else {
+        WriteReply::OkOrNil
+    };
+    Ok(write(
+        put(
+            rest[0].clone(),
+            rest[1].clone(),
+            ttl.unwrap_or(Ttl::Persist),
+            condition,
+            get,
+        ),
+        reply,
+    ))
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+fn parse_scan(rest: &[Bytes]) -> Result<Request, ParseError> {
+    let cursor = std::str::from_utf8(&rest[0])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or_else(|| err("ERR invalid cursor"), Ok)?;
+    let mut pattern = None;
+    let mut count = 10usize;
+    let mut i = 1;
+    while i < rest.len() {
+        let Some(arg) = rest.get(i + 1) else {
+            return err("ERR syntax error");
+        };
+        match rest[i].to_ascii_uppercase().as_slice() {
+            b"MATCH" => pattern = Some(arg.clone()),
+            b"COUNT" => {
+                let c = int(arg)?;
+                if c < 1 {
+                    return err("ERR syntax error");
+                }
+                count = c as usize;
+            }
+            b"TYPE" => {}
+            _ => return err("ERR syntax error"),
+        }
+        i += 2;
+    }
+    Ok(Request::Read(Read::Scan {
+        cursor,
+        pattern,
+        count,
+    }))
+}

@@ -1,0 +1,757 @@
+//! The node's Redis listener: RESP2 on every shard of a [`RaftServer`],
+//! one fiber per connection, requests served through the node's KV groups.
+//!
+//! - **Where.** Every shard binds the same address (`SO_REUSEPORT`: the
+//!   kernel spreads connections over the shards). A connection lives on the
+//!   shard that accepted it; its requests reach their group through
+//!   [`GroupRef`], which hops to the group's shard and, on a follower,
+//!   forwards to the leader.
+//! - **Databases.** `SELECT n` picks the KV group: database `n` is group
+//!   `n + 1` (database 0, the default, is group 1), for `n` below
+//!   [`ListenerSettings::databases`]. A database whose group this node does
+//!   not host answers `-ERR node N has no group G`.
+//! - **Pipelines.** The connection parses every complete request in its
+//!   read buffer, runs them in order, and writes all the replies in one
+//!   write. Within the batch, consecutive plain writes (`SET k v`, `MSET`)
+//!   become one `PutMany` proposal and consecutive key reads (`GET`,
+//!   `MGET`, `EXISTS`, `TTL`, `TYPE`, `STRLEN`) one read; the shard's
+//!   [`Batcher`] then merges those of all its connections.
+//! - **Bad input.** A malformed request gets Redis's `-ERR Protocol error:
+//!   ...` reply and closes its connection only; lengths over
+//!   [`RespLimits`] are refused before anything is allocated for them.
+//! - **Lifetime.** The listeners and connections run until the server's
+//!   runtime stops ([`RaftServer::shutdown`]).
+
+use super::answer::{GroupInfo, config_pairs, info_text, key_read_keys, render_key_read};
+use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
+use super::command::{self, Local, ParseError, Read, Request, WriteReply};
+use super::exactly_once::{WriteError, Writer};
+use super::glob::glob_match;
+use super::render::{ScanCursors, render_write};
+use super::resp::{Reply, RespLimits, parse_request};
+use bytes::{Bytes, BytesMut};
+use futures_lite::future::or;
+use sampan::server::{GroupRef, RaftFactory, RaftServer};
+use sampan::service::ServerError;
+use sampan::state_machine::now_ms;
+use sampan_fiber::net::{TcpListener, TcpStream};
+use sampan_fiber::{FiberError, TaskClass};
+use sampan_kv::{
+    BATCH_COMMANDS_MAX, KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult,
+    PutCondition, QUERY_KEYS_MAX, ScanRange, Ttl, VALUE_MAX_BYTES,
+};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// An output buffer grown past this is given back after its write.
+const OUT_KEEP_BYTES: usize = 1 << 20;
+/// Pause after a failed `accept` (out of file descriptors, say).
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// How the Redis listener behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// What a client may send (bulk length, argument count, inline length).
+    pub limits: RespLimits,
+    /// Databases `SELECT` accepts: database `n` is group `n + 1`.
+    pub databases: u64,
+    /// Merge plain writes and key reads of all the shard's connections
+    /// into shared proposals and reads (off: each pipeline on its own).
+    pub batching: bool,
+    /// Merged proposals (and reads) in flight per group per shard.
+    pub in_flight_max: usize,
+    /// Most requests of one pipeline run before the next read.
+    pub pipeline_max: usize,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            limits: RespLimits::default(),
+            databases: 16,
+            batching: true,
+            in_flight_max: 4,
+            pipeline_max: 1024,
+        }
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// A shard could not bind the address.
+    #[error("redis listener: shard {shard} cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The shard.
+        shard: usize,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// A shard could not be reached (the runtime is stopping).
+    #[error("redis listener: shard {shard}: {source}")]
+    Fiber {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        source: FiberError,
+    },
+    /// The settings make no sense.
+    #[error("redis listener: {0}")]
+    Settings(String),
+}
+
+/// A running Redis listener (it stops with the server's runtime).
+#[derive(Debug, Clone)]
+pub struct RedisListener {
+    addr: SocketAddr,
+    shards: usize,
+}
+
+impl RedisListener {
+    /// The address every shard listens on (the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many shards accept connections.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+}
+
+/// Starts the Redis listener on every shard of `server`, at `addr` (port
+/// 0: a free port, the same on every shard). Call it from a plain thread.
+pub fn listen<F: RaftFactory>(
+    server: &RaftServer<F>,
+    addr: SocketAddr,
+    settings: ListenerSettings,
+) -> Result<RedisListener, ListenError> {
+    if settings.databases == 0 || settings.pipeline_max == 0 {
+        return Err(ListenError::Settings(
+            "databases and pipeline_max must be at least 1".into(),
+        ));
+    }
+    let groups: Vec<GroupRef> = (1..=settings.databases).map(|g| server.group(g)).collect();
+    let node = server.config().node_id;
+    let request_timeout = Duration::from_millis(server.config().request_timeout_ms);
+    let runtime = server.runtime();
+    let mut bound = addr;
+    for shard in 0..server.shards() {
+        let (groups, settings, at) = (groups.clone(), settings.clone(), bound);
+        let local = runtime
+            .shard(shard)
+            .and_then(|s| {
+                s.run_blocking(TaskClass::Latency, move || async move {
+                    let listener = TcpListener::bind(at)?;
+                    let local = listener.local_addr()?;
+                    let writer = Rc::new(Writer::new(request_timeout));
+                    let ctx = Rc::new(Ctx {
+                        node,
+                        port: local.port(),
+                        batcher: Batcher::new(
+                            settings.batching,
+                            settings.in_flight_max,
+                            writer.clone(),
+                        ),
+                        writer,
+                        groups,
+                        settings,
+                    });
+                    sampan_fiber::spawn(
+                        TaskClass::Latency,
+                        "redis-accept",
+                        accept_loop(listener, ctx),
+                    )
+                    .map_err(io::Error::other)?;
+                    Ok::<SocketAddr, io::Error>(local)
+                })
+            })
+            .map_err(|source| ListenError::Fiber { shard, source })?
+            .map_err(|source| ListenError::Bind {
+                addr: at,
+                shard,
+                source,
+            })?;
+        bound = local;
+    }
+    log::info!("node {node}: redis listener on {bound}");
+    Ok(RedisListener {
+        addr: bound,
+        shards: server.shards(),
+    })
+}
+
+/// What every connection of one shard shares.
+struct Ctx {
+    node: u64,
+    port: u16,
+    /// Database `n`'s group is `groups[n]`.
+    groups: Vec<GroupRef>,
+    settings: ListenerSettings,
+    batcher: Batcher,
+    /// Every write goes through it, under an exactly-once session.
+    writer: Rc<Writer>,
+}
+
+/// One connection's state.
+#[derive(Debug, Default)]
+struct Conn {
+    db: u64,
+    cursors: ScanCursors,
+}
+
+impl Ctx {
+    fn group(&self, conn: &Conn) -> &GroupRef {
+        // `Conn::db` only takes values SELECT checked against `groups`.
+        &self.groups[conn.db as usize]
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
+    loop {
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            sampan_fiber::stopping().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                let _ = stream.set_nodelay(true);
+                let work = serve_connection(stream, peer, ctx.clone());
+                if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "redis-conn", work) {
+                    log::warn!(
+                        "node {}: redis connection from {peer} dropped: {e}",
+                        ctx.node
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                log::warn!("node {}: redis accept failed: {e}", ctx.node);
+                sampan_fiber::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
+    match connection_loop(&stream, &ctx).await {
+        Ok(()) => log::debug!("node {}: redis client {peer} left", ctx.node),
+        Err(e) => log::debug!("node {}: redis client {peer}: {e}", ctx.node),
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Reads requests, runs each batch of them, writes the replies; ends on
+/// EOF, `QUIT`, a protocol error or the runtime stopping.
+async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
+    let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut scratch = vec![0u8; READ_CHUNK_BYTES];
+    let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut conn = Conn::default();
+    loop {
+        let mut batch = Vec::new();
+        let mut bad = None;
+        while batch.len() < ctx.settings.pipeline_max {
+            match parse_request(&mut input, &ctx.settings.limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => batch.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+        let more_parsed = batch.len() >= ctx.settings.pipeline_max;
+        let quit = execute(ctx, &mut conn, &batch, &mut out).await;
+        if let Some(e) = &bad {
+            Reply::new(&mut out).error(&format!("ERR {e}"));
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+            if out.capacity() > OUT_KEEP_BYTES {
+                out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+            }
+        }
+        if quit || bad.is_some() {
+            return Ok(());
+        }
+        if more_parsed {
+            continue;
+        }
+        let read = or(async { Some(stream.read(&mut scratch).await) }, async {
+            sampan_fiber::stopping().await;
+            None
+        })
+        .await;
+        let n = match read {
+            None => return Ok(()),
+            Some(r) => r?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        input.extend_from_slice(&scratch[..n]);
+    }
+}
+
+/// Runs a pipeline's requests in order, their replies appended to `out`.
+/// Returns whether the client asked to quit.
+async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut BytesMut) -> bool {
+    let parsed: Vec<Result<Request, ParseError>> =
+        batch.iter().map(|a| command::parse(a)).collect();
+    let mut i = 0;
+    while i < parsed.len() {
+        match &parsed[i] {
+            Err(ParseError(msg)) => {
+                Reply::new(out).error(msg);
+                i += 1;
+            }
+            Ok(Request::Read(r)) if key_read_keys(r).is_some() => {
+                let end = run_end(&parsed, i, QUERY_KEYS_MAX, |req| match req {
+                    Request::Read(r) => key_read_keys(r).map(<[Bytes]>::len),
+                    _ => None,
+                });
+                key_reads(ctx, conn, &parsed[i..end], out).await;
+                i = end;
+            }
+            Ok(Request::Write { command, .. }) if mergeable_pairs(command).is_some() => {
+                let end = run_end(&parsed, i, BATCH_PAIRS_MAX, |req| match req {
+                    Request::Write { command, .. } => mergeable_pairs(command),
+                    _ => None,
+                });
+                merged_writes(ctx, conn, &parsed[i..end], out).await;
+                i = end;
+            }
+            Ok(Request::Write { command, reply }) => {
+                let end = write_run_end(&parsed, i);
+                if end - i > 1 {
+                    batched_writes(ctx, conn, &parsed[i..end], out).await;
+                } else {
+                    single_write(ctx, conn, command, *reply, out).await;
+                }
+                i = end;
+            }
+            Ok(Request::Read(r)) => {
+                other_read(ctx, conn, r, out).await;
+                i += 1;
+            }
+            Ok(Request::Local(l)) => {
+                if local(ctx, conn, l, out) {
+                    return true;
+                }
+                i += 1;
+            }
+        }
+    }
+    false
+}
+
+/// The end of the run of requests from `start` that `weight` accepts
+/// (`Some(items)`), holding at most `items_max` items after the first.
+fn run_end(
+    parsed: &[Result<Request, ParseError>],
+    start: usize,
+    items_max: usize,
+    weight: impl Fn(&Request) -> Option<usize>,
+) -> usize {
+    let mut items = 0;
+    let mut end = start;
+    for p in &parsed[start..] {
+        let Some(w) = p.as_ref().ok().and_then(&weight) else {
+            break;
+        };
+        if end > start && items + w > items_max {
+            break;
+        }
+        items += w;
+        end += 1;
+    }
+    end
+}
+
+/// The pairs of a write that can join a `PutMany`: an unconditional,
+/// TTL-less `SET` or `MSET` whose sizes the group accepts.
+fn mergeable_pairs(command: &KvCommand) -> Option<usize> {
+    let fits = |k: &Bytes, v: &Bytes| k.len() <= KEY_MAX_BYTES && v.len() <= VALUE_MAX_BYTES;
+    match command {
+        KvCommand::Put {
+            key,
+            value,
+            ttl: Ttl::Persist,
+            condition: PutCondition::Always,
+            return_old: false,
+        } if fits(key, value) => Some(1),
+        KvCommand::PutMany {
+            pairs,
+            ttl: Ttl::Persist,
+        } if pairs.len() <= BATCH_PAIRS_MAX
+            && pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= BATCH_BYTES_MAX
+            && pairs.iter().all(|(k, v)| fits(k, v)) =>
+        {
+            Some(pairs.len())
+        }
+        _ => None,
+    }
+}
+
+/// A run of mergeable writes: one `PutMany`, `+OK` for each.
+async fn merged_writes(
+    ctx: &Ctx,
+    conn: &Conn,
+    run: &[Result<Request, ParseError>],
+    out: &mut BytesMut,
+) {
+    let mut pairs = Vec::new();
+    for req in run {
+        match req {
+            Ok(Request::Write {
+                command: KvCommand::Put { key, value, .. },
+                ..
+            }) => pairs.push((key.clone(), value.clone())),
+            Ok(Request::Write {
+                command: KvCommand::PutMany { pairs: p, .. },
+                ..
+            }) => pairs.extend(p.iter().cloned()),
+            _ => {}
+        }
+    }
+    let outcome = ctx.batcher.put_many(ctx.group(conn), pairs).await;
+    let mut reply = Reply::new(out);
+    for _ in run {
+        match &outcome {
+            Ok(()) => reply.simple("OK"),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+/// A run of key reads: one read of all their keys.
+async fn key_reads(
+    ctx: &Ctx,
+    conn: &Conn,
+    run: &[Result<Request, ParseError>],
+    out: &mut BytesMut,
+) {
+    let reads: Vec<&Read> = run
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Request::Read(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<Bytes> = reads
+        .iter()
+        .flat_map(|r| key_read_keys(r).unwrap_or_default().iter().cloned())
+        .collect();
+    let outcome = ctx.batcher.get(ctx.group(conn), keys).await;
+    let now = now_ms();
+    let mut reply = Reply::new(out);
+    let mut at = 0;
+    for r in reads {
+        let n = key_read_keys(r).map_or(0, <[Bytes]>::len);
+        match &outcome {
+            Ok(items) => render_key_read(
+                r,
+                items.get(at..at + n).unwrap_or_default(),
+                now,
+                &mut reply,
+            ),
+            Err(e) => reply.error(e),
+        }
+        at += n;
+    }
+}
+
+/// The end of the run of other writes (INCR, DEL, SET EX, ...) from
+/// `start`: they go as one `Batch` proposal, bounded in commands and bytes.
+fn write_run_end(parsed: &[Result<Request, ParseError>], start: usize) -> usize {
+    let mut bytes = 0;
+    let mut end = start;
+    for p in &parsed[start..] {
+        let Ok(Request::Write { command, .. }) = p else {
+            break;
+        };
+        if mergeable_pairs(command).is_some() {
+            break;
+        }
+        // One invalid command would fail the whole batch: it goes alone.
+        if command.validate().is_err() {
+            return if end == start { start + 1 } else { end };
+        }
+        let size = KvRequest::without_session(command.clone()).to_bytes().len();
+        if end > start && (end - start >= BATCH_COMMANDS_MAX || bytes + size > BATCH_BYTES_MAX) {
+            break;
+        }
+        bytes += size;
+        end += 1;
+    }
+    end
+}
+
+/// A pipeline's run of writes as one `Batch` proposal: applied in order at
+/// one index, each answered as if alone.
+async fn batched_writes(
+    ctx: &Ctx,
+    conn: &Conn,
+    run: &[Result<Request, ParseError>],
+    out: &mut BytesMut,
+) {
+    let (commands, shapes): (Vec<KvCommand>, Vec<WriteReply>) = run
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Request::Write { command, reply }) => Some((command.clone(), *reply)),
+            _ => None,
+        })
+        .unzip();
+    let group = ctx.group(conn);
+    let mut reply = Reply::new(out);
+    let outcome = match ctx.writer.write(group, KvCommand::Batch(commands)).await {
+        Ok(KvResult::Batch(results)) if results.len() == shapes.len() => Ok(results),
+        Ok(KvResult::Failed(f)) => Ok(vec![KvResult::Failed(f); shapes.len()]),
+        // Applied, but not as a batch: its effect is unknown to us.
+        Ok(other) => {
+            Err(WriteError::Uncertain(format!("unexpected result {other:?}")).reply_text())
+        }
+        Err(e) => Err(e.reply_text()),
+    };
+    match outcome {
+        Ok(results) => {
+            for (shape, result) in shapes.into_iter().zip(&results) {
+                render_write(shape, result, &mut reply);
+            }
+        }
+        Err(e) => {
+            for _ in &shapes {
+                reply.error(&e);
+            }
+        }
+    }
+}
+
+async fn single_write(
+    ctx: &Ctx,
+    conn: &Conn,
+    command: &KvCommand,
+    shape: WriteReply,
+    out: &mut BytesMut,
+) {
+    let group = ctx.group(conn);
+    let mut reply = Reply::new(out);
+    match ctx.writer.write(group, command.clone()).await {
+        Ok(result) => render_write(shape, &result, &mut reply),
+        Err(e) => reply.error(&e.reply_text()),
+    }
+}
+
+/// Reads that are not answered by their keys' values: `SCAN`, `KEYS`,
+/// `DBSIZE`, `INFO`.
+async fn other_read(ctx: &Ctx, conn: &mut Conn, read: &Read, out: &mut BytesMut) {
+    let group = ctx.group(conn).clone();
+    let result = match read {
+        Read::DbSize => query(&group, KvQuery::Len).await.and_then(|a| match a {
+            KvAnswer::Count(n) => {
+                Reply::new(out).integer(n as i64);
+                Ok(())
+            }
+            other => Err(format!("ERR unexpected answer {other:?}")),
+        }),
+        Read::Scan {
+            cursor,
+            pattern,
+            count,
+        } => scan(&group, conn, *cursor, pattern.as_ref(), *count, out).await,
+        Read::Keys(pattern) => keys(&group, pattern, out).await,
+        Read::Info(section) => {
+            info(ctx, conn, section.as_deref(), out).await;
+            Ok(())
+        }
+        other => Err(format!("ERR internal: {other:?} is a key read")),
+    };
+    if let Err(e) = result {
+        Reply::new(out).error(&e);
+    }
+}
+
+async fn query(group: &GroupRef, q: KvQuery) -> Result<KvAnswer, String> {
+    let b = group.read(q.to_bytes()).await.map_err(|e| error_text(&e))?;
+    KvAnswer::decode(b).map_err(|e| format!("ERR bad answer from group {}: {e}", group.id()))
+}
+
+fn all_keys() -> ScanRange {
+    ScanRange::Range {
+        start: Bytes::new(),
+        end: None,
+    }
+}
+
+async fn scan(
+    group: &GroupRef,
+    conn: &mut Conn,
+    cursor: u64,
+    pattern: Option<&Bytes>,
+    count: usize,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    let after = match cursor {
+        0 => None,
+        c => Some(conn.cursors.take(c).ok_or("ERR invalid cursor")?),
+    };
+    let q = KvQuery::Scan {
+        range: all_keys(),
+        after,
+        limit: count.clamp(1, QUERY_KEYS_MAX) as u32,
+    };
+    let KvAnswer::Page { items, next } = query(group, q).await? else {
+        return Err("ERR unexpected answer to a scan".into());
+    };
+    let next = next.map_or(0, |k| conn.cursors.issue(k));
+    let keys: Vec<&Bytes> = items
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| pattern.is_none_or(|p| glob_match(p, k)))
+        .collect();
+    let mut reply = Reply::new(out);
+    reply.array(Some(2));
+    reply.bulk(Some(next.to_string().as_bytes()));
+    reply.array(Some(keys.len()));
+    for k in keys {
+        reply.bulk(Some(k));
+    }
+    Ok(())
+}
+
+async fn keys(group: &GroupRef, pattern: &Bytes, out: &mut BytesMut) -> Result<(), String> {
+    let mut found = Vec::new();
+    let mut after = None;
+    loop {
+        let q = KvQuery::Scan {
+            range: all_keys(),
+            after: after.take(),
+            limit: QUERY_KEYS_MAX as u32,
+        };
+        let KvAnswer::Page { items, next } = query(group, q).await? else {
+            return Err("ERR unexpected answer to a scan".into());
+        };
+        found.extend(
+            items
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| glob_match(pattern, k)),
+        );
+        match next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    let mut reply = Reply::new(out);
+    reply.array(Some(found.len()));
+    for k in &found {
+        reply.bulk(Some(k));
+    }
+    Ok(())
+}
+
+async fn info(ctx: &Ctx, conn: &Conn, section: Option<&[u8]>, out: &mut BytesMut) {
+    let mut groups = Vec::new();
+    for (db, g) in ctx.groups.iter().enumerate() {
+        if let Ok(status) = g.status().await {
+            groups.push(GroupInfo {
+                db: db as u64,
+                status,
+            });
+        }
+    }
+    let selected = groups.iter().find(|g| g.db == conn.db);
+    let text = info_text(ctx.node, ctx.port, section, selected, &groups);
+    Reply::new(out).bulk(Some(text.as_bytes()));
+}
+
+/// Answers a connection command. Returns whether the client quits.
+fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
+    let mut reply = Reply::new(out);
+    match l {
+        Local::Ping(None) => reply.simple("PONG"),
+        Local::Ping(Some(m)) | Local::Echo(m) => reply.bulk(Some(m)),
+        // RESP3 is not spoken: `HELLO 3` gets the RESP2 answer, whose
+        // `proto` field (2) tells the client which protocol it has.
+        Local::Hello(None | Some(2 | 3)) => hello(ctx, &mut reply),
+        Local::Hello(Some(_)) => {
+            reply.error("NOPROTO sorry, this protocol version is not supported")
+        }
+        Local::Select(n) if (0..ctx.settings.databases as i64).contains(n) => {
+            conn.db = *n as u64;
+            reply.simple("OK");
+        }
+        Local::Select(_) => reply.error("ERR DB index is out of range"),
+        Local::Quit => {
+            reply.simple("OK");
+            return true;
+        }
+        Local::Command(sub) => match sub.as_ref().map(|s| s.to_ascii_uppercase()) {
+            Some(s) if s == b"COUNT" => reply.integer(0),
+            // An empty command table: redis-cli and redis-benchmark then
+            // use their built-in one.
+            _ => reply.array(Some(0)),
+        },
+        Local::ConfigGet(pattern) => {
+            let pairs: Vec<_> =
+                config_pairs(ctx.settings.limits.bulk_max_bytes, ctx.settings.databases)
+                    .into_iter()
+                    .filter(|(name, _)| glob_match(&pattern.to_ascii_lowercase(), name.as_bytes()))
+                    .collect();
+            reply.array(Some(pairs.len() * 2));
+            for (name, value) in pairs {
+                reply.bulk(Some(name.as_bytes()));
+                reply.bulk(Some(value.as_bytes()));
+            }
+        }
+        Local::Client(sub) => match sub.to_ascii_uppercase().as_slice() {
+            b"GETNAME" => reply.bulk(None),
+            b"ID" => reply.integer(0),
+            b"LIST" | b"INFO" => reply.bulk(Some(b"")),
+            _ => reply.simple("OK"),
+        },
+    }
+    false
+}
+
+/// `HELLO` in RESP2: the server's properties as a flat array.
+fn hello(ctx: &Ctx, reply: &mut Reply<'_>) {
+    reply.array(Some(14));
+    for (k, v) in [("server", "redis"), ("version", "7.0.0")] {
+        reply.bulk(Some(k.as_bytes()));
+        reply.bulk(Some(v.as_bytes()));
+    }
+    reply.bulk(Some(b"proto"));
+    reply.integer(2);
+    reply.bulk(Some(b"id"));
+    reply.integer(ctx.node as i64);
+    reply.bulk(Some(b"mode"));
+    reply.bulk(Some(b"standalone"));
+    reply.bulk(Some(b"role"));
+    reply.bulk(Some(b"master"));
+    reply.bulk(Some(b"modules"));
+    reply.array(Some(0));
+}
+
+/// The error reply for a request the server could not serve.
+pub(super) fn error_text(e: &ServerError) -> String {
+    match e {
+        ServerError::NoSuchGroup { group, node } => {
+            format!(
+                "ERR node {node} has no group {group} (database {})",
+                group - 1
+            )
+        }
+        other => format!("ERR {other}"),
+    }
+}

@@ -1,0 +1,1125 @@
+//! `RaftServer`: one node of a Sampan cluster — a runtime of shards, each
+//! hosting the groups placed on it ([`ShardHost`]), a service port for
+//! clients on every shard, and [`GroupRef`] handles that work from any
+//! thread.
+//!
+//! - **Placement.** Group `g` lives on shard `g % shards` for life. Every
+//!   node runs the same number of shards, so a group's replicas sit on the
+//!   same shard index everywhere; shard `i` talks to shard `i` of the other
+//!   nodes on replication port `replicate_port + i`.
+//! - **Requests.** A request names its group. It reaches the owning shard
+//!   directly (a handle used on that shard), through the shard's mailbox
+//!   (any other thread or shard), or over the service port. A replica that
+//!   is not the leader forwards it to the leader over the replication link
+//!   ([`Route::Forward`], the default), or answers
+//!   [`ServerError::NotLeader`] with the leader's id and service address
+//!   ([`Route::Redirect`]). While no leader is known, a forwarded request
+//!   waits (up to `request_timeout_ms`) for one to be elected.
+//! - **Extension.** A [`RaftFactory`] gives each group its state machine and
+//!   its log (`sampan-storage`'s segment log by default, or the embedder's
+//!   own [`RaftLog`](sampan_storage::RaftLog)).
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use sampan::config::{GroupConfig, ServerConfig};
+//! use sampan::server::{RaftServer, machines};
+//! use sampan::state_machine::{Small, SmallState, StateMachineError};
+//!
+//! /// Counts the commands it applied.
+//! #[derive(Default)]
+//! struct Count(u64);
+//!
+//! impl SmallState for Count {
+//!     fn apply(&mut self, _command: &Bytes) -> Bytes {
+//!         self.0 += 1;
+//!         self.save()
+//!     }
+//!     fn read(&self, _query: &Bytes) -> Result<Bytes, StateMachineError> {
+//!         Ok(self.save())
+//!     }
+//!     fn save(&self) -> Bytes {
+//!         Bytes::copy_from_slice(&self.0.to_le_bytes())
+//!     }
+//!     fn load(bytes: Bytes) -> Result<Self, StateMachineError> {
+//!         let n = bytes[..].try_into().map_err(|_| StateMachineError::BadQuery("8 bytes".into()))?;
+//!         Ok(Count(u64::from_le_bytes(n)))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg: ServerConfig = toml::from_str(r#"
+//!     node_id = 1
+//!     servers = "1,127.0.0.1:4001"
+//!     replicate_port = 4001
+//!     service_port = 5001
+//!     data_dir = "/tmp/sampan-doc"
+//! "#)?;
+//! let group: GroupConfig = toml::from_str("group_id = 1\nmembers = \"1\"")?;
+//! let server = RaftServer::start(cfg, &[group], machines(|_| Box::new(Small::new(Count::default()))))?;
+//! server.group(1).propose_blocking(Bytes::from_static(b"tick"))?;
+//! server.shutdown()?;
+//! # Ok(()) }
+//! ```
+
+use crate::codec::DecodeError;
+use crate::config::{ConfigError, GroupConfig, ServerConfig};
+pub use crate::constants::SNAPSHOTS_KEPT;
+use crate::constants::{HEAL_BACKOFF_MAX, HEAL_BACKOFF_MIN, HEAL_CHECK_EVERY};
+pub use crate::factory::{
+    LogContext, Machines, RaftFactory, machines, open_segment_log, open_snapshot_store,
+};
+use crate::group::{GroupError, GroupHandle, GroupStatus, SnapshotSaved};
+use crate::host::{HostError, ShardHost};
+use crate::service::{
+    self, Op, Route, ServerError, ServiceRequest, decode_reply, encode_reply, encode_status,
+};
+use bytes::Bytes;
+use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
+use sampan_net::{Body, Incoming, NetError, Router};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What every shard of one server shares; `Send + Sync`.
+#[derive(Debug)]
+struct Shared {
+    /// Tells this server's shard state apart from another server's in the
+    /// same process (tests run several nodes in one process).
+    id: u64,
+    node: u64,
+    shards: usize,
+    runtime: RuntimeHandle,
+    service_addrs: HashMap<u64, SocketAddr>,
+    request_timeout: Duration,
+    /// How long to wait between looks for a leader while one is elected.
+    retry_pause: Duration,
+    /// Starts a replica of a group with the server's factory.
+    adder: Arc<dyn GroupAdder>,
+}
+
+/// Starts a group's replica on a shard host with a server's factory (the
+/// factory's type erased, so the shard-side code needs no type parameter).
+trait GroupAdder: Send + Sync + std::fmt::Debug {
+    fn add(
+        &self,
+        host: Rc<ShardHost>,
+        group: GroupConfig,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HostError>>>>;
+}
+
+struct Adder<F>(Arc<F>);
+
+impl<F> std::fmt::Debug for Adder<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Adder")
+    }
+}
+
+impl<F: RaftFactory> GroupAdder for Adder<F> {
+    fn add(
+        &self,
+        host: Rc<ShardHost>,
+        g: GroupConfig,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HostError>>>> {
+        let factory = self.0.clone();
+        Box::pin(async move {
+            let storage = |source| HostError::Storage {
+                group: g.group_id,
+                source,
+            };
+            host.check_new(&g)?;
+            let ctx = host.log_context(&g);
+            let log = factory.open_log(ctx.clone()).await.map_err(storage)?;
+            let snapshots = factory.open_snapshots(ctx).await.map_err(storage)?;
+            host.add_group_with(&g, factory.state_machine(&g), log, snapshots)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+impl Shared {
+    fn owner(&self, group: u64) -> usize {
+        (group % self.shards as u64) as usize
+    }
+
+    fn not_leader(&self, group: u64, leader: Option<u64>) -> ServerError {
+        ServerError::NotLeader {
+            group,
+            node: self.node,
+            leader,
+            addr: leader.and_then(|l| self.service_addrs.get(&l).copied()),
+        }
+    }
+
+    fn shutting_down(&self) -> ServerError {
+        ServerError::ShuttingDown { node: self.node }
+    }
+}
+
+thread_local! {
+    /// The shard hosts on this thread, by server id.
+    static HOSTS: RefCell<HashMap<u64, Rc<ShardHost>>> = RefCell::new(HashMap::new());
+}
+
+fn local_host(server: u64) -> Option<Rc<ShardHost>> {
+    HOSTS.with(|h| h.borrow().get(&server).cloned())
+}
+
+/// Restarts, from their files, the replicas on this shard that stopped
+/// writing after a storage failure (a full disk, an I/O error), so a node
+/// resumes once space returns. A restart that fails (the disk is still
+/// full) is tried again with a growing pause; the replica meanwhile
+/// refuses writes with the failure, and the other replicas go on.
+async fn heal_failed_groups(shared: Arc<Shared>) {
+    // group -> (its config, when to try next, the pause after that).
+    let mut waiting: HashMap<u64, (GroupConfig, Instant, Duration)> = HashMap::new();
+    // group -> (when it was last restarted, the pause before the next).
+    let mut backoff: HashMap<u64, (Instant, Duration)> = HashMap::new();
+    loop {
+        sampan_fiber::sleep(HEAL_CHECK_EVERY).await;
+        let Some(host) = local_host(shared.id) else {
+            return;
+        };
+        let now = Instant::now();
+        for g in host.group_ids() {
+            let Some(handle) = host.group(g) else {
+                continue;
+            };
+            let Some(GroupError::Storage { reason, .. }) = handle.failure() else {
+                continue;
+            };
+            let Some(cfg) = host.group_config(g) else {
+                continue;
+            };
+            // Restarted a moment ago and failed again: wait, longer each
+            // time; healthy for a while: at once, from the shortest pause.
+            let (at, pause) = match backoff.get(&g) {
+                Some((last, pause)) if now.duration_since(*last) < HEAL_BACKOFF_MAX * 2 => {
+                    (*last + *pause, (*pause * 2).min(HEAL_BACKOFF_MAX))
+                }
+                _ => (now, HEAL_BACKOFF_MIN),
+            };
+            log::warn!(
+                "node {}: group {g} stopped writing ({reason}); restarting it from its files",
+                shared.node
+            );
+            host.stop_group(g).await;
+            waiting.insert(g, (cfg, at, pause));
+        }
+        let due: Vec<u64> = waiting
+            .iter()
+            .filter(|(_, (_, at, _))| *at <= now)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in due {
+            let Some((cfg, _, pause)) = waiting.remove(&g) else {
+                continue;
+            };
+            match shared.adder.add(host.clone(), cfg.clone()).await {
+                Ok(()) => {
+                    log::info!(
+                        "node {}: group {g} restarted after a storage failure",
+                        shared.node
+                    );
+                    backoff.insert(g, (Instant::now(), pause));
+                }
+                Err(e) => {
+                    log::warn!(
+                        "node {}: group {g} cannot restart yet ({e}); trying again in {pause:?}",
+                        shared.node
+                    );
+                    let next = (pause * 2).min(HEAL_BACKOFF_MAX);
+                    waiting.insert(g, (cfg, Instant::now() + pause, next));
+                }
+            }
+        }
+    }
+}
+
+static SERVER_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// One node: shards hosting groups, their service ports, and the handles
+/// to reach the groups. See the module docs.
+pub struct RaftServer<F: RaftFactory> {
+    shared: Arc<Shared>,
+    factory: Arc<F>,
+    cfg: ServerConfig,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+impl<F: RaftFactory> std::fmt::Debug for RaftServer<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftServer")
+            .field("node", &self.shared.node)
+            .field("shards", &self.shared.shards)
+            .finish()
+    }
+}
+
+impl<F: RaftFactory> RaftServer<F> {
+    /// Validates `cfg` and `groups`, starts a runtime with `cfg.shards`
+    /// shards, listens on the replication and service ports, connects to
+    /// the other nodes and starts this node's replica of each group (new
+    /// groups bootstrap, existing ones recover from their files). Call it
+    /// from a plain thread, not from a shard.
+    pub fn start(cfg: ServerConfig, groups: &[GroupConfig], factory: F) -> Result<Self, HostError> {
+        Self::start_with(cfg, groups, factory, Runtime::builder())
+    }
+
+    /// [`RaftServer::start`] with runtime settings of the caller's (io
+    /// memory, CPU pinning, stall detection); the shard count and the name
+    /// come from `cfg`.
+    pub fn start_with(
+        cfg: ServerConfig,
+        groups: &[GroupConfig],
+        factory: F,
+        builder: RuntimeBuilder,
+    ) -> Result<Self, HostError> {
+        cfg.validate()?;
+        let node = cfg.node_id;
+        raise_open_files_limit(node);
+        let servers = cfg.parse_servers()?;
+        for g in groups {
+            g.validate(&servers)?;
+        }
+        let fiber = |source| HostError::Fiber { node, source };
+        let mut builder = builder.name(format!("sampan-node-{node}"));
+        if cfg.shards > 0 {
+            builder = builder.shards(cfg.shards);
+        }
+        let runtime = builder.build().map_err(fiber)?;
+        let shards = runtime.shards();
+        check_ports(&cfg, &servers, shards)?;
+        let factory = Arc::new(factory);
+        let shared = Arc::new(Shared {
+            adder: Arc::new(Adder(factory.clone())),
+            id: SERVER_IDS.fetch_add(1, Ordering::Relaxed),
+            node,
+            shards,
+            runtime: runtime.handle(),
+            service_addrs: cfg.service_addrs()?.into_iter().collect(),
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            retry_pause: Duration::from_millis(cfg.tick_ms),
+        });
+        let own = servers
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| a.ip())
+            .ok_or_else(|| {
+                HostError::Config(ConfigError {
+                    field: "node_id".into(),
+                    reason: format!("{node} is not in `servers`"),
+                })
+            })?;
+        for shard in 0..shards {
+            let (cfg, shared) = (cfg.clone(), shared.clone());
+            let replicate = SocketAddr::new(own, cfg.replicate_port + shard as u16);
+            let service = SocketAddr::new(own, cfg.service_port);
+            run_on(&runtime.handle(), node, shard, move || async move {
+                let (host, _) = ShardHost::start(cfg, replicate)?;
+                let net = |source| HostError::Net { node, source };
+                let forwarded = shared.clone();
+                host.router()
+                    .register(service::kind::FORWARD, move |incoming| {
+                        answer(forwarded.clone(), incoming, false);
+                    })
+                    .map_err(net)?;
+                let clients = Router::new();
+                let served = shared.clone();
+                clients
+                    .register(service::kind::CLIENT, move |incoming| {
+                        answer(served.clone(), incoming, true);
+                    })
+                    .map_err(net)?;
+                host.transport()
+                    .listen_service(service, clients)
+                    .map_err(net)?;
+                HOSTS.with(|h| h.borrow_mut().insert(shared.id, host));
+                sampan_fiber::spawn(
+                    TaskClass::Background,
+                    "storage-healer",
+                    heal_failed_groups(shared.clone()),
+                )
+                .map_err(|source| HostError::Fiber { node, source })?;
+                Ok::<(), HostError>(())
+            })??;
+        }
+        for shard in 0..shards {
+            let peers: Vec<(u64, SocketAddr)> = servers
+                .iter()
+                .filter(|(id, _)| *id != node)
+                .map(|(id, a)| (*id, SocketAddr::new(a.ip(), a.port() + shard as u16)))
+                .collect();
+            let id = shared.id;
+            run_on(&runtime.handle(), node, shard, move || async move {
+                local_host(id).map_or(Ok(()), |h| h.add_peers(&peers))
+            })??;
+        }
+        let server = RaftServer {
+            shared,
+            factory,
+            cfg,
+            runtime: Mutex::new(Some(runtime)),
+        };
+        for g in groups {
+            server.add_group(g)?;
+        }
+        log::info!(
+            "node {node}: started with {shards} shard(s) and {} group(s)",
+            groups.len()
+        );
+        Ok(server)
+    }
+
+    /// The factory this server builds its groups' parts with.
+    pub fn factory(&self) -> &F {
+        &self.factory
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.shared.node
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.shards
+    }
+
+    /// This node's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The runtime's handle: to run an embedder's own fibers (a protocol
+    /// listener, say) on the server's shards, beside its groups.
+    pub fn runtime(&self) -> RuntimeHandle {
+        self.shared.runtime.clone()
+    }
+
+    /// A handle to `group` (whether or not this node has a replica: calls
+    /// answer [`ServerError::NoSuchGroup`] if it does not). `Send + Sync`,
+    /// cheap to clone.
+    pub fn group(&self, group: u64) -> GroupRef {
+        GroupRef {
+            group,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts this node's replica of a group at runtime (every member must
+    /// be given the same config). Blocks the calling thread (not a shard)
+    /// until the replica runs.
+    pub fn add_group(&self, group: &GroupConfig) -> Result<GroupRef, HostError> {
+        let (g, id) = (group.clone(), self.shared.id);
+        let adder = self.shared.adder.clone();
+        let node = self.shared.node;
+        self.run(self.shared.owner(g.group_id), move || async move {
+            let host = local_host(id).ok_or(HostError::Fiber {
+                node,
+                source: FiberError::ShuttingDown { shard: 0 },
+            })?;
+            adder.add(host, g).await
+        })??;
+        Ok(self.group(group.group_id))
+    }
+
+    /// Closes this node's connections to node `peer` on every shard (they
+    /// come back with the transport's reconnect backoff): to force a
+    /// reconnect, or to test what a cut connection does.
+    pub fn disconnect(&self, peer: u64) -> Result<(), HostError> {
+        for shard in 0..self.shared.shards {
+            let id = self.shared.id;
+            self.run(shard, move || async move {
+                if let Some(c) = local_host(id).and_then(|h| h.transport().connection(peer)) {
+                    c.close("disconnected by the operator");
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stops this node's replica of `group` and deletes its files: for a
+    /// group removed from every member (stop it everywhere first, so no
+    /// member still needs this one's log). Returns whether it ran.
+    pub fn remove_group(&self, group: u64) -> Result<bool, HostError> {
+        let id = self.shared.id;
+        self.run(self.shared.owner(group), move || async move {
+            match local_host(id) {
+                Some(h) => h.remove_group(group).await,
+                None => Ok(false),
+            }
+        })?
+    }
+
+    /// Stops this node's replica of `group` (its files stay, and a later
+    /// [`RaftServer::add_group`] recovers it). Returns whether it ran.
+    pub fn stop_group(&self, group: u64) -> Result<bool, HostError> {
+        let id = self.shared.id;
+        self.run(self.shared.owner(group), move || async move {
+            match local_host(id) {
+                Some(h) => h.stop_group(group).await,
+                None => false,
+            }
+        })
+    }
+
+    /// The groups this node runs, in order.
+    pub fn group_ids(&self) -> Result<Vec<u64>, HostError> {
+        let mut all = Vec::new();
+        for shard in 0..self.shared.shards {
+            let id = self.shared.id;
+            all.extend(self.run(shard, move || async move {
+                local_host(id).map(|h| h.group_ids()).unwrap_or_default()
+            })?);
+        }
+        all.sort_unstable();
+        Ok(all)
+    }
+
+    fn run<T, Fut>(
+        &self,
+        shard: usize,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> Result<T, HostError>
+    where
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        run_on(&self.shared.runtime, self.shared.node, shard, f)
+    }
+
+    /// Stops gracefully: every group stops (requests still waiting fail
+    /// with [`GroupError::Stopped`]; what the log reported durable stays
+    /// durable), the listeners and connections close, then the runtime
+    /// stops. Call it from a plain thread.
+    pub fn shutdown(self) -> Result<ShutdownReport, HostError> {
+        let node = self.shared.node;
+        for shard in 0..self.shared.shards {
+            let id = self.shared.id;
+            self.run(shard, move || async move {
+                if let Some(h) = HOSTS.with(|h| h.borrow_mut().remove(&id)) {
+                    h.stop().await;
+                }
+            })?;
+        }
+        let runtime = self.runtime.lock().ok().and_then(|mut r| r.take());
+        let report = match runtime {
+            Some(rt) => rt
+                .shutdown(Duration::from_secs(5))
+                .map_err(|source| HostError::Fiber { node, source })?,
+            None => ShutdownReport::default(),
+        };
+        log::info!("node {node}: stopped");
+        Ok(report)
+    }
+}
+
+/// Open files a node asks for: an idle group holds one (its active
+/// segment; index, status and meta files are opened only while written),
+/// and a few more while it writes, so 10,000 groups need well over the
+/// usual soft limit of 1,024.
+const OPEN_FILES_WANTED: u64 = 1 << 20;
+
+/// Raises `RLIMIT_NOFILE`: both limits to [`OPEN_FILES_WANTED`] (capped by
+/// `fs.nr_open`) when privileged, else the soft limit to the hard one.
+/// Logs what it got; a group that still hits the limit fails to open with
+/// an error naming its file.
+fn raise_open_files_limit(node: u64) {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(OPEN_FILES_WANTED);
+    let want = OPEN_FILES_WANTED.min(nr_open);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to fill and then read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur >= want as libc::rlim_t {
+            return;
+        }
+        let both = libc::rlimit {
+            rlim_cur: want as libc::rlim_t,
+            rlim_max: (want as libc::rlim_t).max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &both) == 0 {
+            log::info!("node {node}: open files limit raised to {want}");
+            return;
+        }
+        let soft = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
+            log::info!(
+                "node {node}: open files limit raised to the hard limit {} (~1 per group, more while writing; raise it with `ulimit -n` or LimitNOFILE= for more groups)",
+                lim.rlim_max
+            );
+        }
+    }
+}
+
+fn run_on<T, Fut>(
+    runtime: &RuntimeHandle,
+    node: u64,
+    shard: usize,
+    f: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T, HostError>
+where
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    runtime
+        .shard(shard)
+        .and_then(|s| s.run_blocking(TaskClass::Latency, f))
+        .map_err(|source| HostError::Fiber { node, source })
+}
+
+/// Shard `i` of every node listens on `replicate_port + i`: on one host,
+/// those ranges must not run into another node's ports.
+fn check_ports(
+    cfg: &ServerConfig,
+    servers: &[(u64, SocketAddr)],
+    shards: usize,
+) -> Result<(), ConfigError> {
+    let range = |a: &SocketAddr| (a.ip(), a.port(), a.port().checked_add(shards as u16 - 1));
+    for (id, a) in servers {
+        let (ip, lo, hi) = range(a);
+        let Some(hi) = hi else {
+            return Err(ConfigError {
+                field: "shards".into(),
+                reason: format!("node {id}: replication ports {lo}+{shards} pass 65535"),
+            });
+        };
+        for (other, b) in servers.iter().filter(|(o, _)| o != id) {
+            if b.ip() == ip && (lo..=hi).contains(&b.port()) {
+                return Err(ConfigError {
+                    field: "shards".into(),
+                    reason: format!(
+                        "with {shards} shards node {id} uses replication ports {lo}..={hi}, \
+                         which include node {other}'s {}: space the nodes' ports apart or use fewer shards",
+                        b.port()
+                    ),
+                });
+            }
+        }
+        if *id == cfg.node_id && (lo..=hi).contains(&cfg.service_port) {
+            return Err(ConfigError {
+                field: "service_port".into(),
+                reason: format!("inside this node's replication ports {lo}..={hi}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Serves a request that arrived on a shard (from a client, or forwarded
+/// by another node) and responds on its connection.
+fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
+    let Some(responder) = incoming.responder else {
+        return;
+    };
+    let group = incoming.frame.header.group_id;
+    let work = async move {
+        let reply = match ServiceRequest::decode(incoming.frame.body) {
+            Ok(req) => dispatch(&shared, group, req, may_forward).await,
+            Err(e) => Err(ServerError::BadMessage {
+                reason: e.to_string(),
+            }),
+        };
+        if let Err(e) = responder.respond(Body::from(encode_reply(&reply))) {
+            log::debug!("group {group}: reply not sent: {e}");
+        }
+    };
+    if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "service-request", work) {
+        log::warn!("group {group}: request dropped: {e}");
+    }
+}
+
+/// Runs a request on the shard that owns its group: here, or through that
+/// shard's mailbox.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    group: u64,
+    req: ServiceRequest,
+    may_forward: bool,
+) -> Result<Bytes, ServerError> {
+    let owner = shared.owner(group);
+    if sampan_fiber::shard_id() == Some(owner)
+        && let Some(host) = local_host(shared.id)
+    {
+        return serve(shared, &host, group, req, may_forward).await;
+    }
+    let (s, id) = (shared.clone(), shared.id);
+    let handle = shared
+        .runtime
+        .shard(owner)
+        .map_err(|_| shared.shutting_down())?;
+    let served = handle
+        .run(TaskClass::Latency, move || async move {
+            match local_host(id) {
+                Some(host) => serve(&s, &host, group, req, may_forward).await,
+                None => Err(s.shutting_down()),
+            }
+        })
+        .await;
+    served.unwrap_or_else(|_| Err(shared.shutting_down()))
+}
+
+/// A group refused a request (as a service error).
+fn refused(group: u64, e: &dyn std::fmt::Display) -> ServerError {
+    ServerError::Group(GroupError::Refused {
+        group,
+        reason: e.to_string(),
+    })
+}
+
+/// A payload that does not decode.
+fn bad(e: DecodeError) -> ServerError {
+    ServerError::BadMessage {
+        reason: e.to_string(),
+    }
+}
+
+/// Serves a request on the group's own shard: locally when this replica
+/// leads (or for a status), else forwarded or redirected.
+async fn serve(
+    shared: &Shared,
+    host: &ShardHost,
+    group: u64,
+    req: ServiceRequest,
+    may_forward: bool,
+) -> Result<Bytes, ServerError> {
+    let deadline = Instant::now() + shared.request_timeout;
+    if req.op == Op::Propose && req.payload.len() > crate::group::PROPOSAL_BYTES_MAX {
+        // Refused here, on any node: forwarded, it would not fit a frame.
+        return Err(refused(
+            group,
+            &format!(
+                "a command of {} bytes is over the {} byte limit",
+                req.payload.len(),
+                crate::group::PROPOSAL_BYTES_MAX
+            ),
+        ));
+    }
+    match req.op {
+        Op::AddGroup => return add_group(shared, group, &req).await,
+        Op::RemoveGroup => {
+            let ran = host
+                .remove_group(group)
+                .await
+                .map_err(|e| refused(group, &e))?;
+            return Ok(Bytes::from(vec![u8::from(ran)]));
+        }
+        Op::StopGroup => {
+            let ran = host.stop_group(group).await;
+            return Ok(Bytes::from(vec![u8::from(ran)]));
+        }
+        _ => {}
+    }
+    loop {
+        let Some(handle) = host.group(group) else {
+            return Err(ServerError::NoSuchGroup {
+                group,
+                node: shared.node,
+            });
+        };
+        let local = match serve_local(shared, &handle, group, &req, deadline).await {
+            Local::Final(answer) => return answer,
+            Local::AsLeader(local) => local,
+        };
+        let leader = match local {
+            Err(GroupError::NotLeader { leader, .. }) => leader.filter(|l| *l != shared.node),
+            other => return other.map_err(ServerError::from),
+        };
+        if req.route == Route::Redirect || !may_forward {
+            return Err(shared.not_leader(group, leader));
+        }
+        let mut not_sent = None;
+        if let Some(leader) = leader {
+            match forward(host, leader, group, &req, deadline).await {
+                // The leader moved on since: look again.
+                Err(ServerError::NotLeader { .. }) => {}
+                // Not sent (no connection to it now): nothing applied, so
+                // looking again is safe.
+                Err(e @ ServerError::Unreachable { .. }) => not_sent = Some(e),
+                other => return other,
+            }
+        }
+        // No leader known yet (an election), or it just changed, or it
+        // cannot be reached: wait a little and look again, up to the
+        // request timeout.
+        if Instant::now() + shared.retry_pause >= deadline {
+            return Err(not_sent.unwrap_or_else(|| shared.not_leader(group, leader)));
+        }
+        sampan_fiber::sleep(shared.retry_pause).await;
+    }
+}
+
+/// Starts the replica of the group a request's config describes, if this
+/// node is a member or an observer of it.
+async fn add_group(
+    shared: &Shared,
+    group: u64,
+    req: &ServiceRequest,
+) -> Result<Bytes, ServerError> {
+    let g = service::decode_group_config(req.payload.clone()).map_err(bad)?;
+    if g.group_id != group {
+        return Err(ServerError::BadMessage {
+            reason: format!("group {} in a request for group {group}", g.group_id),
+        });
+    }
+    let member = g.member_ids().is_ok_and(|m| m.contains(&shared.node))
+        || g.observer_ids().is_ok_and(|o| o.contains(&shared.node));
+    if !member {
+        return Err(refused(
+            group,
+            &format!(
+                "node {} is neither a member nor an observer of group {group}",
+                shared.node
+            ),
+        ));
+    }
+    let host = local_host(shared.id).ok_or_else(|| shared.shutting_down())?;
+    shared
+        .adder
+        .add(host, g)
+        .await
+        .map_err(|e| refused(group, &e))?;
+    Ok(Bytes::new())
+}
+
+/// What a replica made of a request.
+enum Local {
+    /// The answer, whoever leads: a status, a local read, a snapshot, a
+    /// malformed or refused request.
+    Final(Result<Bytes, ServerError>),
+    /// What the replica did as a would-be leader: "not the leader" sends
+    /// the request on.
+    AsLeader(Result<Bytes, GroupError>),
+}
+
+/// Runs a request on this replica.
+async fn serve_local(
+    shared: &Shared,
+    handle: &GroupHandle,
+    group: u64,
+    req: &ServiceRequest,
+    deadline: Instant,
+) -> Local {
+    let payload = req.payload.clone();
+    let done = |r: Result<(), GroupError>| Local::AsLeader(r.map(|()| Bytes::new()));
+    match req.op {
+        Op::Propose => Local::AsLeader(within(deadline, group, handle.propose(payload)).await),
+        Op::Read if req.route == Route::Local => {
+            Local::Final(handle.read_local(payload).await.map_err(Into::into))
+        }
+        Op::Read => Local::AsLeader(handle.read(payload).await),
+        Op::Status => Local::Final(
+            handle
+                .status()
+                .await
+                .map(|s| encode_status(&s))
+                .map_err(Into::into),
+        ),
+        Op::SnapshotNow => Local::Final(
+            handle
+                .snapshot_now()
+                .await
+                .map(|s| service::encode_saved(&s))
+                .map_err(Into::into),
+        ),
+        Op::ChangeMembers => {
+            let change = match service::decode_members(payload) {
+                Ok(change) => change,
+                Err(e) => return Local::Final(Err(bad(e))),
+            };
+            // A node the cluster cannot reach would never catch up: the
+            // change would wait forever.
+            if let Some(n) = change
+                .voters
+                .iter()
+                .chain(&change.learners)
+                .find(|n| !shared.service_addrs.contains_key(n))
+            {
+                return Local::Final(Err(refused(
+                    group,
+                    &format!("node {n} is not in `servers`"),
+                )));
+            }
+            let call = handle.change_membership_if(change.expected, change.voters, change.learners);
+            done(within(deadline, group, call).await)
+        }
+        Op::TransferLeader => {
+            let to = payload
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes);
+            match to {
+                Some(to) => done(within(deadline, group, handle.transfer_leader(to)).await),
+                None => Local::Final(Err(ServerError::BadMessage {
+                    reason: "transfer: no node id".into(),
+                })),
+            }
+        }
+        Op::AddGroup | Op::RemoveGroup | Op::StopGroup => unreachable!("served by serve"),
+    }
+}
+
+/// `work`, or [`GroupError::Uncertain`] once `deadline` passes: what it
+/// asked for (a proposal, a membership change, a transfer) may still
+/// complete.
+async fn within<T>(
+    deadline: Instant,
+    group: u64,
+    work: impl Future<Output = Result<T, GroupError>>,
+) -> Result<T, GroupError> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    sampan_fiber::timeout(wait, work).await.unwrap_or_else(|_| {
+        Err(GroupError::Uncertain {
+            group,
+            index: 0,
+            reason: "not done within request_timeout_ms; it may still complete".into(),
+        })
+    })
+}
+
+/// Sends a request to the leader over the replication link and relays its
+/// answer. A refusal (`NotLeader`) or a request that was never sent
+/// (`Unreachable`) is retried by the caller; any other failure may have
+/// applied the command, so it is reported as [`ServerError::Uncertain`],
+/// never repeated here (the server cannot tell whether the payload carries
+/// an exactly-once session; its sender can, and retries under it).
+async fn forward(
+    host: &ShardHost,
+    leader: u64,
+    group: u64,
+    req: &ServiceRequest,
+    deadline: Instant,
+) -> Result<Bytes, ServerError> {
+    let failed = |e: NetError| match e {
+        NetError::NotConnected { .. } => ServerError::Unreachable {
+            group,
+            node: leader,
+            reason: e.to_string(),
+        },
+        e => ServerError::Uncertain {
+            group,
+            node: leader,
+            reason: format!("forwarded, no answer: {e}"),
+        },
+    };
+    let body = ServiceRequest {
+        route: Route::Redirect,
+        ..req.clone()
+    }
+    .encode();
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let frame = host
+        .transport()
+        .request(
+            leader,
+            service::kind::FORWARD,
+            group,
+            Body::from(body),
+            wait,
+        )
+        .await
+        .map_err(failed)?;
+    let reply = decode_reply(frame.body).map_err(|e| ServerError::Uncertain {
+        group,
+        node: leader,
+        reason: format!("its reply does not decode: {e}"),
+    })?;
+    if let Err(ServerError::NotLeader { leader: l, .. }) = &reply {
+        log::debug!("group {group}: node {leader} no longer leads (it names {l:?})");
+    }
+    reply
+}
+
+/// A handle to one group of a [`RaftServer`]: `Send + Sync`, usable from
+/// the group's shard (no hop), another shard or any thread (through the
+/// owning shard's mailbox), async or blocking.
+#[derive(Debug, Clone)]
+pub struct GroupRef {
+    group: u64,
+    shared: Arc<Shared>,
+}
+
+impl GroupRef {
+    /// The group's id.
+    pub fn id(&self) -> u64 {
+        self.group
+    }
+
+    async fn call(&self, op: Op, payload: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        let req = ServiceRequest { op, route, payload };
+        dispatch(&self.shared, self.group, req, true).await
+    }
+
+    fn call_blocking(&self, op: Op, payload: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        let req = ServiceRequest { op, route, payload };
+        let (shared, group) = (self.shared.clone(), self.group);
+        let handle = self
+            .shared
+            .runtime
+            .shard(self.shared.owner(group))
+            .map_err(|_| self.shared.shutting_down())?;
+        handle
+            .run_blocking(TaskClass::Latency, move || async move {
+                dispatch(&shared, group, req, true).await
+            })
+            .unwrap_or_else(|e| match e {
+                FiberError::BlockingOnShard { .. } => Err(ServerError::BadMessage {
+                    reason: "a blocking call on a shard thread: use the async form".into(),
+                }),
+                _ => Err(self.shared.shutting_down()),
+            })
+    }
+
+    /// Proposes `command`; resolves with the state machine's result once it
+    /// is applied. A non-leader forwards it to the leader.
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, ServerError> {
+        self.call(Op::Propose, command, Route::Forward).await
+    }
+
+    /// [`GroupRef::propose`], choosing what a non-leader does.
+    pub async fn propose_routed(&self, command: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        self.call(Op::Propose, command, route).await
+    }
+
+    /// A linearizable read (ReadIndex): the state machine answers `query`
+    /// once it has applied everything committed when the read was asked.
+    pub async fn read(&self, query: Bytes) -> Result<Bytes, ServerError> {
+        self.call(Op::Read, query, Route::Forward).await
+    }
+
+    /// [`GroupRef::read`], choosing what a non-leader does.
+    pub async fn read_routed(&self, query: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        self.call(Op::Read, query, route).await
+    }
+
+    /// A read of this node's replica as applied so far (possibly stale,
+    /// never forwarded): see [`Route::Local`].
+    pub fn read_local_blocking(&self, query: Bytes) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Read, query, Route::Local)
+    }
+
+    /// This node's replica's role, term, leader and indexes.
+    pub async fn status(&self) -> Result<GroupStatus, ServerError> {
+        let b = self.call(Op::Status, Bytes::new(), Route::Redirect).await?;
+        decode_status_reply(b)
+    }
+
+    /// Writes a snapshot of this node's replica now (see
+    /// [`crate::group::GroupHandle::snapshot_now`]).
+    pub async fn snapshot_now(&self) -> Result<SnapshotSaved, ServerError> {
+        let b = self
+            .call(Op::SnapshotNow, Bytes::new(), Route::Redirect)
+            .await?;
+        service::decode_saved(b).map_err(|e| ServerError::BadMessage {
+            reason: format!("snapshot: {e}"),
+        })
+    }
+
+    /// Changes the membership (on the leader, forwarded there from a
+    /// follower); resolves once the new one is in force and committed.
+    pub async fn change_membership(
+        &self,
+        voters: &BTreeSet<u64>,
+        learners: &BTreeSet<u64>,
+    ) -> Result<(), ServerError> {
+        let payload = service::encode_members(&service::MembersChange {
+            voters: voters.clone(),
+            learners: learners.clone(),
+            expected: None,
+        });
+        self.call(Op::ChangeMembers, payload, Route::Forward)
+            .await
+            .map(|_| ())
+    }
+
+    /// Hands leadership to voter `to`; resolves once `to` leads.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ServerError> {
+        let payload = Bytes::copy_from_slice(&to.to_le_bytes());
+        self.call(Op::TransferLeader, payload, Route::Forward)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`GroupRef::snapshot_now`] from a plain thread.
+    pub fn snapshot_now_blocking(&self) -> Result<SnapshotSaved, ServerError> {
+        let b = self.call_blocking(Op::SnapshotNow, Bytes::new(), Route::Redirect)?;
+        service::decode_saved(b).map_err(|e| ServerError::BadMessage {
+            reason: format!("snapshot: {e}"),
+        })
+    }
+
+    /// [`GroupRef::change_membership`] from a plain thread.
+    pub fn change_membership_blocking(
+        &self,
+        voters: &BTreeSet<u64>,
+        learners: &BTreeSet<u64>,
+    ) -> Result<(), ServerError> {
+        let payload = service::encode_members(&service::MembersChange {
+            voters: voters.clone(),
+            learners: learners.clone(),
+            expected: None,
+        });
+        self.call_blocking(Op::ChangeMembers, payload, Route::Forward)
+            .map(|_| ())
+    }
+
+    /// [`GroupRef::transfer_leader`] from a plain thread.
+    pub fn transfer_leader_blocking(&self, to: u64) -> Result<(), ServerError> {
+        let payload = Bytes::copy_from_slice(&to.to_le_bytes());
+        self.call_blocking(Op::TransferLeader, payload, Route::Forward)
+            .map(|_| ())
+    }
+
+    /// [`GroupRef::propose`] from a plain thread (not a shard).
+    pub fn propose_blocking(&self, command: Bytes) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Propose, command, Route::Forward)
+    }
+
+    /// [`GroupRef::propose_routed`] from a plain thread.
+    pub fn propose_routed_blocking(
+        &self,
+        command: Bytes,
+        route: Route,
+    ) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Propose, command, route)
+    }
+
+    /// [`GroupRef::read`] from a plain thread.
+    pub fn read_blocking(&self, query: Bytes) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Read, query, Route::Forward)
+    }
+
+    /// [`GroupRef::read_routed`] from a plain thread.
+    pub fn read_routed_blocking(&self, query: Bytes, route: Route) -> Result<Bytes, ServerError> {
+        self.call_blocking(Op::Read, query, route)
+    }
+
+    /// [`GroupRef::status`] from a plain thread.
+    pub fn status_blocking(&self) -> Result<GroupStatus, ServerError> {
+        decode_status_reply(self.call_blocking(Op::Status, Bytes::new(), Route::Redirect)?)
+    }
+}
+
+fn decode_status_reply(b: Bytes) -> Result<GroupStatus, ServerError> {
+    service::decode_status(b).map_err(|e| ServerError::BadMessage {
+        reason: format!("status: {e}"),
+    })
+}
