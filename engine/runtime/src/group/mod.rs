@@ -2,9 +2,9 @@
 //! Raft loop that drives the pure core, the persist fiber that makes its
 //! log and hard state durable (group commit through the shard's log
 //! writer), and the apply fiber that feeds the state machine and answers
-//! proposers and readers. See `docs/engine-runtime.md` for the whole plan;
-//! this module is its first part (one group, its log, its state machine,
-//! and an [`Outbox`] for messages to peers). The server that hosts many
+//! proposers and readers (one group, its log, its state machine, and an
+//! [`Outbox`] for messages to peers; `docs/architecture.md`, "Per group",
+//! says what each fiber does). The server that hosts many
 //! groups on a shard's transport builds on [`start`]; embedders that bring
 //! their own network can call it directly.
 
