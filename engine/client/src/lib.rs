@@ -532,7 +532,10 @@ fn server_outcome(group: u64, e: ServerError) -> Outcome {
         // Outcome unknown: the write's session makes a retry safe, and the
         // retry learns the outcome.
         | ServerError::Uncertain { .. }
-        | ServerError::Group(GroupError::Stopped { .. } | GroupError::Uncertain { .. }) => Outcome::Retry {
+        // A replica that halted itself: the others elect a leader.
+        | ServerError::Group(
+            GroupError::Stopped { .. } | GroupError::Uncertain { .. } | GroupError::Halted { .. },
+        ) => Outcome::Retry {
             unknown: !e.is_definite(),
             why,
             elsewhere: true,

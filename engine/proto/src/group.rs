@@ -44,6 +44,17 @@ pub enum GroupError {
         /// What failed.
         reason: String,
     },
+    /// The replica halted itself: an invariant whose breach puts data at
+    /// risk failed (two leaders in one term, a term going back). It takes
+    /// no more requests and is not restarted on its own: an operator
+    /// looks at its log first.
+    #[error("group {group}: halted, data at risk: {reason}")]
+    Halted {
+        /// The group.
+        group: u64,
+        /// The invariant that failed.
+        reason: String,
+    },
     /// The core refused the request (a transfer in progress, a bad change).
     #[error("group {group}: {reason}")]
     Refused {
@@ -99,6 +110,7 @@ impl GroupError {
             | GroupError::Read { .. } => true,
             GroupError::Stopped { .. }
             | GroupError::Storage { .. }
+            | GroupError::Halted { .. }
             | GroupError::Uncertain { .. } => false,
         }
     }

@@ -483,6 +483,10 @@ pub fn encode_reply(reply: &Result<Bytes, ServerError>) -> Vec<Bytes> {
                 head.put_u64_le(*index);
                 put_str(&mut head, reason);
             }
+            GroupError::Halted { group, reason } => {
+                group_error(&mut head, 18, *group);
+                put_str(&mut head, reason);
+            }
         },
     }
     vec![head.freeze()]
@@ -567,6 +571,11 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
         17 => GroupError::Uncertain {
             group,
             index: r.u64("index")?,
+            reason: get_str(&mut r, "reason")?,
+        }
+        .into(),
+        18 => GroupError::Halted {
+            group,
             reason: get_str(&mut r, "reason")?,
         }
         .into(),
@@ -719,6 +728,11 @@ mod tests {
             Err(GroupError::Refused {
                 group: 3,
                 reason: "no".into(),
+            }
+            .into()),
+            Err(GroupError::Halted {
+                group: 3,
+                reason: "two leaders in term 4".into(),
             }
             .into()),
             Err(GroupError::Read {

@@ -78,6 +78,18 @@ pub enum RaftError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An invariant whose breach puts data at risk failed (two leaders in
+    /// one term, a term going back): the replica stopped itself, in
+    /// release builds too (raft-rs's `fatal!`), rather than act on a state
+    /// that can lose or fork committed entries. Every later input returns
+    /// this error; the runtime stops the group and says so at error level.
+    #[error("group {group}: halted, an invariant failed (data at risk): {what}")]
+    Invariant {
+        /// The group.
+        group: GroupId,
+        /// What was seen.
+        what: String,
+    },
     /// The runtime's log failed.
     #[error("group {group}: {source}")]
     Log {

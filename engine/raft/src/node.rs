@@ -293,6 +293,25 @@ impl<L: LogView> Raft<L> {
         }
     }
 
+    /// Stops this replica for good: `what` breaks an invariant whose
+    /// breach puts data at risk. Loud (error level) and in release builds
+    /// too; the runtime sees [`RaftError::Invariant`] from every later
+    /// input and stops the group. Tests and the simulator see it as an
+    /// error, so they can assert it, rather than as a panic.
+    pub(super) fn fatal(&mut self, what: String) {
+        log::error!(
+            "group {}: node {} halts, data at risk: {what}",
+            self.cfg.group,
+            self.cfg.id
+        );
+        if self.failure.is_none() {
+            self.failure = Some(RaftError::Invariant {
+                group: self.cfg.group,
+                what,
+            });
+        }
+    }
+
     /// The storage failure that stopped this replica, if any.
     pub(super) fn check_failed(&self) -> Result<(), RaftError> {
         match &self.failure {
@@ -402,8 +421,12 @@ impl<L: LogView> Raft<L> {
 
     /// Clears everything that belongs to one term and role.
     pub(super) fn reset(&mut self, term: u64) {
+        if term < self.term {
+            // A term never goes back: doing so would let this node vote
+            // twice in a term or accept a deposed leader's entries.
+            return self.fatal(format!("term would go back from {} to {term}", self.term));
+        }
         if term != self.term {
-            debug_assert!(term > self.term);
             self.term = term;
             self.vote = None;
         }
@@ -561,13 +584,8 @@ impl<L: LogView> Raft<L> {
             | Body::TimeoutNow
             | Body::Hibernate(_) => {
                 if self.role == Role::Leader {
-                    log::error!(
-                        "group {}: two leaders in term {}",
-                        self.cfg.group,
-                        self.term
-                    );
-                    debug_assert!(false, "two leaders in one term");
-                    return;
+                    let what = format!("two leaders in term {}: {from} and this node", self.term);
+                    return self.fatal(what);
                 }
                 self.follow(from);
                 match m.body {

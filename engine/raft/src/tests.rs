@@ -516,6 +516,39 @@ fn a_higher_term_turns_a_leader_into_a_follower() {
 }
 
 #[test]
+fn a_second_leader_in_the_same_term_halts_the_replica_in_every_build() {
+    let mut net = Net::new(&[1, 2, 3], |_| {});
+    net.elect(1);
+    let term = net.raft(1).term();
+    let index_commit = net.raft(1).index_commit();
+    // Node 2 speaks as leader of node 1's own term: two leaders in one
+    // term, which only a broken election (or storage) can produce.
+    let hb = Heartbeat {
+        index_commit: 0,
+        id_read: 0,
+        lease_ms: 0,
+    };
+    let err = net
+        .raft(1)
+        .step(msg(2, 1, term, Body::Heartbeat(hb)))
+        .expect_err("halts");
+    assert!(
+        matches!(&err, RaftError::Invariant { what, .. } if what.contains("two leaders")),
+        "{err}"
+    );
+    // Halted for good: no more input is taken, no Ready is produced but
+    // the error, and nothing commits.
+    assert!(net.raft(1).propose(Bytes::from_static(b"x")).is_err());
+    assert!(net.raft(1).has_ready());
+    assert!(matches!(
+        net.raft(1).ready(),
+        Err(RaftError::Invariant { .. })
+    ));
+    net.raft(1).tick();
+    assert_eq!(net.raft(1).index_commit(), index_commit);
+}
+
+#[test]
 fn election_timeout_starts_a_campaign_and_a_majority_elects() {
     let mut net = Net::new(&[1, 2, 3], |c| c.pre_vote = false);
     let term = net.raft(1).term();

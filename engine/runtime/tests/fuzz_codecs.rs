@@ -333,6 +333,7 @@ fn group_error() -> impl Strategy<Value = GroupError> {
         (g(), why()).prop_map(|(group, reason)| GroupError::Storage { group, reason }),
         (g(), why()).prop_map(|(group, reason)| GroupError::Refused { group, reason }),
         (g(), why()).prop_map(|(group, reason)| GroupError::Read { group, reason }),
+        (g(), why()).prop_map(|(group, reason)| GroupError::Halted { group, reason }),
         (g(), g(), why()).prop_map(|(group, index, reason)| GroupError::Uncertain {
             group,
             index,

@@ -776,9 +776,15 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             match self.raft.ready() {
                 Ok(rd) => self.route(rd).await,
                 Err(e) => {
-                    let err = GroupError::Storage {
-                        group: self.group,
-                        reason: e.to_string(),
+                    let err = match e {
+                        RaftError::Invariant { what, .. } => GroupError::Halted {
+                            group: self.group,
+                            reason: what,
+                        },
+                        e => GroupError::Storage {
+                            group: self.group,
+                            reason: e.to_string(),
+                        },
                     };
                     self.handle(Event::Failed(err)).await;
                 }
