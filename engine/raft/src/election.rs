@@ -12,8 +12,7 @@ use bytes::Bytes;
 use super::log::LogView;
 use super::message::{Body, Vote, VoteResponse};
 use super::node::{Raft, Role};
-use super::progress::Progress;
-use super::quorum::{self, VoteResult};
+use super::quorum::VoteResult;
 use super::types::{EntryKind, NodeId};
 
 impl<L: LogView> Raft<L> {
@@ -36,7 +35,7 @@ impl<L: LogView> Raft<L> {
             self.term
         };
         let id = self.cfg.id;
-        self.votes.insert(id, true);
+        self.tracker.record_vote(id, true);
         if self.tally() == VoteResult::Won {
             self.on_vote_won(pre);
             return;
@@ -76,7 +75,7 @@ impl<L: LogView> Raft<L> {
     }
 
     fn tally(&self) -> VoteResult {
-        quorum::quorum_vote(&self.membership, |n| self.votes.get(&n).copied())
+        self.tracker.tally(&self.membership)
     }
 
     fn on_vote_won(&mut self, pre: bool) {
@@ -97,22 +96,15 @@ impl<L: LogView> Raft<L> {
         // and vote are durable. Appends sent now could reach a learner, a
         // crash could lose the term, and a second leadership of the same
         // term could then write other entries at the same (index, term).
-        let alone = self.votes.len() == 1;
+        let alone = self.tracker.voted_alone();
         self.reset(term);
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
         let index_next = self.log.last_index() + 1;
-        for n in self.membership.nodes() {
-            let pr = Progress::new(
-                index_next,
-                self.cfg.msgs_inflight_max,
-                self.cfg.bytes_inflight_max,
-            );
-            self.progress.insert(n, pr);
-        }
+        self.tracker.track(&self.membership.nodes(), index_next);
         let id = self.cfg.id;
         let durable = self.log.index_durable();
-        if let Some(pr) = self.progress.get_mut(&id) {
+        if let Some(pr) = self.tracker.get_mut(id) {
             pr.maybe_update(durable);
         }
         // Any membership change in the log may still be uncommitted.
@@ -144,7 +136,7 @@ impl<L: LogView> Raft<L> {
                 }),
             );
             if !v.pre {
-                self.ticks_election_elapsed = 0;
+                self.ticks.election_elapsed = 0;
                 self.vote = Some(from);
             }
         } else {
@@ -166,7 +158,7 @@ impl<L: LogView> Raft<L> {
         if !current {
             return;
         }
-        self.votes.insert(from, !r.reject);
+        self.tracker.record_vote(from, !r.reject);
         match self.tally() {
             VoteResult::Won => self.on_vote_won(r.pre),
             VoteResult::Lost => self.become_follower(self.term, None),

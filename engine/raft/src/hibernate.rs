@@ -10,7 +10,6 @@
 use super::log::LogView;
 use super::message::{Body, Hibernate, HibernateResponse, Message};
 use super::node::{Hibernation, Raft, Role};
-use super::progress::ProgressState;
 use super::types::NodeId;
 
 impl<L: LogView> Raft<L> {
@@ -21,15 +20,15 @@ impl<L: LogView> Raft<L> {
         }
         match self.hibernation {
             Hibernation::Awake if self.can_hibernate() => {
-                self.ticks_idle += 1;
-                if self.ticks_idle >= self.cfg.ticks_hibernate_idle {
+                self.ticks.idle += 1;
+                if self.ticks.idle >= self.cfg.ticks_hibernate_idle {
                     self.request_hibernation();
                 }
             }
-            Hibernation::Awake => self.ticks_idle = 0,
+            Hibernation::Awake => self.ticks.idle = 0,
             Hibernation::Requested => {
-                self.ticks_idle += 1;
-                if !self.can_hibernate() || self.ticks_idle >= self.cfg.ticks_election {
+                self.ticks.idle += 1;
+                if !self.can_hibernate() || self.ticks.idle >= self.cfg.ticks_election {
                     self.wake();
                     self.broadcast_heartbeat();
                 }
@@ -42,7 +41,7 @@ impl<L: LogView> Raft<L> {
         let last = self.log.last_index();
         self.log.index_committed() == last
             && matches!(self.log.matches_term(last, self.term), Ok(true))
-            && self.progress.values().all(|p| p.index_match == last)
+            && self.tracker.all_match(last)
             && self.reads.is_empty()
             && self.transferee.is_none()
             && self.membership_target.is_none()
@@ -52,11 +51,9 @@ impl<L: LogView> Raft<L> {
 
     fn request_hibernation(&mut self) {
         self.hibernation = Hibernation::Requested;
-        self.ticks_idle = 0;
+        self.ticks.idle = 0;
         let id = self.cfg.id;
-        for (&n, pr) in self.progress.iter_mut() {
-            pr.hibernate_acked = n == id;
-        }
+        self.tracker.hibernate_round(id);
         log::debug!("group {}: leader {id} asks to hibernate", self.cfg.group);
         self.send_hibernate_requests();
         self.maybe_fall_asleep();
@@ -73,19 +70,13 @@ impl<L: LogView> Raft<L> {
             term_last: self.term,
             sent_ms: self.now_ms,
         };
-        let pending: Vec<NodeId> = self
-            .progress
-            .iter()
-            .filter(|(_, p)| !p.hibernate_acked)
-            .map(|(&n, _)| n)
-            .collect();
-        for to in pending {
+        for to in self.tracker.hibernate_pending() {
             self.send(to, Body::Hibernate(request));
         }
     }
 
     fn maybe_fall_asleep(&mut self) {
-        if self.progress.values().all(|p| p.hibernate_acked) {
+        if self.tracker.all_hibernate_acked() {
             log::debug!("group {}: hibernating", self.cfg.group);
             self.hibernation = Hibernation::Asleep;
         }
@@ -112,7 +103,7 @@ impl<L: LogView> Raft<L> {
         if self.hibernation != Hibernation::Requested {
             return;
         }
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.tracker.get_mut(from) else {
             return;
         };
         pr.recent_active = true;
@@ -147,13 +138,10 @@ impl<L: LogView> Raft<L> {
             return;
         }
         self.hibernation = Hibernation::Awake;
-        self.ticks_idle = 0;
-        self.ticks_election_elapsed = 0;
-        self.ticks_heartbeat_elapsed = 0;
-        for pr in self.progress.values_mut() {
-            pr.recent_active = true;
-            pr.hibernate_acked = false;
-        }
+        self.ticks.idle = 0;
+        self.ticks.election_elapsed = 0;
+        self.ticks.heartbeat_elapsed = 0;
+        self.tracker.wake_all();
     }
 
     /// The runtime's per-node-pair liveness check says `node` is gone: a
@@ -161,11 +149,7 @@ impl<L: LogView> Raft<L> {
     /// pipelining to it.
     pub fn on_node_unreachable(&mut self, node: NodeId) {
         if self.role == Role::Leader {
-            if let Some(pr) = self.progress.get_mut(&node)
-                && pr.state == ProgressState::Replicate
-            {
-                pr.become_probe();
-            }
+            self.tracker.probe(node);
             return;
         }
         if self.leader == Some(node) && self.hibernation == Hibernation::Asleep {

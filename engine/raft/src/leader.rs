@@ -8,7 +8,7 @@ use super::log::LogView;
 use super::message::Body;
 use super::node::{Hibernation, Raft, Role};
 use super::quorum;
-use super::read::{self, ReadState};
+use super::read::ReadState;
 use super::types::{EntryKind, NodeId};
 
 impl<L: LogView> Raft<L> {
@@ -100,14 +100,9 @@ impl<L: LogView> Raft<L> {
         {
             return false;
         }
-        let id = self.cfg.id;
-        let start = read::lease_start(&self.membership, |n| {
-            if n == id {
-                self.now_ms
-            } else {
-                self.progress.get(&n).map_or(0, |p| p.lease_ms_acked)
-            }
-        });
+        let start = self
+            .tracker
+            .lease_start(&self.membership, self.cfg.id, self.now_ms);
         start > self.lease_ms_floor && self.now_ms < start.saturating_add(self.cfg.lease_ms())
     }
 
@@ -160,7 +155,7 @@ impl<L: LogView> Raft<L> {
         self.wake();
         log::info!("group {}: transferring leadership to {to}", self.cfg.group);
         self.transferee = Some(to);
-        self.ticks_election_elapsed = 0;
+        self.ticks.election_elapsed = 0;
         if !self.maybe_send_timeout_now(to) {
             self.send_append(to, true);
         }
@@ -170,8 +165,8 @@ impl<L: LogView> Raft<L> {
     /// Sends TimeoutNow to the transfer target once it holds our whole log.
     fn maybe_send_timeout_now(&mut self, to: NodeId) -> bool {
         let caught_up = self
-            .progress
-            .get(&to)
+            .tracker
+            .get(to)
             .is_some_and(|p| p.index_match == self.log.last_index());
         if caught_up {
             // The target may now win past every lease: ours ends here.

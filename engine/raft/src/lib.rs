@@ -44,6 +44,7 @@ mod ready;
 mod reconfig;
 mod replication;
 mod rng;
+mod tracker;
 mod types;
 
 #[cfg(test)]
@@ -64,6 +65,7 @@ pub use self::progress::{Inflights, Progress, ProgressState};
 pub use self::quorum::VoteResult;
 pub use self::read::ReadState;
 pub use self::ready::Ready;
+pub use self::tracker::Tracker;
 pub use self::types::{
     ENTRY_OVERHEAD_BYTES, Entry, EntryKind, GroupId, HardState, NodeId, SnapshotMeta,
 };

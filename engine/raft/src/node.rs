@@ -16,10 +16,10 @@ use super::error::RaftError;
 use super::log::{LogError, LogView, RaftLog};
 use super::membership::{ConfChange, Membership};
 use super::message::{AppendResponse, Body, Message, VoteResponse};
-use super::progress::Progress;
 use super::read::{ReadQueue, ReadState};
 use super::ready::Ready;
 use super::rng::SplitMix64;
+use super::tracker::Tracker;
 use super::types::{EntryKind, GroupId, HardState, NodeId};
 
 /// The role of a replica.
@@ -46,6 +46,24 @@ pub(super) enum Hibernation {
     Asleep,
 }
 
+/// The tick counters of a replica (every timeout in the core counts
+/// ticks; the lease alone is measured on the runtime's clock).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ticks {
+    /// Since the leader was last heard (follower) or since this node's
+    /// campaign began (candidate); a leader counts toward check-quorum.
+    pub(super) election_elapsed: u32,
+    /// Leader: since the last heartbeat round.
+    pub(super) heartbeat_elapsed: u32,
+    /// This term's randomized election timeout.
+    pub(super) election_timeout: u32,
+    /// Since the replica started.
+    pub(super) alive: u64,
+    /// Leader: with nothing to do, or waiting for the followers to agree
+    /// to hibernate.
+    pub(super) idle: u32,
+}
+
 /// One replica of one Raft group, generic over the runtime's log view.
 #[derive(Debug)]
 pub struct Raft<L: LogView> {
@@ -66,12 +84,10 @@ pub struct Raft<L: LogView> {
     /// Membership changes in the log past the commit index, by index:
     /// (term, change).
     pub(super) conf_uncommitted: BTreeMap<u64, (u64, ConfChange)>,
-    pub(super) progress: BTreeMap<NodeId, Progress>,
-    pub(super) votes: BTreeMap<NodeId, bool>,
-    pub(super) ticks_election_elapsed: u32,
-    pub(super) ticks_heartbeat_elapsed: u32,
-    pub(super) ticks_election_timeout: u32,
-    pub(super) ticks_alive: u64,
+    /// Leader: each replica's progress; candidate: the votes it got.
+    pub(super) tracker: Tracker,
+    /// The tick counters: elections, heartbeats, hibernation.
+    pub(super) ticks: Ticks,
     /// The runtime's monotonic clock (ms), as last set.
     pub(super) now_ms: u64,
     /// Leader: heartbeats sent at or before this time (ms) do not count
@@ -93,7 +109,6 @@ pub struct Raft<L: LogView> {
     pub(super) membership_target: Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
     pub(super) index_conf_pending: u64,
     pub(super) hibernation: Hibernation,
-    pub(super) ticks_idle: u32,
     pub(super) rng: SplitMix64,
     pub(super) index_applied: u64,
     hard_state_reported: HardState,
@@ -137,12 +152,14 @@ impl<L: LogView> Raft<L> {
             membership_committed,
             membership_committed_at,
             conf_uncommitted,
-            progress: BTreeMap::new(),
-            votes: BTreeMap::new(),
-            ticks_election_elapsed: 0,
-            ticks_heartbeat_elapsed: 0,
-            ticks_election_timeout: cfg.ticks_election,
-            ticks_alive: 0,
+            tracker: Tracker::new(cfg.msgs_inflight_max, cfg.bytes_inflight_max),
+            ticks: Ticks {
+                election_elapsed: 0,
+                heartbeat_elapsed: 0,
+                election_timeout: cfg.ticks_election,
+                alive: 0,
+                idle: 0,
+            },
             now_ms: 0,
             lease_ms_floor: 0,
             leader_ms_seen: 0,
@@ -154,7 +171,6 @@ impl<L: LogView> Raft<L> {
             membership_target: None,
             index_conf_pending: 0,
             hibernation: Hibernation::Awake,
-            ticks_idle: 0,
             rng: SplitMix64::new(seed),
             hard_state_reported: hard_state,
             msgs: Vec::new(),
@@ -326,24 +342,24 @@ impl<L: LogView> Raft<L> {
         if self.hibernation == Hibernation::Asleep || self.failure.is_some() {
             return;
         }
-        self.ticks_alive += 1;
+        self.ticks.alive += 1;
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
-            self.ticks_election_elapsed += 1;
-            let timed_out = self.ticks_election_elapsed >= self.ticks_election_timeout;
+            self.ticks.election_elapsed += 1;
+            let timed_out = self.ticks.election_elapsed >= self.ticks.election_timeout;
             if timed_out && self.is_promotable() && !self.heard_leader_lately() {
-                self.ticks_election_elapsed = 0;
+                self.ticks.election_elapsed = 0;
                 self.campaign_on_timeout();
             }
         }
     }
 
     fn tick_leader(&mut self) {
-        self.ticks_heartbeat_elapsed += 1;
-        self.ticks_election_elapsed += 1;
-        if self.ticks_election_elapsed >= self.cfg.ticks_election {
-            self.ticks_election_elapsed = 0;
+        self.ticks.heartbeat_elapsed += 1;
+        self.ticks.election_elapsed += 1;
+        if self.ticks.election_elapsed >= self.cfg.ticks_election {
+            self.ticks.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
                 log::info!(
                     "group {}: {} steps down, no quorum heard",
@@ -355,8 +371,8 @@ impl<L: LogView> Raft<L> {
             }
             self.transferee = None;
         }
-        if self.ticks_heartbeat_elapsed >= self.cfg.ticks_heartbeat {
-            self.ticks_heartbeat_elapsed = 0;
+        if self.ticks.heartbeat_elapsed >= self.cfg.ticks_heartbeat {
+            self.ticks.heartbeat_elapsed = 0;
             if self.hibernation == Hibernation::Requested {
                 self.send_hibernate_requests();
             } else {
@@ -367,14 +383,8 @@ impl<L: LogView> Raft<L> {
     }
 
     fn quorum_recently_active(&mut self) -> bool {
-        let id = self.cfg.id;
-        let active = crate::quorum::quorum_active(&self.membership, |n| {
-            n == id || self.progress.get(&n).is_some_and(|p| p.recent_active)
-        });
-        for (&n, pr) in self.progress.iter_mut() {
-            pr.recent_active = n == id;
-        }
-        active
+        self.tracker
+            .quorum_recently_active(&self.membership, self.cfg.id)
     }
 
     /// Whether this node may campaign: it votes in the latest configuration,
@@ -398,9 +408,9 @@ impl<L: LogView> Raft<L> {
         }
         let hearing_leader = self.leader.is_some()
             && self.hibernation != Hibernation::Asleep
-            && self.ticks_election_elapsed < self.cfg.ticks_election;
+            && self.ticks.election_elapsed < self.cfg.ticks_election;
         let just_started =
-            self.cfg.lease_read && self.ticks_alive < u64::from(self.cfg.ticks_election);
+            self.cfg.lease_read && self.ticks.alive < u64::from(self.cfg.ticks_election);
         hearing_leader || just_started || self.heard_leader_lately()
     }
 
@@ -431,12 +441,11 @@ impl<L: LogView> Raft<L> {
             self.vote = None;
         }
         self.leader = None;
-        self.ticks_election_elapsed = 0;
-        self.ticks_heartbeat_elapsed = 0;
+        self.ticks.election_elapsed = 0;
+        self.ticks.heartbeat_elapsed = 0;
         let spread = u64::from(self.cfg.ticks_election);
-        self.ticks_election_timeout = self.cfg.ticks_election + self.rng.below(spread) as u32;
-        self.votes.clear();
-        self.progress.clear();
+        self.ticks.election_timeout = self.cfg.ticks_election + self.rng.below(spread) as u32;
+        self.tracker.clear();
         self.transferee = None;
         self.lease_revoked = false;
         self.index_sends_held_to = 0;
@@ -444,7 +453,7 @@ impl<L: LogView> Raft<L> {
         let failed = self.reads.fail_all();
         self.reads_failed.extend(failed);
         self.hibernation = Hibernation::Awake;
-        self.ticks_idle = 0;
+        self.ticks.idle = 0;
         self.leader_ms_seen = 0;
     }
 
@@ -525,10 +534,10 @@ impl<L: LogView> Raft<L> {
                 // Only a leader (or a granted vote) resets the election
                 // timer: candidates with stale logs raising the term must
                 // not keep the node with the best log from campaigning.
-                let elapsed = self.ticks_election_elapsed;
+                let elapsed = self.ticks.election_elapsed;
                 self.become_follower(m.term, leader);
                 if leader.is_none() {
-                    self.ticks_election_elapsed = elapsed;
+                    self.ticks.election_elapsed = elapsed;
                 }
             }
         }
@@ -612,7 +621,7 @@ impl<L: LogView> Raft<L> {
         self.leader = Some(from);
         self.leader_heard_ms = self.now_ms;
         if self.hibernation != Hibernation::Asleep {
-            self.ticks_election_elapsed = 0;
+            self.ticks.election_elapsed = 0;
         }
     }
 
@@ -708,7 +717,7 @@ impl<L: LogView> Raft<L> {
         }
         if self.role == Role::Leader {
             let id = self.cfg.id;
-            if let Some(pr) = self.progress.get_mut(&id) {
+            if let Some(pr) = self.tracker.get_mut(id) {
                 pr.maybe_update(index);
             }
             if self.maybe_commit() {

@@ -119,11 +119,10 @@ impl<L: LogView> Raft<L> {
         };
         let last = self.log.last_index();
         let lag = self.cfg.entries_catchup_lag_max;
-        let caught_up = voters.difference(self.membership.voters()).all(|n| {
-            self.progress.get(n).is_some_and(|p| {
-                p.index_match >= self.index_conf_pending && p.index_match + lag >= last
-            })
-        });
+        let joining = voters.difference(self.membership.voters()).copied();
+        let caught_up = self
+            .tracker
+            .all_caught_up(joining, self.index_conf_pending, last, lag);
         if !caught_up || self.membership.is_joint() {
             return;
         }
@@ -152,18 +151,8 @@ impl<L: LogView> Raft<L> {
         if self.role != Role::Leader {
             return;
         }
-        let nodes = self.membership.nodes();
-        self.progress.retain(|n, _| nodes.contains(n));
         let index_next = self.log.last_index() + 1;
-        for n in nodes {
-            self.progress.entry(n).or_insert_with(|| {
-                crate::progress::Progress::new(
-                    index_next,
-                    self.cfg.msgs_inflight_max,
-                    self.cfg.bytes_inflight_max,
-                )
-            });
-        }
+        self.tracker.track(&self.membership.nodes(), index_next);
         if self
             .transferee
             .is_some_and(|t| !self.membership.voters().contains(&t))

@@ -15,7 +15,6 @@ use super::log::{LogError, LogView};
 use super::message::{Append, AppendResponse, Body, Heartbeat, HeartbeatResponse};
 use super::node::Raft;
 use super::progress::ProgressState;
-use super::quorum;
 use super::types::{Entry, EntryKind, NodeId, SnapshotMeta};
 
 impl<L: LogView> Raft<L> {
@@ -29,15 +28,14 @@ impl<L: LogView> Raft<L> {
             payload,
         };
         self.append_to_log(std::slice::from_ref(&entry));
-        self.ticks_idle = 0;
+        self.ticks.idle = 0;
         self.broadcast_append();
         index
     }
 
     /// Every replica tracked for replication but this one.
     fn peers(&self) -> Vec<NodeId> {
-        let me = self.cfg.id;
-        self.progress.keys().copied().filter(|&n| n != me).collect()
+        self.tracker.peers(self.cfg.id)
     }
 
     /// Sends what each follower lacks (and the commit index to everyone).
@@ -50,7 +48,7 @@ impl<L: LogView> Raft<L> {
 
     /// Sends one AppendEntries to `to` if its window allows; false if not sent.
     pub(super) fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
-        let Some(pr) = self.progress.get(&to) else {
+        let Some(pr) = self.tracker.get(to) else {
             return false;
         };
         if pr.is_paused() {
@@ -81,7 +79,7 @@ impl<L: LogView> Raft<L> {
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let last = entries.last().map(|e| e.index);
-        let Some(pr) = self.progress.get_mut(&to) else {
+        let Some(pr) = self.tracker.get_mut(to) else {
             return false;
         };
         match (pr.state, last) {
@@ -118,7 +116,7 @@ impl<L: LogView> Raft<L> {
             );
             return false;
         }
-        if let Some(pr) = self.progress.get_mut(&to) {
+        if let Some(pr) = self.tracker.get_mut(to) {
             pr.become_snapshot(meta.index);
         }
         log::info!(
@@ -132,7 +130,7 @@ impl<L: LogView> Raft<L> {
 
     /// The runtime's report on a snapshot it streamed to `to`.
     pub fn report_snapshot(&mut self, to: NodeId, ok: bool) {
-        let Some(pr) = self.progress.get_mut(&to) else {
+        let Some(pr) = self.tracker.get_mut(to) else {
             return;
         };
         if let ProgressState::Snapshot { .. } = pr.state {
@@ -154,7 +152,7 @@ impl<L: LogView> Raft<L> {
     }
 
     pub(super) fn send_heartbeat(&mut self, to: NodeId) {
-        let Some(pr) = self.progress.get(&to) else {
+        let Some(pr) = self.tracker.get(to) else {
             return;
         };
         let heartbeat = Heartbeat {
@@ -167,9 +165,7 @@ impl<L: LogView> Raft<L> {
 
     /// Commits the largest index a quorum holds, if it is of this term.
     pub(super) fn maybe_commit(&mut self) -> bool {
-        let index = quorum::quorum_value(&self.membership, |n| {
-            self.progress.get(&n).map_or(0, |p| p.index_match)
-        });
+        let index = self.tracker.committed(&self.membership);
         let index = index.min(self.log.last_index());
         if index <= self.log.index_committed() {
             return false;
@@ -196,7 +192,7 @@ impl<L: LogView> Raft<L> {
             );
             return;
         }
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.tracker.get_mut(from) else {
             return;
         };
         pr.recent_active = true;
@@ -209,7 +205,7 @@ impl<L: LogView> Raft<L> {
             } else {
                 r.index_hint
             };
-            let Some(pr) = self.progress.get_mut(&from) else {
+            let Some(pr) = self.tracker.get_mut(from) else {
                 return;
             };
             if pr.maybe_decrease(r.index, hint) {
@@ -249,7 +245,7 @@ impl<L: LogView> Raft<L> {
     /// A follower's answer to a heartbeat.
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, r: HeartbeatResponse) {
         let floor = self.lease_ms_floor;
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.tracker.get_mut(from) else {
             return;
         };
         pr.recent_active = true;
