@@ -62,7 +62,6 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod handshake;
-mod listener;
 pub mod readbuf;
 pub mod rpc;
 pub mod transport;

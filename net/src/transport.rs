@@ -19,7 +19,6 @@ use crate::connection::{CloseHook, CloseReason, ConnConfig, Connection, PeerInfo
 use crate::error::NetError;
 use crate::frame::{Body, Frame};
 use crate::handshake::{self, Expect, Hello, PROTOCOL_VERSION, Role};
-use crate::listener;
 use crate::rpc::Router;
 use sampan_fiber::net::TcpStream;
 use sampan_fiber::{FiberGroup, FiberHandle, Signal, TaskClass, sleep, timeout};
@@ -28,6 +27,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
+
+/// Accepting connections: the transport's listening half.
+mod listener;
 
 /// Closes remembered by [`Transport::recent_closes`].
 pub const RECENT_CLOSES_MAX: usize = 64;

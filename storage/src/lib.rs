@@ -28,7 +28,7 @@
 //! (below); the figures, with group commit and read speed, are in
 //! `benches/RESULTS.md` ("The log").
 //!
-//! **Prepared segment space** (`prepare.rs`): in `sync` mode a background
+//! **Prepared segment space** (`log/prepare.rs`): in `sync` mode a background
 //! fiber keeps the active segment written with zeros and synced 4 MiB ahead
 //! of the appends, and makes a zero-filled spare segment ready once the
 //! active one is half full, so an append neither converts unwritten extents
@@ -113,7 +113,6 @@ pub mod format;
 pub mod index;
 pub mod io;
 pub mod log;
-mod prepare;
 pub mod raft_log;
 mod recovery;
 pub mod segment;

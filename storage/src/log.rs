@@ -52,7 +52,6 @@ use crate::dualfile::DualFile;
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordRun};
 use crate::io::{Vfs, VfsFile};
-use crate::prepare::Prep;
 use crate::raft_log::RaftLog;
 use crate::segment::Segment;
 use crate::writer::{LogWriter, SyncState};
@@ -62,6 +61,11 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Preparing segment space off the append path (zero-ahead, the spare).
+mod prepare;
+use prepare::Prep;
+pub(crate) use prepare::SPARE_FILE;
 
 /// When an entry counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -151,7 +151,7 @@ async fn list_segments<V: Vfs>(vfs: &V, dir: &Path, group: u64) -> Result<BTreeM
                 }
             }
             None if name == META_FILE => {}
-            None if name == crate::prepare::SPARE_FILE => {
+            None if name == crate::log::SPARE_FILE => {
                 // Zeros made ready for a roll that never came.
                 let _ = vfs.remove(&dir.join(&name)).await;
             }

@@ -117,7 +117,7 @@ impl Writer {
             if !again || Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(match unknown {
                     Some(u) => WriteError::Uncertain(u.to_string()),
-                    None => WriteError::Failed(super::server::error_text(&last)),
+                    None => WriteError::Failed(super::render::error_text(&last)),
                 });
             }
             log::debug!(

@@ -5,6 +5,7 @@ use super::command::{Read, WriteReply};
 use super::glob::glob_match;
 use super::resp::Reply;
 use bytes::Bytes;
+use sampan::service::ServerError;
 use sampan_kv::{KvFailure, KvResult, KvStore, ScanRange};
 use std::collections::BTreeMap;
 
@@ -67,6 +68,19 @@ impl ScanCursors {
     /// The key a cursor continues after (`None`: unknown or already used).
     pub(crate) fn take(&mut self, cursor: u64) -> Option<Bytes> {
         self.after.remove(&cursor)
+    }
+}
+
+/// The error reply for a request the server could not serve.
+pub fn error_text(e: &ServerError) -> String {
+    match e {
+        ServerError::NoSuchGroup { group, node } => {
+            format!(
+                "ERR node {node} has no group {group} (database {})",
+                group - 1
+            )
+        }
+        other => format!("ERR {other}"),
     }
 }
 

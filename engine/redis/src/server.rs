@@ -27,12 +27,11 @@ use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, Local, ParseError, Read, Request, WriteReply};
 use super::exactly_once::{WriteError, Writer};
 use super::glob::glob_match;
-use super::render::{ScanCursors, render_write};
+use super::render::{ScanCursors, error_text, render_write};
 use super::resp::{Reply, RespLimits, parse_request};
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use sampan::server::{GroupRef, RaftFactory, RaftServer};
-use sampan::service::ServerError;
 use sampan::state_machine::now_ms;
 use sampan_fiber::net::{TcpListener, TcpStream};
 use sampan_fiber::{FiberError, TaskClass};
@@ -741,17 +740,4 @@ fn hello(ctx: &Ctx, reply: &mut Reply<'_>) {
     reply.bulk(Some(b"master"));
     reply.bulk(Some(b"modules"));
     reply.array(Some(0));
-}
-
-/// The error reply for a request the server could not serve.
-pub(super) fn error_text(e: &ServerError) -> String {
-    match e {
-        ServerError::NoSuchGroup { group, node } => {
-            format!(
-                "ERR node {node} has no group {group} (database {})",
-                group - 1
-            )
-        }
-        other => format!("ERR {other}"),
-    }
 }

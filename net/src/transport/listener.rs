@@ -5,11 +5,11 @@
 //! A connection that fails its handshake is closed and recorded with the
 //! reason; the listener and every other connection go on.
 
+use super::{TransportInner, conn_config};
 use crate::connection::{CloseReason, Connection, PeerInfo};
 use crate::error::NetError;
 use crate::handshake::{self, Expect, Role};
 use crate::rpc::Router;
-use crate::transport::{TransportInner, conn_config};
 use sampan_fiber::net::{TcpListener, TcpStream};
 use sampan_fiber::{TaskClass, sleep, timeout};
 use std::net::SocketAddr;

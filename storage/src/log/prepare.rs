@@ -33,9 +33,9 @@
 //! `async` mode no append waits for a sync, and writing every byte twice
 //! would cost bandwidth for nothing; the spare is prepared in both modes.
 
+use super::{SegmentLog, SyncMode};
 use crate::error::{Result, StorageError};
 use crate::io::{Vfs, VfsFile};
-use crate::log::{SegmentLog, SyncMode};
 use crate::segment::Segment;
 use sampan_fiber::{Signal, TaskClass};
 use std::cell::Cell;
