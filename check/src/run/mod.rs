@@ -130,7 +130,7 @@ pub struct RunArgs {
     /// --fault-apply.
     #[arg(long)]
     pub fault_heal: Vec<String>,
-    /// Output directory (default: ./sampan-check-<seed>).
+    /// Output directory (default: ./sampan-check-SEED).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The `sampan-node` binary (default: beside this one).
