@@ -602,6 +602,7 @@ mod tests {
         ));
         let disk = GroupError::Storage {
             group: 1,
+            fault: sampan_proto::group::StorageFault::DiskFull,
             reason: "disk".into(),
         }
         .into();

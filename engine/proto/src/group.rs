@@ -36,12 +36,16 @@ pub enum GroupError {
         /// The group.
         group: u64,
     },
-    /// The log or the status file failed; the group stops taking writes.
-    #[error("group {group}: storage failed: {reason}")]
+    /// The log, the status file or the snapshot store failed; the replica
+    /// stops taking writes (the server restarts it, unless the data is
+    /// corrupt).
+    #[error("group {group}: storage failed ({fault}): {reason}")]
     Storage {
         /// The group.
         group: u64,
-        /// What failed.
+        /// What kind of failure: it decides whether a restart can help.
+        fault: StorageFault,
+        /// What failed, with the file and offset when known.
         reason: String,
     },
     /// The replica halted itself: an invariant whose breach puts data at
@@ -86,6 +90,58 @@ pub enum GroupError {
         /// Why it is unknown.
         reason: String,
     },
+}
+
+/// The kind of a storage failure: the typed part of the storage crate's
+/// error that survives the trip to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageFault {
+    /// An I/O call failed (the disk, the file system); a restart may help.
+    Io,
+    /// The disk is full; nothing durable was harmed, and a restart helps
+    /// once space returns.
+    DiskFull,
+    /// Data on disk is damaged where a torn write cannot explain it (or a
+    /// snapshot does not read back whole): the replica must not run on it
+    /// without an operator.
+    Corrupt,
+    /// Anything else (a call that did not fit the log's state, a state
+    /// machine that refused a snapshot, an older node that did not say).
+    Other,
+}
+
+impl StorageFault {
+    /// The byte that stands for it on the wire.
+    pub fn tag(self) -> u8 {
+        match self {
+            StorageFault::Other => 0,
+            StorageFault::Io => 1,
+            StorageFault::DiskFull => 2,
+            StorageFault::Corrupt => 3,
+        }
+    }
+
+    /// The kind a wire byte stands for (an unknown one is `Other`: a newer
+    /// node's kind still reads as a storage failure).
+    pub fn from_tag(tag: u8) -> StorageFault {
+        match tag {
+            1 => StorageFault::Io,
+            2 => StorageFault::DiskFull,
+            3 => StorageFault::Corrupt,
+            _ => StorageFault::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageFault::Io => "i/o error",
+            StorageFault::DiskFull => "disk full",
+            StorageFault::Corrupt => "corrupt data",
+            StorageFault::Other => "failed",
+        })
+    }
 }
 
 /// " for the proposal at index N", or nothing when the index is unknown.

@@ -8,7 +8,7 @@
 //! an error's fields (status = the error's code). Decoders are total.
 
 use crate::codec::{DecodeError, Reader, put_bytes};
-use crate::group::{GroupError, GroupStatus, SnapshotSaved};
+use crate::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
 use bytes::{BufMut, Bytes, BytesMut};
 use sampan_raft::Role;
 use std::collections::BTreeSet;
@@ -462,9 +462,15 @@ pub fn encode_reply(reply: &Result<Bytes, ServerError>) -> Vec<Bytes> {
             }
             GroupError::Stopped { group } => group_error(&mut head, 12, *group),
             GroupError::Busy { group } => group_error(&mut head, 13, *group),
-            GroupError::Storage { group, reason } => {
+            GroupError::Storage {
+                group,
+                fault,
+                reason,
+            } => {
                 group_error(&mut head, 14, *group);
                 put_str(&mut head, reason);
+                // After the reason: older nodes end there.
+                head.put_u8(fault.tag());
             }
             GroupError::Refused { group, reason } => {
                 group_error(&mut head, 15, *group);
@@ -553,11 +559,20 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
         .into(),
         12 => GroupError::Stopped { group }.into(),
         13 => GroupError::Busy { group }.into(),
-        14 => GroupError::Storage {
-            group,
-            reason: get_str(&mut r, "reason")?,
+        14 => {
+            let reason = get_str(&mut r, "reason")?;
+            let fault = if r.remaining() > 0 {
+                StorageFault::from_tag(r.u8("storage fault")?)
+            } else {
+                StorageFault::Other
+            };
+            GroupError::Storage {
+                group,
+                fault,
+                reason,
+            }
+            .into()
         }
-        .into(),
         15 => GroupError::Refused {
             group,
             reason: get_str(&mut r, "reason")?,
@@ -722,6 +737,7 @@ mod tests {
             .into()),
             Err(GroupError::Storage {
                 group: 3,
+                fault: StorageFault::DiskFull,
                 reason: "disk".into(),
             }
             .into()),

@@ -191,7 +191,7 @@ async fn heal_failed_groups(shared: Arc<Shared>) {
             let Some(handle) = host.group(g) else {
                 continue;
             };
-            let Some(GroupError::Storage { reason, .. }) = handle.failure() else {
+            let Some(GroupError::Storage { fault, reason, .. }) = handle.failure() else {
                 continue;
             };
             let Some(cfg) = host.group_config(g) else {
@@ -206,7 +206,8 @@ async fn heal_failed_groups(shared: Arc<Shared>) {
                 _ => (now, HEAL_BACKOFF_MIN),
             };
             log::warn!(
-                "node {}: group {g} stopped writing ({reason}); restarting it from its files",
+                "node {}: group {g} stopped writing ({fault}: {reason}); restarting it from its files \
+                 (its files are checked again as it opens)",
                 shared.node
             );
             host.stop_group(g).await;

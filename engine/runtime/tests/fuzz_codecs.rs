@@ -22,7 +22,7 @@ use fuzz_support::{Counting, cases, peak_bytes};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sampan::config::{Durability, GroupConfig};
-use sampan::group::{GroupError, GroupStatus, SnapshotSaved};
+use sampan::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
 use sampan::raft::Role;
 use sampan::service::{
     MembersChange, Op, Route, ServerError, ServiceRequest, decode_group_config, decode_members,
@@ -330,7 +330,11 @@ fn group_error() -> impl Strategy<Value = GroupError> {
         (g(), g()).prop_map(|(group, index)| GroupError::Lost { group, index }),
         g().prop_map(|group| GroupError::Stopped { group }),
         g().prop_map(|group| GroupError::Busy { group }),
-        (g(), why()).prop_map(|(group, reason)| GroupError::Storage { group, reason }),
+        (g(), 0..4u8, why()).prop_map(|(group, tag, reason)| GroupError::Storage {
+            group,
+            fault: StorageFault::from_tag(tag),
+            reason
+        }),
         (g(), why()).prop_map(|(group, reason)| GroupError::Refused { group, reason }),
         (g(), why()).prop_map(|(group, reason)| GroupError::Read { group, reason }),
         (g(), why()).prop_map(|(group, reason)| GroupError::Halted { group, reason }),

@@ -129,7 +129,13 @@ pub(crate) async fn run<S: SnapshotManager>(
                 if let Err(reason) = a.install(&meta).await {
                     log::error!("group {group}: installing the snapshot failed: {reason}");
                     let _ = inbox
-                        .send(Event::Failed(GroupError::Storage { group, reason }))
+                        .send(Event::Failed(GroupError::Storage {
+                            group,
+                            // A snapshot that does not read back whole, or
+                            // that the state machine refuses.
+                            fault: super::StorageFault::Corrupt,
+                            reason,
+                        }))
                         .await;
                     continue;
                 }

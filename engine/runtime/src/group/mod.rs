@@ -22,7 +22,7 @@ use sampan_fiber::{OneshotSender, Sender, oneshot};
 use sampan_storage::RecordRun;
 
 pub use raft_loop::{GroupParts, start};
-pub use sampan_proto::group::{GroupError, GroupStatus, SnapshotSaved};
+pub use sampan_proto::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
 pub use snapshot::SnapshotPolicy;
 
 use crate::wire::{ChunkAnswer, SnapshotChunk};
@@ -345,3 +345,63 @@ impl GroupHandle {
 
 #[cfg(test)]
 mod tests;
+
+/// The kind of a storage crate error, as clients are told it.
+pub fn storage_fault(e: &sampan_storage::StorageError) -> StorageFault {
+    use sampan_storage::StorageError as E;
+    match e {
+        E::Io { .. } | E::Failed { .. } => StorageFault::Io,
+        E::DiskFull { .. } => StorageFault::DiskFull,
+        E::Corrupt { .. } | E::Format { .. } => StorageFault::Corrupt,
+        E::Invalid { .. } => StorageFault::Other,
+    }
+}
+
+/// A storage crate error as a [`GroupError`]: its kind, and its text
+/// (group, file, offset, cause).
+pub fn storage_error(group: u64, e: &sampan_storage::StorageError) -> GroupError {
+    GroupError::Storage {
+        group,
+        fault: storage_fault(e),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+    use sampan_storage::StorageError;
+
+    #[test]
+    fn storage_errors_keep_their_kind_as_a_group_error() {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let full = StorageError::io(7, "write", "/d/seg", 4096, enospc);
+        let e = storage_error(7, &full);
+        assert!(
+            matches!(e, GroupError::Storage { group: 7, fault: StorageFault::DiskFull, ref reason } if reason.contains("/d/seg")),
+            "{e}"
+        );
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        let io = StorageError::io(7, "fdatasync", "/d/seg", 0, eio);
+        assert!(matches!(
+            storage_error(7, &io),
+            GroupError::Storage {
+                fault: StorageFault::Io,
+                ..
+            }
+        ));
+        let corrupt = StorageError::Corrupt {
+            group: 7,
+            path: "/d/seg".into(),
+            offset: 12,
+            reason: "bad crc".into(),
+        };
+        assert!(matches!(
+            storage_error(7, &corrupt),
+            GroupError::Storage {
+                fault: StorageFault::Corrupt,
+                ..
+            }
+        ));
+    }
+}

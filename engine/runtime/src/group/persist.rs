@@ -5,7 +5,7 @@
 //! A follower that received many AppendEntries appends them all and syncs
 //! once.
 
-use super::{Event, GroupError, Outbox};
+use super::{Event, Outbox};
 use crate::raft::{Entry, HardState, Message, SnapshotMeta};
 use crate::wire::run_from_entries;
 use sampan_fiber::{Receiver, Sender};
@@ -87,10 +87,7 @@ pub(crate) async fn run<L: RaftLog, V: Vfs>(
                 }
             }
             Err(e) => {
-                let err = GroupError::Storage {
-                    group,
-                    reason: e.to_string(),
-                };
+                let err = super::storage_error(group, &e);
                 log::error!("group {group}: persisting failed, the replica stops writing: {e}");
                 let _ = inbox.send(Event::Failed(err)).await;
                 return;

@@ -9,7 +9,8 @@ use super::snapshot::{
 };
 use super::view::StorageView;
 use super::{
-    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, Outbox, Reply, TickBox, apply, persist,
+    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, Outbox, Reply, StorageFault, TickBox,
+    apply, persist,
 };
 use crate::constants::{
     APPLY_QUEUE_CAPACITY, INBOX_CAPACITY, PERSIST_QUEUE_CAPACITY, SHARD_TAIL_CACHE_BYTES,
@@ -54,11 +55,17 @@ pub struct GroupParts<L, V: Vfs, S> {
     pub tick: Option<Duration>,
 }
 
-fn storage(group: u64) -> impl Fn(sampan_storage::StorageError) -> GroupError {
-    move |e| GroupError::Storage {
-        group,
-        reason: e.to_string(),
+/// The kind of a failure the core met reading the log: the read itself
+/// failed, or what it read does not fit (entries missing).
+fn log_fault(e: &raft::LogError) -> StorageFault {
+    match e {
+        raft::LogError::Storage { .. } => StorageFault::Io,
+        _ => StorageFault::Corrupt,
     }
+}
+
+fn storage(group: u64) -> impl Fn(sampan_storage::StorageError) -> GroupError {
+    move |e| super::storage_error(group, &e)
 }
 
 /// Writes entry 1 (the initial membership) of a brand-new group, so every
@@ -103,8 +110,14 @@ async fn recover_snapshot<L: RaftLog, S: SnapshotManager>(
     store: &S,
     sm: &mut dyn StateMachine,
 ) -> Result<Option<SnapshotMeta>, GroupError> {
-    let fail = |reason: String| GroupError::Storage { group, reason };
-    let Some(stored) = store.latest().await.map_err(|e| fail(e.to_string()))? else {
+    // Past reading the store, what fails here is the data: a snapshot that
+    // does not read back, or a log that does not join it.
+    let fail = |reason: String| GroupError::Storage {
+        group,
+        fault: StorageFault::Corrupt,
+        reason,
+    };
+    let Some(stored) = store.latest().await.map_err(storage(group))? else {
         return Ok(None);
     };
     let path = store.location(&stored);
@@ -305,6 +318,7 @@ fn open_core<L: RaftLog + Clone + 'static, V: Vfs>(
     Raft::new(cfg, view, hard_state, applied).map_err(|e| match e {
         RaftError::Log { source, .. } => GroupError::Storage {
             group,
+            fault: log_fault(&source),
             reason: format!(
                 "log {}: {source}",
                 log.location().as_deref().unwrap_or("(no location)")
@@ -781,8 +795,14 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                             group: self.group,
                             reason: what,
                         },
+                        RaftError::Log { source, .. } => GroupError::Storage {
+                            group: self.group,
+                            fault: log_fault(&source),
+                            reason: source.to_string(),
+                        },
                         e => GroupError::Storage {
                             group: self.group,
+                            fault: StorageFault::Other,
                             reason: e.to_string(),
                         },
                     };

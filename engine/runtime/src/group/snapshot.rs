@@ -263,6 +263,7 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
                                 .clone()
                                 .map_err(|reason| super::GroupError::Storage {
                                     group: self.group,
+                                    fault: super::StorageFault::Other,
                                     reason,
                                 }),
                         );

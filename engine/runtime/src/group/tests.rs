@@ -371,8 +371,15 @@ fn a_replica_whose_log_ends_before_its_commit_index_does_not_start() {
         };
         let text = err.to_string();
         assert!(
-            matches!(err, GroupError::Storage { group: 1, .. }),
-            "{text}"
+            matches!(
+                err,
+                GroupError::Storage {
+                    group: 1,
+                    fault: StorageFault::Corrupt,
+                    ..
+                }
+            ),
+            "missing committed entries are damaged data, not an i/o error: {text}"
         );
         assert!(
             text.contains("group 1") && text.contains(&log_dir.display().to_string()),
@@ -391,6 +398,7 @@ fn a_failed_replica_answers_reads_with_its_failure() {
         h.propose(put("k", "v")).await.expect("committed");
         let broken = GroupError::Storage {
             group: 1,
+            fault: StorageFault::Io,
             reason: "disk gone (injected)".into(),
         };
         assert!(
