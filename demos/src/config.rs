@@ -92,6 +92,30 @@ pub struct RedisSettings {
     /// pass it, before the bytes arrive.
     #[serde(default = "request_max_bytes")]
     pub request_max_bytes: usize,
+    /// The default user's password (Redis's `requirepass`): clients send
+    /// `AUTH password` (`redis-cli -a`) before anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirepass: Option<Secret>,
+    /// Users, one rule each in Redis's `ACL SETUSER` form, name first:
+    /// `"alice on >secret +@read db=0"` (see `sampan_redis::acl`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<Secret>,
+    /// Refuse to listen beyond loopback with no password (Redis's
+    /// protected mode, as a refusal to start).
+    #[serde(default = "yes")]
+    pub protected_mode: bool,
+}
+
+/// A secret from the config file: `Debug` shows `"(hidden)"`, so a config
+/// printed for a log shows no password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"(hidden)\"")
+    }
 }
 
 fn request_max_bytes() -> usize {
@@ -118,21 +142,36 @@ impl Default for RedisSettings {
             in_flight_max: in_flight_max(),
             proto_max_bulk_len: proto_max_bulk_len(),
             request_max_bytes: request_max_bytes(),
+            requirepass: None,
+            users: Vec::new(),
+            protected_mode: yes(),
         }
     }
 }
 
 impl RedisSettings {
+    /// The users these settings give.
+    pub fn acl(&self) -> Result<sampan_redis::acl::Acl, ConfigError> {
+        let rules: Vec<String> = self.users.iter().map(|s| s.0.clone()).collect();
+        let requirepass = self.requirepass.as_ref().map(|s| s.0.as_str());
+        sampan_redis::acl::Acl::from_config(requirepass, &rules).map_err(|e| ConfigError {
+            field: "redis.users".into(),
+            reason: e.to_string(),
+        })
+    }
+
     /// The listener settings these give.
-    pub fn listener(&self) -> sampan_redis::server::ListenerSettings {
+    pub fn listener(&self) -> Result<sampan_redis::server::ListenerSettings, ConfigError> {
         let mut s = sampan_redis::server::ListenerSettings {
             batching: self.batching,
             in_flight_max: self.in_flight_max,
+            acl: self.acl()?,
+            protected_mode: self.protected_mode,
             ..Default::default()
         };
         s.limits.bulk_max_bytes = self.proto_max_bulk_len;
         s.limits.request_max_bytes = self.request_max_bytes;
-        s
+        Ok(s)
     }
 }
 
@@ -227,6 +266,7 @@ impl NodeConfig {
                 ),
             });
         }
+        self.redis.acl()?;
         if self.redis.in_flight_max == 0 {
             return Err(ConfigError {
                 field: "redis.in_flight_max".into(),
@@ -354,6 +394,15 @@ proto_max_bulk_len = 8388608
 # Largest whole request, all arguments together (Redis's
 # client-query-buffer-limit); refused as soon as its lengths pass it.
 request_max_bytes = 67108864
+# The default user's password (Redis's requirepass): clients then send
+# AUTH first (redis-cli -a PASS). Never logged or shown by CONFIG GET.
+# requirepass = "change-me"
+# Users in Redis's ACL SETUSER form, name first; +@read is read-only,
+# db=0,1 (ours) limits a user to those databases.
+# users = ["reader on >pass1 +@read", "app on >pass2 +@all db=0"]
+# With no password, refuse to listen on anything but loopback (Redis's
+# protected mode). Turn off only where the network keeps strangers out.
+protected_mode = true
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

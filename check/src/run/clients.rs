@@ -249,12 +249,12 @@ pub fn run_client(
     let mut process = rec.process();
     let mut n = 0u64;
     match target {
-        Target::Redis(addrs) => {
+        Target::Redis(addrs, password) => {
             let mut conn: Option<(redis::Connection, String)> = None;
             while !stop.load(Ordering::Relaxed) {
                 if conn.is_none() {
                     let addr = addrs[rng.below(addrs.len() as u64) as usize];
-                    match redis_connect(addr) {
+                    match redis_connect(addr, password.as_deref()) {
                         Ok(c) => conn = Some((c, addr.to_string())),
                         Err(_) => {
                             std::thread::sleep(Duration::from_millis(100));
@@ -303,8 +303,8 @@ pub fn run_client(
 /// Where a client sends its operations.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Redis ports (one is picked per connection).
-    Redis(Vec<SocketAddr>),
+    /// Redis ports (one is picked per connection) and their password.
+    Redis(Vec<SocketAddr>, Option<String>),
     /// Service addresses for the native client.
     Native(Vec<SocketAddr>),
 }
@@ -313,9 +313,18 @@ pub enum Target {
 /// `request_timeout_ms`, so that the node's own answer comes first.
 const REDIS_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A Redis connection to `addr` with the harness's timeouts.
-pub fn redis_connect(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
+/// A Redis connection to `addr` with the harness's timeouts, which
+/// authenticates with `password` when there is one.
+pub fn redis_connect(
+    addr: SocketAddr,
+    password: Option<&str>,
+) -> redis::RedisResult<redis::Connection> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(format!("redis://{addr}/"))?;
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)?;
     let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     conn.set_read_timeout(Some(REDIS_REPLY_TIMEOUT))?;
     conn.set_write_timeout(Some(REDIS_REPLY_TIMEOUT))?;

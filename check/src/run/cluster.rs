@@ -51,6 +51,10 @@ pub struct ClusterSpec {
     pub root: PathBuf,
     /// Size of each node's tmpfs data directory, in MiB.
     pub disk_mib: u64,
+    /// The nodes' Redis-port password (`requirepass`): the nodes listen
+    /// beyond loopback, where protected mode wants one, and every client
+    /// connection then authenticates under the faults too.
+    pub redis_password: String,
     /// The nodes' election timeout.
     pub election_timeout_ms: u64,
 }
@@ -196,11 +200,12 @@ impl Cluster {
             .collect();
         let members: Vec<String> = self.ids().iter().map(u64::to_string).collect();
         let mut text = format!(
-            "[server]\nnode_id = {id}\nservers = \"{}\"\ncluster_id = 1\nreplicate_port = {REPLICATE_PORT}\nservice_port = {SERVICE_PORT}\ndata_dir = \"{}\"\nshards = 1\nelection_timeout_ms = {}\nheartbeat_interval_ms = {}\ntick_ms = 50\nrequest_timeout_ms = 5000\n\n[server.log]\nsegment_bytes = 4194304\ngrow_step_bytes = 1048576\n\n[redis]\nport = {REDIS_PORT}\n",
+            "[server]\nnode_id = {id}\nservers = \"{}\"\ncluster_id = 1\nreplicate_port = {REPLICATE_PORT}\nservice_port = {SERVICE_PORT}\ndata_dir = \"{}\"\nshards = 1\nelection_timeout_ms = {}\nheartbeat_interval_ms = {}\ntick_ms = 50\nrequest_timeout_ms = 5000\n\n[server.log]\nsegment_bytes = 4194304\ngrow_step_bytes = 1048576\n\n[redis]\nport = {REDIS_PORT}\nrequirepass = \"{}\"\n",
             servers.join(";"),
             data.display(),
             self.spec.election_timeout_ms,
             (self.spec.election_timeout_ms / 10).max(20),
+            self.spec.redis_password,
         );
         for (group, durability) in GROUPS {
             // Small snapshot thresholds, so that runs take, send and

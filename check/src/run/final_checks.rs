@@ -101,6 +101,7 @@ fn all_keys(w: &Workload) -> Vec<(String, u64, String)> {
 /// minute: the faults are healed, so the system owes an answer.
 pub fn final_reads(
     redis: &[SocketAddr],
+    redis_password: Option<&str>,
     services: &[SocketAddr],
     rec: &Recorder,
     w: &Workload,
@@ -133,7 +134,7 @@ pub fn final_reads(
                 (Some(client), _) => rec.perform(&op, "", |op| clients::native_exec(client, op)),
                 (None, Some(addr)) => {
                     if redis_conn.is_none() {
-                        redis_conn = clients::redis_connect(*addr).ok();
+                        redis_conn = clients::redis_connect(*addr, redis_password).ok();
                     }
                     match redis_conn.as_mut() {
                         Some(c) => {

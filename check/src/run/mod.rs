@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// redis-server too).
     #[arg(long, value_delimiter = ',')]
     pub redis: Vec<std::net::SocketAddr>,
+    /// With --redis: the servers' password, sent with AUTH on every
+    /// connection (Redis's `requirepass`).
+    #[arg(long)]
+    pub redis_password: Option<String>,
     /// With --redis: the running cluster's service addresses, for the
     /// native clients (none: Redis clients only).
     #[arg(long, value_delimiter = ',')]
@@ -272,6 +276,8 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
             "--services and --fault-apply/--fault-heal need --redis (a running system)".into(),
         ));
     }
+    // The password of the nodes' Redis ports when the run starts them.
+    let redis_password = format!("check-{seed:016x}");
     let mut cluster = if external {
         None
     } else {
@@ -288,16 +294,22 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
             root: out.join("cluster"),
             disk_mib: args.disk_mib,
             election_timeout_ms: args.election_timeout_ms,
+            redis_password: redis_password.clone(),
         })?;
         wait_for_leaders(&cluster, Duration::from_secs(30))?;
         Some(cluster)
     };
-    let (redis_addrs, services) = match &cluster {
+    let (redis_addrs, services, redis_password) = match &cluster {
         Some(c) => (
             c.ids().into_iter().map(|n| c.redis(n)).collect(),
             c.services(),
+            Some(redis_password),
         ),
-        None => (args.redis.clone(), args.services.clone()),
+        None => (
+            args.redis.clone(),
+            args.services.clone(),
+            args.redis_password.clone(),
+        ),
     };
     let native_clients = if services.is_empty() {
         0
@@ -333,7 +345,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
     let mut threads = Vec::new();
     for i in 0..args.redis_clients + native_clients {
         let target = if i < args.redis_clients {
-            Target::Redis(redis_addrs.clone())
+            Target::Redis(redis_addrs.clone(), redis_password.clone())
         } else {
             Target::Native(services.clone())
         };
@@ -395,8 +407,15 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         let _ = p.join();
     }
     // A last linearizable read of every key, in the history.
-    let finals = converged
-        .and_then(|()| final_checks::final_reads(&redis_addrs, &services, &recorder, &workload));
+    let finals = converged.and_then(|()| {
+        final_checks::final_reads(
+            &redis_addrs,
+            redis_password.as_deref(),
+            &services,
+            &recorder,
+            &workload,
+        )
+    });
     let digests = finals.and_then(|reads| match &cluster {
         Some(c) => final_checks::replica_digests(c, &workload).map(|d| (reads, d)),
         None => Ok((reads, Vec::new())),

@@ -70,7 +70,7 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             .map(|(_, a)| a.ip())
             .ok_or_else(|| format!("node {node} is not in `servers`"))?;
         let addr = std::net::SocketAddr::new(ip, cfg.redis.port);
-        let settings = cfg.redis.listener();
+        let settings = cfg.redis.listener()?;
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis port {}", redis.local_addr());
     }

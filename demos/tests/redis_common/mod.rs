@@ -52,6 +52,12 @@ pub struct TestCluster {
 impl TestCluster {
     /// `n` nodes (1 or 3) hosting groups 1 and 2, on free ports.
     pub fn start(n: u64) -> TestCluster {
+        TestCluster::start_with(n, |_| {})
+    }
+
+    /// Like [`TestCluster::start`], with each node's config changed by
+    /// `tweak` before it is written.
+    pub fn start_with(n: u64, tweak: impl Fn(&mut NodeConfig)) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(3 * n as usize);
         let (repl, rest) = ports.split_at(n as usize);
@@ -70,6 +76,7 @@ impl TestCluster {
             for g in &mut cfg.groups {
                 g.members = members.join(",");
             }
+            tweak(&mut cfg);
             let text = toml::to_string(&cfg).expect("config to toml");
             std::fs::write(dir.path().join(format!("node-{i}.toml")), text).expect("write");
         }

@@ -15,8 +15,22 @@ pub enum Local {
     Ping(Option<Bytes>),
     /// `ECHO message`.
     Echo(Bytes),
-    /// `HELLO [protover]` (with optional `SETNAME`/`AUTH` ignored).
-    Hello(Option<i64>),
+    /// `HELLO [protover [AUTH username password] [SETNAME name]]`.
+    Hello {
+        /// The protocol version asked for.
+        proto: Option<i64>,
+        /// `AUTH username password`.
+        auth: Option<(Bytes, Password)>,
+    },
+    /// `AUTH [username] password`.
+    Auth {
+        /// The user; `None` is the default user.
+        user: Option<Bytes>,
+        /// The password.
+        password: Password,
+    },
+    /// An `AUTH` the connection already carried out: answers `+OK`.
+    AuthOk,
     /// `SELECT db`: the KV group the connection talks to.
     Select(i64),
     /// `QUIT`.
@@ -29,6 +43,17 @@ pub enum Local {
     /// `CLIENT SETNAME`, `CLIENT SETINFO`, other `CLIENT` subcommands
     /// answered `OK` or with a fixed value.
     Client(Bytes),
+}
+
+/// A password a client sent: `Debug` shows `(hidden)`, so a request
+/// printed for a log shows none.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub Bytes);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(hidden)")
+    }
 }
 
 /// A command that reads the KV state.
@@ -127,6 +152,35 @@ fn int(arg: &[u8]) -> Result<i64, ParseError> {
         .map_or_else(|| err("ERR value is not an integer or out of range"), Ok)
 }
 
+/// `HELLO [protover [AUTH username password] [SETNAME name]]`.
+fn parse_hello(rest: &[Bytes]) -> Result<Request, ParseError> {
+    let Some((proto, mut options)) = rest.split_first() else {
+        return Ok(Request::Local(Local::Hello {
+            proto: None,
+            auth: None,
+        }));
+    };
+    let proto = Some(int(proto)?);
+    let mut auth = None;
+    while let Some((option, tail)) = options.split_first() {
+        let upper = option.to_ascii_uppercase();
+        match (upper.as_slice(), tail) {
+            (b"AUTH", [user, password, tail @ ..]) => {
+                auth = Some((user.clone(), Password(password.clone())));
+                options = tail;
+            }
+            (b"SETNAME", [_, tail @ ..]) => options = tail,
+            _ => {
+                return err(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                ));
+            }
+        }
+    }
+    Ok(Request::Local(Local::Hello { proto, auth }))
+}
+
 /// Parses a request's arguments (name first).
 pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
     let Some(name) = args.first() else {
@@ -140,7 +194,15 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
     Ok(match upper.as_slice() {
         b"PING" if n <= 1 => Request::Local(Local::Ping(rest.first().cloned())),
         b"ECHO" if n == 1 => Request::Local(Local::Echo(key(0))),
-        b"HELLO" => Request::Local(Local::Hello(rest.first().map(|v| int(v)).transpose()?)),
+        b"HELLO" => parse_hello(rest)?,
+        b"AUTH" if n == 1 => Request::Local(Local::Auth {
+            user: None,
+            password: Password(key(0)),
+        }),
+        b"AUTH" if n == 2 => Request::Local(Local::Auth {
+            user: Some(key(0)),
+            password: Password(key(1)),
+        }),
         b"SELECT" if n == 1 => Request::Local(Local::Select(int(&rest[0])?)),
         b"QUIT" => Request::Local(Local::Quit),
         b"COMMAND" => Request::Local(Local::Command(rest.first().cloned())),
@@ -262,7 +324,7 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
         | b"STRLEN" | b"TTL" | b"PTTL" | b"TYPE" | b"SCAN" | b"KEYS" | b"DBSIZE" | b"INFO"
         | b"SET" | b"SETNX" | b"SETEX" | b"PSETEX" | b"GETDEL" | b"DEL" | b"UNLINK" | b"MSET"
         | b"INCR" | b"DECR" | b"INCRBY" | b"DECRBY" | b"APPEND" | b"EXPIRE" | b"PEXPIRE"
-        | b"PERSIST" | b"FLUSHDB" | b"FLUSHALL" => return arity(&name_str),
+        | b"PERSIST" | b"FLUSHDB" | b"FLUSHALL" | b"AUTH" => return arity(&name_str),
         _ => return err(unknown(&name_str, rest)),
     })
 }

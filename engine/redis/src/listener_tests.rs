@@ -135,3 +135,29 @@ fn many_connections_writing_at_once_all_land() {
     );
     server.shutdown().expect("shutdown");
 }
+
+#[test]
+fn protected_mode_refuses_to_listen_beyond_loopback_without_a_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = one_node(dir.path());
+    let anywhere = SocketAddr::from(([0, 0, 0, 0], 0));
+    let refused = listen(&server, anywhere, ListenerSettings::default()).expect_err("refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("protected mode") && text.contains("requirepass"),
+        "says why and what to do: {text}"
+    );
+    let with_password = ListenerSettings {
+        acl: crate::acl::Acl::from_config(Some("pw"), &[]).expect("acl"),
+        ..ListenerSettings::default()
+    };
+    listen(&server, anywhere, with_password).expect("a password lets it listen");
+    let unprotected = ListenerSettings {
+        protected_mode: false,
+        ..ListenerSettings::default()
+    };
+    listen(&server, anywhere, unprotected).expect("protected mode off lets it listen");
+    // Loopback needs neither.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    listen(&server, loopback, ListenerSettings::default()).expect("loopback");
+}

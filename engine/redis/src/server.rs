@@ -22,6 +22,7 @@
 //! - **Lifetime.** The listeners and connections run until the server's
 //!   runtime stops ([`RaftServer::shutdown`]).
 
+use super::acl::{self, Acl, Commands, Denied, User};
 use super::answer::{GroupInfo, config_pairs, info_text, key_read_keys, render_key_read};
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, Local, ParseError, Read, Request, WriteReply};
@@ -42,6 +43,7 @@ use sampan_kv::{
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes read from a socket at a time.
@@ -65,6 +67,13 @@ pub struct ListenerSettings {
     pub in_flight_max: usize,
     /// Most requests of one pipeline run before the next read.
     pub pipeline_max: usize,
+    /// Who may connect and what each user may do (default: no
+    /// authentication, as Redis without `requirepass`).
+    pub acl: Acl,
+    /// Refuse to listen on an address other than loopback while no
+    /// authentication is configured (Redis's protected mode, made a
+    /// refusal to start).
+    pub protected_mode: bool,
 }
 
 impl Default for ListenerSettings {
@@ -75,6 +84,8 @@ impl Default for ListenerSettings {
             batching: true,
             in_flight_max: 4,
             pipeline_max: 1024,
+            acl: Acl::default(),
+            protected_mode: true,
         }
     }
 }
@@ -135,6 +146,13 @@ pub fn listen<F: RaftFactory>(
         return Err(ListenError::Settings(
             "databases and pipeline_max must be at least 1".into(),
         ));
+    }
+    if settings.protected_mode && !settings.acl.requires_auth() && !addr.ip().is_loopback() {
+        return Err(ListenError::Settings(format!(
+            "protected mode: it would listen on {addr}, which is not a loopback address, \
+             with no password; set [redis] requirepass (or users), listen on 127.0.0.1, \
+             or set [redis] protected_mode = false if the network itself keeps strangers out"
+        )));
     }
     let groups: Vec<GroupRef> = (1..=settings.databases).map(|g| server.group(g)).collect();
     let node = server.config().node_id;
@@ -203,6 +221,8 @@ struct Ctx {
 struct Conn {
     db: u64,
     cursors: ScanCursors,
+    /// Who the connection is; `None` until it authenticates.
+    user: Option<Arc<User>>,
 }
 
 impl Ctx {
@@ -253,7 +273,10 @@ async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut scratch = vec![0u8; READ_CHUNK_BYTES];
     let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut conn = Conn::default();
+    let mut conn = Conn {
+        user: ctx.settings.acl.on_connect(),
+        ..Conn::default()
+    };
     loop {
         let mut batch = Vec::new();
         let mut bad = None;
@@ -305,8 +328,9 @@ async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// Runs a pipeline's requests in order, their replies appended to `out`.
 /// Returns whether the client asked to quit.
 async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut BytesMut) -> bool {
-    let parsed: Vec<Result<Request, ParseError>> =
+    let mut parsed: Vec<Result<Request, ParseError>> =
         batch.iter().map(|a| command::parse(a)).collect();
+    gate(ctx, conn, batch, &mut parsed);
     let mut i = 0;
     while i < parsed.len() {
         match &parsed[i] {
@@ -352,6 +376,80 @@ async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut Byt
         }
     }
     false
+}
+
+/// Applies authentication and permissions to a parsed pipeline, in order:
+/// an `AUTH` (or `HELLO ... AUTH`) changes who the connection is for the
+/// requests after it, and a `SELECT` the database they are checked
+/// against. A request the connection may not run becomes its error reply
+/// (`-NOAUTH`, `-WRONGPASS`, `-NOPERM`); an `AUTH` is carried out here.
+/// Pipelines from `redis-benchmark -a` start with their `AUTH`.
+fn gate(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    batch: &[Vec<Bytes>],
+    parsed: &mut [Result<Request, ParseError>],
+) {
+    let acl = &ctx.settings.acl;
+    let mut db = conn.db;
+    for (args, p) in batch.iter().zip(parsed.iter_mut()) {
+        let Ok(req) = p else {
+            continue;
+        };
+        let outcome: Result<Option<Request>, String> = match req {
+            Request::Local(Local::Auth { user, password }) => {
+                acl.authenticate(user.as_deref(), &password.0).map(|u| {
+                    conn.user = Some(u);
+                    Some(Request::Local(Local::AuthOk))
+                })
+            }
+            Request::Local(Local::Hello {
+                proto,
+                auth: Some((user, password)),
+            }) => {
+                let proto = *proto;
+                acl.authenticate(Some(user), &password.0).map(|u| {
+                    conn.user = Some(u);
+                    Some(Request::Local(Local::Hello { proto, auth: None }))
+                })
+            }
+            Request::Local(Local::Quit) => Ok(None),
+            _ => match &conn.user {
+                None if matches!(req, Request::Local(Local::Hello { .. })) => {
+                    Err(acl::HELLO_NOAUTH.to_string())
+                }
+                None => Err(acl::NOAUTH.to_string()),
+                Some(u) => {
+                    let allowed = match req {
+                        Request::Read(_) => u.may(false, db),
+                        Request::Write { .. } => u.may(true, db),
+                        Request::Local(Local::Select(n))
+                            if (0..ctx.settings.databases as i64).contains(n) =>
+                        {
+                            let n = *n as u64;
+                            u.may_use_db(n).map(|()| db = n)
+                        }
+                        Request::Local(Local::ConfigGet(_)) if u.commands() != Commands::All => {
+                            Err(Denied::Command)
+                        }
+                        _ => Ok(()),
+                    };
+                    allowed.map(|()| None).map_err(|d| {
+                        let command = match req {
+                            Request::Local(Local::ConfigGet(_)) => "config|get".to_string(),
+                            _ => String::from_utf8_lossy(&args[0]).to_ascii_lowercase(),
+                        };
+                        u.refusal(d, &command)
+                    })
+                }
+            },
+        };
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(r)) => *p = Ok(r),
+            Err(msg) => *p = Err(ParseError(msg)),
+        }
+    }
 }
 
 /// The end of the run of requests from `start` that `weight` accepts
@@ -682,10 +780,14 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
         Local::Ping(Some(m)) | Local::Echo(m) => reply.bulk(Some(m)),
         // RESP3 is not spoken: `HELLO 3` gets the RESP2 answer, whose
         // `proto` field (2) tells the client which protocol it has.
-        Local::Hello(None | Some(2 | 3)) => hello(ctx, &mut reply),
-        Local::Hello(Some(_)) => {
-            reply.error("NOPROTO sorry, this protocol version is not supported")
-        }
+        Local::Hello {
+            proto: None | Some(2 | 3),
+            ..
+        } => hello(ctx, &mut reply),
+        Local::Hello { .. } => reply.error("NOPROTO sorry, this protocol version is not supported"),
+        Local::AuthOk => reply.simple("OK"),
+        // Carried out by `gate`, which leaves none behind.
+        Local::Auth { .. } => reply.error("ERR AUTH was not carried out"),
         Local::Select(n) if (0..ctx.settings.databases as i64).contains(n) => {
             conn.db = *n as u64;
             reply.simple("OK");
