@@ -1,5 +1,6 @@
 //! `sampan-cluster --no-demo` starts three nodes on the fixed demo ports,
-//! serves Redis through each, and stops them all on SIGTERM.
+//! serves Redis through each, and stops them all on SIGTERM; with
+//! `--requirepass` every Redis port wants the password.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -41,6 +42,22 @@ fn the_cluster_binary_starts_serves_and_stops() {
         cli(1, &["--version"]).is_some(),
         "redis-cli is not installed: install the Debian package redis-tools"
     );
+    // One after the other: both use the demo's fixed ports.
+    run_demo_cluster(None);
+    run_demo_cluster(Some("demo-pw-3c9d"));
+}
+
+/// Starts `sampan-cluster --no-demo` (with `--requirepass` when given),
+/// checks every node serves, stops it with SIGTERM.
+fn run_demo_cluster(requirepass: Option<&str>) {
+    let auth: Vec<&str> = match requirepass {
+        Some(p) => vec!["--no-auth-warning", "-a", p],
+        None => Vec::new(),
+    };
+    let cli = |port: u16, args: &[&str]| {
+        let all: Vec<&str> = auth.iter().chain(args).copied().collect();
+        cli(port, &all)
+    };
     let taken = ports_taken();
     assert!(
         taken.is_empty(),
@@ -52,6 +69,12 @@ fn the_cluster_binary_starts_serves_and_stops() {
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--no-demo")
+        .args(
+            requirepass
+                .map(|p| ["--requirepass", p])
+                .into_iter()
+                .flatten(),
+        )
         // Not under `cargo run`: the node binary is built already.
         .env_remove("CARGO")
         .stdout(Stdio::piped())
@@ -95,6 +118,10 @@ fn the_cluster_binary_starts_serves_and_stops() {
                 let key = format!("k{n}");
                 cli(port, &["SET", &key, "v"]).as_deref() == Some("OK")
                     && cli(port, &["GET", &key]).as_deref() == Some("v")
+                    // With a password, a client without it is refused.
+                    && (requirepass.is_none()
+                        || self::cli(port, &["GET", &key])
+                            .is_some_and(|o| o.contains("NOAUTH")))
             });
         if child.try_wait().expect("try_wait").is_some() {
             break;
@@ -121,6 +148,12 @@ fn the_cluster_binary_starts_serves_and_stops() {
         out.contains("127.0.0.1:4001") && out.contains("6381"),
         "{out}"
     );
+    if let Some(p) = requirepass {
+        assert!(
+            out.contains("redis-cli -p 6381 -a <password>") && !out.contains(p),
+            "the hints say to pass the password, and do not print it:\n{out}"
+        );
+    }
     for n in 1..=3 {
         assert!(
             out.contains(&format!("node {n} stopped (exit status: 0)")),

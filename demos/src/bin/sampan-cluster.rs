@@ -44,6 +44,27 @@ struct Args {
     /// Skip the demo workload: start the cluster and wait.
     #[arg(long)]
     no_demo: bool,
+    /// Set this password on every node's Redis port (Redis's
+    /// `requirepass`); clients then connect with `redis-cli -a PASS`.
+    #[arg(long)]
+    requirepass: Option<String>,
+}
+
+/// The `--requirepass` of this run, if any (the demo's own connections
+/// authenticate with it).
+static PASSWORD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn password() -> Option<&'static str> {
+    PASSWORD.get().and_then(|p| p.as_deref())
+}
+
+/// What `redis-cli` needs to be told of the password, for the hints.
+fn auth_hint() -> &'static str {
+    if password().is_some() {
+        " -a <password>"
+    } else {
+        ""
+    }
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -60,6 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Error> {
+    let _ = PASSWORD.set(args.requirepass.clone().filter(|p| !p.is_empty()));
     block_stop_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -139,7 +161,8 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for n in 1..=NODES {
-            let cfg = NodeConfig::local_demo(n, dir.join(format!("node-{n}")));
+            let mut cfg = NodeConfig::local_demo(n, dir.join(format!("node-{n}")));
+            cfg.redis.requirepass = password().map(|p| sampan_demos::config::Secret(p.into()));
             std::fs::write(config_path(dir, n), toml::to_string(&cfg)?)?;
             cluster.nodes.push(None);
             cluster.spawn(n)?;
@@ -361,12 +384,24 @@ fn print_welcome(dir: &Path) {
     println!("\nGroups 1 (sync durability) and 2 (async) run on all three nodes;");
     println!("Redis database 0 is group 1, database 1 is group 2.\n");
     println!("Try:");
-    println!("  redis-cli -p 6381 SET greeting hello");
-    println!("  redis-cli -p 6383 GET greeting          # any node serves any request");
-    println!("  redis-cli -p 6382 SET session:1 x EX 5  # gone from every node after 5 s");
-    println!("  redis-cli -p 6381 -n 1 INCR visits      # database 1 = group 2");
-    println!("  redis-cli -p 6381 INFO replication");
-    println!("  redis-benchmark -p 6381 -t set,get -n 100000 -c 50 -P 16");
+    println!("  redis-cli -p 6381{} SET greeting hello", auth_hint());
+    println!(
+        "  redis-cli -p 6383{} GET greeting          # any node serves any request",
+        auth_hint()
+    );
+    println!(
+        "  redis-cli -p 6382{} SET session:1 x EX 5  # gone from every node after 5 s",
+        auth_hint()
+    );
+    println!(
+        "  redis-cli -p 6381{} -n 1 INCR visits      # database 1 = group 2",
+        auth_hint()
+    );
+    println!("  redis-cli -p 6381{} INFO replication", auth_hint());
+    println!(
+        "  redis-benchmark -p 6381{} -t set,get -n 100000 -c 50 -P 16",
+        auth_hint()
+    );
 }
 
 /// Prints a step of the demo.
@@ -397,8 +432,9 @@ fn show(n: u64, db: u64, args: &[&str]) -> Result<Value, Error> {
         })
         .collect();
     let command = format!(
-        "redis-cli -p {}{db_note} {}",
+        "redis-cli -p {}{}{db_note} {}",
         redis_port(n),
+        auth_hint(),
         shown.join(" ")
     );
     println!("  {command:<50} -> {v}");
@@ -552,5 +588,12 @@ fn failover(cluster: &mut Cluster, stop: &AtomicBool, leader: u64) -> Result<(),
 
 /// A Redis connection to node `node`, for the demo's steps.
 fn connect_redis(node: u64) -> std::io::Result<RespClient> {
-    RespClient::connect_with(redis_port(node), Duration::from_secs(15))
+    let mut c = RespClient::connect_with(redis_port(node), Duration::from_secs(15))?;
+    if let Some(p) = password() {
+        match c.call(&["AUTH", p])? {
+            Value::Simple(_) => {}
+            other => return Err(std::io::Error::other(format!("AUTH refused: {other}"))),
+        }
+    }
+    Ok(c)
 }
