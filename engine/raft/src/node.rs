@@ -296,17 +296,8 @@ impl<L: LogView> Raft<L> {
     /// would do next could rest on a wrong term (a vote for a stale log, a
     /// truncation of committed entries), so it does nothing more.
     pub(super) fn fail(&mut self, source: LogError) {
-        log::error!(
-            "group {}: {} stops, its log failed: {source}",
-            self.cfg.group,
-            self.cfg.id
-        );
-        if self.failure.is_none() {
-            self.failure = Some(RaftError::Log {
-                group: self.cfg.group,
-                source,
-            });
-        }
+        let group = self.cfg.group;
+        self.stop(RaftError::Log { group, source });
     }
 
     /// Stops this replica for good: `what` breaks an invariant whose
@@ -315,16 +306,16 @@ impl<L: LogView> Raft<L> {
     /// input and stops the group. Tests and the simulator see it as an
     /// error, so they can assert it, rather than as a panic.
     pub(super) fn fatal(&mut self, what: String) {
-        log::error!(
-            "group {}: node {} halts, data at risk: {what}",
-            self.cfg.group,
-            self.cfg.id
-        );
+        let group = self.cfg.group;
+        self.stop(RaftError::Invariant { group, what });
+    }
+
+    /// Logs `error` (it names the group) and keeps the first such error
+    /// as the answer to every later input.
+    fn stop(&mut self, error: RaftError) {
+        log::error!("node {} stops: {error}", self.cfg.id);
         if self.failure.is_none() {
-            self.failure = Some(RaftError::Invariant {
-                group: self.cfg.group,
-                what,
-            });
+            self.failure = Some(error);
         }
     }
 
