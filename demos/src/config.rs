@@ -104,6 +104,18 @@ pub struct RedisSettings {
     /// protected mode, as a refusal to start).
     #[serde(default = "yes")]
     pub protected_mode: bool,
+    /// Most connections at once (Redis's `maxclients`); one more gets
+    /// `-ERR max number of clients reached` and is closed.
+    #[serde(default = "maxclients")]
+    pub maxclients: usize,
+    /// Seconds a connection may stay idle before it is closed (Redis's
+    /// `timeout`); 0: never.
+    #[serde(default)]
+    pub timeout: u64,
+}
+
+fn maxclients() -> usize {
+    10_000
 }
 
 /// A secret from the config file: `Debug` shows `"(hidden)"`, so a config
@@ -145,6 +157,8 @@ impl Default for RedisSettings {
             requirepass: None,
             users: Vec::new(),
             protected_mode: yes(),
+            maxclients: maxclients(),
+            timeout: 0,
         }
     }
 }
@@ -167,6 +181,8 @@ impl RedisSettings {
             in_flight_max: self.in_flight_max,
             acl: self.acl()?,
             protected_mode: self.protected_mode,
+            maxclients: self.maxclients,
+            idle_timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout)),
             ..Default::default()
         };
         s.limits.bulk_max_bytes = self.proto_max_bulk_len;
@@ -267,6 +283,12 @@ impl NodeConfig {
             });
         }
         self.redis.acl()?;
+        if self.redis.maxclients == 0 {
+            return Err(ConfigError {
+                field: "redis.maxclients".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.redis.in_flight_max == 0 {
             return Err(ConfigError {
                 field: "redis.in_flight_max".into(),
@@ -403,6 +425,11 @@ request_max_bytes = 67108864
 # With no password, refuse to listen on anything but loopback (Redis's
 # protected mode). Turn off only where the network keeps strangers out.
 protected_mode = true
+# Most client connections at once (Redis's maxclients); one more is told
+# "max number of clients reached" and closed.
+maxclients = 10000
+# Close a client idle this many seconds (Redis's timeout); 0: never.
+timeout = 0
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

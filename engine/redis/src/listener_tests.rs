@@ -161,3 +161,80 @@ fn protected_mode_refuses_to_listen_beyond_loopback_without_a_password() {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     listen(&server, loopback, ListenerSettings::default()).expect("loopback");
 }
+
+/// Reads until the server closes the connection or `within` passes;
+/// whether it closed, and what it sent.
+fn read_until_closed(s: &mut TcpStream, within: Duration) -> (bool, String) {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut out = Vec::new();
+    let closed = s.read_to_end(&mut out).is_ok();
+    (closed, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn maxclients_refuses_one_more_with_redis_words_and_frees_the_slot_on_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = one_node(dir.path());
+    let settings = ListenerSettings {
+        maxclients: 2,
+        ..ListenerSettings::default()
+    };
+    let l = listen(&server, SocketAddr::from(([127, 0, 0, 1], 0)), settings).expect("listen");
+    let ping = |s: &mut TcpStream| {
+        s.write_all(&cmd(&["PING"])).expect("write");
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).expect("PONG");
+        assert_eq!(&buf, b"+PONG\r\n");
+    };
+    let mut a = TcpStream::connect(l.local_addr()).expect("a");
+    let mut b = TcpStream::connect(l.local_addr()).expect("b");
+    ping(&mut a);
+    ping(&mut b);
+    let mut c = TcpStream::connect(l.local_addr()).expect("c connects, then is refused");
+    let (closed, said) = read_until_closed(&mut c, Duration::from_secs(20));
+    assert!(closed, "the third connection is closed");
+    assert_eq!(said, "-ERR max number of clients reached\r\n");
+    ping(&mut a);
+    drop(b);
+    // The slot frees once the server sees b close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut d = TcpStream::connect(l.local_addr()).expect("d");
+        d.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        d.write_all(&cmd(&["PING"])).expect("write");
+        let mut buf = [0u8; 7];
+        if d.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b's slot never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_idle_client_is_closed_after_the_timeout_and_a_busy_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = one_node(dir.path());
+    let settings = ListenerSettings {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ListenerSettings::default()
+    };
+    let l = listen(&server, SocketAddr::from(([127, 0, 0, 1], 0)), settings).expect("listen");
+    let mut idle = TcpStream::connect(l.local_addr()).expect("idle");
+    let mut busy = TcpStream::connect(l.local_addr()).expect("busy");
+    busy.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    // The busy one speaks every 200 ms, well inside the timeout, for 3 s.
+    for _ in 0..15 {
+        busy.write_all(&cmd(&["PING"])).expect("busy writes");
+        let mut buf = [0u8; 7];
+        busy.read_exact(&mut buf).expect("busy is still served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (closed, said) = read_until_closed(&mut idle, Duration::from_secs(20));
+    assert!(
+        closed && said.is_empty(),
+        "the idle one was closed silently: {said:?}"
+    );
+}

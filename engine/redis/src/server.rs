@@ -74,6 +74,13 @@ pub struct ListenerSettings {
     /// authentication is configured (Redis's protected mode, made a
     /// refusal to start).
     pub protected_mode: bool,
+    /// Most connections at once (Redis's `maxclients`), shared evenly by
+    /// the shards; one more is told `-ERR max number of clients reached`
+    /// and closed, as Redis does.
+    pub maxclients: usize,
+    /// Close a connection that sent nothing for this long (Redis's
+    /// `timeout`); `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ListenerSettings {
@@ -86,6 +93,8 @@ impl Default for ListenerSettings {
             pipeline_max: 1024,
             acl: Acl::default(),
             protected_mode: true,
+            maxclients: 10_000,
+            idle_timeout: None,
         }
     }
 }
@@ -142,11 +151,14 @@ pub fn listen<F: RaftFactory>(
     addr: SocketAddr,
     settings: ListenerSettings,
 ) -> Result<RedisListener, ListenError> {
-    if settings.databases == 0 || settings.pipeline_max == 0 {
+    if settings.databases == 0 || settings.pipeline_max == 0 || settings.maxclients == 0 {
         return Err(ListenError::Settings(
-            "databases and pipeline_max must be at least 1".into(),
+            "databases, pipeline_max and maxclients must be at least 1".into(),
         ));
     }
+    // Each shard accepts its share (the kernel spreads connections over
+    // the shards' SO_REUSEPORT listeners).
+    let clients_max = settings.maxclients.div_ceil(server.shards().max(1));
     if settings.protected_mode && !settings.acl.requires_auth() && !addr.ip().is_loopback() {
         return Err(ListenError::Settings(format!(
             "protected mode: it would listen on {addr}, which is not a loopback address, \
@@ -179,6 +191,8 @@ pub fn listen<F: RaftFactory>(
                         writer,
                         groups,
                         settings,
+                        clients: std::cell::Cell::new(0),
+                        clients_max,
                     });
                     sampan_fiber::spawn(
                         TaskClass::Latency,
@@ -214,7 +228,22 @@ struct Ctx {
     batcher: Batcher,
     /// Every write goes through it, under an exactly-once session.
     writer: Rc<Writer>,
+    /// Connections open on this shard, and the most it takes.
+    clients: std::cell::Cell<usize>,
+    clients_max: usize,
 }
+
+/// Counts a connection as open until dropped (however its fiber ends).
+struct Client(Rc<Ctx>);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.0.clients.set(self.0.clients.get().saturating_sub(1));
+    }
+}
+
+/// What Redis tells a connection over `maxclients`.
+const MAXCLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// One connection's state.
 #[derive(Debug, Default)]
@@ -243,7 +272,22 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
             None => return,
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                let work = serve_connection(stream, peer, ctx.clone());
+                if ctx.clients.get() >= ctx.clients_max {
+                    log::warn!(
+                        "node {}: redis connection from {peer} refused: {} clients open (maxclients)",
+                        ctx.node,
+                        ctx.clients.get()
+                    );
+                    let refuse = async move {
+                        let _ = stream.write_all(MAXCLIENTS_REPLY).await;
+                        let _ = stream.shutdown(Shutdown::Both);
+                    };
+                    let _ = sampan_fiber::spawn(TaskClass::Latency, "redis-refuse", refuse);
+                    continue;
+                }
+                ctx.clients.set(ctx.clients.get() + 1);
+                let client = Client(ctx.clone());
+                let work = serve_connection(stream, peer, client);
                 if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "redis-conn", work) {
                     log::warn!(
                         "node {}: redis connection from {peer} dropped: {e}",
@@ -259,8 +303,9 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
-    match connection_loop(&stream, &ctx).await {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, client: Client) {
+    let ctx = &client.0;
+    match connection_loop(&stream, ctx).await {
         Ok(()) => log::debug!("node {}: redis client {peer} left", ctx.node),
         Err(e) => log::debug!("node {}: redis client {peer}: {e}", ctx.node),
     }
@@ -310,7 +355,11 @@ async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
             continue;
         }
         let read = or(async { Some(stream.read(&mut scratch).await) }, async {
-            sampan_fiber::stopping().await;
+            match ctx.settings.idle_timeout {
+                // Redis's `timeout`: an idle client is closed.
+                Some(idle) => or(sampan_fiber::stopping(), sampan_fiber::sleep(idle)).await,
+                None => sampan_fiber::stopping().await,
+            }
             None
         })
         .await;
