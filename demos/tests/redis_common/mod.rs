@@ -140,6 +140,11 @@ impl TestCluster {
         }
     }
 
+    /// The process id of node `i`, if it runs.
+    pub fn pid(&self, i: u64) -> Option<u32> {
+        self.nodes[i as usize - 1].as_ref().map(Child::id)
+    }
+
     /// The Redis port of node `i`.
     pub fn port(&self, i: u64) -> u16 {
         self.redis_ports[i as usize - 1]
