@@ -340,16 +340,6 @@ impl Acl {
             _ => Err(WRONGPASS.to_string()),
         }
     }
-
-    /// The number of users.
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    /// Whether there are no users (never: the default user is always there).
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
 }
 
 #[cfg(test)]

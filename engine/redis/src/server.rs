@@ -199,6 +199,7 @@ pub fn listen<F: RaftFactory>(
                         settings,
                         clients: std::cell::Cell::new(0),
                         clients_max,
+                        refusing: std::cell::Cell::new(false),
                     });
                     sampan_fiber::spawn(
                         TaskClass::Latency,
@@ -237,10 +238,27 @@ struct Ctx {
     /// Connections open on this shard, and the most it takes.
     clients: std::cell::Cell<usize>,
     clients_max: usize,
+    /// Whether connections are being refused for `maxclients` now: the
+    /// first refusal of a run is logged, not each (a flood of them would
+    /// fill the log).
+    refusing: std::cell::Cell<bool>,
 }
 
-/// Counts a connection as open until dropped (however its fiber ends).
+/// A connection counted as open from [`Client::open`] until dropped
+/// (however its fiber ends).
 struct Client(Rc<Ctx>);
+
+impl Client {
+    /// Counts a connection in, unless the shard is at `maxclients`.
+    fn open(ctx: &Rc<Ctx>) -> Option<Client> {
+        if ctx.clients.get() >= ctx.clients_max {
+            return None;
+        }
+        ctx.clients.set(ctx.clients.get() + 1);
+        ctx.refusing.set(false);
+        Some(Client(ctx.clone()))
+    }
+}
 
 impl Drop for Client {
     fn drop(&mut self) {
@@ -278,21 +296,22 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
             None => return,
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                if ctx.clients.get() >= ctx.clients_max {
-                    log::warn!(
-                        "node {}: redis connection from {peer} refused: {} clients open (maxclients)",
-                        ctx.node,
-                        ctx.clients.get()
-                    );
+                let Some(client) = Client::open(&ctx) else {
+                    if !ctx.refusing.replace(true) {
+                        log::warn!(
+                            "node {}: refusing redis connections (from {peer} first): \
+                             {} clients open, the shard's share of maxclients",
+                            ctx.node,
+                            ctx.clients.get()
+                        );
+                    }
                     let refuse = async move {
                         let _ = stream.write_all(MAXCLIENTS_REPLY).await;
                         let _ = stream.shutdown(Shutdown::Both);
                     };
                     let _ = sampan_fiber::spawn(TaskClass::Latency, "redis-refuse", refuse);
                     continue;
-                }
-                ctx.clients.set(ctx.clients.get() + 1);
-                let client = Client(ctx.clone());
+                };
                 let work = serve_connection(stream, peer, client);
                 if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "redis-conn", work) {
                     log::warn!(
