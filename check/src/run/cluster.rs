@@ -12,16 +12,8 @@ use std::time::Duration;
 
 use sampan::client::{BlockingClient, ClientConfig};
 use sampan::group::GroupStatus;
-use sampan::raft::Role;
 
-/// Among replicas' statuses, the leader of the highest term (a deposed
-/// leader that has not heard of its successor may still say it leads).
-pub fn newest_leader(status: &[GroupStatus]) -> Option<&GroupStatus> {
-    status
-        .iter()
-        .filter(|s| s.role == Role::Leader)
-        .max_by_key(|s| s.term)
-}
+pub use sampan::group::newest_leader;
 
 use super::HarnessError;
 use super::net::{Network, sh, unmount_under};

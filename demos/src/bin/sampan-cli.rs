@@ -9,7 +9,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use sampan::client::{BlockingClient, Client, ClientConfig, ClientError, KeyTtl, NodeStatus};
 use sampan::config::{Durability, GroupConfig};
-use sampan::group::GroupStatus;
+use sampan::group::{GroupStatus, newest_leader};
 use sampan::service::MembersChange;
 use sampan_kv::{Item, ScanRange};
 use std::collections::BTreeSet;
@@ -597,15 +597,13 @@ async fn change_from(
 /// successor yet may still answer as leader).
 fn membership(c: &BlockingClient, g: u64) -> Result<Members, ClientError> {
     let nodes = c.status(g)?;
-    let leader = nodes
-        .iter()
-        .filter_map(|n| n.status.as_ref().ok())
-        .filter(|s| s.role == sampan::raft::Role::Leader)
-        .max_by_key(|s| s.term)
-        .ok_or_else(|| ClientError::Unexpected {
-            group: g,
-            call: "membership",
-            reply: "no node of --servers leads the group".into(),
+    let leader =
+        newest_leader(nodes.iter().filter_map(|n| n.status.as_ref().ok())).ok_or_else(|| {
+            ClientError::Unexpected {
+                group: g,
+                call: "membership",
+                reply: "no node of --servers leads the group".into(),
+            }
         })?;
     Ok(Members {
         voters: leader.voters.iter().copied().collect(),

@@ -216,6 +216,18 @@ pub struct GroupStatus {
     pub membership_term: u64,
 }
 
+/// Among replicas' statuses, the leader of the highest term: the one in
+/// force (a deposed leader that has not heard of its successor may still
+/// say it leads).
+pub fn newest_leader<'a>(
+    statuses: impl IntoIterator<Item = &'a GroupStatus>,
+) -> Option<&'a GroupStatus> {
+    statuses
+        .into_iter()
+        .filter(|s| s.role == Role::Leader)
+        .max_by_key(|s| s.term)
+}
+
 /// A snapshot written here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotSaved {

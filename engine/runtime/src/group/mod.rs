@@ -22,7 +22,9 @@ use sampan_fiber::{OneshotSender, Sender, oneshot};
 use sampan_storage::RecordRun;
 
 pub use raft_loop::{GroupParts, start};
-pub use sampan_proto::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
+pub use sampan_proto::group::{
+    GroupError, GroupStatus, SnapshotSaved, StorageFault, newest_leader,
+};
 pub use snapshot::SnapshotPolicy;
 
 use crate::wire::{ChunkAnswer, SnapshotChunk};
@@ -347,7 +349,7 @@ impl GroupHandle {
 mod tests;
 
 /// The kind of a storage crate error, as clients are told it.
-pub fn storage_fault(e: &sampan_storage::StorageError) -> StorageFault {
+pub(crate) fn storage_fault(e: &sampan_storage::StorageError) -> StorageFault {
     use sampan_storage::StorageError as E;
     match e {
         E::Io { .. } | E::Failed { .. } => StorageFault::Io,
@@ -359,7 +361,7 @@ pub fn storage_fault(e: &sampan_storage::StorageError) -> StorageFault {
 
 /// A storage crate error as a [`GroupError`]: its kind, and its text
 /// (group, file, offset, cause).
-pub fn storage_error(group: u64, e: &sampan_storage::StorageError) -> GroupError {
+pub(crate) fn storage_error(group: u64, e: &sampan_storage::StorageError) -> GroupError {
     GroupError::Storage {
         group,
         fault: storage_fault(e),
