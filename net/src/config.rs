@@ -1,7 +1,10 @@
 //! Settings of the transport, with their limits named.
 
+use crate::auth::{ClientKeys, Credential, Key};
 use crate::error::NetError;
 use crate::frame::{FRAME_BYTES_MAX_DEFAULT, HEADER_LEN};
+use crate::handshake::{Keys, Role};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default bound on bytes queued and not yet written, per connection.
@@ -34,6 +37,16 @@ pub struct NetConfig {
     pub reconnect_delay_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_delay_max: Duration,
+    /// The secret every node of the cluster holds: with it, nodes prove it
+    /// to each other in the handshake and refuse a peer that cannot. `None`:
+    /// nodes are let in on their word (loopback only, by the server's
+    /// protected mode).
+    pub cluster_secret: Option<Key>,
+    /// The client tokens the service port accepts, each with what it
+    /// allows. `None`: every client is let in, with every privilege.
+    pub client_keys: Option<Arc<ClientKeys>>,
+    /// The token this side proves when it dials a service port as a client.
+    pub credential: Option<Credential>,
 }
 
 impl NetConfig {
@@ -48,6 +61,27 @@ impl NetConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT_DEFAULT,
             reconnect_delay_min: RECONNECT_DELAY_MIN_DEFAULT,
             reconnect_delay_max: RECONNECT_DELAY_MAX_DEFAULT,
+            cluster_secret: None,
+            client_keys: None,
+            credential: None,
+        }
+    }
+
+    /// The keys of a handshake as `role`: `dialing` or accepting.
+    pub(crate) fn keys(&self, role: Role, dialing: bool) -> Keys {
+        match (role, dialing) {
+            (Role::Node, _) => self
+                .cluster_secret
+                .clone()
+                .map_or(Keys::Open, Keys::Cluster),
+            (Role::Client, true) => self
+                .credential
+                .clone()
+                .map_or(Keys::Open, |c| Keys::Client {
+                    name: c.name,
+                    key: c.key,
+                }),
+            (Role::Client, false) => self.client_keys.clone().map_or(Keys::Open, Keys::Clients),
         }
     }
 

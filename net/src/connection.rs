@@ -18,6 +18,7 @@
 //!   closes the connection with a [`CloseReason`] that is logged; every
 //!   request waiting on it fails at once with [`NetError::ConnectionClosed`].
 
+use crate::auth::Privilege;
 use crate::codec::{Decoder, encode_header};
 use crate::error::{FrameError, NetError};
 use crate::frame::{Body, Frame, FrameType, HEADER_LEN, KIND_HANDSHAKE};
@@ -133,6 +134,8 @@ pub(crate) struct PeerInfo {
     pub(crate) addr: SocketAddr,
     /// "node 2 at 127.0.0.1:4000", for logs and errors.
     pub(crate) label: Rc<str>,
+    /// What it proved it may do.
+    pub(crate) privilege: Privilege,
 }
 
 struct OutFrame {
@@ -523,6 +526,7 @@ impl ConnInner {
             from: Origin {
                 node_id: self.peer.node_id,
                 addr: self.peer.addr,
+                privilege: self.peer.privilege,
             },
             responder,
         };

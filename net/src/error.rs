@@ -120,6 +120,15 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
+    /// Authentication failed: a wrong or missing key on either side. The
+    /// reason never holds key material.
+    #[error("authentication with {peer} failed: {reason}")]
+    Auth {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// No connection to that node is up right now.
     #[error("no connection to node {node}")]
     NotConnected {

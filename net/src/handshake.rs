@@ -1,20 +1,38 @@
-//! The handshake: the first frame each way on a new connection says who is
-//! speaking (protocol version, cluster id, node id, shard, role). A mismatch
-//! closes the connection; both sides log why.
+//! The handshake: the first frames each way on a new connection say who is
+//! speaking (protocol version, cluster id, node id, shard, role) and, where
+//! keys are configured, prove it (see [`crate::auth`]). A mismatch closes
+//! the connection; both sides log why.
 //!
-//! The dialer sends a request of kind [`KIND_HANDSHAKE`] with its [`Hello`];
-//! the acceptor checks it and answers with its own `Hello` (a response) or
-//! with the reason it refuses (an error response), then closes. The dialer
-//! checks the answer in turn (that the node it reached is the node it
-//! meant); if that fails it sends an error response of kind
-//! `KIND_HANDSHAKE` with the reason, so the acceptor logs it too.
+//! All frames are of kind [`KIND_HANDSHAKE`]:
+//!
+//! 1. dialer → acceptor, request: its [`Hello`] (24 bytes), a nonce (32),
+//!    and the credential name it uses (a length byte, then the name; empty
+//!    for nodes);
+//! 2. acceptor → dialer, response: its `Hello`, its nonce, a mode byte
+//!    ([`MODE_OPEN`] or [`MODE_PROOF`]) and, with `MODE_PROOF`, its proof
+//!    (32) over frames 1 and 2;
+//! 3. with `MODE_PROOF` only: dialer → acceptor, request: the dialer's
+//!    proof (32);
+//! 4. with `MODE_PROOF` only: acceptor → dialer, response: one byte, the
+//!    [`Privilege`] granted.
+//!
+//! Either side that refuses sends an error response of kind
+//! `KIND_HANDSHAKE` with the reason (best effort) and closes, so the other
+//! side logs it too. A dialer that holds a key refuses an acceptor that
+//! does not ask for one: authentication is mutual or not at all.
 
+use crate::auth::{
+    ACCEPTOR_LABEL, ClientKeys, DIALER_LABEL, Key, NAME_BYTES_MAX, NONCE_LEN, PROOF_LEN, Privilege,
+    nonce, prove, verify,
+};
 use crate::codec::{Decoder, encode_frame};
 use crate::error::NetError;
 use crate::frame::{Body, Frame, FrameHeader, FrameType, HEADER_LEN, KIND_HANDSHAKE};
 use crate::readbuf::ReadBuf;
 use crate::rpc::{ERROR_MESSAGE_BYTES_MAX, error_body, parse_error_body};
+use bytes::Bytes;
 use sampan_fiber::net::TcpStream;
+use std::sync::Arc;
 
 /// Largest handshake frame read (a hello, or a refusal with its reason): a
 /// peer that has not said who it is cannot make us reserve more than this.
@@ -22,7 +40,13 @@ pub const HANDSHAKE_FRAME_BYTES_MAX: usize = HEADER_LEN + 2 + ERROR_MESSAGE_BYTE
 
 /// The protocol version this build speaks (of the transport and the
 /// messages above it; bump on an incompatible change).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Mode byte of an acceptor that asks for no proof.
+pub const MODE_OPEN: u8 = 0;
+/// Mode byte of an acceptor that proves it holds the key and asks the
+/// dialer to prove it too.
+pub const MODE_PROOF: u8 = 1;
 
 /// Bytes of an encoded [`Hello`].
 pub const HELLO_LEN: usize = 24;
@@ -80,8 +104,8 @@ impl Hello {
         b
     }
 
-    /// Decodes a hello; a reason on bad input. Extra bytes past
-    /// [`HELLO_LEN`] are ignored (room for later versions).
+    /// Decodes a hello; a reason on bad input. Bytes past [`HELLO_LEN`] are
+    /// not read (the rest of a handshake frame).
     pub fn decode(b: &[u8]) -> Result<Hello, String> {
         if b.len() < HELLO_LEN {
             return Err(format!(
@@ -161,9 +185,58 @@ impl Expect {
     }
 }
 
+/// The keys a side authenticates with.
+#[derive(Debug, Clone, Default)]
+pub enum Keys {
+    /// No authentication: every dialer is let in (as [`Privilege::Node`]
+    /// on the replication port, [`Privilege::Admin`] on the service port).
+    #[default]
+    Open,
+    /// The cluster secret (nodes, both sides).
+    Cluster(Key),
+    /// A dialing client's credential: a token under a name.
+    Client {
+        /// The name the node knows the token by.
+        name: String,
+        /// The token.
+        key: Key,
+    },
+    /// The tokens a node accepts from clients.
+    Clients(Arc<ClientKeys>),
+}
+
+impl Keys {
+    /// The dialer's name and key.
+    fn dialer(&self) -> (&str, Option<&Key>) {
+        match self {
+            Keys::Open | Keys::Clients(_) => ("", None),
+            Keys::Cluster(key) => ("", Some(key)),
+            Keys::Client { name, key } => (name, Some(key)),
+        }
+    }
+}
+
+/// What the acceptor decided for a dialer.
+struct Grant {
+    key: Key,
+    privilege: Privilege,
+    /// False for an unknown name: the exchange runs on a random key and
+    /// fails at the dialer's proof, like a wrong token.
+    known: bool,
+}
+
 fn fail(peer: &str, reason: String) -> NetError {
     log::warn!("handshake with {peer} failed: {reason}");
     NetError::Handshake {
+        peer: peer.to_string(),
+        reason,
+    }
+}
+
+/// An authentication failure: not logged here (the caller logs it once per
+/// peer address, so a prober cannot flood the log).
+fn auth_failed(peer: &str, reason: String) -> NetError {
+    NetError::Auth {
         peer: peer.to_string(),
         reason,
     }
@@ -180,7 +253,7 @@ async fn write_frame(stream: &TcpStream, frame_type: FrameType, body: Body) -> s
     stream.write_all(&bytes).await
 }
 
-/// Reads the one handshake frame; bytes read past it stay in `rb`.
+/// Reads one handshake frame; bytes read past it stay in `rb`.
 async fn read_frame(stream: &TcpStream, rb: &mut ReadBuf) -> Result<Frame, String> {
     let decoder = Decoder::new(HANDSHAKE_FRAME_BYTES_MAX);
     loop {
@@ -198,81 +271,236 @@ async fn read_frame(stream: &TcpStream, rb: &mut ReadBuf) -> Result<Frame, Strin
     }
 }
 
-/// Refuses the other side: tells it why (best effort), logs, and fails.
-async fn refuse(stream: &TcpStream, peer: &str, reason: String) -> NetError {
-    let body = error_body(0, &reason);
+/// Refuses the other side: tells it why (best effort), and fails with
+/// `error`.
+async fn refuse_with(stream: &TcpStream, peer: &str, reason: &str, error: NetError) -> NetError {
+    let body = error_body(0, reason);
     if let Err(e) = write_frame(stream, FrameType::ErrorResponse, body).await {
         log::debug!("could not tell {peer} why it was refused: {e}");
     }
-    fail(peer, reason)
+    error
 }
 
-/// The dialer's side: sends our hello, checks the answer. Returns the
-/// peer's hello and any bytes read past the handshake.
+/// Refuses the other side over a mismatch: tells it why, logs, and fails.
+async fn refuse(stream: &TcpStream, peer: &str, reason: String) -> NetError {
+    let error = fail(peer, reason.clone());
+    refuse_with(stream, peer, &reason, error).await
+}
+
+/// Refuses the other side over authentication. The other side is told
+/// only that it failed; `reason` (ours, for the log) may say more.
+async fn refuse_auth(stream: &TcpStream, peer: &str, reason: String) -> NetError {
+    refuse_with(
+        stream,
+        peer,
+        "authentication failed",
+        auth_failed(peer, reason),
+    )
+    .await
+}
+
+/// Reads the other side's next handshake frame: its body if it is of the
+/// kind and type `want`, else the reason (an error response: the other
+/// side's reason, marked as such).
+async fn expect_frame(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    peer: &str,
+    want: FrameType,
+) -> Result<Bytes, NetError> {
+    let frame = read_frame(stream, rb).await.map_err(|r| fail(peer, r))?;
+    let h = frame.header;
+    if h.kind == KIND_HANDSHAKE && h.frame_type == FrameType::ErrorResponse {
+        let (_, message) = parse_error_body(&frame.body);
+        if message == "authentication failed" {
+            return Err(auth_failed(peer, "refused by the peer: wrong key".into()));
+        }
+        return Err(fail(peer, format!("refused by the peer: {message}")));
+    }
+    if h.kind != KIND_HANDSHAKE || h.frame_type != want {
+        let reason = format!(
+            "expected a handshake {want:?}, got a {:?} of kind {}",
+            h.frame_type, h.kind
+        );
+        return Err(refuse(stream, peer, reason).await);
+    }
+    Ok(frame.body)
+}
+
+/// Splits the fixed-size parts off a handshake body.
+fn split_at<'a>(body: &'a [u8], len: usize, what: &str) -> Result<(&'a [u8], &'a [u8]), String> {
+    if body.len() < len {
+        return Err(format!("handshake {what} is cut short"));
+    }
+    Ok(body.split_at(len))
+}
+
+/// Decodes and checks a hello at the start of `body`.
+fn checked_hello(body: &[u8], expect: &Expect) -> Result<Hello, String> {
+    let theirs = Hello::decode(body)?;
+    expect.check(&theirs)?;
+    Ok(theirs)
+}
+
+/// The dialer's side: sends our hello, checks the answer, and proves our
+/// key if the acceptor asks. Returns the peer's hello and any bytes read
+/// past the handshake.
 pub(crate) async fn dial(
     stream: &TcpStream,
     expect: &Expect,
+    keys: &Keys,
     peer: &str,
 ) -> Result<(Hello, ReadBuf), NetError> {
-    let hello = Body::from(expect.local.encode().to_vec());
-    if let Err(e) = write_frame(stream, FrameType::Request, hello).await {
+    let (name, key) = keys.dialer();
+    if name.len() > NAME_BYTES_MAX {
+        return Err(fail(
+            peer,
+            format!("a credential name over {NAME_BYTES_MAX} bytes"),
+        ));
+    }
+    let mut opening = expect.local.encode().to_vec();
+    opening.extend_from_slice(&nonce());
+    opening.push(name.len() as u8);
+    opening.extend_from_slice(name.as_bytes());
+    if let Err(e) = write_frame(stream, FrameType::Request, Body::from(opening.clone())).await {
         return Err(fail(peer, format!("write failed: {e}")));
     }
     let mut rb = ReadBuf::new();
-    let frame = read_frame(stream, &mut rb)
-        .await
-        .map_err(|r| fail(peer, r))?;
-    let h = frame.header;
-    if h.kind != KIND_HANDSHAKE || !h.frame_type.is_response() {
-        return Err(refuse(
-            stream,
-            peer,
-            format!("expected a handshake answer, got kind {}", h.kind),
-        )
-        .await);
-    }
-    if h.frame_type == FrameType::ErrorResponse {
-        let (_, message) = parse_error_body(&frame.body);
-        return Err(fail(peer, format!("refused by the peer: {message}")));
-    }
-    let theirs = match Hello::decode(&frame.body) {
-        Ok(theirs) => theirs,
+    let answer = expect_frame(stream, &mut rb, peer, FrameType::Response).await?;
+    let parsed = checked_hello(&answer, expect).and_then(|theirs| {
+        let (hello, rest) = split_at(&answer, HELLO_LEN, "answer")?;
+        let (nonce_a, rest) = split_at(rest, NONCE_LEN, "answer")?;
+        let (mode, proof) = split_at(rest, 1, "answer")?;
+        Ok((theirs, hello, nonce_a, mode[0], proof))
+    });
+    let (theirs, hello_a, nonce_a, mode, proof_a) = match parsed {
+        Ok(parts) => parts,
         Err(reason) => return Err(refuse(stream, peer, reason).await),
     };
-    if let Err(reason) = expect.check(&theirs) {
-        return Err(refuse(stream, peer, reason).await);
+    let transcript: [&[u8]; 3] = [&opening, hello_a, nonce_a];
+    match (mode, key) {
+        (MODE_OPEN, None) => Ok((theirs, rb)),
+        (MODE_OPEN, Some(_)) => {
+            let reason = "the peer asks for no key and we hold one: refusing a peer \
+                          that cannot prove it belongs"
+                .to_string();
+            Err(refuse_auth(stream, peer, reason).await)
+        }
+        (MODE_PROOF, None) => {
+            let reason = "the peer asks for a key and none is configured here".to_string();
+            Err(refuse_auth(stream, peer, reason).await)
+        }
+        (MODE_PROOF, Some(key)) => {
+            if !verify(key, ACCEPTOR_LABEL, &transcript, proof_a) {
+                let reason = "the peer did not prove it holds our key (a different \
+                              cluster secret, or a wrong or unknown token)"
+                    .to_string();
+                return Err(refuse_auth(stream, peer, reason).await);
+            }
+            let proof = prove(key, DIALER_LABEL, &transcript);
+            if let Err(e) =
+                write_frame(stream, FrameType::Request, Body::from(proof.to_vec())).await
+            {
+                return Err(fail(peer, format!("write failed: {e}")));
+            }
+            let granted = expect_frame(stream, &mut rb, peer, FrameType::Response).await?;
+            if granted
+                .first()
+                .copied()
+                .and_then(Privilege::from_byte)
+                .is_none()
+            {
+                return Err(refuse(stream, peer, "bad privilege byte".into()).await);
+            }
+            Ok((theirs, rb))
+        }
+        (mode, _) => Err(refuse(stream, peer, format!("unknown handshake mode {mode}")).await),
     }
-    Ok((theirs, rb))
 }
 
 /// The acceptor's side: reads and checks the dialer's hello, answers with
-/// ours. Returns the peer's hello and any bytes read past the handshake.
+/// ours, and with keys configured proves ours and checks the dialer's
+/// proof. Returns the peer's hello, what it may do, and any bytes read past
+/// the handshake.
 pub(crate) async fn accept(
     stream: &TcpStream,
     expect: &Expect,
+    keys: &Keys,
     peer: &str,
-) -> Result<(Hello, ReadBuf), NetError> {
+) -> Result<(Hello, Privilege, ReadBuf), NetError> {
     let mut rb = ReadBuf::new();
-    let frame = read_frame(stream, &mut rb)
-        .await
-        .map_err(|r| fail(peer, r))?;
-    let h = frame.header;
-    if h.kind != KIND_HANDSHAKE || h.frame_type != FrameType::Request {
-        let reason = format!("expected a handshake, got a frame of kind {}", h.kind);
-        return Err(refuse(stream, peer, reason).await);
-    }
-    let theirs = match Hello::decode(&frame.body) {
-        Ok(theirs) => theirs,
+    let opening = expect_frame(stream, &mut rb, peer, FrameType::Request).await?;
+    let parsed = checked_hello(&opening, expect).and_then(|theirs| {
+        let (_, rest) = split_at(&opening, HELLO_LEN + NONCE_LEN, "opening")?;
+        let (len, name) = split_at(rest, 1, "opening")?;
+        let len = usize::from(len[0]);
+        if len > NAME_BYTES_MAX || name.len() != len {
+            return Err(format!("a credential name of {} bytes", name.len()));
+        }
+        let name = std::str::from_utf8(name).map_err(|_| "a credential name not in UTF-8")?;
+        Ok((theirs, name.to_string()))
+    });
+    let (theirs, name) = match parsed {
+        Ok(parts) => parts,
         Err(reason) => return Err(refuse(stream, peer, reason).await),
     };
-    if let Err(reason) = expect.check(&theirs) {
-        return Err(refuse(stream, peer, reason).await);
-    }
-    let ours = Body::from(expect.local.encode().to_vec());
-    if let Err(e) = write_frame(stream, FrameType::Response, ours).await {
+    let grant = match keys {
+        Keys::Open => None,
+        Keys::Cluster(key) => Some(Grant {
+            key: key.clone(),
+            privilege: Privilege::Node,
+            known: true,
+        }),
+        Keys::Clients(clients) => {
+            let (key, privilege, known) = clients.lookup(&name);
+            Some(Grant {
+                key,
+                privilege,
+                known,
+            })
+        }
+        Keys::Client { .. } => {
+            return Err(fail(peer, "a client credential cannot accept".into()));
+        }
+    };
+    let hello_a = expect.local.encode();
+    let nonce_a = nonce();
+    let mut answer = hello_a.to_vec();
+    answer.extend_from_slice(&nonce_a);
+    let transcript: [&[u8]; 3] = [&opening, &hello_a, &nonce_a];
+    let Some(grant) = grant else {
+        answer.push(MODE_OPEN);
+        if let Err(e) = write_frame(stream, FrameType::Response, Body::from(answer)).await {
+            return Err(fail(peer, format!("write failed: {e}")));
+        }
+        let open = match theirs.role {
+            Role::Node => Privilege::Node,
+            Role::Client => Privilege::Admin,
+        };
+        return Ok((theirs, open, rb));
+    };
+    answer.push(MODE_PROOF);
+    answer.extend_from_slice(&prove(&grant.key, ACCEPTOR_LABEL, &transcript));
+    if let Err(e) = write_frame(stream, FrameType::Response, Body::from(answer)).await {
         return Err(fail(peer, format!("write failed: {e}")));
     }
-    Ok((theirs, rb))
+    let proof = expect_frame(stream, &mut rb, peer, FrameType::Request).await?;
+    let proved = proof.len() == PROOF_LEN
+        && verify(&grant.key, DIALER_LABEL, &transcript, &proof)
+        && grant.known;
+    if !proved {
+        let reason = if grant.known {
+            format!("a wrong key (name {name:?})")
+        } else {
+            format!("an unknown credential name {name:?}")
+        };
+        return Err(refuse_auth(stream, peer, reason).await);
+    }
+    let granted = Body::from(vec![grant.privilege.to_byte()]);
+    if let Err(e) = write_frame(stream, FrameType::Response, granted).await {
+        return Err(fail(peer, format!("write failed: {e}")));
+    }
+    Ok((theirs, grant.privilege, rb))
 }
 
 #[cfg(test)]

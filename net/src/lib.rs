@@ -54,6 +54,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod auth;
 pub mod backoff;
 pub mod codec;
 pub mod cold;
@@ -66,6 +67,7 @@ pub mod readbuf;
 pub mod rpc;
 pub mod transport;
 
+pub use auth::{ClientKeys, Credential, Key, Privilege};
 pub use config::NetConfig;
 pub use connection::{CloseReason, ConnStats, Connection};
 pub use error::{FrameError, NetError};

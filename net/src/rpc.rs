@@ -8,6 +8,7 @@
 //! to answer later (after an fsync, say). The reader never waits on a
 //! handler, so two nodes sending to each other cannot deadlock.
 
+use crate::auth::Privilege;
 use crate::error::NetError;
 use crate::frame::{Body, Frame, FrameHeader, FrameType, KIND_USER_MIN};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -97,6 +98,8 @@ pub struct Origin {
     pub node_id: u64,
     /// The sender's address.
     pub addr: SocketAddr,
+    /// What the sender proved it may do, in the handshake.
+    pub privilege: Privilege,
 }
 
 /// A frame handed to a handler.

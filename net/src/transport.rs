@@ -12,6 +12,7 @@
 //! A new connection from a node that has one already replaces the old one
 //! (its restart was seen here before the old connection's end was).
 
+use crate::auth::Privilege;
 use crate::backoff::Backoff;
 use crate::codec::Decoder;
 use crate::config::NetConfig;
@@ -23,13 +24,16 @@ use crate::rpc::Router;
 use sampan_fiber::net::TcpStream;
 use sampan_fiber::{FiberGroup, FiberHandle, Signal, TaskClass, sleep, timeout};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Accepting connections: the transport's listening half.
 mod listener;
+
+/// Addresses remembered as logged for a failed authentication.
+const AUTH_LOGGED_MAX: usize = 4096;
 
 /// Closes remembered by [`Transport::recent_closes`].
 pub const RECENT_CLOSES_MAX: usize = 64;
@@ -51,6 +55,11 @@ pub(crate) struct TransportInner {
     pub(crate) fibers: FiberGroup,
     clients: RefCell<Vec<Connection>>,
     recent_closes: RefCell<VecDeque<(SocketAddr, CloseReason)>>,
+    /// Handshakes refused for a wrong or missing key, both ports.
+    auth_failures: Cell<u64>,
+    /// Addresses whose refusal was logged: a peer that keeps trying with a
+    /// wrong key is logged once, then only counted.
+    auth_logged: RefCell<HashSet<IpAddr>>,
     closed: Cell<bool>,
 }
 
@@ -110,7 +119,8 @@ async fn connect_with(
         role: Role::Node,
         node_id: expect_node,
     };
-    let exchange = handshake::dial(&stream, &expect, &label);
+    let keys = config.keys(role, true);
+    let exchange = handshake::dial(&stream, &expect, &keys, &label);
     let (theirs, rb) = timeout(config.handshake_timeout, exchange)
         .await
         .map_err(|_| NetError::Handshake {
@@ -121,6 +131,7 @@ async fn connect_with(
         node_id: theirs.node_id,
         addr,
         label: format!("node {} at {addr}", theirs.node_id).into(),
+        privilege: Privilege::Node,
     };
     Connection::start(stream, rb, peer, conn_config(config), router, on_close)
 }
@@ -163,6 +174,8 @@ impl Transport {
                 fibers,
                 clients: RefCell::new(Vec::new()),
                 recent_closes: RefCell::new(VecDeque::new()),
+                auth_failures: Cell::new(0),
+                auth_logged: RefCell::new(HashSet::new()),
                 closed: Cell::new(false),
             }),
         })
@@ -307,6 +320,13 @@ impl Transport {
         self.inner.recent_closes.borrow().iter().cloned().collect()
     }
 
+    /// Handshakes refused so far for a wrong or missing key (a peer or
+    /// client that could not prove it holds the cluster secret or a token,
+    /// or a node we dialed that could not prove it to us).
+    pub fn auth_failures(&self) -> u64 {
+        self.inner.auth_failures.get()
+    }
+
     /// Stops listening and dialing, and closes every connection.
     pub fn close(&self) {
         if self.inner.closed.replace(true) {
@@ -382,6 +402,23 @@ impl TransportInner {
         recent.push_back((addr, reason));
     }
 
+    /// Counts an authentication failure with `addr`, and logs it if it is
+    /// the first from that address (at most 4,096 addresses are
+    /// remembered; past that, each is logged at debug level only).
+    pub(crate) fn note_auth_failure(&self, addr: SocketAddr, error: &NetError) {
+        self.auth_failures.set(self.auth_failures.get() + 1);
+        let mut logged = self.auth_logged.borrow_mut();
+        if logged.len() < AUTH_LOGGED_MAX && logged.insert(addr.ip()) {
+            log::warn!(
+                "node {}: {error} (further failures from {} are counted, not logged)",
+                self.config.node_id,
+                addr.ip()
+            );
+        } else {
+            log::debug!("node {}: {error}", self.config.node_id);
+        }
+    }
+
     pub(crate) fn local_hello(&self) -> Hello {
         Hello {
             shard: self.shard,
@@ -451,6 +488,10 @@ async fn dial_loop(transport: Weak<TransportInner>, node: u64, addr: SocketAddr)
                 }
                 conn.closed().await;
             }
+            Err(e @ NetError::Auth { .. }) => match transport.upgrade() {
+                Some(t) => t.note_auth_failure(addr, &e),
+                None => return,
+            },
             Err(e) if backoff.failures() == 0 => {
                 log::warn!("cannot reach node {node}: {e}; retrying")
             }

@@ -90,7 +90,7 @@ impl Setup {
     /// `half_close`), and waits until node 2 closes the connection.
     async fn after_handshake(&self, node_id: u64, bytes: &[u8], half_close: bool) -> CloseReason {
         let s = raw_connect(self.addr2, &hello(CLUSTER, node_id, Role::Node)).await;
-        read_exact(&s, HEADER_LEN + 24).await;
+        read_exact(&s, OPEN_ANSWER_LEN).await;
         s.write_all(bytes).await.expect("send");
         if half_close {
             s.shutdown(Shutdown::Write).expect("half close");
@@ -177,7 +177,7 @@ fn each_bad_frame_closes_only_its_connection() {
             FrameType::Request,
             0,
             0,
-            &hello(CLUSTER, 56, Role::Node).encode(),
+            &opening(&hello(CLUSTER, 56, Role::Node)),
         );
         let r = t.after_handshake(56, &again, false).await;
         assert!(matches!(r, CloseReason::Protocol(_)), "{r:?}");
@@ -303,7 +303,7 @@ fn a_peer_that_never_reads_its_answers_is_cut_off() {
         let addr2 = node2.listen(local()).expect("listen");
         // Asks and asks, and reads nothing after the handshake answer.
         let s = raw_connect(addr2, &hello(CLUSTER, 70, Role::Node)).await;
-        read_exact(&s, HEADER_LEN + 24).await;
+        read_exact(&s, OPEN_ANSWER_LEN).await;
         let mut asks = Vec::new();
         for id in 1..=2000u64 {
             asks.extend(frame(FrameType::Request, KIND_BIG, id, b""));

@@ -220,8 +220,8 @@ fn a_full_send_budget_makes_senders_wait_until_the_peer_reads() {
         let addr = listener.local_addr().expect("addr");
         let server = spawn(TaskClass::Latency, "fake-node", async move {
             let (s, _) = listener.accept().await.expect("accept");
-            read_exact(&s, 36 + 24).await;
-            let ours = hello(CLUSTER, 9, Role::Node).encode();
+            read_exact(&s, OPENING_LEN).await;
+            let ours = open_answer(&hello(CLUSTER, 9, Role::Node));
             s.write_all(&frame(FrameType::Response, 0, 0, &ours))
                 .await
                 .expect("answer");

@@ -94,12 +94,17 @@ async fn accept_one(
     let limit = t.config.handshake_timeout;
     let config = conn_config(&t.config);
     let hook = t.close_hook();
+    let keys = t.config.keys(role, false);
     drop(t);
     let label = format!("{addr}");
-    let outcome = timeout(limit, handshake::accept(&stream, &expect, &label)).await;
+    let outcome = timeout(limit, handshake::accept(&stream, &expect, &keys, &label)).await;
     let Some(t) = transport.upgrade() else { return };
-    let (theirs, rb) = match outcome {
+    let (theirs, privilege, rb) = match outcome {
         Ok(Ok(done)) => done,
+        Ok(Err(e @ NetError::Auth { .. })) => {
+            t.note_auth_failure(addr, &e);
+            return t.record_close(addr, CloseReason::Handshake(e.to_string()));
+        }
         Ok(Err(e)) => return t.record_close(addr, CloseReason::Handshake(e.to_string())),
         Err(_) => {
             log::warn!("handshake with {addr} failed: no hello within {limit:?}");
@@ -114,6 +119,7 @@ async fn accept_one(
         node_id: theirs.node_id,
         addr,
         label: format!("{who} {} at {addr}", theirs.node_id).into(),
+        privilege,
     };
     match Connection::start(stream, rb, peer, config, router, Some(hook)) {
         Ok(conn) if role == Role::Node => t.install(conn),

@@ -5,8 +5,10 @@
 
 use sampan_fiber::net::TcpStream;
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime, TaskClass};
+use sampan_net::auth::NONCE_LEN;
 use sampan_net::codec::encode_frame;
-use sampan_net::handshake::{Hello, PROTOCOL_VERSION};
+use sampan_net::frame::HEADER_LEN;
+use sampan_net::handshake::{HELLO_LEN, Hello, MODE_OPEN, PROTOCOL_VERSION};
 use sampan_net::{Body, FrameHeader, FrameType, Role};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,12 +78,34 @@ pub fn hello(cluster_id: u64, node_id: u64, role: Role) -> Hello {
     }
 }
 
+/// Bytes of an open acceptor's handshake answer: header, hello, nonce,
+/// mode.
+pub const OPEN_ANSWER_LEN: usize = HEADER_LEN + HELLO_LEN + NONCE_LEN + 1;
+/// Bytes of a dialer's opening frame with no credential name.
+pub const OPENING_LEN: usize = HEADER_LEN + HELLO_LEN + NONCE_LEN + 1;
+
+/// A dialer's opening body: `hello`, a nonce, no credential name.
+pub fn opening(hello: &Hello) -> Vec<u8> {
+    let mut b = hello.encode().to_vec();
+    b.extend_from_slice(&[7u8; NONCE_LEN]);
+    b.push(0);
+    b
+}
+
+/// An open acceptor's answer body: `hello`, a nonce, [`MODE_OPEN`].
+pub fn open_answer(hello: &Hello) -> Vec<u8> {
+    let mut b = hello.encode().to_vec();
+    b.extend_from_slice(&[9u8; NONCE_LEN]);
+    b.push(MODE_OPEN);
+    b
+}
+
 /// Connects a raw socket and sends a handshake request with `hello`.
 pub async fn raw_connect(addr: SocketAddr, hello: &Hello) -> TcpStream {
     let s = TcpStream::connect(addr, Duration::from_secs(5))
         .await
         .expect("connect");
-    let bytes = frame(FrameType::Request, 0, 0, &hello.encode());
+    let bytes = frame(FrameType::Request, 0, 0, &opening(hello));
     s.write_all(&bytes).await.expect("send hello");
     s
 }
