@@ -197,6 +197,9 @@ fn start<F: RaftFactory>(dir: &Path, factory: F, limit: u64) -> RaftServer<F> {
         data_dir: dir.to_path_buf(),
         request_timeout_ms: 10_000,
         log: Default::default(),
+        cluster_secret: None,
+        credentials: Vec::new(),
+        protected_mode: true,
     };
     let group = GroupConfig {
         group_id: GROUP,

@@ -131,6 +131,9 @@ pub fn run_node(arg: &str) {
             grow_step_bytes: parse(7),
             ..LogSettings::default()
         },
+        cluster_secret: None,
+        credentials: Vec::new(),
+        protected_mode: true,
     };
     let durability = if f[5] == "true" {
         Durability::Sync

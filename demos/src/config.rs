@@ -3,6 +3,7 @@
 //! file and the field. `sampan-node --print-config` prints
 //! [`DEFAULT_CONFIG`], a commented example.
 
+pub use sampan::config::Secret;
 use sampan::config::{ConfigError, GroupConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -116,18 +117,6 @@ pub struct RedisSettings {
 
 fn maxclients() -> usize {
     10_000
-}
-
-/// A secret from the config file: `Debug` shows `"(hidden)"`, so a config
-/// printed for a log shows no password.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"(hidden)\"")
-    }
 }
 
 fn request_max_bytes() -> usize {
@@ -395,6 +384,22 @@ heartbeat_interval_ms = 100
 tick_ms = 50
 # How long a request may wait for a leader (elections) or a forwarded answer.
 request_timeout_ms = 10000
+# Nodes prove this secret to each other when they connect (HMAC
+# challenge-response; it never crosses the wire). At least 16 bytes, the
+# same on every node: `openssl rand -hex 32` makes one.
+# cluster_secret = "..."
+# Refuse to start on an address other than loopback unless a
+# cluster_secret and a [[server.credential]] are set.
+protected_mode = true
+
+# Tokens the service port accepts (sampan-cli --user NAME, with the token
+# in SAMPAN_TOKEN). With none, any client may do anything (loopback only).
+# Only an admin token may add or remove groups and members, move
+# leadership or take snapshots.
+# [[server.credential]]
+# name = "ops"
+# token = "..."
+# admin = true
 
 [server.log]
 # A segment file is sealed at this size.

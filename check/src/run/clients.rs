@@ -277,10 +277,7 @@ pub fn run_client(
             }
         }
         Target::Native(services) => {
-            let client = match BlockingClient::connect(ClientConfig {
-                request_timeout: Duration::from_secs(10),
-                ..ClientConfig::new(services)
-            }) {
+            let client = match services.connect(Duration::from_secs(10)) {
                 Ok(c) => c,
                 Err(e) => {
                     log::error!("native client cannot start: {e}");
@@ -305,9 +302,37 @@ pub fn run_client(
 pub enum Target {
     /// Redis ports (one is picked per connection) and their password.
     Redis(Vec<SocketAddr>, Option<String>),
-    /// Service addresses for the native client.
-    Native(Vec<SocketAddr>),
+    /// Service addresses and the token for the native client.
+    Native(Services),
 }
+
+/// Where the native clients go: service addresses, and the token they
+/// prove there (as the admin "default" credential) if the nodes have one.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Service addresses (none: no native clients).
+    pub addrs: Vec<SocketAddr>,
+    /// The token of the nodes' `default` credential.
+    pub token: Option<String>,
+}
+
+impl Services {
+    /// A native client of these services, with `timeout` per operation.
+    pub fn connect(&self, timeout: Duration) -> Result<BlockingClient, ClientError> {
+        let cfg = ClientConfig {
+            request_timeout: timeout,
+            ..ClientConfig::new(self.addrs.clone())
+        };
+        let cfg = match &self.token {
+            Some(t) => cfg.credential(SERVICE_USER, t)?,
+            None => cfg,
+        };
+        BlockingClient::connect(cfg)
+    }
+}
+
+/// The name of the credential the harness's native clients prove.
+pub const SERVICE_USER: &str = "default";
 
 /// How long a Redis connection waits for a reply: past the nodes'
 /// `request_timeout_ms`, so that the node's own answer comes first.

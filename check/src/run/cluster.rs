@@ -10,12 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sampan::client::{BlockingClient, ClientConfig};
+use sampan::client::BlockingClient;
 use sampan::group::GroupStatus;
 
 pub use sampan::group::newest_leader;
 
 use super::HarnessError;
+use super::clients::{SERVICE_USER, Services};
 use super::net::{Network, sh, unmount_under};
 use super::proxy::{self, LinkFaults, PROXY_PORT_BASE};
 
@@ -43,9 +44,11 @@ pub struct ClusterSpec {
     pub root: PathBuf,
     /// Size of each node's tmpfs data directory, in MiB.
     pub disk_mib: u64,
-    /// The nodes' Redis-port password (`requirepass`): the nodes listen
-    /// beyond loopback, where protected mode wants one, and every client
-    /// connection then authenticates under the faults too.
+    /// The nodes' password: their Redis port's `requirepass` and the token
+    /// of their service port's admin credential (`default`); their cluster
+    /// secret is derived from it. The nodes listen beyond loopback, where
+    /// protected mode wants all three, and every connection then
+    /// authenticates under the faults too.
     pub redis_password: String,
     /// The nodes' election timeout.
     pub election_timeout_ms: u64,
@@ -114,11 +117,10 @@ impl Cluster {
             cluster.prepare(id)?;
             cluster.spawn(id)?;
         }
-        let admin = BlockingClient::connect(ClientConfig {
-            request_timeout: Duration::from_secs(5),
-            ..ClientConfig::new(cluster.services())
-        })
-        .map_err(|e| HarnessError::Setup(format!("admin client: {e}")))?;
+        let admin = cluster
+            .native()
+            .connect(Duration::from_secs(5))
+            .map_err(|e| HarnessError::Setup(format!("admin client: {e}")))?;
         cluster.admin = Some(admin);
         Ok(cluster)
     }
@@ -141,6 +143,14 @@ impl Cluster {
     /// Every node's service address.
     pub fn services(&self) -> Vec<SocketAddr> {
         self.ids().into_iter().map(|n| self.service(n)).collect()
+    }
+
+    /// The service addresses with the token the nodes accept.
+    pub fn native(&self) -> Services {
+        Services {
+            addrs: self.services(),
+            token: Some(self.spec.redis_password.clone()),
+        }
     }
 
     /// Node `id`'s service address.
@@ -192,11 +202,13 @@ impl Cluster {
             .collect();
         let members: Vec<String> = self.ids().iter().map(u64::to_string).collect();
         let mut text = format!(
-            "[server]\nnode_id = {id}\nservers = \"{}\"\ncluster_id = 1\nreplicate_port = {REPLICATE_PORT}\nservice_port = {SERVICE_PORT}\ndata_dir = \"{}\"\nshards = 1\nelection_timeout_ms = {}\nheartbeat_interval_ms = {}\ntick_ms = 50\nrequest_timeout_ms = 5000\n\n[server.log]\nsegment_bytes = 4194304\ngrow_step_bytes = 1048576\n\n[redis]\nport = {REDIS_PORT}\nrequirepass = \"{}\"\n",
+            "[server]\nnode_id = {id}\nservers = \"{}\"\ncluster_id = 1\nreplicate_port = {REPLICATE_PORT}\nservice_port = {SERVICE_PORT}\ndata_dir = \"{}\"\nshards = 1\nelection_timeout_ms = {}\nheartbeat_interval_ms = {}\ntick_ms = 50\nrequest_timeout_ms = 5000\ncluster_secret = \"{}-cluster-secret\"\n\n[[server.credential]]\nname = \"{SERVICE_USER}\"\ntoken = \"{}\"\nadmin = true\n\n[server.log]\nsegment_bytes = 4194304\ngrow_step_bytes = 1048576\n\n[redis]\nport = {REDIS_PORT}\nrequirepass = \"{}\"\n",
             servers.join(";"),
             data.display(),
             self.spec.election_timeout_ms,
             (self.spec.election_timeout_ms / 10).max(20),
+            self.spec.redis_password,
+            self.spec.redis_password,
             self.spec.redis_password,
         );
         for (group, durability) in GROUPS {
@@ -380,6 +392,9 @@ impl Cluster {
             .arg(group.to_string())
             .arg("--timeout-ms")
             .arg("10000")
+            .arg("--user")
+            .arg(SERVICE_USER)
+            .env("SAMPAN_TOKEN", &self.spec.redis_password)
             .args(args)
             .stdin(Stdio::null());
         cmd

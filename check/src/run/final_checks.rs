@@ -8,12 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sampan::client::{BlockingClient, ClientConfig};
+use sampan::client::BlockingClient;
 use sampan::service::{Op as ServiceOp, Route};
 use sampan_kv::{KvAnswer, KvQuery, ScanRange};
 
 use super::HarnessError;
-use super::clients::{self, Op, Outcome, Recorder, Workload};
+use super::clients::{self, Op, Outcome, Recorder, Services, Workload};
 use super::cluster::Cluster;
 use crate::history::{self, EventType, Function};
 
@@ -102,19 +102,17 @@ fn all_keys(w: &Workload) -> Vec<(String, u64, String)> {
 pub fn final_reads(
     redis: &[SocketAddr],
     redis_password: Option<&str>,
-    services: &[SocketAddr],
+    services: &Services,
     rec: &Recorder,
     w: &Workload,
 ) -> Result<BTreeMap<String, Option<String>>, HarnessError> {
-    let native = if services.is_empty() {
+    let native = if services.addrs.is_empty() {
         None
     } else {
         Some(
-            BlockingClient::connect(ClientConfig {
-                request_timeout: Duration::from_secs(10),
-                ..ClientConfig::new(services.to_vec())
-            })
-            .map_err(|e| HarnessError::Cluster(format!("refused the final reader: {e}")))?,
+            services
+                .connect(Duration::from_secs(10))
+                .map_err(|e| HarnessError::Cluster(format!("refused the final reader: {e}")))?,
         )
     };
     let mut redis_conn = None;
@@ -186,7 +184,9 @@ pub type GroupDigests = (u64, Vec<(u64, u64)>);
 /// index that last wrote each, from a local (follower) scan on every node
 /// once all have applied the same index.
 pub fn replica_digests(cluster: &Cluster, w: &Workload) -> Result<Vec<GroupDigests>, HarnessError> {
-    let client = BlockingClient::connect(ClientConfig::new(cluster.services()))
+    let client = cluster
+        .native()
+        .connect(sampan::client::REQUEST_TIMEOUT_DEFAULT)
         .map_err(|e| HarnessError::Cluster(format!("refused the digest client: {e}")))?;
     let mut out = Vec::new();
     for &group in &w.groups {

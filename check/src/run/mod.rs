@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use self::clients::{Recorder, Target, Workload};
+use self::clients::{Recorder, Services, Target, Workload};
 use self::cluster::{Cluster, ClusterSpec, GROUPS};
 pub use self::nemesis::FaultKind;
 use self::nemesis::{Nemesis, NemesisStatus};
@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// native clients (none: Redis clients only).
     #[arg(long, value_delimiter = ',')]
     pub services: Vec<std::net::SocketAddr>,
+    /// With --services: the token of the nodes' `default` service
+    /// credential, if they have one.
+    #[arg(long)]
+    pub service_token: Option<String>,
     /// With --redis: a shell command that applies a fault; pairs up, in
     /// order, with a --fault-heal (repeat both for several faults).
     #[arg(long)]
@@ -302,16 +306,19 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
     let (redis_addrs, services, redis_password) = match &cluster {
         Some(c) => (
             c.ids().into_iter().map(|n| c.redis(n)).collect(),
-            c.services(),
+            c.native(),
             Some(redis_password),
         ),
         None => (
             args.redis.clone(),
-            args.services.clone(),
+            Services {
+                addrs: args.services.clone(),
+                token: args.service_token.clone(),
+            },
             args.redis_password.clone(),
         ),
     };
-    let native_clients = if services.is_empty() {
+    let native_clients = if services.addrs.is_empty() {
         0
     } else {
         args.native_clients

@@ -53,6 +53,14 @@ struct Args {
     /// How long to try, retries included, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
+    /// The token to prove to the nodes (their `[[server.credential]]`);
+    /// else the `SAMPAN_TOKEN` environment variable, which keeps it out of
+    /// the process list. None: for nodes with no credentials.
+    #[arg(long)]
+    token: Option<String>,
+    /// The name of the token.
+    #[arg(long, default_value = "default")]
+    user: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -217,7 +225,15 @@ fn main() -> ExitCode {
         .cluster_id(args.cluster_id)
         .request_timeout(timeout)
         .attempt_timeout(timeout.min(sampan::client::ATTEMPT_TIMEOUT_DEFAULT));
-    let out = BlockingClient::connect(cfg).and_then(|client| {
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("SAMPAN_TOKEN").ok());
+    let cfg = match token {
+        Some(token) => cfg.credential(&args.user, &token),
+        None => Ok(cfg),
+    };
+    let out = cfg.and_then(BlockingClient::connect).and_then(|client| {
         let out = run(&client, &args);
         client.close();
         out

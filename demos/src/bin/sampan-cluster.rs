@@ -14,7 +14,8 @@
 #![allow(clippy::print_stdout)]
 
 use clap::Parser;
-use sampan_demos::config::NodeConfig;
+use sampan::config::ServiceCredential;
+use sampan_demos::config::{NodeConfig, Secret};
 use sampan_demos::resp::{RespClient, Value};
 use sampan_demos::signals::{block_stop_signals, wait_for_stop_signal};
 use std::os::unix::process::CommandExt;
@@ -160,9 +161,22 @@ impl Cluster {
             dir: dir.to_path_buf(),
             nodes: Vec::new(),
         };
+        // The nodes prove this to each other, so nothing else on the
+        // machine can join the cluster as a node.
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| format!("no random bytes for the secret: {e}"))?;
+        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         for n in 1..=NODES {
             let mut cfg = NodeConfig::local_demo(n, dir.join(format!("node-{n}")));
-            cfg.redis.requirepass = password().map(|p| sampan_demos::config::Secret(p.into()));
+            cfg.server.cluster_secret = Some(Secret(secret.clone()));
+            if let Some(p) = password() {
+                cfg.redis.requirepass = Some(Secret(p.into()));
+                cfg.server.credentials = vec![ServiceCredential {
+                    name: "default".into(),
+                    token: Secret(p.into()),
+                    admin: true,
+                }];
+            }
             std::fs::write(config_path(dir, n), toml::to_string(&cfg)?)?;
             cluster.nodes.push(None);
             cluster.spawn(n)?;
@@ -398,6 +412,12 @@ fn print_welcome(dir: &Path) {
         auth_hint()
     );
     println!("  redis-cli -p 6381{} INFO replication", auth_hint());
+    let token = if password().is_some() {
+        "SAMPAN_TOKEN=<password> "
+    } else {
+        ""
+    };
+    println!("  {token}sampan-cli -s 127.0.0.1:5001 status   # the native client");
     println!(
         "  redis-benchmark -p 6381{} -t set,get -n 100000 -c 50 -P 16",
         auth_hint()

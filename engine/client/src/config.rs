@@ -1,6 +1,7 @@
 //! The client's settings, with their limits named.
 
 use super::error::ClientError;
+use sampan_net::Credential;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct ClientConfig {
     pub sessions_per_group_max: usize,
     /// A session idle this long starts afresh under a new id.
     pub session_renew_idle: Duration,
+    /// The token (under its name) the client proves to each node, for
+    /// nodes whose service port has credentials (`[[server.credential]]`).
+    pub credential: Option<Credential>,
 }
 
 impl ClientConfig {
@@ -64,7 +68,18 @@ impl ClientConfig {
             session_window: SESSION_WINDOW_DEFAULT,
             sessions_per_group_max: SESSIONS_PER_GROUP_DEFAULT,
             session_renew_idle: SESSION_RENEW_IDLE_DEFAULT,
+            credential: None,
         }
+    }
+
+    /// The same settings proving `token` under `name` to every node.
+    pub fn credential(mut self, name: &str, token: &str) -> Result<ClientConfig, ClientError> {
+        let credential = Credential::new(name, token).map_err(|e| ClientError::Config {
+            field: "credential",
+            reason: e.to_string(),
+        })?;
+        self.credential = Some(credential);
+        Ok(self)
     }
 
     /// The same settings for cluster `cluster_id`.

@@ -205,7 +205,8 @@ impl Client {
     /// on a shard (the connections live there).
     pub fn new(cfg: ClientConfig) -> Result<Client, ClientError> {
         cfg.validate()?;
-        let net = NetConfig::new(cfg.cluster_id, session::random_id());
+        let mut net = NetConfig::new(cfg.cluster_id, session::random_id());
+        net.credential = cfg.credential.clone();
         net.validate().map_err(|e| ClientError::Config {
             field: "net",
             reason: e.to_string(),

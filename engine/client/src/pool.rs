@@ -109,7 +109,10 @@ impl Pool {
                 self.opened.set(self.opened.get() + 1);
                 (Slot::Up(conn.clone()), Ok(conn))
             }
-            Err(e @ (NetError::InvalidConfig { .. } | NetError::Fiber(_))) => {
+            // A wrong or missing token is not cured by trying again.
+            Err(
+                e @ (NetError::InvalidConfig { .. } | NetError::Fiber(_) | NetError::Auth { .. }),
+            ) => {
                 self.slots.borrow_mut().remove(&addr);
                 return Err(ConnectError::Fatal(e));
             }

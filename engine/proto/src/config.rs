@@ -177,3 +177,15 @@ impl GroupConfig {
         Ok(())
     }
 }
+
+/// A secret from a config file (a password, a token, a cluster secret):
+/// `Debug` shows `"(hidden)"`, so a config printed for a log shows none.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"(hidden)\"")
+    }
+}

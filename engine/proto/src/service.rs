@@ -53,6 +53,21 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation changes the cluster (groups, membership,
+    /// leadership, snapshots) and so needs an admin credential on a node
+    /// whose service port has credentials.
+    pub fn is_admin(self) -> bool {
+        match self {
+            Op::Propose | Op::Read | Op::Status => false,
+            Op::SnapshotNow
+            | Op::ChangeMembers
+            | Op::TransferLeader
+            | Op::AddGroup
+            | Op::RemoveGroup
+            | Op::StopGroup => true,
+        }
+    }
+
     fn tag(self) -> u8 {
         match self {
             Op::Propose => 1,
@@ -321,6 +336,15 @@ pub enum ServerError {
         /// The node.
         node: u64,
     },
+    /// The connection's credential does not allow the operation (an admin
+    /// operation from a plain client): nothing was done.
+    #[error("node {node}: permission denied: {reason}")]
+    Denied {
+        /// The node that refused.
+        node: u64,
+        /// What was asked and what the connection may do.
+        reason: String,
+    },
     /// The request or its reply was malformed.
     #[error("bad request or reply: {reason}")]
     BadMessage {
@@ -360,6 +384,7 @@ impl ServerError {
                     | GroupError::Stopped { .. }
             ),
             ServerError::NoSuchGroup { .. }
+            | ServerError::Denied { .. }
             | ServerError::BadMessage { .. }
             | ServerError::Uncertain { .. } => false,
         }
@@ -372,6 +397,7 @@ impl ServerError {
         match self {
             ServerError::NotLeader { .. }
             | ServerError::NoSuchGroup { .. }
+            | ServerError::Denied { .. }
             | ServerError::BadMessage { .. } => true,
             ServerError::Group(g) => g.is_definite(),
             ServerError::Unreachable { .. }
@@ -440,6 +466,11 @@ pub fn encode_reply(reply: &Result<Bytes, ServerError>) -> Vec<Bytes> {
         }
         Err(ServerError::BadMessage { reason }) => {
             group_error(&mut head, 5, 0);
+            put_str(&mut head, reason);
+        }
+        Err(ServerError::Denied { node, reason }) => {
+            group_error(&mut head, 7, 0);
+            head.put_u64_le(*node);
             put_str(&mut head, reason);
         }
         Err(ServerError::Uncertain {
@@ -544,6 +575,10 @@ pub fn decode_reply(body: Bytes) -> Result<Result<Bytes, ServerError>, DecodeErr
         },
         6 => ServerError::Uncertain {
             group,
+            node: r.u64("node")?,
+            reason: get_str(&mut r, "reason")?,
+        },
+        7 => ServerError::Denied {
             node: r.u64("node")?,
             reason: get_str(&mut r, "reason")?,
         },
@@ -727,6 +762,10 @@ mod tests {
             }),
             Err(ServerError::ShuttingDown { node: 1 }),
             Err(ServerError::BadMessage { reason: "x".into() }),
+            Err(ServerError::Denied {
+                node: 2,
+                reason: "y".into(),
+            }),
             Err(GroupError::Lost { group: 3, index: 7 }.into()),
             Err(GroupError::Busy { group: 3 }.into()),
             Err(GroupError::Stopped { group: 3 }.into()),

@@ -4,11 +4,21 @@
 //! Durations are in milliseconds; the Raft core's ticks are derived from
 //! them (`tick_ms`), so a user never reasons in ticks.
 
+use sampan_net::{ClientKeys, Credential, Key, NetError, Privilege};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-pub use sampan_proto::config::{ConfigError, Durability, GroupConfig};
+pub use sampan_proto::config::{ConfigError, Durability, GroupConfig, Secret};
+
+/// The reason of a net config error, without the net layer's field name.
+fn net_reason(e: NetError) -> String {
+    match e {
+        NetError::InvalidConfig { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
 
 fn invalid<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError::new(field, reason))
@@ -51,6 +61,38 @@ pub struct ServerConfig {
     /// The log's files.
     #[serde(default)]
     pub log: LogSettings,
+    /// The secret every node of the cluster holds (at least 16 bytes):
+    /// nodes prove it to each other in the handshake (HMAC
+    /// challenge-response; it never crosses the wire) and refuse a peer
+    /// that cannot. Unset: nodes are let in on their word, allowed only on
+    /// loopback unless `protected_mode` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<Secret>,
+    /// Tokens the service port accepts (`[[server.credential]]`): every
+    /// client proves one; only an `admin` one may add, remove or stop
+    /// groups, change membership, move leadership or take snapshots. None:
+    /// every client may do everything, allowed only on loopback unless
+    /// `protected_mode` is off.
+    #[serde(default, rename = "credential", skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<ServiceCredential>,
+    /// Refuse to start on an address other than loopback without a
+    /// `cluster_secret` and service credentials (as Redis's protected mode
+    /// refuses remote clients without a password).
+    #[serde(default = "defaults::yes")]
+    pub protected_mode: bool,
+}
+
+/// A token the service port accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCredential {
+    /// The name a client gives with it (1 to 64 bytes).
+    pub name: String,
+    /// The token (not empty).
+    pub token: Secret,
+    /// Whether it may run the operations that change the cluster.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// Settings of every group's log on a node.
@@ -76,6 +118,9 @@ impl Default for LogSettings {
 }
 
 mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
     pub fn cluster_id() -> u64 {
         1
     }
@@ -250,7 +295,77 @@ impl ServerConfig {
             return invalid("log.grow_step_bytes", "must be in 4096..=log.segment_bytes");
         }
         self.service_addrs()?;
+        self.net_keys()?;
+        self.check_protected_mode()?;
         Ok(())
+    }
+
+    /// The keys of the transport: the cluster secret, and the service
+    /// port's tokens with what each allows.
+    pub fn net_keys(&self) -> Result<(Option<Key>, Option<Arc<ClientKeys>>), ConfigError> {
+        let secret = match &self.cluster_secret {
+            Some(s) => Some(
+                Key::cluster_secret(s.0.as_bytes())
+                    .map_err(|e| ConfigError::new("cluster_secret", net_reason(e)))?,
+            ),
+            None => None,
+        };
+        if self.credentials.is_empty() {
+            return Ok((secret, None));
+        }
+        let mut keys = ClientKeys::new();
+        for (i, c) in self.credentials.iter().enumerate() {
+            let field = || format!("credential[{i}]");
+            let credential = Credential::new(c.name.clone(), c.token.0.as_bytes())
+                .map_err(|e| ConfigError::new(field(), net_reason(e)))?;
+            let privilege = if c.admin {
+                Privilege::Admin
+            } else {
+                Privilege::Client
+            };
+            keys.add(credential, privilege)
+                .map_err(|e| ConfigError::new(field(), net_reason(e)))?;
+        }
+        Ok((secret, Some(Arc::new(keys))))
+    }
+
+    /// Protected mode: off loopback, both ports must authenticate.
+    fn check_protected_mode(&self) -> Result<(), ConfigError> {
+        if !self.protected_mode {
+            return Ok(());
+        }
+        let own = self
+            .parse_servers()?
+            .into_iter()
+            .find(|(id, _)| *id == self.node_id)
+            .map(|(_, a)| a.ip());
+        let Some(ip) = own.filter(|ip| !ip.is_loopback()) else {
+            return Ok(());
+        };
+        let missing = if self.cluster_secret.is_none() {
+            Some((
+                "cluster_secret",
+                "any host that reaches the replication port could join the cluster",
+            ))
+        } else if self.credentials.is_empty() {
+            Some((
+                "credential",
+                "any host that reaches the service port could remove groups",
+            ))
+        } else {
+            None
+        };
+        match missing {
+            Some((field, risk)) => invalid(
+                field,
+                format!(
+                    "protected mode: this node listens on {ip}, not loopback, and no {field} is set: \
+                     {risk}. Set a `cluster_secret` and at least one `[[server.credential]]`, \
+                     or `protected_mode = false` to run unauthenticated"
+                ),
+            ),
+            None => Ok(()),
+        }
     }
 
     /// The election timeout in ticks.
@@ -312,6 +427,9 @@ pub fn loopback_cluster(root: &std::path::Path, nodes: usize, shards: usize) -> 
             data_dir: root.join(format!("node-{}", n + 1)),
             request_timeout_ms: 10_000,
             log: LogSettings::default(),
+            cluster_secret: None,
+            credentials: Vec::new(),
+            protected_mode: true,
         })
         .collect()
 }
@@ -334,6 +452,9 @@ mod tests {
             data_dir: "/tmp/sampan".into(),
             request_timeout_ms: 10_000,
             log: LogSettings::default(),
+            cluster_secret: None,
+            credentials: Vec::new(),
+            protected_mode: true,
         }
     }
 

@@ -108,8 +108,9 @@ impl ShardHost {
         let groups: GroupDirectory = Rc::default();
         let router = Router::new();
         route_raft_frames(&router, groups.clone(), PAYLOAD_BYTES_MAX).map_err(net)?;
-        let transport =
-            Transport::new(NetConfig::new(cfg.cluster_id, node), router.clone()).map_err(net)?;
+        let mut net_config = NetConfig::new(cfg.cluster_id, node);
+        (net_config.cluster_secret, net_config.client_keys) = cfg.net_keys()?;
+        let transport = Transport::new(net_config, router.clone()).map_err(net)?;
         let addr = transport.listen(listen).map_err(net)?;
         let tick = Duration::from_millis(cfg.tick_ms);
         let fiber = |source| HostError::Fiber { node, source };

@@ -75,7 +75,7 @@ use crate::service::{
 };
 use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
-use sampan_net::{Body, Incoming, NetError, Router};
+use sampan_net::{Body, Incoming, NetError, Privilege, Router};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -632,8 +632,24 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
         return;
     };
     let group = incoming.frame.header.group_id;
+    let privilege = incoming.from.privilege;
     let work = async move {
         let reply = match ServiceRequest::decode(incoming.frame.body) {
+            Ok(req) if req.op.is_admin() && privilege < Privilege::Admin => {
+                log::debug!(
+                    "node {}: {:?} on group {group} from {} denied: not an admin",
+                    shared.node,
+                    req.op,
+                    incoming.from.addr
+                );
+                Err(ServerError::Denied {
+                    node: shared.node,
+                    reason: format!(
+                        "{:?} changes the cluster and needs an admin credential; this connection proved a client's",
+                        req.op
+                    ),
+                })
+            }
             Ok(req) => dispatch(&shared, group, req, may_forward).await,
             Err(e) => Err(ServerError::BadMessage {
                 reason: e.to_string(),

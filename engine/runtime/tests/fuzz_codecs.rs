@@ -367,6 +367,7 @@ fn reply() -> impl Strategy<Value = Result<Bytes, ServerError>> {
         }),
         g().prop_map(|node| ServerError::ShuttingDown { node }),
         why().prop_map(|reason| ServerError::BadMessage { reason }),
+        (g(), why()).prop_map(|(node, reason)| ServerError::Denied { node, reason }),
         (g(), g(), why()).prop_map(|(group, node, reason)| ServerError::Uncertain {
             group,
             node,

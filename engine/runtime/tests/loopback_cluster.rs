@@ -58,6 +58,9 @@ fn server_config(id: u64, data_dir: PathBuf) -> ServerConfig {
         data_dir,
         request_timeout_ms: 10_000,
         log: Default::default(),
+        cluster_secret: None,
+        credentials: Vec::new(),
+        protected_mode: true,
     }
 }
 
