@@ -113,6 +113,32 @@ pub struct RedisSettings {
     /// `timeout`); 0: never.
     #[serde(default)]
     pub timeout: u64,
+    /// Bytes of replies a client may have pending before it is closed
+    /// (Redis's `client-output-buffer-limit` hard limit).
+    #[serde(default = "output_buffer_limit")]
+    pub output_buffer_limit: usize,
+    /// Seconds a client may leave its pending replies unread before it is
+    /// closed.
+    #[serde(default = "output_stall_timeout")]
+    pub output_stall_timeout: u64,
+    /// Seconds of silence before TCP keepalive probes a connection, to
+    /// find peers that vanished (Redis's `tcp-keepalive`); 0: off.
+    #[serde(default = "tcp_keepalive")]
+    pub tcp_keepalive: u64,
+}
+
+fn output_buffer_limit() -> usize {
+    sampan_redis::server::ListenerSettings::default().output_buffer_limit
+}
+
+fn output_stall_timeout() -> u64 {
+    sampan_redis::server::ListenerSettings::default()
+        .output_stall_timeout
+        .as_secs()
+}
+
+fn tcp_keepalive() -> u64 {
+    300
 }
 
 fn maxclients() -> usize {
@@ -148,6 +174,9 @@ impl Default for RedisSettings {
             protected_mode: yes(),
             maxclients: maxclients(),
             timeout: 0,
+            output_buffer_limit: output_buffer_limit(),
+            output_stall_timeout: output_stall_timeout(),
+            tcp_keepalive: tcp_keepalive(),
         }
     }
 }
@@ -172,6 +201,10 @@ impl RedisSettings {
             protected_mode: self.protected_mode,
             maxclients: self.maxclients,
             idle_timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout)),
+            output_buffer_limit: self.output_buffer_limit,
+            output_stall_timeout: std::time::Duration::from_secs(self.output_stall_timeout),
+            tcp_keepalive: (self.tcp_keepalive > 0)
+                .then(|| std::time::Duration::from_secs(self.tcp_keepalive)),
             ..Default::default()
         };
         s.limits.bulk_max_bytes = self.proto_max_bulk_len;
@@ -276,6 +309,21 @@ impl NodeConfig {
             return Err(ConfigError {
                 field: "redis.maxclients".into(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.redis.output_buffer_limit < sampan_kv::VALUE_MAX_BYTES + 64 {
+            return Err(ConfigError {
+                field: "redis.output_buffer_limit".into(),
+                reason: format!(
+                    "must hold at least one largest value's reply ({} bytes)",
+                    sampan_kv::VALUE_MAX_BYTES + 64
+                ),
+            });
+        }
+        if self.redis.output_stall_timeout == 0 {
+            return Err(ConfigError {
+                field: "redis.output_stall_timeout".into(),
+                reason: "must be at least 1 second".into(),
             });
         }
         if self.redis.in_flight_max == 0 {
@@ -435,6 +483,14 @@ protected_mode = true
 maxclients = 10000
 # Close a client idle this many seconds (Redis's timeout); 0: never.
 timeout = 0
+# A client with more than this many bytes of replies pending is closed
+# (Redis's client-output-buffer-limit), as is one that leaves its replies
+# unread for output_stall_timeout seconds.
+output_buffer_limit = 67108864
+output_stall_timeout = 60
+# Probe a silent connection after this many seconds and close it if the
+# client is gone (Redis's tcp-keepalive); 0: off.
+tcp_keepalive = 300
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

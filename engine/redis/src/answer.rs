@@ -85,16 +85,30 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// The text of `INFO [section]`: `server`, `replication` (the selected
-/// group: role, leader, term, commit and applied index) and `groups` (every
-/// group this node hosts). `section` `None`, `all`, `default` or
-/// `everything` gives all three.
+/// The listener's connection counters `INFO` shows, in Redis's names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    /// Connections open now.
+    pub connected_clients: u64,
+    /// The `maxclients` setting.
+    pub maxclients: usize,
+    /// Connections refused for `maxclients`.
+    pub rejected_connections: u64,
+    /// Connections closed for the output buffer limit or a stalled reader.
+    pub output_buffer_limit_disconnections: u64,
+}
+
+/// The text of `INFO [section]`: `server`, `clients`, `stats` (connection
+/// counters), `replication` (the selected group: role, leader, term,
+/// commit and applied index) and `groups` (every group this node hosts).
+/// `section` `None`, `all`, `default` or `everything` gives them all.
 pub fn info_text(
     node: u64,
     port: u16,
     section: Option<&[u8]>,
     selected: Option<&GroupInfo>,
     groups: &[GroupInfo],
+    clients: &ClientCounts,
 ) -> String {
     let section = section.map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
     let want = |name: &str| match section.as_deref() {
@@ -110,6 +124,20 @@ pub fn info_text(
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            s,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            clients.connected_clients, clients.maxclients,
+        );
+    }
+    if want("stats") {
+        let _ = write!(
+            s,
+            "# Stats\r\nrejected_connections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\r\n",
+            clients.rejected_connections, clients.output_buffer_limit_disconnections,
         );
     }
     if want("replication") {

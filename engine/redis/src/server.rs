@@ -23,7 +23,9 @@
 //!   runtime stops ([`RaftServer::shutdown`]).
 
 use super::acl::{self, Acl, Commands, Denied, User};
-use super::answer::{GroupInfo, config_pairs, info_text, key_read_keys, render_key_read};
+use super::answer::{
+    ClientCounts, GroupInfo, config_pairs, info_text, key_read_keys, render_key_read,
+};
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, Local, ParseError, Read, Request, WriteReply};
 use super::exactly_once::{WriteError, Writer};
@@ -44,6 +46,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Most bytes read from a socket at a time.
@@ -56,6 +59,10 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 const READ_FIRST_BYTES: usize = 4 << 10;
 /// An output buffer grown past this is given back after its write.
 const OUT_KEEP_BYTES: usize = 1 << 20;
+/// Replies pending past this are written out before the pipeline goes on,
+/// so a long pipeline of large replies holds about this much, not all of
+/// them, and a client that does not read stops its own pipeline.
+const OUT_FLUSH_BYTES: usize = 256 << 10;
 /// Pause after a failed `accept` (out of file descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
@@ -87,6 +94,28 @@ pub struct ListenerSettings {
     /// Close a connection that sent nothing for this long (Redis's
     /// `timeout`); `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Replies pending for one client past this many bytes close it
+    /// (Redis's `client-output-buffer-limit` hard limit): one reply that
+    /// large (a `KEYS *` of a huge database) is not built up and kept.
+    pub output_buffer_limit: usize,
+    /// A client that takes none of its pending replies for this long is
+    /// closed (a reader that stopped reading, or reads a byte at a time):
+    /// it cannot hold its replies and its fiber forever.
+    pub output_stall_timeout: Duration,
+    /// Probe a silent connection after this long and close it when the
+    /// peer is gone (Redis's `tcp-keepalive`, 300 s); `None`: no probes.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// Counters of one listener, all shards together (for `INFO`).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open now.
+    pub connected_clients: AtomicU64,
+    /// Connections refused for `maxclients`.
+    pub rejected_connections: AtomicU64,
+    /// Connections closed for the output buffer limit or a stalled reader.
+    pub output_buffer_limit_disconnections: AtomicU64,
 }
 
 impl Default for ListenerSettings {
@@ -101,6 +130,9 @@ impl Default for ListenerSettings {
             protected_mode: true,
             maxclients: 10_000,
             idle_timeout: None,
+            output_buffer_limit: 64 << 20,
+            output_stall_timeout: Duration::from_secs(60),
+            tcp_keepalive: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -162,6 +194,12 @@ pub fn listen<F: RaftFactory>(
             "databases, pipeline_max and maxclients must be at least 1".into(),
         ));
     }
+    if settings.output_buffer_limit == 0 || settings.output_stall_timeout.is_zero() {
+        return Err(ListenError::Settings(
+            "output_buffer_limit and output_stall_timeout must be above zero".into(),
+        ));
+    }
+    let stats = Arc::new(ListenerStats::default());
     // Each shard accepts its share (the kernel spreads connections over
     // the shards' SO_REUSEPORT listeners).
     let clients_max = settings.maxclients.div_ceil(server.shards().max(1));
@@ -179,6 +217,7 @@ pub fn listen<F: RaftFactory>(
     let mut bound = addr;
     for shard in 0..server.shards() {
         let (groups, settings, at) = (groups.clone(), settings.clone(), bound);
+        let stats = stats.clone();
         let local = runtime
             .shard(shard)
             .and_then(|s| {
@@ -200,6 +239,7 @@ pub fn listen<F: RaftFactory>(
                         clients: std::cell::Cell::new(0),
                         clients_max,
                         refusing: std::cell::Cell::new(false),
+                        stats,
                     });
                     sampan_fiber::spawn(
                         TaskClass::Latency,
@@ -242,6 +282,8 @@ struct Ctx {
     /// first refusal of a run is logged, not each (a flood of them would
     /// fill the log).
     refusing: std::cell::Cell<bool>,
+    /// The listener's counters, shared by its shards.
+    stats: Arc<ListenerStats>,
 }
 
 /// A connection counted as open from [`Client::open`] until dropped
@@ -256,6 +298,7 @@ impl Client {
         }
         ctx.clients.set(ctx.clients.get() + 1);
         ctx.refusing.set(false);
+        ctx.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
         Some(Client(ctx.clone()))
     }
 }
@@ -263,6 +306,10 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.0.clients.set(self.0.clients.get().saturating_sub(1));
+        self.0
+            .stats
+            .connected_clients
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -296,7 +343,13 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
             None => return,
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
+                if let Err(e) = stream.set_keepalive(ctx.settings.tcp_keepalive) {
+                    log::debug!("node {}: keepalive on {peer}: {e}", ctx.node);
+                }
                 let Some(client) = Client::open(&ctx) else {
+                    ctx.stats
+                        .rejected_connections
+                        .fetch_add(1, Ordering::Relaxed);
                     if !ctx.refusing.replace(true) {
                         log::warn!(
                             "node {}: refusing redis connections (from {peer} first): \
@@ -362,17 +415,11 @@ async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
             }
         }
         let more_parsed = batch.len() >= ctx.settings.pipeline_max;
-        let quit = execute(ctx, &mut conn, &batch, &mut out).await;
+        let quit = execute(ctx, stream, &mut conn, &batch, &mut out).await?;
         if let Some(e) = &bad {
             Reply::new(&mut out).error(&format!("ERR {e}"));
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-            if out.capacity() > OUT_KEEP_BYTES {
-                out = BytesMut::new();
-            }
-        }
+        flush(ctx, stream, &mut out, 1).await?;
         if quit || bad.is_some() {
             return Ok(());
         }
@@ -404,14 +451,76 @@ async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
     }
 }
 
-/// Runs a pipeline's requests in order, their replies appended to `out`.
-/// Returns whether the client asked to quit.
-async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut BytesMut) -> bool {
+/// Writes the replies in `out` once there are at least `at_least` bytes
+/// of them, within the output limits: more than
+/// [`ListenerSettings::output_buffer_limit`] pending, or a client that does
+/// not take them within [`ListenerSettings::output_stall_timeout`], fails
+/// the connection (and is counted).
+async fn flush(
+    ctx: &Ctx,
+    stream: &TcpStream,
+    out: &mut BytesMut,
+    at_least: usize,
+) -> io::Result<()> {
+    if out.is_empty() || out.len() < at_least {
+        return Ok(());
+    }
+    flush_room(ctx, out, 0)?;
+    let stall = ctx.settings.output_stall_timeout;
+    match sampan_fiber::timeout(stall, stream.write_all(out)).await {
+        Ok(written) => written?,
+        Err(_) => {
+            return Err(over_limit(
+                ctx,
+                format!("{} bytes of replies not taken within {stall:?}", out.len()),
+            ));
+        }
+    }
+    out.clear();
+    if out.capacity() > OUT_KEEP_BYTES {
+        *out = BytesMut::new();
+    }
+    Ok(())
+}
+
+/// Fails (and counts) a connection over its output limits.
+fn over_limit(ctx: &Ctx, what: String) -> io::Error {
+    ctx.stats
+        .output_buffer_limit_disconnections
+        .fetch_add(1, Ordering::Relaxed);
+    io::Error::other(what)
+}
+
+/// Whether `more` bytes of replies fit beside those pending in `out`
+/// within [`ListenerSettings::output_buffer_limit`]; else fails.
+fn flush_room(ctx: &Ctx, out: &BytesMut, more: usize) -> io::Result<()> {
+    let limit = ctx.settings.output_buffer_limit;
+    let pending = out.len().saturating_add(more);
+    if pending > limit {
+        return Err(over_limit(
+            ctx,
+            format!("{pending} bytes of replies pending, over the output buffer limit of {limit}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a pipeline's requests in order, their replies appended to `out`
+/// (written out as they pass [`OUT_FLUSH_BYTES`]). Returns whether the
+/// client asked to quit.
+async fn execute(
+    ctx: &Ctx,
+    stream: &TcpStream,
+    conn: &mut Conn,
+    batch: &[Vec<Bytes>],
+    out: &mut BytesMut,
+) -> io::Result<bool> {
     let mut parsed: Vec<Result<Request, ParseError>> =
         batch.iter().map(|a| command::parse(a)).collect();
     gate(ctx, conn, batch, &mut parsed);
     let mut i = 0;
     while i < parsed.len() {
+        flush(ctx, stream, out, OUT_FLUSH_BYTES).await?;
         match &parsed[i] {
             Err(ParseError(msg)) => {
                 Reply::new(out).error(msg);
@@ -422,7 +531,7 @@ async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut Byt
                     Request::Read(r) => key_read_keys(r).map(<[Bytes]>::len),
                     _ => None,
                 });
-                key_reads(ctx, conn, &parsed[i..end], out).await;
+                key_reads(ctx, stream, conn, &parsed[i..end], out).await?;
                 i = end;
             }
             Ok(Request::Write { command, .. }) if mergeable_pairs(command).is_some() => {
@@ -448,13 +557,13 @@ async fn execute(ctx: &Ctx, conn: &mut Conn, batch: &[Vec<Bytes>], out: &mut Byt
             }
             Ok(Request::Local(l)) => {
                 if local(ctx, conn, l, out) {
-                    return true;
+                    return Ok(true);
                 }
                 i += 1;
             }
         }
     }
-    false
+    Ok(false)
 }
 
 /// Applies authentication and permissions to a parsed pipeline, in order:
@@ -613,10 +722,11 @@ async fn merged_writes(
 /// A run of key reads: one read of all their keys.
 async fn key_reads(
     ctx: &Ctx,
+    stream: &TcpStream,
     conn: &Conn,
     run: &[Result<Request, ParseError>],
     out: &mut BytesMut,
-) {
+) -> io::Result<()> {
     let reads: Vec<&Read> = run
         .iter()
         .filter_map(|r| match r {
@@ -630,21 +740,29 @@ async fn key_reads(
         .collect();
     let outcome = ctx.batcher.get(ctx.group(conn), keys).await;
     let now = now_ms();
-    let mut reply = Reply::new(out);
     let mut at = 0;
     for r in reads {
         let n = key_read_keys(r).map_or(0, <[Bytes]>::len);
         match &outcome {
-            Ok(items) => render_key_read(
-                r,
-                items.get(at..at + n).unwrap_or_default(),
-                now,
-                &mut reply,
-            ),
-            Err(e) => reply.error(e),
+            Ok(items) => {
+                let items = items.get(at..at + n).unwrap_or_default();
+                // The values are shared with the store until rendered: a
+                // reply that would pass the limit is refused before it is
+                // copied (a pipeline of GETs of one large value, an MGET
+                // of many).
+                let size: usize = items
+                    .iter()
+                    .map(|i| i.as_ref().map_or(0, |it| it.value.len()) + 16)
+                    .sum();
+                flush_room(ctx, out, size)?;
+                render_key_read(r, items, now, &mut Reply::new(out));
+            }
+            Err(e) => Reply::new(out).error(e),
         }
         at += n;
+        flush(ctx, stream, out, OUT_FLUSH_BYTES).await?;
     }
+    Ok(())
 }
 
 /// The end of the run of other writes (INCR, DEL, SET EX, ...) from
@@ -847,7 +965,16 @@ async fn info(ctx: &Ctx, conn: &Conn, section: Option<&[u8]>, out: &mut BytesMut
         }
     }
     let selected = groups.iter().find(|g| g.db == conn.db);
-    let text = info_text(ctx.node, ctx.port, section, selected, &groups);
+    let stats = &ctx.stats;
+    let clients = ClientCounts {
+        connected_clients: stats.connected_clients.load(Ordering::Relaxed),
+        maxclients: ctx.settings.maxclients,
+        rejected_connections: stats.rejected_connections.load(Ordering::Relaxed),
+        output_buffer_limit_disconnections: stats
+            .output_buffer_limit_disconnections
+            .load(Ordering::Relaxed),
+    };
+    let text = info_text(ctx.node, ctx.port, section, selected, &groups, &clients);
     Reply::new(out).bulk(Some(text.as_bytes()));
 }
 
