@@ -404,13 +404,13 @@ pub(crate) async fn dial(
                 return Err(fail(peer, format!("write failed: {e}")));
             }
             let granted = expect_frame(stream, &mut rb, peer, FrameType::Response).await?;
-            if granted
-                .first()
-                .copied()
-                .and_then(Privilege::from_byte)
-                .is_none()
-            {
-                return Err(refuse(stream, peer, "bad privilege byte".into()).await);
+            let privilege = match granted[..] {
+                [b] => Privilege::from_byte(b),
+                _ => None,
+            };
+            if privilege.is_none() {
+                let reason = format!("a grant of {} bytes, not a privilege", granted.len());
+                return Err(refuse(stream, peer, reason).await);
             }
             Ok((theirs, rb))
         }
@@ -485,9 +485,13 @@ pub(crate) async fn accept(
         return Err(fail(peer, format!("write failed: {e}")));
     }
     let proof = expect_frame(stream, &mut rb, peer, FrameType::Request).await?;
-    let proved = proof.len() == PROOF_LEN
-        && verify(&grant.key, DIALER_LABEL, &transcript, &proof)
-        && grant.known;
+    if proof.len() != PROOF_LEN {
+        // Not a proof at all (a frame repeated on the way, say): a broken
+        // exchange, not a wrong key.
+        let reason = format!("a proof of {} bytes, not {PROOF_LEN}", proof.len());
+        return Err(refuse(stream, peer, reason).await);
+    }
+    let proved = verify(&grant.key, DIALER_LABEL, &transcript, &proof) && grant.known;
     if !proved {
         let reason = if grant.known {
             format!("a wrong key (name {name:?})")
