@@ -125,6 +125,28 @@ pub struct RedisSettings {
     /// find peers that vanished (Redis's `tcp-keepalive`); 0: off.
     #[serde(default = "tcp_keepalive")]
     pub tcp_keepalive: u64,
+    /// Port of a second Redis listener that speaks TLS (Redis's
+    /// `tls-port`); 0: none.
+    #[serde(default)]
+    pub tls_port: u16,
+    /// The node's certificate chain, PEM (Redis's `tls-cert-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The node's private key, PEM (Redis's `tls-key-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA that signs client certificates, PEM (Redis's
+    /// `tls-ca-cert-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Whether clients must present a certificate: `yes`, `optional` or
+    /// `no` (Redis's `tls-auth-clients`, default `yes`).
+    #[serde(default = "tls_auth_clients")]
+    pub tls_auth_clients: String,
+}
+
+fn tls_auth_clients() -> String {
+    "yes".into()
 }
 
 fn output_buffer_limit() -> usize {
@@ -177,11 +199,36 @@ impl Default for RedisSettings {
             output_buffer_limit: output_buffer_limit(),
             output_stall_timeout: output_stall_timeout(),
             tcp_keepalive: tcp_keepalive(),
+            tls_port: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_cert_file: None,
+            tls_auth_clients: tls_auth_clients(),
         }
     }
 }
 
 impl RedisSettings {
+    /// The TLS config of the `tls_port`, from the files named.
+    pub fn tls(&self) -> Result<sampan_redis::tls::TlsConfig, ConfigError> {
+        let field = |f: &str, reason: String| ConfigError {
+            field: format!("redis.{f}"),
+            reason,
+        };
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Err(field(
+                "tls_cert_file",
+                "tls_port needs tls_cert_file and tls_key_file".into(),
+            ));
+        };
+        let auth = self
+            .tls_auth_clients
+            .parse()
+            .map_err(|e| field("tls_auth_clients", e))?;
+        sampan_redis::tls::server_config(cert, key, self.tls_ca_cert_file.as_deref(), auth)
+            .map_err(|e| field("tls_cert_file", e))
+    }
+
     /// The users these settings give.
     pub fn acl(&self) -> Result<sampan_redis::acl::Acl, ConfigError> {
         let rules: Vec<String> = self.users.iter().map(|s| s.0.clone()).collect();
@@ -305,6 +352,9 @@ impl NodeConfig {
             });
         }
         self.redis.acl()?;
+        if self.redis.tls_port != 0 {
+            self.redis.tls()?;
+        }
         if self.redis.maxclients == 0 {
             return Err(ConfigError {
                 field: "redis.maxclients".into(),
@@ -491,6 +541,15 @@ output_stall_timeout = 60
 # Probe a silent connection after this many seconds and close it if the
 # client is gone (Redis's tcp-keepalive); 0: off.
 tcp_keepalive = 300
+# A second Redis listener that speaks TLS (Redis's tls-port; 0: none), for
+# `redis-cli --tls --cacert ca.pem --cert client.pem --key client.key`.
+# `sampan-cli certs` makes a CA and the certificates. tls_auth_clients:
+# yes (clients present a certificate the CA signed), optional, or no.
+tls_port = 0
+# tls_cert_file = "node-1.pem"
+# tls_key_file = "node-1.key"
+# tls_ca_cert_file = "ca.pem"
+tls_auth_clients = "yes"
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

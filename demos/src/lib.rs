@@ -6,6 +6,7 @@
 //! **For:** running Sampan as a small replicated KV store. **Not for:**
 //! embedding; depend on the `sampan` crate for that.
 
+pub mod certs;
 pub mod config;
 pub mod resp;
 pub mod signals;

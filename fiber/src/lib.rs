@@ -50,6 +50,7 @@ mod runtime;
 mod shard;
 mod signal;
 mod time;
+pub mod tls;
 
 pub use channel::{OneshotReceiver, OneshotSender, Receiver, SendError, Sender, channel, oneshot};
 pub use error::FiberError;

@@ -38,8 +38,9 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXIT_CODES)]
 struct Args {
-    /// Service addresses of some nodes, comma separated (host:port).
-    #[arg(long, short, value_delimiter = ',', required = true, value_parser = parse_addr)]
+    /// Service addresses of some nodes, comma separated (host:port); every
+    /// command but `certs` needs them.
+    #[arg(long, short, value_delimiter = ',', value_parser = parse_addr)]
     servers: Vec<SocketAddr>,
     /// The KV group to use.
     #[arg(long, short, default_value_t = 1)]
@@ -186,6 +187,31 @@ enum Command {
         /// The node's id.
         node: u64,
     },
+    /// Make certificates for a cluster in a directory: a CA (kept and
+    /// reused if there), one per node, and client ones, for TLS ports
+    /// (`[redis] tls_port`; `redis-cli --tls --cacert ca.pem --cert
+    /// client-NAME.pem --key client-NAME.key`). Needs no server.
+    Certs {
+        /// The directory for the files.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Node ids to make certificates for, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u64>,
+        /// Addresses the node certificates are valid for (what clients
+        /// dial), comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+        ip: Vec<std::net::IpAddr>,
+        /// Host names the node certificates are valid for.
+        #[arg(long, value_delimiter = ',', default_value = "localhost")]
+        dns: Vec<String>,
+        /// Client certificates to make, by name, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+        /// Days the certificates stay valid (the CA: twice as long).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -220,6 +246,43 @@ impl Output {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
     let args = Args::parse();
+    if let Command::Certs {
+        out,
+        nodes,
+        ip,
+        dns,
+        clients,
+        days,
+    } = &args.command
+    {
+        let spec = sampan_demos::certs::CertsSpec {
+            out: out.clone(),
+            cluster_id: args.cluster_id,
+            nodes: nodes.clone(),
+            ips: ip.clone(),
+            dns: dns.clone(),
+            clients: clients.clone(),
+            days: *days,
+        };
+        return match sampan_demos::certs::make(&spec) {
+            Ok(files) => {
+                let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+                let mut stdout = std::io::stdout().lock();
+                match stdout.write_all(list.as_bytes()) {
+                    Ok(()) => ExitCode::from(EXIT_OK),
+                    Err(_) => ExitCode::from(EXIT_ERROR),
+                }
+            }
+            Err(e) => {
+                eprintln!("sampan-cli: {e}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
+    if args.servers.is_empty() {
+        eprintln!("sampan-cli: --servers is needed (the nodes' service addresses)");
+        return ExitCode::from(2);
+    }
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let cfg = ClientConfig::new(args.servers.clone())
         .cluster_id(args.cluster_id)

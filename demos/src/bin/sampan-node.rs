@@ -60,19 +60,28 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         server.group_ids()?,
         cfg.server.service_port
     );
+    // The Redis ports listen on the node's own address from `servers`.
+    let ip = cfg
+        .server
+        .parse_servers()?
+        .into_iter()
+        .find(|(id, _)| *id == node)
+        .map(|(_, a)| a.ip())
+        .ok_or_else(|| format!("node {node} is not in `servers`"))?;
     if cfg.redis.port != 0 {
-        // The Redis port listens on the node's own address from `servers`.
-        let ip = cfg
-            .server
-            .parse_servers()?
-            .into_iter()
-            .find(|(id, _)| *id == node)
-            .map(|(_, a)| a.ip())
-            .ok_or_else(|| format!("node {node} is not in `servers`"))?;
         let addr = std::net::SocketAddr::new(ip, cfg.redis.port);
         let settings = cfg.redis.listener()?;
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis port {}", redis.local_addr());
+    }
+    if cfg.redis.tls_port != 0 {
+        let addr = std::net::SocketAddr::new(ip, cfg.redis.tls_port);
+        let settings = sampan_redis::server::ListenerSettings {
+            tls: Some(cfg.redis.tls()?),
+            ..cfg.redis.listener()?
+        };
+        let redis = sampan_redis::server::listen(&server, addr, settings)?;
+        log::info!("node {node}: redis TLS port {}", redis.local_addr());
     }
     let sig = wait_for_stop_signal()?;
     log::info!("node {node}: signal {sig}, stopping");

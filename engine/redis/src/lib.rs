@@ -29,6 +29,7 @@ pub mod glob;
 pub mod render;
 pub mod resp;
 pub mod server;
+pub mod tls;
 
 #[cfg(test)]
 mod listener_tests;

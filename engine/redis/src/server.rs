@@ -32,11 +32,13 @@ use super::exactly_once::{WriteError, Writer};
 use super::glob::glob_match;
 use super::render::{ScanCursors, error_text, render_write};
 use super::resp::{Reply, RespLimits, parse_request};
+use super::tls::TlsConfig;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use sampan::server::{GroupRef, RaftFactory, RaftServer};
 use sampan::state_machine::now_ms;
 use sampan_fiber::net::{TcpListener, TcpStream};
+use sampan_fiber::tls::TlsStream;
 use sampan_fiber::{FiberError, TaskClass};
 use sampan_kv::{
     BATCH_COMMANDS_MAX, KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult,
@@ -105,6 +107,9 @@ pub struct ListenerSettings {
     /// Probe a silent connection after this long and close it when the
     /// peer is gone (Redis's `tcp-keepalive`, 300 s); `None`: no probes.
     pub tcp_keepalive: Option<Duration>,
+    /// Serve TLS with this config (a Redis `tls-port` listener);
+    /// `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Counters of one listener, all shards together (for `INFO`).
@@ -133,6 +138,7 @@ impl Default for ListenerSettings {
             output_buffer_limit: 64 << 20,
             output_stall_timeout: Duration::from_secs(60),
             tcp_keepalive: Some(Duration::from_secs(300)),
+            tls: None,
         }
     }
 }
@@ -358,8 +364,12 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
                             ctx.clients.get()
                         );
                     }
+                    let plain = ctx.settings.tls.is_none();
                     let refuse = async move {
-                        let _ = stream.write_all(MAXCLIENTS_REPLY).await;
+                        // A TLS client could not read the plain refusal.
+                        if plain {
+                            let _ = stream.write_all(MAXCLIENTS_REPLY).await;
+                        }
                         let _ = stream.shutdown(Shutdown::Both);
                     };
                     let _ = sampan_fiber::spawn(TaskClass::Latency, "redis-refuse", refuse);
@@ -381,18 +391,76 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, client: Client) {
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, client: Client) {
     let ctx = &client.0;
+    let stream = match &ctx.settings.tls {
+        None => ClientStream::Plain(tcp),
+        Some(tls) => {
+            let conn = match rustls::ServerConnection::new(tls.0.clone()) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    log::warn!("node {}: TLS for {peer}: {e}", ctx.node);
+                    return;
+                }
+            };
+            let handshake = TlsStream::handshake(tcp, conn);
+            match sampan_fiber::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    log::debug!("node {}: TLS handshake with {peer} failed: {e}", ctx.node);
+                    return;
+                }
+                Err(_) => {
+                    log::debug!("node {}: no TLS handshake from {peer} in time", ctx.node);
+                    return;
+                }
+            }
+        }
+    };
     match connection_loop(&stream, ctx).await {
         Ok(()) => log::debug!("node {}: redis client {peer} left", ctx.node),
         Err(e) => log::debug!("node {}: redis client {peer}: {e}", ctx.node),
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.close().await;
+}
+
+/// Time a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client's connection: plain, or under TLS (the `tls_port`).
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl ClientStream {
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf).await,
+            ClientStream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.write_all(buf).await,
+            ClientStream::Tls(s) => s.write_all(buf).await,
+        }
+    }
+
+    async fn close(&self) {
+        let _ = match self {
+            ClientStream::Plain(s) => s.shutdown(Shutdown::Both),
+            ClientStream::Tls(s) => sampan_fiber::timeout(TLS_HANDSHAKE_TIMEOUT, s.close())
+                .await
+                .unwrap_or(Ok(())),
+        };
+    }
 }
 
 /// Reads requests, runs each batch of them, writes the replies; ends on
 /// EOF, `QUIT`, a protocol error or the runtime stopping.
-async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
+async fn connection_loop(stream: &ClientStream, ctx: &Ctx) -> io::Result<()> {
     let mut input = BytesMut::new();
     let mut scratch = vec![0u8; READ_FIRST_BYTES];
     let mut out = BytesMut::new();
@@ -458,7 +526,7 @@ async fn connection_loop(stream: &TcpStream, ctx: &Ctx) -> io::Result<()> {
 /// the connection (and is counted).
 async fn flush(
     ctx: &Ctx,
-    stream: &TcpStream,
+    stream: &ClientStream,
     out: &mut BytesMut,
     at_least: usize,
 ) -> io::Result<()> {
@@ -510,7 +578,7 @@ fn flush_room(ctx: &Ctx, out: &BytesMut, more: usize) -> io::Result<()> {
 /// client asked to quit.
 async fn execute(
     ctx: &Ctx,
-    stream: &TcpStream,
+    stream: &ClientStream,
     conn: &mut Conn,
     batch: &[Vec<Bytes>],
     out: &mut BytesMut,
@@ -722,7 +790,7 @@ async fn merged_writes(
 /// A run of key reads: one read of all their keys.
 async fn key_reads(
     ctx: &Ctx,
-    stream: &TcpStream,
+    stream: &ClientStream,
     conn: &Conn,
     run: &[Result<Request, ParseError>],
     out: &mut BytesMut,
