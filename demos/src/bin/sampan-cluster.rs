@@ -49,11 +49,24 @@ struct Args {
     /// `requirepass`); clients then connect with `redis-cli -a PASS`.
     #[arg(long)]
     requirepass: Option<String>,
+    /// Also serve the Redis protocol over TLS on ports 6391-6393, with a
+    /// CA and certificates made for this run (in `<data dir>/certs`;
+    /// client `demo`'s certificate for redis-cli --tls).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// The `--requirepass` of this run, if any (the demo's own connections
 /// authenticate with it).
 static PASSWORD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Whether this run serves TLS too (`--tls`).
+static TLS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Node `n`'s Redis TLS port.
+fn tls_port(n: u64) -> u16 {
+    6390 + n as u16
+}
 
 fn password() -> Option<&'static str> {
     PASSWORD.get().and_then(|p| p.as_deref())
@@ -83,6 +96,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Error> {
     let _ = PASSWORD.set(args.requirepass.clone().filter(|p| !p.is_empty()));
+    let _ = TLS.set(args.tls);
     block_stop_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -166,9 +180,27 @@ impl Cluster {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| format!("no random bytes for the secret: {e}"))?;
         let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let certs = dir.join("certs");
+        if TLS.get().copied().unwrap_or(false) {
+            sampan_demos::certs::make(&sampan_demos::certs::CertsSpec {
+                out: certs.clone(),
+                cluster_id: 1,
+                nodes: (1..=NODES).collect(),
+                ips: vec![[127, 0, 0, 1].into()],
+                dns: vec!["localhost".into()],
+                clients: vec!["demo".into()],
+                days: 30,
+            })?;
+        }
         for n in 1..=NODES {
             let mut cfg = NodeConfig::local_demo(n, dir.join(format!("node-{n}")));
             cfg.server.cluster_secret = Some(Secret(secret.clone()));
+            if TLS.get().copied().unwrap_or(false) {
+                cfg.redis.tls_port = tls_port(n);
+                cfg.redis.tls_cert_file = Some(certs.join(format!("node-{n}.pem")));
+                cfg.redis.tls_key_file = Some(certs.join(format!("node-{n}.key")));
+                cfg.redis.tls_ca_cert_file = Some(certs.join("ca.pem"));
+            }
             if let Some(p) = password() {
                 cfg.redis.requirepass = Some(Secret(p.into()));
                 cfg.server.credentials = vec![ServiceCredential {
@@ -418,6 +450,15 @@ fn print_welcome(dir: &Path) {
         ""
     };
     println!("  {token}sampan-cli -s 127.0.0.1:5001 status   # the native client");
+    if TLS.get().copied().unwrap_or(false) {
+        let certs = dir.join("certs");
+        println!(
+            "  redis-cli --tls --cacert {0}/ca.pem --cert {0}/client-demo.pem --key {0}/client-demo.key -p {1}{2} PING",
+            certs.display(),
+            tls_port(1),
+            auth_hint()
+        );
+    }
     println!(
         "  redis-benchmark -p 6381{} -t set,get -n 100000 -c 50 -P 16",
         auth_hint()
