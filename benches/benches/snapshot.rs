@@ -200,6 +200,7 @@ fn start<F: RaftFactory>(dir: &Path, factory: F, limit: u64) -> RaftServer<F> {
         cluster_secret: None,
         credentials: Vec::new(),
         protected_mode: true,
+        tls: None,
     };
     let group = GroupConfig {
         group_id: GROUP,

@@ -134,6 +134,7 @@ pub fn run_node(arg: &str) {
         cluster_secret: None,
         credentials: Vec::new(),
         protected_mode: true,
+        tls: None,
     };
     let durability = if f[5] == "true" {
         Durability::Sync

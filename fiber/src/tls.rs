@@ -8,14 +8,23 @@
 //! plaintext. A cancelled [`TlsStream::write_all`] may have sent part of a
 //! record: close the connection then (it cannot be resumed).
 //!
+//! A stream may also be split ([`TlsStream::into_split`]) for a reader
+//! fiber and a writer fiber: they share the rustls connection, only the
+//! writer writes to the socket, and the reader wakes it (a signal the
+//! caller gives) when reading left TLS output to send (an alert, a key
+//! update's answer). No borrow is held across an await.
+//!
 //! Not here: which certificates to trust, and who the peer is; the caller
 //! builds the rustls config and reads [`TlsStream::peer_certificates`].
 
-use crate::net::TcpStream;
+use crate::Signal;
+use crate::net::{ReadHalf, TcpStream, WriteHalf};
 use rustls::pki_types::CertificateDer;
 use std::cell::RefCell;
+use std::io::IoSlice;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::rc::Rc;
 
 /// The crypto every TLS config of Sampan uses: rustls's ring provider.
 /// rustls 0.23.48 marks it deprecated to steer users to aws-lc-rs for
@@ -144,23 +153,7 @@ impl TlsStream {
     /// Plaintext now (`Some`, 0 at the end), or `None`: rustls needs more
     /// bytes from the socket.
     fn step(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let mut conn = self.conn.borrow_mut();
-        let mut rx = self.rx.borrow_mut();
-        loop {
-            match conn.reader().read(buf) {
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // A FIN without close_notify: framing above catches a cut.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
-                Err(e) => return Err(e),
-            }
-            if rx.start == rx.end {
-                return Ok(None);
-            }
-            let mut pending = &rx.buf[rx.start..rx.end];
-            rx.start += conn.read_tls(&mut pending)?;
-            conn.process_new_packets().map_err(invalid)?;
-        }
+        step(&mut self.conn.borrow_mut(), &mut self.rx.borrow_mut(), buf)
     }
 
     /// Sends what rustls has queued (alerts, key updates).
@@ -221,5 +214,149 @@ impl TlsStream {
     /// The TCP stream under it (for its addresses and options).
     pub fn tcp(&self) -> &TcpStream {
         &self.sock
+    }
+
+    /// Splits the stream for a reader fiber and a writer fiber; the reader
+    /// notifies `out_ready` when it leaves TLS output for the writer to
+    /// send.
+    pub fn into_split(self, out_ready: Signal) -> (TlsReadHalf, TlsWriteHalf) {
+        let core = Rc::new(Core {
+            conn: self.conn,
+            out_ready,
+        });
+        let (read, write) = self.sock.into_split();
+        (
+            TlsReadHalf {
+                sock: read,
+                core: core.clone(),
+                rx: self.rx,
+            },
+            TlsWriteHalf {
+                sock: write,
+                core,
+                tx: self.tx,
+            },
+        )
+    }
+}
+
+/// What the two halves of a split stream share.
+struct Core {
+    conn: RefCell<rustls::Connection>,
+    out_ready: Signal,
+}
+
+/// The reading half of a split [`TlsStream`].
+pub struct TlsReadHalf {
+    sock: ReadHalf,
+    core: Rc<Core>,
+    rx: RefCell<Rx>,
+}
+
+impl std::fmt::Debug for TlsReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsReadHalf")
+    }
+}
+
+/// Plaintext from `conn` fed from `rx` (see [`TlsStream::read`]'s step).
+fn step(conn: &mut rustls::Connection, rx: &mut Rx, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match conn.reader().read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // A FIN without close_notify: framing above catches a cut.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
+            Err(e) => return Err(e),
+        }
+        if rx.start == rx.end {
+            return Ok(None);
+        }
+        let mut pending = &rx.buf[rx.start..rx.end];
+        rx.start += conn.read_tls(&mut pending)?;
+        conn.process_new_packets().map_err(invalid)?;
+    }
+}
+
+impl TlsReadHalf {
+    /// Reads plaintext into `buf`; `Ok(0)` at the end of the stream.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let stepped = {
+                let mut conn = self.core.conn.borrow_mut();
+                let got = step(&mut conn, &mut self.rx.borrow_mut(), buf);
+                if conn.wants_write() {
+                    self.core.out_ready.notify_all();
+                }
+                got?
+            };
+            if let Some(n) = stepped {
+                return Ok(n);
+            }
+            let mut space = std::mem::take(&mut self.rx.borrow_mut().buf);
+            space.resize(RX_BYTES, 0);
+            let got = self.sock.read(&mut space).await;
+            let n = *got.as_ref().unwrap_or(&0);
+            *self.rx.borrow_mut() = Rx {
+                buf: space,
+                start: 0,
+                end: n,
+            };
+            if got? == 0 {
+                self.core.conn.borrow_mut().read_tls(&mut io::empty())?;
+            }
+        }
+    }
+}
+
+/// The writing half of a split [`TlsStream`].
+pub struct TlsWriteHalf {
+    sock: WriteHalf,
+    core: Rc<Core>,
+    tx: RefCell<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsWriteHalf")
+    }
+}
+
+impl TlsWriteHalf {
+    /// Encrypts every byte of `bufs` (rustls packs them into records of up
+    /// to 16 KiB) and sends the records, with any TLS output the reader
+    /// left; `bufs` is left empty.
+    pub async fn write_all_vectored(&self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        IoSlice::advance_slices(&mut bufs, 0);
+        loop {
+            let mut tx = std::mem::take(&mut *self.tx.borrow_mut());
+            tx.clear();
+            {
+                let mut conn = self.core.conn.borrow_mut();
+                if !bufs.is_empty() {
+                    let n = conn.writer().write_vectored(bufs)?;
+                    IoSlice::advance_slices(&mut bufs, n);
+                }
+                while conn.wants_write() {
+                    conn.write_tls(&mut tx)?;
+                }
+            }
+            let done = tx.is_empty();
+            let sent = if done {
+                Ok(())
+            } else {
+                self.sock.write_all(&tx).await
+            };
+            *self.tx.borrow_mut() = tx;
+            sent?;
+            if done && bufs.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether TLS output waits to be sent (the reader left some).
+    pub fn wants_write(&self) -> bool {
+        self.core.conn.borrow().wants_write()
     }
 }

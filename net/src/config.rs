@@ -4,6 +4,7 @@ use crate::auth::{ClientKeys, Credential, Key};
 use crate::error::NetError;
 use crate::frame::{FRAME_BYTES_MAX_DEFAULT, HEADER_LEN};
 use crate::handshake::{Keys, Role};
+use crate::tls::NodeTls;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,12 @@ pub struct NetConfig {
     pub client_keys: Option<Arc<ClientKeys>>,
     /// The token this side proves when it dials a service port as a client.
     pub credential: Option<Credential>,
+    /// TLS for a node: mutual TLS with every peer, and TLS on the service
+    /// port. `None`: plain TCP.
+    pub tls: Option<NodeTls>,
+    /// TLS for a client dialing service ports (the CA the nodes'
+    /// certificates chain to). `None`: plain TCP.
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl NetConfig {
@@ -64,6 +71,8 @@ impl NetConfig {
             cluster_secret: None,
             client_keys: None,
             credential: None,
+            tls: None,
+            client_tls: None,
         }
     }
 

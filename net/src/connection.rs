@@ -22,11 +22,12 @@ use crate::auth::Privilege;
 use crate::codec::{Decoder, encode_header};
 use crate::error::{FrameError, NetError};
 use crate::frame::{Body, Frame, FrameType, HEADER_LEN, KIND_HANDSHAKE};
+use crate::link::{Link, LinkRead, LinkWrite};
 use crate::readbuf::ReadBuf;
 use crate::rpc::{
     Incoming, Origin, Pending, Reply, Responder, ResponseSink, Router, check_user_kind,
 };
-use sampan_fiber::net::{ReadHalf, ShutdownHandle, TcpStream, WriteHalf};
+use sampan_fiber::net::ShutdownHandle;
 use sampan_fiber::{Signal, TaskClass, oneshot, spawn, yield_if_needed};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -192,7 +193,7 @@ impl Connection {
     /// Starts the reader and writer fibers on a stream whose handshake is
     /// done; `rb` holds any bytes read past the handshake.
     pub(crate) fn start(
-        stream: TcpStream,
+        stream: Link,
         rb: ReadBuf,
         peer: PeerInfo,
         config: ConnConfig,
@@ -200,13 +201,14 @@ impl Connection {
         on_close: Option<CloseHook>,
     ) -> Result<Connection, NetError> {
         let socket = stream.shutdown_handle();
-        let (read, write) = stream.into_split();
+        let wake_writer = Signal::new();
+        let (read, write) = stream.into_split(wake_writer.clone());
         let inner = Rc::new(ConnInner {
             peer,
             config,
             router,
             outbox: RefCell::new(Outbox::default()),
-            wake_writer: Signal::new(),
+            wake_writer,
             room: Signal::new(),
             pending: RefCell::new(Pending::default()),
             close_reason: RefCell::new(None),
@@ -563,7 +565,7 @@ impl ConnInner {
     }
 }
 
-async fn read_loop(inner: Rc<ConnInner>, socket: ReadHalf, mut rb: ReadBuf) {
+async fn read_loop(inner: Rc<ConnInner>, socket: LinkRead, mut rb: ReadBuf) {
     let decoder = inner.config.decoder;
     loop {
         loop {
@@ -607,7 +609,7 @@ async fn read_loop(inner: Rc<ConnInner>, socket: ReadHalf, mut rb: ReadBuf) {
     }
 }
 
-async fn write_loop(inner: Rc<ConnInner>, socket: WriteHalf) {
+async fn write_loop(inner: Rc<ConnInner>, socket: LinkWrite) {
     let mut batch: Vec<OutFrame> = Vec::new();
     loop {
         let woken = inner.wake_writer.wait();
@@ -615,7 +617,9 @@ async fn write_loop(inner: Rc<ConnInner>, socket: WriteHalf) {
             return;
         }
         batch.extend(inner.outbox.borrow_mut().queue.drain(..));
-        if batch.is_empty() {
+        // Under TLS the reader may leave output (an alert, a key update's
+        // answer) with nothing queued: it goes out with an empty batch.
+        if batch.is_empty() && !socket.wants_write() {
             woken.await;
             continue;
         }
@@ -642,7 +646,7 @@ async fn write_loop(inner: Rc<ConnInner>, socket: WriteHalf) {
 
 /// Writes a batch of frames with vectored writes: each header and each body
 /// piece is its own buffer.
-async fn write_batch(socket: &WriteHalf, batch: &[OutFrame]) -> std::io::Result<()> {
+async fn write_batch(socket: &LinkWrite, batch: &[OutFrame]) -> std::io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
     for frame in batch {
         slices.push(IoSlice::new(&frame.header));

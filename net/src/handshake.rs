@@ -28,10 +28,10 @@ use crate::auth::{
 use crate::codec::{Decoder, encode_frame};
 use crate::error::NetError;
 use crate::frame::{Body, Frame, FrameHeader, FrameType, HEADER_LEN, KIND_HANDSHAKE};
+use crate::link::Link;
 use crate::readbuf::ReadBuf;
 use crate::rpc::{ERROR_MESSAGE_BYTES_MAX, error_body, parse_error_body};
 use bytes::Bytes;
-use sampan_fiber::net::TcpStream;
 use std::sync::Arc;
 
 /// Largest handshake frame read (a hello, or a refusal with its reason): a
@@ -242,7 +242,7 @@ fn auth_failed(peer: &str, reason: String) -> NetError {
     }
 }
 
-async fn write_frame(stream: &TcpStream, frame_type: FrameType, body: Body) -> std::io::Result<()> {
+async fn write_frame(stream: &Link, frame_type: FrameType, body: Body) -> std::io::Result<()> {
     let header = FrameHeader {
         frame_type,
         kind: KIND_HANDSHAKE,
@@ -254,7 +254,7 @@ async fn write_frame(stream: &TcpStream, frame_type: FrameType, body: Body) -> s
 }
 
 /// Reads one handshake frame; bytes read past it stay in `rb`.
-async fn read_frame(stream: &TcpStream, rb: &mut ReadBuf) -> Result<Frame, String> {
+async fn read_frame(stream: &Link, rb: &mut ReadBuf) -> Result<Frame, String> {
     let decoder = Decoder::new(HANDSHAKE_FRAME_BYTES_MAX);
     loop {
         match rb.take_frame(&decoder) {
@@ -273,7 +273,7 @@ async fn read_frame(stream: &TcpStream, rb: &mut ReadBuf) -> Result<Frame, Strin
 
 /// Refuses the other side: tells it why (best effort), and fails with
 /// `error`.
-async fn refuse_with(stream: &TcpStream, peer: &str, reason: &str, error: NetError) -> NetError {
+async fn refuse_with(stream: &Link, peer: &str, reason: &str, error: NetError) -> NetError {
     let body = error_body(0, reason);
     if let Err(e) = write_frame(stream, FrameType::ErrorResponse, body).await {
         log::debug!("could not tell {peer} why it was refused: {e}");
@@ -282,14 +282,14 @@ async fn refuse_with(stream: &TcpStream, peer: &str, reason: &str, error: NetErr
 }
 
 /// Refuses the other side over a mismatch: tells it why, logs, and fails.
-async fn refuse(stream: &TcpStream, peer: &str, reason: String) -> NetError {
+async fn refuse(stream: &Link, peer: &str, reason: String) -> NetError {
     let error = fail(peer, reason.clone());
     refuse_with(stream, peer, &reason, error).await
 }
 
 /// Refuses the other side over authentication. The other side is told
 /// only that it failed; `reason` (ours, for the log) may say more.
-async fn refuse_auth(stream: &TcpStream, peer: &str, reason: String) -> NetError {
+async fn refuse_auth(stream: &Link, peer: &str, reason: String) -> NetError {
     refuse_with(
         stream,
         peer,
@@ -303,7 +303,7 @@ async fn refuse_auth(stream: &TcpStream, peer: &str, reason: String) -> NetError
 /// kind and type `want`, else the reason (an error response: the other
 /// side's reason, marked as such).
 async fn expect_frame(
-    stream: &TcpStream,
+    stream: &Link,
     rb: &mut ReadBuf,
     peer: &str,
     want: FrameType,
@@ -346,7 +346,7 @@ fn checked_hello(body: &[u8], expect: &Expect) -> Result<Hello, String> {
 /// key if the acceptor asks. Returns the peer's hello and any bytes read
 /// past the handshake.
 pub(crate) async fn dial(
-    stream: &TcpStream,
+    stream: &Link,
     expect: &Expect,
     keys: &Keys,
     peer: &str,
@@ -423,7 +423,7 @@ pub(crate) async fn dial(
 /// proof. Returns the peer's hello, what it may do, and any bytes read past
 /// the handshake.
 pub(crate) async fn accept(
-    stream: &TcpStream,
+    stream: &Link,
     expect: &Expect,
     keys: &Keys,
     peer: &str,
@@ -444,6 +444,18 @@ pub(crate) async fn accept(
         Ok(parts) => parts,
         Err(reason) => return Err(refuse(stream, peer, reason).await),
     };
+    // Under TLS a node's certificate must name the node it claims to be.
+    if theirs.role == Role::Node
+        && let Link::Tls(_) = stream
+        && let Err(why) = crate::tls::check_peer_node(
+            stream.peer_certificates(),
+            expect.local.cluster_id,
+            theirs.node_id,
+        )
+    {
+        let reason = format!("it claims to be node {}, but {why}", theirs.node_id);
+        return Err(refuse_auth(stream, peer, reason).await);
+    }
     let grant = match keys {
         Keys::Open => None,
         Keys::Cluster(key) => Some(Grant {

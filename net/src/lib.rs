@@ -63,8 +63,10 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+mod link;
 pub mod readbuf;
 pub mod rpc;
+pub mod tls;
 pub mod transport;
 
 pub use auth::{ClientKeys, Credential, Key, Privilege};
@@ -74,4 +76,6 @@ pub use error::{FrameError, NetError};
 pub use frame::{Body, Frame, FrameHeader, FrameType};
 pub use handshake::Role;
 pub use rpc::{Incoming, Origin, Responder, Router};
+/// The TLS library the transport uses (for [`NetConfig::client_tls`]).
+pub use rustls;
 pub use transport::{Transport, connect};

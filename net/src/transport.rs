@@ -20,8 +20,11 @@ use crate::connection::{CloseHook, CloseReason, ConnConfig, Connection, PeerInfo
 use crate::error::NetError;
 use crate::frame::{Body, Frame};
 use crate::handshake::{self, Expect, Hello, PROTOCOL_VERSION, Role};
+use crate::link::Link;
 use crate::rpc::Router;
+use crate::tls;
 use sampan_fiber::net::TcpStream;
+use sampan_fiber::tls::TlsStream;
 use sampan_fiber::{FiberGroup, FiberHandle, Signal, TaskClass, sleep, timeout};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -120,20 +123,90 @@ async fn connect_with(
         node_id: expect_node,
     };
     let keys = config.keys(role, true);
-    let exchange = handshake::dial(&stream, &expect, &keys, &label);
-    let (theirs, rb) = timeout(config.handshake_timeout, exchange)
-        .await
-        .map_err(|_| NetError::Handshake {
-            peer: label.clone(),
-            reason: format!("no answer within {:?}", config.handshake_timeout),
-        })??;
+    let exchange = Box::pin(async {
+        let link = match dial_tls(config, role, expect_node, addr) {
+            Ok(None) => Link::Plain(stream),
+            Ok(Some(conn)) => upgrade(stream, conn, &label).await?,
+            Err(reason) => {
+                return Err(NetError::Handshake {
+                    peer: label.clone(),
+                    reason,
+                });
+            }
+        };
+        let (theirs, rb) = handshake::dial(&link, &expect, &keys, &label).await?;
+        Ok((link, theirs, rb))
+    });
+    let (link, theirs, rb) =
+        timeout(config.handshake_timeout, exchange)
+            .await
+            .map_err(|_| NetError::Handshake {
+                peer: label.clone(),
+                reason: format!("no answer within {:?}", config.handshake_timeout),
+            })??;
     let peer = PeerInfo {
         node_id: theirs.node_id,
         addr,
         label: format!("node {} at {addr}", theirs.node_id).into(),
         privilege: Privilege::Node,
     };
-    Connection::start(stream, rb, peer, conn_config(config), router, on_close)
+    Connection::start(link, rb, peer, conn_config(config), router, on_close)
+}
+
+/// The TLS connection a dial as `role` starts with, if TLS is configured:
+/// a node checks that the peer's certificate names the node it dials; a
+/// client, that it is valid for the address it dials.
+fn dial_tls(
+    config: &NetConfig,
+    role: Role,
+    expect_node: Option<u64>,
+    addr: SocketAddr,
+) -> Result<Option<rustls::ClientConnection>, String> {
+    let (tls, name) = match role {
+        Role::Node => {
+            let Some(t) = &config.tls else {
+                return Ok(None);
+            };
+            let node = expect_node.ok_or("TLS between nodes needs the id of the node dialed")?;
+            (
+                t.peer_client.clone(),
+                tls::server_name(tls::node_name(config.cluster_id, node))?,
+            )
+        }
+        Role::Client => {
+            let Some(c) = &config.client_tls else {
+                return Ok(None);
+            };
+            (
+                c.clone(),
+                rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+            )
+        }
+    };
+    rustls::ClientConnection::new(tls, name)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the TLS handshake of `conn` on `stream`. A refusal over
+/// certificates (an alert, a certificate that does not verify) is an
+/// authentication failure.
+pub(crate) async fn upgrade(
+    stream: TcpStream,
+    conn: impl Into<rustls::Connection>,
+    peer: &str,
+) -> Result<Link, NetError> {
+    match TlsStream::handshake(stream, conn).await {
+        Ok(tls) => Ok(Link::Tls(Box::new(tls))),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(NetError::Auth {
+            peer: peer.to_string(),
+            reason: format!("TLS: {e}"),
+        }),
+        Err(e) => Err(NetError::Handshake {
+            peer: peer.to_string(),
+            reason: format!("TLS: {e}"),
+        }),
+    }
 }
 
 fn local_hello(config: &NetConfig, role: Role) -> Hello {

@@ -62,6 +62,16 @@ struct Args {
     /// The name of the token.
     #[arg(long, default_value = "default")]
     user: String,
+    /// Speak TLS to the nodes (their `[server.tls]`), trusting this CA
+    /// (PEM).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate to present over TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -295,6 +305,13 @@ fn main() -> ExitCode {
     let cfg = match token {
         Some(token) => cfg.credential(&args.user, &token),
         None => Ok(cfg),
+    };
+    let cfg = match &args.tls_ca {
+        Some(ca) => {
+            let pair = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+            cfg.and_then(|c| c.tls_ca(ca, pair))
+        }
+        None => cfg,
     };
     let out = cfg.and_then(BlockingClient::connect).and_then(|client| {
         let out = run(&client, &args);

@@ -49,8 +49,9 @@ struct Args {
     /// `requirepass`); clients then connect with `redis-cli -a PASS`.
     #[arg(long)]
     requirepass: Option<String>,
-    /// Also serve the Redis protocol over TLS on ports 6391-6393, with a
-    /// CA and certificates made for this run (in `<data dir>/certs`;
+    /// Speak TLS: nodes to each other (mutual, each certificate naming its
+    /// node), on the service ports, and on Redis TLS ports 6391-6393, with
+    /// a CA and certificates made for this run (in `<data dir>/certs`;
     /// client `demo`'s certificate for redis-cli --tls).
     #[arg(long)]
     tls: bool,
@@ -200,6 +201,11 @@ impl Cluster {
                 cfg.redis.tls_cert_file = Some(certs.join(format!("node-{n}.pem")));
                 cfg.redis.tls_key_file = Some(certs.join(format!("node-{n}.key")));
                 cfg.redis.tls_ca_cert_file = Some(certs.join("ca.pem"));
+                cfg.server.tls = Some(sampan::config::TlsFiles {
+                    cert_file: certs.join(format!("node-{n}.pem")),
+                    key_file: certs.join(format!("node-{n}.key")),
+                    ca_file: certs.join("ca.pem"),
+                });
             }
             if let Some(p) = password() {
                 cfg.redis.requirepass = Some(Secret(p.into()));
@@ -449,15 +455,20 @@ fn print_welcome(dir: &Path) {
     } else {
         ""
     };
-    println!("  {token}sampan-cli -s 127.0.0.1:5001 status   # the native client");
     if TLS.get().copied().unwrap_or(false) {
         let certs = dir.join("certs");
+        println!(
+            "  {token}sampan-cli -s 127.0.0.1:5001 --tls-ca {}/ca.pem status   # the native client, over TLS",
+            certs.display()
+        );
         println!(
             "  redis-cli --tls --cacert {0}/ca.pem --cert {0}/client-demo.pem --key {0}/client-demo.key -p {1}{2} PING",
             certs.display(),
             tls_port(1),
             auth_hint()
         );
+    } else {
+        println!("  {token}sampan-cli -s 127.0.0.1:5001 status   # the native client");
     }
     println!(
         "  redis-benchmark -p 6381{} -t set,get -n 100000 -c 50 -P 16",

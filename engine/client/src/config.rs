@@ -1,8 +1,10 @@
 //! The client's settings, with their limits named.
 
 use super::error::ClientError;
-use sampan_net::Credential;
+use sampan_net::{Credential, rustls};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default time allowed for one operation, retries included.
@@ -52,6 +54,9 @@ pub struct ClientConfig {
     /// The token (under its name) the client proves to each node, for
     /// nodes whose service port has credentials (`[[server.credential]]`).
     pub credential: Option<Credential>,
+    /// TLS to nodes whose service port has it (`[server.tls]`): the node's
+    /// certificate is checked against the CA and the address dialed.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -69,7 +74,25 @@ impl ClientConfig {
             sessions_per_group_max: SESSIONS_PER_GROUP_DEFAULT,
             session_renew_idle: SESSION_RENEW_IDLE_DEFAULT,
             credential: None,
+            tls: None,
         }
+    }
+
+    /// The same settings speaking TLS, trusting the CA in `ca_file` (PEM),
+    /// with a client certificate and key if given.
+    pub fn tls_ca(
+        mut self,
+        ca_file: &Path,
+        cert_and_key: Option<(&Path, &Path)>,
+    ) -> Result<ClientConfig, ClientError> {
+        let tls = sampan_net::tls::client_config(ca_file, cert_and_key).map_err(|reason| {
+            ClientError::Config {
+                field: "tls",
+                reason,
+            }
+        })?;
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// The same settings proving `token` under `name` to every node.

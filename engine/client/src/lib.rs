@@ -207,6 +207,7 @@ impl Client {
         cfg.validate()?;
         let mut net = NetConfig::new(cfg.cluster_id, session::random_id());
         net.credential = cfg.credential.clone();
+        net.client_tls = cfg.tls.clone();
         net.validate().map_err(|e| ClientError::Config {
             field: "net",
             reason: e.to_string(),

@@ -4,6 +4,7 @@
 //! Durations are in milliseconds; the Raft core's ticks are derived from
 //! them (`tick_ms`), so a user never reasons in ticks.
 
+use sampan_net::tls::NodeTls;
 use sampan_net::{ClientKeys, Credential, Key, NetError, Privilege};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -76,10 +77,29 @@ pub struct ServerConfig {
     #[serde(default, rename = "credential", skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<ServiceCredential>,
     /// Refuse to start on an address other than loopback without a
-    /// `cluster_secret` and service credentials (as Redis's protected mode
-    /// refuses remote clients without a password).
+    /// `cluster_secret` (or `tls`) and service credentials (as Redis's
+    /// protected mode refuses remote clients without a password).
     #[serde(default = "defaults::yes")]
     pub protected_mode: bool,
+    /// TLS on the replication port (mutual: every node presents its
+    /// certificate, which must name it) and on the service port
+    /// (`[server.tls]`). Unset: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+/// A node's certificate, key and the cluster's CA (PEM files, as
+/// `sampan-cli certs` writes them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The node's certificate (it must name the node:
+    /// `node-<id>.c<cluster>.sampan.internal`).
+    pub cert_file: PathBuf,
+    /// The node's private key.
+    pub key_file: PathBuf,
+    /// The CA every node's and client's certificate chains to.
+    pub ca_file: PathBuf,
 }
 
 /// A token the service port accepts.
@@ -296,6 +316,7 @@ impl ServerConfig {
         }
         self.service_addrs()?;
         self.net_keys()?;
+        self.node_tls()?;
         self.check_protected_mode()?;
         Ok(())
     }
@@ -329,6 +350,14 @@ impl ServerConfig {
         Ok((secret, Some(Arc::new(keys))))
     }
 
+    /// The transport's TLS configs, from `tls`'s files.
+    pub fn node_tls(&self) -> Result<Option<NodeTls>, ConfigError> {
+        let Some(t) = &self.tls else { return Ok(None) };
+        NodeTls::from_files(&t.cert_file, &t.key_file, &t.ca_file)
+            .map(Some)
+            .map_err(|e| ConfigError::new("tls", e))
+    }
+
     /// Protected mode: off loopback, both ports must authenticate.
     fn check_protected_mode(&self) -> Result<(), ConfigError> {
         if !self.protected_mode {
@@ -342,7 +371,7 @@ impl ServerConfig {
         let Some(ip) = own.filter(|ip| !ip.is_loopback()) else {
             return Ok(());
         };
-        let missing = if self.cluster_secret.is_none() {
+        let missing = if self.cluster_secret.is_none() && self.tls.is_none() {
             Some((
                 "cluster_secret",
                 "any host that reaches the replication port could join the cluster",
@@ -360,8 +389,8 @@ impl ServerConfig {
                 field,
                 format!(
                     "protected mode: this node listens on {ip}, not loopback, and no {field} is set: \
-                     {risk}. Set a `cluster_secret` and at least one `[[server.credential]]`, \
-                     or `protected_mode = false` to run unauthenticated"
+                     {risk}. Set a `cluster_secret` (or `[server.tls]`) and at least one \
+                     `[[server.credential]]`, or `protected_mode = false` to run unauthenticated"
                 ),
             ),
             None => Ok(()),
@@ -430,6 +459,7 @@ pub fn loopback_cluster(root: &std::path::Path, nodes: usize, shards: usize) -> 
             cluster_secret: None,
             credentials: Vec::new(),
             protected_mode: true,
+            tls: None,
         })
         .collect()
 }
@@ -455,6 +485,7 @@ mod tests {
             cluster_secret: None,
             credentials: Vec::new(),
             protected_mode: true,
+            tls: None,
         }
     }
 

@@ -110,6 +110,7 @@ impl ShardHost {
         route_raft_frames(&router, groups.clone(), PAYLOAD_BYTES_MAX).map_err(net)?;
         let mut net_config = NetConfig::new(cfg.cluster_id, node);
         (net_config.cluster_secret, net_config.client_keys) = cfg.net_keys()?;
+        net_config.tls = cfg.node_tls()?;
         let transport = Transport::new(net_config, router.clone()).map_err(net)?;
         let addr = transport.listen(listen).map_err(net)?;
         let tick = Duration::from_millis(cfg.tick_ms);

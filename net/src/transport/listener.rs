@@ -5,10 +5,11 @@
 //! A connection that fails its handshake is closed and recorded with the
 //! reason; the listener and every other connection go on.
 
-use super::{TransportInner, conn_config};
+use super::{TransportInner, conn_config, upgrade};
 use crate::connection::{CloseReason, Connection, PeerInfo};
 use crate::error::NetError;
 use crate::handshake::{self, Expect, Role};
+use crate::link::Link;
 use crate::rpc::Router;
 use sampan_fiber::net::{TcpListener, TcpStream};
 use sampan_fiber::{TaskClass, sleep, timeout};
@@ -95,11 +96,30 @@ async fn accept_one(
     let config = conn_config(&t.config);
     let hook = t.close_hook();
     let keys = t.config.keys(role, false);
+    let tls = t.config.tls.as_ref().map(|n| match role {
+        Role::Node => n.peer_server.clone(),
+        Role::Client => n.service_server.clone(),
+    });
     drop(t);
     let label = format!("{addr}");
-    let outcome = timeout(limit, handshake::accept(&stream, &expect, &keys, &label)).await;
+    let exchange = Box::pin(async {
+        let link = match tls {
+            None => Link::Plain(stream),
+            Some(config) => {
+                let conn =
+                    rustls::ServerConnection::new(config).map_err(|e| NetError::Handshake {
+                        peer: label.clone(),
+                        reason: format!("TLS: {e}"),
+                    })?;
+                upgrade(stream, conn, &label).await?
+            }
+        };
+        let (theirs, privilege, rb) = handshake::accept(&link, &expect, &keys, &label).await?;
+        Ok::<_, NetError>((link, theirs, privilege, rb))
+    });
+    let outcome = timeout(limit, exchange).await;
     let Some(t) = transport.upgrade() else { return };
-    let (theirs, privilege, rb) = match outcome {
+    let (link, theirs, privilege, rb) = match outcome {
         Ok(Ok(done)) => done,
         Ok(Err(e @ NetError::Auth { .. })) => {
             t.note_auth_failure(addr, &e);
@@ -121,7 +141,7 @@ async fn accept_one(
         label: format!("{who} {} at {addr}", theirs.node_id).into(),
         privilege,
     };
-    match Connection::start(stream, rb, peer, config, router, Some(hook)) {
+    match Connection::start(link, rb, peer, config, router, Some(hook)) {
         Ok(conn) if role == Role::Node => t.install(conn),
         Ok(conn) => t.add_client(conn),
         Err(e) => log::warn!("cannot start the connection from {addr}: {e}"),
