@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# What TLS costs on the Redis port, measured in one go: the leader of a
-# 3-node `sampan-cluster --tls` (sync durability) over its plain port and
-# its TLS port, beside one `redis-server --appendonly yes --appendfsync
-# always` over its plain and TLS ports, with the same certificates
-# (`sampan-cli certs`) and the same redis-benchmark flags, rounds
-# interleaved. Prints a Markdown table of requests per second.
+# What TLS costs, measured in one go: the leader of group 1 of a 3-node
+# `sampan-cluster` (sync durability) with no TLS, then of
+# `sampan-cluster --tls` (mutual TLS between nodes and on the service
+# ports) over its plain Redis port and its TLS Redis port; beside one
+# `redis-server --appendonly yes --appendfsync always` over its plain and
+# TLS ports (certificates from `sampan-cli certs`), with the same
+# redis-benchmark flags, round after round. Prints a Markdown table of
+# requests per second; "ratio" is all-TLS over no-TLS.
 #
 #   bash benches/scripts/redis_tls.sh [ROUNDS]     # default 2
 set -euo pipefail
@@ -16,27 +18,39 @@ done
 cargo build --release -q -p sampan-demos
 BIN=target/release
 DIR=$(mktemp -d /tmp/sampan-tls-bench.XXXXXX)
+CLUSTER=""
 cleanup() {
-    [ -n "${CLUSTER:-}" ] && kill "$CLUSTER" 2>/dev/null && wait "$CLUSTER" 2>/dev/null
+    [ -n "$CLUSTER" ] && kill "$CLUSTER" 2>/dev/null && wait "$CLUSTER" 2>/dev/null
     redis-cli -p 16379 shutdown nosave >/dev/null 2>&1 || true
     rm -rf "$DIR"
 }
 trap cleanup EXIT
 
-"$BIN/sampan-cluster" --no-demo --tls --data-dir "$DIR/cluster" >"$DIR/cluster.out" 2>&1 &
-CLUSTER=$!
-for _ in $(seq 1 120); do grep -q "cluster is up" "$DIR/cluster.out" && break; sleep 0.5; done
-grep -q "cluster is up" "$DIR/cluster.out" || { cat "$DIR/cluster.out"; exit 1; }
-LEADER=""
-for _ in $(seq 1 60); do
-    for n in 1 2 3; do
-        if redis-cli -p "638$n" INFO replication 2>/dev/null | grep -q "role:master"; then LEADER=$n; fi
+# start_cluster [--tls]: starts sampan-cluster, sets CLUSTER and LEADER.
+start_cluster() {
+    rm -rf "$DIR/cluster"
+    "$BIN/sampan-cluster" --no-demo "$@" --data-dir "$DIR/cluster" >"$DIR/cluster.out" 2>&1 &
+    CLUSTER=$!
+    for _ in $(seq 1 120); do grep -q "cluster is up" "$DIR/cluster.out" && break; sleep 0.5; done
+    grep -q "cluster is up" "$DIR/cluster.out" || { cat "$DIR/cluster.out"; exit 1; }
+    LEADER=""
+    for _ in $(seq 1 60); do
+        for n in 1 2 3; do
+            if redis-cli -p "638$n" INFO replication 2>/dev/null | grep -q "role:master"; then LEADER=$n; fi
+        done
+        [ -n "$LEADER" ] && break
+        sleep 0.5
     done
-    [ -n "$LEADER" ] && break
-    sleep 0.5
-done
-[ -n "$LEADER" ] || { echo "no leader of group 1"; exit 1; }
-CERTS="$DIR/cluster/certs"
+    [ -n "$LEADER" ] || { echo "no leader of group 1"; exit 1; }
+}
+stop_cluster() {
+    kill "$CLUSTER" 2>/dev/null; wait "$CLUSTER" 2>/dev/null || true
+    CLUSTER=""
+}
+
+# Certificates for redis-server (and the TLS cluster makes its own).
+"$BIN/sampan-cli" certs --out "$DIR/certs" --nodes 1 --clients demo >/dev/null
+CERTS="$DIR/certs"
 TLS=(--tls --cacert "$CERTS/ca.pem" --cert "$CERTS/client-demo.pem" --key "$CERTS/client-demo.key")
 
 mkdir -p "$DIR/redis"
@@ -46,49 +60,61 @@ redis-server --port 16379 --tls-port 16380 --dir "$DIR/redis" --save "" \
     --tls-ca-cert-file "$CERTS/ca.pem" >/dev/null
 for _ in $(seq 1 20); do redis-cli -p 16379 PING >/dev/null 2>&1 && break; sleep 0.2; done
 
-# bench NAME PORT TLS(0|1) PIPELINE -> "SET GET" requests/s
+# bench PORT TLS(0|1) PIPELINE [CERT_DIR] -> "SET GET" requests/s
 bench() {
     local extra=()
-    [ "$3" = 1 ] && extra=("${TLS[@]}")
-    redis-benchmark -p "$2" "${extra[@]}" -t set,get -n 200000 -c 50 -d 100 -r 100000 -P "$4" -q 2>/dev/null \
+    if [ "$2" = 1 ]; then
+        local d="${4:-$CERTS}"
+        extra=(--tls --cacert "$d/ca.pem" --cert "$d/client-demo.pem" --key "$d/client-demo.key")
+    fi
+    redis-benchmark -p "$1" "${extra[@]}" -t set,get -n 200000 -c 50 -d 100 -r 100000 -P "$3" -q 2>/dev/null \
         | tr '\r' '\n' | awk '/^SET:/ {s=$2} /^GET:/ {g=$2} END {printf "%.0f %.0f\n", s, g}'
 }
 
 declare -A RES
+record() { RES["$1/$2/$3"]="$4"; echo "round $3 -P $2 $1: $4 (SET GET)" >&2; }
 for round in $(seq 1 "$ROUNDS"); do
+    start_cluster
+    for p in 1 16; do record plain "$p" "$round" "$(bench "638$LEADER" 0 "$p")"; done
+    stop_cluster
+    start_cluster --tls
     for p in 1 16; do
-        for target in "sampan 638$LEADER 0" "sampan-tls 639$LEADER 1" "redis 16379 0" "redis-tls 16380 1"; do
-            set -- $target
-            r=$(bench "$1" "$2" "$3" "$p")
-            RES["$1/$p/$round"]="$r"
-            echo "round $round -P $p $1: $r (SET GET)" >&2
-        done
+        record peers-tls "$p" "$round" "$(bench "638$LEADER" 0 "$p")"
+        record all-tls "$p" "$round" "$(bench "639$LEADER" 1 "$p" "$DIR/cluster/certs")"
+    done
+    stop_cluster
+    for p in 1 16; do
+        record redis "$p" "$round" "$(bench 16379 0 "$p")"
+        record redis-tls "$p" "$round" "$(bench 16380 1 "$p")"
     done
 done
+
+k() { awk -v v="$1" 'BEGIN{printf "%.1fk", v/1000}'; }
+# cell NAME P FIELD -> "a · b|SUM"
+cell() {
+    local out="" x sum=0
+    for round in $(seq 1 "$ROUNDS"); do
+        x=$(echo "${RES[$1/$2/$round]}" | cut -d' ' -f"$3")
+        out+="${out:+ · }$(k "$x")"
+        sum=$(awk -v s="$sum" -v v="$x" 'BEGIN{print s+v}')
+    done
+    echo "$out|$sum"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a>0) printf "%.2f", b/a; else print "-" }'; }
 
 echo
 echo "machine: $(nproc) cores, $(uname -sr), commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ)"
 echo
-echo "| case | Sampan plain | Sampan TLS | TLS/plain | Redis plain | Redis TLS | TLS/plain |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| case | Sampan, no TLS | TLS between nodes | and to clients | ratio | Redis | Redis TLS | ratio |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for p in 1 16; do
-    for i in 1 2; do
-        op=$([ $i = 1 ] && echo SET || echo GET)
-        row="| $op -P $p"
-        for pair in "sampan sampan-tls" "redis redis-tls"; do
-            set -- $pair
-            a="" b="" ra=0 rb=0
-            for round in $(seq 1 "$ROUNDS"); do
-                x=$(echo "${RES[$1/$p/$round]}" | cut -d' ' -f$i)
-                y=$(echo "${RES[$2/$p/$round]}" | cut -d' ' -f$i)
-                a+="${a:+ · }$(awk -v v="$x" 'BEGIN{printf "%.1fk", v/1000}')"
-                b+="${b:+ · }$(awk -v v="$y" 'BEGIN{printf "%.1fk", v/1000}')"
-                ra=$(awk -v s="$ra" -v v="$x" 'BEGIN{print s+v}')
-                rb=$(awk -v s="$rb" -v v="$y" 'BEGIN{print s+v}')
-            done
-            ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN{ if (a>0) printf "%.2f", b/a; else print "-" }')
-            row+=" | $a | $b | $ratio"
-        done
-        echo "$row |"
+    for f in 1 2; do
+        op=$([ $f = 1 ] && echo SET || echo GET)
+        IFS='|' read -r a sa <<<"$(cell plain $p $f)"
+        IFS='|' read -r b _ <<<"$(cell peers-tls $p $f)"
+        IFS='|' read -r c sc <<<"$(cell all-tls $p $f)"
+        IFS='|' read -r d sd <<<"$(cell redis $p $f)"
+        IFS='|' read -r e se <<<"$(cell redis-tls $p $f)"
+        echo "| $op -P $p | $a | $b | $c | $(ratio "$sa" "$sc") | $d | $e | $(ratio "$sd" "$se") |"
     done
 done

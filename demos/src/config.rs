@@ -125,6 +125,11 @@ pub struct RedisSettings {
     /// find peers that vanished (Redis's `tcp-keepalive`); 0: off.
     #[serde(default = "tcp_keepalive")]
     pub tcp_keepalive: u64,
+    /// Seconds a request whose first bytes came may take to arrive whole;
+    /// past it the connection is closed (a slowloris holds nothing for
+    /// ever).
+    #[serde(default = "partial_request_timeout")]
+    pub partial_request_timeout: u64,
     /// Port of a second Redis listener that speaks TLS (Redis's
     /// `tls-port`); 0: none.
     #[serde(default)]
@@ -143,6 +148,10 @@ pub struct RedisSettings {
     /// `no` (Redis's `tls-auth-clients`, default `yes`).
     #[serde(default = "tls_auth_clients")]
     pub tls_auth_clients: String,
+}
+
+fn partial_request_timeout() -> u64 {
+    60
 }
 
 fn tls_auth_clients() -> String {
@@ -199,6 +208,7 @@ impl Default for RedisSettings {
             output_buffer_limit: output_buffer_limit(),
             output_stall_timeout: output_stall_timeout(),
             tcp_keepalive: tcp_keepalive(),
+            partial_request_timeout: partial_request_timeout(),
             tls_port: 0,
             tls_cert_file: None,
             tls_key_file: None,
@@ -252,6 +262,9 @@ impl RedisSettings {
             output_stall_timeout: std::time::Duration::from_secs(self.output_stall_timeout),
             tcp_keepalive: (self.tcp_keepalive > 0)
                 .then(|| std::time::Duration::from_secs(self.tcp_keepalive)),
+            partial_request_timeout: std::time::Duration::from_secs(
+                self.partial_request_timeout.max(1),
+            ),
             ..Default::default()
         };
         s.limits.bulk_max_bytes = self.proto_max_bulk_len;
@@ -541,6 +554,9 @@ output_stall_timeout = 60
 # Probe a silent connection after this many seconds and close it if the
 # client is gone (Redis's tcp-keepalive); 0: off.
 tcp_keepalive = 300
+# A request must arrive whole within this many seconds of its first byte,
+# or the client is closed (a client trickling bytes holds nothing for ever).
+partial_request_timeout = 60
 # A second Redis listener that speaks TLS (Redis's tls-port; 0: none), for
 # `redis-cli --tls --cacert ca.pem --cert client.pem --key client.key`.
 # `sampan-cli certs` makes a CA and the certificates. tls_auth_clients:

@@ -1,8 +1,10 @@
-//! What a client's replies may cost a real `sampan-node`: a client that
-//! stops reading is closed once its replies stall (its pipeline does not
-//! pile up replies without bound), a reply over the output buffer limit
-//! closes its connection before it is built, and both are counted in
-//! `INFO stats` while every other client is served as before.
+//! What a client may cost a real `sampan-node`: a client that stops
+//! reading is closed once its replies stall (its pipeline does not pile up
+//! replies without bound), a reply over the output buffer limit closes its
+//! connection before it is built, and both are counted in `INFO stats`; a
+//! client that trickles a request byte by byte (slowloris) is closed when
+//! the request is not whole in time. Every other client is served as
+//! before.
 
 mod redis_common;
 
@@ -15,6 +17,7 @@ const MIB: usize = 1 << 20;
 fn node() -> TestCluster {
     let c = TestCluster::start_with(1, |cfg| {
         cfg.redis.output_stall_timeout = 2;
+        cfg.redis.partial_request_timeout = 2;
         // The smallest allowed: one largest value and a little.
         cfg.redis.output_buffer_limit = 9 * MIB;
     });
@@ -113,4 +116,46 @@ fn a_reply_over_the_output_limit_closes_its_connection_before_it_is_built() {
         panic!("a value");
     };
     assert_eq!(v.len(), 4 * MIB);
+}
+
+#[test]
+fn a_request_trickled_byte_by_byte_is_cut_off() {
+    let c = node();
+    let port = c.port(1);
+    let mut slow = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
+    slow.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut writer = slow.try_clone().expect("clone");
+    // A SET whose value arrives one byte every 200 ms: 60 s for the whole.
+    let trickle = std::thread::spawn(move || {
+        let mut sent = 0;
+        let head = b"*3\r\n$3\r\nSET\r\n$4\r\nslow\r\n$300\r\n";
+        if writer.write_all(head).is_err() {
+            return sent;
+        }
+        for _ in 0..300 {
+            if writer.write_all(b"x").is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        sent
+    });
+    // The node closes it (after its 2 s), long before the request is whole.
+    let mut buf = [0u8; 64];
+    let end = std::io::Read::read(&mut slow, &mut buf);
+    match end {
+        Ok(n) => assert_eq!(n, 0, "no reply, only the close"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let _ = slow.shutdown(std::net::Shutdown::Both);
+    let sent = trickle.join().expect("trickler");
+    assert!(sent < 300, "cut off after {sent} of 300 bytes");
+    // Others are served.
+    let mut r = Resp::connect_with(port, WAIT).expect("connect");
+    assert_eq!(
+        r.call(&["SET", "k", "v"]).expect("answer"),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(r.call(&["EXISTS", "slow"]).expect("answer"), Value::Int(0));
 }

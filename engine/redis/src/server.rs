@@ -110,6 +110,10 @@ pub struct ListenerSettings {
     /// Serve TLS with this config (a Redis `tls-port` listener);
     /// `None`: plain TCP.
     pub tls: Option<TlsConfig>,
+    /// A request whose first bytes came must be whole within this long, or
+    /// the connection is closed (a client trickling a request cannot hold
+    /// its buffer and fiber for ever).
+    pub partial_request_timeout: Duration,
 }
 
 /// Counters of one listener, all shards together (for `INFO`).
@@ -139,6 +143,7 @@ impl Default for ListenerSettings {
             output_stall_timeout: Duration::from_secs(60),
             tcp_keepalive: Some(Duration::from_secs(300)),
             tls: None,
+            partial_request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -468,6 +473,8 @@ async fn connection_loop(stream: &ClientStream, ctx: &Ctx) -> io::Result<()> {
         user: ctx.settings.acl.on_connect(),
         ..Conn::default()
     };
+    // When the request in `input` began to arrive.
+    let mut begun: Option<std::time::Instant> = None;
     loop {
         let mut batch = Vec::new();
         let mut bad = None;
@@ -494,16 +501,37 @@ async fn connection_loop(stream: &ClientStream, ctx: &Ctx) -> io::Result<()> {
         if more_parsed {
             continue;
         }
+        // A request begun must be finished in time (a slowloris cannot hold
+        // its buffer and fiber by trickling bytes); an idle client waits
+        // for Redis's `timeout`.
+        if input.is_empty() {
+            begun = None;
+        } else if begun.is_none() {
+            begun = Some(std::time::Instant::now());
+        }
+        let partial_limit = ctx.settings.partial_request_timeout;
+        let wait = match (begun, ctx.settings.idle_timeout) {
+            (Some(t), _) => Some(partial_limit.saturating_sub(t.elapsed())),
+            (None, idle) => idle,
+        };
         let read = or(async { Some(stream.read(&mut scratch).await) }, async {
-            match ctx.settings.idle_timeout {
-                // Redis's `timeout`: an idle client is closed.
-                Some(idle) => or(sampan_fiber::stopping(), sampan_fiber::sleep(idle)).await,
+            match wait {
+                Some(w) => or(sampan_fiber::stopping(), sampan_fiber::sleep(w)).await,
                 None => sampan_fiber::stopping().await,
             }
             None
         })
         .await;
         let n = match read {
+            None if begun.is_some() && !sampan_fiber::shutdown_requested() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "a request of {} bytes so far not finished within {partial_limit:?}",
+                        input.len()
+                    ),
+                ));
+            }
             None => return Ok(()),
             Some(r) => r?,
         };
