@@ -1,12 +1,13 @@
-//! A tiny blocking RESP2 client: what `sampan-cluster`'s demo steps and
-//! the Redis-port tests use to talk to a node. **Not for:** applications;
-//! use a real Redis client library (the port speaks RESP2).
+//! A tiny blocking RESP client: what `sampan-cluster`'s demo steps and
+//! the Redis-port tests use to talk to a node. It reads RESP2 and the
+//! RESP3 null and map (after `HELLO 3`). **Not for:** applications; use a
+//! real Redis client library.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// A RESP2 reply.
+/// A reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     /// `+OK`.
@@ -19,6 +20,8 @@ pub enum Value {
     Bulk(Option<Vec<u8>>),
     /// `*n` array; `None` for the nil array.
     Array(Option<Vec<Value>>),
+    /// `%n` map (RESP3), its pairs in order.
+    Map(Vec<(Value, Value)>),
 }
 
 impl std::fmt::Display for Value {
@@ -40,6 +43,10 @@ impl std::fmt::Display for Value {
             Value::Array(Some(items)) => {
                 let parts: Vec<String> = items.iter().map(Value::to_string).collect();
                 write!(f, "[{}]", parts.join(", "))
+            }
+            Value::Map(pairs) => {
+                let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                write!(f, "{{{}}}", parts.join(", "))
             }
         }
     }
@@ -120,6 +127,16 @@ impl RespClient {
                         .map(|_| self.read_value())
                         .collect::<Result<_, _>>()?,
                 )),
+            },
+            // RESP3's null (what a nil bulk is after `HELLO 3`).
+            "_" => Value::Bulk(None),
+            "%" => match len()? {
+                n if n < 0 => return Err(bad("negative map length")),
+                n => Value::Map(
+                    (0..n)
+                        .map(|_| Ok((self.read_value()?, self.read_value()?)))
+                        .collect::<std::io::Result<_>>()?,
+                ),
             },
             _ => return Err(bad("unknown reply type")),
         })

@@ -107,7 +107,7 @@ fn passwords_and_users_get_the_answers_redis_gives() {
             &mut h,
             &["HELLO", "3", "AUTH", "default", MAIN, "SETNAME", "app"]
         ),
-        Value::Array(Some(_))
+        Value::Map(_)
     ));
     assert_eq!(call(&mut h, &["SET", "via-hello", "1"]), ok());
     // A pipeline that starts with its AUTH (as redis-benchmark -a sends

@@ -14,19 +14,48 @@ fn commands_work_through_every_node() {
         let p = c.port(n);
         let k = |s: &str| format!("n{n}:{s}");
         assert_eq!(cli(p, &["PING"]), "PONG");
-        // HELLO 2 and 3 both answer in RESP2 and say so (proto 2); other
-        // versions get Redis's NOPROTO.
+        // HELLO 3 switches to RESP3 (a map; a missing key is `_`), HELLO 2
+        // back to RESP2 (a flat array; `$-1`); each says which it speaks.
+        // Other versions get Redis's NOPROTO.
         let mut conn = Resp::connect(p).expect("connect");
-        for version in ["2", "3"] {
-            let Value::Array(Some(fields)) = conn.call(&["HELLO", version]).expect("hello") else {
-                panic!("HELLO {version}: no array");
-            };
-            let proto = fields
-                .chunks(2)
-                .find(|kv| kv[0] == Value::Bulk(Some(b"proto".to_vec())))
-                .map(|kv| kv[1].clone());
-            assert_eq!(proto, Some(Value::Int(2)), "HELLO {version}");
+        let proto_of = |pairs: Vec<(Value, Value)>| {
+            pairs
+                .into_iter()
+                .find(|(k, _)| *k == Value::Bulk(Some(b"proto".to_vec())))
+                .map(|(_, v)| v)
+        };
+        let Value::Map(pairs) = conn.call(&["HELLO", "3"]).expect("hello") else {
+            panic!("HELLO 3: no map");
+        };
+        assert_eq!(proto_of(pairs), Some(Value::Int(3)));
+        // On the wire: RESP3's null, not RESP2's `$-1`.
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", p)).expect("connect");
+        raw.set_read_timeout(Some(WAIT)).expect("timeout");
+        std::io::Write::write_all(
+            &mut raw,
+            b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$3\r\nGET\r\n$9\r\nno-such-k\r\n",
+        )
+        .expect("send");
+        let mut got = Vec::new();
+        while !got.ends_with(b"_\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut raw, &mut buf).expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
         }
+        assert!(
+            got.starts_with(b"%7\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let Value::Array(Some(fields)) = conn.call(&["HELLO", "2"]).expect("hello") else {
+            panic!("HELLO 2: no array");
+        };
+        let pairs = fields
+            .chunks(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect();
+        assert_eq!(proto_of(pairs), Some(Value::Int(2)));
         match conn.call(&["HELLO", "4"]).expect("hello 4") {
             Value::Error(e) => assert!(e.starts_with("NOPROTO"), "{e}"),
             other => panic!("HELLO 4: {other:?}"),

@@ -220,12 +220,43 @@ fn parse_inline(buf: &mut BytesMut, limits: &RespLimits) -> Result<Option<Vec<By
 /// one write.
 pub struct Reply<'a> {
     out: &'a mut BytesMut,
+    /// RESP3 (after `HELLO 3`): nulls are `_`, maps are `%`.
+    resp3: bool,
 }
 
 impl<'a> Reply<'a> {
-    /// Writes replies at the end of `out`.
+    /// Writes RESP2 replies at the end of `out`.
     pub fn new(out: &'a mut BytesMut) -> Reply<'a> {
-        Reply { out }
+        Reply { out, resp3: false }
+    }
+
+    /// Writes replies in protocol `proto` (2 or 3, as `HELLO` set it).
+    pub fn with_proto(out: &'a mut BytesMut, proto: u8) -> Reply<'a> {
+        Reply {
+            out,
+            resp3: proto >= 3,
+        }
+    }
+
+    /// The header of a map of `n` pairs (write each key, then its value):
+    /// `%n` in RESP3, a flat array of `2n` in RESP2.
+    pub fn map(&mut self, n: usize) {
+        if self.resp3 {
+            self.out.put_u8(b'%');
+            self.put_decimal(n as i64);
+            self.out.put_slice(b"\r\n");
+        } else {
+            self.array(Some(2 * n));
+        }
+    }
+
+    /// The null: `_` in RESP3, the nil bulk `$-1` in RESP2.
+    pub fn null(&mut self) {
+        if self.resp3 {
+            self.out.put_slice(b"_\r\n");
+        } else {
+            self.out.put_slice(b"$-1\r\n");
+        }
     }
 
     /// `+OK`-style status.
@@ -263,7 +294,7 @@ impl<'a> Reply<'a> {
                 self.out.put_slice(b);
                 self.out.put_slice(b"\r\n");
             }
-            None => self.out.put_slice(b"$-1\r\n"),
+            None => self.null(),
         }
     }
 
@@ -276,6 +307,7 @@ impl<'a> Reply<'a> {
                 self.put_decimal(n as i64);
                 self.out.put_slice(b"\r\n");
             }
+            None if self.resp3 => self.out.put_slice(b"_\r\n"),
             None => self.out.put_slice(b"*-1\r\n"),
         }
     }

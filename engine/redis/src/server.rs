@@ -334,6 +334,8 @@ struct Conn {
     cursors: ScanCursors,
     /// Who the connection is; `None` until it authenticates.
     user: Option<Arc<User>>,
+    /// The protocol its replies speak: 2 (RESP2), or 3 after `HELLO 3`.
+    proto: u8,
 }
 
 impl Ctx {
@@ -471,6 +473,7 @@ async fn connection_loop(stream: &ClientStream, ctx: &Ctx) -> io::Result<()> {
     let mut out = BytesMut::new();
     let mut conn = Conn {
         user: ctx.settings.acl.on_connect(),
+        proto: 2,
         ..Conn::default()
     };
     // When the request in `input` began to arrive.
@@ -806,7 +809,7 @@ async fn merged_writes(
         }
     }
     let outcome = ctx.batcher.put_many(ctx.group(conn), pairs).await;
-    let mut reply = Reply::new(out);
+    let mut reply = Reply::with_proto(out, conn.proto);
     for _ in run {
         match &outcome {
             Ok(()) => reply.simple("OK"),
@@ -851,7 +854,7 @@ async fn key_reads(
                     .map(|i| i.as_ref().map_or(0, |it| it.value.len()) + 16)
                     .sum();
                 flush_room(ctx, out, size)?;
-                render_key_read(r, items, now, &mut Reply::new(out));
+                render_key_read(r, items, now, &mut Reply::with_proto(out, conn.proto));
             }
             Err(e) => Reply::new(out).error(e),
         }
@@ -903,7 +906,7 @@ async fn batched_writes(
         })
         .unzip();
     let group = ctx.group(conn);
-    let mut reply = Reply::new(out);
+    let mut reply = Reply::with_proto(out, conn.proto);
     let outcome = match ctx.writer.write(group, KvCommand::Batch(commands)).await {
         Ok(KvResult::Batch(results)) if results.len() == shapes.len() => Ok(results),
         Ok(KvResult::Failed(f)) => Ok(vec![KvResult::Failed(f); shapes.len()]),
@@ -935,7 +938,7 @@ async fn single_write(
     out: &mut BytesMut,
 ) {
     let group = ctx.group(conn);
-    let mut reply = Reply::new(out);
+    let mut reply = Reply::with_proto(out, conn.proto);
     match ctx.writer.write(group, command.clone()).await {
         Ok(result) => render_write(shape, &result, &mut reply),
         Err(e) => reply.error(&e.reply_text()),
@@ -949,7 +952,7 @@ async fn other_read(ctx: &Ctx, conn: &mut Conn, read: &Read, out: &mut BytesMut)
     let result = match read {
         Read::DbSize => query(&group, KvQuery::Len).await.and_then(|a| match a {
             KvAnswer::Count(n) => {
-                Reply::new(out).integer(n as i64);
+                Reply::with_proto(out, conn.proto).integer(n as i64);
                 Ok(())
             }
             other => Err(format!("ERR unexpected answer {other:?}")),
@@ -1009,7 +1012,7 @@ async fn scan(
         .map(|(k, _)| k)
         .filter(|k| pattern.is_none_or(|p| glob_match(p, k)))
         .collect();
-    let mut reply = Reply::new(out);
+    let mut reply = Reply::with_proto(out, conn.proto);
     reply.array(Some(2));
     reply.bulk(Some(next.to_string().as_bytes()));
     reply.array(Some(keys.len()));
@@ -1076,16 +1079,23 @@ async fn info(ctx: &Ctx, conn: &Conn, section: Option<&[u8]>, out: &mut BytesMut
 
 /// Answers a connection command. Returns whether the client quits.
 fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
-    let mut reply = Reply::new(out);
+    if let Local::Hello {
+        proto: Some(p @ (2 | 3)),
+        ..
+    } = l
+    {
+        conn.proto = *p as u8;
+    }
+    let mut reply = Reply::with_proto(out, conn.proto);
     match l {
         Local::Ping(None) => reply.simple("PONG"),
         Local::Ping(Some(m)) | Local::Echo(m) => reply.bulk(Some(m)),
-        // RESP3 is not spoken: `HELLO 3` gets the RESP2 answer, whose
-        // `proto` field (2) tells the client which protocol it has.
+        // `HELLO 3` switches the connection to RESP3 (this answer is the
+        // first in it), `HELLO 2` back; a bare `HELLO` keeps the protocol.
         Local::Hello {
             proto: None | Some(2 | 3),
             ..
-        } => hello(ctx, &mut reply),
+        } => hello(ctx, conn.proto, &mut reply),
         Local::Hello { .. } => reply.error("NOPROTO sorry, this protocol version is not supported"),
         Local::AuthOk => reply.simple("OK"),
         // Carried out by `gate`, which leaves none behind.
@@ -1111,7 +1121,7 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
                     .into_iter()
                     .filter(|(name, _)| glob_match(&pattern.to_ascii_lowercase(), name.as_bytes()))
                     .collect();
-            reply.array(Some(pairs.len() * 2));
+            reply.map(pairs.len());
             for (name, value) in pairs {
                 reply.bulk(Some(name.as_bytes()));
                 reply.bulk(Some(value.as_bytes()));
@@ -1127,15 +1137,16 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
     false
 }
 
-/// `HELLO` in RESP2: the server's properties as a flat array.
-fn hello(ctx: &Ctx, reply: &mut Reply<'_>) {
-    reply.array(Some(14));
+/// `HELLO`: the server's properties, a map in RESP3 (a flat array in
+/// RESP2).
+fn hello(ctx: &Ctx, proto: u8, reply: &mut Reply<'_>) {
+    reply.map(7);
     for (k, v) in [("server", "redis"), ("version", "7.0.0")] {
         reply.bulk(Some(k.as_bytes()));
         reply.bulk(Some(v.as_bytes()));
     }
     reply.bulk(Some(b"proto"));
-    reply.integer(2);
+    reply.integer(i64::from(proto));
     reply.bulk(Some(b"id"));
     reply.integer(ctx.node as i64);
     reply.bulk(Some(b"mode"));

@@ -1,0 +1,65 @@
+//! redis-py, the most used Python client, against a real 3-node cluster,
+//! as an application uses it: RESP2 and RESP3 (`protocol=3`, which opens
+//! with `HELLO 3`), `decode_responses`, pipelines, missing keys as `None`,
+//! TTLs, counters, through a follower as through the leader.
+
+mod redis_common;
+
+use redis_common::*;
+use std::process::Command;
+
+const SCRIPT: &str = r#"
+import sys, redis
+port = int(sys.argv[1])
+for proto in (2, 3):
+    r = redis.Redis(port=port, protocol=proto, decode_responses=True)
+    hello = r.execute_command("HELLO", proto)
+    info = hello if isinstance(hello, dict) else dict(zip(hello[::2], hello[1::2]))
+    assert int(info["proto"]) == proto, (proto, hello)
+    if proto == 3:
+        assert isinstance(hello, dict), "RESP3 answers HELLO with a map: %r" % (hello,)
+    k = "py%d-%d:" % (proto, port)
+    assert r.set(k + "a", "1") is True
+    assert r.get(k + "a") == "1"
+    assert r.get(k + "missing") is None
+    assert r.mget([k + "a", k + "missing"]) == ["1", None]
+    assert r.set(k + "a", "2", nx=True) is None
+    assert r.incr(k + "n") == 1 and r.incrby(k + "n", 41) == 42
+    assert r.set(k + "t", "x", ex=100) is True
+    assert 0 < r.ttl(k + "t") <= 100
+    assert r.ttl(k + "missing") == -2
+    assert r.append(k + "s", "ab") == 2 and r.append(k + "s", "cd") == 4
+    assert r.get(k + "s") == "abcd"
+    p = r.pipeline(transaction=False)
+    for i in range(100):
+        p.set(k + "p%d" % i, str(i))
+    for i in range(100):
+        p.get(k + "p%d" % i)
+    out = p.execute()
+    assert out[:100] == [True] * 100 and out[100:] == [str(i) for i in range(100)], out
+    assert r.delete(k + "a", k + "missing") == 1
+    assert r.exists(k + "a") == 0
+    raw = redis.Redis(port=port, protocol=proto)
+    assert raw.get(k + "s") == b"abcd"
+    cfg = r.config_get("databases")
+    assert cfg.get("databases") is not None, cfg
+print("redis-py %s ok, RESP2 and RESP3" % redis.__version__)
+"#;
+
+#[test]
+fn redis_py_works_over_resp2_and_resp3_through_any_node() {
+    let c = TestCluster::start(3);
+    c.wait_leader(1);
+    for node in 1..=3 {
+        let out = Command::new("python3")
+            .args(["-c", SCRIPT, &c.port(node).to_string()])
+            .output()
+            .expect("python3 runs (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "node {node}: redis-py (pip install redis; scripts/test does): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
