@@ -1,7 +1,8 @@
 //! redis-py, the most used Python client, against a real 3-node cluster,
 //! as an application uses it: RESP2 and RESP3 (`protocol=3`, which opens
 //! with `HELLO 3`), `decode_responses`, pipelines, missing keys as `None`,
-//! TTLs, counters, through a follower as through the leader.
+//! TTLs, counters, `CLIENT ID/SETNAME/GETNAME/INFO/LIST`, through a
+//! follower as through the leader.
 
 mod redis_common;
 
@@ -43,6 +44,25 @@ for proto in (2, 3):
     assert raw.get(k + "s") == b"abcd"
     cfg = r.config_get("databases")
     assert cfg.get("databases") is not None, cfg
+    # CLIENT: ids, names, info and list, as Redis keeps them.
+    cid = r.client_id()
+    assert isinstance(cid, int) and cid > 0
+    assert r.client_getname() is None
+    assert r.client_setname("app-%d" % proto) is True
+    assert r.client_getname() == "app-%d" % proto
+    info = r.client_info()
+    assert int(info["id"]) == cid and info["name"] == "app-%d" % proto, info
+    assert int(info["resp"]) == proto and int(info["db"]) == 0, info
+    assert info["lib-name"] == "redis-py", info
+    listed = [c for c in r.client_list() if int(c["id"]) == cid]
+    assert len(listed) == 1 and listed[0]["name"] == "app-%d" % proto, r.client_list()
+    try:
+        r.client_setname("has space")
+        assert False, "a name with a space was taken"
+    except redis.exceptions.ResponseError as e:
+        assert "cannot contain spaces" in str(e), e
+    other = redis.Redis(port=port, protocol=proto, decode_responses=True)
+    assert other.client_id() != cid
 print("redis-py %s ok, RESP2 and RESP3" % redis.__version__)
 "#;
 

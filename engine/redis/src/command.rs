@@ -21,6 +21,8 @@ pub enum Local {
         proto: Option<i64>,
         /// `AUTH username password`.
         auth: Option<(Bytes, Password)>,
+        /// `SETNAME name`.
+        setname: Option<Bytes>,
     },
     /// `AUTH [username] password`.
     Auth {
@@ -40,9 +42,86 @@ pub enum Local {
     Command(Option<Bytes>),
     /// `CONFIG GET pattern`.
     ConfigGet(Bytes),
-    /// `CLIENT SETNAME`, `CLIENT SETINFO`, other `CLIENT` subcommands
-    /// answered `OK` or with a fixed value.
-    Client(Bytes),
+    /// `CLIENT ...`.
+    Client(ClientCmd),
+}
+
+/// The `CLIENT` subcommands answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCmd {
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT SETNAME name` (checked: no spaces or newlines).
+    SetName(Bytes),
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value`.
+    SetInfo {
+        /// `true` for `LIB-NAME`, `false` for `LIB-VER`.
+        name: bool,
+        /// The value.
+        value: Bytes,
+    },
+    /// `CLIENT INFO`: this connection's line.
+    Info,
+    /// `CLIENT LIST`: every connection's line.
+    List,
+    /// Subcommands accepted and without effect here (`NO-EVICT`,
+    /// `NO-TOUCH`, `REPLY ON`).
+    Noop,
+}
+
+/// Whether `name` can name a client (Redis refuses spaces, newlines and
+/// other characters outside `!`..`~`).
+fn client_name_ok(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// `CLIENT subcommand [args]`.
+fn parse_client(rest: &[Bytes]) -> Result<Request, ParseError> {
+    let sub = rest[0].to_ascii_uppercase();
+    let args = &rest[1..];
+    let cmd = match (sub.as_slice(), args) {
+        (b"ID", []) => ClientCmd::Id,
+        (b"GETNAME", []) => ClientCmd::GetName,
+        (b"SETNAME", [name]) if client_name_ok(name) => ClientCmd::SetName(name.clone()),
+        (b"SETNAME", [_]) => {
+            return err("ERR Client names cannot contain spaces, newlines or special characters.");
+        }
+        (b"SETINFO", [attr, value]) => {
+            let name = match attr.to_ascii_uppercase().as_slice() {
+                b"LIB-NAME" => true,
+                b"LIB-VER" => false,
+                _ => {
+                    return err(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(attr)
+                    ));
+                }
+            };
+            if !client_name_ok(value) {
+                return err(format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    if name { "lib-name" } else { "lib-ver" }
+                ));
+            }
+            ClientCmd::SetInfo {
+                name,
+                value: value.clone(),
+            }
+        }
+        (b"INFO", []) => ClientCmd::Info,
+        (b"LIST", []) => ClientCmd::List,
+        (b"NO-EVICT" | b"NO-TOUCH", [_]) => ClientCmd::Noop,
+        (b"REPLY", [on]) if on.eq_ignore_ascii_case(b"ON") => ClientCmd::Noop,
+        _ => {
+            return err(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(&rest[0])
+            ));
+        }
+    };
+    Ok(Request::Local(Local::Client(cmd)))
 }
 
 /// A password a client sent: `Debug` shows `(hidden)`, so a request
@@ -158,10 +237,12 @@ fn parse_hello(rest: &[Bytes]) -> Result<Request, ParseError> {
         return Ok(Request::Local(Local::Hello {
             proto: None,
             auth: None,
+            setname: None,
         }));
     };
     let proto = Some(int(proto)?);
     let mut auth = None;
+    let mut setname = None;
     while let Some((option, tail)) = options.split_first() {
         let upper = option.to_ascii_uppercase();
         match (upper.as_slice(), tail) {
@@ -169,7 +250,15 @@ fn parse_hello(rest: &[Bytes]) -> Result<Request, ParseError> {
                 auth = Some((user.clone(), Password(password.clone())));
                 options = tail;
             }
-            (b"SETNAME", [_, tail @ ..]) => options = tail,
+            (b"SETNAME", [name, tail @ ..]) => {
+                if !client_name_ok(name) {
+                    return err(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                setname = Some(name.clone());
+                options = tail;
+            }
             _ => {
                 return err(format!(
                     "ERR Syntax error in HELLO option '{}'",
@@ -178,7 +267,11 @@ fn parse_hello(rest: &[Bytes]) -> Result<Request, ParseError> {
             }
         }
     }
-    Ok(Request::Local(Local::Hello { proto, auth }))
+    Ok(Request::Local(Local::Hello {
+        proto,
+        auth,
+        setname,
+    }))
 }
 
 /// Parses a request's arguments (name first).
@@ -209,7 +302,7 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
         b"CONFIG" if n == 2 && rest[0].eq_ignore_ascii_case(b"GET") => {
             Request::Local(Local::ConfigGet(key(1)))
         }
-        b"CLIENT" if n >= 1 => Request::Local(Local::Client(key(0))),
+        b"CLIENT" if n >= 1 => parse_client(rest)?,
         b"GET" if n == 1 => Request::Read(Read::Get(key(0))),
         b"MGET" if n >= 1 => Request::Read(Read::MGet(rest.to_vec())),
         b"EXISTS" if n >= 1 => Request::Read(Read::Exists(rest.to_vec())),

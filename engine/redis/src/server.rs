@@ -27,7 +27,7 @@ use super::answer::{
     ClientCounts, GroupInfo, config_pairs, info_text, key_read_keys, render_key_read,
 };
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
-use super::command::{self, Local, ParseError, Read, Request, WriteReply};
+use super::command::{self, ClientCmd, Local, ParseError, Read, Request, WriteReply};
 use super::exactly_once::{WriteError, Writer};
 use super::glob::glob_match;
 use super::render::{ScanCursors, error_text, render_write};
@@ -125,6 +125,75 @@ pub struct ListenerStats {
     pub rejected_connections: AtomicU64,
     /// Connections closed for the output buffer limit or a stalled reader.
     pub output_buffer_limit_disconnections: AtomicU64,
+    /// The id the next connection gets (`CLIENT ID`).
+    next_client_id: AtomicU64,
+    /// The connections open now, for `CLIENT LIST` (locked when one opens
+    /// or closes, and by `CLIENT LIST`; never per request).
+    registry: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ClientEntry>>>,
+}
+
+/// A connection as `CLIENT INFO` and `CLIENT LIST` show it, in Redis 7's
+/// fields (buffer and memory fields are not tracked and show 0). What
+/// changes per request is atomic; the names, set rarely, are locked.
+#[derive(Debug)]
+struct ClientEntry {
+    id: u64,
+    addr: SocketAddr,
+    laddr: Option<SocketAddr>,
+    opened: std::time::Instant,
+    /// Milliseconds after `opened` of the last request.
+    last_ms: AtomicU64,
+    db: AtomicU64,
+    resp: AtomicU64,
+    /// Name, library name, library version, user.
+    names: std::sync::Mutex<[Bytes; 4]>,
+}
+
+impl ClientEntry {
+    fn line(&self) -> String {
+        let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        let user = String::from_utf8_lossy(&names[3]).into_owned();
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let age = self.opened.elapsed();
+        let idle = age.as_millis() as u64
+            - self
+                .last_ms
+                .load(Ordering::Relaxed)
+                .min(age.as_millis() as u64);
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db={} sub=0 psub=0 \
+             ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
+             oll=0 omem=0 tot-mem=0 events=r cmd=NULL user={user} redir=-1 resp={} \
+             lib-name={} lib-ver={}\n",
+            self.id,
+            self.addr,
+            self.laddr.map_or_else(String::new, |a| a.to_string()),
+            text(&names[0]),
+            age.as_secs(),
+            idle / 1000,
+            self.db.load(Ordering::Relaxed),
+            self.resp.load(Ordering::Relaxed),
+            text(&names[1]),
+            text(&names[2]),
+        )
+    }
+
+    fn set_name(&self, i: usize, value: Bytes) {
+        if let Ok(mut names) = self.names.lock() {
+            names[i] = value;
+        }
+    }
+}
+
+/// Registers a connection until dropped.
+struct Registered(Arc<ListenerStats>, Arc<ClientEntry>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.registry.lock() {
+            r.remove(&self.1.id);
+        }
+    }
 }
 
 impl Default for ListenerSettings {
@@ -336,6 +405,18 @@ struct Conn {
     user: Option<Arc<User>>,
     /// The protocol its replies speak: 2 (RESP2), or 3 after `HELLO 3`.
     proto: u8,
+    /// What `CLIENT INFO` shows of it.
+    entry: Option<Arc<ClientEntry>>,
+}
+
+impl Conn {
+    /// The connection is `user` from now on.
+    fn set_user(&mut self, user: Arc<User>) {
+        if let Some(e) = &self.entry {
+            e.set_name(3, Bytes::from(user.name().to_string()));
+        }
+        self.user = Some(user);
+    }
 }
 
 impl Ctx {
@@ -424,7 +505,24 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, client: Client) {
             }
         }
     };
-    match connection_loop(&stream, ctx).await {
+    let entry = Arc::new(ClientEntry {
+        id: ctx.stats.next_client_id.fetch_add(1, Ordering::Relaxed) + 1,
+        addr: peer,
+        laddr: stream.local_addr(),
+        opened: std::time::Instant::now(),
+        last_ms: AtomicU64::new(0),
+        db: AtomicU64::new(0),
+        resp: AtomicU64::new(2),
+        names: std::sync::Mutex::new(Default::default()),
+    });
+    if let Ok(mut r) = ctx.stats.registry.lock() {
+        r.insert(entry.id, entry.clone());
+    }
+    if let Some(u) = ctx.settings.acl.on_connect() {
+        entry.set_name(3, Bytes::from(u.name().to_string()));
+    }
+    let _registered = Registered(ctx.stats.clone(), entry.clone());
+    match connection_loop(&stream, ctx, entry).await {
         Ok(()) => log::debug!("node {}: redis client {peer} left", ctx.node),
         Err(e) => log::debug!("node {}: redis client {peer}: {e}", ctx.node),
     }
@@ -441,6 +539,13 @@ enum ClientStream {
 }
 
 impl ClientStream {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            ClientStream::Plain(s) => s.local_addr().ok(),
+            ClientStream::Tls(s) => s.tcp().local_addr().ok(),
+        }
+    }
+
     async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ClientStream::Plain(s) => s.read(buf).await,
@@ -467,13 +572,18 @@ impl ClientStream {
 
 /// Reads requests, runs each batch of them, writes the replies; ends on
 /// EOF, `QUIT`, a protocol error or the runtime stopping.
-async fn connection_loop(stream: &ClientStream, ctx: &Ctx) -> io::Result<()> {
+async fn connection_loop(
+    stream: &ClientStream,
+    ctx: &Ctx,
+    entry: Arc<ClientEntry>,
+) -> io::Result<()> {
     let mut input = BytesMut::new();
     let mut scratch = vec![0u8; READ_FIRST_BYTES];
     let mut out = BytesMut::new();
     let mut conn = Conn {
         user: ctx.settings.acl.on_connect(),
         proto: 2,
+        entry: Some(entry),
         ..Conn::default()
     };
     // When the request in `input` began to arrive.
@@ -493,6 +603,12 @@ async fn connection_loop(stream: &ClientStream, ctx: &Ctx) -> io::Result<()> {
             }
         }
         let more_parsed = batch.len() >= ctx.settings.pipeline_max;
+        if let Some(e) = &conn.entry
+            && !batch.is_empty()
+        {
+            e.last_ms
+                .store(e.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
         let quit = execute(ctx, stream, &mut conn, &batch, &mut out).await?;
         if let Some(e) = &bad {
             Reply::new(&mut out).error(&format!("ERR {e}"));
@@ -686,18 +802,23 @@ fn gate(
         let outcome: Result<Option<Request>, String> = match req {
             Request::Local(Local::Auth { user, password }) => {
                 acl.authenticate(user.as_deref(), &password.0).map(|u| {
-                    conn.user = Some(u);
+                    conn.set_user(u);
                     Some(Request::Local(Local::AuthOk))
                 })
             }
             Request::Local(Local::Hello {
                 proto,
                 auth: Some((user, password)),
+                setname,
             }) => {
-                let proto = *proto;
+                let (proto, setname) = (*proto, setname.clone());
                 acl.authenticate(Some(user), &password.0).map(|u| {
-                    conn.user = Some(u);
-                    Some(Request::Local(Local::Hello { proto, auth: None }))
+                    conn.set_user(u);
+                    Some(Request::Local(Local::Hello {
+                        proto,
+                        auth: None,
+                        setname,
+                    }))
                 })
             }
             Request::Local(Local::Quit) => Ok(None),
@@ -1086,6 +1207,25 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
     {
         conn.proto = *p as u8;
     }
+    if let Some(e) = &conn.entry {
+        match l {
+            Local::Hello {
+                proto: None | Some(2 | 3),
+                setname,
+                ..
+            } => {
+                e.resp.store(u64::from(conn.proto), Ordering::Relaxed);
+                if let Some(name) = setname {
+                    e.set_name(0, name.clone());
+                }
+            }
+            Local::Client(ClientCmd::SetName(name)) => e.set_name(0, name.clone()),
+            Local::Client(ClientCmd::SetInfo { name, value }) => {
+                e.set_name(if *name { 1 } else { 2 }, value.clone());
+            }
+            _ => {}
+        }
+    }
     let mut reply = Reply::with_proto(out, conn.proto);
     match l {
         Local::Ping(None) => reply.simple("PONG"),
@@ -1102,6 +1242,9 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
         Local::Auth { .. } => reply.error("ERR AUTH was not carried out"),
         Local::Select(n) if (0..ctx.settings.databases as i64).contains(n) => {
             conn.db = *n as u64;
+            if let Some(e) = &conn.entry {
+                e.db.store(conn.db, Ordering::Relaxed);
+            }
             reply.simple("OK");
         }
         Local::Select(_) => reply.error("ERR DB index is out of range"),
@@ -1127,11 +1270,32 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
                 reply.bulk(Some(value.as_bytes()));
             }
         }
-        Local::Client(sub) => match sub.to_ascii_uppercase().as_slice() {
-            b"GETNAME" => reply.bulk(None),
-            b"ID" => reply.integer(0),
-            b"LIST" | b"INFO" => reply.bulk(Some(b"")),
-            _ => reply.simple("OK"),
+        Local::Client(cmd) => match cmd {
+            ClientCmd::Id => reply.integer(conn.entry.as_ref().map_or(0, |e| e.id as i64)),
+            ClientCmd::GetName => {
+                let name = conn.entry.as_ref().and_then(|e| {
+                    let n = e.names.lock().ok()?[0].clone();
+                    (!n.is_empty()).then_some(n)
+                });
+                reply.bulk(name.as_deref());
+            }
+            ClientCmd::Info => {
+                let line = conn.entry.as_ref().map(|e| e.line());
+                reply.bulk(Some(line.unwrap_or_default().as_bytes()));
+            }
+            ClientCmd::List => {
+                let entries: Vec<Arc<ClientEntry>> = ctx
+                    .stats
+                    .registry
+                    .lock()
+                    .map(|r| r.values().cloned().collect())
+                    .unwrap_or_default();
+                let text: String = entries.iter().map(|e| e.line()).collect();
+                reply.bulk(Some(text.as_bytes()));
+            }
+            ClientCmd::SetName(_) | ClientCmd::SetInfo { .. } | ClientCmd::Noop => {
+                reply.simple("OK")
+            }
         },
     }
     false
