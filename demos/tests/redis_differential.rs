@@ -175,6 +175,43 @@ fn the_same_commands_get_the_same_replies_as_redis_server() {
     let mut theirs = Resp::connect_with(port, WAIT).expect("connect redis");
     let mut ours = Resp::connect_with(c.port(follower), WAIT).expect("connect sampan");
 
+    // The command table tells the truth: every command Sampan lists has
+    // redis-server's arity and key positions, and COMMAND COUNT counts
+    // them.
+    let Value::Array(Some(names)) = ours.call(&["COMMAND", "LIST"]).expect("list") else {
+        panic!("COMMAND LIST is an array");
+    };
+    assert_eq!(
+        ours.call(&["COMMAND", "COUNT"]).expect("count"),
+        Value::Int(names.len() as i64)
+    );
+    for name in &names {
+        let Value::Bulk(Some(name)) = name else {
+            panic!("a name: {name:?}");
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        let fields = |r: &mut Resp| match r.call(&["COMMAND", "INFO", &name]).expect("info") {
+            Value::Array(Some(mut entries)) if entries.len() == 1 => match entries.remove(0) {
+                Value::Array(Some(f)) if f.len() >= 6 => {
+                    vec![
+                        f[0].clone(),
+                        f[1].clone(),
+                        f[3].clone(),
+                        f[4].clone(),
+                        f[5].clone(),
+                    ]
+                }
+                other => panic!("{name}: {other:?}"),
+            },
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(
+            fields(&mut ours),
+            fields(&mut theirs),
+            "COMMAND INFO {name}"
+        );
+    }
+
     let mut rng = Rng(seed);
     let mut mismatches = Vec::new();
     // What kinds of replies were compared: the sequence must reach errors,

@@ -61,6 +61,8 @@ for proto in (2, 3):
         assert False, "a name with a space was taken"
     except redis.exceptions.ResponseError as e:
         assert "cannot contain spaces" in str(e), e
+    # COMMAND: the table of what is implemented.
+    assert r.command_count() == len(r.command()) > 30
     other = redis.Redis(port=port, protocol=proto, decode_responses=True)
     assert other.client_id() != cid
 print("redis-py %s ok, RESP2 and RESP3" % redis.__version__)

@@ -39,7 +39,7 @@ pub enum Local {
     Quit,
     /// `COMMAND`, `COMMAND DOCS`, `COMMAND COUNT`...: what redis-cli and
     /// redis-benchmark ask on connect.
-    Command(Option<Bytes>),
+    Command(Vec<Bytes>),
     /// `CONFIG GET pattern`.
     ConfigGet(Bytes),
     /// `CLIENT ...`.
@@ -298,7 +298,7 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
         }),
         b"SELECT" if n == 1 => Request::Local(Local::Select(int(&rest[0])?)),
         b"QUIT" => Request::Local(Local::Quit),
-        b"COMMAND" => Request::Local(Local::Command(rest.first().cloned())),
+        b"COMMAND" => Request::Local(Local::Command(rest.to_vec())),
         b"CONFIG" if n == 2 && rest[0].eq_ignore_ascii_case(b"GET") => {
             Request::Local(Local::ConfigGet(key(1)))
         }

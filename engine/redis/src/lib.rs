@@ -24,6 +24,7 @@ pub mod acl;
 pub mod answer;
 pub mod batch;
 pub mod command;
+pub mod command_table;
 pub mod exactly_once;
 pub mod glob;
 pub mod render;

@@ -28,6 +28,7 @@ use super::answer::{
 };
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, ClientCmd, Local, ParseError, Read, Request, WriteReply};
+use super::command_table::{self, COMMANDS};
 use super::exactly_once::{WriteError, Writer};
 use super::glob::glob_match;
 use super::render::{ScanCursors, error_text, render_write};
@@ -1252,12 +1253,7 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
             reply.simple("OK");
             return true;
         }
-        Local::Command(sub) => match sub.as_ref().map(|s| s.to_ascii_uppercase()) {
-            Some(s) if s == b"COUNT" => reply.integer(0),
-            // An empty command table: redis-cli and redis-benchmark then
-            // use their built-in one.
-            _ => reply.array(Some(0)),
-        },
+        Local::Command(args) => command(args, &mut reply),
         Local::ConfigGet(pattern) => {
             let pairs: Vec<_> =
                 config_pairs(ctx.settings.limits.bulk_max_bytes, ctx.settings.databases)
@@ -1299,6 +1295,43 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
         },
     }
     false
+}
+
+/// `COMMAND [COUNT | INFO name... | LIST | DOCS ...]`, from the table of
+/// what is implemented.
+fn command(args: &[Bytes], reply: &mut Reply<'_>) {
+    let sub = args.first().map(|s| s.to_ascii_uppercase());
+    match sub.as_deref() {
+        None => {
+            reply.array(Some(COMMANDS.len()));
+            for spec in COMMANDS {
+                command_table::render(spec, reply);
+            }
+        }
+        Some(b"COUNT") => reply.integer(COMMANDS.len() as i64),
+        Some(b"LIST") => {
+            reply.array(Some(COMMANDS.len()));
+            for spec in COMMANDS {
+                reply.bulk(Some(spec.name.as_bytes()));
+            }
+        }
+        Some(b"INFO") => {
+            reply.array(Some(args.len() - 1));
+            for name in &args[1..] {
+                match command_table::spec(name) {
+                    Some(spec) => command_table::render(spec, reply),
+                    None => reply.array(None),
+                }
+            }
+        }
+        // No documentation is kept: an empty answer, on which redis-cli
+        // falls back to its built-in hints.
+        Some(b"DOCS") => reply.map(0),
+        Some(_) => reply.error(&format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
 }
 
 /// `HELLO`: the server's properties, a map in RESP3 (a flat array in
