@@ -44,6 +44,10 @@ for proto in (2, 3):
     assert raw.get(k + "s") == b"abcd"
     cfg = r.config_get("databases")
     assert cfg.get("databases") is not None, cfg
+    every = r.config_get("*")
+    assert every["maxclients"] == "10000" and every["appendfsync"] == "always", every
+    assert every["client-output-buffer-limit"].startswith("normal "), every
+    assert every["maxmemory-policy"] == "noeviction" and every["requirepass"] == "", every
     # CLIENT: ids, names, info and list, as Redis keeps them.
     cid = r.client_id()
     assert isinstance(cid, int) and cid > 0

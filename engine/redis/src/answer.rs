@@ -188,15 +188,3 @@ pub fn info_text(
     }
     s
 }
-
-/// Settings `CONFIG GET` reports (what redis-benchmark asks for on
-/// connect), as `(name, value)`.
-pub fn config_pairs(bulk_max_bytes: usize, databases: u64) -> Vec<(&'static str, String)> {
-    vec![
-        ("save", String::new()),
-        ("appendonly", "yes".into()),
-        ("appendfsync", "always".into()),
-        ("databases", databases.to_string()),
-        ("proto-max-bulk-len", bulk_max_bytes.to_string()),
-    ]
-}

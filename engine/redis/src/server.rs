@@ -23,9 +23,7 @@
 //!   runtime stops ([`RaftServer::shutdown`]).
 
 use super::acl::{self, Acl, Commands, Denied, User};
-use super::answer::{
-    ClientCounts, GroupInfo, config_pairs, info_text, key_read_keys, render_key_read,
-};
+use super::answer::{ClientCounts, GroupInfo, info_text, key_read_keys, render_key_read};
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
 use super::command::{self, ClientCmd, Local, ParseError, Read, Request, WriteReply};
 use super::command_table::{self, COMMANDS};
@@ -115,6 +113,61 @@ pub struct ListenerSettings {
     /// the connection is closed (a client trickling a request cannot hold
     /// its buffer and fiber for ever).
     pub partial_request_timeout: Duration,
+}
+
+impl ListenerSettings {
+    /// The settings `CONFIG GET` reports, under Redis's names and in its
+    /// formats, with what they are here: what redis-benchmark and
+    /// monitoring tools ask for. A password is never shown: `requirepass`
+    /// reads `(hidden)` when one is set.
+    pub fn config_pairs(&self, port: u16) -> Vec<(&'static str, String)> {
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs()).to_string();
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let (plain, tls) = if self.tls.is_some() {
+            (0, port)
+        } else {
+            (port, 0)
+        };
+        vec![
+            // Snapshots are Raft's, per group, by log size: no RDB saves.
+            ("save", String::new()),
+            // Every write is in the Raft log before it is acknowledged.
+            ("appendonly", "yes".into()),
+            ("appendfsync", "always".into()),
+            ("databases", self.databases.to_string()),
+            ("proto-max-bulk-len", self.limits.bulk_max_bytes.to_string()),
+            (
+                "client-query-buffer-limit",
+                self.limits.request_max_bytes.to_string(),
+            ),
+            (
+                "client-output-buffer-limit",
+                format!(
+                    "normal {} 0 {}",
+                    self.output_buffer_limit,
+                    self.output_stall_timeout.as_secs()
+                ),
+            ),
+            ("maxclients", self.maxclients.to_string()),
+            ("timeout", secs(self.idle_timeout)),
+            ("tcp-keepalive", secs(self.tcp_keepalive)),
+            ("protected-mode", yes(self.protected_mode)),
+            (
+                "requirepass",
+                if self.acl.requires_auth() {
+                    "(hidden)".into()
+                } else {
+                    String::new()
+                },
+            ),
+            ("port", plain.to_string()),
+            ("tls-port", tls.to_string()),
+            // No memory limit or eviction: a write that does not fit is
+            // refused by the store's own limits.
+            ("maxmemory", "0".into()),
+            ("maxmemory-policy", "noeviction".into()),
+        ]
+    }
 }
 
 /// Counters of one listener, all shards together (for `INFO`).
@@ -1255,11 +1308,12 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
         }
         Local::Command(args) => command(args, &mut reply),
         Local::ConfigGet(pattern) => {
-            let pairs: Vec<_> =
-                config_pairs(ctx.settings.limits.bulk_max_bytes, ctx.settings.databases)
-                    .into_iter()
-                    .filter(|(name, _)| glob_match(&pattern.to_ascii_lowercase(), name.as_bytes()))
-                    .collect();
+            let pairs: Vec<_> = ctx
+                .settings
+                .config_pairs(ctx.port)
+                .into_iter()
+                .filter(|(name, _)| glob_match(&pattern.to_ascii_lowercase(), name.as_bytes()))
+                .collect();
             reply.map(pairs.len());
             for (name, value) in pairs {
                 reply.bulk(Some(name.as_bytes()));
