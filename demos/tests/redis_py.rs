@@ -10,7 +10,7 @@ use redis_common::*;
 use std::process::Command;
 
 const SCRIPT: &str = r#"
-import sys, redis
+import sys, time, redis
 port = int(sys.argv[1])
 for proto in (2, 3):
     r = redis.Redis(port=port, protocol=proto, decode_responses=True)
@@ -65,6 +65,15 @@ for proto in (2, 3):
         assert False, "a name with a space was taken"
     except redis.exceptions.ResponseError as e:
         assert "cannot contain spaces" in str(e), e
+    # INFO in Redis's layout: keyspace counts this replica's keys (a
+    # follower applies a moment after the leader: wait for it, bounded).
+    deadline = time.time() + 10
+    while not r.info("keyspace").get("db0", {}).get("keys", 0) > 0:
+        assert time.time() < deadline, r.info("keyspace")
+        time.sleep(0.05)
+    assert r.info("persistence")["aof_enabled"] == 1
+    assert r.info("clients")["connected_clients"] >= 1
+    assert r.info()["role"] in ("master", "slave")
     # COMMAND: the table of what is implemented.
     assert r.command_count() == len(r.command()) > 30
     other = redis.Redis(port=port, protocol=proto, decode_responses=True)

@@ -74,6 +74,9 @@ pub struct GroupInfo {
     pub db: u64,
     /// The replica's status.
     pub status: GroupStatus,
+    /// Keys in this replica (as applied here: a follower may be behind),
+    /// if it answered.
+    pub keys: Option<u64>,
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -99,8 +102,10 @@ pub struct ClientCounts {
 }
 
 /// The text of `INFO [section]`: `server`, `clients`, `stats` (connection
-/// counters), `replication` (the selected group: role, leader, term,
-/// commit and applied index) and `groups` (every group this node hosts).
+/// counters), `persistence`, `replication` (the selected group: role,
+/// leader, term, commit and applied index), `keyspace` (keys per database
+/// in this node's replicas, as Redis shows a replica's) and `groups`
+/// (every group this node hosts).
 /// `section` `None`, `all`, `default` or `everything` gives them all.
 pub fn info_text(
     node: u64,
@@ -164,6 +169,21 @@ pub fn info_text(
                 );
             }
             None => s.push_str("role:none\r\n"),
+        }
+        s.push_str("\r\n");
+    }
+    if want("persistence") {
+        // Every write is in the Raft log (fsynced per the group's
+        // durability) before it is acknowledged; nothing loads at start
+        // after the node answers.
+        s.push_str("# Persistence\r\nloading:0\r\naof_enabled:1\r\n\r\n");
+    }
+    if want("keyspace") {
+        s.push_str("# Keyspace\r\n");
+        for g in groups {
+            if let Some(keys) = g.keys.filter(|k| *k > 0) {
+                let _ = write!(s, "db{}:keys={keys}\r\n", g.db);
+            }
         }
         s.push_str("\r\n");
     }

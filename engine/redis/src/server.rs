@@ -43,6 +43,7 @@ use sampan_kv::{
     BATCH_COMMANDS_MAX, KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult,
     PutCondition, QUERY_KEYS_MAX, ScanRange, Ttl, VALUE_MAX_BYTES,
 };
+use sampan_proto::service::Route;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
@@ -1230,11 +1231,29 @@ async fn keys(group: &GroupRef, pattern: &Bytes, out: &mut BytesMut) -> Result<(
 
 async fn info(ctx: &Ctx, conn: &Conn, section: Option<&[u8]>, out: &mut BytesMut) {
     let mut groups = Vec::new();
+    let want_keys = section.is_none_or(|s| {
+        let s = s.to_ascii_lowercase();
+        matches!(
+            s.as_slice(),
+            b"keyspace" | b"all" | b"default" | b"everything"
+        )
+    });
     for (db, g) in ctx.groups.iter().enumerate() {
         if let Ok(status) = g.status().await {
+            // Counted in the local replica: INFO never waits on a leader.
+            let keys = if want_keys {
+                let q = KvQuery::Len.to_bytes();
+                match g.read_routed(q, Route::Local).await.map(KvAnswer::decode) {
+                    Ok(Ok(KvAnswer::Count(n))) => Some(n),
+                    _ => None,
+                }
+            } else {
+                None
+            };
             groups.push(GroupInfo {
                 db: db as u64,
                 status,
+                keys,
             });
         }
     }
