@@ -19,11 +19,13 @@
 
 use crate::Signal;
 use crate::net::{ReadHalf, TcpStream, WriteHalf};
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::path::Path;
 use std::rc::Rc;
 
 /// The crypto every TLS config of Sampan uses: rustls's ring provider.
@@ -158,50 +160,12 @@ impl TlsStream {
 
     /// Sends what rustls has queued (alerts, key updates).
     async fn flush_pending(&self) -> io::Result<()> {
-        let mut tx = std::mem::take(&mut *self.tx.borrow_mut());
-        tx.clear();
-        {
-            let mut conn = self.conn.borrow_mut();
-            while conn.wants_write() {
-                conn.write_tls(&mut tx)?;
-            }
-        }
-        let sent = if tx.is_empty() {
-            Ok(())
-        } else {
-            self.sock.write_all(&tx).await
-        };
-        *self.tx.borrow_mut() = tx;
-        sent
+        seal_all(&self.conn, &self.tx, &self.sock, &mut []).await
     }
 
     /// Encrypts and sends all of `data` (in records of up to 16 KiB).
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        loop {
-            let mut tx = std::mem::take(&mut *self.tx.borrow_mut());
-            tx.clear();
-            {
-                let mut conn = self.conn.borrow_mut();
-                if !data.is_empty() {
-                    let n = conn.writer().write(data)?;
-                    data = &data[n..];
-                }
-                while conn.wants_write() {
-                    conn.write_tls(&mut tx)?;
-                }
-            }
-            let done = tx.is_empty();
-            let sent = if done {
-                Ok(())
-            } else {
-                self.sock.write_all(&tx).await
-            };
-            *self.tx.borrow_mut() = tx;
-            sent?;
-            if done && data.is_empty() {
-                return Ok(());
-            }
-        }
+    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        seal_all(&self.conn, &self.tx, &self.sock, &mut [IoSlice::new(data)]).await
     }
 
     /// Sends `close_notify` (best effort) and shuts the socket down.
@@ -238,6 +202,95 @@ impl TlsStream {
             },
         )
     }
+}
+
+/// A socket (whole or its write half) ciphertext is sent on.
+trait SendAll {
+    async fn send_all(&self, bytes: &[u8]) -> io::Result<()>;
+}
+
+impl SendAll for TcpStream {
+    async fn send_all(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await
+    }
+}
+
+impl SendAll for WriteHalf {
+    async fn send_all(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await
+    }
+}
+
+/// Encrypts every byte of `bufs` (advanced as rustls takes them) and
+/// sends the records, with any TLS output already queued, on `sock`;
+/// `tx` is the reused ciphertext buffer. No borrow is held across the
+/// send.
+async fn seal_all(
+    conn: &RefCell<rustls::Connection>,
+    tx: &RefCell<Vec<u8>>,
+    sock: &impl SendAll,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    loop {
+        let mut out = std::mem::take(&mut *tx.borrow_mut());
+        out.clear();
+        {
+            let mut conn = conn.borrow_mut();
+            if !bufs.is_empty() {
+                let n = conn.writer().write_vectored(bufs)?;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            while conn.wants_write() {
+                conn.write_tls(&mut out)?;
+            }
+        }
+        let done = out.is_empty();
+        let sent = if done {
+            Ok(())
+        } else {
+            sock.send_all(&out).await
+        };
+        *tx.borrow_mut() = out;
+        sent?;
+        if done && bufs.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The CA certificates in `ca_file` (PEM), as a root store; the error
+/// names the file.
+pub fn read_roots(ca_file: &Path) -> Result<rustls::RootCertStore, String> {
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", ca_file.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| named(&e))? {
+        roots
+            .add(cert.map_err(|e| named(&e))?)
+            .map_err(|e| named(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(named(&"no certificate in the file"));
+    }
+    Ok(roots)
+}
+
+/// A certificate chain and its private key (PEM files); the error names
+/// the file at fault.
+pub fn read_chain_and_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let named = |file: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| named(cert_file, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| named(cert_file, &e))?;
+    if chain.is_empty() {
+        return Err(named(cert_file, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| named(key_file, &e))?;
+    Ok((chain, key))
 }
 
 /// What the two halves of a split stream share.
@@ -326,33 +379,8 @@ impl TlsWriteHalf {
     /// Encrypts every byte of `bufs` (rustls packs them into records of up
     /// to 16 KiB) and sends the records, with any TLS output the reader
     /// left; `bufs` is left empty.
-    pub async fn write_all_vectored(&self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        IoSlice::advance_slices(&mut bufs, 0);
-        loop {
-            let mut tx = std::mem::take(&mut *self.tx.borrow_mut());
-            tx.clear();
-            {
-                let mut conn = self.core.conn.borrow_mut();
-                if !bufs.is_empty() {
-                    let n = conn.writer().write_vectored(bufs)?;
-                    IoSlice::advance_slices(&mut bufs, n);
-                }
-                while conn.wants_write() {
-                    conn.write_tls(&mut tx)?;
-                }
-            }
-            let done = tx.is_empty();
-            let sent = if done {
-                Ok(())
-            } else {
-                self.sock.write_all(&tx).await
-            };
-            *self.tx.borrow_mut() = tx;
-            sent?;
-            if done && bufs.is_empty() {
-                return Ok(());
-            }
-        }
+    pub async fn write_all_vectored(&self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        seal_all(&self.core.conn, &self.tx, &self.sock, bufs).await
     }
 
     /// Whether TLS output waits to be sent (the reader left some).

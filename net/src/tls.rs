@@ -5,10 +5,9 @@
 //! and prove who they are with a token; a client certificate is optional).
 //! The files are PEM, as `sampan-cli certs` writes them.
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use sampan_fiber::tls::crypto_provider;
+use sampan_fiber::tls::{crypto_provider, read_chain_and_key as chain_and_key, read_roots};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,31 +42,7 @@ fn named(file: &Path, e: &dyn std::fmt::Display) -> String {
 }
 
 fn roots(ca_file: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| named(ca_file, &e))? {
-        roots
-            .add(cert.map_err(|e| named(ca_file, &e))?)
-            .map_err(|e| named(ca_file, &e))?;
-    }
-    if roots.is_empty() {
-        return Err(named(ca_file, &"no certificate in the file"));
-    }
-    Ok(Arc::new(roots))
-}
-
-fn chain_and_key(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| named(cert_file, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| named(cert_file, &e))?;
-    if chain.is_empty() {
-        return Err(named(cert_file, &"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| named(key_file, &e))?;
-    Ok((chain, key))
+    read_roots(ca_file).map(Arc::new)
 }
 
 impl NodeTls {

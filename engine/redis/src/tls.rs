@@ -2,8 +2,6 @@
 //! certificate and key for the node, a CA whose client certificates are
 //! accepted, and whether clients must present one (`tls-auth-clients`).
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,14 +60,7 @@ pub fn server_config(
 ) -> Result<TlsConfig, String> {
     let provider = sampan_fiber::tls::crypto_provider();
     let named = |file: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| named(cert_file, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| named(cert_file, &e))?;
-    if chain.is_empty() {
-        return Err(named(cert_file, &"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| named(key_file, &e))?;
+    let (chain, key) = sampan_fiber::tls::read_chain_and_key(cert_file, key_file)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -81,12 +72,7 @@ pub fn server_config(
             );
         }
         (auth, Some(ca)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| named(ca, &e))? {
-                roots
-                    .add(cert.map_err(|e| named(ca, &e))?)
-                    .map_err(|e| named(ca, &e))?;
-            }
+            let roots = sampan_fiber::tls::read_roots(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == ClientAuth::Optional {
                 verifier.allow_unauthenticated()
