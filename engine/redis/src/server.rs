@@ -240,8 +240,18 @@ impl ClientEntry {
     }
 }
 
-/// Registers a connection until dropped.
+/// A connection in the listener's registry from [`Registered::new`] until
+/// dropped (however its fiber ends).
 struct Registered(Arc<ListenerStats>, Arc<ClientEntry>);
+
+impl Registered {
+    fn new(stats: Arc<ListenerStats>, entry: Arc<ClientEntry>) -> Registered {
+        if let Ok(mut r) = stats.registry.lock() {
+            r.insert(entry.id, entry.clone());
+        }
+        Registered(stats, entry)
+    }
+}
 
 impl Drop for Registered {
     fn drop(&mut self) {
@@ -570,13 +580,10 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, client: Client) {
         resp: AtomicU64::new(2),
         names: std::sync::Mutex::new(Default::default()),
     });
-    if let Ok(mut r) = ctx.stats.registry.lock() {
-        r.insert(entry.id, entry.clone());
-    }
     if let Some(u) = ctx.settings.acl.on_connect() {
         entry.set_name(3, Bytes::from(u.name().to_string()));
     }
-    let _registered = Registered(ctx.stats.clone(), entry.clone());
+    let _registered = Registered::new(ctx.stats.clone(), entry.clone());
     match connection_loop(&stream, ctx, entry).await {
         Ok(()) => log::debug!("node {}: redis client {peer} left", ctx.node),
         Err(e) => log::debug!("node {}: redis client {peer}: {e}", ctx.node),
