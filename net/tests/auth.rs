@@ -45,17 +45,6 @@ fn node_config(node: u64, secret: Option<&[u8]>) -> NetConfig {
     c
 }
 
-/// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let done = timeout(WAIT, async {
-        while !check() {
-            sampan_fiber::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "{what}");
-}
-
 #[test]
 fn nodes_with_the_secret_connect_and_others_are_refused_and_counted() {
     on_shard(|| async {

@@ -133,3 +133,18 @@ pub async fn read_exact(s: &TcpStream, n: usize) -> Vec<u8> {
     }
     all
 }
+
+/// How long [`eventually`] waits.
+pub const EVENTUALLY: Duration = Duration::from_secs(10);
+
+/// Waits (at most [`EVENTUALLY`]) until `check` holds; fails naming
+/// `what` otherwise.
+pub async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let done = sampan_fiber::timeout(EVENTUALLY, async {
+        while !check() {
+            sampan_fiber::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "{what}");
+}
