@@ -17,7 +17,8 @@
 //!
 //! Modules, one concept each: [`frame`] (the wire unit), [`codec`]
 //! (encode, total decode), [`readbuf`] (zero-copy read buffer),
-//! [`handshake`], [`connection`] (reader/writer fibers, budget,
+//! [`handshake`] (who is speaking, proved: [`auth`] keys and tokens,
+//! [`tls`] certificates), [`connection`] (reader/writer fibers, budget,
 //! close reasons), [`rpc`] (handlers, responders, correlation),
 //! [`transport`] (peers, dialers), [`listener`](crate::transport::Transport::listen),
 //! [`backoff`], [`cold`] (postcard for cold messages), [`config`], [`error`].
