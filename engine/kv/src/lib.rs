@@ -44,23 +44,33 @@
 //! the same index, so no expiry is lost to a leader change and none applies
 //! twice.
 
+mod data;
 mod factory;
+pub mod glob;
 mod machine;
 mod session;
 mod snapshot;
 mod store;
+mod value;
+mod zset;
 
 pub use factory::{KvFactory, kv_factory};
 pub use machine::KvMachine;
 pub use sampan_proto::codec::DecodeError;
 pub use sampan_proto::kv::{
-    BATCH_COMMANDS_MAX, COMMAND_VERSION, Item, KEY_MAX_BYTES, KvAnswer, KvCommand, KvFailure,
-    KvQuery, KvRequest, KvResult, PutCondition, QUERY_KEYS_MAX, QUERY_VERSION, ScanPage, ScanRange,
-    Ttl, VALUE_MAX_BYTES,
+    BATCH_COMMANDS_MAX, COMMAND_VERSION, DataCmd, DataQuery, ExpireCond, Item, KEY_MAX_BYTES,
+    KvAnswer, KvCommand, KvFailure, KvQuery, KvRequest, KvResult, LexBound, PutCondition,
+    QUERY_KEYS_MAX, QUERY_VERSION, Reply, ScanPage, ScanRange, ScoreBound, SetOp, Ttl,
+    VALUE_MAX_BYTES, ValueKind, WRONGTYPE, ZAddFlags, ZRangeBy, ZRangeSpec, format_float,
+    format_score, parse_float,
 };
 pub use session::{Session, Sessions};
 pub use snapshot::{KvFrozen, KvRestore, SNAPSHOT_VERSION};
 pub use store::{KvConfig, KvStore};
+pub use value::{Entry, Value};
+pub use zset::ZSet;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod typed_tests;

@@ -13,7 +13,7 @@ use imbl::OrdMap;
 use sampan_proto::kv::{KvFailure, KvResult};
 
 /// One client's remembered results.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Session {
     /// Results by sequence number, at most the configured number.
     pub(crate) results: OrdMap<u64, KvResult>,
@@ -25,7 +25,7 @@ pub struct Session {
 }
 
 /// What to do with a request, decided before applying it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum Admission {
     /// New: apply it, then [`Sessions::record`] the result.
     Apply,
@@ -34,7 +34,7 @@ pub(crate) enum Admission {
 }
 
 /// The table of sessions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sessions {
     pub(crate) by_client: OrdMap<u64, Session>,
 }

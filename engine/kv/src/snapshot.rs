@@ -12,21 +12,29 @@
 //! and leaves whatever state the caller holds untouched until `finish`
 //! succeeds, so an install that fails half-way loses nothing.
 //!
-//! Chunk layout (little-endian), version 1: `version u8 | flags u8 (bit 0:
+//! Chunk layout (little-endian), version 2: `version u8 | flags u8 (bit 0:
 //! last) | chunk_no u32 | records u32 | body_len u32 | crc32c(body) u32 |
 //! body`. The first chunk's body starts with the store's header record.
-//! Records never span chunks.
+//! Records never span chunks. A string is one `ITEM` record; a collection
+//! is a `COLLECTION` record (key, kind, version, deadline, element count)
+//! followed by `ELEMENTS` records of at most about a chunk each, so a
+//! collection of any size travels in bounded chunks. Version 1 (strings
+//! only) is still read.
 
 use super::session::{Session, Sessions};
 use super::store::{KvConfig, KvStore};
+use super::value::{Entry, Value};
+use super::zset::ZSet;
 use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
 use sampan_proto::codec::{DecodeError, Reader, put_bytes};
-use sampan_proto::kv::{Item, KvResult};
+use sampan_proto::kv::{KvResult, ValueKind};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Format version of snapshot chunks.
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 const CHUNK_HEADER_BYTES: usize = 18;
 const FLAG_LAST: u8 = 1;
@@ -35,21 +43,70 @@ mod rec {
     pub const HEADER: u8 = 1;
     pub const ITEM: u8 = 2;
     pub const SESSION: u8 = 3;
+    pub const COLLECTION: u8 = 4;
+    pub const ELEMENTS: u8 = 5;
+}
+
+/// One element of a collection, as written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Elem {
+    /// A list element or set member.
+    One(Bytes),
+    /// A hash field and value.
+    Pair(Bytes, Bytes),
+    /// A sorted-set score and member.
+    Scored(f64, Bytes),
+}
+
+impl Elem {
+    fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Elem::One(b) => put_bytes(out, b),
+            Elem::Pair(f, v) => {
+                put_bytes(out, f);
+                put_bytes(out, v);
+            }
+            Elem::Scored(s, m) => {
+                out.put_f64_le(*s);
+                put_bytes(out, m);
+            }
+        }
+    }
+}
+
+/// A collection's elements, in a stable order, sharing their bytes.
+pub(crate) fn elements(v: &Value) -> Vec<Elem> {
+    match v {
+        Value::Str(_) => Vec::new(),
+        Value::Hash(h) => h
+            .iter()
+            .map(|(f, v)| Elem::Pair(f.clone(), v.clone()))
+            .collect(),
+        Value::List(l) => l.iter().cloned().map(Elem::One).collect(),
+        Value::Set(s) => s.iter().cloned().map(Elem::One).collect(),
+        Value::ZSet(z) => z
+            .iter_all()
+            .into_iter()
+            .map(|(s, m)| Elem::Scored(s, m))
+            .collect(),
+    }
 }
 
 /// A frozen, immutable view of a store at one index, cheap to take and
 /// independent of later applies.
 #[derive(Debug, Clone)]
 pub struct KvFrozen {
-    map: OrdMap<Bytes, Item>,
+    map: OrdMap<Bytes, Entry>,
     sessions: Sessions,
     index: u64,
+    /// The elements of the collection being written, and how many are out.
+    pending: Option<(Vec<Elem>, usize)>,
     /// Where the next chunk starts.
     cursor: Cursor,
     chunk_no: u32,
     /// The items, copied out of the map when the first chunk is made (see
     /// [`KvConfig::snapshot_flatten_keys_max`]).
-    flat: Option<std::vec::IntoIter<(Bytes, Item)>>,
+    flat: Option<std::vec::IntoIter<(Bytes, Entry)>>,
     /// Whether to copy them out.
     flatten: bool,
 }
@@ -70,6 +127,7 @@ impl KvStore {
             map: self.map.clone(),
             sessions: self.sessions.clone(),
             index: self.index_applied,
+            pending: None,
             cursor: Cursor::Start,
             chunk_no: 0,
             flat: None,
@@ -111,7 +169,7 @@ impl KvFrozen {
                 // Copy the entries out (reference counts, not bytes) and
                 // let the frozen map go: while it shares nodes with the
                 // live map, every first write to a node copies the node.
-                let flat: Vec<(Bytes, Item)> = self
+                let flat: Vec<(Bytes, Entry)> = self
                     .map
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
@@ -155,6 +213,24 @@ impl KvFrozen {
         let lower = last.clone().map_or(Bound::Unbounded, Bound::Excluded);
         let mut from_map = self.map.range((lower, Bound::Unbounded));
         while body.len() < max {
+            if let Some((elems, done)) = self.pending.as_mut() {
+                // The rest of a collection, in records of about `max`.
+                let start = *done;
+                let at = body.len();
+                body.put_u8(rec::ELEMENTS);
+                body.put_u32_le(0);
+                while *done < elems.len() && (*done == start || body.len() < max) {
+                    elems[*done].encode(body);
+                    *done += 1;
+                }
+                let n = (*done - start) as u32;
+                body[at + 1..at + 5].copy_from_slice(&n.to_le_bytes());
+                *records += 1;
+                if *done == elems.len() {
+                    self.pending = None;
+                }
+                continue;
+            }
             let next = match self.flat.as_mut() {
                 Some(flat) => flat.next(),
                 None => from_map.next().map(|(k, it)| (k.clone(), it.clone())),
@@ -162,11 +238,28 @@ impl KvFrozen {
             let Some((k, it)) = next else {
                 return Cursor::Sessions(None);
             };
-            body.put_u8(rec::ITEM);
-            put_bytes(body, &k);
-            put_bytes(body, &it.value);
-            body.put_u64_le(it.version);
-            body.put_u64_le(it.expire_at_ms.map_or(0, |t| t.saturating_add(1)));
+            let expire = it.expire_at_ms.map_or(0, |t| t.saturating_add(1));
+            match &it.value {
+                Value::Str(v) => {
+                    body.put_u8(rec::ITEM);
+                    put_bytes(body, &k);
+                    put_bytes(body, v);
+                    body.put_u64_le(it.version);
+                    body.put_u64_le(expire);
+                }
+                collection => {
+                    let elems = elements(collection);
+                    body.put_u8(rec::COLLECTION);
+                    put_bytes(body, &k);
+                    body.put_u8(collection.kind().to_u8());
+                    body.put_u64_le(it.version);
+                    body.put_u64_le(expire);
+                    body.put_u64_le(elems.len() as u64);
+                    if !elems.is_empty() {
+                        self.pending = Some((elems, 0));
+                    }
+                }
+            }
             *records += 1;
             last = Some(k);
         }
@@ -206,7 +299,10 @@ impl KvFrozen {
 /// store is not touched; it swaps in the result of [`KvRestore::finish`].
 #[derive(Debug)]
 pub struct KvRestore {
-    map: OrdMap<Bytes, Item>,
+    map: OrdMap<Bytes, Entry>,
+    /// The collection being read: its key, entry so far and elements
+    /// still to come.
+    building: Option<(Bytes, Entry, u64)>,
     sessions: Sessions,
     index: Option<u64>,
     keys_expected: u64,
@@ -220,6 +316,7 @@ impl KvRestore {
     pub fn new(config: KvConfig) -> KvRestore {
         KvRestore {
             map: OrdMap::new(),
+            building: None,
             sessions: Sessions::default(),
             index: None,
             keys_expected: 0,
@@ -234,7 +331,7 @@ impl KvRestore {
     pub fn push_chunk(&mut self, chunk: Bytes) -> Result<(), DecodeError> {
         let mut r = Reader::new(chunk);
         let version = r.u8("snapshot chunk version")?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(DecodeError::Version {
                 what: "snapshot chunk",
                 version,
@@ -288,6 +385,12 @@ impl KvRestore {
                 detail: "no header record first".into(),
             });
         }
+        if self.building.is_some() != (tag == rec::ELEMENTS) {
+            return Err(DecodeError::Invalid {
+                what: "snapshot",
+                detail: format!("record {tag} where a collection's elements were due or not"),
+            });
+        }
         match tag {
             rec::HEADER => {
                 self.index = Some(r.u64("snapshot index")?);
@@ -298,12 +401,81 @@ impl KvRestore {
                 let value = r.bytes("value")?;
                 let version = r.u64("version")?;
                 let expire = r.u64("expire")?;
-                let item = Item {
-                    value: Bytes::copy_from_slice(&value),
+                let item = Entry {
+                    value: Value::Str(Bytes::copy_from_slice(&value)),
                     version,
                     expire_at_ms: expire.checked_sub(1),
                 };
                 self.map.insert(Bytes::copy_from_slice(&key), item);
+            }
+            rec::COLLECTION => {
+                let key = Bytes::copy_from_slice(&r.bytes("key")?);
+                let at = r.offset();
+                let tag = r.u8("value kind")?;
+                let value = match ValueKind::from_u8(tag) {
+                    Some(ValueKind::Hash) => Value::Hash(Arc::new(BTreeMap::new())),
+                    Some(ValueKind::List) => Value::List(Arc::new(VecDeque::new())),
+                    Some(ValueKind::Set) => Value::Set(Arc::new(BTreeSet::new())),
+                    Some(ValueKind::ZSet) => Value::ZSet(Arc::new(ZSet::new())),
+                    _ => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "collection kind",
+                            tag,
+                            offset: at,
+                        });
+                    }
+                };
+                let entry = Entry {
+                    value,
+                    version: r.u64("version")?,
+                    expire_at_ms: r.u64("expire")?.checked_sub(1),
+                };
+                let count = r.u64("element count")?;
+                if count == 0 {
+                    return Err(DecodeError::Invalid {
+                        what: "collection",
+                        detail: "an empty collection is never stored".into(),
+                    });
+                }
+                self.building = Some((key, entry, count));
+            }
+            rec::ELEMENTS => {
+                let Some((key, mut entry, left)) = self.building.take() else {
+                    return Err(DecodeError::Invalid {
+                        what: "snapshot",
+                        detail: "elements outside a collection".into(),
+                    });
+                };
+                let n = u64::from(r.u32("elements in record")?);
+                if n == 0 || n > left {
+                    return Err(DecodeError::Invalid {
+                        what: "collection elements",
+                        detail: format!("{n} in a record, {left} left"),
+                    });
+                }
+                let copy = |b: Bytes| Bytes::copy_from_slice(&b);
+                for _ in 0..n {
+                    match &mut entry.value {
+                        Value::Hash(h) => {
+                            let f = copy(r.bytes("field")?);
+                            Arc::make_mut(h).insert(f, copy(r.bytes("value")?));
+                        }
+                        Value::List(l) => Arc::make_mut(l).push_back(copy(r.bytes("element")?)),
+                        Value::Set(s) => {
+                            Arc::make_mut(s).insert(copy(r.bytes("member")?));
+                        }
+                        Value::ZSet(z) => {
+                            let score = r.f64("score")?;
+                            Arc::make_mut(z).insert(copy(r.bytes("member")?), score);
+                        }
+                        Value::Str(_) => {}
+                    }
+                }
+                if n == left {
+                    self.map.insert(key, entry);
+                } else {
+                    self.building = Some((key, entry, left - n));
+                }
             }
             rec::SESSION => {
                 let client = r.u64("client id")?;
@@ -339,6 +511,12 @@ impl KvRestore {
                 detail: "incomplete: last chunk missing".into(),
             });
         };
+        if let Some((key, _, left)) = &self.building {
+            return Err(DecodeError::Invalid {
+                what: "snapshot",
+                detail: format!("ends inside collection {key:?}, {left} element(s) missing"),
+            });
+        }
         if self.map.len() as u64 != self.keys_expected {
             return Err(DecodeError::Invalid {
                 what: "snapshot key count",

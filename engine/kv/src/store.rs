@@ -4,6 +4,7 @@
 //! command (with the leader's timestamp) and the state.
 
 use super::session::{Admission, Sessions};
+use super::value::{Entry, Value};
 use bytes::Bytes;
 use imbl::OrdMap;
 use sampan_proto::kv::{
@@ -44,7 +45,7 @@ impl Default for KvConfig {
 /// The replicated KV state of one group.
 #[derive(Debug, Clone, Default)]
 pub struct KvStore {
-    pub(crate) map: OrdMap<Bytes, Item>,
+    pub(crate) map: OrdMap<Bytes, Entry>,
     pub(crate) sessions: Sessions,
     /// (expire_at_ms, key) of every key with a TTL; derived, rebuilt on
     /// restore, never snapshotted.
@@ -58,7 +59,7 @@ impl KvStore {
     pub fn answer(&self, query: &KvQuery, now_ms: u64) -> KvAnswer {
         match query {
             KvQuery::Get(keys) => KvAnswer::Values {
-                items: keys.iter().map(|k| self.get(k, now_ms).cloned()).collect(),
+                items: keys.iter().map(|k| self.get(k, now_ms)).collect(),
                 at_ms: now_ms,
             },
             KvQuery::Scan {
@@ -74,6 +75,7 @@ impl KvStore {
                 }
             }
             KvQuery::Len => KvAnswer::Count(self.len() as u64),
+            KvQuery::Data(q) => KvAnswer::Reply(self.answer_data(q, now_ms)),
         }
     }
 
@@ -87,7 +89,7 @@ impl KvStore {
 
     /// Builds a store from restored parts and re-derives the expiry index.
     pub(crate) fn from_parts(
-        map: OrdMap<Bytes, Item>,
+        map: OrdMap<Bytes, Entry>,
         sessions: Sessions,
         index_applied: u64,
         config: KvConfig,
@@ -195,13 +197,19 @@ impl KvStore {
                 }
             }
             KvCommand::Remove { keys, return_old } => {
+                if *return_old
+                    && let Some(first) = keys.first()
+                    && self.live(first, now).is_some_and(|e| e.str().is_none())
+                {
+                    return KvResult::Failed(KvFailure::WrongType);
+                }
                 let mut count = 0;
                 let mut old = None;
                 for (i, k) in keys.iter().enumerate() {
                     if let Some(it) = self.remove_live(k, now) {
                         count += 1;
                         if i == 0 && *return_old {
-                            old = Some(it.value);
+                            old = it.str().cloned();
                         }
                     }
                 }
@@ -223,17 +231,19 @@ impl KvStore {
             KvCommand::Batch(cmds) => {
                 KvResult::Batch(cmds.iter().map(|c| self.execute(index, now, c)).collect())
             }
+            KvCommand::Data(d) => KvResult::Reply(self.apply_data(index, now, d)),
         }
     }
 
-    /// The live item at `key`, if any (expired items are treated as gone).
-    fn live(&self, key: &[u8], now: u64) -> Option<&Item> {
+    /// The live entry at `key`, if any (expired entries are treated as
+    /// gone).
+    pub(crate) fn live(&self, key: &[u8], now: u64) -> Option<&Entry> {
         self.map.get(key).filter(|it| !it.expired_at(now))
     }
 
     /// Removes `key` whatever its state; returns its item if it was live at
     /// `now`.
-    fn remove_live(&mut self, key: &[u8], now: u64) -> Option<Item> {
+    pub(crate) fn remove_live(&mut self, key: &[u8], now: u64) -> Option<Entry> {
         let it = self.map.remove(key)?;
         if let Some(t) = it.expire_at_ms {
             self.expiry.remove(&(t, Bytes::copy_from_slice(key)));
@@ -244,6 +254,18 @@ impl KvStore {
     /// Stores `value` at `key`, copying both out of the log's buffer so the
     /// store never pins a segment or a network buffer.
     fn store(&mut self, index: u64, key: &[u8], value: Bytes, expire_at_ms: Option<u64>) {
+        self.store_value(index, key, Value::Str(value), expire_at_ms);
+    }
+
+    /// Stores any value at `key` (whose bytes the caller already copied
+    /// out of the log's buffer), replacing what was there.
+    pub(crate) fn store_value(
+        &mut self,
+        index: u64,
+        key: &[u8],
+        value: Value,
+        expire_at_ms: Option<u64>,
+    ) {
         let key = Bytes::copy_from_slice(key);
         if let Some(old) = self.map.get(&key)
             && let Some(t) = old.expire_at_ms
@@ -255,7 +277,7 @@ impl KvStore {
         }
         self.map.insert(
             key,
-            Item {
+            Entry {
                 value,
                 version: index,
                 expire_at_ms,
@@ -274,14 +296,17 @@ impl KvStore {
         condition: PutCondition,
         return_old: bool,
     ) -> KvResult {
-        let old = self.live(key, now).cloned();
+        let old = self.live(key, now).map(Entry::item);
+        if return_old && old.as_ref().is_some_and(|it| it.as_str().is_none()) {
+            return KvResult::Failed(KvFailure::WrongType);
+        }
         let write = match condition {
             PutCondition::Always => true,
             PutCondition::IfAbsent => old.is_none(),
             PutCondition::IfPresent => old.is_some(),
         };
         if write {
-            let expire = expire_at(ttl, now, old.as_ref());
+            let expire = expire_at(ttl, now, old.as_ref().and_then(|it| it.expire_at_ms));
             if expire.is_some_and(|t| t <= now) {
                 // A deadline already past: the write leaves nothing behind.
                 self.remove_live(key, now);
@@ -307,7 +332,14 @@ impl KvStore {
         expected: Option<&Bytes>,
         new: Option<&Bytes>,
     ) -> KvResult {
-        let current = self.live(key, now).map(|it| &it.value);
+        let current = match self.live(key, now) {
+            None => None,
+            Some(e) => match e.str() {
+                Some(b) => Some(b),
+                // A collection is never equal to an expected string.
+                None => return KvResult::Flag(false),
+            },
+        };
         if current != expected {
             return KvResult::Flag(false);
         }
@@ -326,9 +358,10 @@ impl KvStore {
     fn increment(&mut self, index: u64, now: u64, key: &Bytes, delta: i64) -> KvResult {
         let (current, expire) = match self.live(key, now) {
             None => (0, None),
-            Some(it) => match parse_i64(&it.value) {
-                Some(v) => (v, it.expire_at_ms),
-                None => return KvResult::Failed(KvFailure::NotAnInteger),
+            Some(it) => match it.str().map(|b| parse_i64(b)) {
+                Some(Some(v)) => (v, it.expire_at_ms),
+                Some(None) => return KvResult::Failed(KvFailure::NotAnInteger),
+                None => return KvResult::Failed(KvFailure::WrongType),
             },
         };
         let Some(next) = current.checked_add(delta) else {
@@ -340,7 +373,10 @@ impl KvStore {
 
     fn append(&mut self, index: u64, now: u64, key: &Bytes, suffix: &Bytes) -> KvResult {
         let (mut value, expire) = match self.live(key, now) {
-            Some(it) => (it.value.to_vec(), it.expire_at_ms),
+            Some(it) => match it.str() {
+                Some(b) => (b.to_vec(), it.expire_at_ms),
+                None => return KvResult::Failed(KvFailure::WrongType),
+            },
             None => (Vec::new(), None),
         };
         value.extend_from_slice(suffix);
@@ -356,11 +392,11 @@ impl KvStore {
         if ttl == Ttl::Persist && it.expire_at_ms.is_none() {
             return KvResult::Flag(false);
         }
-        match expire_at(ttl, now, Some(&it)) {
+        match expire_at(ttl, now, it.expire_at_ms) {
             Some(t) if t <= now => {
                 self.remove_live(key, now);
             }
-            expire => self.store(index, key, it.value, expire),
+            expire => self.store_value(index, key, it.value, expire),
         }
         KvResult::Flag(true)
     }
@@ -376,10 +412,11 @@ impl KvStore {
         KvResult::Flag(due)
     }
 
-    /// The live value at `key` at time `now_ms` (an expired key reads as
-    /// absent even before its removal is applied).
-    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Item> {
-        self.live(key, now_ms)
+    /// The live item at `key` at time `now_ms` (an expired key reads as
+    /// absent even before its removal is applied): a string's bytes, or a
+    /// collection's kind.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
+        self.live(key, now_ms).map(Entry::item)
     }
 
     /// Live keys in `range` after `after` (exclusive), at most `limit`.
@@ -415,7 +452,7 @@ impl KvStore {
                 next = items.last().map(|(k, _): &(Bytes, Item)| k.clone());
                 break;
             }
-            items.push((k.clone(), it.clone()));
+            items.push((k.clone(), it.item()));
         }
         ScanPage { items, next }
     }
@@ -438,19 +475,19 @@ impl KvStore {
     }
 }
 
-/// The deadline a TTL gives, at leader time `now`, for a key whose previous
-/// live item is `old`.
-fn expire_at(ttl: Ttl, now: u64, old: Option<&Item>) -> Option<u64> {
+/// The deadline a TTL gives, at leader time `now`, for a key whose
+/// previous deadline is `old`.
+pub(crate) fn expire_at(ttl: Ttl, now: u64, old: Option<u64>) -> Option<u64> {
     match ttl {
         Ttl::Persist => None,
         Ttl::AfterMs(ms) => Some(now.saturating_add(ms)),
         Ttl::AtMs(t) => Some(t),
-        Ttl::Keep => old.and_then(|it| it.expire_at_ms),
+        Ttl::Keep => old,
     }
 }
 
 /// Parses a decimal i64 as Redis does: optional '-', digits, no spaces.
-fn parse_i64(b: &[u8]) -> Option<i64> {
+pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
     if b.is_empty() || b.len() > 20 {
         return None;
     }

@@ -460,7 +460,7 @@ fn snapshot_at_the_freeze_point(cfg: KvConfig) {
             command: put("s", "1"),
         },
     );
-    let want: BTreeMap<Bytes, Item> = s.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let want: BTreeMap<Bytes, Item> = s.map.iter().map(|(k, v)| (k.clone(), v.item())).collect();
     let want_sessions = s.sessions().clone();
     let mut frozen = s.freeze();
     // Applies continue, and change keys the snapshot holds.
@@ -484,7 +484,7 @@ fn snapshot_at_the_freeze_point(cfg: KvConfig) {
     let got: BTreeMap<Bytes, Item> = restored
         .map
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), v.item()))
         .collect();
     assert_eq!(got, want);
     assert_eq!(restored.sessions(), &want_sessions);
@@ -690,7 +690,7 @@ proptest! {
                 s = r.finish().expect("complete");
             }
         }
-        let got: BTreeMap<Bytes, Bytes> = s.map.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        let got: BTreeMap<Bytes, Bytes> = s.map.iter().map(|(k, v)| (k.clone(), v.item().value)).collect();
         prop_assert_eq!(got, model);
     }
 }
@@ -701,11 +701,7 @@ fn arb_item() -> impl Strategy<Value = Item> {
         any::<u64>(),
         proptest::option::of(0..u64::MAX - 1),
     )
-        .prop_map(|(value, version, expire_at_ms)| Item {
-            value,
-            version,
-            expire_at_ms,
-        })
+        .prop_map(|(value, version, expire_at_ms)| Item::string(value, version, expire_at_ms))
 }
 
 proptest! {

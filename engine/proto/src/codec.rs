@@ -121,6 +121,18 @@ impl Reader {
         Ok(u64::from_le_bytes(a))
     }
 
+    /// A little-endian `f64`; NaN is refused (no score or float is NaN).
+    pub fn f64(&mut self, what: &'static str) -> Result<f64, DecodeError> {
+        let v = f64::from_bits(self.u64(what)?);
+        if v.is_nan() {
+            return Err(DecodeError::Invalid {
+                what,
+                detail: "NaN".into(),
+            });
+        }
+        Ok(v)
+    }
+
     /// A little-endian `i64`.
     pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         Ok(self.u64(what)? as i64)

@@ -10,16 +10,18 @@ use super::command::Read;
 use super::resp::Reply;
 use sampan::group::GroupStatus;
 use sampan::raft::Role;
-use sampan_kv::Item;
+use sampan_kv::{Item, WRONGTYPE};
 use std::fmt::Write as _;
 
 /// Whether a read is answered from the values of its keys alone (one
 /// `KvQuery::Get`), so that consecutive ones can share a query.
 pub fn key_read_keys(read: &Read) -> Option<&[bytes::Bytes]> {
     match read {
-        Read::Get(k) | Read::StrLen(k) | Read::Type(k) | Read::Ttl { key: k, .. } => {
-            Some(std::slice::from_ref(k))
-        }
+        Read::Get(k)
+        | Read::StrLen(k)
+        | Read::Type(k)
+        | Read::Ttl { key: k, .. }
+        | Read::ExpireTime { key: k, .. } => Some(std::slice::from_ref(k)),
         Read::MGet(keys) | Read::Exists(keys) => Some(keys),
         _ => None,
     }
@@ -28,26 +30,37 @@ pub fn key_read_keys(read: &Read) -> Option<&[bytes::Bytes]> {
 /// Renders a key read from the items of its keys (in the order
 /// [`key_read_keys`] gave them), at wall-clock `now_ms`.
 pub fn render_key_read(read: &Read, items: &[Option<Item>], now_ms: u64, out: &mut Reply<'_>) {
-    let value = |i: usize| {
-        items
-            .get(i)
-            .and_then(Option::as_ref)
-            .map(|it| &it.value[..])
+    let item = |i: usize| items.get(i).and_then(Option::as_ref);
+    // A string's bytes; `Err` for a value of another type.
+    let value = |i: usize| match item(i) {
+        None => Ok(None),
+        Some(it) => it.as_str().map(|b| Some(&b[..])).ok_or(()),
     };
     match read {
-        Read::Get(_) => out.bulk(value(0)),
+        Read::Get(_) => match value(0) {
+            Ok(v) => out.bulk(v),
+            Err(()) => out.error(WRONGTYPE),
+        },
         Read::MGet(keys) => {
             out.array(Some(keys.len()));
             for i in 0..keys.len() {
-                out.bulk(value(i));
+                // MGET answers nil for a key of another type.
+                out.bulk(value(i).unwrap_or(None));
             }
         }
         Read::Exists(_) => out.integer(items.iter().filter(|it| it.is_some()).count() as i64),
-        Read::StrLen(_) => out.integer(value(0).map_or(0, <[u8]>::len) as i64),
-        Read::Type(_) => out.simple(if value(0).is_some() { "string" } else { "none" }),
-        Read::Ttl { millis, .. } => {
-            out.integer(ttl(items.first().and_then(Option::as_ref), now_ms, *millis))
-        }
+        Read::StrLen(_) => match value(0) {
+            Ok(v) => out.integer(v.map_or(0, <[u8]>::len) as i64),
+            Err(()) => out.error(WRONGTYPE),
+        },
+        Read::Type(_) => out.simple(item(0).map_or("none", |it| it.kind.name())),
+        Read::Ttl { millis, .. } => out.integer(ttl(item(0), now_ms, *millis)),
+        Read::ExpireTime { millis, .. } => out.integer(match item(0) {
+            None => -2,
+            Some(it) => it
+                .expire_at_ms
+                .map_or(-1, |t| if *millis { t as i64 } else { (t / 1000) as i64 }),
+        }),
         other => out.error(&format!("ERR internal: {other:?} is not a key read")),
     }
 }

@@ -6,7 +6,7 @@
 //! writes that become [`KvCommand`]s proposed through the log.
 
 use bytes::Bytes;
-use sampan_kv::{KvCommand, PutCondition, Ttl};
+use sampan_kv::{DataCmd, DataQuery, ExpireCond, KvCommand, PutCondition, Ttl, ValueKind};
 
 /// A command the connection answers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,7 @@ impl std::fmt::Debug for Password {
 }
 
 /// A command that reads the KV state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Read {
     /// `GET key`.
     Get(Bytes),
@@ -155,6 +155,23 @@ pub enum Read {
     },
     /// `TYPE key`.
     Type(Bytes),
+    /// `EXPIRETIME key` (seconds) or `PEXPIRETIME key` (milliseconds).
+    ExpireTime {
+        /// The key.
+        key: Bytes,
+        /// PEXPIRETIME.
+        millis: bool,
+    },
+    /// A read of a typed value (`HGET`, `LRANGE`, `ZRANGE`, ...).
+    Data(DataQuery),
+    /// `HSCAN`/`SSCAN`/`ZSCAN`: the connection resolves `cursor` into the
+    /// query's `after`.
+    ElemScan {
+        /// 0 to start; otherwise a cursor the server handed out.
+        cursor: u64,
+        /// The scan ([`DataQuery::ElemScan`]).
+        query: DataQuery,
+    },
     /// `SCAN cursor [MATCH pattern] [COUNT n]`.
     Scan {
         /// 0 to start; otherwise a cursor the server handed out.
@@ -163,6 +180,9 @@ pub enum Read {
         pattern: Option<Bytes>,
         /// Keys to examine per call (a hint).
         count: usize,
+        /// Only keys of this type (`TYPE`); `Some(None)`: a type that
+        /// does not exist, so no key.
+        kind: Option<Option<ValueKind>>,
     },
     /// `KEYS pattern`.
     Keys(Bytes),
@@ -191,10 +211,12 @@ pub enum WriteReply {
     Len,
     /// `:1`/`:0` (`EXPIRE`, `PERSIST`).
     Flag,
+    /// The state machine's own reply (typed commands).
+    Reply,
 }
 
 /// A parsed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Answered by the connection.
     Local(Local),
@@ -213,18 +235,18 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
 
-fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(msg.into()))
 }
 
-fn arity<T>(name: &str) -> Result<T, ParseError> {
+pub(crate) fn arity<T>(name: &str) -> Result<T, ParseError> {
     err(format!(
         "ERR wrong number of arguments for '{}' command",
         name.to_ascii_lowercase()
     ))
 }
 
-fn int(arg: &[u8]) -> Result<i64, ParseError> {
+pub(crate) fn int(arg: &[u8]) -> Result<i64, ParseError> {
     std::str::from_utf8(arg)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
@@ -389,22 +411,44 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
             },
             WriteReply::Len,
         ),
-        b"EXPIRE" | b"PEXPIRE" if n == 2 => {
+        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" if (2..=3).contains(&n) => {
             let t = int(&rest[1])?;
-            let ms = if upper.as_slice() == b"EXPIRE" {
-                t.saturating_mul(1000)
-            } else {
-                t
-            };
+            let seconds = matches!(upper.as_slice(), b"EXPIRE" | b"EXPIREAT");
+            let ms = if seconds { t.saturating_mul(1000) } else { t };
             // A deadline not in the future deletes the key, as Redis does.
-            write(
-                KvCommand::SetTtl {
-                    key: key(0),
-                    ttl: Ttl::AfterMs(ms.max(0) as u64),
+            let ttl = if upper.ends_with(b"AT") {
+                Ttl::AtMs(ms.max(0) as u64)
+            } else {
+                Ttl::AfterMs(ms.max(0) as u64)
+            };
+            let cond = match rest.get(2).map(|c| c.to_ascii_uppercase()) {
+                None => ExpireCond::Always,
+                Some(c) => match c.as_slice() {
+                    b"NX" => ExpireCond::Nx,
+                    b"XX" => ExpireCond::Xx,
+                    b"GT" => ExpireCond::Gt,
+                    b"LT" => ExpireCond::Lt,
+                    _ => {
+                        return err(format!(
+                            "ERR Unsupported option {}",
+                            String::from_utf8_lossy(&rest[2])
+                        ));
+                    }
                 },
-                WriteReply::Flag,
+            };
+            write(
+                KvCommand::Data(DataCmd::Expire {
+                    key: key(0),
+                    ttl,
+                    cond,
+                }),
+                WriteReply::Reply,
             )
         }
+        b"EXPIRETIME" | b"PEXPIRETIME" if n == 1 => Request::Read(Read::ExpireTime {
+            key: key(0),
+            millis: upper.as_slice() == b"PEXPIRETIME",
+        }),
         b"PERSIST" if n == 1 => write(
             KvCommand::SetTtl {
                 key: key(0),
@@ -417,8 +461,12 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
         | b"STRLEN" | b"TTL" | b"PTTL" | b"TYPE" | b"SCAN" | b"KEYS" | b"DBSIZE" | b"INFO"
         | b"SET" | b"SETNX" | b"SETEX" | b"PSETEX" | b"GETDEL" | b"DEL" | b"UNLINK" | b"MSET"
         | b"INCR" | b"DECR" | b"INCRBY" | b"DECRBY" | b"APPEND" | b"EXPIRE" | b"PEXPIRE"
-        | b"PERSIST" | b"FLUSHDB" | b"FLUSHALL" | b"AUTH" => return arity(&name_str),
-        _ => return err(unknown(&name_str, rest)),
+        | b"PERSIST" | b"FLUSHDB" | b"FLUSHALL" | b"AUTH" | b"EXPIREAT" | b"PEXPIREAT"
+        | b"EXPIRETIME" | b"PEXPIRETIME" => return arity(&name_str),
+        _ => match super::typed::parse(&upper, &name_str, rest) {
+            Some(r) => r?,
+            None => return err(unknown(&name_str, rest)),
+        },
     })
 }
 
@@ -518,6 +566,7 @@ fn parse_scan(rest: &[Bytes]) -> Result<Request, ParseError> {
         .map_or_else(|| err("ERR invalid cursor"), Ok)?;
     let mut pattern = None;
     let mut count = 10usize;
+    let mut kind = None;
     let mut i = 1;
     while i < rest.len() {
         let Some(arg) = rest.get(i + 1) else {
@@ -532,7 +581,7 @@ fn parse_scan(rest: &[Bytes]) -> Result<Request, ParseError> {
                 }
                 count = c as usize;
             }
-            b"TYPE" => {}
+            b"TYPE" => kind = Some(ValueKind::from_name(arg)),
             _ => return err("ERR syntax error"),
         }
         i += 2;
@@ -541,5 +590,6 @@ fn parse_scan(rest: &[Bytes]) -> Result<Request, ParseError> {
         cursor,
         pattern,
         count,
+        kind,
     }))
 }

@@ -26,11 +26,12 @@ pub mod batch;
 pub mod command;
 pub mod command_table;
 pub mod exactly_once;
-pub mod glob;
+pub use sampan_kv::glob;
 pub mod render;
 pub mod resp;
 pub mod server;
 pub mod tls;
+pub mod typed;
 
 #[cfg(test)]
 mod listener_tests;

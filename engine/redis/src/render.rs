@@ -1,6 +1,7 @@
 //! Replies: a write's [`KvResult`] or a read of the [`KvStore`], rendered
 //! with the types and texts Redis uses.
 
+use super::answer::{key_read_keys, render_key_read};
 use super::command::{Read, WriteReply};
 use super::glob::glob_match;
 use super::resp::Reply;
@@ -27,6 +28,7 @@ pub fn render_write(shape: WriteReply, result: &KvResult, out: &mut Reply<'_>) {
         (WriteReply::Int, KvResult::Int(n)) => out.integer(*n),
         (WriteReply::Len, KvResult::Len(n)) => out.integer(*n as i64),
         (WriteReply::Flag, KvResult::Flag(b)) => out.integer(i64::from(*b)),
+        (WriteReply::Reply, KvResult::Reply(r)) => out.reply(r),
         (shape, other) => out.error(&format!("ERR internal: {shape:?} cannot render {other:?}")),
     }
 }
@@ -40,6 +42,7 @@ pub fn failure_text(f: &KvFailure) -> String {
             format!("ERR request too old to retry safely (oldest kept {oldest_kept})")
         }
         KvFailure::Invalid(why) => format!("ERR {why}"),
+        KvFailure::WrongType => sampan_kv::WRONGTYPE.into(),
     }
 }
 
@@ -85,7 +88,8 @@ pub fn error_text(e: &ServerError) -> String {
 }
 
 /// Renders a read (all but `INFO`, which the server renders) of `store` at
-/// wall-clock `now_ms`.
+/// wall-clock `now_ms`: what the server answers, computed from a local
+/// store (the port's unit tests).
 pub fn render_read(
     read: &Read,
     store: &KvStore,
@@ -93,21 +97,11 @@ pub fn render_read(
     cursors: &mut ScanCursors,
     out: &mut Reply<'_>,
 ) {
-    let value = |k: &Bytes| store.get(k, now_ms).map(|it| &it.value[..]);
+    if let Some(keys) = key_read_keys(read) {
+        let items: Vec<_> = keys.iter().map(|k| store.get(k, now_ms)).collect();
+        return render_key_read(read, &items, now_ms, out);
+    }
     match read {
-        Read::Get(k) => out.bulk(value(k)),
-        Read::MGet(keys) => {
-            out.array(Some(keys.len()));
-            for k in keys {
-                out.bulk(value(k));
-            }
-        }
-        Read::Exists(keys) => {
-            out.integer(keys.iter().filter(|k| value(k).is_some()).count() as i64)
-        }
-        Read::StrLen(k) => out.integer(value(k).map_or(0, <[u8]>::len) as i64),
-        Read::Ttl { key, millis } => out.integer(ttl(store, key, now_ms, *millis)),
-        Read::Type(k) => out.simple(if value(k).is_some() { "string" } else { "none" }),
         Read::DbSize => out.integer(store.len() as i64),
         Read::Keys(pattern) => {
             let all = ScanRange::Range {
@@ -129,6 +123,7 @@ pub fn render_read(
             cursor,
             pattern,
             count,
+            ..
         } => scan(
             store,
             now_ms,
@@ -138,20 +133,10 @@ pub fn render_read(
             *count,
             out,
         ),
-        Read::Info(_) => out.error("ERR internal: INFO is rendered by the server"),
-    }
-}
-
-fn ttl(store: &KvStore, key: &Bytes, now_ms: u64, millis: bool) -> i64 {
-    match store.get(key, now_ms) {
-        None => -2,
-        Some(it) => match it.expire_at_ms {
-            None => -1,
-            Some(t) => {
-                let left = t.saturating_sub(now_ms) as i64;
-                if millis { left } else { (left + 500) / 1000 }
-            }
-        },
+        Read::Data(q) => out.reply(&store.answer_data(q, now_ms)),
+        other => out.error(&format!(
+            "ERR internal: {other:?} is rendered by the server"
+        )),
     }
 }
 

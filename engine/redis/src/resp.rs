@@ -8,6 +8,7 @@
 //! hands out the arguments as slices of the read buffer.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sampan_kv::{Reply as DataReply, format_score};
 
 /// Limits on what a client may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +310,76 @@ impl<'a> Reply<'a> {
             }
             None if self.resp3 => self.out.put_slice(b"_\r\n"),
             None => self.out.put_slice(b"*-1\r\n"),
+        }
+    }
+
+    /// The header of a set of `n` members: `~n` in RESP3, an array in
+    /// RESP2.
+    pub fn set(&mut self, n: usize) {
+        if self.resp3 {
+            self.out.put_u8(b'~');
+            self.put_decimal(n as i64);
+            self.out.put_slice(b"\r\n");
+        } else {
+            self.array(Some(n));
+        }
+    }
+
+    /// A double: `,1.5` in RESP3, a bulk string in RESP2, formatted as
+    /// Redis 7.0 formats scores.
+    pub fn double(&mut self, v: f64) {
+        let text = format_score(v);
+        if self.resp3 {
+            self.out.put_u8(b',');
+            self.out.put_slice(text.as_bytes());
+            self.out.put_slice(b"\r\n");
+        } else {
+            self.bulk(Some(text.as_bytes()));
+        }
+    }
+
+    /// A reply tree from the state machine, in this connection's protocol.
+    pub fn reply(&mut self, r: &DataReply) {
+        match r {
+            DataReply::Nil => self.null(),
+            DataReply::NilArray => self.array(None),
+            DataReply::Ok => self.simple("OK"),
+            DataReply::Status(s) => self.simple(s),
+            DataReply::Int(n) => self.integer(*n),
+            DataReply::Bulk(b) => self.bulk(Some(b)),
+            DataReply::Double(v) => self.double(*v),
+            DataReply::Error(e) => self.error(e),
+            DataReply::Array(items) => {
+                self.array(Some(items.len()));
+                items.iter().for_each(|i| self.reply(i));
+            }
+            DataReply::Set(items) => {
+                self.set(items.len());
+                items.iter().for_each(|i| self.reply(i));
+            }
+            DataReply::Map(pairs) => {
+                self.map(pairs.len());
+                for (k, v) in pairs {
+                    self.reply(k);
+                    self.reply(v);
+                }
+            }
+            DataReply::Pairs(pairs) => {
+                if self.resp3 {
+                    self.array(Some(pairs.len()));
+                    for (k, v) in pairs {
+                        self.array(Some(2));
+                        self.reply(k);
+                        self.reply(v);
+                    }
+                } else {
+                    self.array(Some(2 * pairs.len()));
+                    for (k, v) in pairs {
+                        self.reply(k);
+                        self.reply(v);
+                    }
+                }
+            }
         }
     }
 

@@ -40,8 +40,9 @@ use sampan_fiber::net::{TcpListener, TcpStream};
 use sampan_fiber::tls::TlsStream;
 use sampan_fiber::{FiberError, TaskClass};
 use sampan_kv::{
-    BATCH_COMMANDS_MAX, KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest, KvResult,
-    PutCondition, QUERY_KEYS_MAX, ScanRange, Ttl, VALUE_MAX_BYTES,
+    BATCH_COMMANDS_MAX, DataQuery, KEY_MAX_BYTES, KvAnswer, KvCommand, KvQuery, KvRequest,
+    KvResult, PutCondition, QUERY_KEYS_MAX, Reply as DataReply, ScanRange, Ttl, VALUE_MAX_BYTES,
+    ValueKind,
 };
 use sampan_proto::service::Route;
 use std::io;
@@ -1144,7 +1145,18 @@ async fn other_read(ctx: &Ctx, conn: &mut Conn, read: &Read, out: &mut BytesMut)
             cursor,
             pattern,
             count,
-        } => scan(&group, conn, *cursor, pattern.as_ref(), *count, out).await,
+            kind,
+        } => scan(&group, conn, *cursor, pattern.as_ref(), *count, *kind, out).await,
+        Read::Data(q) => query(&group, KvQuery::Data(q.clone()))
+            .await
+            .and_then(|a| match a {
+                KvAnswer::Reply(r) => {
+                    Reply::with_proto(out, conn.proto).reply(&r);
+                    Ok(())
+                }
+                other => Err(format!("ERR unexpected answer {other:?}")),
+            }),
+        Read::ElemScan { cursor, query: q } => elem_scan(&group, conn, *cursor, q, out).await,
         Read::Keys(pattern) => keys(&group, pattern, out).await,
         Read::Info(section) => {
             info(ctx, conn, section.as_deref(), out).await;
@@ -1169,12 +1181,47 @@ fn all_keys() -> ScanRange {
     }
 }
 
+/// `HSCAN`/`SSCAN`/`ZSCAN`: the cursor number maps to the element the
+/// page continues after, as `SCAN`'s maps to a key.
+async fn elem_scan(
+    group: &GroupRef,
+    conn: &mut Conn,
+    cursor: u64,
+    q: &DataQuery,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    let mut q = q.clone();
+    if let DataQuery::ElemScan { after, .. } = &mut q
+        && cursor != 0
+    {
+        *after = Some(conn.cursors.take(cursor).ok_or("ERR invalid cursor")?);
+    }
+    let KvAnswer::Reply(r) = query(group, KvQuery::Data(q)).await? else {
+        return Err("ERR unexpected answer to a scan".into());
+    };
+    let r = match r {
+        DataReply::Array(mut parts) if parts.len() == 2 => {
+            let next = match &parts[0] {
+                DataReply::Bulk(after) => conn.cursors.issue(after.clone()),
+                _ => 0,
+            };
+            parts[0] = DataReply::Bulk(Bytes::from(next.to_string()));
+            DataReply::Array(parts)
+        }
+        other => other,
+    };
+    Reply::with_proto(out, conn.proto).reply(&r);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn scan(
     group: &GroupRef,
     conn: &mut Conn,
     cursor: u64,
     pattern: Option<&Bytes>,
     count: usize,
+    kind: Option<Option<ValueKind>>,
     out: &mut BytesMut,
 ) -> Result<(), String> {
     let after = match cursor {
@@ -1192,6 +1239,7 @@ async fn scan(
     let next = next.map_or(0, |k| conn.cursors.issue(k));
     let keys: Vec<&Bytes> = items
         .iter()
+        .filter(|(_, it)| kind.is_none_or(|want| want == Some(it.kind)))
         .map(|(k, _)| k)
         .filter(|k| pattern.is_none_or(|p| glob_match(p, k)))
         .collect();

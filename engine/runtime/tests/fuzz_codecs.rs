@@ -268,13 +268,8 @@ fn query() -> impl Strategy<Value = KvQuery> {
 /// cannot be told from `u64::MAX - 1`; a deadline 584 million years out is
 /// left out rather than given its own encoding.
 fn item() -> impl Strategy<Value = Item> {
-    (bytes(20), any::<u64>(), prop::option::of(0..u64::MAX)).prop_map(
-        |(value, version, expire_at_ms)| Item {
-            value,
-            version,
-            expire_at_ms,
-        },
-    )
+    (bytes(20), any::<u64>(), prop::option::of(0..u64::MAX))
+        .prop_map(|(value, version, expire_at_ms)| Item::string(value, version, expire_at_ms))
 }
 
 fn answer() -> impl Strategy<Value = KvAnswer> {

@@ -10,6 +10,7 @@
 //! `version u8 | op u8 | time_ms u64 | client_id u64 | seq u64 |
 //! acked_below u64 | op body`. Byte strings are `u32` length + bytes.
 
+use super::data::{DataCmd, Reply, from_postcard, to_postcard};
 use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -36,7 +37,7 @@ pub enum PutCondition {
 }
 
 /// What a put does with the key's time to live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Ttl {
     /// No expiry: the key lives until removed.
     Persist,
@@ -50,7 +51,7 @@ pub enum Ttl {
 
 /// A state-changing KV operation. Reads are not commands: they are served
 /// from the state after a ReadIndex or under the leader's lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KvCommand {
     /// Write one key.
     Put {
@@ -126,11 +127,15 @@ pub enum KvCommand {
     /// The result is [`KvResult::Batch`], one result per command; a batch
     /// does not nest.
     Batch(Vec<KvCommand>),
+    /// A command on a typed value (hash, list, set, sorted set) or a
+    /// string or key command that is more than a put; its result is
+    /// [`KvResult::Reply`].
+    Data(DataCmd),
 }
 
 /// The exactly-once envelope of a command: who sent it, its place in the
 /// sender's sequence, and the leader's clock when proposed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KvRequest {
     /// Leader wall-clock time when proposed, ms since the Unix epoch.
     pub time_ms: u64,
@@ -162,10 +167,12 @@ pub enum KvFailure {
     /// The command is malformed (a key or value over its limit, a TTL that
     /// makes no sense).
     Invalid(String),
+    /// The key holds a value of another type (Redis's `WRONGTYPE`).
+    WrongType,
 }
 
 /// The result of applying one command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KvResult {
     /// `Put`: whether it wrote, and the previous value if asked for.
     Put {
@@ -192,6 +199,8 @@ pub enum KvResult {
     Failed(KvFailure),
     /// `Batch`: each command's result, in order.
     Batch(Vec<KvResult>),
+    /// `Data`: the reply, shaped as Redis's.
+    Reply(Reply),
 }
 
 mod op {
@@ -205,6 +214,7 @@ mod op {
     pub const EXPIRE: u8 = 8;
     pub const FLUSH: u8 = 9;
     pub const BATCH: u8 = 10;
+    pub const DATA: u8 = 11;
 }
 
 /// Most commands in one [`KvCommand::Batch`].
@@ -291,6 +301,9 @@ impl KvCommand {
             | KvCommand::SetTtl { key, .. }
             | KvCommand::Expire { key, .. } => key_ok(key),
             KvCommand::Flush => true,
+            KvCommand::Data(d) => {
+                return d.validate();
+            }
             KvCommand::Batch(cmds) => {
                 if cmds.len() > BATCH_COMMANDS_MAX
                     || cmds.iter().any(|c| matches!(c, KvCommand::Batch(_)))
@@ -359,6 +372,7 @@ impl KvCommand {
             KvCommand::Expire { .. } => op::EXPIRE,
             KvCommand::Flush => op::FLUSH,
             KvCommand::Batch(_) => op::BATCH,
+            KvCommand::Data(_) => op::DATA,
         }
     }
 
@@ -418,6 +432,7 @@ impl KvCommand {
                 out.put_u64_le(*version);
             }
             KvCommand::Flush => {}
+            KvCommand::Data(d) => put_bytes(out, &to_postcard(d)),
             KvCommand::Batch(cmds) => {
                 out.put_u32_le(cmds.len() as u32);
                 for c in cmds {
@@ -543,6 +558,7 @@ fn decode_body(
             version: r.u64("version")?,
         },
         op::FLUSH => KvCommand::Flush,
+        op::DATA => KvCommand::Data(from_postcard("data command", &r.bytes("data command")?)?),
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "command op",
@@ -564,6 +580,8 @@ mod res {
     pub const STALE: u8 = 12;
     pub const INVALID: u8 = 13;
     pub const BATCH: u8 = 14;
+    pub const REPLY: u8 = 15;
+    pub const WRONG_TYPE: u8 = 16;
 }
 
 impl KvResult {
@@ -600,9 +618,14 @@ impl KvResult {
                     r.encode(out);
                 }
             }
+            KvResult::Reply(reply) => {
+                out.put_u8(res::REPLY);
+                put_bytes(out, &to_postcard(reply));
+            }
             KvResult::Failed(f) => match f {
                 KvFailure::NotAnInteger => out.put_u8(res::NOT_INTEGER),
                 KvFailure::Overflow => out.put_u8(res::OVERFLOW),
+                KvFailure::WrongType => out.put_u8(res::WRONG_TYPE),
                 KvFailure::StaleSequence { oldest_kept } => {
                     out.put_u8(res::STALE);
                     out.put_u64_le(*oldest_kept);
@@ -644,6 +667,8 @@ impl KvResult {
             res::LEN => KvResult::Len(r.u64("len")?),
             res::NOT_INTEGER => KvResult::Failed(KvFailure::NotAnInteger),
             res::OVERFLOW => KvResult::Failed(KvFailure::Overflow),
+            res::WRONG_TYPE => KvResult::Failed(KvFailure::WrongType),
+            res::REPLY => KvResult::Reply(from_postcard("reply", &r.bytes("reply")?)?),
             res::STALE => KvResult::Failed(KvFailure::StaleSequence {
                 oldest_kept: r.u64("oldest")?,
             }),

@@ -5,12 +5,18 @@
 //! these.
 
 mod command;
+mod data;
 mod items;
 mod query;
 
 pub use command::{
     BATCH_COMMANDS_MAX, COMMAND_VERSION, KEY_MAX_BYTES, KvCommand, KvFailure, KvRequest, KvResult,
     PutCondition, Ttl, VALUE_MAX_BYTES,
+};
+pub use data::{
+    DataCmd, DataQuery, ExpireCond, LexBound, Reply, ScoreBound, SetOp, ValueKind, WRONGTYPE,
+    ZAddFlags, ZRangeBy, ZRangeSpec, format_float, format_score, from_postcard, parse_float,
+    to_postcard,
 };
 pub use items::{Item, ScanPage, ScanRange};
 pub use query::{KvAnswer, KvQuery, QUERY_KEYS_MAX, QUERY_VERSION};

@@ -1,20 +1,23 @@
 //! Reads of the KV state (what the KV machine's `StateMachine::read`
 //! answers for the native client), and their codecs.
 //!
-//! Layout (little-endian), version 1: `version u8 | tag u8 | body`.
+//! Layout (little-endian), version 3: `version u8 | tag u8 | body`.
+//! Version 3 added each item's kind and the typed reads ([`DataQuery`],
+//! answered with a [`Reply`]).
 
+use super::data::{DataQuery, Reply, ValueKind, from_postcard, to_postcard};
 use super::items::{Item, ScanRange};
 use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Format version of encoded queries and answers.
-pub const QUERY_VERSION: u8 = 2;
+pub const QUERY_VERSION: u8 = 3;
 
 /// The most keys one query may name or return.
 pub const QUERY_KEYS_MAX: usize = 100_000;
 
 /// A read of the KV state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KvQuery {
     /// Values (with versions) of these keys; absent or expired keys answer
     /// `None`.
@@ -31,10 +34,12 @@ pub enum KvQuery {
     /// How many keys the store holds, counting those whose TTL passed but
     /// whose removal is not applied yet (Redis's `DBSIZE` counts the same).
     Len,
+    /// A read of a typed value (or a string read that is more than a get).
+    Data(DataQuery),
 }
 
 /// The answer to a [`KvQuery`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KvAnswer {
     /// One entry per key asked, in order, judged (expired or not) at the
     /// serving replica's wall clock `at_ms` — the leader's, for a
@@ -55,6 +60,8 @@ pub enum KvAnswer {
     },
     /// The answer to [`KvQuery::Len`].
     Count(u64),
+    /// The answer to [`KvQuery::Data`].
+    Reply(Reply),
 }
 
 mod tag {
@@ -62,9 +69,11 @@ mod tag {
     pub const SCAN_PREFIX: u8 = 2;
     pub const SCAN_RANGE: u8 = 3;
     pub const LEN: u8 = 4;
+    pub const DATA: u8 = 5;
     pub const VALUES: u8 = 1;
     pub const PAGE: u8 = 2;
     pub const COUNT: u8 = 3;
+    pub const REPLY: u8 = 4;
 }
 
 impl KvQuery {
@@ -100,6 +109,10 @@ impl KvQuery {
                 out.put_u32_le(*limit);
             }
             KvQuery::Len => out.put_u8(tag::LEN),
+            KvQuery::Data(q) => {
+                out.put_u8(tag::DATA);
+                put_bytes(&mut out, &to_postcard(q));
+            }
         }
         out.freeze()
     }
@@ -145,6 +158,7 @@ impl KvQuery {
                 }
             }
             tag::LEN => KvQuery::Len,
+            tag::DATA => KvQuery::Data(from_postcard("data query", &r.bytes("data query")?)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "query",
@@ -160,13 +174,23 @@ impl KvQuery {
 
 fn put_item(out: &mut BytesMut, it: &Item) {
     put_bytes(out, &it.value);
+    out.put_u8(it.kind.to_u8());
     out.put_u64_le(it.version);
     out.put_u64_le(it.expire_at_ms.map_or(0, |t| t.saturating_add(1)));
 }
 
 fn read_item(r: &mut Reader) -> Result<Item, DecodeError> {
+    let value = r.bytes("value")?;
+    let offset = r.offset();
+    let tag = r.u8("value kind")?;
+    let kind = ValueKind::from_u8(tag).ok_or(DecodeError::UnknownTag {
+        what: "value kind",
+        tag,
+        offset,
+    })?;
     Ok(Item {
-        value: r.bytes("value")?,
+        value,
+        kind,
         version: r.u64("version")?,
         expire_at_ms: r.u64("expire")?.checked_sub(1),
     })
@@ -231,6 +255,10 @@ impl KvAnswer {
                 out.put_u8(tag::COUNT);
                 out.put_u64_le(*n);
             }
+            KvAnswer::Reply(reply) => {
+                out.put_u8(tag::REPLY);
+                put_bytes(&mut out, &to_postcard(reply));
+            }
         }
         out.freeze()
     }
@@ -264,6 +292,7 @@ impl KvAnswer {
                 }
             }
             tag::COUNT => KvAnswer::Count(r.u64("count")?),
+            tag::REPLY => KvAnswer::Reply(from_postcard("reply", &r.bytes("reply")?)?),
             tag::PAGE => {
                 let n = r.count("item count", 20)?;
                 let mut items = Vec::with_capacity(n);

@@ -1,0 +1,324 @@
+//! A sorted set: members with scores, ordered by (score, member), with
+//! rank queries in O(log n).
+//!
+//! The order lives in a treap (a binary search tree balanced by random
+//! priorities) whose nodes count their subtrees, kept in one arena `Vec`
+//! with `u32` links: rank, select by rank, insert and remove are all
+//! O(log n) expected, and a set is one allocation plus a member index,
+//! where Redis's skip list allocates per node. A `HashMap` from member to
+//! score answers `ZSCORE` in O(1). The shape of the tree depends on the
+//! priorities, which come from a generator seeded the same everywhere; no
+//! reply depends on the shape, only on the order.
+//!
+//! The store holds a sorted set behind an `Arc`: a snapshot shares it, and
+//! the first write after a freeze copies it (one `memcpy` of the arena and
+//! a rebuild of nothing: links are indexes).
+
+use bytes::Bytes;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Node {
+    score: f64,
+    member: Bytes,
+    priority: u64,
+    left: u32,
+    right: u32,
+    size: u32,
+}
+
+/// Members with scores, in (score, member) order.
+#[derive(Debug, Clone, Default)]
+pub struct ZSet {
+    scores: HashMap<Bytes, f64>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    root: u32,
+    rng: u64,
+}
+
+/// Compares (score, member) pairs as Redis orders a sorted set.
+pub fn cmp_entry(a_score: f64, a_member: &[u8], b_score: f64, b_member: &[u8]) -> Ordering {
+    a_score
+        .partial_cmp(&b_score)
+        .unwrap_or(Ordering::Equal)
+        .then_with(|| a_member.cmp(b_member))
+}
+
+impl ZSet {
+    /// An empty set.
+    pub fn new() -> ZSet {
+        ZSet {
+            root: NIL,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            ..ZSet::default()
+        }
+    }
+
+    /// Members held.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Whether no member is held.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// The score of `member`.
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        self.scores.get(member).copied()
+    }
+
+    fn size(&self, n: u32) -> u32 {
+        if n == NIL {
+            0
+        } else {
+            self.nodes[n as usize].size
+        }
+    }
+
+    fn fix(&mut self, n: u32) {
+        let (l, r) = {
+            let node = &self.nodes[n as usize];
+            (node.left, node.right)
+        };
+        let size = 1 + self.size(l) + self.size(r);
+        self.nodes[n as usize].size = size;
+    }
+
+    fn next_priority(&mut self) -> u64 {
+        // xorshift64*: deterministic, cheap.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Splits `t` into (entries before `pivot`, the rest); with
+    /// `inclusive`, the pivot itself goes left.
+    fn split(&mut self, t: u32, score: f64, member: &[u8], inclusive: bool) -> (u32, u32) {
+        if t == NIL {
+            return (NIL, NIL);
+        }
+        let node = &self.nodes[t as usize];
+        let ord = cmp_entry(node.score, &node.member, score, member);
+        let goes_left = ord == Ordering::Less || (inclusive && ord == Ordering::Equal);
+        if goes_left {
+            let right = node.right;
+            let (a, b) = self.split(right, score, member, inclusive);
+            self.nodes[t as usize].right = a;
+            self.fix(t);
+            (t, b)
+        } else {
+            let left = node.left;
+            let (a, b) = self.split(left, score, member, inclusive);
+            self.nodes[t as usize].left = b;
+            self.fix(t);
+            (a, t)
+        }
+    }
+
+    /// Joins two trees whose entries are all ordered `a` before `b`.
+    fn merge(&mut self, a: u32, b: u32) -> u32 {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        if self.nodes[a as usize].priority > self.nodes[b as usize].priority {
+            let r = self.nodes[a as usize].right;
+            let m = self.merge(r, b);
+            self.nodes[a as usize].right = m;
+            self.fix(a);
+            a
+        } else {
+            let l = self.nodes[b as usize].left;
+            let m = self.merge(a, l);
+            self.nodes[b as usize].left = m;
+            self.fix(b);
+            b
+        }
+    }
+
+    /// Sets `member`'s score, adding it if new; returns the old score.
+    pub fn insert(&mut self, member: Bytes, score: f64) -> Option<f64> {
+        let old = self.remove(&member);
+        let priority = self.next_priority();
+        let node = Node {
+            score,
+            member: member.clone(),
+            priority,
+            left: NIL,
+            right: NIL,
+            size: 1,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.nodes[id as usize] = node;
+                id
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        let (a, b) = self.split(self.root, score, &member, false);
+        let left = self.merge(a, id);
+        self.root = self.merge(left, b);
+        self.scores.insert(member, score);
+        old
+    }
+
+    /// Removes `member`; returns its score.
+    pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        let score = self.scores.remove(member)?;
+        let (a, rest) = self.split(self.root, score, member, false);
+        let (mid, b) = self.split(rest, score, member, true);
+        if mid != NIL {
+            self.nodes[mid as usize].member = Bytes::new();
+            self.free.push(mid);
+        }
+        self.root = self.merge(a, b);
+        if self.scores.is_empty() {
+            // Nothing left: give the arena back.
+            self.nodes.clear();
+            self.free.clear();
+            self.root = NIL;
+        }
+        Some(score)
+    }
+
+    /// The 0-based rank of `member` in ascending order.
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        let score = self.score(member)?;
+        Some(self.count_below(|s, m| cmp_entry(s, m, score, member) == Ordering::Less))
+    }
+
+    /// How many entries satisfy `below`, which must hold for a prefix of
+    /// the order (every entry before one it holds for).
+    pub fn count_below(&self, below: impl Fn(f64, &[u8]) -> bool) -> usize {
+        let mut n = self.root;
+        let mut count = 0usize;
+        while n != NIL {
+            let node = &self.nodes[n as usize];
+            if below(node.score, &node.member) {
+                count += self.size(node.left) as usize + 1;
+                n = node.right;
+            } else {
+                n = node.left;
+            }
+        }
+        count
+    }
+
+    /// The entry at 0-based `rank` in ascending order.
+    pub fn at(&self, rank: usize) -> Option<(f64, &Bytes)> {
+        let mut n = self.root;
+        let mut k = rank;
+        while n != NIL {
+            let node = &self.nodes[n as usize];
+            let left = self.size(node.left) as usize;
+            match k.cmp(&left) {
+                Ordering::Less => n = node.left,
+                Ordering::Equal => return Some((node.score, &node.member)),
+                Ordering::Greater => {
+                    k -= left + 1;
+                    n = node.right;
+                }
+            }
+        }
+        None
+    }
+
+    /// Entries with ranks in `start..end` (ascending), in order.
+    pub fn range(&self, start: usize, end: usize) -> Vec<(f64, Bytes)> {
+        let end = end.min(self.len());
+        let mut out = Vec::with_capacity(end.saturating_sub(start));
+        if start >= end {
+            return out;
+        }
+        // In-order walk from `start`: descend to it, keeping the path.
+        let mut stack: Vec<u32> = Vec::new();
+        let mut n = self.root;
+        let mut k = start;
+        while n != NIL {
+            let node = &self.nodes[n as usize];
+            let left = self.size(node.left) as usize;
+            if k < left {
+                stack.push(n);
+                n = node.left;
+            } else if k == left {
+                stack.push(n);
+                break;
+            } else {
+                k -= left + 1;
+                n = node.right;
+            }
+        }
+        while out.len() < end - start {
+            let Some(n) = stack.pop() else { break };
+            let node = &self.nodes[n as usize];
+            out.push((node.score, node.member.clone()));
+            let mut c = node.right;
+            while c != NIL {
+                stack.push(c);
+                c = self.nodes[c as usize].left;
+            }
+        }
+        out
+    }
+
+    /// Every entry, ascending.
+    pub fn iter_all(&self) -> Vec<(f64, Bytes)> {
+        self.range(0, self.len())
+    }
+
+    /// Members and scores in no particular order (for lookups by member).
+    pub fn members(&self) -> impl Iterator<Item = (&Bytes, f64)> {
+        self.scores.iter().map(|(m, s)| (m, *s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// Against a model (a sorted Vec), after random inserts, score
+        /// updates and removals: the order, ranks and selects agree.
+        #[test]
+        fn agrees_with_a_sorted_model(ops in proptest::collection::vec((0u8..40, -5i32..5, any::<bool>()), 0..400)) {
+            let mut z = ZSet::new();
+            let mut model: BTreeMap<Vec<u8>, f64> = BTreeMap::new();
+            for (m, s, add) in ops {
+                let member = format!("m{m}").into_bytes();
+                if add {
+                    let score = f64::from(s) / 2.0;
+                    prop_assert_eq!(z.insert(Bytes::from(member.clone()), score), model.insert(member, score));
+                } else {
+                    prop_assert_eq!(z.remove(&member), model.remove(&member));
+                }
+            }
+            let mut sorted: Vec<(f64, Vec<u8>)> = model.iter().map(|(m, s)| (*s, m.clone())).collect();
+            sorted.sort_by(|a, b| cmp_entry(a.0, &a.1, b.0, &b.1));
+            prop_assert_eq!(z.len(), sorted.len());
+            let all: Vec<(f64, Vec<u8>)> = z.iter_all().into_iter().map(|(s, m)| (s, m.to_vec())).collect();
+            prop_assert_eq!(&all, &sorted);
+            for (i, (s, m)) in sorted.iter().enumerate() {
+                prop_assert_eq!(z.rank(m), Some(i));
+                prop_assert_eq!(z.at(i).map(|(s, m)| (s, m.to_vec())), Some((*s, m.clone())));
+                let tail: Vec<(f64, Vec<u8>)> = z.range(i, sorted.len()).into_iter().map(|(s, m)| (s, m.to_vec())).collect();
+                prop_assert_eq!(&tail[..], &sorted[i..]);
+            }
+        }
+    }
+}
