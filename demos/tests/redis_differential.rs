@@ -327,6 +327,39 @@ fn key_command(rng: &mut Rng, k: String) -> Vec<String> {
     }
 }
 
+/// What the sequence does next: mostly one command, sometimes a
+/// transaction (`MULTI` ... `EXEC`, or `DISCARD`), sometimes after a
+/// `WATCH` and a command that may touch the watched key.
+fn step(rng: &mut Rng) -> Vec<Vec<String>> {
+    let s = |v: &str| v.to_string();
+    if rng.below(25) != 0 {
+        return vec![command(rng)];
+    }
+    let mut seq = Vec::new();
+    if rng.below(2) == 0 {
+        let watched = key(rng);
+        seq.push(vec![s("WATCH"), watched.clone(), key(rng)]);
+        match rng.below(3) {
+            0 => seq.push(command(rng)),
+            1 => seq.push(vec![s("SET"), watched, s("touched")]),
+            _ => {}
+        }
+    }
+    seq.push(vec![s("MULTI")]);
+    for _ in 0..=rng.below(4) {
+        // Scans page with cursors; they run outside transactions here.
+        let c = loop {
+            let c = command(rng);
+            if !c[0].ends_with("SCAN") {
+                break c;
+            }
+        };
+        seq.push(c);
+    }
+    seq.push(vec![s(if rng.below(6) == 0 { "DISCARD" } else { "EXEC" })]);
+    seq
+}
+
 /// One random command, as arguments.
 fn command(rng: &mut Rng) -> Vec<String> {
     let k = key(rng);
@@ -540,8 +573,17 @@ fn the_same_commands_get_the_same_replies_as_redis_server() {
     // What kinds of replies were compared: the sequence must reach errors,
     // nils, numbers and values, or it proves little.
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    // Commands come one at a time, or as a transaction.
+    let mut pending: std::collections::VecDeque<Vec<String>> = Default::default();
+    // The commands queued since MULTI, to compare EXEC's replies.
+    let mut queued: Option<Vec<String>> = None;
     for i in 0..n {
-        let args = command(&mut rng);
+        if pending.is_empty() {
+            pending.extend(step(&mut rng));
+        }
+        let Some(args) = pending.pop_front() else {
+            break;
+        };
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let a = theirs.call(&refs).expect("redis answers");
         let b = ours.call(&refs).expect("sampan answers");
@@ -570,7 +612,34 @@ fn the_same_commands_get_the_same_replies_as_redis_server() {
             shown(&a),
             shown(&b)
         );
-        if !same(&args[0], &a, &b) {
+        match (args[0].as_str(), &a) {
+            ("EXEC", Value::Array(Some(_))) => *kinds.entry("exec").or_default() += 1,
+            ("EXEC", Value::Array(None)) => *kinds.entry("exec aborted").or_default() += 1,
+            ("EXEC", Value::Error(_)) => *kinds.entry("exec refused").or_default() += 1,
+            _ => {}
+        }
+        let agree = match (args[0].as_str(), &a, &b) {
+            ("EXEC", Value::Array(Some(xs)), Value::Array(Some(ys))) => {
+                let names = queued.take().unwrap_or_default();
+                xs.len() == ys.len()
+                    && names.len() == xs.len()
+                    && names
+                        .iter()
+                        .zip(xs.iter().zip(ys))
+                        .all(|(name, (x, y))| same(name, x, y))
+            }
+            _ => same(&args[0], &a, &b),
+        };
+        match args[0].as_str() {
+            "MULTI" => queued = Some(Vec::new()),
+            "EXEC" | "DISCARD" => queued = None,
+            name => {
+                if let Some(q) = queued.as_mut() {
+                    q.push(name.to_string());
+                }
+            }
+        }
+        if !agree {
             // The first mismatch comes with what came before on its keys.
             if mismatches.is_empty() {
                 let before: Vec<&String> = history
@@ -588,7 +657,17 @@ fn the_same_commands_get_the_same_replies_as_redis_server() {
         }
         history.push((args[1..].to_vec(), line));
     }
-    for kind in ["error", "nil", "integer", "bulk", "status", "array"] {
+    for kind in [
+        "error",
+        "nil",
+        "integer",
+        "bulk",
+        "status",
+        "array",
+        "exec",
+        "exec aborted",
+        "exec refused",
+    ] {
         assert!(
             kinds.get(kind).is_some_and(|n| *n > 0),
             "no {kind} reply compared: {kinds:?}"

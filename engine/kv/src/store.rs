@@ -232,6 +232,24 @@ impl KvStore {
                 KvResult::Batch(cmds.iter().map(|c| self.execute(index, now, c)).collect())
             }
             KvCommand::Data(d) => KvResult::Reply(self.apply_data(index, now, d)),
+            KvCommand::Read(q) => KvResult::Answer(self.answer(q, now)),
+            KvCommand::Transaction { watch, commands } => {
+                // A watched key changed if its live version is not the one
+                // seen (a write, a delete, a creation or an expiry).
+                let changed = watch
+                    .iter()
+                    .any(|(k, seen)| self.live(k, now).map(|e| e.version) != *seen);
+                if changed {
+                    KvResult::Aborted
+                } else {
+                    KvResult::Batch(
+                        commands
+                            .iter()
+                            .map(|c| self.execute(index, now, c))
+                            .collect(),
+                    )
+                }
+            }
         }
     }
 

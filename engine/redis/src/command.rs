@@ -44,6 +44,16 @@ pub enum Local {
     ConfigGet(Bytes),
     /// `CLIENT ...`.
     Client(ClientCmd),
+    /// `MULTI`: queue what follows until `EXEC`.
+    Multi,
+    /// `EXEC`: apply the queue as one transaction.
+    Exec,
+    /// `DISCARD`: drop the queue.
+    Discard,
+    /// `WATCH key...`: `EXEC` aborts if one of them changes.
+    Watch(Vec<Bytes>),
+    /// `UNWATCH`.
+    Unwatch,
 }
 
 /// The `CLIENT` subcommands answered.
@@ -325,6 +335,11 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
             Request::Local(Local::ConfigGet(key(1)))
         }
         b"CLIENT" if n >= 1 => parse_client(rest)?,
+        b"MULTI" if n == 0 => Request::Local(Local::Multi),
+        b"EXEC" if n == 0 => Request::Local(Local::Exec),
+        b"DISCARD" if n == 0 => Request::Local(Local::Discard),
+        b"WATCH" if n >= 1 => Request::Local(Local::Watch(rest.to_vec())),
+        b"UNWATCH" if n == 0 => Request::Local(Local::Unwatch),
         b"GET" if n == 1 => Request::Read(Read::Get(key(0))),
         b"MGET" if n >= 1 => Request::Read(Read::MGet(rest.to_vec())),
         b"EXISTS" if n >= 1 => Request::Read(Read::Exists(rest.to_vec())),
@@ -462,7 +477,8 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
         | b"SET" | b"SETNX" | b"SETEX" | b"PSETEX" | b"GETDEL" | b"DEL" | b"UNLINK" | b"MSET"
         | b"INCR" | b"DECR" | b"INCRBY" | b"DECRBY" | b"APPEND" | b"EXPIRE" | b"PEXPIRE"
         | b"PERSIST" | b"FLUSHDB" | b"FLUSHALL" | b"AUTH" | b"EXPIREAT" | b"PEXPIREAT"
-        | b"EXPIRETIME" | b"PEXPIRETIME" => return arity(&name_str),
+        | b"EXPIRETIME" | b"PEXPIRETIME" | b"MULTI" | b"EXEC" | b"DISCARD" | b"WATCH"
+        | b"UNWATCH" => return arity(&name_str),
         _ => match super::typed::parse(&upper, &name_str, rest) {
             Some(r) => r?,
             None => return err(unknown(&name_str, rest)),

@@ -162,6 +162,42 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     c("config", -2, &[], NONE, &["@slow"]),
     c("client", -2, &[], NONE, &["@slow"]),
+    // Transactions.
+    c(
+        "multi",
+        1,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (0, 0, 0),
+        &["@fast", "@transaction"],
+    ),
+    c(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        (0, 0, 0),
+        &["@slow", "@transaction"],
+    ),
+    c(
+        "discard",
+        1,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (0, 0, 0),
+        &["@fast", "@transaction"],
+    ),
+    c(
+        "watch",
+        -2,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (1, -1, 1),
+        &["@fast", "@transaction"],
+    ),
+    c(
+        "unwatch",
+        1,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (0, 0, 0),
+        &["@fast", "@transaction"],
+    ),
     // Typed values and the string and key commands beyond the first set,
     // as redis-server 7.0.15's COMMAND INFO gives them.
     c(

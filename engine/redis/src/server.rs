@@ -32,6 +32,8 @@ use super::glob::glob_match;
 use super::render::{ScanCursors, error_text, render_write};
 use super::resp::{Reply, RespLimits, parse_request};
 use super::tls::TlsConfig;
+
+mod multi;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use sampan::server::{GroupRef, RaftFactory, RaftServer};
@@ -473,6 +475,13 @@ struct Conn {
     proto: u8,
     /// What `CLIENT INFO` shows of it.
     entry: Option<Arc<ClientEntry>>,
+    /// After `MULTI`: the requests queued for `EXEC` (an error here is
+    /// one Redis reports in `EXEC`'s reply, as a bad argument).
+    multi: Option<Vec<Result<Request, ParseError>>>,
+    /// A queued request was refused: `EXEC` will abort.
+    multi_dirty: bool,
+    /// `WATCH`ed keys and the version each had (`None`: absent).
+    watched: Vec<(Bytes, Option<u64>)>,
 }
 
 impl Conn {
@@ -799,6 +808,10 @@ async fn execute(
     let mut i = 0;
     while i < parsed.len() {
         flush(ctx, stream, out, OUT_FLUSH_BYTES).await?;
+        if multi::intercept(ctx, conn, &parsed[i], out).await {
+            i += 1;
+            continue;
+        }
         match &parsed[i] {
             Err(ParseError(msg)) => {
                 Reply::new(out).error(msg);
@@ -1379,6 +1392,9 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
         Local::Quit => {
             reply.simple("OK");
             return true;
+        }
+        Local::Multi | Local::Exec | Local::Discard | Local::Watch(_) | Local::Unwatch => {
+            reply.error("ERR internal: a transaction command outside the transaction handler")
         }
         Local::Command(args) => command(args, &mut reply),
         Local::ConfigGet(pattern) => {

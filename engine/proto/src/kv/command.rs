@@ -11,6 +11,7 @@
 //! acked_below u64 | op body`. Byte strings are `u32` length + bytes.
 
 use super::data::{DataCmd, Reply, from_postcard, to_postcard};
+use super::query::{KvAnswer, KvQuery};
 use crate::codec::{DecodeError, Reader, put_bytes, put_opt_bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -131,6 +132,21 @@ pub enum KvCommand {
     /// string or key command that is more than a put; its result is
     /// [`KvResult::Reply`].
     Data(DataCmd),
+    /// A read applied in log order: inside a [`KvCommand::Transaction`] a
+    /// read sees the writes before it and none after. The result is
+    /// [`KvResult::Answer`].
+    Read(KvQuery),
+    /// Redis's `MULTI`/`EXEC`: the commands apply in order at one index,
+    /// nothing between them, unless a watched key changed since it was
+    /// watched (`WATCH`), when none applies and the result is
+    /// [`KvResult::Aborted`]. Otherwise [`KvResult::Batch`], one result per
+    /// command. A transaction holds no batch or transaction.
+    Transaction {
+        /// Keys and the version each had when watched (`None`: absent).
+        watch: Vec<(Bytes, Option<u64>)>,
+        /// The commands.
+        commands: Vec<KvCommand>,
+    },
 }
 
 /// The exactly-once envelope of a command: who sent it, its place in the
@@ -201,6 +217,10 @@ pub enum KvResult {
     Batch(Vec<KvResult>),
     /// `Data`: the reply, shaped as Redis's.
     Reply(Reply),
+    /// `Read`: the answer.
+    Answer(KvAnswer),
+    /// `Transaction`: a watched key changed; nothing applied.
+    Aborted,
 }
 
 mod op {
@@ -215,6 +235,8 @@ mod op {
     pub const FLUSH: u8 = 9;
     pub const BATCH: u8 = 10;
     pub const DATA: u8 = 11;
+    pub const READ: u8 = 12;
+    pub const TRANSACTION: u8 = 13;
 }
 
 /// Most commands in one [`KvCommand::Batch`].
@@ -304,6 +326,22 @@ impl KvCommand {
             KvCommand::Data(d) => {
                 return d.validate();
             }
+            KvCommand::Read(_) => true,
+            KvCommand::Transaction { watch, commands } => {
+                if commands.len() > BATCH_COMMANDS_MAX
+                    || commands
+                        .iter()
+                        .any(|c| matches!(c, KvCommand::Batch(_) | KvCommand::Transaction { .. }))
+                {
+                    return Err(KvFailure::Invalid(format!(
+                        "a transaction holds at most {BATCH_COMMANDS_MAX} commands and no batch"
+                    )));
+                }
+                if !watch.iter().all(|(k, _)| key_ok(k)) {
+                    return Err(KvFailure::Invalid(format!("key over {KEY_MAX_BYTES} B")));
+                }
+                return commands.iter().try_for_each(KvCommand::validate);
+            }
             KvCommand::Batch(cmds) => {
                 if cmds.len() > BATCH_COMMANDS_MAX
                     || cmds.iter().any(|c| matches!(c, KvCommand::Batch(_)))
@@ -373,6 +411,8 @@ impl KvCommand {
             KvCommand::Flush => op::FLUSH,
             KvCommand::Batch(_) => op::BATCH,
             KvCommand::Data(_) => op::DATA,
+            KvCommand::Read(_) => op::READ,
+            KvCommand::Transaction { .. } => op::TRANSACTION,
         }
     }
 
@@ -433,6 +473,19 @@ impl KvCommand {
             }
             KvCommand::Flush => {}
             KvCommand::Data(d) => put_bytes(out, &to_postcard(d)),
+            KvCommand::Read(q) => put_bytes(out, &q.to_bytes()),
+            KvCommand::Transaction { watch, commands } => {
+                out.put_u32_le(watch.len() as u32);
+                for (k, v) in watch {
+                    put_bytes(out, k);
+                    out.put_u64_le(v.map_or(0, |v| v.saturating_add(1)));
+                }
+                out.put_u32_le(commands.len() as u32);
+                for c in commands {
+                    out.put_u8(c.op());
+                    c.encode_body(out);
+                }
+            }
             KvCommand::Batch(cmds) => {
                 out.put_u32_le(cmds.len() as u32);
                 for c in cmds {
@@ -559,6 +612,25 @@ fn decode_body(
         },
         op::FLUSH => KvCommand::Flush,
         op::DATA => KvCommand::Data(from_postcard("data command", &r.bytes("data command")?)?),
+        op::READ => KvCommand::Read(KvQuery::decode(r.bytes("read")?)?),
+        op::TRANSACTION if batch_allowed => {
+            let n = r.count("watch count", 12)?;
+            let mut watch = Vec::with_capacity(n);
+            for _ in 0..n {
+                watch.push((
+                    r.bytes("watched key")?,
+                    r.u64("watched version")?.checked_sub(1),
+                ));
+            }
+            let n = r.count("transaction count", 1)?;
+            let mut commands = Vec::with_capacity(n.min(BATCH_COMMANDS_MAX));
+            for _ in 0..n {
+                let offset = r.offset();
+                let op = r.u8("command op")?;
+                commands.push(decode_body(r, op, offset, false)?);
+            }
+            KvCommand::Transaction { watch, commands }
+        }
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "command op",
@@ -582,6 +654,8 @@ mod res {
     pub const BATCH: u8 = 14;
     pub const REPLY: u8 = 15;
     pub const WRONG_TYPE: u8 = 16;
+    pub const ANSWER: u8 = 17;
+    pub const ABORTED: u8 = 18;
 }
 
 impl KvResult {
@@ -622,6 +696,11 @@ impl KvResult {
                 out.put_u8(res::REPLY);
                 put_bytes(out, &to_postcard(reply));
             }
+            KvResult::Answer(a) => {
+                out.put_u8(res::ANSWER);
+                put_bytes(out, &a.to_bytes());
+            }
+            KvResult::Aborted => out.put_u8(res::ABORTED),
             KvResult::Failed(f) => match f {
                 KvFailure::NotAnInteger => out.put_u8(res::NOT_INTEGER),
                 KvFailure::Overflow => out.put_u8(res::OVERFLOW),
@@ -669,6 +748,8 @@ impl KvResult {
             res::OVERFLOW => KvResult::Failed(KvFailure::Overflow),
             res::WRONG_TYPE => KvResult::Failed(KvFailure::WrongType),
             res::REPLY => KvResult::Reply(from_postcard("reply", &r.bytes("reply")?)?),
+            res::ANSWER => KvResult::Answer(KvAnswer::decode(r.bytes("answer")?)?),
+            res::ABORTED => KvResult::Aborted,
             res::STALE => KvResult::Failed(KvFailure::StaleSequence {
                 oldest_kept: r.u64("oldest")?,
             }),
