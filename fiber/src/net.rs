@@ -85,6 +85,36 @@ impl TcpStream {
         self.inner.borrow().set_nodelay(on).map_err(io::Error::from)
     }
 
+    /// Whether the peer closed its side (an orderly FIN seen, nothing
+    /// unread before it) or the connection failed, checked without
+    /// blocking and without taking any byte: a `recv` with `MSG_PEEK |
+    /// MSG_DONTWAIT`. Unread data (or nothing yet) answers `false`.
+    pub fn peer_closed(&self) -> bool {
+        let fd = self.inner.borrow().as_raw_fd();
+        let mut byte = 0u8;
+        // SAFETY: `fd` is this stream's open socket and `byte` is a live
+        // one-byte buffer for the duration of the call.
+        let rc = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match rc {
+            0 => true,
+            n if n > 0 => false,
+            _ => {
+                let e = io::Error::last_os_error();
+                !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                )
+            }
+        }
+    }
+
     /// Turns TCP keepalive on, probing after `idle` of silence, then every
     /// `idle / 3` (at least a second), and closing after 3 unanswered
     /// probes: a peer that vanished without a FIN (a half-open connection)

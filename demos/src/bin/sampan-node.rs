@@ -51,8 +51,12 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     block_stop_signals()?;
     let node = cfg.server.node_id;
     let kv = cfg.kv.kv_config();
-    let factory = machines(move |_group: &sampan::config::GroupConfig| {
-        Box::new(KvMachine::new(kv.clone())) as Box<dyn sampan::state_machine::StateMachine>
+    // Pushes applied here wake the Redis ports' blocked pops.
+    let events = sampan_kv::KeyEvents::new();
+    let machine_events = events.clone();
+    let factory = machines(move |group: &sampan::config::GroupConfig| {
+        Box::new(KvMachine::new(kv.clone()).with_events(machine_events.clone(), group.group_id))
+            as Box<dyn sampan::state_machine::StateMachine>
     });
     let server = RaftServer::start(cfg.server.clone(), &cfg.groups, factory)?;
     log::info!(
@@ -70,7 +74,10 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         .ok_or_else(|| format!("node {node} is not in `servers`"))?;
     if cfg.redis.port != 0 {
         let addr = std::net::SocketAddr::new(ip, cfg.redis.port);
-        let settings = cfg.redis.listener()?;
+        let settings = sampan_redis::server::ListenerSettings {
+            key_events: Some(events.clone()),
+            ..cfg.redis.listener()?
+        };
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis port {}", redis.local_addr());
     }
@@ -78,6 +85,7 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         let addr = std::net::SocketAddr::new(ip, cfg.redis.tls_port);
         let settings = sampan_redis::server::ListenerSettings {
             tls: Some(cfg.redis.tls()?),
+            key_events: Some(events.clone()),
             ..cfg.redis.listener()?
         };
         let redis = sampan_redis::server::listen(&server, addr, settings)?;

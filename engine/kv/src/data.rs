@@ -616,6 +616,46 @@ impl KvStore {
                     (Some(v), Some(_)) => Reply::Array(bulks(&v)),
                 }
             }
+            DataCmd::PopFirst { keys, left } => {
+                for k in keys {
+                    if self.list(k, now)?.is_none() {
+                        continue;
+                    }
+                    let v = self
+                        .list_mut(at, k, false, |l| {
+                            if *left { l.pop_front() } else { l.pop_back() }
+                        })?
+                        .flatten();
+                    if let Some(v) = v {
+                        return Ok(Reply::Array(vec![Reply::Bulk(k.clone()), Reply::Bulk(v)]));
+                    }
+                }
+                Reply::NilArray
+            }
+            DataCmd::ZPopFirst { keys, max } => {
+                for k in keys {
+                    if self.zset(k, now)?.is_none() {
+                        continue;
+                    }
+                    let popped = self
+                        .zset_mut(at, k, false, |z| {
+                            let n = z.len();
+                            let first = if *max { z.at(n - 1) } else { z.at(0) };
+                            let (score, member) = first.map(|(s, m)| (s, m.clone()))?;
+                            z.remove(&member);
+                            Some((score, member))
+                        })?
+                        .flatten();
+                    if let Some((score, member)) = popped {
+                        return Ok(Reply::Array(vec![
+                            Reply::Bulk(k.clone()),
+                            Reply::Bulk(member),
+                            Reply::Double(score),
+                        ]));
+                    }
+                }
+                Reply::NilArray
+            }
             DataCmd::LSet {
                 key,
                 index: i,

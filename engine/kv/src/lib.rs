@@ -45,6 +45,7 @@
 //! twice.
 
 mod data;
+mod events;
 mod factory;
 pub mod glob;
 mod machine;
@@ -54,6 +55,7 @@ mod store;
 mod value;
 mod zset;
 
+pub use events::{KeyEvents, Waiter};
 pub use factory::{KvFactory, kv_factory};
 pub use machine::KvMachine;
 pub use sampan_proto::codec::DecodeError;

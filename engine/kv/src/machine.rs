@@ -1,6 +1,7 @@
 //! [`KvMachine`]: the KV store behind the engine's
 //! [`StateMachine`](sampan::state_machine::StateMachine) trait.
 
+use super::events::KeyEvents;
 use super::snapshot::{KvFrozen, KvRestore};
 use super::store::{KvConfig, KvStore};
 use bytes::{Bytes, BytesMut};
@@ -10,6 +11,7 @@ use sampan::state_machine::{
 use sampan_proto::kv::KvQuery;
 use sampan_proto::kv::{KvCommand, KvFailure, KvRequest, KvResult};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Expirations proposed per call of the TTL manager.
 const EXPIRE_BATCH: usize = 256;
@@ -26,6 +28,25 @@ pub struct KvMachine {
     /// The TTL manager's expirations in flight, by key: the version
     /// proposed for removal and when (leader only; cleared on role change).
     expiring: HashMap<Bytes, (u64, u64)>,
+    /// Where to announce keys that received elements, and this group's id.
+    events: Option<(Arc<KeyEvents>, u64)>,
+}
+
+/// Announces the keys `command` may have added elements to.
+fn publish(events: &KeyEvents, group: u64, command: &KvCommand) {
+    match command {
+        KvCommand::Data(d) => {
+            for k in d.fed_keys() {
+                events.publish(group, k);
+            }
+        }
+        KvCommand::Batch(cmds) | KvCommand::Transaction { commands: cmds, .. } => {
+            for c in cmds {
+                publish(events, group, c);
+            }
+        }
+        _ => {}
+    }
 }
 
 impl KvMachine {
@@ -36,7 +57,15 @@ impl KvMachine {
             restore: None,
             last_role: None,
             expiring: HashMap::new(),
+            events: None,
         }
+    }
+
+    /// Announces, on `events`, each key of group `group` that a committed
+    /// command adds elements to (for the Redis port's blocking pops).
+    pub fn with_events(mut self, events: Arc<KeyEvents>, group: u64) -> KvMachine {
+        self.events = Some((events, group));
+        self
     }
 
     /// The state, for reads the node serves itself (the Redis port).
@@ -71,7 +100,13 @@ impl StateMachine for KvMachine {
                     if let KvCommand::Expire { key, .. } = &req.command {
                         self.expiring.remove(key);
                     }
-                    self.store.apply(c.index, &req)
+                    let result = self.store.apply(c.index, &req);
+                    if let Some((events, group)) = &self.events
+                        && events.anyone_waiting()
+                    {
+                        publish(events, *group, &req.command);
+                    }
+                    result
                 }
                 Err(e) => {
                     self.store.skip(c.index);

@@ -110,6 +110,8 @@ pub struct ClientCounts {
     pub maxclients: usize,
     /// Connections refused for `maxclients`.
     pub rejected_connections: u64,
+    /// Connections waiting in a blocking pop.
+    pub blocked_clients: u64,
     /// Connections closed for the output buffer limit or a stalled reader.
     pub output_buffer_limit_disconnections: u64,
 }
@@ -147,8 +149,8 @@ pub fn info_text(
     if want("clients") {
         let _ = write!(
             s,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
-            clients.connected_clients, clients.maxclients,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
+            clients.connected_clients, clients.maxclients, clients.blocked_clients,
         );
     }
     if want("stats") {

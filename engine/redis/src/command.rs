@@ -239,6 +239,20 @@ pub enum Request {
         /// How to render its result.
         reply: WriteReply,
     },
+    /// A blocking pop (`BLPOP`, `BLMOVE`, `BZPOPMIN`...): proposed, and
+    /// if it finds nothing, proposed again each time one of `keys`
+    /// receives elements, until `timeout`.
+    Blocking {
+        /// The pop (its reply is null when it found nothing).
+        command: DataCmd,
+        /// The keys whose pushes wake it.
+        keys: Vec<Bytes>,
+        /// How long to wait; `None` for ever.
+        timeout: Option<std::time::Duration>,
+        /// Whether a timeout answers the null array (`BLPOP`) rather than
+        /// the null bulk string (`BLMOVE`).
+        nil_array: bool,
+    },
 }
 
 /// The error reply for a request that could not be parsed, Redis's text.

@@ -162,6 +162,49 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     c("config", -2, &[], NONE, &["@slow"]),
     c("client", -2, &[], NONE, &["@slow"]),
+    // Blocking pops.
+    c(
+        "blpop",
+        -3,
+        &["write", "noscript", "blocking"],
+        (1, -2, 1),
+        &["@write", "@list", "@slow", "@blocking"],
+    ),
+    c(
+        "brpop",
+        -3,
+        &["write", "noscript", "blocking"],
+        (1, -2, 1),
+        &["@write", "@list", "@slow", "@blocking"],
+    ),
+    c(
+        "blmove",
+        6,
+        &["write", "denyoom", "noscript", "blocking"],
+        (1, 2, 1),
+        &["@write", "@list", "@slow", "@blocking"],
+    ),
+    c(
+        "brpoplpush",
+        4,
+        &["write", "denyoom", "noscript", "blocking"],
+        (1, 2, 1),
+        &["@write", "@list", "@slow", "@blocking"],
+    ),
+    c(
+        "bzpopmin",
+        -3,
+        &["write", "noscript", "blocking", "fast"],
+        (1, -2, 1),
+        &["@write", "@sortedset", "@fast", "@blocking"],
+    ),
+    c(
+        "bzpopmax",
+        -3,
+        &["write", "noscript", "blocking", "fast"],
+        (1, -2, 1),
+        &["@write", "@sortedset", "@fast", "@blocking"],
+    ),
     // Transactions.
     c(
         "multi",

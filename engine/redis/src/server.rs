@@ -117,6 +117,10 @@ pub struct ListenerSettings {
     /// the connection is closed (a client trickling a request cannot hold
     /// its buffer and fiber for ever).
     pub partial_request_timeout: Duration,
+    /// The node's key events, which wake blocked pops (`BLPOP`...) when a
+    /// push to their key applies here; without them a blocked client
+    /// re-tries once a second.
+    pub key_events: Option<Arc<sampan_kv::KeyEvents>>,
 }
 
 impl ListenerSettings {
@@ -181,6 +185,8 @@ pub struct ListenerStats {
     pub connected_clients: AtomicU64,
     /// Connections refused for `maxclients`.
     pub rejected_connections: AtomicU64,
+    /// Connections waiting in a blocking pop now.
+    pub blocked_clients: AtomicU64,
     /// Connections closed for the output buffer limit or a stalled reader.
     pub output_buffer_limit_disconnections: AtomicU64,
     /// The id the next connection gets (`CLIENT ID`).
@@ -281,6 +287,7 @@ impl Default for ListenerSettings {
             tcp_keepalive: Some(Duration::from_secs(300)),
             tls: None,
             partial_request_timeout: Duration::from_secs(60),
+            key_events: None,
         }
     }
 }
@@ -632,6 +639,16 @@ impl ClientStream {
         }
     }
 
+    /// Whether the client went away (plain TCP: a FIN with nothing unread
+    /// before it; under TLS only a failed connection shows, since the
+    /// close alert is data).
+    fn peer_closed(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.peer_closed(),
+            ClientStream::Tls(s) => s.tcp().peer_closed(),
+        }
+    }
+
     async fn close(&self) {
         let _ = match self {
             ClientStream::Plain(s) => s.shutdown(Shutdown::Both),
@@ -846,6 +863,15 @@ async fn execute(
                 other_read(ctx, conn, r, out).await;
                 i += 1;
             }
+            Ok(Request::Blocking {
+                command,
+                keys,
+                timeout,
+                nil_array,
+            }) => {
+                blocking(ctx, stream, conn, command, keys, *timeout, *nil_array, out).await?;
+                i += 1;
+            }
             Ok(Request::Local(l)) => {
                 if local(ctx, conn, l, out) {
                     return Ok(true);
@@ -906,7 +932,7 @@ fn gate(
                 Some(u) => {
                     let allowed = match req {
                         Request::Read(_) => u.may(false, db),
-                        Request::Write { .. } => u.may(true, db),
+                        Request::Write { .. } | Request::Blocking { .. } => u.may(true, db),
                         Request::Local(Local::Select(n))
                             if (0..ctx.settings.databases as i64).contains(n) =>
                         {
@@ -1127,6 +1153,98 @@ async fn batched_writes(
     }
 }
 
+/// One more on a gauge for as long as it lives.
+struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn up(g: &'a AtomicU64) -> Gauge<'a> {
+        g.fetch_add(1, Ordering::Relaxed);
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How often a blocked client re-tries its pop without a wake-up (a push
+/// the events missed, as one installed by a snapshot) and checks that it
+/// is still connected.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
+
+/// A blocking pop: proposed; if it found nothing, it waits for one of its
+/// keys to receive elements on this replica (or the recheck period) and is
+/// proposed again, until the timeout, when it answers null. Each try is a
+/// write through the exactly-once writer, so a pop applies once. The
+/// client's other requests wait behind it, as in Redis.
+#[allow(clippy::too_many_arguments)]
+async fn blocking(
+    ctx: &Ctx,
+    stream: &ClientStream,
+    conn: &Conn,
+    command: &sampan_kv::DataCmd,
+    keys: &[Bytes],
+    timeout: Option<Duration>,
+    nil_array: bool,
+    out: &mut BytesMut,
+) -> io::Result<()> {
+    let group = ctx.group(conn).clone();
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let _blocked = Gauge::up(&ctx.stats.blocked_clients);
+    loop {
+        // Registered before the try: a push applied after it wakes us.
+        let waiter = ctx
+            .settings
+            .key_events
+            .as_ref()
+            .map(|e| e.wait(group.id(), keys));
+        let mut reply = Reply::with_proto(out, conn.proto);
+        match ctx
+            .writer
+            .write(&group, KvCommand::Data(command.clone()))
+            .await
+        {
+            Ok(KvResult::Reply(DataReply::Nil | DataReply::NilArray)) => {}
+            Ok(result) => {
+                render_write(WriteReply::Reply, &result, &mut reply);
+                return Ok(());
+            }
+            Err(e) => {
+                reply.error(&e.reply_text());
+                return Ok(());
+            }
+        }
+        let now = std::time::Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            if nil_array {
+                reply.array(None);
+            } else {
+                reply.null();
+            }
+            return Ok(());
+        }
+        let until = deadline.map_or(now + BLOCKED_RECHECK, |d| d.min(now + BLOCKED_RECHECK));
+        let woken = async {
+            match &waiter {
+                Some(w) => w.woken().await,
+                None => sampan_fiber::sleep_until(until).await,
+            }
+        };
+        let _ = sampan_fiber::timeout_at(until, or(woken, sampan_fiber::stopping())).await;
+        if sampan_fiber::shutdown_requested() {
+            return Err(io::Error::other("the node is stopping"));
+        }
+        if stream.peer_closed() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client left while blocked",
+            ));
+        }
+    }
+}
+
 async fn single_write(
     ctx: &Ctx,
     conn: &Conn,
@@ -1331,6 +1449,7 @@ async fn info(ctx: &Ctx, conn: &Conn, section: Option<&[u8]>, out: &mut BytesMut
         connected_clients: stats.connected_clients.load(Ordering::Relaxed),
         maxclients: ctx.settings.maxclients,
         rejected_connections: stats.rejected_connections.load(Ordering::Relaxed),
+        blocked_clients: stats.blocked_clients.load(Ordering::Relaxed),
         output_buffer_limit_disconnections: stats
             .output_buffer_limit_disconnections
             .load(Ordering::Relaxed),

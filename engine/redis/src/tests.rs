@@ -184,6 +184,7 @@ mod commands {
                     &mut reply,
                 ),
                 Ok(Request::Local(l)) => reply.simple(&format!("{l:?}")),
+                Ok(Request::Blocking { command, .. }) => reply.simple(&format!("{command:?}")),
             }
             String::from_utf8_lossy(&out).into_owned()
         }

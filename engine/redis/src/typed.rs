@@ -258,6 +258,30 @@ fn getex(rest: &[Bytes]) -> Result<Request, ParseError> {
     Ok(write(DataCmd::GetEx { key, ttl }))
 }
 
+/// A blocking command's timeout: seconds, fractions allowed, 0 for ever.
+fn timeout(arg: &[u8]) -> Result<Option<std::time::Duration>, ParseError> {
+    match parse_float(arg) {
+        Some(t) if t < 0.0 => err("ERR timeout is negative"),
+        Some(0.0) => Ok(None),
+        Some(t) if t.is_finite() && t < 1e12 => Ok(Some(std::time::Duration::from_secs_f64(t))),
+        _ => err("ERR timeout is not a float or out of range"),
+    }
+}
+
+fn blocking(
+    command: DataCmd,
+    keys: Vec<Bytes>,
+    t: &[u8],
+    nil_array: bool,
+) -> Result<Request, ParseError> {
+    Ok(Request::Blocking {
+        command,
+        keys,
+        timeout: timeout(t)?,
+        nil_array,
+    })
+}
+
 /// Parses a typed command by its upper-cased name; `None` if the name is
 /// not one of them.
 pub fn parse(upper: &[u8], name: &str, rest: &[Bytes]) -> Option<Result<Request, ParseError>> {
@@ -532,6 +556,40 @@ pub fn parse(upper: &[u8], name: &str, rest: &[Bytes]) -> Option<Result<Request,
             from_left: false,
             to_left: true,
         })),
+        b"BLPOP" | b"BRPOP" if n >= 2 => {
+            let keys = rest[..n - 1].to_vec();
+            let cmd = DataCmd::PopFirst {
+                keys: keys.clone(),
+                left: upper == b"BLPOP",
+            };
+            blocking(cmd, keys, &rest[n - 1], true)
+        }
+        b"BZPOPMIN" | b"BZPOPMAX" if n >= 2 => {
+            let keys = rest[..n - 1].to_vec();
+            let cmd = DataCmd::ZPopFirst {
+                keys: keys.clone(),
+                max: upper == b"BZPOPMAX",
+            };
+            blocking(cmd, keys, &rest[n - 1], true)
+        }
+        b"BLMOVE" if n == 5 => (|| {
+            let cmd = DataCmd::LMove {
+                from: key(),
+                to: rest[1].clone(),
+                from_left: side(&rest[2])?,
+                to_left: side(&rest[3])?,
+            };
+            blocking(cmd, vec![key()], &rest[4], false)
+        })(),
+        b"BRPOPLPUSH" if n == 3 => {
+            let cmd = DataCmd::LMove {
+                from: key(),
+                to: rest[1].clone(),
+                from_left: false,
+                to_left: true,
+            };
+            blocking(cmd, vec![key()], &rest[2], false)
+        }
         // Sets.
         b"SADD" | b"SREM" if n >= 2 => {
             let (key, members) = (key(), rest[1..].to_vec());
@@ -717,6 +775,12 @@ pub const NAMES: &[&[u8]] = &[
     b"LPOS",
     b"LMOVE",
     b"RPOPLPUSH",
+    b"BLPOP",
+    b"BRPOP",
+    b"BLMOVE",
+    b"BRPOPLPUSH",
+    b"BZPOPMIN",
+    b"BZPOPMAX",
     b"SADD",
     b"SREM",
     b"SPOP",

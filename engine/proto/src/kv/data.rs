@@ -364,6 +364,22 @@ pub enum DataCmd {
         /// How many (`None`: one, replied as a bulk string).
         count: Option<u64>,
     },
+    /// `BLPOP`/`BRPOP`'s pop: one element from the first of `keys` that
+    /// holds a list; the reply is `[key, element]`, or null if none does.
+    PopFirst {
+        /// The keys, in order.
+        keys: Vec<Bytes>,
+        /// From the head.
+        left: bool,
+    },
+    /// `BZPOPMIN`/`BZPOPMAX`'s pop: `[key, member, score]` from the first
+    /// of `keys` that holds a sorted set, or null.
+    ZPopFirst {
+        /// The keys, in order.
+        keys: Vec<Bytes>,
+        /// The highest score.
+        max: bool,
+    },
     /// `LSET key index value`.
     LSet {
         /// The key.
@@ -738,6 +754,7 @@ impl DataCmd {
             | LMove { from, to, .. }
             | SMove { from, to, .. } => vec![from, to],
             SStore { dest, keys, .. } => std::iter::once(dest).chain(keys).collect(),
+            PopFirst { keys, .. } | ZPopFirst { keys, .. } => keys.iter().collect(),
         }
     }
 
@@ -795,6 +812,25 @@ impl DataCmd {
                 Err(KvFailure::Invalid("MSETNX needs a pair".into()))
             }
             _ => Ok(()),
+        }
+    }
+}
+
+impl DataCmd {
+    /// The keys the command may add elements to (lists and sorted sets):
+    /// what a blocked pop on them waits for.
+    pub fn fed_keys(&self) -> Vec<&Bytes> {
+        match self {
+            DataCmd::Push { key, .. }
+            | DataCmd::ZAdd { key, .. }
+            | DataCmd::ZIncrBy { key, .. } => {
+                vec![key]
+            }
+            DataCmd::LMove { to, .. } | DataCmd::Rename { to, .. } | DataCmd::Copy { to, .. } => {
+                vec![to]
+            }
+            DataCmd::LInsert { key, .. } => vec![key],
+            _ => Vec::new(),
         }
     }
 }

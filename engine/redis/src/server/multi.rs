@@ -23,7 +23,7 @@ use sampan_kv::{KvAnswer, KvCommand, KvQuery, KvResult};
 /// Whether a request may be queued after `MULTI`.
 fn queueable(req: &Request) -> bool {
     match req {
-        Request::Write { .. } => true,
+        Request::Write { .. } | Request::Blocking { .. } => true,
         Request::Read(r) => read_query(r).is_some(),
         Request::Local(Local::Ping(_) | Local::Echo(_)) => true,
         Request::Local(_) => false,
@@ -94,6 +94,17 @@ pub(super) async fn intercept(
         }
         _ if !queuing => return false,
         Ok(Request::Local(Local::Quit)) => return false,
+        // Inside MULTI a blocking pop does not block: it pops or answers
+        // null at once, as in Redis.
+        Ok(Request::Blocking { command, .. }) => {
+            if let Some(q) = conn.multi.as_mut() {
+                q.push(Ok(Request::Write {
+                    command: KvCommand::Data(command.clone()),
+                    reply: crate::command::WriteReply::Reply,
+                }));
+            }
+            Reply::with_proto(out, proto).simple("QUEUED");
+        }
         Ok(r) if queueable(r) => {
             if let Some(q) = conn.multi.as_mut() {
                 q.push(Ok(r.clone()));
@@ -152,7 +163,7 @@ async fn exec(ctx: &Ctx, conn: &mut Conn, out: &mut BytesMut) {
         .filter_map(|r| match r {
             Ok(Request::Write { command, .. }) => Some(command.clone()),
             Ok(Request::Read(r)) => read_query(r).map(KvCommand::Read),
-            Ok(Request::Local(_)) | Err(_) => None,
+            Ok(Request::Local(_) | Request::Blocking { .. }) | Err(_) => None,
         })
         .collect();
     let results = if commands.is_empty() && watch.is_empty() {
