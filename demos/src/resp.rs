@@ -1,6 +1,6 @@
 //! A tiny blocking RESP client: what `sampan-cluster`'s demo steps and
-//! the Redis-port tests use to talk to a node. It reads RESP2 and the
-//! RESP3 null and map (after `HELLO 3`). **Not for:** applications; use a
+//! the Redis-port tests use to talk to a node. It reads RESP2 and RESP3's
+//! null, map, set, double, boolean and verbatim string (after `HELLO 3`). **Not for:** applications; use a
 //! real Redis client library.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,6 +22,12 @@ pub enum Value {
     Array(Option<Vec<Value>>),
     /// `%n` map (RESP3), its pairs in order.
     Map(Vec<(Value, Value)>),
+    /// `~n` set (RESP3), its members in the order sent.
+    Set(Vec<Value>),
+    /// `,1.5` double (RESP3), as the text sent.
+    Double(String),
+    /// `#t` / `#f` boolean (RESP3).
+    Bool(bool),
 }
 
 impl std::fmt::Display for Value {
@@ -48,6 +54,12 @@ impl std::fmt::Display for Value {
                 let parts: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 write!(f, "{{{}}}", parts.join(", "))
             }
+            Value::Set(items) => {
+                let parts: Vec<String> = items.iter().map(Value::to_string).collect();
+                write!(f, "set({})", parts.join(", "))
+            }
+            Value::Double(d) => write!(f, "(double) {d}"),
+            Value::Bool(b) => write!(f, "({b})"),
         }
     }
 }
@@ -137,6 +149,26 @@ impl RespClient {
                         .map(|_| Ok((self.read_value()?, self.read_value()?)))
                         .collect::<std::io::Result<_>>()?,
                 ),
+            },
+            "~" => match len()? {
+                n if n < 0 => return Err(bad("negative set length")),
+                n => Value::Set(
+                    (0..n)
+                        .map(|_| self.read_value())
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
+            "," => Value::Double(rest.to_string()),
+            "#" => Value::Bool(rest == "t"),
+            // A verbatim string: `=len`, then `txt:` and the text.
+            "=" => match len()? {
+                n if n < 4 => return Err(bad("short verbatim string")),
+                n => {
+                    let mut buf = vec![0; n as usize + 2];
+                    self.reader.read_exact(&mut buf)?;
+                    buf.truncate(n as usize);
+                    Value::Bulk(Some(buf.split_off(4)))
+                }
             },
             _ => return Err(bad("unknown reply type")),
         })
