@@ -647,7 +647,9 @@ fn differential(proto: u8) {
         );
         match (args[0].as_str(), &a) {
             ("EXEC", Value::Array(Some(_))) => *kinds.entry("exec").or_default() += 1,
-            ("EXEC", Value::Array(None) | Value::Bulk(None)) => *kinds.entry("exec aborted").or_default() += 1,
+            ("EXEC", Value::Array(None) | Value::Bulk(None)) => {
+                *kinds.entry("exec aborted").or_default() += 1
+            }
             ("EXEC", Value::Error(_)) => *kinds.entry("exec refused").or_default() += 1,
             _ => {}
         }

@@ -1,8 +1,9 @@
 //! Node.js clients against a real 3-node cluster, as an application uses
 //! them: node-redis over RESP2 and RESP3 (it opens with `HELLO 3`) and
 //! ioredis, with sets, gets, missing keys as `null`, MGET, SET NX,
-//! counters, TTLs, concurrent commands (pipelined on the connection) and
-//! an ioredis pipeline, through every node. The clients come from npm:
+//! counters, TTLs, concurrent commands (pipelined on the connection), an
+//! ioredis pipeline, hashes, lists, sets, sorted sets, MULTI/EXEC, WATCH,
+//! BLPOP and WRONGTYPE, through every node. The clients come from npm:
 //! `scripts/test` installs them in `target/node-clients`.
 
 mod redis_common;
