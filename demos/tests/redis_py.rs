@@ -76,6 +76,15 @@ for proto in (2, 3):
     assert r.info("persistence")["aof_enabled"] == 1
     assert r.info("clients")["connected_clients"] >= 1
     assert r.info()["role"] in ("master", "slave")
+    assert r.info("memory")["used_memory"] > 0
+    rep = r.info("replication")
+    if rep["role"] == "master":
+        # Each follower with its matched index and lag, as Redis lists
+        # its replicas.
+        assert rep["connected_slaves"] == 2, rep
+        assert rep["slave0"]["state"] == "online" and rep["slave0"]["lag_entries"] >= 0, rep
+    else:
+        assert rep["master_link_status"] == "up", rep
     # COMMAND: the table of what is implemented.
     assert r.command_count() == len(r.command()) > 30
     other = redis.Redis(port=port, protocol=proto, decode_responses=True)

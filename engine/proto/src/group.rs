@@ -214,6 +214,9 @@ pub struct GroupStatus {
     pub membership_index: u64,
     /// The term of that entry (or snapshot).
     pub membership_term: u64,
+    /// On a leader, each follower's and observer's matched index, by node
+    /// (how far behind it is: `index_last` minus it); empty elsewhere.
+    pub matched: Vec<(u64, u64)>,
 }
 
 /// Among replicas' statuses, the leader of the highest term: the one in

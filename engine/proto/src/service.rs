@@ -667,6 +667,11 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
     for id in &s.voters_outgoing {
         b.put_u64_le(*id);
     }
+    b.put_u32_le(u32::try_from(s.matched.len()).unwrap_or(u32::MAX));
+    for (id, index) in &s.matched {
+        b.put_u64_le(*id);
+        b.put_u64_le(*index);
+    }
     b.freeze()
 }
 
@@ -704,6 +709,7 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         membership_index: 0,
         membership_term: 0,
         voters_outgoing: Vec::new(),
+        matched: Vec::new(),
     };
     // Nodes before conditional membership changes end here.
     if r.remaining() > 0 {
@@ -714,6 +720,13 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
     // configuration's voters together in `voters`).
     if r.remaining() > 0 {
         s.voters_outgoing = ids(&mut r, "outgoing voters")?;
+    }
+    // Nodes before `matched` end here.
+    if r.remaining() > 0 {
+        let n = r.count("matched", 16)?;
+        for _ in 0..n {
+            s.matched.push((r.u64("matched node")?, r.u64("matched index")?));
+        }
     }
     r.finish("group status")?;
     Ok(s)
@@ -816,6 +829,7 @@ mod tests {
             membership_index: 6,
             membership_term: 2,
             voters_outgoing: vec![1, 2, 5],
+            matched: vec![(2, 40), (3, 39)],
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status));
         let mut change = MembersChange {
@@ -870,10 +884,12 @@ mod tests {
             membership_index: 0,
             membership_term: 0,
             voters_outgoing: vec![2],
+            matched: Vec::new(),
         });
-        // Older nodes' statuses end before the outgoing voters (4 + 8
-        // bytes here) or before the membership position (16 more).
-        let older = [status.len() - 12, status.len() - 28];
+        // Older nodes' statuses end before the matched indexes (4 bytes
+        // here), before the outgoing voters (4 + 8 more) or before the
+        // membership position (16 more).
+        let older = [status.len() - 4, status.len() - 16, status.len() - 32];
         for cut in 0..status.len() {
             let decoded = decode_status(status.slice(..cut));
             assert_eq!(decoded.is_ok(), older.contains(&cut), "cut at {cut}");

@@ -221,6 +221,20 @@ impl<L: LogView> Raft<L> {
         self.log.index_committed()
     }
 
+    /// On a leader, each peer's matched index (the highest index known
+    /// to be in its log, durably), by node; empty on other roles.
+    pub fn peers_matched(&self) -> Vec<(NodeId, u64)> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let me = self.id();
+        self.tracker
+            .peers(me)
+            .into_iter()
+            .filter_map(|n| self.tracker.get(n).map(|p| (n, p.index_match)))
+            .collect()
+    }
+
     /// The last index of the log.
     pub fn index_last(&self) -> u64 {
         self.log.last_index()

@@ -80,6 +80,28 @@ fn ttl(item: Option<&Item>, now_ms: u64, millis: bool) -> i64 {
     }
 }
 
+/// The process's resident memory, from `/proc/self/statm` (a read of the
+/// kernel's counters, no disk): what `used_memory` reports, as Sampan has
+/// no allocator of its own to ask. 0 where there is no `/proc`.
+fn resident_bytes() -> u64 {
+    let page = 4096u64;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
+}
+
+/// Bytes as Redis's `*_human` fields show them (`1.50M`).
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        n if n >= 1 << 30 => format!("{:.2}G", b / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.2}M", b / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.2}K", b / 1024.0),
+        n => format!("{n}B"),
+    }
+}
+
 /// What `INFO` reports about one group on this node.
 #[derive(Debug, Clone)]
 pub struct GroupInfo {
@@ -117,8 +139,9 @@ pub struct ClientCounts {
 }
 
 /// The text of `INFO [section]`: `server`, `clients`, `stats` (connection
-/// counters), `persistence`, `replication` (the selected group: role,
-/// leader, term, commit and applied index), `keyspace` (keys per database
+/// counters), `memory` (the process's resident memory), `persistence`,
+/// `replication` (the selected group: role, leader, term, commit and
+/// applied index; on the leader each follower's matched index and lag), `keyspace` (keys per database
 /// in this node's replicas, as Redis shows a replica's) and `groups`
 /// (every group this node hosts).
 /// `section` `None`, `all`, `default` or `everything` gives them all.
@@ -182,10 +205,44 @@ pub fn info_text(
                     st.index_commit,
                     st.index_applied,
                 );
+                if st.role == Role::Leader {
+                    // Redis's lines for its replicas, in Raft's terms: the
+                    // offset is the follower's matched log index, the lag
+                    // how many entries it is behind.
+                    let _ = write!(
+                        s,
+                        "connected_slaves:{}\r\nmaster_repl_offset:{}\r\n",
+                        st.matched.len(),
+                        st.index_last
+                    );
+                    for (i, (node, matched)) in st.matched.iter().enumerate() {
+                        let _ = write!(
+                            s,
+                            "slave{i}:node={node},state=online,offset={matched},lag_entries={}\r\n",
+                            st.index_last.saturating_sub(*matched)
+                        );
+                    }
+                } else {
+                    let _ = write!(
+                        s,
+                        "master_node:{}\r\nmaster_link_status:{}\r\nslave_repl_offset:{}\r\n",
+                        st.leader.map_or(0, |l| l),
+                        if st.leader.is_some() { "up" } else { "down" },
+                        st.index_applied
+                    );
+                }
             }
             None => s.push_str("role:none\r\n"),
         }
         s.push_str("\r\n");
+    }
+    if want("memory") {
+        let rss = resident_bytes();
+        let _ = write!(
+            s,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\n             maxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            human(rss)
+        );
     }
     if want("persistence") {
         // Every write is in the Raft log (fsynced per the group's

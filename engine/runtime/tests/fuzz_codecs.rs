@@ -443,6 +443,7 @@ fn status() -> impl Strategy<Value = GroupStatus> {
             snapshot_term: n[7],
             membership_index: n[6] ^ n[7],
             membership_term: n[0],
+            matched: voters_outgoing.iter().map(|v| (*v, v ^ n[2])).collect(),
             voters_outgoing,
         },
     )

@@ -755,6 +755,12 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             index_commit: self.raft.index_commit(),
             index_last: self.raft.index_last(),
             index_applied: self.index_applied,
+            matched: self
+                .raft
+                .peers_matched()
+                .into_iter()
+                .map(|(n, i)| (n.0, i))
+                .collect(),
             hibernating: self.raft.is_hibernating(),
             node: self.raft.id().0,
             voters: self
