@@ -6,7 +6,12 @@
 //! blocking freeze (the whole state copied into chunks on the apply fiber,
 //! as SOFAJRaft does), and reports the snapshot's size and write time.
 //!
-//! `cargo bench -p sampan-benches --bench snapshot [-- --quick]`. One
+//! With `--mixed`, a tenth each of the keys are hashes, lists, sets and
+//! sorted sets of 10 elements (the rest strings), and the writers change
+//! each kind in place (HSET, LSET, SADD, ZINCRBY, or a put): a collection
+//! written while a snapshot holds it is copied once.
+//!
+//! `cargo bench -p sampan-benches --bench snapshot [-- --quick] [--mixed]`. One
 //! process, one shard: the group, its apply and snapshot fibers and the
 //! load fibers share one thread, so what the snapshot costs the shard shows
 //! in the puts' rate. `async` durability, so the disk's fsync does not hide
@@ -24,13 +29,14 @@ use sampan::state_machine::{
 use sampan_benches::Latencies;
 use sampan_fiber::TaskClass;
 use sampan_kv::kv_factory;
-use sampan_kv::{KvCommand, KvConfig, KvMachine, KvRequest, Ttl};
+use sampan_kv::{DataCmd, KvCommand, KvConfig, KvMachine, KvRequest, Ttl, ZAddFlags};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Keys loaded before the load starts (`--quick`: [`KEYS_QUICK`]).
@@ -46,6 +52,87 @@ const GROUP: u64 = 1;
 const NAIVE_CHUNK_BYTES: usize = 256 << 10;
 /// Completions kept per run, an upper bound to preallocate.
 const SAMPLES_MAX: usize = 8_000_000;
+
+/// `--mixed`: keys of every type (see the crate doc).
+static MIXED: AtomicBool = AtomicBool::new(false);
+
+/// Elements per collection with `--mixed`.
+const MIXED_ELEMENTS: u64 = 10;
+
+/// What key `i` holds with `--mixed`: 0..=5 a string, 6 a hash, 7 a list,
+/// 8 a set, 9 a sorted set.
+fn mixed_kind(i: u64) -> u64 {
+    if MIXED.load(Ordering::Relaxed) {
+        i % 10
+    } else {
+        0
+    }
+}
+
+/// The command that creates key `i` of a collection kind.
+fn create(i: u64) -> KvCommand {
+    let key = key(i);
+    let elems: Vec<Bytes> = (0..MIXED_ELEMENTS)
+        .map(|e| Bytes::from(format!("member-{e:02}")))
+        .collect();
+    KvCommand::Data(match mixed_kind(i) {
+        6 => DataCmd::HSet {
+            key,
+            pairs: elems.iter().map(|e| (e.clone(), value(i))).collect(),
+            nx: false,
+            ok: false,
+        },
+        7 => DataCmd::Push {
+            key,
+            left: false,
+            values: elems,
+            existing: false,
+        },
+        8 => DataCmd::SAdd {
+            key,
+            members: elems,
+        },
+        _ => DataCmd::ZAdd {
+            key,
+            flags: ZAddFlags::default(),
+            pairs: elems
+                .into_iter()
+                .enumerate()
+                .map(|(j, e)| (j as f64, e))
+                .collect(),
+        },
+    })
+}
+
+/// The writers' change to key `i` (random `r`): a put, or an in-place
+/// change of its collection.
+fn change(i: u64, r: u64) -> KvCommand {
+    let key = key(i);
+    let e = Bytes::from(format!("member-{:02}", r % MIXED_ELEMENTS));
+    match mixed_kind(i) {
+        6 => KvCommand::Data(DataCmd::HSet {
+            key,
+            pairs: vec![(e, value(r))],
+            nx: false,
+            ok: false,
+        }),
+        7 => KvCommand::Data(DataCmd::LSet {
+            key,
+            index: (r % MIXED_ELEMENTS) as i64,
+            value: value(r),
+        }),
+        8 => KvCommand::Data(DataCmd::SAdd {
+            key,
+            members: vec![e],
+        }),
+        9 => KvCommand::Data(DataCmd::ZIncrBy {
+            key,
+            delta: 1.0,
+            member: e,
+        }),
+        _ => KvCommand::put(key, value(r)),
+    }
+}
 
 thread_local! {
     /// How long the last [`Naive::freeze`] on this thread (the group's
@@ -94,6 +181,7 @@ struct Plan {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    MIXED.store(args.iter().any(|a| a == "--mixed"), Ordering::Relaxed);
     let secs = Duration::from_secs_f64;
     let plan = if quick {
         Plan {
@@ -243,13 +331,22 @@ fn load_keys(g: &GroupRef, keys: u64) {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     for from in (0..keys).step_by(LOAD_BATCH as usize) {
-        let pairs = (from..keys.min(from + LOAD_BATCH))
+        let range = from..keys.min(from + LOAD_BATCH);
+        let n = range.end - range.start;
+        let pairs = range
+            .clone()
+            .filter(|i| mixed_kind(*i) < 6)
             .map(|i| (key(i), value(i)))
             .collect::<Vec<_>>();
-        let n = pairs.len() as u64;
-        let cmd = KvCommand::PutMany {
+        let mut cmds = vec![KvCommand::PutMany {
             pairs,
             ttl: Ttl::Persist,
+        }];
+        cmds.extend(range.filter(|i| mixed_kind(*i) >= 6).map(create));
+        let cmd = if cmds.len() == 1 {
+            cmds.remove(0)
+        } else {
+            KvCommand::Batch(cmds)
         };
         g.propose_blocking(KvRequest::without_session(cmd).to_bytes())
             .unwrap_or_else(|e| panic!("load: {e}"));
@@ -301,7 +398,7 @@ async fn writer(
     let mut rng = seed;
     while !stop.get() {
         let r = splitmix(&mut rng);
-        let cmd = KvRequest::without_session(KvCommand::put(key(r % keys), value(r)));
+        let cmd = KvRequest::without_session(change(r % keys, r));
         let t = Instant::now();
         g.propose(cmd.to_bytes())
             .await
@@ -501,9 +598,14 @@ fn against(w: Window, steady: Window) -> (String, String) {
 /// The Markdown table of `lines` (what `benches/RESULTS.md` holds).
 fn table(plan: Plan, lines: &[Line]) -> String {
     let mut out = format!(
-        "{} keys, {WRITERS} writers, steady = the {:.0} s before each snapshot; \
+        "{} keys{}, {WRITERS} writers, steady = the {:.0} s before each snapshot; \
          ops/s (% of steady), p99 (x steady p99)\n\n",
         plan.keys,
+        if MIXED.load(Ordering::Relaxed) {
+            " (mixed: 60% strings, 10% each hashes, lists, sets, sorted sets of 10)"
+        } else {
+            ""
+        },
         plan.steady.as_secs_f64()
     );
     out.push_str(

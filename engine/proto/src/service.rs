@@ -725,7 +725,8 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
     if r.remaining() > 0 {
         let n = r.count("matched", 16)?;
         for _ in 0..n {
-            s.matched.push((r.u64("matched node")?, r.u64("matched index")?));
+            s.matched
+                .push((r.u64("matched node")?, r.u64("matched index")?));
         }
     }
     r.finish("group status")?;
