@@ -596,6 +596,27 @@ fn differential(proto: u8) {
             fields(&mut theirs),
             "COMMAND INFO {name}"
         );
+        // And COMMAND DOCS puts it in redis-server's group.
+        let group = |r: &mut Resp| {
+            let docs = r.call(&["COMMAND", "DOCS", &name]).expect("docs");
+            let fields = match docs {
+                Value::Array(Some(v)) if v.len() == 2 => v[1].clone(),
+                Value::Map(mut m) if m.len() == 1 => m.remove(0).1,
+                other => panic!("{name}: {other:?}"),
+            };
+            let pairs: Vec<(Value, Value)> = match fields {
+                Value::Array(Some(v)) => {
+                    v.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect()
+                }
+                Value::Map(m) => m,
+                other => panic!("{name}: {other:?}"),
+            };
+            pairs
+                .into_iter()
+                .find(|(k, _)| *k == Value::Bulk(Some(b"group".to_vec())))
+                .map(|(_, v)| v)
+        };
+        assert_eq!(group(&mut ours), group(&mut theirs), "COMMAND DOCS {name}");
     }
 
     let mut rng = Rng(seed);

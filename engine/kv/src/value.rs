@@ -98,14 +98,10 @@ impl Value {
                 // Redis 7.0 has no listpack sets (7.2 added them).
                 if ints { "intset" } else { "hashtable" }
             }
-            Value::ZSet(z) => {
-                let longest = z.members().map(|(m, _)| m.len()).max().unwrap_or(0);
-                if small(z.len(), longest) {
-                    "listpack"
-                } else {
-                    "skiplist"
-                }
-            }
+            // Like Redis's, a set that outgrew the compact form keeps the
+            // tree.
+            Value::ZSet(z) if z.is_compact() => "listpack",
+            Value::ZSet(_) => "skiplist",
         }
     }
 }

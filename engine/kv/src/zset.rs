@@ -30,9 +30,159 @@ struct Node {
     size: u32,
 }
 
-/// Members with scores, in (score, member) order.
+/// Members with scores, in (score, member) order: small sets in one sorted
+/// `Vec` (as Redis keeps them in one listpack), larger ones in a [`Tree`].
+#[derive(Debug, Clone)]
+pub struct ZSet(Repr);
+
+#[derive(Debug, Clone)]
+enum Repr {
+    /// Sorted by (score, member); a lookup by member scans it.
+    Small(Vec<(f64, Bytes)>),
+    /// The treap and the member index.
+    Large(Tree),
+}
+
+/// A set stays small up to this many members...
+pub const SMALL_MEMBERS_MAX: usize = 128;
+/// ...each of at most this many bytes (Redis 7.0's listpack limits).
+pub const SMALL_MEMBER_BYTES_MAX: usize = 64;
+
+impl Default for ZSet {
+    fn default() -> Self {
+        ZSet::new()
+    }
+}
+
+impl ZSet {
+    /// An empty set.
+    pub fn new() -> ZSet {
+        ZSet(Repr::Small(Vec::new()))
+    }
+
+    /// Members held.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Small(v) => v.len(),
+            Repr::Large(t) => t.len(),
+        }
+    }
+
+    /// Whether no member is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the set is in its compact form (`OBJECT ENCODING` says
+    /// `listpack`).
+    pub fn is_compact(&self) -> bool {
+        matches!(self.0, Repr::Small(_))
+    }
+
+    /// The score of `member`.
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        match &self.0 {
+            Repr::Small(v) => v.iter().find(|(_, m)| &m[..] == member).map(|(s, _)| *s),
+            Repr::Large(t) => t.score(member),
+        }
+    }
+
+    /// Sets `member`'s score, adding it if new; returns the old score.
+    pub fn insert(&mut self, member: Bytes, score: f64) -> Option<f64> {
+        let Repr::Small(v) = &mut self.0 else {
+            let Repr::Large(t) = &mut self.0 else {
+                return None;
+            };
+            return t.insert(member, score);
+        };
+        let old = v
+            .iter()
+            .position(|(_, m)| *m == member)
+            .map(|i| v.remove(i).0);
+        if old.is_none() && (v.len() >= SMALL_MEMBERS_MAX || member.len() > SMALL_MEMBER_BYTES_MAX)
+        {
+            // Past the compact form's limits: to the tree, for good.
+            let mut t = Tree::new();
+            for (s, m) in v.drain(..) {
+                t.insert(m, s);
+            }
+            t.insert(member, score);
+            self.0 = Repr::Large(t);
+            return None;
+        }
+        let at = v.partition_point(|(s, m)| cmp_entry(*s, m, score, &member) == Ordering::Less);
+        // Grow by one, not by doubling: a small set is mostly read.
+        v.reserve_exact(1);
+        v.insert(at, (score, member));
+        old
+    }
+
+    /// Removes `member`; returns its score.
+    pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        match &mut self.0 {
+            Repr::Small(v) => {
+                let i = v.iter().position(|(_, m)| &m[..] == member)?;
+                Some(v.remove(i).0)
+            }
+            Repr::Large(t) => t.remove(member),
+        }
+    }
+
+    /// The 0-based rank of `member` in ascending order.
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        match &self.0 {
+            Repr::Small(v) => v.iter().position(|(_, m)| &m[..] == member),
+            Repr::Large(t) => t.rank(member),
+        }
+    }
+
+    /// How many entries satisfy `below`, which must hold for a prefix of
+    /// the order (every entry before one it holds for).
+    pub fn count_below(&self, below: impl Fn(f64, &[u8]) -> bool) -> usize {
+        match &self.0 {
+            Repr::Small(v) => v.partition_point(|(s, m)| below(*s, m)),
+            Repr::Large(t) => t.count_below(below),
+        }
+    }
+
+    /// The entry at 0-based `rank` in ascending order.
+    pub fn at(&self, rank: usize) -> Option<(f64, &Bytes)> {
+        match &self.0 {
+            Repr::Small(v) => v.get(rank).map(|(s, m)| (*s, m)),
+            Repr::Large(t) => t.at(rank),
+        }
+    }
+
+    /// Entries with ranks in `start..end` (ascending), in order.
+    pub fn range(&self, start: usize, end: usize) -> Vec<(f64, Bytes)> {
+        match &self.0 {
+            Repr::Small(v) => {
+                let end = end.min(v.len());
+                v.get(start.min(end)..end)
+                    .map_or_else(Vec::new, <[_]>::to_vec)
+            }
+            Repr::Large(t) => t.range(start, end),
+        }
+    }
+
+    /// Every entry, ascending.
+    pub fn iter_all(&self) -> Vec<(f64, Bytes)> {
+        self.range(0, self.len())
+    }
+
+    /// The longest member's length.
+    pub fn longest_member(&self) -> usize {
+        match &self.0 {
+            Repr::Small(v) => v.iter().map(|(_, m)| m.len()).max().unwrap_or(0),
+            Repr::Large(t) => t.scores.keys().map(Bytes::len).max().unwrap_or(0),
+        }
+    }
+}
+
+/// The large form: an arena treap ordered by (score, member), with subtree
+/// sizes, and a member → score index.
 #[derive(Debug, Clone, Default)]
-pub struct ZSet {
+pub(crate) struct Tree {
     scores: HashMap<Bytes, f64>,
     nodes: Vec<Node>,
     free: Vec<u32>,
@@ -48,24 +198,19 @@ pub fn cmp_entry(a_score: f64, a_member: &[u8], b_score: f64, b_member: &[u8]) -
         .then_with(|| a_member.cmp(b_member))
 }
 
-impl ZSet {
-    /// An empty set.
-    pub fn new() -> ZSet {
-        ZSet {
+impl Tree {
+    /// An empty tree.
+    pub fn new() -> Tree {
+        Tree {
             root: NIL,
             rng: 0x9E37_79B9_7F4A_7C15,
-            ..ZSet::default()
+            ..Tree::default()
         }
     }
 
     /// Members held.
     pub fn len(&self) -> usize {
         self.scores.len()
-    }
-
-    /// Whether no member is held.
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
     }
 
     /// The score of `member`.
@@ -274,16 +419,6 @@ impl ZSet {
         }
         out
     }
-
-    /// Every entry, ascending.
-    pub fn iter_all(&self) -> Vec<(f64, Bytes)> {
-        self.range(0, self.len())
-    }
-
-    /// Members and scores in no particular order (for lookups by member).
-    pub fn members(&self) -> impl Iterator<Item = (&Bytes, f64)> {
-        self.scores.iter().map(|(m, s)| (m, *s))
-    }
 }
 
 #[cfg(test)]
@@ -296,7 +431,9 @@ mod tests {
         /// Against a model (a sorted Vec), after random inserts, score
         /// updates and removals: the order, ranks and selects agree.
         #[test]
-        fn agrees_with_a_sorted_model(ops in proptest::collection::vec((0u8..40, -5i32..5, any::<bool>()), 0..400)) {
+        fn agrees_with_a_sorted_model(
+            ops in proptest::collection::vec((0u16..300, -5i32..5, any::<bool>()), 0..900),
+        ) {
             let mut z = ZSet::new();
             let mut model: BTreeMap<Vec<u8>, f64> = BTreeMap::new();
             for (m, s, add) in ops {
@@ -311,6 +448,10 @@ mod tests {
             let mut sorted: Vec<(f64, Vec<u8>)> = model.iter().map(|(m, s)| (*s, m.clone())).collect();
             sorted.sort_by(|a, b| cmp_entry(a.0, &a.1, b.0, &b.1));
             prop_assert_eq!(z.len(), sorted.len());
+            // Past 128 members it is the tree, and stays so.
+            if sorted.len() > SMALL_MEMBERS_MAX {
+                prop_assert!(!z.is_compact());
+            }
             let all: Vec<(f64, Vec<u8>)> = z.iter_all().into_iter().map(|(s, m)| (s, m.to_vec())).collect();
             prop_assert_eq!(&all, &sorted);
             for (i, (s, m)) in sorted.iter().enumerate() {

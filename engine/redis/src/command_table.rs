@@ -841,6 +841,39 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+/// Redis's documentation group of a command (`COMMAND DOCS`'s `group`),
+/// from its ACL categories.
+pub fn group(spec: &CommandSpec) -> &'static str {
+    // Where Redis's group is not its categories' (checked against
+    // redis-server 7.0.15 by the differential test).
+    match spec.name {
+        "dbsize" | "flushdb" | "command" => return "server",
+        "client" => return "connection",
+        "object" => return "generic",
+        _ => {}
+    }
+    let has = |c: &str| spec.categories.contains(&c);
+    if has("@string") {
+        "string"
+    } else if has("@hash") {
+        "hash"
+    } else if has("@list") {
+        "list"
+    } else if has("@sortedset") {
+        "sorted-set"
+    } else if has("@set") {
+        "set"
+    } else if has("@transaction") {
+        "transactions"
+    } else if has("@connection") {
+        "connection"
+    } else if has("@keyspace") {
+        "generic"
+    } else {
+        "server"
+    }
+}
+
 /// The entry of `name` (any case).
 pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
     COMMANDS

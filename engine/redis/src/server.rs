@@ -1587,9 +1587,25 @@ fn command(args: &[Bytes], reply: &mut Reply<'_>) {
                 }
             }
         }
-        // No documentation is kept: an empty answer, on which redis-cli
-        // falls back to its built-in hints.
-        Some(b"DOCS") => reply.map(0),
+        // Each command's group and arity; no summaries or argument
+        // lists are kept, so redis-cli falls back to its built-in hints.
+        Some(b"DOCS") => {
+            let specs: Vec<&command_table::CommandSpec> = if args.len() == 1 {
+                COMMANDS.iter().collect()
+            } else {
+                args[1..]
+                    .iter()
+                    .filter_map(|n| command_table::spec(n))
+                    .collect()
+            };
+            reply.map(specs.len());
+            for spec in specs {
+                reply.bulk(Some(spec.name.as_bytes()));
+                reply.map(1);
+                reply.bulk(Some(b"group"));
+                reply.bulk(Some(command_table::group(spec).as_bytes()));
+            }
+        }
         Some(_) => reply.error(&format!(
             "ERR unknown subcommand '{}'. Try COMMAND HELP.",
             String::from_utf8_lossy(&args[0])
