@@ -9,6 +9,14 @@
 //! reads stay short) and `c*` counters (incr, get). Values are unique:
 //! `p<process>.<n>` for puts, `t<process>.<n> ` (with its space) for
 //! appends.
+//!
+//! Half the keys of each family are typed values, checked by the same
+//! models: `h*` registers are one field of a hash (HGET/HSET/HDEL), `l*`
+//! appends are a list's elements (RPUSH; a read is LRANGE's elements
+//! joined), `z*` counters are a sorted-set member's score (ZINCRBY,
+//! ZSCORE). Both client kinds use them (the native client through
+//! `KvCommand::Data` and `KvQuery::Data`), so the typed commands go
+//! through every fault the nemesis makes, snapshots included.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sampan::client::{BlockingClient, ClientConfig, ClientError};
-use sampan_kv::{KvCommand, KvResult, PutCondition, Ttl};
+use sampan_kv::{
+    DataCmd, DataQuery, KvAnswer, KvCommand, KvQuery, KvResult, PutCondition, Reply, Ttl,
+};
 use serde_json::{Value, json};
 
 use crate::history::{Event, EventType, Function};
@@ -220,8 +230,21 @@ fn next_op(w: &Workload, rng: &mut Rng, process: u64, n: u64, cas: bool) -> Op {
             }
         }
     };
-    let raw_key = if prefix == "a" {
-        format!("a{k}.{}", w.period())
+    // Half the keys hold typed values (see the module doc).
+    let typed = rng.below(2) == 0;
+    let (prefix, f) = match (prefix, typed, f) {
+        ("r", true, Function::Cas) => ("h", Function::Put),
+        ("r", true, f) => ("h", f),
+        ("a", true, f) => ("l", f),
+        ("c", true, f) => ("z", f),
+        (p, _, f) => (p, f),
+    };
+    let input = match (prefix, f) {
+        ("h", Function::Put) => json!(format!("p{process}.{n}")),
+        _ => input,
+    };
+    let raw_key = if prefix == "a" || prefix == "l" {
+        format!("{prefix}{k}.{}", w.period())
     } else {
         format!("{prefix}{k}.{}", w.key_period_now())
     };
@@ -364,6 +387,9 @@ pub fn redis_exec(c: &mut redis::Connection, op: &Op) -> Outcome {
     pipe.cmd("SELECT").arg(db).ignore();
     let key = op.raw_key.as_str();
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    if let Some(kind) = TypedKind::of(key) {
+        return redis_typed(c, pipe, op, kind);
+    }
     match op.f {
         Function::Get => pipe.cmd("GET").arg(key),
         Function::Put => pipe.cmd("SET").arg(key).arg(text(&op.input)),
@@ -391,6 +417,183 @@ pub fn redis_exec(c: &mut redis::Connection, op: &Op) -> Outcome {
     }
 }
 
+/// The typed representations of the families (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TypedKind {
+    /// A hash's field `f`, as a register.
+    HashField,
+    /// A list's elements, as an append-only value.
+    List,
+    /// A sorted-set member's score, as a counter.
+    Score,
+}
+
+impl TypedKind {
+    fn of(raw_key: &str) -> Option<TypedKind> {
+        match raw_key.as_bytes().first() {
+            Some(b'h') => Some(TypedKind::HashField),
+            Some(b'l') => Some(TypedKind::List),
+            Some(b'z') => Some(TypedKind::Score),
+            _ => None,
+        }
+    }
+}
+
+/// The field and member the typed families use.
+const FIELD: &str = "f";
+
+/// A list's elements as the append model reads them: joined, or absent.
+fn joined(items: &[Vec<u8>]) -> Value {
+    if items.is_empty() {
+        return Value::Null;
+    }
+    let mut s = String::new();
+    for i in items {
+        s.push_str(&String::from_utf8_lossy(i));
+    }
+    json!(s)
+}
+
+/// A score as the counter model reads it (scores here are whole).
+fn score_value(text: &str) -> Value {
+    text.parse::<f64>()
+        .map_or_else(|_| json!(text), |v| json!(v as i64))
+}
+
+/// `op` on a typed key over the Redis port.
+fn redis_typed(
+    c: &mut redis::Connection,
+    mut pipe: redis::Pipeline,
+    op: &Op,
+    kind: TypedKind,
+) -> Outcome {
+    let key = op.raw_key.as_str();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let delta = op.input.as_i64().unwrap_or(1);
+    match (kind, op.f) {
+        (TypedKind::HashField, Function::Get) => pipe.cmd("HGET").arg(key).arg(FIELD),
+        (TypedKind::HashField, Function::Put) => {
+            pipe.cmd("HSET").arg(key).arg(FIELD).arg(text(&op.input))
+        }
+        (TypedKind::HashField, Function::Del) => pipe.cmd("HDEL").arg(key).arg(FIELD),
+        (TypedKind::List, Function::Get) => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
+        (TypedKind::List, Function::Append) => pipe.cmd("RPUSH").arg(key).arg(text(&op.input)),
+        (TypedKind::Score, Function::Get) => pipe.cmd("ZSCORE").arg(key).arg(FIELD),
+        (TypedKind::Score, Function::Incr) => pipe.cmd("ZINCRBY").arg(key).arg(delta).arg(FIELD),
+        (_, f) => return Outcome::Fail(format!("{f:?} is not run on {kind:?} keys")),
+    };
+    let reply: redis::RedisResult<(redis::Value,)> = pipe.query(c);
+    match reply {
+        Ok((v,)) => match (kind, op.f, v) {
+            (_, Function::Get, redis::Value::Nil) => Outcome::Ok(Value::Null),
+            (TypedKind::HashField, Function::Get, redis::Value::BulkString(b)) => {
+                Outcome::Ok(json!(String::from_utf8_lossy(&b)))
+            }
+            (TypedKind::List, Function::Get, redis::Value::Array(items)) => {
+                let items: Vec<Vec<u8>> = items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        redis::Value::BulkString(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect();
+                Outcome::Ok(joined(&items))
+            }
+            (TypedKind::Score, Function::Get | Function::Incr, redis::Value::BulkString(b)) => {
+                Outcome::Ok(score_value(&String::from_utf8_lossy(&b)))
+            }
+            (TypedKind::Score, Function::Get | Function::Incr, redis::Value::Double(d)) => {
+                Outcome::Ok(json!(d as i64))
+            }
+            (TypedKind::HashField, Function::Del, redis::Value::Int(i)) => Outcome::Ok(json!(i)),
+            (_, Function::Put | Function::Append, _) => Outcome::Ok(op.input.clone()),
+            (_, _, other) => Outcome::Info(format!("unexpected reply {other:?}")),
+        },
+        Err(e) => redis_error(op, &e),
+    }
+}
+
+/// `op` on a typed key with the native client.
+fn native_typed(client: &BlockingClient, op: &Op, kind: TypedKind) -> Outcome {
+    let key = Bytes::from(op.raw_key.clone());
+    let field = Bytes::from_static(FIELD.as_bytes());
+    let text = |v: &Value| Bytes::from(v.as_str().unwrap_or_default().to_owned());
+    let read = |q: DataQuery| match client.query(op.group, KvQuery::Data(q)) {
+        Ok(KvAnswer::Reply(r)) => Ok(r),
+        Ok(other) => Err(Outcome::Info(format!("unexpected answer {other:?}"))),
+        Err(e) => Err(Outcome::Fail(e.to_string())),
+    };
+    let cmd = match (kind, op.f) {
+        (TypedKind::HashField, Function::Get) => {
+            return match read(DataQuery::HGet { key, field }) {
+                Ok(Reply::Bulk(b)) => Outcome::Ok(json!(String::from_utf8_lossy(&b))),
+                Ok(Reply::Nil) => Outcome::Ok(Value::Null),
+                Ok(other) => Outcome::Fail(format!("{other:?}")),
+                Err(o) => o,
+            };
+        }
+        (TypedKind::List, Function::Get) => {
+            return match read(DataQuery::LRange {
+                key,
+                start: 0,
+                stop: -1,
+            }) {
+                Ok(Reply::Array(items)) => {
+                    let items: Vec<Vec<u8>> = items
+                        .into_iter()
+                        .filter_map(|i| match i {
+                            Reply::Bulk(b) => Some(b.to_vec()),
+                            _ => None,
+                        })
+                        .collect();
+                    Outcome::Ok(joined(&items))
+                }
+                Ok(other) => Outcome::Fail(format!("{other:?}")),
+                Err(o) => o,
+            };
+        }
+        (TypedKind::Score, Function::Get) => {
+            return match read(DataQuery::ZScore { key, member: field }) {
+                Ok(Reply::Double(d)) => Outcome::Ok(json!(d as i64)),
+                Ok(Reply::Nil) => Outcome::Ok(Value::Null),
+                Ok(other) => Outcome::Fail(format!("{other:?}")),
+                Err(o) => o,
+            };
+        }
+        (TypedKind::HashField, Function::Put) => DataCmd::HSet {
+            key,
+            pairs: vec![(field, text(&op.input))],
+            nx: false,
+            ok: false,
+        },
+        (TypedKind::HashField, Function::Del) => DataCmd::HDel {
+            key,
+            fields: vec![field],
+        },
+        (TypedKind::List, Function::Append) => DataCmd::Push {
+            key,
+            left: false,
+            values: vec![text(&op.input)],
+            existing: false,
+        },
+        (TypedKind::Score, Function::Incr) => DataCmd::ZIncrBy {
+            key,
+            delta: op.input.as_i64().unwrap_or(1) as f64,
+            member: field,
+        },
+        (_, f) => return Outcome::Fail(format!("{f:?} is not run on {kind:?} keys")),
+    };
+    match client.execute(op.group, KvCommand::Data(cmd)) {
+        Ok(KvResult::Reply(Reply::Error(e))) => Outcome::Fail(e),
+        Ok(KvResult::Reply(Reply::Double(d))) => Outcome::Ok(json!(d as i64)),
+        Ok(KvResult::Reply(Reply::Int(i))) if op.f == Function::Del => Outcome::Ok(json!(i)),
+        Ok(KvResult::Reply(_)) => Outcome::Ok(op.input.clone()),
+        Ok(KvResult::Failed(f)) => Outcome::Fail(format!("{f:?}")),
+        Ok(other) => Outcome::Info(format!("unexpected result {other:?}")),
+        Err(e) => native_error(&e),
+    }
+}
+
 /// Sorts a Redis error into "did not happen" and "may have happened".
 fn redis_error(op: &Op, e: &redis::RedisError) -> Outcome {
     let text = e.to_string();
@@ -407,6 +610,9 @@ fn redis_error(op: &Op, e: &redis::RedisError) -> Outcome {
 
 /// Runs `op` with the native client.
 pub fn native_exec(client: &BlockingClient, op: &Op) -> Outcome {
+    if let Some(kind) = TypedKind::of(&op.raw_key) {
+        return native_typed(client, op, kind);
+    }
     let key = Bytes::from(op.raw_key.clone());
     let text = |v: &Value| v.as_str().map(|s| Bytes::from(s.to_owned()));
     let cmd = match op.f {

@@ -83,9 +83,9 @@ fn all_keys(w: &Workload) -> Vec<(String, u64, String)> {
     for &group in &w.groups {
         for k in 0..w.keys {
             let mut raws: Vec<String> = (0..=w.key_period_now())
-                .flat_map(|p| [format!("r{k}.{p}"), format!("c{k}.{p}")])
+                .flat_map(|p| ["r", "c", "h", "z"].map(|family| format!("{family}{k}.{p}")))
                 .collect();
-            raws.extend((0..=w.period()).map(|p| format!("a{k}.{p}")));
+            raws.extend((0..=w.period()).flat_map(|p| [format!("a{k}.{p}"), format!("l{k}.{p}")]));
             for raw in raws {
                 out.push((format!("g{group}/{raw}"), group, raw));
             }
@@ -260,6 +260,9 @@ fn scan_digest(
             fnv(&mut hash, &(item.value.len() as u64).to_le_bytes());
             fnv(&mut hash, &item.value);
             fnv(&mut hash, &item.version.to_le_bytes());
+            // A collection's elements are not in a scan's items: its kind
+            // and version (the index that last changed it) stand for it.
+            fnv(&mut hash, &[item.kind.to_u8()]);
         }
         match next {
             Some(n) => after = Some(n),
