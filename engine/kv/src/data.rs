@@ -386,7 +386,10 @@ impl KvStore {
     /// Applies a typed command at log `index`, leader time `now`.
     pub(crate) fn apply_data(&mut self, index: u64, now: u64, cmd: &DataCmd) -> Reply {
         if let Err(f) = cmd.validate() {
-            return Reply::err(format!("{f:?}"));
+            return match f {
+                sampan_proto::kv::KvFailure::Invalid(why) => Reply::err(why),
+                other => Reply::err(format!("{other:?}")),
+            };
         }
         match self.apply_data_inner((index, now), cmd) {
             Ok(r) | Err(r) => r,
@@ -1314,6 +1317,10 @@ impl KvStore {
     }
 }
 
+/// The most elements a random pick with repeats (a negative count) gives:
+/// the port refuses larger counts before they reach the store.
+pub const RANDOM_REPEATS_MAX: usize = 1 << 20;
+
 /// Redis's choice of how many random elements and whether they may
 /// repeat: `None` one; `Some(n >= 0)` up to n distinct; `Some(n < 0)`
 /// |n| that may repeat. Returns indexes into the `len` elements, in the
@@ -1326,7 +1333,7 @@ fn random_picks(len: usize, count: Option<i64>, seed: u64) -> Vec<usize> {
     match count {
         None => vec![rng.below(len)],
         Some(n) if n >= 0 => rng.distinct(len, (n as usize).min(len)),
-        Some(n) => (0..n.unsigned_abs().min(1 << 24))
+        Some(n) => (0..n.unsigned_abs().min(RANDOM_REPEATS_MAX as u64))
             .map(|_| rng.below(len))
             .collect(),
     }

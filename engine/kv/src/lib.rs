@@ -45,6 +45,7 @@
 //! twice.
 
 mod data;
+pub use data::RANDOM_REPEATS_MAX;
 mod events;
 mod factory;
 pub mod glob;

@@ -588,38 +588,60 @@ fn parse_set(rest: &[Bytes]) -> Result<Request, ParseError> {
     ))
 }
 
-/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
-fn parse_scan(rest: &[Bytes]) -> Result<Request, ParseError> {
-    let cursor = std::str::from_utf8(&rest[0])
+/// The options of `SCAN` and its element forms: `cursor [MATCH pattern]
+/// [COUNT count]`, and `[TYPE type]` where `types` (SCAN's own).
+pub(crate) struct ScanArgs {
+    /// 0 to start; otherwise a cursor the server handed out.
+    pub cursor: u64,
+    /// `MATCH`.
+    pub pattern: Option<Bytes>,
+    /// `COUNT` (10 if not given).
+    pub count: usize,
+    /// `TYPE`: `Some(None)` names no type there is.
+    pub kind: Option<Option<ValueKind>>,
+}
+
+/// Parses `cursor [MATCH p] [COUNT n] [TYPE t]` (`TYPE` only if `types`).
+pub(crate) fn scan_args(args: &[Bytes], types: bool) -> Result<ScanArgs, ParseError> {
+    let cursor = std::str::from_utf8(&args[0])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map_or_else(|| err("ERR invalid cursor"), Ok)?;
-    let mut pattern = None;
-    let mut count = 10usize;
-    let mut kind = None;
+    let mut out = ScanArgs {
+        cursor,
+        pattern: None,
+        count: 10,
+        kind: None,
+    };
     let mut i = 1;
-    while i < rest.len() {
-        let Some(arg) = rest.get(i + 1) else {
+    while i < args.len() {
+        let Some(arg) = args.get(i + 1) else {
             return err("ERR syntax error");
         };
-        match rest[i].to_ascii_uppercase().as_slice() {
-            b"MATCH" => pattern = Some(arg.clone()),
+        match args[i].to_ascii_uppercase().as_slice() {
+            b"MATCH" => out.pattern = Some(arg.clone()),
             b"COUNT" => {
                 let c = int(arg)?;
                 if c < 1 {
                     return err("ERR syntax error");
                 }
-                count = c as usize;
+                out.count = c as usize;
             }
-            b"TYPE" => kind = Some(ValueKind::from_name(arg)),
+            b"TYPE" if types => out.kind = Some(ValueKind::from_name(arg)),
             _ => return err("ERR syntax error"),
         }
         i += 2;
     }
+    Ok(out)
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+fn parse_scan(rest: &[Bytes]) -> Result<Request, ParseError> {
+    let a = scan_args(rest, true)?;
     Ok(Request::Read(Read::Scan {
-        cursor,
-        pattern,
-        count,
-        kind,
+        cursor: a.cursor,
+        pattern: a.pattern,
+        count: a.count,
+        kind: a.kind,
     }))
 }

@@ -191,6 +191,35 @@ mod commands {
     }
 
     #[test]
+    fn typed_commands_refuse_what_would_cost_without_bound() {
+        let mut n = Node::new();
+        assert_eq!(n.run("HSET h a 1"), ":1\r\n");
+        // A negative count may repeat: bounded, so one command cannot
+        // build a reply of any size.
+        assert!(
+            n.run("HRANDFIELD h -2000000")
+                .starts_with("-ERR value is out of range")
+        );
+        assert!(
+            n.run("SRANDMEMBER s -2000000")
+                .starts_with("-ERR value is out of range")
+        );
+        assert_eq!(
+            n.run("HRANDFIELD h -3"),
+            "*3\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n"
+        );
+        // A string past the value limit is refused with Redis's words.
+        assert!(
+            n.run("SETRANGE k 9000000 x")
+                .starts_with("-ERR string exceeds maximum allowed size"),
+            "{}",
+            n.run("SETRANGE k 9000000 x")
+        );
+        assert_eq!(n.run("EXISTS k"), ":0\r\n");
+        assert!(n.run("LPUSH h x").starts_with("-WRONGTYPE"));
+    }
+
+    #[test]
     fn strings_counters_and_conditions_match_redis() {
         let mut n = Node::new();
         assert_eq!(n.run("SET k v"), "+OK\r\n");

@@ -3,7 +3,7 @@
 //! machine's [`DataCmd`] (writes) and [`DataQuery`] (reads), with Redis's
 //! arity, syntax and value errors.
 
-use super::command::{ParseError, Read, Request, WriteReply, arity, err, int};
+use super::command::{ParseError, Read, Request, WriteReply, arity, err, int, scan_args};
 use bytes::Bytes;
 use sampan_kv::{
     DataCmd, DataQuery, KvCommand, LexBound, ScoreBound, SetOp, Ttl, ValueKind, ZAddFlags,
@@ -32,6 +32,19 @@ fn seed() -> u64 {
 
 fn float(arg: &[u8]) -> Result<f64, ParseError> {
     parse_float(arg).map_or_else(|| err("ERR value is not a valid float"), Ok)
+}
+
+/// `HRANDFIELD`/`SRANDMEMBER`'s count: a negative one (repeats allowed)
+/// is bounded, so one command cannot build a reply of any size.
+fn random_count(arg: &[u8]) -> Result<i64, ParseError> {
+    let n = int(arg)?;
+    if n < -(sampan_kv::RANDOM_REPEATS_MAX as i64) {
+        return err(format!(
+            "ERR value is out of range: at most {} elements with repeats",
+            sampan_kv::RANDOM_REPEATS_MAX
+        ));
+    }
+    Ok(n)
 }
 
 fn count_arg(arg: &[u8]) -> Result<u64, ParseError> {
@@ -80,38 +93,15 @@ fn side(arg: &[u8]) -> Result<bool, ParseError> {
 /// `HSCAN`/`SSCAN`/`ZSCAN key cursor [MATCH p] [COUNT n]`: the cursor is
 /// resolved by the server (it maps numbers to positions).
 fn elem_scan(kind: ValueKind, rest: &[Bytes]) -> Result<Request, ParseError> {
-    let cursor = std::str::from_utf8(&rest[1])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or_else(|| err("ERR invalid cursor"), Ok)?;
-    let mut pattern = None;
-    let mut count = 10u32;
-    let mut i = 2;
-    while i < rest.len() {
-        let Some(arg) = rest.get(i + 1) else {
-            return err("ERR syntax error");
-        };
-        match rest[i].to_ascii_uppercase().as_slice() {
-            b"MATCH" => pattern = Some(arg.clone()),
-            b"COUNT" => {
-                let c = int(arg)?;
-                if c < 1 {
-                    return err("ERR syntax error");
-                }
-                count = c.min(u32::MAX as i64) as u32;
-            }
-            _ => return err("ERR syntax error"),
-        }
-        i += 2;
-    }
+    let a = scan_args(&rest[1..], false)?;
     Ok(Request::Read(Read::ElemScan {
-        cursor,
+        cursor: a.cursor,
         query: DataQuery::ElemScan {
             key: rest[0].clone(),
             kind,
             after: None,
-            count,
-            pattern,
+            count: a.count.min(u32::MAX as usize) as u32,
+            pattern: a.pattern,
         },
     }))
 }
@@ -423,7 +413,7 @@ pub fn parse(upper: &[u8], name: &str, rest: &[Bytes]) -> Option<Result<Request,
             values: upper != b"HKEYS",
         })),
         b"HRANDFIELD" if (1..=3).contains(&n) => (|| {
-            let count = rest.get(1).map(|c| int(c)).transpose()?;
+            let count = rest.get(1).map(|c| random_count(c)).transpose()?;
             let with_values = match rest.get(2) {
                 None => false,
                 Some(w) if w.eq_ignore_ascii_case(b"WITHVALUES") => true,
@@ -623,7 +613,7 @@ pub fn parse(upper: &[u8], name: &str, rest: &[Bytes]) -> Option<Result<Request,
         b"SRANDMEMBER" if (1..=2).contains(&n) => (|| {
             Ok(read(DataQuery::SRandMember {
                 key: key(),
-                count: rest.get(1).map(|c| int(c)).transpose()?,
+                count: rest.get(1).map(|c| random_count(c)).transpose()?,
                 seed: seed(),
             }))
         })(),
