@@ -323,7 +323,25 @@ fn key_command(rng: &mut Rng, k: String) -> Vec<String> {
             (rng.below(200) + 1).to_string(),
             s(rng.pick(&["NX", "XX", "GT", "LT"])),
         ],
-        _ => vec![s(rng.pick(&["EXPIRETIME", "PEXPIRETIME", "TYPE"])), k],
+        9 if rng.below(2) == 0 => {
+            // One page holds every key here (COUNT past the key count), so
+            // the cursors (numbered differently) are both 0.
+            let mut c = vec![s("SCAN"), s("0"), s("COUNT"), s("1000")];
+            if rng.below(2) == 0 {
+                c.extend([
+                    s("TYPE"),
+                    s(rng.pick(&["string", "hash", "list", "set", "zset", "nosuch"])),
+                ]);
+            }
+            if rng.below(2) == 0 {
+                c.extend([s("MATCH"), s(rng.pick(&["k*", "*1*", "h?", "[lz]*"]))]);
+            }
+            c
+        }
+        _ => vec![
+            s(rng.pick(&["EXPIRETIME", "PEXPIRETIME", "TYPE", "KEYS"])),
+            k,
+        ],
     }
 }
 
@@ -347,10 +365,11 @@ fn step(rng: &mut Rng) -> Vec<Vec<String>> {
     }
     seq.push(vec![s("MULTI")]);
     for _ in 0..=rng.below(4) {
-        // Scans page with cursors; they run outside transactions here.
+        // Scans page with cursors, and KEYS reads every key: Sampan runs
+        // them outside transactions.
         let c = loop {
             let c = command(rng);
-            if !c[0].ends_with("SCAN") {
+            if !c[0].ends_with("SCAN") && c[0] != "KEYS" {
                 break c;
             }
         };
@@ -451,11 +470,12 @@ fn normalize(cmd: &str, v: &Value) -> Value {
         ("HGETALL" | "HRANDFIELD", Value::Array(Some(items))) => {
             Value::Array(Some(sorted(items, true)))
         }
-        ("HSCAN" | "SSCAN" | "ZSCAN", Value::Array(Some(parts))) if parts.len() == 2 => {
+        ("KEYS", Value::Array(Some(items))) => Value::Array(Some(sorted(items, false))),
+        ("SCAN" | "HSCAN" | "SSCAN" | "ZSCAN", Value::Array(Some(parts))) if parts.len() == 2 => {
             match &parts[1] {
                 Value::Array(Some(items)) => Value::Array(Some(vec![
                     parts[0].clone(),
-                    Value::Array(Some(sorted(items, cmd != "SSCAN"))),
+                    Value::Array(Some(sorted(items, !matches!(cmd, "SSCAN" | "SCAN")))),
                 ])),
                 _ => v.clone(),
             }
