@@ -271,6 +271,31 @@ fn typed_command(rng: &mut Rng, k: String) -> Vec<String> {
             index(rng),
             index(rng),
         ],
+        _ if rng.below(3) == 0 => {
+            // Blocking forms, with a timeout short enough that an empty
+            // key answers null on both sides.
+            match rng.below(3) {
+                0 => vec![
+                    s(rng.pick(&["BLPOP", "BRPOP"])),
+                    format!("l{}", rng.below(5)),
+                    k,
+                    s("0.01"),
+                ],
+                1 => vec![
+                    s("BLMOVE"),
+                    format!("l{}", rng.below(5)),
+                    format!("l{}", rng.below(5)),
+                    s(rng.pick(&["LEFT", "RIGHT"])),
+                    s(rng.pick(&["LEFT", "RIGHT"])),
+                    s("0.01"),
+                ],
+                _ => vec![
+                    s(rng.pick(&["BZPOPMIN", "BZPOPMAX"])),
+                    format!("z{}", rng.below(5)),
+                    s("0.01"),
+                ],
+            }
+        }
         _ => vec![s(scan), k, s("0"), s("COUNT"), s("1000")],
     }
 }

@@ -249,8 +249,9 @@ pub enum Request {
         keys: Vec<Bytes>,
         /// How long to wait; `None` for ever.
         timeout: Option<std::time::Duration>,
-        /// Whether a timeout answers the null array (`BLPOP`) rather than
-        /// the null bulk string (`BLMOVE`).
+        /// Whether a timeout answers the null array (as Redis 7.0 does for
+        /// every blocking list and sorted-set pop, `BLMOVE` included)
+        /// rather than the null bulk string.
         nil_array: bool,
     },
 }

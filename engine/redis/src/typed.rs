@@ -569,7 +569,7 @@ pub fn parse(upper: &[u8], name: &str, rest: &[Bytes]) -> Option<Result<Request,
                 from_left: side(&rest[2])?,
                 to_left: side(&rest[3])?,
             };
-            blocking(cmd, vec![key()], &rest[4], false)
+            blocking(cmd, vec![key()], &rest[4], true)
         })(),
         b"BRPOPLPUSH" if n == 3 => {
             let cmd = DataCmd::LMove {
@@ -578,7 +578,7 @@ pub fn parse(upper: &[u8], name: &str, rest: &[Bytes]) -> Option<Result<Request,
                 from_left: false,
                 to_left: true,
             };
-            blocking(cmd, vec![key()], &rest[2], false)
+            blocking(cmd, vec![key()], &rest[2], true)
         }
         // Sets.
         b"SADD" | b"SREM" if n >= 2 => {
