@@ -31,7 +31,7 @@ struct Node {
 }
 
 /// Members with scores, in (score, member) order: small sets in one sorted
-/// `Vec` (as Redis keeps them in one listpack), larger ones in a [`Tree`].
+/// `Vec` (as Redis keeps them in one listpack), larger ones in an arena treap (rank in O(log n)).
 #[derive(Debug, Clone)]
 pub struct ZSet(Repr);
 
