@@ -51,13 +51,13 @@ impl Rng {
     fn distinct(&mut self, n: usize, k: usize) -> Vec<usize> {
         let mut picked = BTreeSet::new();
         if k * 2 > n {
-            // Most of them: pick the ones left out instead.
-            let mut out: BTreeSet<usize> = (0..n).collect();
-            while out.len() > k {
-                let i = self.below(n);
-                out.remove(&i);
+            // Most of them: pick the ones left out instead (memory in
+            // proportion to those, not to the whole collection).
+            let mut out = BTreeSet::new();
+            while out.len() < n - k {
+                out.insert(self.below(n));
             }
-            return out.into_iter().collect();
+            return (0..n).filter(|i| !out.contains(i)).collect();
         }
         while picked.len() < k {
             picked.insert(self.below(n));
@@ -1200,17 +1200,20 @@ impl KvStore {
                 Reply::Error(error.clone())
             }
             DataQuery::RandomKey { seed } => {
-                let live: Vec<&Bytes> = self
-                    .map
-                    .iter()
-                    .filter(|(_, e)| !e.expired_at(now))
-                    .map(|(k, _)| k)
-                    .collect();
-                if live.is_empty() {
-                    Reply::Nil
-                } else {
-                    Reply::Bulk(live[Rng(*seed).below(live.len())].clone())
+                // A walk to a random position (O(n), no copy), then to the
+                // next live key, wrapping around.
+                let n = self.map.len();
+                if n == 0 {
+                    return Ok(Reply::Nil);
                 }
+                let start = Rng(*seed).below(n);
+                let live = |(_, e): &(&Bytes, &Entry)| !e.expired_at(now);
+                self.map
+                    .iter()
+                    .skip(start)
+                    .find(live)
+                    .or_else(|| self.map.iter().take(start).find(live))
+                    .map_or(Reply::Nil, |(k, _)| Reply::Bulk(k.clone()))
             }
         })
     }

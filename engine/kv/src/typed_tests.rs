@@ -301,3 +301,40 @@ fn collections_expire_and_wrong_types_are_refused() {
     );
     assert!(s.get(b"l", 0).is_none());
 }
+
+#[test]
+fn randomkey_answers_live_keys_only() {
+    let mut s = mixed(3);
+    // `z` expires at 61 s; the others do not.
+    let keys: Vec<Reply> = (0..50)
+        .map(|seed| s.answer_data(&DataQuery::RandomKey { seed }, 61_000))
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| matches!(k, Reply::Bulk(b) if &b[..] != b"z"))
+    );
+    assert!(keys.iter().any(|k| *k == Reply::Bulk(b("h"))));
+    let empty = KvStore::new(KvConfig::default());
+    assert_eq!(
+        empty.answer_data(&DataQuery::RandomKey { seed: 1 }, 0),
+        Reply::Nil
+    );
+    // Everything expired: no key to give.
+    let at = s.index_applied() + 1;
+    for (i, k) in ["h", "l", "s", "str"].iter().enumerate() {
+        data(
+            &mut s,
+            at + i as u64,
+            0,
+            DataCmd::Expire {
+                key: b(k),
+                ttl: Ttl::AtMs(5),
+                cond: ExpireCond::Always,
+            },
+        );
+    }
+    assert_eq!(
+        s.answer_data(&DataQuery::RandomKey { seed: 7 }, 61_000),
+        Reply::Nil
+    );
+}

@@ -7,8 +7,9 @@
 //! O(log n) expected, and a set is one allocation plus a member index,
 //! where Redis's skip list allocates per node. A `HashMap` from member to
 //! score answers `ZSCORE` in O(1). The shape of the tree depends on the
-//! priorities, which come from a generator seeded the same everywhere; no
-//! reply depends on the shape, only on the order.
+//! priorities, which come from a generator seeded at random per tree (so
+//! no client can choose scores that unbalance it); no reply depends on the
+//! shape, only on the order, so replicas agree though their shapes differ.
 //!
 //! The store holds a sorted set behind an `Arc`: a snapshot shares it, and
 //! the first write after a freeze copies it (one `memcpy` of the arena and
@@ -203,7 +204,16 @@ impl Tree {
     pub fn new() -> Tree {
         Tree {
             root: NIL,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            // A random start per tree: an attacker who knew the priorities
+            // could choose scores that make the treap a chain (and its
+            // recursion as deep as the set is large). No reply depends on
+            // the tree's shape, so replicas need not agree on it.
+            rng: {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u64(0x9E37_79B9_7F4A_7C15);
+                h.finish() | 1
+            },
             ..Tree::default()
         }
     }
@@ -236,7 +246,7 @@ impl Tree {
     }
 
     fn next_priority(&mut self) -> u64 {
-        // xorshift64*: deterministic, cheap.
+        // xorshift64*: cheap; its start is random per tree.
         let mut x = self.rng;
         x ^= x >> 12;
         x ^= x << 25;
@@ -426,6 +436,40 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    impl Tree {
+        /// The longest root-to-leaf path.
+        fn depth(&self) -> usize {
+            let mut deepest = 0;
+            let mut stack = vec![(self.root, 1usize)];
+            while let Some((n, d)) = stack.pop() {
+                if n == NIL {
+                    continue;
+                }
+                deepest = deepest.max(d);
+                let node = &self.nodes[n as usize];
+                stack.push((node.left, d + 1));
+                stack.push((node.right, d + 1));
+            }
+            deepest
+        }
+    }
+
+    /// Scores given in order (the shape a client controls) still make a
+    /// balanced tree: its depth stays near 3 ln n (about 37 for 200,000),
+    /// where a chain would be 200,000 deep and overflow the recursion.
+    #[test]
+    fn members_in_score_order_keep_the_tree_shallow() {
+        let mut z = ZSet::new();
+        for i in 0..200_000u32 {
+            z.insert(Bytes::from(format!("m{i}")), f64::from(i));
+        }
+        let Repr::Large(t) = &z.0 else {
+            panic!("200,000 members are a tree")
+        };
+        assert!(t.depth() < 200, "depth {}", t.depth());
+        assert_eq!(z.rank(b"m199999"), Some(199_999));
+    }
 
     proptest! {
         /// Against a model (a sorted Vec), after random inserts, score
