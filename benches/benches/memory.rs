@@ -103,16 +103,15 @@ fn to_command(args: &[String]) -> KvCommand {
     }
 }
 
-/// Bytes per key the store holds after loading `cmds`.
+/// Bytes per key the store holds after loading `cmds`. Each request is
+/// built, applied and dropped in turn, as a node drops a log entry's
+/// decoded command after applying it.
 fn sampan(cmds: &[Vec<String>]) -> f64 {
-    let requests: Vec<KvRequest> = cmds
-        .iter()
-        .map(|c| KvRequest::without_session(to_command(c)))
-        .collect();
     let before = LIVE.load(Ordering::Relaxed);
     let mut store = KvStore::new(KvConfig::default());
-    for (i, r) in requests.iter().enumerate() {
-        store.apply(i as u64 + 1, r);
+    for (i, c) in cmds.iter().enumerate() {
+        let r = KvRequest::without_session(to_command(c));
+        store.apply(i as u64 + 1, &r);
     }
     let after = LIVE.load(Ordering::Relaxed);
     let per_key = (after - before) as f64 / cmds.len() as f64;

@@ -8,6 +8,7 @@
 //! from a seed in the command or query; for a write it is in the log, so
 //! every replica takes the same members.
 
+use super::hash::Hash;
 use super::store::{KvStore, expire_at, parse_i64};
 use super::value::{Entry, Value};
 use super::zset::{ZSet, cmp_entry};
@@ -17,11 +18,18 @@ use sampan_proto::kv::{
     ZRangeBy, ZRangeSpec, format_float, format_score, parse_float,
 };
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
 type Outcome = Result<Reply, Reply>;
+
+/// An element of a command, copied for keeping: a clone would share (and
+/// first promote, with a header allocation) the buffer the command was
+/// decoded into.
+fn own(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
 
 fn int(n: usize) -> Reply {
     Reply::Int(n as i64)
@@ -266,16 +274,21 @@ impl KvStore {
         }
     }
 
-    fn hash(&self, key: &[u8], now: u64) -> Result<Option<&BTreeMap<Bytes, Bytes>>, Reply> {
+    fn hash(&self, key: &[u8], now: u64) -> Result<Option<&Hash>, Reply> {
         Ok(match self.typed(key, now, ValueKind::Hash)? {
             Some(Value::Hash(h)) => Some(h),
             _ => None,
         })
     }
 
-    fn list(&self, key: &[u8], now: u64) -> Result<Option<&VecDeque<Bytes>>, Reply> {
+    /// The list at `key` (a small one unpacked for the caller).
+    fn list(
+        &self,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Option<std::borrow::Cow<'_, VecDeque<Bytes>>>, Reply> {
         Ok(match self.typed(key, now, ValueKind::List)? {
-            Some(Value::List(l)) => Some(l),
+            Some(Value::List(l)) => Some(l.items()),
             _ => None,
         })
     }
@@ -332,7 +345,7 @@ impl KvStore {
         (index, now): (u64, u64),
         key: &[u8],
         create: bool,
-        f: impl FnOnce(&mut BTreeMap<Bytes, Bytes>) -> R,
+        f: impl FnOnce(&mut Hash) -> R,
     ) -> Result<Option<R>, Reply> {
         let r = self.modify(index, now, key, ValueKind::Hash, create, |v| match v {
             Value::Hash(h) => Some(f(Arc::make_mut(h))),
@@ -349,7 +362,7 @@ impl KvStore {
         f: impl FnOnce(&mut VecDeque<Bytes>) -> R,
     ) -> Result<Option<R>, Reply> {
         let r = self.modify(index, now, key, ValueKind::List, create, |v| match v {
-            Value::List(l) => Some(f(Arc::make_mut(l))),
+            Value::List(l) => Some(Arc::make_mut(l).modify(f)),
             _ => None,
         })?;
         Ok(r.flatten())
@@ -457,7 +470,7 @@ impl KvStore {
                 }
                 for (k, v) in pairs {
                     self.remove_live(k, now);
-                    self.store_value(index, k, Value::Str(v.clone()), None);
+                    self.store_value(index, k, Value::Str(own(v)), None);
                 }
                 Reply::Int(1)
             }
@@ -541,7 +554,7 @@ impl KvStore {
                             if *nx && h.contains_key(f) {
                                 continue;
                             }
-                            if h.insert(f.clone(), v.clone()).is_none() {
+                            if h.insert(own(f), own(v)) {
                                 added += 1;
                             }
                         }
@@ -552,13 +565,13 @@ impl KvStore {
             }
             DataCmd::HDel { key, fields } => int(self
                 .hash_mut(at, key, false, |h| {
-                    fields.iter().filter(|f| h.remove(*f).is_some()).count()
+                    fields.iter().filter(|f| h.remove(f)).count()
                 })?
                 .unwrap_or(0)),
             DataCmd::HIncrBy { key, field, delta } => {
                 let current = match self.hash(key, now)?.and_then(|h| h.get(field)) {
                     Some(v) => {
-                        parse_i64(v).ok_or_else(|| Reply::err("hash value is not an integer"))?
+                        parse_i64(&v).ok_or_else(|| Reply::err("hash value is not an integer"))?
                     }
                     None => 0,
                 };
@@ -566,14 +579,14 @@ impl KvStore {
                     .checked_add(*delta)
                     .ok_or_else(|| Reply::err("increment or decrement would overflow"))?;
                 self.hash_mut(at, key, true, |h| {
-                    h.insert(field.clone(), Bytes::from(next.to_string()))
+                    h.insert(own(field), Bytes::from(next.to_string()))
                 })?;
                 Reply::Int(next)
             }
             DataCmd::HIncrByFloat { key, field, delta } => {
                 let current = match self.hash(key, now)?.and_then(|h| h.get(field)) {
                     Some(v) => {
-                        parse_float(v).ok_or_else(|| Reply::err("hash value is not a float"))?
+                        parse_float(&v).ok_or_else(|| Reply::err("hash value is not a float"))?
                     }
                     None => 0.0,
                 };
@@ -582,7 +595,7 @@ impl KvStore {
                     return Err(Reply::err("increment would produce NaN or Infinity"));
                 }
                 let text = Bytes::from(format_float(next));
-                self.hash_mut(at, key, true, |h| h.insert(field.clone(), text.clone()))?;
+                self.hash_mut(at, key, true, |h| h.insert(own(field), text.clone()))?;
                 Reply::Bulk(text)
             }
             DataCmd::Push {
@@ -594,9 +607,9 @@ impl KvStore {
                 .list_mut(at, key, !existing, |l| {
                     for v in values {
                         if *left {
-                            l.push_front(v.clone());
+                            l.push_front(own(v));
                         } else {
-                            l.push_back(v.clone());
+                            l.push_back(own(v));
                         }
                     }
                     l.len()
@@ -644,7 +657,7 @@ impl KvStore {
                         .zset_mut(at, k, false, |z| {
                             let n = z.len();
                             let first = if *max { z.at(n - 1) } else { z.at(0) };
-                            let (score, member) = first.map(|(s, m)| (s, m.clone()))?;
+                            let (score, member) = first?;
                             z.remove(&member);
                             Some((score, member))
                         })?
@@ -693,7 +706,7 @@ impl KvStore {
                 let r = self.list_mut(at, key, false, |l| {
                     match l.iter().position(|v| v == pivot) {
                         Some(p) => {
-                            l.insert(if *before { p } else { p + 1 }, value.clone());
+                            l.insert(if *before { p } else { p + 1 }, own(value));
                             l.len() as i64
                         }
                         None => -1,
@@ -777,7 +790,7 @@ impl KvStore {
             }
             DataCmd::SAdd { key, members } => int(self
                 .set_mut(at, key, true, |s| {
-                    members.iter().filter(|m| s.insert((*m).clone())).count()
+                    members.iter().filter(|m| s.insert(own(m))).count()
                 })?
                 .unwrap_or(0)),
             DataCmd::SRem { key, members } => int(self
@@ -818,7 +831,7 @@ impl KvStore {
                     return Ok(Reply::Int(1));
                 }
                 self.set_mut(at, from, false, |s| s.remove(member))?;
-                self.set_mut(at, to, true, |s| s.insert(member.clone()))?;
+                self.set_mut(at, to, true, |s| s.insert(own(member)))?;
                 Reply::Int(1)
             }
             DataCmd::SStore { op, dest, keys } => {
@@ -931,7 +944,7 @@ impl KvStore {
                         Some(_) => {}
                     }
                     if old != Some(new) {
-                        z.insert(member.clone(), new);
+                        z.insert(own(member), new);
                     }
                     last = Some(new);
                 }
@@ -1000,16 +1013,13 @@ impl KvStore {
             DataQuery::HGet { key, field } => self
                 .hash(key, now)?
                 .and_then(|h| h.get(field))
-                .map_or(Reply::Nil, |v| Reply::Bulk(v.clone())),
+                .map_or(Reply::Nil, Reply::Bulk),
             DataQuery::HMGet { key, fields } => {
                 let h = self.hash(key, now)?;
                 Reply::Array(
                     fields
                         .iter()
-                        .map(|f| {
-                            h.and_then(|h| h.get(f))
-                                .map_or(Reply::Nil, |v| Reply::Bulk(v.clone()))
-                        })
+                        .map(|f| h.and_then(|h| h.get(f)).map_or(Reply::Nil, Reply::Bulk))
                         .collect(),
                 )
             }
@@ -1019,23 +1029,23 @@ impl KvStore {
             DataQuery::HStrLen { key, field } => int(self
                 .hash(key, now)?
                 .and_then(|h| h.get(field))
-                .map_or(0, Bytes::len)),
+                .map_or(0, |v| v.len())),
             DataQuery::Len { key, kind } => int(self.typed(key, now, *kind)?.map_or(0, Value::len)),
             DataQuery::HGetAll {
                 key,
                 fields,
                 values,
             } => {
-                let h = self.hash(key, now)?;
-                let pairs = h.into_iter().flat_map(|h| h.iter());
+                let pairs = self.hash(key, now)?.map(Hash::pairs).unwrap_or_default();
+                let pairs = pairs.into_iter();
                 match (fields, values) {
                     (true, true) => Reply::Map(
                         pairs
-                            .map(|(f, v)| (Reply::Bulk(f.clone()), Reply::Bulk(v.clone())))
+                            .map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v)))
                             .collect(),
                     ),
-                    (true, false) => Reply::Array(bulks(pairs.map(|(f, _)| f))),
-                    _ => Reply::Array(bulks(pairs.map(|(_, v)| v))),
+                    (true, false) => Reply::Array(pairs.map(|(f, _)| Reply::Bulk(f)).collect()),
+                    _ => Reply::Array(pairs.map(|(_, v)| Reply::Bulk(v)).collect()),
                 }
             }
             DataQuery::HRandField {
@@ -1045,22 +1055,25 @@ impl KvStore {
                 seed,
             } => {
                 let h = self.hash(key, now)?;
-                let picks = random_picks(h.map_or(0, BTreeMap::len), *count, *seed);
-                let items: Vec<(&Bytes, &Bytes)> = match h {
-                    Some(h) => pick_with_repeats(h.iter(), &picks),
+                let picks = random_picks(h.map_or(0, Hash::len), *count, *seed);
+                let items: Vec<(Bytes, Bytes)> = match h {
+                    Some(h) => pick_with_repeats(h.pairs().into_iter(), &picks),
                     None => Vec::new(),
                 };
                 match count {
                     None => items
-                        .first()
-                        .map_or(Reply::Nil, |(f, _)| Reply::Bulk((*f).clone())),
+                        .into_iter()
+                        .next()
+                        .map_or(Reply::Nil, |(f, _)| Reply::Bulk(f)),
                     Some(_) if *with_values => Reply::Pairs(
                         items
                             .into_iter()
-                            .map(|(f, v)| (Reply::Bulk(f.clone()), Reply::Bulk(v.clone())))
+                            .map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v)))
                             .collect(),
                     ),
-                    Some(_) => Reply::Array(bulks(items.into_iter().map(|(f, _)| f))),
+                    Some(_) => {
+                        Reply::Array(items.into_iter().map(|(f, _)| Reply::Bulk(f)).collect())
+                    }
                 }
             }
             DataQuery::LRange { key, start, stop } => {
@@ -1239,18 +1252,14 @@ impl KvStore {
                 None => None,
                 Some(h) => {
                     let mut last = None;
-                    for (f, v) in h.range((lower(after), Bound::Unbounded)).take(count) {
-                        if keep(f) {
+                    for (f, v) in h.pairs_after(after.map(|a| &a[..]), count) {
+                        if keep(&f) {
                             out.push(Reply::Bulk(f.clone()));
-                            out.push(Reply::Bulk(v.clone()));
+                            out.push(Reply::Bulk(v));
                         }
-                        last = Some(f.clone());
+                        last = Some(f);
                     }
-                    last.filter(|l| {
-                        h.range((Bound::Excluded(l.clone()), Bound::Unbounded))
-                            .next()
-                            .is_some()
-                    })
+                    last.filter(|l| !h.pairs_after(Some(l), 1).is_empty())
                 }
             },
             ValueKind::Set => match self.set(key, now)? {

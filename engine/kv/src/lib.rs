@@ -49,6 +49,8 @@ pub use data::RANDOM_REPEATS_MAX;
 mod events;
 mod factory;
 pub mod glob;
+mod hash;
+mod list;
 mod machine;
 mod session;
 mod snapshot;
@@ -58,6 +60,8 @@ mod zset;
 
 pub use events::{KeyEvents, Waiter};
 pub use factory::{KvFactory, kv_factory};
+pub use hash::Hash;
+pub use list::List;
 pub use machine::KvMachine;
 pub use sampan_proto::codec::DecodeError;
 pub use sampan_proto::kv::{

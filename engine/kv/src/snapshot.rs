@@ -29,7 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
 use sampan_proto::codec::{DecodeError, Reader, put_bytes};
 use sampan_proto::kv::{KvResult, ValueKind};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -79,10 +79,11 @@ pub(crate) fn elements(v: &Value) -> Vec<Elem> {
     match v {
         Value::Str(_) => Vec::new(),
         Value::Hash(h) => h
-            .iter()
-            .map(|(f, v)| Elem::Pair(f.clone(), v.clone()))
+            .pairs()
+            .into_iter()
+            .map(|(f, v)| Elem::Pair(f, v))
             .collect(),
-        Value::List(l) => l.iter().cloned().map(Elem::One).collect(),
+        Value::List(l) => l.items().iter().cloned().map(Elem::One).collect(),
         Value::Set(s) => s.iter().cloned().map(Elem::One).collect(),
         Value::ZSet(z) => z
             .iter_all()
@@ -413,8 +414,8 @@ impl KvRestore {
                 let at = r.offset();
                 let tag = r.u8("value kind")?;
                 let value = match ValueKind::from_u8(tag) {
-                    Some(ValueKind::Hash) => Value::Hash(Arc::new(BTreeMap::new())),
-                    Some(ValueKind::List) => Value::List(Arc::new(VecDeque::new())),
+                    Some(ValueKind::Hash) => Value::Hash(Arc::default()),
+                    Some(ValueKind::List) => Value::List(Arc::default()),
                     Some(ValueKind::Set) => Value::Set(Arc::new(BTreeSet::new())),
                     Some(ValueKind::ZSet) => Value::ZSet(Arc::new(ZSet::new())),
                     _ => {
@@ -460,7 +461,10 @@ impl KvRestore {
                             let f = copy(r.bytes("field")?);
                             Arc::make_mut(h).insert(f, copy(r.bytes("value")?));
                         }
-                        Value::List(l) => Arc::make_mut(l).push_back(copy(r.bytes("element")?)),
+                        Value::List(l) => {
+                            let e = copy(r.bytes("element")?);
+                            Arc::make_mut(l).modify(|d| d.push_back(e));
+                        }
                         Value::Set(s) => {
                             Arc::make_mut(s).insert(copy(r.bytes("member")?));
                         }

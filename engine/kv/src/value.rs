@@ -8,10 +8,12 @@
 //! collection of a million members written while a snapshot holds it is
 //! copied once per snapshot (see `benches/RESULTS.md`).
 
+use super::hash::Hash;
+use super::list::List;
 use super::zset::ZSet;
 use bytes::Bytes;
 use sampan_proto::kv::{Item, ValueKind};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// A key's value.
@@ -19,10 +21,10 @@ use std::sync::Arc;
 pub enum Value {
     /// Bytes.
     Str(Bytes),
-    /// Field → value, in field order.
-    Hash(Arc<BTreeMap<Bytes, Bytes>>),
-    /// A sequence.
-    List(Arc<VecDeque<Bytes>>),
+    /// Field → value, in field order (small ones packed).
+    Hash(Arc<Hash>),
+    /// A sequence (small ones packed).
+    List(Arc<List>),
     /// Members, in member order.
     Set(Arc<BTreeSet<Bytes>>),
     /// Members by score.
@@ -57,12 +59,11 @@ impl Value {
         !matches!(self, Value::Str(_)) && self.len() == 0
     }
 
-    /// Redis 7.0's `OBJECT ENCODING` for the value, by its default
-    /// thresholds (a compact encoding up to 128 elements of up to 64
-    /// bytes). Sampan stores each type one way; this names what Redis
-    /// would use, for tools that ask.
+    /// Redis 7.0's `OBJECT ENCODING` for the value: hashes and sorted sets
+    /// name the form Sampan holds them in (packed up to 128 elements of
+    /// up to 64 bytes, as Redis's listpack); strings, lists and sets name
+    /// what Redis would use, for tools that ask.
     pub fn encoding(&self) -> &'static str {
-        let small = |n: usize, longest: usize| n <= 128 && longest <= 64;
         match self {
             Value::Str(b) => {
                 let int = b.len() <= 20
@@ -78,14 +79,10 @@ impl Value {
                     "raw"
                 }
             }
-            Value::Hash(h) => {
-                let longest = h.iter().map(|(f, v)| f.len().max(v.len())).max();
-                if small(h.len(), longest.unwrap_or(0)) {
-                    "listpack"
-                } else {
-                    "hashtable"
-                }
-            }
+            // Like Redis's, a hash that outgrew the packed form keeps
+            // the map.
+            Value::Hash(h) if h.is_compact() => "listpack",
+            Value::Hash(_) => "hashtable",
             Value::List(_) => "quicklist",
             Value::Set(s) => {
                 let ints = s.len() <= 512

@@ -31,17 +31,20 @@ struct Node {
     size: u32,
 }
 
-/// Members with scores, in (score, member) order: small sets in one sorted
-/// `Vec` (as Redis keeps them in one listpack), larger ones in an arena treap (rank in O(log n)).
+/// Members with scores, in (score, member) order: small sets packed in one
+/// buffer (as Redis keeps them in one listpack), larger ones in an arena
+/// treap (rank in O(log n)).
 #[derive(Debug, Clone)]
 pub struct ZSet(Repr);
 
 #[derive(Debug, Clone)]
 enum Repr {
-    /// Sorted by (score, member); a lookup by member scans it.
-    Small(Vec<(f64, Bytes)>),
-    /// The treap and the member index.
-    Large(Tree),
+    /// `score f64 | len u8 | member` entries sorted by (score, member),
+    /// and their count. Read by unpacking (at most 128 short entries).
+    Small(Vec<u8>, usize),
+    /// The treap and the member index (boxed: most sets are small, and
+    /// the tree's header would triple a small one's footprint).
+    Large(Box<Tree>),
 }
 
 /// A set stays small up to this many members...
@@ -55,16 +58,40 @@ impl Default for ZSet {
     }
 }
 
+fn unpack(buf: &[u8], n: usize) -> Vec<(f64, Bytes)> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    while at + 9 <= buf.len() {
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&buf[at..at + 8]);
+        let len = buf[at + 8] as usize;
+        let member = Bytes::copy_from_slice(&buf[at + 9..at + 9 + len]);
+        out.push((f64::from_le_bytes(s), member));
+        at += 9 + len;
+    }
+    out
+}
+
+fn pack(entries: &[(f64, Bytes)]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(entries.iter().map(|(_, m)| 9 + m.len()).sum());
+    for (s, m) in entries {
+        buf.extend_from_slice(&s.to_le_bytes());
+        buf.push(m.len() as u8);
+        buf.extend_from_slice(m);
+    }
+    buf
+}
+
 impl ZSet {
     /// An empty set.
     pub fn new() -> ZSet {
-        ZSet(Repr::Small(Vec::new()))
+        ZSet(Repr::Small(Vec::new(), 0))
     }
 
     /// Members held.
     pub fn len(&self) -> usize {
         match &self.0 {
-            Repr::Small(v) => v.len(),
+            Repr::Small(_, n) => *n,
             Repr::Large(t) => t.len(),
         }
     }
@@ -77,20 +104,32 @@ impl ZSet {
     /// Whether the set is in its compact form (`OBJECT ENCODING` says
     /// `listpack`).
     pub fn is_compact(&self) -> bool {
-        matches!(self.0, Repr::Small(_))
+        matches!(self.0, Repr::Small(..))
+    }
+
+    /// The small form's entries, unpacked.
+    fn small(&self) -> Option<Vec<(f64, Bytes)>> {
+        match &self.0 {
+            Repr::Small(buf, n) => Some(unpack(buf, *n)),
+            Repr::Large(_) => None,
+        }
     }
 
     /// The score of `member`.
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         match &self.0 {
-            Repr::Small(v) => v.iter().find(|(_, m)| &m[..] == member).map(|(s, _)| *s),
+            Repr::Small(..) => self
+                .small()?
+                .into_iter()
+                .find(|(_, m)| &m[..] == member)
+                .map(|(s, _)| s),
             Repr::Large(t) => t.score(member),
         }
     }
 
     /// Sets `member`'s score, adding it if new; returns the old score.
     pub fn insert(&mut self, member: Bytes, score: f64) -> Option<f64> {
-        let Repr::Small(v) = &mut self.0 else {
+        let Some(mut v) = self.small() else {
             let Repr::Large(t) = &mut self.0 else {
                 return None;
             };
@@ -104,35 +143,37 @@ impl ZSet {
         {
             // Past the compact form's limits: to the tree, for good.
             let mut t = Tree::new();
-            for (s, m) in v.drain(..) {
+            for (s, m) in v {
                 t.insert(m, s);
             }
             t.insert(member, score);
-            self.0 = Repr::Large(t);
+            self.0 = Repr::Large(Box::new(t));
             return None;
         }
         let at = v.partition_point(|(s, m)| cmp_entry(*s, m, score, &member) == Ordering::Less);
-        // Grow by one, not by doubling: a small set is mostly read.
-        v.reserve_exact(1);
         v.insert(at, (score, member));
+        self.0 = Repr::Small(pack(&v), v.len());
         old
     }
 
     /// Removes `member`; returns its score.
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
-        match &mut self.0 {
-            Repr::Small(v) => {
-                let i = v.iter().position(|(_, m)| &m[..] == member)?;
-                Some(v.remove(i).0)
-            }
-            Repr::Large(t) => t.remove(member),
-        }
+        let Some(mut v) = self.small() else {
+            let Repr::Large(t) = &mut self.0 else {
+                return None;
+            };
+            return t.remove(member);
+        };
+        let i = v.iter().position(|(_, m)| &m[..] == member)?;
+        let (score, _) = v.remove(i);
+        self.0 = Repr::Small(pack(&v), v.len());
+        Some(score)
     }
 
     /// The 0-based rank of `member` in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
         match &self.0 {
-            Repr::Small(v) => v.iter().position(|(_, m)| &m[..] == member),
+            Repr::Small(..) => self.small()?.iter().position(|(_, m)| &m[..] == member),
             Repr::Large(t) => t.rank(member),
         }
     }
@@ -141,23 +182,26 @@ impl ZSet {
     /// the order (every entry before one it holds for).
     pub fn count_below(&self, below: impl Fn(f64, &[u8]) -> bool) -> usize {
         match &self.0 {
-            Repr::Small(v) => v.partition_point(|(s, m)| below(*s, m)),
+            Repr::Small(..) => self
+                .small()
+                .map_or(0, |v| v.partition_point(|(s, m)| below(*s, m))),
             Repr::Large(t) => t.count_below(below),
         }
     }
 
     /// The entry at 0-based `rank` in ascending order.
-    pub fn at(&self, rank: usize) -> Option<(f64, &Bytes)> {
+    pub fn at(&self, rank: usize) -> Option<(f64, Bytes)> {
         match &self.0 {
-            Repr::Small(v) => v.get(rank).map(|(s, m)| (*s, m)),
-            Repr::Large(t) => t.at(rank),
+            Repr::Small(..) => self.small()?.into_iter().nth(rank),
+            Repr::Large(t) => t.at(rank).map(|(s, m)| (s, m.clone())),
         }
     }
 
     /// Entries with ranks in `start..end` (ascending), in order.
     pub fn range(&self, start: usize, end: usize) -> Vec<(f64, Bytes)> {
         match &self.0 {
-            Repr::Small(v) => {
+            Repr::Small(..) => {
+                let v = self.small().unwrap_or_default();
                 let end = end.min(v.len());
                 v.get(start.min(end)..end)
                     .map_or_else(Vec::new, <[_]>::to_vec)
@@ -174,7 +218,9 @@ impl ZSet {
     /// The longest member's length.
     pub fn longest_member(&self) -> usize {
         match &self.0 {
-            Repr::Small(v) => v.iter().map(|(_, m)| m.len()).max().unwrap_or(0),
+            Repr::Small(..) => self
+                .small()
+                .map_or(0, |v| v.iter().map(|(_, m)| m.len()).max().unwrap_or(0)),
             Repr::Large(t) => t.scores.keys().map(Bytes::len).max().unwrap_or(0),
         }
     }
