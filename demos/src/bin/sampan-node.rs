@@ -11,6 +11,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The allocator: see the workspace's Cargo.toml and `benches/RESULTS.md`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One node of a Sampan replicated KV store.
 #[derive(Debug, Parser)]
 #[command(version, about)]
