@@ -40,7 +40,7 @@ pub struct ZSet(Repr);
 #[derive(Debug, Clone)]
 enum Repr {
     /// `score f64 | len u8 | member` entries sorted by (score, member),
-    /// and their count. Read by unpacking (at most 128 short entries).
+    /// and their count. Read in place; unpacked only to change it.
     Small(Vec<u8>, usize),
     /// The treap and the member index (boxed: most sets are small, and
     /// the tree's header would triple a small one's footprint).
@@ -58,17 +58,26 @@ impl Default for ZSet {
     }
 }
 
-fn unpack(buf: &[u8], n: usize) -> Vec<(f64, Bytes)> {
-    let mut out = Vec::with_capacity(n);
+/// The packed entries of `buf`, in order, borrowed (no allocation).
+fn entries(buf: &[u8]) -> impl Iterator<Item = (f64, &[u8])> {
     let mut at = 0;
-    while at + 9 <= buf.len() {
+    std::iter::from_fn(move || {
+        if at + 9 > buf.len() {
+            return None;
+        }
         let mut s = [0u8; 8];
         s.copy_from_slice(&buf[at..at + 8]);
         let len = buf[at + 8] as usize;
-        let member = Bytes::copy_from_slice(&buf[at + 9..at + 9 + len]);
-        out.push((f64::from_le_bytes(s), member));
+        let member = &buf[at + 9..at + 9 + len];
         at += 9 + len;
-    }
+        Some((f64::from_le_bytes(s), member))
+    })
+}
+
+/// The packed entries of `buf`, copied out.
+fn unpack(buf: &[u8], n: usize) -> Vec<(f64, Bytes)> {
+    let mut out = Vec::with_capacity(n);
+    out.extend(entries(buf).map(|(s, m)| (s, Bytes::copy_from_slice(m))));
     out
 }
 
@@ -118,11 +127,7 @@ impl ZSet {
     /// The score of `member`.
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         match &self.0 {
-            Repr::Small(..) => self
-                .small()?
-                .into_iter()
-                .find(|(_, m)| &m[..] == member)
-                .map(|(s, _)| s),
+            Repr::Small(buf, _) => entries(buf).find(|(_, m)| *m == member).map(|(s, _)| s),
             Repr::Large(t) => t.score(member),
         }
     }
@@ -173,7 +178,7 @@ impl ZSet {
     /// The 0-based rank of `member` in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
         match &self.0 {
-            Repr::Small(..) => self.small()?.iter().position(|(_, m)| &m[..] == member),
+            Repr::Small(buf, _) => entries(buf).position(|(_, m)| m == member),
             Repr::Large(t) => t.rank(member),
         }
     }
@@ -182,9 +187,8 @@ impl ZSet {
     /// the order (every entry before one it holds for).
     pub fn count_below(&self, below: impl Fn(f64, &[u8]) -> bool) -> usize {
         match &self.0 {
-            Repr::Small(..) => self
-                .small()
-                .map_or(0, |v| v.partition_point(|(s, m)| below(*s, m))),
+            // Sorted, and `below` holds for a prefix: count until it fails.
+            Repr::Small(buf, _) => entries(buf).take_while(|(s, m)| below(*s, m)).count(),
             Repr::Large(t) => t.count_below(below),
         }
     }
@@ -192,7 +196,9 @@ impl ZSet {
     /// The entry at 0-based `rank` in ascending order.
     pub fn at(&self, rank: usize) -> Option<(f64, Bytes)> {
         match &self.0 {
-            Repr::Small(..) => self.small()?.into_iter().nth(rank),
+            Repr::Small(buf, _) => entries(buf)
+                .nth(rank)
+                .map(|(s, m)| (s, Bytes::copy_from_slice(m))),
             Repr::Large(t) => t.at(rank).map(|(s, m)| (s, m.clone())),
         }
     }
@@ -200,12 +206,11 @@ impl ZSet {
     /// Entries with ranks in `start..end` (ascending), in order.
     pub fn range(&self, start: usize, end: usize) -> Vec<(f64, Bytes)> {
         match &self.0 {
-            Repr::Small(..) => {
-                let v = self.small().unwrap_or_default();
-                let end = end.min(v.len());
-                v.get(start.min(end)..end)
-                    .map_or_else(Vec::new, <[_]>::to_vec)
-            }
+            Repr::Small(buf, _) => entries(buf)
+                .skip(start)
+                .take(end.saturating_sub(start))
+                .map(|(s, m)| (s, Bytes::copy_from_slice(m)))
+                .collect(),
             Repr::Large(t) => t.range(start, end),
         }
     }
@@ -218,9 +223,7 @@ impl ZSet {
     /// The longest member's length.
     pub fn longest_member(&self) -> usize {
         match &self.0 {
-            Repr::Small(..) => self
-                .small()
-                .map_or(0, |v| v.iter().map(|(_, m)| m.len()).max().unwrap_or(0)),
+            Repr::Small(buf, _) => entries(buf).map(|(_, m)| m.len()).max().unwrap_or(0),
             Repr::Large(t) => t.scores.keys().map(Bytes::len).max().unwrap_or(0),
         }
     }
