@@ -288,6 +288,7 @@ fn start<F: RaftFactory>(dir: &Path, factory: F, limit: u64) -> RaftServer<F> {
         cluster_secret: None,
         credentials: Vec::new(),
         protected_mode: true,
+        max_connections: 10_000,
         tls: None,
     };
     let group = GroupConfig {

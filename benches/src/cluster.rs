@@ -134,6 +134,7 @@ pub fn run_node(arg: &str) {
         cluster_secret: None,
         credentials: Vec::new(),
         protected_mode: true,
+        max_connections: 10_000,
         tls: None,
     };
     let durability = if f[5] == "true" {

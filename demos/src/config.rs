@@ -502,6 +502,10 @@ request_timeout_ms = 10000
 # Refuse to start on an address other than loopback unless a
 # cluster_secret and a [[server.credential]] are set.
 protected_mode = true
+# Most connections the listeners hold at once beside the links to other
+# nodes (service-port clients, and handshakes in progress); one more is
+# closed as soon as it is accepted. Shared evenly by the shards.
+max_connections = 10000
 
 # Tokens the service port accepts (sampan-cli --user NAME, with the token
 # in SAMPAN_TOKEN). With none, any client may do anything (loopback only).

@@ -14,6 +14,9 @@ pub const BYTES_IN_FLIGHT_MAX_DEFAULT: usize = 8 << 20;
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
 /// Default time allowed for the handshake after the TCP connect.
 pub const HANDSHAKE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+/// Default bound on connections a transport's listeners hold at once,
+/// beside its links to nodes.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Default first reconnect delay.
 pub const RECONNECT_DELAY_MIN_DEFAULT: Duration = Duration::from_millis(50);
 /// Default longest reconnect delay.
@@ -34,6 +37,13 @@ pub struct NetConfig {
     pub connect_timeout: Duration,
     /// Time allowed for the handshake.
     pub handshake_timeout: Duration,
+    /// Most connections the listeners hold at once beside established links
+    /// to nodes: handshakes in progress on either port, plus client
+    /// connections. One more is closed as soon as it is accepted, and
+    /// counted ([`crate::Transport::connections_refused`]), so a flood of
+    /// connections (idle, or trickling a hello) cannot take a fiber and
+    /// buffers each without bound.
+    pub connections_max: usize,
     /// First reconnect delay (then doubling, with jitter).
     pub reconnect_delay_min: Duration,
     /// Longest reconnect delay.
@@ -66,6 +76,7 @@ impl NetConfig {
             bytes_in_flight_max: BYTES_IN_FLIGHT_MAX_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             handshake_timeout: HANDSHAKE_TIMEOUT_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
             reconnect_delay_min: RECONNECT_DELAY_MIN_DEFAULT,
             reconnect_delay_max: RECONNECT_DELAY_MAX_DEFAULT,
             cluster_secret: None,
@@ -110,6 +121,9 @@ impl NetConfig {
         }
         if self.connect_timeout.is_zero() || self.handshake_timeout.is_zero() {
             return invalid("connect_timeout/handshake_timeout", "must be above zero");
+        }
+        if self.connections_max == 0 {
+            return invalid("connections_max", "must be above zero");
         }
         if self.reconnect_delay_min.is_zero() || self.reconnect_delay_max < self.reconnect_delay_min
         {

@@ -63,6 +63,13 @@ pub(crate) struct TransportInner {
     /// Addresses whose refusal was logged: a peer that keeps trying with a
     /// wrong key is logged once, then only counted.
     auth_logged: RefCell<HashSet<IpAddr>>,
+    /// Accepted connections still in their handshake, both ports.
+    handshaking: Cell<usize>,
+    /// Connections closed on accept for `connections_max`.
+    connections_refused: Cell<u64>,
+    /// Whether the listeners are refusing now: logged once per run of
+    /// refusals, so a flood cannot fill the log.
+    refusing: Cell<bool>,
     closed: Cell<bool>,
 }
 
@@ -249,6 +256,9 @@ impl Transport {
                 recent_closes: RefCell::new(VecDeque::new()),
                 auth_failures: Cell::new(0),
                 auth_logged: RefCell::new(HashSet::new()),
+                handshaking: Cell::new(0),
+                connections_refused: Cell::new(0),
+                refusing: Cell::new(false),
                 closed: Cell::new(false),
             }),
         })
@@ -400,6 +410,12 @@ impl Transport {
         self.inner.auth_failures.get()
     }
 
+    /// Connections closed as soon as they were accepted because the
+    /// listeners held [`NetConfig::connections_max`] already.
+    pub fn connections_refused(&self) -> u64 {
+        self.inner.connections_refused.get()
+    }
+
     /// Stops listening and dialing, and closes every connection.
     pub fn close(&self) {
         if self.inner.closed.replace(true) {
@@ -510,6 +526,32 @@ impl TransportInner {
             old.close("replaced by a newer connection to the same node");
         }
         self.connected.notify_all();
+    }
+
+    /// Whether one more accepted connection fits under `connections_max`;
+    /// if not, counts the refusal (logging the first of a run of them).
+    pub(crate) fn admit(&self, addr: SocketAddr) -> bool {
+        let held = {
+            let mut clients = self.clients.borrow_mut();
+            clients.retain(|c| !c.is_closed());
+            clients.len() + self.handshaking.get()
+        };
+        if held < self.config.connections_max {
+            if self.refusing.replace(false) {
+                log::info!("node {}: accepting connections again", self.config.node_id);
+            }
+            return true;
+        }
+        self.connections_refused
+            .set(self.connections_refused.get() + 1);
+        if !self.refusing.replace(true) {
+            log::warn!(
+                "node {}: {held} connections held (connections_max); closing {addr} and any \
+                 more until one ends (counted, not logged)",
+                self.config.node_id
+            );
+        }
+        false
     }
 
     /// Keeps a client's connection, to close it with the transport.

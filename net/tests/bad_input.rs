@@ -337,3 +337,85 @@ fn a_panicking_handler_closes_only_its_connection() {
         t.close();
     });
 }
+
+/// A flood of connections that never say hello, on the service port and
+/// the replication port: past `connections_max` each further one is closed
+/// at accept and counted; the node link already up keeps working; once
+/// the silent ones time out, a client gets in and is served. Established
+/// node links do not count against the cap.
+#[test]
+fn a_flood_of_silent_connections_is_capped_and_the_node_keeps_serving() {
+    on_shard(|| async {
+        const CAP: usize = 4;
+        let router = Router::new();
+        router
+            .register(KIND_ECHO, |inc| {
+                if let Some(r) = inc.responder {
+                    r.respond(inc.frame.body).expect("queued");
+                }
+            })
+            .expect("register");
+        let mut config2 = NetConfig::new(CLUSTER, 2);
+        config2.connections_max = CAP;
+        config2.handshake_timeout = Duration::from_millis(1500);
+        let node2 = Transport::new(config2, router.clone()).expect("node 2");
+        let peer_port = node2.listen(local()).expect("listen");
+        let service = node2.listen_service(local(), router).expect("service");
+        let node1 = Transport::new(NetConfig::new(CLUSTER, 1), Router::new()).expect("node 1");
+        node1.add_peer(2, peer_port).expect("peer");
+        timeout(WAIT, node1.wait_connected(2))
+            .await
+            .expect("in time")
+            .expect("up");
+
+        // Silent connections fill the cap, half on each port.
+        let mut silent = Vec::new();
+        for i in 0..CAP {
+            let port = if i % 2 == 0 { service } else { peer_port };
+            silent.push(
+                TcpStream::connect(port, WAIT)
+                    .await
+                    .expect("a silent one is accepted"),
+            );
+        }
+        // The listener counts each in as it accepts it, in order, so every
+        // further connection meets a full house.
+        for (n, port) in [service, peer_port, service].into_iter().enumerate() {
+            let extra = TcpStream::connect(port, WAIT).await.expect("TCP connects");
+            let got = timeout(Duration::from_millis(1000), read_to_end(&extra)).await;
+            assert_eq!(
+                got.ok().map(|b| b.len()),
+                Some(0),
+                "connection {} past the cap is closed at once with nothing said",
+                n + 1
+            );
+        }
+        assert_eq!(node2.connections_refused(), 3);
+        // The node link up before the flood still carries requests.
+        let reply = node1
+            .request(2, KIND_ECHO, 0, &b"through"[..], WAIT)
+            .await
+            .expect("the node link still works");
+        assert_eq!(&reply.body[..], b"through");
+
+        // The silent ones time out in their handshake; then a client gets
+        // in (and nothing more was refused on its way).
+        for s in &silent {
+            let got = timeout(WAIT, read_to_end(s)).await.expect("closed in time");
+            assert!(got.is_empty(), "a silent connection is told nothing");
+        }
+        let client = NetConfig::new(CLUSTER, 900);
+        let conn = sampan_net::connect(service, &client, Role::Client, None, Router::new())
+            .await
+            .expect("a client gets in once the flood has gone");
+        let reply = conn
+            .request(KIND_ECHO, 0, &b"served"[..], WAIT)
+            .await
+            .expect("answered");
+        assert_eq!(&reply.body[..], b"served");
+        assert_eq!(node2.connections_refused(), 3);
+        conn.close("done");
+        node1.close();
+        node2.close();
+    });
+}

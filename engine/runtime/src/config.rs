@@ -81,6 +81,12 @@ pub struct ServerConfig {
     /// protected mode refuses remote clients without a password).
     #[serde(default = "defaults::yes")]
     pub protected_mode: bool,
+    /// Most connections the node's listeners hold at once beside its links
+    /// to other nodes (clients of the service port, and handshakes in
+    /// progress on either port), shared evenly by the shards. One more is
+    /// closed as soon as it is accepted, as Redis's `maxclients` does.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
     /// TLS on the replication port (mutual: every node presents its
     /// certificate, which must name it) and on the service port
     /// (`[server.tls]`). Unset: plain TCP.
@@ -140,6 +146,9 @@ impl Default for LogSettings {
 mod defaults {
     pub fn yes() -> bool {
         true
+    }
+    pub fn max_connections() -> usize {
+        10_000
     }
     pub fn cluster_id() -> u64 {
         1
@@ -298,6 +307,9 @@ impl ServerConfig {
         }
         if self.shards > 1024 {
             return invalid("shards", "at most 1024");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
@@ -459,6 +471,7 @@ pub fn loopback_cluster(root: &std::path::Path, nodes: usize, shards: usize) -> 
             cluster_secret: None,
             credentials: Vec::new(),
             protected_mode: true,
+            max_connections: defaults::max_connections(),
             tls: None,
         })
         .collect()
@@ -485,6 +498,7 @@ mod tests {
             cluster_secret: None,
             credentials: Vec::new(),
             protected_mode: true,
+            max_connections: defaults::max_connections(),
             tls: None,
         }
     }

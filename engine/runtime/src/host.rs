@@ -111,6 +111,7 @@ impl ShardHost {
         let mut net_config = NetConfig::new(cfg.cluster_id, node);
         (net_config.cluster_secret, net_config.client_keys) = cfg.net_keys()?;
         net_config.tls = cfg.node_tls()?;
+        net_config.connections_max = cfg.max_connections;
         let transport = Transport::new(net_config, router.clone()).map_err(net)?;
         let addr = transport.listen(listen).map_err(net)?;
         let tick = Duration::from_millis(cfg.tick_ms);

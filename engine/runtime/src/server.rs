@@ -319,7 +319,10 @@ impl<F: RaftFactory> RaftServer<F> {
                 })
             })?;
         for shard in 0..shards {
-            let (cfg, shared) = (cfg.clone(), shared.clone());
+            let (mut cfg, shared) = (cfg.clone(), shared.clone());
+            // Each shard's listeners hold their share (the kernel spreads
+            // connections over the shards' SO_REUSEPORT sockets).
+            cfg.max_connections = cfg.max_connections.div_ceil(shards);
             let replicate = SocketAddr::new(own, cfg.replicate_port + shard as u16);
             let service = SocketAddr::new(own, cfg.service_port);
             run_on(&runtime.handle(), node, shard, move || async move {

@@ -61,6 +61,7 @@ fn server_config(id: u64, data_dir: PathBuf) -> ServerConfig {
         cluster_secret: None,
         credentials: Vec::new(),
         protected_mode: true,
+        max_connections: 10_000,
         tls: None,
     }
 }

@@ -61,8 +61,20 @@ async fn accept_loop(
         }
         match accepted {
             Ok((stream, addr)) => {
+                if !t.admit(addr) {
+                    drop(stream);
+                    continue;
+                }
+                let counted = Handshaking::enter(&t);
                 let fiber = format!("net-accept-{addr}");
-                let handshake = accept_one(Rc::downgrade(&t), stream, addr, role, router.clone());
+                let handshake = accept_one(
+                    Rc::downgrade(&t),
+                    counted,
+                    stream,
+                    addr,
+                    role,
+                    router.clone(),
+                );
                 if let Err(e) = t.fibers.spawn(TaskClass::Latency, &fiber, handshake) {
                     log::warn!("cannot serve {addr}: {e}");
                 }
@@ -78,6 +90,7 @@ async fn accept_loop(
 
 async fn accept_one(
     transport: Weak<TransportInner>,
+    _counted: Handshaking,
     stream: TcpStream,
     addr: SocketAddr,
     role: Role,
@@ -145,5 +158,24 @@ async fn accept_one(
         Ok(conn) if role == Role::Node => t.install(conn),
         Ok(conn) => t.add_client(conn),
         Err(e) => log::warn!("cannot start the connection from {addr}: {e}"),
+    }
+}
+
+/// Counts a connection as in its handshake while alive, for
+/// `connections_max`.
+struct Handshaking(Weak<TransportInner>);
+
+impl Handshaking {
+    fn enter(t: &Rc<TransportInner>) -> Handshaking {
+        t.handshaking.set(t.handshaking.get() + 1);
+        Handshaking(Rc::downgrade(t))
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.upgrade() {
+            t.handshaking.set(t.handshaking.get() - 1);
+        }
     }
 }
