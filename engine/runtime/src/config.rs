@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn each_wrong_value_names_its_field() {
         type Mutation = fn(&mut ServerConfig);
-        let cases: [(Mutation, &str); 9] = [
+        let cases: [(Mutation, &str); 10] = [
             (|s| s.node_id = 9, "node_id"),
             (|s| s.servers = "1,nowhere".into(), "servers[0]"),
             (
@@ -556,6 +556,7 @@ mod tests {
             (|s| s.request_timeout_ms = 10, "request_timeout_ms"),
             (|s| s.log.segment_bytes = 10, "log.segment_bytes"),
             (|s| s.servers = "1,127.0.0.1:1,x".into(), "servers[0]"),
+            (|s| s.max_connections = 0, "max_connections"),
         ];
         for (mutate, field) in cases {
             let mut s = server();
