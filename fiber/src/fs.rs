@@ -77,6 +77,29 @@ impl File {
         Ok(())
     }
 
+    /// Writes all of `buf` at `offset` and makes that range durable, in one
+    /// io_uring operation (`RWF_DSYNC`): a write and an `fdatasync` cost
+    /// two trips to the kernel's worker threads, this one. Only the range
+    /// written is made durable; other writes not yet synced are not. A
+    /// short write is a `WriteZero` error, as for [`File::write_all_at`].
+    pub async fn write_all_at_durable(&self, buf: Vec<u8>, offset: u64) -> io::Result<()> {
+        let len = buf.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let written = self.inner.write_at_dsync(buf, offset).await?;
+        if written < len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!(
+                    "{}: short write at {offset}: {written} of {len} bytes",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
     pub async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let res = self.inner.read_at(offset, len).await?;

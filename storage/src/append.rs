@@ -111,9 +111,33 @@ impl<V: Vfs> SegmentLog<V> {
                 .await
                 .map_err(|e| StorageError::io(inner.group, "allocate", &path, write_pos, e))?;
         }
-        data.write_at(chunk.buf, write_pos)
-            .await
-            .map_err(|e| StorageError::io(inner.group, "write", &path, write_pos, e))?;
+        // In `sync` mode, when everything written before is on disk, the
+        // chunk is written and made durable in one operation (one trip to
+        // the kernel's workers instead of a write and an `fdatasync`). Its
+        // range is all that is unsynced, so it is then durable as a whole.
+        let durable_write = inner.cfg.durable_writes
+            && inner.cfg.sync_mode == SyncMode::Sync
+            && inner.sync.all_synced();
+        let epoch = inner.sync.epoch.get();
+        if durable_write {
+            // Whether the write or its sync failed cannot be told apart: the
+            // bytes' state is unknown, so the log fails as for a failed sync.
+            data.write_at_durable(chunk.buf, write_pos)
+                .await
+                .map_err(|e| {
+                    self.fatal(StorageError::io(
+                        inner.group,
+                        "durable write",
+                        &path,
+                        write_pos,
+                        e,
+                    ))
+                })?;
+        } else {
+            data.write_at(chunk.buf, write_pos)
+                .await
+                .map_err(|e| StorageError::io(inner.group, "write", &path, write_pos, e))?;
+        }
         let batch_full = {
             let mut st = inner.st.borrow_mut();
             let seg = st.segments.back_mut().expect("active segment");
@@ -130,6 +154,12 @@ impl<V: Vfs> SegmentLog<V> {
         inner.sync.written.set(chunk.last_index);
         match inner.cfg.sync_mode {
             SyncMode::Async => inner.sync.set_durable(chunk.last_index),
+            SyncMode::Sync if durable_write => {
+                if inner.sync.epoch.get() == epoch {
+                    inner.sync.set_synced(chunk.last_index);
+                }
+                inner.writer.count_durable_write();
+            }
             SyncMode::Sync => inner.writer.mark_dirty(&inner.sync),
         }
         if batch_full {

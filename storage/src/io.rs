@@ -68,6 +68,13 @@ pub trait VfsFile: std::fmt::Debug + 'static {
     async fn write_at(&self, data: Vec<u8>, offset: u64) -> io::Result<()>;
     /// Makes every completed write durable (`fdatasync`).
     async fn sync(&self) -> io::Result<()>;
+    /// Writes `data` at `offset` and makes that range durable. Other writes
+    /// not yet synced are not covered. The default writes, then syncs the
+    /// whole file; a disk file does both in one operation.
+    async fn write_at_durable(&self, data: Vec<u8>, offset: u64) -> io::Result<()> {
+        self.write_at(data, offset).await?;
+        self.sync().await
+    }
     /// Grows the file to at least `len` bytes of real, zeroed space.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     /// The file's size in bytes.
@@ -290,6 +297,17 @@ impl VfsFile for DiskFile {
     async fn sync(&self) -> io::Result<()> {
         let fd = self.use_fd().await?;
         let res = fd.fd().fdatasync().await;
+        fd.end().await;
+        res
+    }
+
+    async fn write_at_durable(&self, data: Vec<u8>, offset: u64) -> io::Result<()> {
+        let end = offset + data.len() as u64;
+        let fd = self.use_fd().await?;
+        let res = fd.fd().write_all_at_durable(data, offset).await;
+        if res.is_ok() && end > self.len.get() {
+            self.len.set(end);
+        }
         fd.end().await;
         res
     }

@@ -38,6 +38,17 @@
 //! `async` appends to the disk's write bandwidth once the page cache stops
 //! hiding it.
 //!
+//! **One operation per durable append.** In `sync` mode, an append made
+//! while everything before it is on disk is written with `RWF_DSYNC`
+//! ([`LogConfig::durable_writes`]): one trip to io_uring's worker threads
+//! instead of a write and an `fdatasync` (on ext4 both leave the shard's
+//! thread), 27% less CPU per durable append in
+//! `fiber/examples/fs_sync_latency.rs`. Appends that find unsynced bytes
+//! before them (a sync round in flight) only write, and the next round
+//! covers them. Since the append holds the log's lock for the whole
+//! durable write, proposals that arrive meanwhile go together into the
+//! next one: group commit without a round.
+//!
 //! **Failures and retention.** A full disk or a failed write fails the
 //! append with a typed error naming the file, and the log carries on once
 //! space returns (tested on a real, full tmpfs); a failed `fdatasync` is

@@ -99,6 +99,13 @@ pub struct LogConfig {
     /// the spare segment made ready for the next roll (see
     /// the `prepare` module). 0 turns both off.
     pub zero_ahead_bytes: u64,
+    /// In `sync` mode, an append made while everything before it is on disk
+    /// is written and made durable in one operation (`RWF_DSYNC`: one trip
+    /// to the kernel's I/O workers instead of a write and an `fdatasync`),
+    /// needing no sync round. A failure of such a write is fatal for the
+    /// log, as a failed sync is: which half failed cannot be told. `false`:
+    /// appends only write, and sync rounds make them durable.
+    pub durable_writes: bool,
 }
 
 impl Default for LogConfig {
@@ -110,6 +117,7 @@ impl Default for LogConfig {
             payload_bytes_max: format::PAYLOAD_BYTES_MAX_DEFAULT,
             sync_mode: SyncMode::Sync,
             zero_ahead_bytes: 4 << 20,
+            durable_writes: true,
         }
     }
 }

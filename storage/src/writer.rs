@@ -92,6 +92,13 @@ impl<F> SyncState<F> {
         self.synced.set(index);
     }
 
+    /// Whether everything written is known on disk, with no sync in
+    /// flight or pending: a write made durable by itself then leaves the
+    /// log wholly durable.
+    pub(crate) fn all_synced(&self) -> bool {
+        !self.in_flight.get() && !self.dirty.get() && self.synced.get() == self.written.get()
+    }
+
     pub(crate) fn fail(&self, reason: String) {
         log::error!("group {}: {reason}; the log must be reopened", self.group);
         self.failed.borrow_mut().get_or_insert(reason);
@@ -113,6 +120,7 @@ struct Inner<F> {
     dirty: RefCell<Vec<Rc<SyncState<F>>>>,
     rounds: Cell<u64>,
     file_syncs: Cell<u64>,
+    durable_writes: Cell<u64>,
 }
 
 /// The shard's group-commit writer; clone it into every log of the shard.
@@ -165,6 +173,7 @@ impl<F: VfsFile> LogWriter<F> {
                 dirty: RefCell::new(Vec::new()),
                 rounds: Cell::new(0),
                 file_syncs: Cell::new(0),
+                durable_writes: Cell::new(0),
             }),
         }
     }
@@ -172,6 +181,18 @@ impl<F: VfsFile> LogWriter<F> {
     /// Sync rounds run so far, and file syncs they issued.
     pub fn stats(&self) -> (u64, u64) {
         (self.inner.rounds.get(), self.inner.file_syncs.get())
+    }
+
+    /// Appends that were written and made durable in one operation, with
+    /// no sync round (in `sync` mode, when nothing else was unsynced).
+    pub fn durable_writes(&self) -> u64 {
+        self.inner.durable_writes.get()
+    }
+
+    pub(crate) fn count_durable_write(&self) {
+        self.inner
+            .durable_writes
+            .set(self.inner.durable_writes.get() + 1);
     }
 
     /// Notes that `log` has writes to make durable in the next round.

@@ -40,7 +40,7 @@ fn failed_naming(err: &StorageError, needle: &str) {
 #[test]
 fn a_failed_fdatasync_is_fatal_and_never_reported_durable() {
     let fs = MemFs::new();
-    let log = open_mem(&fs, small_cfg()).unwrap();
+    let log = open_mem(&fs, plain_cfg()).unwrap();
     let active = block_on(async {
         log.append(&entries(1, 10, 1, 0)).await.unwrap();
         log.sync(10).await.unwrap();
@@ -72,12 +72,12 @@ fn a_failed_fdatasync_is_fatal_and_never_reported_durable() {
     drop(log);
     // The disk itself holds only what the good sync stored.
     let lost = fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(1));
-    let log = open_mem(&lost, small_cfg()).unwrap();
+    let log = open_mem(&lost, plain_cfg()).unwrap();
     check_prefix(&log, 10, "power cut after the failed sync");
     drop(log);
     // Reopening in the same boot finds all 20 in the cache and reports them
     // durable: so they must really be on disk, power cut or not.
-    let log = open_mem(&fs, small_cfg()).unwrap();
+    let log = open_mem(&fs, plain_cfg()).unwrap();
     assert_eq!(
         (log.last_index(), log.durable_index()),
         (20, 20),
@@ -86,7 +86,7 @@ fn a_failed_fdatasync_is_fatal_and_never_reported_durable() {
     check_prefix(&log, 20, "reopened");
     drop(log);
     let cut = fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(2));
-    let log = open_mem(&cut, small_cfg()).unwrap();
+    let log = open_mem(&cut, plain_cfg()).unwrap();
     check_prefix(&log, 20, "power cut after the reopen");
     assert_eq!(log.last_index(), 20);
 }
@@ -146,7 +146,7 @@ fn a_failed_seal_or_truncate_sync_is_fatal() {
 #[test]
 fn a_failed_write_fails_the_append_and_the_log_carries_on() {
     let fs = MemFs::new();
-    let log = open_mem(&fs, small_cfg()).unwrap();
+    let log = open_mem(&fs, plain_cfg()).unwrap();
     block_on(async {
         log.append(&entries(1, 10, 1, 0)).await.unwrap();
         log.sync(10).await.unwrap();
@@ -168,7 +168,7 @@ fn a_failed_write_fails_the_append_and_the_log_carries_on() {
     drop(log);
     let log = open_mem(
         &fs.crash(CrashMode::KeepRandomPages, &mut SimRng::new(4)),
-        small_cfg(),
+        plain_cfg(),
     )
     .unwrap();
     check_prefix(&log, 40, "power cut");
@@ -178,7 +178,7 @@ fn a_failed_write_fails_the_append_and_the_log_carries_on() {
 #[test]
 fn a_failed_sync_while_preparing_space_is_fatal_too() {
     let fs = MemFs::new();
-    let log = open_mem(&fs, small_cfg()).unwrap();
+    let log = open_mem(&fs, plain_cfg()).unwrap();
     block_on(async {
         log.append(&entries(1, 3, 1, 0)).await.unwrap();
         fs.fail_syncs(1);
@@ -189,11 +189,11 @@ fn a_failed_sync_while_preparing_space_is_fatal_too() {
         assert_eq!(log.durable_index(), 0);
     });
     drop(log);
-    let log = open_mem(&fs, small_cfg()).unwrap();
+    let log = open_mem(&fs, plain_cfg()).unwrap();
     drop(log);
     let log = open_mem(
         &fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(5)),
-        small_cfg(),
+        plain_cfg(),
     )
     .unwrap();
     check_prefix(&log, 3, "reopened, then cut");
@@ -259,5 +259,58 @@ fn random_write_and_sync_faults_never_lose_a_durable_entry() {
             promised,
             &format!("seed {seed}, {faults} faults, cut"),
         );
+    }
+}
+
+#[test]
+fn a_durable_write_needs_no_sync_round_and_survives_a_power_cut() {
+    let fs = MemFs::new();
+    let log = open_mem(&fs, small_cfg()).unwrap();
+    block_on(async {
+        log.append(&entries(1, 10, 1, 0)).await.unwrap();
+        // Nothing was unsynced before it: the append itself made it durable.
+        assert_eq!(log.durable_index(), 10);
+        log.append(&entries(11, 5, 1, 0)).await.unwrap();
+        assert_eq!(log.durable_index(), 15);
+    });
+    drop(log);
+    let log = open_mem(
+        &fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(9)),
+        small_cfg(),
+    )
+    .unwrap();
+    check_prefix(&log, 15, "power cut after durable writes");
+}
+
+#[test]
+fn a_failed_durable_write_is_fatal_and_never_reported_durable() {
+    for fail_the_write in [true, false] {
+        let fs = MemFs::new();
+        let log = open_mem(&fs, small_cfg()).unwrap();
+        block_on(async {
+            log.append(&entries(1, 10, 1, 0)).await.unwrap();
+            assert_eq!(log.durable_index(), 10);
+            // Whichever half fails, the bytes' state is unknown.
+            if fail_the_write {
+                fs.fail_writes(1);
+            } else {
+                fs.fail_syncs(1);
+            }
+            let err = log.append(&entries(11, 3, 1, 0)).await.unwrap_err();
+            assert!(err.to_string().contains(".seg"), "names the file: {err}");
+            assert_eq!(log.durable_index(), 10, "the failure raised nothing");
+            // Every later change is refused until the log is reopened.
+            failed_naming(
+                &log.append(&entries(11, 3, 1, 0)).await.unwrap_err(),
+                ".seg",
+            );
+        });
+        drop(log);
+        let log = open_mem(
+            &fs.crash(CrashMode::KeepRandomPages, &mut SimRng::new(6)),
+            small_cfg(),
+        )
+        .unwrap();
+        check_prefix(&log, 10, "reopened after a failed durable write");
     }
 }

@@ -19,6 +19,15 @@ pub fn small_cfg() -> LogConfig {
     }
 }
 
+/// [`small_cfg`] whose appends only write, so that sync rounds (and their
+/// failures) make them durable.
+pub fn plain_cfg() -> LogConfig {
+    LogConfig {
+        durable_writes: false,
+        ..small_cfg()
+    }
+}
+
 /// A run of entries `first..first+n` with deterministic payloads.
 pub fn entries(first: u64, n: u64, term: u64, salt: u64) -> RecordRun {
     let mut b = RunBuilder::new(first);
