@@ -284,23 +284,24 @@ impl KvStore {
         value: Value,
         expire_at_ms: Option<u64>,
     ) {
-        let key = Bytes::copy_from_slice(key);
-        if let Some(old) = self.map.get(&key)
-            && let Some(t) = old.expire_at_ms
-        {
-            self.expiry.remove(&(t, key.clone()));
-        }
-        if let Some(t) = expire_at_ms {
-            self.expiry.insert((t, key.clone()));
-        }
-        self.map.insert(
-            key,
+        let owned = Bytes::copy_from_slice(key);
+        let deadline = expire_at_ms.map(|t| (t, owned.clone()));
+        // One walk down the tree: the replaced entry comes back from the
+        // insert, with the deadline to take out of the expiry queue.
+        let old = self.map.insert(
+            owned,
             Entry {
                 value,
                 version: index,
                 expire_at_ms,
             },
         );
+        if let Some(t) = old.and_then(|old| old.expire_at_ms) {
+            self.expiry.remove(&(t, Bytes::copy_from_slice(key)));
+        }
+        if let Some(entry) = deadline {
+            self.expiry.insert(entry);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -314,7 +315,14 @@ impl KvStore {
         condition: PutCondition,
         return_old: bool,
     ) -> KvResult {
-        let old = self.live(key, now).map(Entry::item);
+        // A plain SET needs nothing of the old entry: skip the lookup, and
+        // the insert is the only walk down the tree.
+        let needs_old = return_old || condition != PutCondition::Always || matches!(ttl, Ttl::Keep);
+        let old = if needs_old {
+            self.live(key, now).map(Entry::item)
+        } else {
+            None
+        };
         if return_old && old.as_ref().is_some_and(|it| it.as_str().is_none()) {
             return KvResult::Failed(KvFailure::WrongType);
         }
