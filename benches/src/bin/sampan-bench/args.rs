@@ -32,6 +32,18 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Compares result files: a Markdown table, each file against the first.
     Compare(CompareArgs),
+    /// Draws a result file's chart again (FILE.svg, or --out).
+    Plot(PlotArgs),
+}
+
+/// `sampan-bench plot`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct PlotArgs {
+    /// A result file of `sampan-bench run`.
+    pub file: PathBuf,
+    /// The SVG to write (default: the result file with `.svg`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `sampan-bench compare`'s arguments.
@@ -413,7 +425,7 @@ mod tests {
         let argv = std::iter::once("sampan-bench").chain(line.split_whitespace());
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(a) => *a,
-            Command::Compare(_) => panic!("not run"),
+            Command::Compare(_) | Command::Plot(_) => panic!("not run"),
         }
     }
 

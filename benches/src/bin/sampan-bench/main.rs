@@ -6,7 +6,8 @@
 //! result and an SVG chart, and prints a table: ops/s, latency
 //! percentiles, errors, and each server process's CPU and disk writes per
 //! operation. `sampan-bench compare A.json B.json ...` puts results side
-//! by side. See `benches/README.md`.
+//! by side; `sampan-bench plot FILE.json` draws a result's chart again.
+//! See `benches/README.md`.
 
 // A benchmark prints its table on stdout and its progress on stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -37,6 +38,12 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(a) => run::run(*a),
         Command::Compare(c) => compare::run(&c),
+        Command::Plot(p) => report::load(&p.file).and_then(|r| {
+            let svg = p.out.unwrap_or_else(|| p.file.with_extension("svg"));
+            plot::draw(&r, &svg)?;
+            println!("chart: {}", svg.display());
+            Ok(())
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,22 @@ fn axis_of(p: f64) -> f64 {
     -tail.log10()
 }
 
+/// A tick label in ms: as few digits as the value needs.
+fn axis_ms(v: f64) -> String {
+    let s = if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 0.1 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    };
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// A latency range for a log axis (ms), from the values drawn.
 fn ms_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (mut lo, mut hi) = (f64::MAX, 0.0f64);
@@ -103,6 +119,9 @@ fn draw_inner(r: &RunResult, file: &Path) -> std::result::Result<(), String> {
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
+        .y_labels(8)
+        .y_label_formatter(&|v| axis_ms(*v))
         .x_desc("second")
         .y_desc("ms")
         .draw()
@@ -155,6 +174,9 @@ fn draw_inner(r: &RunResult, file: &Path) -> std::result::Result<(), String> {
             let p = format!("{:.2}", percentile_at(*x));
             p.trim_end_matches('0').trim_end_matches('.').to_string()
         })
+        .light_line_style(WHITE)
+        .y_labels(8)
+        .y_label_formatter(&|v| axis_ms(*v))
         .x_desc("percentile")
         .y_desc("ms")
         .draw()
@@ -175,6 +197,14 @@ fn draw_inner(r: &RunResult, file: &Path) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(axis_ms(10.0), "10");
+        assert_eq!(axis_ms(2.5), "2.5");
+        assert_eq!(axis_ms(0.25), "0.25");
+        assert_eq!(axis_ms(0.05), "0.05");
+    }
 
     #[test]
     fn the_percentile_axis_puts_nines_one_step_apart() {

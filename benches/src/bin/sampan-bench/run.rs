@@ -80,7 +80,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         options: args.clone(),
         target: TargetInfo {
             kind: target.kind,
-            addresses: target.describe(),
+            addresses: target.describe(args.protocol == Protocol::Native),
         },
         load: if args.rate.is_some() {
             "open-loop"
@@ -127,7 +127,7 @@ fn measure(args: &RunArgs, target: &Target, log: &dyn Fn(&str)) -> Result<Measur
         args.zipf_theta,
         args.seed,
     ));
-    for line in target.describe() {
+    for line in target.describe(args.protocol == Protocol::Native) {
         log(&line);
     }
     let native = if args.protocol == Protocol::Native {

@@ -239,7 +239,23 @@ impl Target {
     }
 
     /// The addresses, for the report.
-    pub fn describe(&self) -> Vec<String> {
+    /// With `native`, the service ports the native client was given (it
+    /// finds each group's leader itself).
+    pub fn describe(&self, native: bool) -> Vec<String> {
+        if native {
+            let addrs: Vec<String> = self
+                .service_addrs
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect();
+            let mut out = vec![format!("native client, service ports {}", addrs.join(","))];
+            for (db, l) in self.leaders.iter().enumerate() {
+                if let Some(l) = l {
+                    out.push(format!("group {}: leader node {l}", db + 1));
+                }
+            }
+            return out;
+        }
         self.db_addrs
             .iter()
             .enumerate()
