@@ -289,6 +289,7 @@ fn start<F: RaftFactory>(dir: &Path, factory: F, limit: u64) -> RaftServer<F> {
         credentials: Vec::new(),
         protected_mode: true,
         max_connections: 10_000,
+        balance_leaders: false,
         tls: None,
     };
     let group = GroupConfig {

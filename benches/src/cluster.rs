@@ -135,6 +135,7 @@ pub fn run_node(arg: &str) {
         credentials: Vec::new(),
         protected_mode: true,
         max_connections: 10_000,
+        balance_leaders: false,
         tls: None,
     };
     let durability = if f[5] == "true" {

@@ -148,6 +148,16 @@ pub struct RedisSettings {
     /// `no` (Redis's `tls-auth-clients`, default `yes`).
     #[serde(default = "tls_auth_clients")]
     pub tls_auth_clients: String,
+    /// Answer as a Redis Cluster (Redis's `cluster-enabled`): the 16,384
+    /// hash slots are spread over the groups (1..=N, all of them), and a
+    /// key whose group another node leads gets `-MOVED` to that node's
+    /// Redis port; `SELECT` other than 0 is refused.
+    #[serde(default)]
+    pub cluster_enabled: bool,
+    /// In cluster mode, every node's Redis address as clients reach it:
+    /// `"1,127.0.0.1:6381;2,127.0.0.1:6382;3,127.0.0.1:6383"`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_nodes: String,
 }
 
 fn partial_request_timeout() -> u64 {
@@ -214,6 +224,8 @@ impl Default for RedisSettings {
             tls_key_file: None,
             tls_ca_cert_file: None,
             tls_auth_clients: tls_auth_clients(),
+            cluster_enabled: false,
+            cluster_nodes: String::new(),
         }
     }
 }
@@ -247,6 +259,48 @@ impl RedisSettings {
             field: "redis.users".into(),
             reason: e.to_string(),
         })
+    }
+
+    /// The cluster-mode settings these give (`None` when it is off), for
+    /// cluster `cluster_id` and node `node`.
+    pub fn cluster(
+        &self,
+        cluster_id: u64,
+        node: u64,
+    ) -> Result<Option<sampan_redis::cluster::ClusterSettings>, ConfigError> {
+        if !self.cluster_enabled {
+            return Ok(None);
+        }
+        let bad = |reason: String| ConfigError {
+            field: "redis.cluster_nodes".into(),
+            reason,
+        };
+        let mut nodes = Vec::new();
+        for (i, part) in self.cluster_nodes.split(';').enumerate() {
+            let part = part.trim();
+            let (id, addr) = part
+                .split_once(',')
+                .ok_or_else(|| bad(format!("entry {i} is not `id,host:port`")))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("entry {i}: `{id}` is not a node id")))?;
+            let addr: std::net::SocketAddr = addr
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("entry {i}: `{addr}` is not an ip:port")))?;
+            if nodes.iter().any(|(n, _)| *n == id) {
+                return Err(bad(format!("node {id} is listed twice")));
+            }
+            nodes.push((id, addr));
+        }
+        if !nodes.iter().any(|(n, _)| *n == node) {
+            return Err(bad(format!("this node ({node}) is not listed")));
+        }
+        Ok(Some(sampan_redis::cluster::ClusterSettings {
+            cluster_id,
+            nodes,
+        }))
     }
 
     /// The listener settings these give.
@@ -367,6 +421,19 @@ impl NodeConfig {
         self.redis.acl()?;
         if self.redis.tls_port != 0 {
             self.redis.tls()?;
+        }
+        self.redis
+            .cluster(self.server.cluster_id, self.server.node_id)?;
+        if self.redis.cluster_enabled {
+            let ids: Vec<u64> = self.groups.iter().map(|g| g.group_id).collect();
+            if ids.is_empty() || (1..=ids.len() as u64).any(|g| !ids.contains(&g)) {
+                return Err(ConfigError {
+                    field: "redis.cluster_enabled".into(),
+                    reason: "cluster mode spreads the slots over groups 1..=N: \
+                             every group id from 1 to the number of groups must be configured"
+                        .into(),
+                });
+            }
         }
         if self.redis.maxclients == 0 {
             return Err(ConfigError {
@@ -506,6 +573,9 @@ protected_mode = true
 # nodes (service-port clients, and handshakes in progress); one more is
 # closed as soon as it is accepted. Shared evenly by the shards.
 max_connections = 10000
+# Spread leaders over the nodes: a node leading at least two groups more
+# than one of their voters hands one over (checked every 5 s).
+balance_leaders = false
 
 # Tokens the service port accepts (sampan-cli --user NAME, with the token
 # in SAMPAN_TOKEN). With none, any client may do anything (loopback only).
@@ -570,6 +640,12 @@ tls_port = 0
 # tls_key_file = "node-1.key"
 # tls_ca_cert_file = "ca.pem"
 tls_auth_clients = "yes"
+# Answer as a Redis Cluster (redis-cli -c, redis-benchmark --cluster,
+# redis-py's RedisCluster): the 16384 slots spread over groups 1..=N, a key
+# whose group another node leads is MOVED to that node's Redis port.
+# cluster_nodes lists every node's Redis address as clients reach it.
+cluster_enabled = false
+# cluster_nodes = "1,127.0.0.1:6381;2,127.0.0.1:6382;3,127.0.0.1:6383"
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

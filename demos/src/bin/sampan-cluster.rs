@@ -55,6 +55,12 @@ struct Args {
     /// client `demo`'s certificate for redis-cli --tls).
     #[arg(long)]
     tls: bool,
+    /// Run the Redis ports as one Redis Cluster: three groups (sync), the
+    /// 16,384 hash slots spread over them, each key's requests `MOVED` to
+    /// its group's leader (`redis-cli -c`, `redis-benchmark --cluster`,
+    /// cluster clients). Implies `--no-demo`.
+    #[arg(long)]
+    redis_cluster: bool,
 }
 
 /// The `--requirepass` of this run, if any (the demo's own connections
@@ -63,6 +69,25 @@ static PASSWORD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new(
 
 /// Whether this run serves TLS too (`--tls`).
 static TLS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether the Redis ports run as one Redis Cluster (`--redis-cluster`).
+static REDIS_CLUSTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Groups in Redis Cluster mode: one per node, so leaders can spread.
+const CLUSTER_GROUPS: u64 = 3;
+
+fn redis_cluster() -> bool {
+    REDIS_CLUSTER.get().copied().unwrap_or(false)
+}
+
+/// The groups the cluster runs.
+fn groups() -> Vec<u64> {
+    if redis_cluster() {
+        (1..=CLUSTER_GROUPS).collect()
+    } else {
+        vec![1, 2]
+    }
+}
 
 /// Node `n`'s Redis TLS port.
 fn tls_port(n: u64) -> u16 {
@@ -98,6 +123,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Error> {
     let _ = PASSWORD.set(args.requirepass.clone().filter(|p| !p.is_empty()));
     let _ = TLS.set(args.tls);
+    let _ = REDIS_CLUSTER.set(args.redis_cluster);
     block_stop_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -118,7 +144,7 @@ fn run(args: Args) -> Result<(), Error> {
     let outcome = (|| {
         cluster.wait_for_leaders(&stop)?;
         print_welcome(&data_dir);
-        if !args.no_demo {
+        if !args.no_demo && !args.redis_cluster {
             demo(&mut cluster, &stop)?;
         }
         Ok::<(), Error>(())
@@ -195,6 +221,21 @@ impl Cluster {
         }
         for n in 1..=NODES {
             let mut cfg = NodeConfig::local_demo(n, dir.join(format!("node-{n}")));
+            if redis_cluster() {
+                let first = cfg.groups[0].clone();
+                cfg.groups = (1..=CLUSTER_GROUPS)
+                    .map(|g| sampan::config::GroupConfig {
+                        group_id: g,
+                        ..first.clone()
+                    })
+                    .collect();
+                cfg.redis.cluster_enabled = true;
+                cfg.server.balance_leaders = true;
+                cfg.redis.cluster_nodes = (1..=NODES)
+                    .map(|m| format!("{m},127.0.0.1:{}", redis_port(m)))
+                    .collect::<Vec<_>>()
+                    .join(";");
+            }
             cfg.server.cluster_secret = Some(Secret(secret.clone()));
             if TLS.get().copied().unwrap_or(false) {
                 cfg.redis.tls_port = tls_port(n);
@@ -296,7 +337,7 @@ impl Cluster {
             if stop.load(Ordering::SeqCst) {
                 return Err("stopped".into());
             }
-            let leaders: Vec<Option<u64>> = [1, 2].iter().map(|g| self.leader(*g)).collect();
+            let leaders: Vec<Option<u64>> = groups().iter().map(|g| self.leader(*g)).collect();
             if leaders.iter().all(Option::is_some) {
                 return Ok(());
             }
@@ -432,6 +473,22 @@ fn print_welcome(dir: &Path) {
             5000 + n,
             redis_port(n)
         );
+    }
+    if redis_cluster() {
+        println!(
+            "\nGroups 1-{CLUSTER_GROUPS} (sync durability) run on all three nodes, and the Redis"
+        );
+        println!("ports answer as one Redis Cluster: the 16384 slots are spread over the groups,");
+        println!("and a key whose group another node leads is MOVED to that node.\n");
+        println!("Try:");
+        println!("  redis-cli -c -p 6381{} SET greeting hello", auth_hint());
+        println!("  redis-cli -c -p 6383{} GET greeting", auth_hint());
+        println!("  redis-cli -p 6382{} CLUSTER SLOTS", auth_hint());
+        println!(
+            "  redis-benchmark --cluster -p 6381{} -t set,get -n 100000 -c 50",
+            auth_hint()
+        );
+        return;
     }
     println!("\nGroups 1 (sync durability) and 2 (async) run on all three nodes;");
     println!("Redis database 0 is group 1, database 1 is group 2.\n");

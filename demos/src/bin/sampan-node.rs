@@ -78,8 +78,16 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         .ok_or_else(|| format!("node {node} is not in `servers`"))?;
     if cfg.redis.port != 0 {
         let addr = std::net::SocketAddr::new(ip, cfg.redis.port);
+        let cluster = cfg.redis.cluster(cfg.server.cluster_id, node)?;
         let settings = sampan_redis::server::ListenerSettings {
             key_events: Some(events.clone()),
+            // In cluster mode the slots are spread over every group.
+            databases: if cluster.is_some() {
+                cfg.groups.len() as u64
+            } else {
+                sampan_redis::server::ListenerSettings::default().databases
+            },
+            cluster,
             ..cfg.redis.listener()?
         };
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
@@ -95,7 +103,15 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis TLS port {}", redis.local_addr());
     }
-    let sig = wait_for_stop_signal()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let sig = std::thread::scope(|scope| {
+        if cfg.server.balance_leaders {
+            scope.spawn(|| balance_leaders(&server, node, &stop));
+        }
+        let sig = wait_for_stop_signal();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        sig
+    })?;
     log::info!("node {node}: signal {sig}, stopping");
     let report = server.shutdown()?;
     log::info!(
@@ -104,3 +120,30 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     );
     Ok(())
 }
+
+/// Every [`BALANCE_EVERY`], moves one leadership if this node leads too
+/// many groups (see `RaftServer::balance_leaders_once`), until `stop`.
+fn balance_leaders<F: sampan::server::RaftFactory>(
+    server: &sampan::server::RaftServer<F>,
+    node: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let mut next = std::time::Instant::now() + BALANCE_EVERY;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if std::time::Instant::now() < next {
+            continue;
+        }
+        next = std::time::Instant::now() + BALANCE_EVERY;
+        match server.balance_leaders_once() {
+            Ok(Some((group, to))) => {
+                log::info!("node {node}: handed group {group}'s leadership to node {to} (balance)")
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("node {node}: leader balancing: {e}"),
+        }
+    }
+}
+
+/// How often a node checks whether it leads too many groups.
+const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -58,6 +58,12 @@ impl TestCluster {
     /// Like [`TestCluster::start`], with each node's config changed by
     /// `tweak` before it is written.
     pub fn start_with(n: u64, tweak: impl Fn(&mut NodeConfig)) -> TestCluster {
+        TestCluster::start_with_ports(n, |cfg, _| tweak(cfg))
+    }
+
+    /// Like [`TestCluster::start_with`], `tweak` also told every node's
+    /// Redis port (node `i` at `i - 1`).
+    pub fn start_with_ports(n: u64, tweak: impl Fn(&mut NodeConfig, &[u16])) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(3 * n as usize);
         let (repl, rest) = ports.split_at(n as usize);
@@ -76,7 +82,7 @@ impl TestCluster {
             for g in &mut cfg.groups {
                 g.members = members.join(",");
             }
-            tweak(&mut cfg);
+            tweak(&mut cfg, redis);
             let text = toml::to_string(&cfg).expect("config to toml");
             std::fs::write(dir.path().join(format!("node-{i}.toml")), text).expect("write");
         }

@@ -54,6 +54,10 @@ pub enum Local {
     Watch(Vec<Bytes>),
     /// `UNWATCH`.
     Unwatch,
+    /// `CLUSTER subcommand ...` (cluster mode).
+    Cluster(Vec<Bytes>),
+    /// `READONLY`, `READWRITE`, `ASKING`: accepted, change nothing.
+    ClusterNoop,
 }
 
 /// The `CLIENT` subcommands answered.
@@ -355,6 +359,8 @@ pub fn parse(args: &[Bytes]) -> Result<Request, ParseError> {
         b"DISCARD" if n == 0 => Request::Local(Local::Discard),
         b"WATCH" if n >= 1 => Request::Local(Local::Watch(rest.to_vec())),
         b"UNWATCH" if n == 0 => Request::Local(Local::Unwatch),
+        b"CLUSTER" if n >= 1 => Request::Local(Local::Cluster(rest.to_vec())),
+        b"READONLY" | b"READWRITE" | b"ASKING" if n == 0 => Request::Local(Local::ClusterNoop),
         b"GET" if n == 1 => Request::Read(Read::Get(key(0))),
         b"MGET" if n >= 1 => Request::Read(Read::MGet(rest.to_vec())),
         b"EXISTS" if n >= 1 => Request::Read(Read::Exists(rest.to_vec())),

@@ -162,6 +162,22 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     c("config", -2, &[], NONE, &["@slow"]),
     c("client", -2, &[], NONE, &["@slow"]),
+    c("cluster", -2, &[], NONE, &["@slow"]),
+    c(
+        "readonly",
+        1,
+        &["loading", "stale", "fast"],
+        NONE,
+        &["@fast", "@connection"],
+    ),
+    c(
+        "readwrite",
+        1,
+        &["loading", "stale", "fast"],
+        NONE,
+        &["@fast", "@connection"],
+    ),
+    c("asking", 1, &["fast"], NONE, &["@fast", "@connection"]),
     // Blocking pops.
     c(
         "blpop",
@@ -849,6 +865,7 @@ pub fn group(spec: &CommandSpec) -> &'static str {
     match spec.name {
         "dbsize" | "flushdb" | "command" => return "server",
         "client" => return "connection",
+        "cluster" | "readonly" | "readwrite" | "asking" => return "cluster",
         "object" => return "generic",
         _ => {}
     }

@@ -23,6 +23,7 @@
 pub mod acl;
 pub mod answer;
 pub mod batch;
+pub mod cluster;
 pub mod command;
 pub mod command_table;
 pub mod exactly_once;

@@ -25,6 +25,7 @@
 use super::acl::{self, Acl, Commands, Denied, User};
 use super::answer::{ClientCounts, GroupInfo, info_text, key_read_keys, render_key_read};
 use super::batch::{BATCH_BYTES_MAX, BATCH_PAIRS_MAX, Batcher};
+use super::cluster;
 use super::command::{self, ClientCmd, Local, ParseError, Read, Request, WriteReply};
 use super::command_table::{self, COMMANDS};
 use super::exactly_once::{WriteError, Writer};
@@ -52,7 +53,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most bytes read from a socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -121,6 +122,10 @@ pub struct ListenerSettings {
     /// push to their key applies here; without them a blocked client
     /// re-tries once a second.
     pub key_events: Option<Arc<sampan_kv::KeyEvents>>,
+    /// Answer as a Redis Cluster whose slots are spread over the databases'
+    /// groups (see [`crate::cluster`]); `None`: a plain server with
+    /// `SELECT`able databases.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl ListenerSettings {
@@ -143,6 +148,7 @@ impl ListenerSettings {
             ("appendonly", "yes".into()),
             ("appendfsync", "always".into()),
             ("databases", self.databases.to_string()),
+            ("cluster-enabled", yes(self.cluster.is_some())),
             ("proto-max-bulk-len", self.limits.bulk_max_bytes.to_string()),
             (
                 "client-query-buffer-limit",
@@ -288,6 +294,7 @@ impl Default for ListenerSettings {
             tls: None,
             partial_request_timeout: Duration::from_secs(60),
             key_events: None,
+            cluster: None,
         }
     }
 }
@@ -366,6 +373,7 @@ pub fn listen<F: RaftFactory>(
         )));
     }
     let groups: Vec<GroupRef> = (1..=settings.databases).map(|g| server.group(g)).collect();
+    let databases = groups.len();
     let node = server.config().node_id;
     let request_timeout = Duration::from_millis(server.config().request_timeout_ms);
     let runtime = server.runtime();
@@ -395,6 +403,7 @@ pub fn listen<F: RaftFactory>(
                         clients_max,
                         refusing: std::cell::Cell::new(false),
                         stats,
+                        leaders: std::cell::RefCell::new(vec![None; databases]),
                     });
                     sampan_fiber::spawn(
                         TaskClass::Latency,
@@ -420,6 +429,9 @@ pub fn listen<F: RaftFactory>(
     })
 }
 
+/// A group's leader (if any) as a shard last looked it up, and when.
+type LeaderSeen = (Option<u64>, Instant);
+
 /// What every connection of one shard shares.
 struct Ctx {
     node: u64,
@@ -439,6 +451,8 @@ struct Ctx {
     refusing: std::cell::Cell<bool>,
     /// The listener's counters, shared by its shards.
     stats: Arc<ListenerStats>,
+    /// In cluster mode, each database's leader as last looked up, and when.
+    leaders: std::cell::RefCell<Vec<Option<LeaderSeen>>>,
 }
 
 /// A connection counted as open from [`Client::open`] until dropped
@@ -489,6 +503,8 @@ struct Conn {
     multi_dirty: bool,
     /// `WATCH`ed keys and the version each had (`None`: absent).
     watched: Vec<(Bytes, Option<u64>)>,
+    /// In cluster mode, the slot a transaction (or `WATCH`) is bound to.
+    cluster_pin: Option<u16>,
 }
 
 impl Conn {
@@ -822,6 +838,137 @@ async fn execute(
     let mut parsed: Vec<Result<Request, ParseError>> =
         batch.iter().map(|a| command::parse(a)).collect();
     gate(ctx, conn, batch, &mut parsed);
+    if ctx.settings.cluster.is_none() {
+        return execute_run(ctx, stream, conn, &parsed, out).await;
+    }
+    // Cluster mode: each request goes to its slot's database, runs of the
+    // same database together.
+    let targets = route(ctx, conn, batch, &mut parsed).await;
+    let mut start = 0;
+    while start < parsed.len() {
+        let db = targets[start];
+        let end = (start..parsed.len())
+            .find(|&j| targets[j] != db)
+            .unwrap_or(parsed.len());
+        conn.db = db;
+        let quit = execute_run(ctx, stream, conn, &parsed[start..end], out).await;
+        conn.db = 0;
+        if quit? {
+            return Ok(true);
+        }
+        start = end;
+    }
+    Ok(false)
+}
+
+/// The leader of database `db`'s group as this shard last heard, asked
+/// again when older than [`cluster::LEADER_TTL`] (meanwhile the old answer
+/// stands, so a burst of requests asks once).
+async fn leader_of(ctx: &Ctx, db: u64) -> Option<u64> {
+    let now = Instant::now();
+    let known = ctx.leaders.borrow()[db as usize];
+    if let Some((leader, at)) = known
+        && now < at + cluster::LEADER_TTL
+    {
+        return leader;
+    }
+    let stale = known.and_then(|(l, _)| l);
+    ctx.leaders.borrow_mut()[db as usize] = Some((stale, now));
+    let leader = match ctx.groups[db as usize].status().await {
+        Ok(s) => s.leader,
+        Err(_) => None,
+    };
+    ctx.leaders.borrow_mut()[db as usize] = Some((leader, Instant::now()));
+    leader
+}
+
+/// Cluster mode: the database each request of a pipeline goes to (its
+/// keys' slot's), turning into its error a request whose keys span slots
+/// (`CROSSSLOT`, also within a transaction or `WATCH`) or whose group
+/// another node leads (`MOVED`). Keyless requests stay where the
+/// connection is.
+async fn route(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    batch: &[Vec<Bytes>],
+    parsed: &mut [Result<Request, ParseError>],
+) -> Vec<u64> {
+    let Some(settings) = ctx.settings.cluster.as_ref() else {
+        return vec![conn.db; parsed.len()];
+    };
+    let dbs = ctx.settings.databases;
+    let mut in_multi = conn.multi.is_some();
+    let mut targets = Vec::with_capacity(parsed.len());
+    for (args, p) in batch.iter().zip(parsed.iter_mut()) {
+        let pinned_db = conn
+            .cluster_pin
+            .map_or(conn.db, |s| cluster::slot_db(s, dbs));
+        let slot = match p {
+            Err(_) => {
+                targets.push(pinned_db);
+                continue;
+            }
+            Ok(Request::Local(Local::Multi)) => {
+                in_multi = true;
+                targets.push(pinned_db);
+                continue;
+            }
+            Ok(Request::Local(Local::Exec | Local::Discard)) => {
+                targets.push(pinned_db);
+                if in_multi {
+                    conn.cluster_pin = None;
+                }
+                in_multi = false;
+                continue;
+            }
+            Ok(Request::Local(Local::Unwatch)) if !in_multi => {
+                conn.cluster_pin = None;
+                targets.push(pinned_db);
+                continue;
+            }
+            Ok(_) => match cluster::request_slot(args) {
+                Err(cluster::CrossSlot) => {
+                    *p = Err(ParseError(cluster::CROSSSLOT.into()));
+                    targets.push(pinned_db);
+                    continue;
+                }
+                Ok(None) => {
+                    targets.push(pinned_db);
+                    continue;
+                }
+                Ok(Some(slot)) => slot,
+            },
+        };
+        let binds = in_multi || matches!(p, Ok(Request::Local(Local::Watch(_))));
+        if binds {
+            if conn.cluster_pin.is_some_and(|pin| pin != slot) {
+                *p = Err(ParseError(cluster::CROSSSLOT.into()));
+                targets.push(pinned_db);
+                continue;
+            }
+            conn.cluster_pin = Some(slot);
+        }
+        let db = cluster::slot_db(slot, dbs);
+        if let Some(leader) = leader_of(ctx, db).await
+            && leader != ctx.node
+            && let Some(addr) = settings.addr(leader)
+        {
+            *p = Err(ParseError(cluster::moved(slot, addr)));
+        }
+        targets.push(db);
+    }
+    targets
+}
+
+/// Runs a parsed pipeline (or, in cluster mode, a run of it bound for one
+/// database) against the connection's database; `true` once it quits.
+async fn execute_run(
+    ctx: &Ctx,
+    stream: &ClientStream,
+    conn: &mut Conn,
+    parsed: &[Result<Request, ParseError>],
+    out: &mut BytesMut,
+) -> io::Result<bool> {
     let mut i = 0;
     while i < parsed.len() {
         flush(ctx, stream, out, OUT_FLUSH_BYTES).await?;
@@ -835,7 +982,7 @@ async fn execute(
                 i += 1;
             }
             Ok(Request::Read(r)) if key_read_keys(r).is_some() => {
-                let end = run_end(&parsed, i, QUERY_KEYS_MAX, |req| match req {
+                let end = run_end(parsed, i, QUERY_KEYS_MAX, |req| match req {
                     Request::Read(r) => key_read_keys(r).map(<[Bytes]>::len),
                     _ => None,
                 });
@@ -843,7 +990,7 @@ async fn execute(
                 i = end;
             }
             Ok(Request::Write { command, .. }) if mergeable_pairs(command).is_some() => {
-                let end = run_end(&parsed, i, BATCH_PAIRS_MAX, |req| match req {
+                let end = run_end(parsed, i, BATCH_PAIRS_MAX, |req| match req {
                     Request::Write { command, .. } => mergeable_pairs(command),
                     _ => None,
                 });
@@ -851,7 +998,7 @@ async fn execute(
                 i = end;
             }
             Ok(Request::Write { command, reply }) => {
-                let end = write_run_end(&parsed, i);
+                let end = write_run_end(parsed, i);
                 if end - i > 1 {
                     batched_writes(ctx, conn, &parsed[i..end], out).await;
                 } else {
@@ -870,6 +1017,10 @@ async fn execute(
                 nil_array,
             }) => {
                 blocking(ctx, stream, conn, command, keys, *timeout, *nil_array, out).await?;
+                i += 1;
+            }
+            Ok(Request::Local(Local::Cluster(args))) => {
+                cluster_command(ctx, conn, args, out).await;
                 i += 1;
             }
             Ok(Request::Local(l)) => {
@@ -1500,6 +1651,9 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
         Local::AuthOk => reply.simple("OK"),
         // Carried out by `gate`, which leaves none behind.
         Local::Auth { .. } => reply.error("ERR AUTH was not carried out"),
+        Local::Select(n) if ctx.settings.cluster.is_some() && *n != 0 => {
+            reply.error("ERR SELECT is not allowed in cluster mode")
+        }
         Local::Select(n) if (0..ctx.settings.databases as i64).contains(n) => {
             conn.db = *n as u64;
             if let Some(e) = &conn.entry {
@@ -1516,6 +1670,10 @@ fn local(ctx: &Ctx, conn: &mut Conn, l: &Local, out: &mut BytesMut) -> bool {
             reply.error("ERR internal: a transaction command outside the transaction handler")
         }
         Local::Command(args) => command(args, &mut reply),
+        Local::ClusterNoop if ctx.settings.cluster.is_some() => reply.simple("OK"),
+        Local::ClusterNoop | Local::Cluster(_) => {
+            reply.error("ERR This instance has cluster support disabled")
+        }
         Local::ConfigGet(pattern) => {
             let pairs: Vec<_> = ctx
                 .settings
@@ -1631,4 +1789,53 @@ fn hello(ctx: &Ctx, proto: u8, reply: &mut Reply<'_>) {
     reply.bulk(Some(b"master"));
     reply.bulk(Some(b"modules"));
     reply.array(Some(0));
+}
+
+/// Answers `CLUSTER ...` from the groups' leaders as this node knows them
+/// (each group asked for its status).
+async fn cluster_command(ctx: &Ctx, conn: &Conn, args: &[Bytes], out: &mut BytesMut) {
+    let mut reply = Reply::with_proto(out, conn.proto);
+    let Some(settings) = ctx.settings.cluster.as_ref() else {
+        return reply.error("ERR This instance has cluster support disabled");
+    };
+    let sub = args[0].to_ascii_uppercase();
+    let dbs = ctx.settings.databases;
+    let mut shards = Vec::new();
+    if matches!(&sub[..], b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO") {
+        for db in 0..dbs {
+            let (start, end) = cluster::db_slots(db, dbs);
+            let (leader, replicas) = match ctx.groups[db as usize].status().await {
+                Ok(s) => {
+                    let replicas = s
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|v| Some(*v) != s.leader)
+                        .collect();
+                    (s.leader, replicas)
+                }
+                Err(_) => (None, Vec::new()),
+            };
+            shards.push(cluster::Shard {
+                start,
+                end,
+                leader,
+                replicas,
+            });
+        }
+    }
+    match (&sub[..], args.len()) {
+        (b"SLOTS", 1) => cluster::render_slots(settings, &shards, &mut reply),
+        (b"SHARDS", 1) => cluster::render_shards(settings, &shards, &mut reply),
+        (b"NODES", 1) => reply.bulk(Some(
+            cluster::nodes_text(settings, ctx.node, &shards).as_bytes(),
+        )),
+        (b"INFO", 1) => reply.bulk(Some(cluster::info_text(settings, &shards).as_bytes())),
+        (b"MYID", 1) => reply.bulk(Some(settings.node_id(ctx.node).as_bytes())),
+        (b"KEYSLOT", 2) => reply.integer(i64::from(cluster::key_slot(&args[1]))),
+        _ => reply.error(&format!(
+            "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
 }

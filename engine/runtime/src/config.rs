@@ -87,6 +87,11 @@ pub struct ServerConfig {
     /// closed as soon as it is accepted, as Redis's `maxclients` does.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Spread leaders over the nodes: every few seconds a node that leads
+    /// at least two groups more than one of their voters hands one over
+    /// ([`crate::server::RaftServer::balance_leaders_once`]).
+    #[serde(default)]
+    pub balance_leaders: bool,
     /// TLS on the replication port (mutual: every node presents its
     /// certificate, which must name it) and on the service port
     /// (`[server.tls]`). Unset: plain TCP.
@@ -472,6 +477,7 @@ pub fn loopback_cluster(root: &std::path::Path, nodes: usize, shards: usize) -> 
             credentials: Vec::new(),
             protected_mode: true,
             max_connections: defaults::max_connections(),
+            balance_leaders: false,
             tls: None,
         })
         .collect()
@@ -499,6 +505,7 @@ mod tests {
             credentials: Vec::new(),
             protected_mode: true,
             max_connections: defaults::max_connections(),
+            balance_leaders: false,
             tls: None,
         }
     }

@@ -77,7 +77,7 @@ use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
 use sampan_net::{Body, Incoming, NetError, Privilege, Router};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -485,6 +485,57 @@ impl<F: RaftFactory> RaftServer<F> {
         }
         all.sort_unstable();
         Ok(all)
+    }
+
+    /// One step of leader balancing, so that leaders (and their work)
+    /// spread over the nodes: if this node leads at least two groups more
+    /// than a voter of one of them leads (as this node's replicas know the
+    /// leaders), it hands that group's leadership to the voter leading
+    /// fewest. Returns the move made (group, new leader), if any. Only the
+    /// node with too many acts, and each move narrows the gap, so nodes
+    /// running it side by side settle. Blocking: call it from a plain
+    /// thread.
+    pub fn balance_leaders_once(&self) -> Result<Option<(u64, u64)>, ServerError> {
+        let me = self.shared.node;
+        let ids = self.group_ids().map_err(|e| ServerError::BadMessage {
+            reason: e.to_string(),
+        })?;
+        let statuses: Vec<GroupStatus> = ids
+            .iter()
+            .filter_map(|&g| self.group(g).status_blocking().ok())
+            .collect();
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for s in &statuses {
+            for &v in &s.voters {
+                led.entry(v).or_default();
+            }
+            if let Some(l) = s.leader {
+                *led.entry(l).or_default() += 1;
+            }
+        }
+        let mine = led.get(&me).copied().unwrap_or(0);
+        for s in statuses
+            .iter()
+            .filter(|s| s.role == crate::raft::Role::Leader)
+        {
+            // Not during a membership change: the voters are moving.
+            if !s.voters_outgoing.is_empty() {
+                continue;
+            }
+            let target = s
+                .voters
+                .iter()
+                .copied()
+                .filter(|&v| v != me)
+                .min_by_key(|v| (led.get(v).copied().unwrap_or(0), *v));
+            if let Some(to) = target
+                && mine >= led.get(&to).copied().unwrap_or(0) + 2
+            {
+                self.group(s.group).transfer_leader_blocking(to)?;
+                return Ok(Some((s.group, to)));
+            }
+        }
+        Ok(None)
     }
 
     fn run<T, Fut>(

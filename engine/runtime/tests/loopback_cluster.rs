@@ -62,6 +62,7 @@ fn server_config(id: u64, data_dir: PathBuf) -> ServerConfig {
         credentials: Vec::new(),
         protected_mode: true,
         max_connections: 10_000,
+        balance_leaders: false,
         tls: None,
     }
 }

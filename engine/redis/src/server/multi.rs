@@ -50,6 +50,8 @@ fn refused_when_queued(msg: &str) -> bool {
         || msg.starts_with("ERR wrong number of arguments")
         || msg.starts_with("NOPERM")
         || msg.starts_with("NOAUTH")
+        || msg.starts_with("MOVED")
+        || msg.starts_with("CROSSSLOT")
 }
 
 /// Handles `req` if it belongs to the transaction machinery (`MULTI`,
