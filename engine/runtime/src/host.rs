@@ -393,6 +393,12 @@ impl ShardHost {
         self.writer.stats()
     }
 
+    /// Appends the shard's logs wrote and made durable in one operation,
+    /// needing no sync round (`sync` mode, nothing unsynced before them).
+    pub fn durable_writes(&self) -> u64 {
+        self.writer.durable_writes()
+    }
+
     /// Closes the transport; the groups stop hearing from their peers.
     pub fn close(&self) {
         self.transport.close();
