@@ -86,6 +86,21 @@ for w in set get; do
     done
 done
 
+# ops NAME W P: sampan-bench's ops/s of a run.
+ops() { sed -n 's/.*"ops_per_sec": \([0-9]*\).*/\1/p' "$OUT/$1-$2-P$3.json" | head -1; }
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
+echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ); results in $OUT/"
+for w in set get; do
+    for p in 1 16; do
+        echo
+        echo "### $w, 50 connections, -P $p, $SECS s"
+        echo
+        "$BIN/sampan-bench" compare "$OUT/sampan-$w-P$p.json" "$OUT/redis-always-$w-P$p.json" \
+            "$OUT/redis-everysec-$w-P$p.json" | sed '/^- /d'
+    done
+done
+
 # redis-benchmark against the leader of group 1 of a sampan-cluster.
 "$BIN/sampan-cluster" --no-demo --data-dir "$DIR/cluster" >"$DIR/cluster.out" 2>&1 &
 CLUSTER=$!
@@ -101,10 +116,16 @@ for _ in $(seq 1 60); do
 done
 [ -n "$LEADER" ] || { echo "sampan-cluster: no leader of group 1"; exit 1; }
 
-# rb PORT P -> "SET GET" requests/s
+# rb PORT P -> "SET GET" requests/s ("failed failed" if redis-benchmark
+# failed; its message goes to stderr and the other cases still run).
 rb() {
-    redis-benchmark -p "$1" -t set,get -n "$RB_REQUESTS" -c 50 -d 100 -r 100000 -P "$2" -q 2>/dev/null \
-        | tr '\r' '\n' | awk '/^SET:/ {s=$2} /^GET:/ {g=$2} END {printf "%.0f %.0f\n", s, g}'
+    local out
+    if ! out=$(redis-benchmark -p "$1" -t set,get -n "$RB_REQUESTS" -c 50 -d 100 -r 100000 -P "$2" -q 2>&1); then
+        echo "redis-benchmark -p $1 -P $2 failed: $(echo "$out" | tr '\r' '\n' | grep -v '^ *$' | tail -1)" >&2
+        echo "failed failed"
+        return
+    fi
+    echo "$out" | tr '\r' '\n' | awk '/^SET:/ {s=$2} /^GET:/ {g=$2} END {printf "%.0f %.0f\n", s, g}'
 }
 declare -A RB
 for p in 1 16; do
@@ -117,21 +138,6 @@ kill "$CLUSTER" 2>/dev/null || true
 wait "$CLUSTER" 2>/dev/null || true
 CLUSTER=""
 
-# ops NAME W P: sampan-bench's ops/s of a run.
-ops() { sed -n 's/.*"ops_per_sec": \([0-9]*\).*/\1/p' "$OUT/$1-$2-P$3.json" | head -1; }
-
-echo
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-echo "commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ); results in $OUT/"
-for w in set get; do
-    for p in 1 16; do
-        echo
-        echo "### $w, 50 connections, -P $p, $SECS s"
-        echo
-        "$BIN/sampan-bench" compare "$OUT/sampan-$w-P$p.json" "$OUT/redis-always-$w-P$p.json" \
-            "$OUT/redis-everysec-$w-P$p.json" | sed '/^- /d'
-    done
-done
 echo
 echo "### The two tools: requests/s (redis-benchmark -n $RB_REQUESTS -c 50 -d 100 -r 100000)"
 echo
