@@ -9,6 +9,7 @@
 //! every replica takes the same members.
 
 use super::hash::Hash;
+use super::key::Key;
 use super::store::{KvStore, expire_at, parse_i64};
 use super::value::{Entry, Value};
 use super::zset::{ZSet, cmp_entry};
@@ -1220,13 +1221,13 @@ impl KvStore {
                     return Ok(Reply::Nil);
                 }
                 let start = Rng(*seed).below(n);
-                let live = |(_, e): &(&Bytes, &Entry)| !e.expired_at(now);
+                let live = |(_, e): &(&Key, &Entry)| !e.expired_at(now);
                 self.map
                     .iter()
                     .skip(start)
                     .find(live)
                     .or_else(|| self.map.iter().take(start).find(live))
-                    .map_or(Reply::Nil, |(k, _)| Reply::Bulk(k.clone()))
+                    .map_or(Reply::Nil, |(k, _)| Reply::Bulk(k.to_bytes()))
             }
         })
     }

@@ -50,6 +50,7 @@ mod events;
 mod factory;
 pub mod glob;
 mod hash;
+mod key;
 mod list;
 mod machine;
 mod session;

@@ -25,6 +25,7 @@ use super::session::{Session, Sessions};
 use super::store::{KvConfig, KvStore};
 use super::value::{Entry, Value};
 use super::zset::ZSet;
+use crate::key::Key;
 use bytes::{BufMut, Bytes, BytesMut};
 use imbl::OrdMap;
 use sampan_proto::codec::{DecodeError, Reader, put_bytes};
@@ -97,7 +98,7 @@ pub(crate) fn elements(v: &Value) -> Vec<Elem> {
 /// independent of later applies.
 #[derive(Debug, Clone)]
 pub struct KvFrozen {
-    map: OrdMap<Bytes, Entry>,
+    map: OrdMap<Key, Entry>,
     sessions: Sessions,
     index: u64,
     /// The elements of the collection being written, and how many are out.
@@ -173,7 +174,7 @@ impl KvFrozen {
                 let flat: Vec<(Bytes, Entry)> = self
                     .map
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.to_bytes(), v.clone()))
                     .collect();
                 self.map = OrdMap::new();
                 self.flat = Some(flat.into_iter());
@@ -211,8 +212,8 @@ impl KvFrozen {
         max: usize,
     ) -> Cursor {
         let mut last = after;
-        let lower = last.clone().map_or(Bound::Unbounded, Bound::Excluded);
-        let mut from_map = self.map.range((lower, Bound::Unbounded));
+        let lower: Bound<&[u8]> = last.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut from_map = self.map.range::<_, [u8]>((lower, Bound::Unbounded));
         while body.len() < max {
             if let Some((elems, done)) = self.pending.as_mut() {
                 // The rest of a collection, in records of about `max`.
@@ -234,7 +235,7 @@ impl KvFrozen {
             }
             let next = match self.flat.as_mut() {
                 Some(flat) => flat.next(),
-                None => from_map.next().map(|(k, it)| (k.clone(), it.clone())),
+                None => from_map.next().map(|(k, it)| (k.to_bytes(), it.clone())),
             };
             let Some((k, it)) = next else {
                 return Cursor::Sessions(None);
@@ -300,7 +301,7 @@ impl KvFrozen {
 /// store is not touched; it swaps in the result of [`KvRestore::finish`].
 #[derive(Debug)]
 pub struct KvRestore {
-    map: OrdMap<Bytes, Entry>,
+    map: OrdMap<Key, Entry>,
     /// The collection being read: its key, entry so far and elements
     /// still to come.
     building: Option<(Bytes, Entry, u64)>,
@@ -407,7 +408,7 @@ impl KvRestore {
                     version,
                     expire_at_ms: expire.checked_sub(1),
                 };
-                self.map.insert(Bytes::copy_from_slice(&key), item);
+                self.map.insert(Key::new(&key), item);
             }
             rec::COLLECTION => {
                 let key = Bytes::copy_from_slice(&r.bytes("key")?);
@@ -476,7 +477,7 @@ impl KvRestore {
                     }
                 }
                 if n == left {
-                    self.map.insert(key, entry);
+                    self.map.insert(Key::new(&key), entry);
                 } else {
                     self.building = Some((key, entry, left - n));
                 }

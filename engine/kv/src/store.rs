@@ -5,6 +5,7 @@
 
 use super::session::{Admission, Sessions};
 use super::value::{Entry, Value};
+use crate::key::Key;
 use bytes::Bytes;
 use imbl::OrdMap;
 use sampan_proto::kv::{
@@ -45,7 +46,7 @@ impl Default for KvConfig {
 /// The replicated KV state of one group.
 #[derive(Debug, Clone, Default)]
 pub struct KvStore {
-    pub(crate) map: OrdMap<Bytes, Entry>,
+    pub(crate) map: OrdMap<Key, Entry>,
     pub(crate) sessions: Sessions,
     /// (expire_at_ms, key) of every key with a TTL; derived, rebuilt on
     /// restore, never snapshotted.
@@ -89,14 +90,14 @@ impl KvStore {
 
     /// Builds a store from restored parts and re-derives the expiry index.
     pub(crate) fn from_parts(
-        map: OrdMap<Bytes, Entry>,
+        map: OrdMap<Key, Entry>,
         sessions: Sessions,
         index_applied: u64,
         config: KvConfig,
     ) -> KvStore {
         let expiry = map
             .iter()
-            .filter_map(|(k, it)| it.expire_at_ms.map(|t| (t, k.clone())))
+            .filter_map(|(k, it)| it.expire_at_ms.map(|t| (t, k.to_bytes())))
             .collect();
         KvStore {
             map,
@@ -284,12 +285,11 @@ impl KvStore {
         value: Value,
         expire_at_ms: Option<u64>,
     ) {
-        let owned = Bytes::copy_from_slice(key);
-        let deadline = expire_at_ms.map(|t| (t, owned.clone()));
+        let deadline = expire_at_ms.map(|t| (t, Bytes::copy_from_slice(key)));
         // One walk down the tree: the replaced entry comes back from the
         // insert, with the deadline to take out of the expiry queue.
         let old = self.map.insert(
-            owned,
+            Key::new(key),
             Entry {
                 value,
                 version: index,
@@ -430,7 +430,7 @@ impl KvStore {
     fn expire(&mut self, now: u64, key: &Bytes, version: u64) -> KvResult {
         let due = self
             .map
-            .get(key)
+            .get(&key[..])
             .is_some_and(|it| it.version == version && it.expired_at(now));
         if due {
             self.remove_live(key, 0);
@@ -457,17 +457,17 @@ impl KvStore {
             ScanRange::Prefix(p) => (p.clone(), None),
             ScanRange::Range { start, end } => (start.clone(), end.clone()),
         };
-        let start = match after {
-            Some(a) if *a >= lower => Bound::Excluded(a.clone()),
-            _ => Bound::Included(lower),
+        let start: Bound<&[u8]> = match after {
+            Some(a) if *a >= lower => Bound::Excluded(a),
+            _ => Bound::Included(&lower),
         };
-        let in_range = |k: &Bytes| match range {
+        let in_range = |k: &[u8]| match range {
             ScanRange::Prefix(p) => k.starts_with(p),
-            ScanRange::Range { .. } => end.as_ref().is_none_or(|e| k < e),
+            ScanRange::Range { .. } => end.as_ref().is_none_or(|e| k < &e[..]),
         };
         let mut items = Vec::new();
         let mut next = None;
-        for (k, it) in self.map.range((start, Bound::Unbounded)) {
+        for (k, it) in self.map.range::<_, [u8]>((start, Bound::Unbounded)) {
             if !in_range(k) {
                 break;
             }
@@ -478,7 +478,7 @@ impl KvStore {
                 next = items.last().map(|(k, _): &(Bytes, Item)| k.clone());
                 break;
             }
-            items.push((k.clone(), it.item()));
+            items.push((k.to_bytes(), it.item()));
         }
         ScanPage { items, next }
     }
@@ -490,7 +490,7 @@ impl KvStore {
         self.expiry
             .iter()
             .take_while(|(t, _)| *t <= now_ms)
-            .filter_map(|(_, k)| self.map.get(k).map(|it| (k.clone(), it.version)))
+            .filter_map(|(_, k)| self.map.get(&k[..]).map(|it| (k.clone(), it.version)))
             .take(limit)
             .collect()
     }

@@ -460,7 +460,11 @@ fn snapshot_at_the_freeze_point(cfg: KvConfig) {
             command: put("s", "1"),
         },
     );
-    let want: BTreeMap<Bytes, Item> = s.map.iter().map(|(k, v)| (k.clone(), v.item())).collect();
+    let want: BTreeMap<Bytes, Item> = s
+        .map
+        .iter()
+        .map(|(k, v)| (k.to_bytes(), v.item()))
+        .collect();
     let want_sessions = s.sessions().clone();
     let mut frozen = s.freeze();
     // Applies continue, and change keys the snapshot holds.
@@ -484,7 +488,7 @@ fn snapshot_at_the_freeze_point(cfg: KvConfig) {
     let got: BTreeMap<Bytes, Item> = restored
         .map
         .iter()
-        .map(|(k, v)| (k.clone(), v.item()))
+        .map(|(k, v)| (k.to_bytes(), v.item()))
         .collect();
     assert_eq!(got, want);
     assert_eq!(restored.sessions(), &want_sessions);
@@ -690,7 +694,7 @@ proptest! {
                 s = r.finish().expect("complete");
             }
         }
-        let got: BTreeMap<Bytes, Bytes> = s.map.iter().map(|(k, v)| (k.clone(), v.item().value)).collect();
+        let got: BTreeMap<Bytes, Bytes> = s.map.iter().map(|(k, v)| (k.to_bytes(), v.item().value)).collect();
         prop_assert_eq!(got, model);
     }
 }
