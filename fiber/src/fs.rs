@@ -65,6 +65,12 @@ impl File {
             return Ok(());
         }
         let written = self.inner.write_at(buf, offset).await?;
+        self.whole(offset, written, len)
+    }
+
+    /// A write of `len` bytes at `offset` that wrote `written`: a short
+    /// one is a `WriteZero` error naming the file.
+    fn whole(&self, offset: u64, written: usize, len: usize) -> io::Result<()> {
         if written < len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -88,16 +94,7 @@ impl File {
             return Ok(());
         }
         let written = self.inner.write_at_dsync(buf, offset).await?;
-        if written < len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!(
-                    "{}: short write at {offset}: {written} of {len} bytes",
-                    self.path.display()
-                ),
-            ));
-        }
-        Ok(())
+        self.whole(offset, written, len)
     }
 
     /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
