@@ -265,7 +265,7 @@ fn random_write_and_sync_faults_never_lose_a_durable_entry() {
 #[test]
 fn a_durable_write_needs_no_sync_round_and_survives_a_power_cut() {
     let fs = MemFs::new();
-    let log = open_mem(&fs, small_cfg()).unwrap();
+    let log = open_mem(&fs, durable_cfg()).unwrap();
     block_on(async {
         log.append(&entries(1, 10, 1, 0)).await.unwrap();
         // Nothing was unsynced before it: the append itself made it durable.
@@ -276,7 +276,7 @@ fn a_durable_write_needs_no_sync_round_and_survives_a_power_cut() {
     drop(log);
     let log = open_mem(
         &fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(9)),
-        small_cfg(),
+        durable_cfg(),
     )
     .unwrap();
     check_prefix(&log, 15, "power cut after durable writes");
@@ -286,7 +286,7 @@ fn a_durable_write_needs_no_sync_round_and_survives_a_power_cut() {
 fn a_failed_durable_write_is_fatal_and_never_reported_durable() {
     for fail_the_write in [true, false] {
         let fs = MemFs::new();
-        let log = open_mem(&fs, small_cfg()).unwrap();
+        let log = open_mem(&fs, durable_cfg()).unwrap();
         block_on(async {
             log.append(&entries(1, 10, 1, 0)).await.unwrap();
             assert_eq!(log.durable_index(), 10);

@@ -20,10 +20,19 @@ pub fn small_cfg() -> LogConfig {
 }
 
 /// [`small_cfg`] whose appends only write, so that sync rounds (and their
-/// failures) make them durable.
+/// failures) make them durable (the default, said outright).
 pub fn plain_cfg() -> LogConfig {
     LogConfig {
         durable_writes: false,
+        ..small_cfg()
+    }
+}
+
+/// [`small_cfg`] with durable writes: an append into an all-synced log is
+/// written and made durable in one operation.
+pub fn durable_cfg() -> LogConfig {
+    LogConfig {
+        durable_writes: true,
         ..small_cfg()
     }
 }
