@@ -168,6 +168,32 @@ fn each_key_goes_to_its_groups_leader_and_cross_slot_requests_are_refused() {
     };
     let info = String::from_utf8_lossy(&info).into_owned();
     assert!(info.contains("cluster_state:ok"), "{info}");
+
+    // Each node answers DBSIZE and KEYS for the groups it leads: together,
+    // every key exactly once, as a cluster client summing its masters sees.
+    let mut all = Vec::new();
+    let mut total = 0;
+    for node in 1..=3 {
+        let Value::Int(n) = call(c.port(node), &["DBSIZE"]) else {
+            panic!("DBSIZE answers an integer");
+        };
+        total += n;
+        let Value::Array(Some(keys)) = call(c.port(node), &["KEYS", "*"]) else {
+            panic!("KEYS answers an array");
+        };
+        assert_eq!(keys.len() as i64, n, "node {node}: KEYS agrees with DBSIZE");
+        all.extend(keys);
+    }
+    let mut want: Vec<Value> = [key_of_group(1).0, key_of_group(2).0, key_of_group(3).0]
+        .into_iter()
+        .chain(["{user7}.a".to_string(), "{user7}.b".to_string()])
+        .map(|k| Value::Bulk(Some(k.into_bytes())))
+        .collect();
+    let key = |v: &Value| format!("{v:?}");
+    all.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(all, want, "every key once over the masters");
+    assert_eq!(total, 5);
 }
 
 const REDIS_PY: &str = r#"

@@ -17,6 +17,9 @@
 //! - **One slot per request.** A request whose keys hash to different
 //!   slots gets `-CROSSSLOT`, as does a transaction (or `WATCH`) whose
 //!   commands do. `SELECT` other than 0 is refused.
+//! - **Keyspace commands:** `DBSIZE` and `KEYS` on a node cover the groups
+//!   it leads, as a Redis master answers for its own slots; `SCAN` covers
+//!   group 1 only.
 //! - **Introspection:** `CLUSTER SLOTS`, `SHARDS`, `NODES`, `INFO`,
 //!   `KEYSLOT`, `MYID`, `COUNTKEYSINSLOT` is not answered; `READONLY`,
 //!   `READWRITE` and `ASKING` answer `+OK` (reads on replicas are served

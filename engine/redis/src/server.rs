@@ -1416,6 +1416,11 @@ async fn single_write(
 async fn other_read(ctx: &Ctx, conn: &mut Conn, read: &Read, out: &mut BytesMut) {
     let group = ctx.group(conn).clone();
     let result = match read {
+        // In cluster mode a node answers for the slots it is master of:
+        // the groups it leads.
+        Read::DbSize | Read::Keys(_) if ctx.settings.cluster.is_some() => {
+            cluster_keyspace(ctx, conn, read, out).await
+        }
         Read::DbSize => query(&group, KvQuery::Len).await.and_then(|a| match a {
             KvAnswer::Count(n) => {
                 Reply::with_proto(out, conn.proto).integer(n as i64);
@@ -1536,6 +1541,56 @@ async fn scan(
 }
 
 async fn keys(group: &GroupRef, pattern: &Bytes, out: &mut BytesMut) -> Result<(), String> {
+    let found = matching_keys(group, pattern).await?;
+    let mut reply = Reply::new(out);
+    reply.array(Some(found.len()));
+    for k in &found {
+        reply.bulk(Some(k));
+    }
+    Ok(())
+}
+
+/// `DBSIZE` and `KEYS` in cluster mode: over the groups this node leads.
+async fn cluster_keyspace(
+    ctx: &Ctx,
+    conn: &Conn,
+    read: &Read,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    let mut led = Vec::new();
+    for db in 0..ctx.settings.databases {
+        if leader_of(ctx, db).await == Some(ctx.node) {
+            led.push(&ctx.groups[db as usize]);
+        }
+    }
+    let mut reply = Reply::with_proto(out, conn.proto);
+    match read {
+        Read::Keys(pattern) => {
+            let mut found = Vec::new();
+            for g in led {
+                found.extend(matching_keys(g, pattern).await?);
+            }
+            reply.array(Some(found.len()));
+            for k in &found {
+                reply.bulk(Some(k));
+            }
+        }
+        _ => {
+            let mut n = 0;
+            for g in led {
+                match query(g, KvQuery::Len).await? {
+                    KvAnswer::Count(c) => n += c,
+                    other => return Err(format!("ERR unexpected answer {other:?}")),
+                }
+            }
+            reply.integer(n as i64);
+        }
+    }
+    Ok(())
+}
+
+/// Every key of `group` that `pattern` matches, in order.
+async fn matching_keys(group: &GroupRef, pattern: &Bytes) -> Result<Vec<Bytes>, String> {
     let mut found = Vec::new();
     let mut after = None;
     loop {
@@ -1558,12 +1613,7 @@ async fn keys(group: &GroupRef, pattern: &Bytes, out: &mut BytesMut) -> Result<(
             None => break,
         }
     }
-    let mut reply = Reply::new(out);
-    reply.array(Some(found.len()));
-    for k in &found {
-        reply.bulk(Some(k));
-    }
-    Ok(())
+    Ok(found)
 }
 
 async fn info(ctx: &Ctx, conn: &Conn, section: Option<&[u8]>, out: &mut BytesMut) {
