@@ -838,12 +838,12 @@ async fn execute(
     let mut parsed: Vec<Result<Request, ParseError>> =
         batch.iter().map(|a| command::parse(a)).collect();
     gate(ctx, conn, batch, &mut parsed);
-    if ctx.settings.cluster.is_none() {
+    let Some(settings) = ctx.settings.cluster.as_ref() else {
         return execute_run(ctx, stream, conn, &parsed, out).await;
-    }
+    };
     // Cluster mode: each request goes to its slot's database, runs of the
     // same database together.
-    let targets = route(ctx, conn, batch, &mut parsed).await;
+    let targets = route(ctx, settings, conn, batch, &mut parsed).await;
     let mut start = 0;
     while start < parsed.len() {
         let db = targets[start];
@@ -889,13 +889,11 @@ async fn leader_of(ctx: &Ctx, db: u64) -> Option<u64> {
 /// connection is.
 async fn route(
     ctx: &Ctx,
+    settings: &cluster::ClusterSettings,
     conn: &mut Conn,
     batch: &[Vec<Bytes>],
     parsed: &mut [Result<Request, ParseError>],
 ) -> Vec<u64> {
-    let Some(settings) = ctx.settings.cluster.as_ref() else {
-        return vec![conn.db; parsed.len()];
-    };
     let dbs = ctx.settings.databases;
     let mut in_multi = conn.multi.is_some();
     let mut targets = Vec::with_capacity(parsed.len());
@@ -1421,12 +1419,8 @@ async fn other_read(ctx: &Ctx, conn: &mut Conn, read: &Read, out: &mut BytesMut)
         Read::DbSize | Read::Keys(_) if ctx.settings.cluster.is_some() => {
             cluster_keyspace(ctx, conn, read, out).await
         }
-        Read::DbSize => query(&group, KvQuery::Len).await.and_then(|a| match a {
-            KvAnswer::Count(n) => {
-                Reply::with_proto(out, conn.proto).integer(n as i64);
-                Ok(())
-            }
-            other => Err(format!("ERR unexpected answer {other:?}")),
+        Read::DbSize => key_count(&group).await.map(|n| {
+            Reply::with_proto(out, conn.proto).integer(n as i64);
         }),
         Read::Scan {
             cursor,
@@ -1542,12 +1536,24 @@ async fn scan(
 
 async fn keys(group: &GroupRef, pattern: &Bytes, out: &mut BytesMut) -> Result<(), String> {
     let found = matching_keys(group, pattern).await?;
-    let mut reply = Reply::new(out);
-    reply.array(Some(found.len()));
-    for k in &found {
+    render_keys(&found, &mut Reply::new(out));
+    Ok(())
+}
+
+/// A list of keys, as `KEYS` answers it.
+fn render_keys(keys: &[Bytes], reply: &mut Reply<'_>) {
+    reply.array(Some(keys.len()));
+    for k in keys {
         reply.bulk(Some(k));
     }
-    Ok(())
+}
+
+/// How many keys `group` holds (`DBSIZE`).
+async fn key_count(group: &GroupRef) -> Result<u64, String> {
+    match query(group, KvQuery::Len).await? {
+        KvAnswer::Count(n) => Ok(n),
+        other => Err(format!("ERR unexpected answer {other:?}")),
+    }
 }
 
 /// `DBSIZE` and `KEYS` in cluster mode: over the groups this node leads.
@@ -1570,18 +1576,12 @@ async fn cluster_keyspace(
             for g in led {
                 found.extend(matching_keys(g, pattern).await?);
             }
-            reply.array(Some(found.len()));
-            for k in &found {
-                reply.bulk(Some(k));
-            }
+            render_keys(&found, &mut reply);
         }
         _ => {
             let mut n = 0;
             for g in led {
-                match query(g, KvQuery::Len).await? {
-                    KvAnswer::Count(c) => n += c,
-                    other => return Err(format!("ERR unexpected answer {other:?}")),
-                }
+                n += key_count(g).await?;
             }
             reply.integer(n as i64);
         }
