@@ -37,3 +37,20 @@ fn stop_set() -> libc::sigset_t {
         set
     }
 }
+
+/// Makes `cmd`'s process a child that Ctrl-C does not reach (its own
+/// process group: the parent stops it in turn) and that gets SIGTERM if the
+/// parent dies without stopping it. For node processes a launcher starts.
+pub fn stop_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe, as a pre-exec hook must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}

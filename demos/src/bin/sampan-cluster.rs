@@ -18,7 +18,6 @@ use sampan::config::ServiceCredential;
 use sampan_demos::config::{NodeConfig, Secret};
 use sampan_demos::resp::{RespClient, Value};
 use sampan_demos::signals::{block_stop_signals, wait_for_stop_signal};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -274,19 +273,9 @@ impl Cluster {
             .arg(config_path(&self.dir, n))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            // Ctrl-C reaches this process only; it stops the nodes in turn.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; it makes the node stop if this
-        // process dies without stopping it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .stderr(log);
+        // Ctrl-C reaches this process only; it stops the nodes in turn.
+        sampan_demos::signals::stop_with_parent(&mut cmd);
         let child = cmd.spawn()?;
         self.nodes[n as usize - 1] = Some(child);
         Ok(())

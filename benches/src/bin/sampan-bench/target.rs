@@ -10,7 +10,6 @@ use sampan::config::{Durability, GroupConfig};
 use sampan_demos::config::{NodeConfig, Secret};
 use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -430,19 +429,9 @@ impl LocalCluster {
             .arg(config)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
-            // Ctrl-C reaches the benchmark only; it stops the nodes.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; it stops the node if this
-        // process dies without stopping it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .stderr(log2);
+        // Ctrl-C reaches the benchmark only; it stops the nodes.
+        sampan_demos::signals::stop_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(BenchError::io(format!("starting {}", exe.display())))?;
