@@ -135,6 +135,7 @@ pub mod snapshot;
 pub mod snapshot_manager;
 pub mod status;
 mod truncate;
+pub mod wal;
 pub mod writer;
 
 pub use error::{FormatError, Result, StorageError};
@@ -145,4 +146,5 @@ pub use raft_log::RaftLog;
 pub use snapshot::{SnapshotMeta, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use snapshot_manager::{SnapshotManager, SnapshotSink, SnapshotSource};
 pub use status::{HardState, StatusFile};
+pub use wal::{ShardWal, WalConfig, WalLog};
 pub use writer::LogWriter;

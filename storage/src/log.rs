@@ -472,25 +472,7 @@ impl<V: Vfs> RaftLog for SegmentLog<V> {
     }
 
     fn find_match(&self, term: u64, index: u64) -> Result<Option<(u64, u64)>> {
-        let mut lo = self.first_index() - 1;
-        let mut hi = index.min(self.last_index());
-        if hi < lo {
-            return Ok(None);
-        }
-        match self.term(lo)? {
-            Some(t) if t <= term => {}
-            _ => return Ok(None),
-        }
-        // Terms never go down along the log: binary search for the last
-        // index whose term is <= `term`, knowing `lo` qualifies.
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            match self.term(mid)? {
-                Some(t) if t <= term => lo = mid,
-                _ => hi = mid - 1,
-            }
-        }
-        Ok(self.term(lo)?.map(|t| (lo, t)))
+        crate::raft_log::find_match_in(self, term, index)
     }
 
     async fn append(&self, run: &RecordRun) -> Result<u64> {

@@ -100,3 +100,31 @@ pub trait RaftLog {
         None
     }
 }
+
+/// [`RaftLog::find_match`] from `first_index`, `last_index` and `term`:
+/// terms never go down along a log, so a binary search finds the last
+/// index whose term is at most `term`.
+pub(crate) fn find_match_in<L: RaftLog + ?Sized>(
+    log: &L,
+    term: u64,
+    index: u64,
+) -> Result<Option<(u64, u64)>> {
+    let mut lo = log.first_index() - 1;
+    let mut hi = index.min(log.last_index());
+    if hi < lo {
+        return Ok(None);
+    }
+    match log.term(lo)? {
+        Some(t) if t <= term => {}
+        _ => return Ok(None),
+    }
+    // `lo` qualifies; find the last one that does.
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        match log.term(mid)? {
+            Some(t) if t <= term => lo = mid,
+            _ => hi = mid - 1,
+        }
+    }
+    Ok(log.term(lo)?.map(|t| (lo, t)))
+}

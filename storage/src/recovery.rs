@@ -151,6 +151,16 @@ async fn list_segments<V: Vfs>(vfs: &V, dir: &Path, group: u64) -> Result<BTreeM
                 }
             }
             None if name == META_FILE => {}
+            None if name == crate::wal::WAL_META_FILE => {
+                return Err(StorageError::invalid(
+                    group,
+                    format!(
+                        "{} holds a group of the shared log (log layout \"shared\"), which a \
+                         per-group log cannot open; start the node with the layout it was made with",
+                        dir.display()
+                    ),
+                ));
+            }
             None if name == crate::log::SPARE_FILE => {
                 // Zeros made ready for a roll that never came.
                 let _ = vfs.remove(&dir.join(&name)).await;

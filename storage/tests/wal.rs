@@ -1,0 +1,417 @@
+//! The shared log (one write-ahead log per shard for all its groups),
+//! attacked as the per-group log is in `power_loss.rs`: the real code over
+//! the simulated disk, cut at a random step of a random mix of appends,
+//! syncs, truncations, purges, snapshot installs and segment rewrites by
+//! three groups. After each cut every group must reopen as a prefix of its
+//! log before or after the interrupted call, holding everything `sync`
+//! promised; then keep working.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use sampan_storage::sim::{CrashMode, MemFs, SimRng};
+use sampan_storage::{RaftLog, ShardWal, StorageError, SyncMode, WalConfig, WalLog};
+use std::path::{Path, PathBuf};
+
+type Entry = (u64, u64, Vec<u8>);
+const GROUPS: u64 = 3;
+
+fn cfg() -> WalConfig {
+    WalConfig {
+        segment_bytes: 8192,
+        sealed_segments_max: 3,
+        ..WalConfig::default()
+    }
+}
+
+fn group_dir(g: u64) -> PathBuf {
+    PathBuf::from(format!("/data/group-{g}/log"))
+}
+
+fn open_wal(fs: &MemFs) -> sampan_storage::Result<ShardWal<MemFs>> {
+    block_on(ShardWal::open(fs.clone(), Path::new("/data/wal"), cfg()))
+}
+
+fn open_group(wal: &ShardWal<MemFs>, g: u64) -> sampan_storage::Result<WalLog<MemFs>> {
+    block_on(WalLog::open(wal, &group_dir(g), g, SyncMode::Sync))
+}
+
+fn open_all(fs: &MemFs) -> (ShardWal<MemFs>, Vec<WalLog<MemFs>>) {
+    let wal = open_wal(fs).unwrap();
+    let logs = (1..=GROUPS).map(|g| open_group(&wal, g).unwrap()).collect();
+    (wal, logs)
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    first: u64,
+    prev_term: u64,
+    entries: Vec<Entry>,
+    promised: u64,
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            first: 1,
+            prev_term: 0,
+            entries: Vec::new(),
+            promised: 0,
+        }
+    }
+
+    fn last(&self) -> u64 {
+        self.first + self.entries.len() as u64 - 1
+    }
+}
+
+enum Op {
+    Append(sampan_storage::RecordRun),
+    Sync,
+    Truncate(u64),
+    Purge(u64),
+    Install(u64, u64),
+    Maintain,
+}
+
+fn pick(m: &Model, rng: &mut SimRng, term: &mut u64) -> Op {
+    match rng.below(100) {
+        0..=54 => {
+            if rng.below(8) == 0 {
+                *term += 1;
+            }
+            Op::Append(entries(
+                m.last() + 1,
+                1 + rng.below(8),
+                *term,
+                rng.below(1000),
+            ))
+        }
+        55..=69 => Op::Sync,
+        70..=77 => Op::Truncate(m.first - 1 + rng.below(m.entries.len() as u64 + 1)),
+        78..=89 => Op::Purge((m.first + rng.below(m.entries.len() as u64 + 2)).min(m.last() + 1)),
+        90..=94 => Op::Maintain,
+        _ => {
+            *term += 1;
+            Op::Install(m.last() + rng.below(5), *term)
+        }
+    }
+}
+
+fn apply(m: &Model, op: &Op) -> Model {
+    let mut m = m.clone();
+    match op {
+        Op::Append(run) => m.entries.extend(
+            run.iter()
+                .map(|r| (r.header.index, r.header.term, r.payload().to_vec())),
+        ),
+        Op::Sync => m.promised = m.last(),
+        Op::Truncate(k) => {
+            m.entries.truncate((k + 1 - m.first) as usize);
+            m.promised = m.promised.min(*k);
+        }
+        Op::Purge(p) => {
+            if *p > m.first {
+                m.prev_term = m.entries[(p - 1 - m.first) as usize].1;
+                m.entries.drain(..(p - m.first) as usize);
+                m.first = *p;
+            }
+        }
+        Op::Maintain => {}
+        Op::Install(l, t) => {
+            m = Model {
+                first: l + 1,
+                prev_term: *t,
+                entries: Vec::new(),
+                promised: *l,
+            }
+        }
+    }
+    m
+}
+
+async fn run_op(
+    wal: &ShardWal<MemFs>,
+    log: &WalLog<MemFs>,
+    m: &Model,
+    op: &Op,
+) -> Result<(), StorageError> {
+    match op {
+        Op::Append(run) => log.append(run).await.map(|_| ()),
+        Op::Sync => log.sync(m.last()).await.map(|d| assert!(d >= m.last())),
+        Op::Truncate(k) => log.truncate_tail(*k).await,
+        Op::Purge(p) => log.purge_head(*p).await,
+        Op::Install(l, t) => log.install_snapshot(*l, *t).await,
+        Op::Maintain => wal.maintain(&group_dir).await,
+    }
+}
+
+fn matches(log: &WalLog<MemFs>, got: &[Entry], c: &Model) -> bool {
+    log.first_index() == c.first
+        && got.len() <= c.entries.len()
+        && got[..] == c.entries[..got.len()]
+        && log.last_index() >= c.promised.min(c.last())
+        && log.term(c.first - 1).ok().flatten() == Some(c.prev_term)
+}
+
+fn one_crash(seed: u64) -> (bool, u64) {
+    let mut rng = SimRng::new(seed);
+    let fs = MemFs::new();
+    fs.set_interleave(true);
+    let (wal, logs) = open_all(&fs);
+    let mut models = vec![Model::new(); GROUPS as usize];
+    let mut afters = models.clone();
+    let mut term = 1;
+    fs.fail_after_ops(Some(1 + rng.below(600)));
+    let mut crashed = false;
+    for _ in 0..400 {
+        let g = rng.below(GROUPS) as usize;
+        let op = pick(&models[g], &mut rng, &mut term);
+        afters[g] = apply(&models[g], &op);
+        if block_on(run_op(&wal, &logs[g], &models[g], &op)).is_err() {
+            crashed = true;
+            break;
+        }
+        models[g] = afters[g].clone();
+    }
+    drop(logs);
+    drop(wal);
+    let mode = if seed.is_multiple_of(2) {
+        CrashMode::DropUnsynced
+    } else {
+        CrashMode::KeepRandomPages
+    };
+    let disk = fs.crash(mode, &mut rng);
+    let wal = open_wal(&disk)
+        .unwrap_or_else(|e| panic!("seed {seed}: reopen after a power cut failed: {e}"));
+    let mut promised = 0;
+    let mut logs = Vec::new();
+    for g in 1..=GROUPS {
+        let log = open_group(&wal, g)
+            .unwrap_or_else(|e| panic!("seed {seed}: group {g} reopen failed: {e}"));
+        let got = read_all(&log);
+        let (m, a) = (&models[g as usize - 1], &afters[g as usize - 1]);
+        promised += m.promised;
+        assert!(
+            matches(&log, &got, m) || matches(&log, &got, a),
+            "seed {seed} group {g}: log {}..={} is a prefix of neither {}..={} (promised {}) \
+             nor {}..={} (promised {})",
+            log.first_index(),
+            log.last_index(),
+            m.first,
+            m.last(),
+            m.promised,
+            a.first,
+            a.last(),
+            a.promised,
+        );
+        logs.push(log);
+    }
+    // It keeps working, and a second cut keeps what was synced after.
+    let mut expect = Vec::new();
+    for log in &logs {
+        let run = entries(log.last_index() + 1, 5, term + 1, 77);
+        block_on(async {
+            log.append(&run).await.unwrap();
+            log.sync(run.last_index()).await.unwrap();
+        });
+        expect.push(read_all(log));
+    }
+    drop(logs);
+    drop(wal);
+    let disk = disk.crash(CrashMode::KeepRandomPages, &mut rng);
+    let (_wal, logs) = open_all(&disk);
+    for (log, want) in logs.iter().zip(expect) {
+        assert_eq!(read_all(log), want, "seed {seed}: second cut");
+    }
+    (crashed, promised)
+}
+
+#[test]
+fn a_thousand_power_cuts_across_three_groups() {
+    let seeds: u64 = std::env::var("SAMPAN_POWER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let (mut crashes, mut promised) = (0, 0);
+    for seed in 0..seeds {
+        let (crashed, p) = one_crash(seed);
+        crashes += u64::from(crashed);
+        promised += p;
+    }
+    assert!(
+        crashes * 10 >= seeds * 8,
+        "only {crashes} of {seeds} runs were cut"
+    );
+    assert!(
+        promised >= seeds * 20,
+        "logs too short: {promised} promised in all"
+    );
+    eprintln!("{crashes} cuts, {promised} entries promised");
+}
+
+/// Groups share one sync: appends of three groups, then one sync of each,
+/// cost one file sync (not three).
+#[test]
+fn one_sync_serves_every_group() {
+    let fs = MemFs::new();
+    let (wal, logs) = open_all(&fs);
+    let before = fs.syncs();
+    block_on(async {
+        for (i, log) in logs.iter().enumerate() {
+            log.append(&entries(1, 4, 1, i as u64)).await.unwrap();
+        }
+        for log in &logs {
+            assert_eq!(log.sync(4).await.unwrap(), 4);
+        }
+    });
+    assert_eq!(fs.syncs() - before, 1, "three groups, one fdatasync");
+    assert_eq!(wal.stats(), (1, 1));
+}
+
+/// Purged groups let their segments go; a group that never purges is
+/// copied forward so the log stays bounded; everything reads back after a
+/// reopen.
+#[test]
+fn old_segments_go_even_when_a_group_never_purges() {
+    let fs = MemFs::new();
+    let (wal, logs) = open_all(&fs);
+    // Group 1 writes once and then stays cold, never purging.
+    block_on(async {
+        logs[0].append(&entries(1, 3, 1, 5)).await.unwrap();
+        logs[0].sync(3).await.unwrap();
+    });
+    let mut next = 1;
+    for round in 0..60u64 {
+        block_on(async {
+            let run = entries(next, 6, 1, round);
+            logs[1].append(&run).await.unwrap();
+            logs[1].sync(run.last_index()).await.unwrap();
+            next = run.last_index() + 1;
+            logs[1].purge_head(next).await.unwrap();
+            wal.maintain(&group_dir).await.unwrap();
+        });
+    }
+    let kept = wal.segment_ids();
+    assert!(
+        kept.len() <= cfg().sealed_segments_max + 2,
+        "segments kept: {kept:?}"
+    );
+    assert!(kept[0] > 1, "the cold group still pins segment 1: {kept:?}");
+    assert_eq!(read_all(&logs[0]), expected(1, 3, 1, 5));
+    drop(logs);
+    drop(wal);
+    let (_wal, logs) = open_all(&fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(1)));
+    assert_eq!(read_all(&logs[0]), expected(1, 3, 1, 5));
+    assert_eq!(logs[1].first_index(), next);
+}
+
+/// A group removed from the node (its directory gone) stops pinning
+/// segments once `maintain` sees it is gone; a group made anew with the
+/// same id never sees the old one's entries.
+#[test]
+fn a_removed_group_leaves_nothing_behind() {
+    let fs = MemFs::new();
+    {
+        let (_wal, logs) = open_all(&fs);
+        block_on(async {
+            logs[2].append(&entries(1, 10, 1, 1)).await.unwrap();
+            logs[2].sync(10).await.unwrap();
+        });
+    }
+    block_on(sampan_storage::Vfs::remove_dir_all(&fs, &group_dir(3))).unwrap();
+    let wal = open_wal(&fs).unwrap();
+    let fresh = open_group(&wal, 3).unwrap();
+    assert_eq!((fresh.first_index(), fresh.last_index()), (1, 0));
+    block_on(async {
+        fresh.append(&entries(1, 2, 4, 9)).await.unwrap();
+        fresh.sync(2).await.unwrap();
+    });
+    assert_eq!(read_all(&fresh), expected(1, 2, 4, 9));
+}
+
+/// Bytes flipped inside a chunk that later chunks prove durable are
+/// corruption, not a torn tail: the open fails naming the file.
+#[test]
+fn damage_before_durable_chunks_is_refused() {
+    let fs = MemFs::new();
+    {
+        let (_wal, logs) = open_all(&fs);
+        block_on(async {
+            for k in 0..40u64 {
+                let log = &logs[(k % GROUPS) as usize];
+                let run = entries(log.last_index() + 1, 3, 1, k);
+                log.append(&run).await.unwrap();
+                log.sync(run.last_index()).await.unwrap();
+            }
+        });
+    }
+    let first = PathBuf::from("/data/wal/00000000000000000001.wal");
+    let mut bytes = fs.contents(&first).unwrap();
+    bytes[64 + 56 + 60] ^= 0x40; // inside the first chunk's first record
+    fs.set_contents(&first, bytes);
+    let err = open_wal(&fs).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000001.wal"),
+        "{err}"
+    );
+}
+
+/// A group whose log directory holds a per-group log, or whose entries
+/// are in another shared log, is refused with a message saying why.
+#[test]
+fn a_group_from_another_layout_or_shard_is_refused() {
+    let fs = MemFs::new();
+    {
+        let _seg = open_mem(&fs, small_cfg()).unwrap(); // a per-group log in /g1/log
+    }
+    let wal = open_wal(&fs).unwrap();
+    let err = block_on(WalLog::open(&wal, Path::new("/g1/log"), 1, SyncMode::Sync)).unwrap_err();
+    assert!(err.to_string().contains("per-group log"), "{err}");
+    drop(wal);
+
+    {
+        let (_wal, _logs) = open_all(&fs);
+    }
+    let other = block_on(ShardWal::open(fs.clone(), Path::new("/data/wal-2"), cfg())).unwrap();
+    let err = block_on(WalLog::open(&other, &group_dir(1), 1, SyncMode::Sync)).unwrap_err();
+    assert!(err.to_string().contains("shard count"), "{err}");
+}
+
+/// The same within the last segment: a later chunk whose sync floor lies
+/// past the damage proves the damaged one was durable.
+#[test]
+fn damage_in_the_last_segment_before_durable_chunks_is_refused() {
+    let fs = MemFs::new();
+    {
+        let (wal, logs) = open_all(&fs);
+        block_on(async {
+            for k in 0..6u64 {
+                let log = &logs[(k % GROUPS) as usize];
+                let run = entries(log.last_index() + 1, 2, 1, k);
+                log.append(&run).await.unwrap();
+                log.sync(run.last_index()).await.unwrap();
+            }
+        });
+        assert_eq!(wal.segment_ids(), [1], "one segment in this test");
+    }
+    let first = PathBuf::from("/data/wal/00000000000000000001.wal");
+    let mut bytes = fs.contents(&first).unwrap();
+    bytes[64 + 56 + 60] ^= 0x40;
+    fs.set_contents(&first, bytes);
+    let err = open_wal(&fs).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    assert!(err.to_string().contains("written after"), "{err}");
+}
+
+/// And the other way: a per-group log refuses a directory of the shared log.
+#[test]
+fn a_per_group_log_refuses_a_shared_log_group() {
+    let fs = MemFs::new();
+    let wal = open_wal(&fs).unwrap();
+    drop(block_on(WalLog::open(&wal, Path::new("/g1/log"), 1, SyncMode::Sync)).unwrap());
+    let err = open_mem(&fs, small_cfg()).unwrap_err();
+    assert!(err.to_string().contains("shared log"), "{err}");
+}
