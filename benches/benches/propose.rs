@@ -5,6 +5,8 @@
 //!
 //! `cargo bench -p sampan-benches --bench propose [-- --quick]`. The bench
 //! binary starts its own nodes: it runs itself again with `--node`.
+//! `SAMPAN_BENCH_LOG_LAYOUT=per_group` runs the nodes with each group's
+//! own log files instead of the shard's shared log.
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};

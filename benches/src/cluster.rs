@@ -4,7 +4,7 @@
 //! closing their stdin) when dropped.
 
 use bytes::Bytes;
-use sampan::config::{Durability, GroupConfig, LogSettings, ServerConfig};
+use sampan::config::{Durability, GroupConfig, LogLayout, LogSettings, ServerConfig};
 use sampan::server::RaftServer;
 use sampan::service::{self, Op, Route, ServiceRequest, decode_reply};
 use sampan_kv::kv_factory;
@@ -129,6 +129,13 @@ pub fn run_node(arg: &str) {
         request_timeout_ms: 10_000,
         log: LogSettings {
             grow_step_bytes: parse(7),
+            // `SAMPAN_BENCH_LOG_LAYOUT=per_group` runs the per-group log
+            // (for before/after figures); the default is the node's.
+            layout: match std::env::var("SAMPAN_BENCH_LOG_LAYOUT").as_deref() {
+                Ok("per_group") => LogLayout::PerGroup,
+                Ok("shared") | Err(_) => LogLayout::Shared,
+                Ok(other) => panic!("SAMPAN_BENCH_LOG_LAYOUT={other}: per_group or shared"),
+            },
             ..LogSettings::default()
         },
         cluster_secret: None,

@@ -587,9 +587,14 @@ balance_leaders = false
 # admin = true
 
 [server.log]
+# Where groups keep their entries: "shared" (one write-ahead log per
+# shard, in data_dir/wal/shard-N: one fdatasync per round for all its
+# groups) or "per_group" (each group its own files). Data made in one
+# layout opens only in it; with "shared" keep the shard count too.
+layout = "shared"
 # A segment file is sealed at this size.
 segment_bytes = 67108864
-# Segment files grow, preallocated, this much at a time.
+# Per-group segment files grow, preallocated, this much at a time.
 grow_step_bytes = 4194304
 
 [redis]

@@ -2,7 +2,9 @@
 //! a Sampan group, crash-safe, with a CRC32C on every record.
 //!
 //! **For:** keeping each group's log in segment files with index files
-//! ([`SegmentLog`], behind the [`RaftLog`] trait an embedder may replace);
+//! ([`SegmentLog`], behind the [`RaftLog`] trait an embedder may replace),
+//! or all of a shard's groups in one shared write-ahead log ([`ShardWal`],
+//! [`WalLog`]);
 //! making appends of every group on a shard durable together
 //! ([`LogWriter`], group commit); the record format that the log holds and
 //! the wire carries unchanged ([`format`](mod@format), with the total validator
@@ -68,9 +70,14 @@
 //! step, zeroed 4 MiB past its last write in `sync` mode), not 64; only a
 //! group whose active segment is half full keeps a spare beside it. Each
 //! group's sync is its own `fdatasync`, issued concurrently with the other
-//! groups' through io_uring; a shared per-shard write-ahead file would need
-//! one sync for all and is the next step if thousands of busy groups per
-//! node make syncs the bottleneck (not built yet).
+//! groups' through io_uring.
+//!
+//! **Or one log per shard, shared by its groups** ([`ShardWal`] and
+//! [`WalLog`], the runtime's default layout): every group's appends go to
+//! one file, so one `fdatasync` per round makes all of them durable
+//! (16 busy groups on a node cost one sync a round, not 16). The design,
+//! its recovery rules and its numbers are in [`wal`] and
+//! `docs/shared-log.md`; [`AnyLog`] holds a group's log in either layout.
 //!
 //! **One file descriptor per idle group.** A node hosts thousands of
 //! groups under a hard `RLIMIT_NOFILE` it may not be allowed to raise
@@ -120,6 +127,7 @@
 //! # Ok::<(), sampan_storage::StorageError>(())
 //! ```
 
+mod any_log;
 mod append;
 pub mod dualfile;
 pub mod error;
@@ -138,6 +146,7 @@ mod truncate;
 pub mod wal;
 pub mod writer;
 
+pub use any_log::AnyLog;
 pub use error::{FormatError, Result, StorageError};
 pub use format::{Record, RecordHeader, RecordRun, RunBuilder, parse_run};
 pub use io::{DiskFile, DiskFs, Vfs, VfsFile};

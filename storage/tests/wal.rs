@@ -415,3 +415,26 @@ fn a_per_group_log_refuses_a_shared_log_group() {
     let err = open_mem(&fs, small_cfg()).unwrap_err();
     assert!(err.to_string().contains("shared log"), "{err}");
 }
+
+/// An entry larger than a segment gets a segment of its own size, and
+/// reads back after a reopen.
+#[test]
+fn an_entry_larger_than_a_segment_is_kept() {
+    let fs = MemFs::new();
+    let big: Vec<u8> = (0..3 * cfg().segment_bytes).map(|i| i as u8).collect();
+    {
+        let (_wal, logs) = open_all(&fs);
+        let mut run = sampan_storage::RunBuilder::new(1);
+        run.push(1, 0, b"small")
+            .push(1, 0, &big)
+            .push(1, 0, b"after");
+        block_on(async {
+            logs[0].append(&run.finish()).await.unwrap();
+            logs[0].sync(3).await.unwrap();
+        });
+    }
+    let (_wal, logs) = open_all(&fs);
+    let got = read_all(&logs[0]);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1].2, big);
+}

@@ -137,6 +137,26 @@ pub struct LogSettings {
     /// so thousands of idle groups do not each hold a whole segment.
     #[serde(default = "defaults::grow_step_bytes")]
     pub grow_step_bytes: u64,
+    /// Where groups keep their entries: `"shared"`, one write-ahead log
+    /// per shard for all its groups (one `fdatasync` per round for all of
+    /// them; in `<data_dir>/wal/shard-<n>`), or `"per_group"`, each group
+    /// its own segment files (in `<data_dir>/group-<id>/log`). A node's
+    /// data is made in one layout and opens only in it; with `"shared"`
+    /// the node's shard count must stay the same too. See
+    /// `docs/shared-log.md`.
+    #[serde(default)]
+    pub layout: LogLayout,
+}
+
+/// Where a node's groups keep their entries (see [`LogSettings::layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLayout {
+    /// One write-ahead log per shard, shared by its groups.
+    #[default]
+    Shared,
+    /// Each group its own segment files.
+    PerGroup,
 }
 
 impl Default for LogSettings {
@@ -144,6 +164,7 @@ impl Default for LogSettings {
         LogSettings {
             segment_bytes: defaults::segment_bytes(),
             grow_step_bytes: defaults::grow_step_bytes(),
+            layout: LogLayout::default(),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! mailbox.
 
 use crate::config::{ConfigError, Durability, GroupConfig, ServerConfig};
-use crate::factory::{LogContext, open_segment_log, open_snapshot_store};
+use crate::factory::{LogContext, SharedLogSlot, open_default_log, open_snapshot_store};
 use crate::group::net::{
     GroupDirectory, TransportOutbox, drive_ticks, route_raft_frames, watch_peers,
 };
@@ -20,7 +20,7 @@ use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, Router, Transport};
 use sampan_storage::{
     DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SnapshotManager, StatusFile, StorageError,
-    SyncMode,
+    SyncMode, WalConfig,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -82,6 +82,8 @@ pub struct ShardHost {
     /// The config each running group was started with.
     configs: RefCell<HashMap<u64, GroupConfig>>,
     writer: LogWriter<DiskFile>,
+    /// The shard's shared log (layout `shared`), opened on first use.
+    shared: SharedLogSlot,
 }
 
 impl std::fmt::Debug for ShardHost {
@@ -137,6 +139,16 @@ impl ShardHost {
             fibers: RefCell::new(HashMap::new()),
             configs: RefCell::new(HashMap::new()),
             writer: LogWriter::new(),
+            shared: SharedLogSlot::new(
+                cfg.data_dir
+                    .join("wal")
+                    .join(format!("shard-{}", sampan_fiber::shard_id().unwrap_or(0))),
+                cfg.data_dir.clone(),
+                WalConfig {
+                    segment_bytes: cfg.log.segment_bytes,
+                    ..WalConfig::default()
+                },
+            ),
             cfg,
         });
         log::info!("node {node}: shard host listening on {addr}");
@@ -200,6 +212,8 @@ impl ShardHost {
                 ..LogConfig::default()
             },
             writer: self.writer.clone(),
+            layout: self.cfg.log.layout,
+            shared: self.shared.clone(),
         }
     }
 
@@ -213,7 +227,7 @@ impl ShardHost {
         sm: Box<dyn StateMachine>,
     ) -> Result<GroupHandle, HostError> {
         self.check_new(group)?;
-        let log = open_segment_log(self.log_context(group))
+        let log = open_default_log(self.log_context(group))
             .await
             .map_err(|source| HostError::Storage {
                 group: group.group_id,
@@ -373,6 +387,9 @@ impl ShardHost {
                     group,
                     source: StorageError::io(group, "remove", &dir, 0, e),
                 })?;
+            if let Some(wal) = self.shared.get() {
+                wal.forget_group(group);
+            }
             log::info!(
                 "node {}: group {group} removed, {} deleted",
                 self.cfg.node_id,
@@ -390,7 +407,9 @@ impl ShardHost {
 
     /// Sync rounds of the shard's log writer, and file syncs they issued.
     pub fn writer_stats(&self) -> (u64, u64) {
-        self.writer.stats()
+        let (rounds, syncs) = self.writer.stats();
+        let (wal_rounds, wal_syncs) = self.shared.get().map_or((0, 0), |w| w.stats());
+        (rounds + wal_rounds, syncs + wal_syncs)
     }
 
     /// Appends the shard's logs wrote and made durable in one operation,

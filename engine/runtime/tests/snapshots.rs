@@ -459,15 +459,20 @@ fn snapshots_are_taken_by_time_and_by_log_size() {
     }
 }
 
-/// The log segment files of group 1 on the node whose data is in `dir`.
+/// The log segment files of group 1 (the only group) on the node whose
+/// data is in `dir`: its own (layout `per_group`) or the shard's shared
+/// log's (layout `shared`).
 fn segments(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("group-1").join("log"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-                .count()
-        })
-        .unwrap_or(0)
+    let count = |d: PathBuf, ext: &str| {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    count(dir.join("group-1").join("log"), "seg") + count(dir.join("wal").join("shard-0"), "wal")
 }
 
 #[test]

@@ -83,7 +83,7 @@ const ASYNC_SYNC_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct WalConfig {
     /// Bytes of a segment file (allocated whole when it is made; at most
-    /// 4 GiB).
+    /// 4 GiB). A chunk larger than this gets a segment of its own size.
     pub segment_bytes: u64,
     /// Keep the active segment written with zeros (and synced) this far
     /// ahead of the appends, so a sync never commits extent conversions
@@ -93,7 +93,9 @@ pub struct WalConfig {
     /// Largest entry payload accepted (bytes).
     pub payload_bytes_max: u32,
     /// Sealed segments kept before the live entries of the oldest are
-    /// copied forward so it can go.
+    /// copied forward so it can go (only when at most a quarter of it is
+    /// live: a mostly live segment belongs to busy groups, whose own
+    /// snapshots free it).
     pub sealed_segments_max: usize,
 }
 
@@ -229,6 +231,8 @@ struct State<F> {
     segs: BTreeMap<u64, Rc<Seg<F>>>,
     /// Next write offset in the active segment.
     pos: u64,
+    /// Bytes of the active segment.
+    active_size: u64,
     /// Start positions of writes in flight.
     in_flight: BTreeSet<u64>,
     /// Everything below this position is durable.
@@ -352,6 +356,7 @@ impl<V: Vfs> ShardWal<V> {
         let st = State {
             segs: rec.segs,
             pos,
+            active_size: active.file.len(),
             in_flight: BTreeSet::new(),
             synced: lsn(active.id, pos),
             syncing: false,
@@ -438,11 +443,10 @@ impl<V: Vfs> ShardWal<V> {
         body: &[u8],
     ) -> Result<(u64, u64, u64)> {
         let len = chunk_len(body.len());
-        let room = self.inner.cfg.segment_bytes - SEGMENT_HEADER_BYTES;
-        if len > room {
+        if SEGMENT_HEADER_BYTES + len > SEGMENT_BYTES_MAX {
             return Err(StorageError::invalid(
                 group,
-                format!("a chunk of {len} bytes does not fit in a segment ({room} bytes)"),
+                format!("a chunk of {len} bytes is larger than a segment may be"),
             ));
         }
         enum Next<S> {
@@ -456,7 +460,7 @@ impl<V: Vfs> ShardWal<V> {
                 let mut st = self.inner.st.borrow_mut();
                 if st.rolling || st.zeroing.is_some_and(|(_, end)| st.pos < end) {
                     Next::Wait
-                } else if st.pos + len > self.inner.cfg.segment_bytes {
+                } else if st.pos + len > st.active_size {
                     st.rolling = true;
                     Next::Roll
                 } else {
@@ -477,7 +481,7 @@ impl<V: Vfs> ShardWal<V> {
                     // followed by a written one is complete, so a hole in
                     // it (an unsynced page lost) is never skipped over.
                     let rolled = match self.seal(group).await {
-                        Ok(()) => self.roll(group).await,
+                        Ok(()) => self.roll(group, len).await,
                         Err(e) => Err(e),
                     };
                     self.inner.st.borrow_mut().rolling = false;
@@ -524,7 +528,8 @@ impl<V: Vfs> ShardWal<V> {
             st.unsynced.insert(seg.id, seg.clone());
             (seg, st.pos)
         };
-        let end = (pos + CHUNK_HEADER_BYTES as u64).min(self.inner.cfg.segment_bytes);
+        let size = self.inner.st.borrow().active_size;
+        let end = (pos + CHUNK_HEADER_BYTES as u64).min(size);
         if end > pos {
             let zeros = vec![0; (end - pos) as usize];
             if let Err(e) = seg.file.write_at(zeros, pos).await {
@@ -538,9 +543,16 @@ impl<V: Vfs> ShardWal<V> {
         self.sync_to(group, lsn(seg.id, pos)).await
     }
 
-    /// Makes a new active segment: allocated whole, its header written,
-    /// its name durable. A full disk fails here with nothing written.
-    async fn roll(&self, group: u64) -> Result<()> {
+    /// Makes a new active segment: allocated whole (larger than
+    /// `segment_bytes` if a chunk of `need` bytes needs it), its header
+    /// written, its name durable. A full disk fails here with nothing
+    /// written.
+    async fn roll(&self, group: u64, need: u64) -> Result<()> {
+        let size = self
+            .inner
+            .cfg
+            .segment_bytes
+            .max(SEGMENT_HEADER_BYTES + need);
         let id = self
             .inner
             .st
@@ -550,28 +562,23 @@ impl<V: Vfs> ShardWal<V> {
             .next_back()
             .map_or(1, |id| id + 1);
         let path = self.inner.dir.join(segment_name(id));
-        let seg = create_segment(
-            &self.inner.vfs,
-            &path,
-            id,
-            self.inner.log_id,
-            &self.inner.cfg,
-        )
-        .await
-        .map_err(|e| {
-            if let StorageError::DiskFull { .. } = e {
-                log::warn!(
-                    "shared log {}: disk full making segment {id}; appends fail until \
+        let seg = create_segment(&self.inner.vfs, &path, id, self.inner.log_id, size)
+            .await
+            .map_err(|e| {
+                if let StorageError::DiskFull { .. } = e {
+                    log::warn!(
+                        "shared log {}: disk full making segment {id}; appends fail until \
                          space returns",
-                    self.inner.dir.display()
-                );
-            }
-            e.with_group(group)
-        })?;
+                        self.inner.dir.display()
+                    );
+                }
+                e.with_group(group)
+            })?;
         let mut st = self.inner.st.borrow_mut();
         st.segs.insert(id, Rc::new(seg));
         st.pos = SEGMENT_HEADER_BYTES;
         st.zeroed_to = SEGMENT_HEADER_BYTES;
+        st.active_size = size;
         log::debug!(
             "shared log {}: segment {id} active",
             self.inner.dir.display()
@@ -658,7 +665,7 @@ impl<V: Vfs> ShardWal<V> {
             let st = self.inner.st.borrow();
             if ahead == 0
                 || st.zeroer_running
-                || st.zeroed_to >= (st.pos + ahead / 2).min(self.inner.cfg.segment_bytes)
+                || st.zeroed_to >= (st.pos + ahead / 2).min(st.active_size)
             {
                 return;
             }
@@ -687,8 +694,7 @@ impl<V: Vfs> ShardWal<V> {
                 let mut st = self.inner.st.borrow_mut();
                 let seg = st.segs.values().next_back().expect("active").clone();
                 let start = st.zeroed_to.max(st.pos);
-                let goal =
-                    (st.pos + self.inner.cfg.zero_ahead_bytes).min(self.inner.cfg.segment_bytes);
+                let goal = (st.pos + self.inner.cfg.zero_ahead_bytes).min(st.active_size);
                 if start >= goal || st.rolling {
                     return Ok(());
                 }
@@ -854,6 +860,23 @@ impl<V: Vfs> ShardWal<V> {
             .collect();
         let seg = self.inner.st.borrow().segs.get(&id).cloned();
         let Some(seg) = seg else { return Ok(()) };
+        // A segment still mostly live belongs to busy groups whose own
+        // snapshots will free it: copying it would only double their
+        // writes. Cold groups pin a segment by a few entries.
+        let live: u64 = groups
+            .iter()
+            .map(|g| {
+                g.borrow()
+                    .entries
+                    .iter()
+                    .filter(|l| l.seg == id)
+                    .map(|l| u64::from(l.len))
+                    .sum::<u64>()
+            })
+            .sum();
+        if live > self.inner.cfg.segment_bytes / 4 {
+            return Ok(());
+        }
         let mut moved = 0u64;
         for g in groups {
             let mut last_first = None;
@@ -950,14 +973,12 @@ pub(crate) async fn create_segment<V: Vfs>(
     path: &Path,
     id: u64,
     log_id: u64,
-    cfg: &WalConfig,
+    size: u64,
 ) -> Result<Seg<V::File>> {
     let io = |op, e| StorageError::io(WAL_GROUP, op, path, 0, e);
     let file = vfs.open(path, true).await.map_err(|e| io("create", e))?;
     let made = async {
-        file.allocate(cfg.segment_bytes)
-            .await
-            .map_err(|e| io("allocate", e))?;
+        file.allocate(size).await.map_err(|e| io("allocate", e))?;
         let header = chunk::encode_segment_header(&SegmentHeader {
             log_id,
             segment_id: id,
@@ -1029,6 +1050,14 @@ struct LogInner<V: Vfs> {
     purge_mark: Cell<Option<(u64, Instant)>>,
     /// Notified when the group's `busy` clears.
     idle: Signal,
+}
+
+impl<V: Vfs> Drop for LogInner<V> {
+    /// The last handle gone (closed, or its group stopped): the group may
+    /// be opened again; its entries stay known to the shared log.
+    fn drop(&mut self) {
+        self.g.borrow_mut().open = false;
+    }
 }
 
 /// One group's log in a [`ShardWal`]: what [`RaftLog`] asks, over the

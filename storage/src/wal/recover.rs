@@ -114,7 +114,7 @@ pub(super) async fn recover<V: Vfs>(
     if segs.is_empty() {
         let path = dir.join(super::segment_name(1));
         let epoch = next_epoch(vfs, dir, 0).await?;
-        let seg = create_segment(vfs, &path, 1, log_id, cfg).await?;
+        let seg = create_segment(vfs, &path, 1, log_id, cfg.segment_bytes).await?;
         segs.insert(1, Rc::new(seg));
         return Ok(Recovered {
             segs,
