@@ -3,6 +3,11 @@
 //! to sleep (hibernation), the CPU each node uses over a window is read
 //! from /proc. `cargo bench -p sampan-benches --bench idle [-- --quick]`.
 
+/// The node binary's allocator (`demos/src/bin/sampan-node.rs`): this
+/// process also runs the nodes (`--node`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use sampan::config::Durability;
 use sampan::service::{Op, decode_status};

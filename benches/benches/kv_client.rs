@@ -12,6 +12,11 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark prints its table
 
+/// The node binary's allocator (`demos/src/bin/sampan-node.rs`): this
+/// process also runs the nodes (`--node`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use sampan::client::{BlockingClient, Client, ClientConfig};

@@ -8,6 +8,11 @@
 //! `SAMPAN_BENCH_LOG_LAYOUT=per_group` runs the nodes with each group's
 //! own log files instead of the shard's shared log.
 
+/// The node binary's allocator (`demos/src/bin/sampan-node.rs`): this
+/// process also runs the nodes (`--node`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use sampan::config::Durability;
