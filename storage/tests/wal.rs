@@ -453,3 +453,52 @@ fn an_entry_larger_than_a_segment_is_kept() {
     assert_eq!(got.len(), 3);
     assert_eq!(got[1].2, big);
 }
+
+/// A full disk fails the append that needs a new segment with `DiskFull`,
+/// writing nothing and failing no group; once space returns the same
+/// append succeeds, and everything acknowledged survives a power cut.
+#[test]
+fn a_full_disk_fails_appends_and_loses_nothing() {
+    let fs = MemFs::new();
+    let (_wal, logs) = open_all(&fs);
+    let mut next = 1;
+    let mut refused = 0;
+    block_on(async {
+        for round in 0..40u64 {
+            if round == 10 {
+                // No room for another byte past what the files hold now
+                // (writes into a segment's allocated space still go).
+                let used: u64 = fs
+                    .paths()
+                    .iter()
+                    .filter_map(|p| fs.contents(p))
+                    .map(|c| c.len() as u64)
+                    .sum();
+                fs.set_space_bytes(Some(used));
+            }
+            if round == 30 {
+                fs.set_space_bytes(None);
+            }
+            let run = entries(next, 6, 1, round);
+            match logs[0].append(&run).await {
+                Ok(_) => {
+                    logs[0].sync(run.last_index()).await.unwrap();
+                    next = run.last_index() + 1;
+                }
+                Err(e @ StorageError::DiskFull { .. }) => {
+                    refused += 1;
+                    assert_eq!(logs[0].last_index(), next - 1, "{e}: nothing half-appended");
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+            // Another group is not failed by it.
+            logs[1].sync(logs[1].last_index()).await.unwrap();
+        }
+    });
+    assert!(refused > 0, "the disk never filled up");
+    let want = read_all(&logs[0]);
+    assert_eq!(want.len() as u64, next - 1);
+    drop(logs);
+    let (_wal, logs) = open_all(&fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(3)));
+    assert_eq!(read_all(&logs[0]), want);
+}
