@@ -8,92 +8,10 @@
 
 mod common;
 
+use common::model::{Model, Op};
 use common::*;
 use sampan_storage::RaftLog;
 use sampan_storage::sim::{CrashMode, MemFs, SimRng};
-
-type Entry = (u64, u64, Vec<u8>);
-
-#[derive(Debug, Clone)]
-struct Model {
-    first: u64,
-    prev_term: u64,
-    entries: Vec<Entry>,
-    /// Highest index reported durable (and not truncated since).
-    promised: u64,
-}
-
-impl Model {
-    fn last(&self) -> u64 {
-        self.first + self.entries.len() as u64 - 1
-    }
-}
-
-enum Op {
-    Append(sampan_storage::RecordRun),
-    Sync,
-    Truncate(u64),
-    Purge(u64),
-    Install(u64, u64),
-    Prepare,
-}
-
-fn pick(m: &Model, rng: &mut SimRng, term: &mut u64) -> Op {
-    match rng.below(100) {
-        0..=49 => {
-            if rng.below(8) == 0 {
-                *term += 1;
-            }
-            Op::Append(entries(
-                m.last() + 1,
-                1 + rng.below(8),
-                *term,
-                rng.below(1000),
-            ))
-        }
-        50..=65 => Op::Sync,
-        66..=71 => Op::Prepare,
-        72..=83 => Op::Truncate(m.first - 1 + rng.below(m.entries.len() as u64 + 1)),
-        84..=95 => Op::Purge((m.first + rng.below(m.entries.len() as u64 + 2)).min(m.last() + 1)),
-        _ => {
-            *term += 1;
-            Op::Install(m.last() + rng.below(5), *term)
-        }
-    }
-}
-
-/// The model after `op` succeeds.
-fn apply(m: &Model, op: &Op) -> Model {
-    let mut m = m.clone();
-    match op {
-        Op::Append(run) => m.entries.extend(
-            run.iter()
-                .map(|r| (r.header.index, r.header.term, r.payload().to_vec())),
-        ),
-        Op::Sync => m.promised = m.last(),
-        Op::Truncate(k) => {
-            m.entries.truncate((k + 1 - m.first) as usize);
-            m.promised = m.promised.min(*k);
-        }
-        Op::Purge(p) => {
-            if *p > m.first {
-                m.prev_term = m.entries[(p - 1 - m.first) as usize].1;
-                m.entries.drain(..(p - m.first) as usize);
-                m.first = *p;
-            }
-        }
-        Op::Prepare => {}
-        Op::Install(l, t) => {
-            m = Model {
-                first: l + 1,
-                prev_term: *t,
-                entries: Vec::new(),
-                promised: *l,
-            }
-        }
-    }
-    m
-}
 
 async fn run_op(
     log: &sampan_storage::SegmentLog<MemFs>,
@@ -107,7 +25,7 @@ async fn run_op(
             let (appended, _) = futures_lite::future::zip(log.append(run), log.prepare()).await;
             appended.map(|_| ())
         }
-        Op::Prepare => log.prepare().await,
+        Op::Background => log.prepare().await,
         Op::Sync => log.sync(m.last()).await.map(|d| assert!(d >= m.last())),
         Op::Truncate(k) => log.truncate_tail(*k).await,
         Op::Purge(p) => log.purge_head(*p).await,
@@ -115,32 +33,19 @@ async fn run_op(
     }
 }
 
-fn matches(log: &sampan_storage::SegmentLog<MemFs>, got: &[Entry], c: &Model) -> bool {
-    log.first_index() == c.first
-        && got.len() <= c.entries.len()
-        && got[..] == c.entries[..got.len()]
-        && log.last_index() >= c.promised.min(c.last())
-        && log.term(c.first - 1).ok().flatten() == Some(c.prev_term)
-}
-
 fn one_crash(seed: u64) -> (bool, u64, u64) {
     let mut rng = SimRng::new(seed);
     let fs = MemFs::new();
     fs.set_interleave(true);
     let log = open_mem(&fs, small_cfg()).unwrap();
-    let mut m = Model {
-        first: 1,
-        prev_term: 0,
-        entries: Vec::new(),
-        promised: 0,
-    };
+    let mut m = Model::new();
     let mut term = 1;
     fs.fail_after_ops(Some(1 + rng.below(400)));
     let mut after = m.clone();
     let mut crashed = false;
     for _ in 0..300 {
-        let op = pick(&m, &mut rng, &mut term);
-        after = apply(&m, &op);
+        let op = m.pick(&mut rng, &mut term);
+        after = m.after(&op);
         if block_on(run_op(&log, &m, &op)).is_err() {
             crashed = true;
             break;
@@ -159,7 +64,7 @@ fn one_crash(seed: u64) -> (bool, u64, u64) {
     let got = read_all(&log);
     let stats = (crashed, m.promised, got.len() as u64);
     assert!(
-        matches(&log, &got, &m) || matches(&log, &got, &after),
+        m.matches(&log, &got) || after.matches(&log, &got),
         "seed {seed}: log {}..={} (last term {}) is a prefix of neither {}..={} (promised {}) \
          nor {}..={} (promised {})",
         log.first_index(),
@@ -218,20 +123,15 @@ fn a_thousand_power_cuts() {
 #[test]
 fn a_crash_at_every_step_of_each_change() {
     let base = MemFs::new();
-    let mut m = Model {
-        first: 1,
-        prev_term: 0,
-        entries: Vec::new(),
-        promised: 0,
-    };
+    let mut m = Model::new();
     {
         let log = open_mem(&base, small_cfg()).unwrap();
         for k in 0..6u64 {
             let op = Op::Append(entries(m.last() + 1, 10, 1 + k / 2, k));
             block_on(run_op(&log, &m, &op)).unwrap();
-            m = apply(&m, &op);
+            m = m.after(&op);
             block_on(run_op(&log, &m, &Op::Sync)).unwrap();
-            m = apply(&m, &Op::Sync);
+            m = m.after(&Op::Sync);
         }
         assert!(log.segment_count() >= 4);
     }
@@ -244,7 +144,7 @@ fn a_crash_at_every_step_of_each_change() {
     ];
     let mut rng = SimRng::new(7);
     for op in &ops {
-        let after = apply(&m, op);
+        let after = m.after(op);
         let mut completed = false;
         for n in 1..200u64 {
             for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandomPages] {
@@ -269,9 +169,9 @@ fn a_crash_at_every_step_of_each_change() {
                     done.promised = done.last();
                 }
                 let fine = if ok {
-                    matches(&log, &got, &done)
+                    done.matches(&log, &got)
                 } else {
-                    matches(&log, &got, &m) || matches(&log, &got, &after)
+                    m.matches(&log, &got) || after.matches(&log, &got)
                 };
                 assert!(
                     fine,

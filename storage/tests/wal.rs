@@ -9,12 +9,12 @@
 
 mod common;
 
+use common::model::{Model, Op};
 use common::*;
 use sampan_storage::sim::{CrashMode, MemFs, SimRng};
 use sampan_storage::{RaftLog, ShardWal, StorageError, SyncMode, WalConfig, WalLog};
 use std::path::{Path, PathBuf};
 
-type Entry = (u64, u64, Vec<u8>);
 const GROUPS: u64 = 3;
 
 fn cfg() -> WalConfig {
@@ -30,7 +30,11 @@ fn group_dir(g: u64) -> PathBuf {
 }
 
 fn open_wal(fs: &MemFs) -> sampan_storage::Result<ShardWal<MemFs>> {
-    block_on(ShardWal::open(fs.clone(), Path::new("/data/wal"), cfg()))
+    open_wal_with(fs, cfg())
+}
+
+fn open_wal_with(fs: &MemFs, cfg: WalConfig) -> sampan_storage::Result<ShardWal<MemFs>> {
+    block_on(ShardWal::open(fs.clone(), Path::new("/data/wal"), cfg))
 }
 
 fn open_group(wal: &ShardWal<MemFs>, g: u64) -> sampan_storage::Result<WalLog<MemFs>> {
@@ -38,43 +42,20 @@ fn open_group(wal: &ShardWal<MemFs>, g: u64) -> sampan_storage::Result<WalLog<Me
 }
 
 fn open_all(fs: &MemFs) -> (ShardWal<MemFs>, Vec<WalLog<MemFs>>) {
-    let wal = open_wal(fs).unwrap();
+    open_all_with(fs, cfg())
+}
+
+fn open_all_with(fs: &MemFs, cfg: WalConfig) -> (ShardWal<MemFs>, Vec<WalLog<MemFs>>) {
+    let wal = open_wal_with(fs, cfg).unwrap();
     let logs = (1..=GROUPS).map(|g| open_group(&wal, g).unwrap()).collect();
     (wal, logs)
 }
 
-#[derive(Debug, Clone)]
-struct Model {
-    first: u64,
-    prev_term: u64,
-    entries: Vec<Entry>,
-    promised: u64,
-}
-
-impl Model {
-    fn new() -> Model {
-        Model {
-            first: 1,
-            prev_term: 0,
-            entries: Vec::new(),
-            promised: 0,
-        }
-    }
-
-    fn last(&self) -> u64 {
-        self.first + self.entries.len() as u64 - 1
-    }
-}
-
-enum Op {
-    Append(sampan_storage::RecordRun),
-    Sync,
-    Truncate(u64),
-    Purge(u64),
-    Install(u64, u64),
-    Maintain,
-}
-
+/// A random call: appends 55%, syncs 15%, truncations 8%, purges 12%,
+/// maintenance 5%, installs 5%. With this mix and order the test catches a
+/// round that skips a write in flight when it started (put back by hand,
+/// that bug failed at seed 1047; the per-group log's mix missed it in
+/// 10,000 seeds).
 fn pick(m: &Model, rng: &mut SimRng, term: &mut u64) -> Op {
     match rng.below(100) {
         0..=54 => {
@@ -91,44 +72,12 @@ fn pick(m: &Model, rng: &mut SimRng, term: &mut u64) -> Op {
         55..=69 => Op::Sync,
         70..=77 => Op::Truncate(m.first - 1 + rng.below(m.entries.len() as u64 + 1)),
         78..=89 => Op::Purge((m.first + rng.below(m.entries.len() as u64 + 2)).min(m.last() + 1)),
-        90..=94 => Op::Maintain,
+        90..=94 => Op::Background,
         _ => {
             *term += 1;
             Op::Install(m.last() + rng.below(5), *term)
         }
     }
-}
-
-fn apply(m: &Model, op: &Op) -> Model {
-    let mut m = m.clone();
-    match op {
-        Op::Append(run) => m.entries.extend(
-            run.iter()
-                .map(|r| (r.header.index, r.header.term, r.payload().to_vec())),
-        ),
-        Op::Sync => m.promised = m.last(),
-        Op::Truncate(k) => {
-            m.entries.truncate((k + 1 - m.first) as usize);
-            m.promised = m.promised.min(*k);
-        }
-        Op::Purge(p) => {
-            if *p > m.first {
-                m.prev_term = m.entries[(p - 1 - m.first) as usize].1;
-                m.entries.drain(..(p - m.first) as usize);
-                m.first = *p;
-            }
-        }
-        Op::Maintain => {}
-        Op::Install(l, t) => {
-            m = Model {
-                first: l + 1,
-                prev_term: *t,
-                entries: Vec::new(),
-                promised: *l,
-            }
-        }
-    }
-    m
 }
 
 async fn run_op(
@@ -143,23 +92,21 @@ async fn run_op(
         Op::Truncate(k) => log.truncate_tail(*k).await,
         Op::Purge(p) => log.purge_head(*p).await,
         Op::Install(l, t) => log.install_snapshot(*l, *t).await,
-        Op::Maintain => wal.maintain(&group_dir).await,
+        Op::Background => wal.maintain(&group_dir).await,
     }
 }
 
-fn matches(log: &WalLog<MemFs>, got: &[Entry], c: &Model) -> bool {
-    log.first_index() == c.first
-        && got.len() <= c.entries.len()
-        && got[..] == c.entries[..got.len()]
-        && log.last_index() >= c.promised.min(c.last())
-        && log.term(c.first - 1).ok().flatten() == Some(c.prev_term)
-}
-
-fn one_crash(seed: u64) -> (bool, u64) {
+/// One run cut at a random step, with `rounds` sync rounds allowed in
+/// flight at once.
+fn one_crash(seed: u64, rounds: u32) -> (bool, u64) {
     let mut rng = SimRng::new(seed);
     let fs = MemFs::new();
     fs.set_interleave(true);
-    let (wal, logs) = open_all(&fs);
+    let cfg = WalConfig {
+        sync_rounds_max: rounds,
+        ..cfg()
+    };
+    let (wal, logs) = open_all_with(&fs, cfg);
     let mut models = vec![Model::new(); GROUPS as usize];
     let mut afters = models.clone();
     let mut term = 1;
@@ -172,8 +119,8 @@ fn one_crash(seed: u64) -> (bool, u64) {
         let h = (g + 1 + rng.below(GROUPS - 1) as usize) % GROUPS as usize;
         let op_g = pick(&models[g], &mut rng, &mut term);
         let op_h = pick(&models[h], &mut rng, &mut term);
-        afters[g] = apply(&models[g], &op_g);
-        afters[h] = apply(&models[h], &op_h);
+        afters[g] = models[g].after(&op_g);
+        afters[h] = models[h].after(&op_h);
         let (a, b) = block_on(futures_lite::future::zip(
             run_op(&wal, &logs[g], &models[g], &op_g),
             run_op(&wal, &logs[h], &models[h], &op_h),
@@ -209,7 +156,7 @@ fn one_crash(seed: u64) -> (bool, u64) {
         let (m, a) = (&models[g as usize - 1], &afters[g as usize - 1]);
         promised += m.promised;
         assert!(
-            matches(&log, &got, m) || matches(&log, &got, a),
+            m.matches(&log, &got) || a.matches(&log, &got),
             "seed {seed} group {g}: log {}..={} is a prefix of neither {}..={} (promised {}) \
              nor {}..={} (promised {})",
             log.first_index(),
@@ -251,16 +198,22 @@ fn two_thousand_power_cuts_across_three_groups_two_at_a_time() {
         .unwrap_or(2000);
     let (mut crashes, mut promised) = (0, 0);
     for seed in 0..seeds {
-        let (crashed, p) = one_crash(seed);
-        crashes += u64::from(crashed);
-        promised += p;
+        // One sync round at a time (the default) and two overlapping: a
+        // round that skipped a write in flight when it started (a bug
+        // found here) shows within these seeds only with two (seed 1047;
+        // with one, first at seed 24,549).
+        for rounds in [1, 2] {
+            let (crashed, p) = one_crash(seed, rounds);
+            crashes += u64::from(crashed);
+            promised += p;
+        }
     }
     assert!(
-        crashes * 10 >= seeds * 8,
+        crashes * 10 >= seeds * 2 * 8,
         "only {crashes} of {seeds} runs were cut"
     );
     assert!(
-        promised >= seeds * 20,
+        promised >= seeds * 2 * 20,
         "logs too short: {promised} promised in all"
     );
     eprintln!("{crashes} cuts, {promised} entries promised");

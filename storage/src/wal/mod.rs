@@ -76,12 +76,6 @@ const META_MAGIC: u32 = 0x4154_4d57; // "WMTA"
 const META_VERSION: u8 = 1;
 /// Zeros go down in writes of this size.
 const ZERO_WRITE_BYTES: u64 = 1 << 20;
-/// Sync rounds that may be in flight at once: each covers everything
-/// written before it started, so they may end in any order. Measured with
-/// 16 groups in `sync` mode (propose bench, 2 runs each, alternated): one
-/// round at a time 29.5k and 30.7k proposals/s, two 28.1k and 28.7k. The
-/// disk gains nothing from overlapping flushes; waiting gathers more.
-const ROUNDS_IN_FLIGHT_MAX: u32 = 1;
 /// How long an `async` group's writes may stay unsynced.
 const ASYNC_SYNC_DELAY: Duration = Duration::from_millis(200);
 
@@ -103,6 +97,13 @@ pub struct WalConfig {
     /// live: a mostly live segment belongs to busy groups, whose own
     /// snapshots free it).
     pub sealed_segments_max: usize,
+    /// Sync rounds that may be in flight at once (at least 1): each
+    /// covers everything written before it started, so they may end in
+    /// any order. Measured with 16 groups in `sync` mode (propose bench, 2
+    /// runs each, alternated): one round at a time 29.5k and 30.7k
+    /// proposals/s, two 28.1k and 28.7k; the disk gains nothing from
+    /// overlapping flushes, and waiting gathers more.
+    pub sync_rounds_max: u32,
 }
 
 impl Default for WalConfig {
@@ -112,6 +113,7 @@ impl Default for WalConfig {
             zero_ahead_bytes: 4 << 20,
             payload_bytes_max: format::PAYLOAD_BYTES_MAX_DEFAULT,
             sealed_segments_max: 4,
+            sync_rounds_max: 1,
         }
     }
 }
@@ -609,7 +611,7 @@ impl<V: Vfs> ShardWal<V> {
                 let done = st.in_flight.first().copied().unwrap_or(lsn(active, st.pos));
                 if st.round_target >= target
                     || done < target
-                    || st.rounds_in_flight >= ROUNDS_IN_FLIGHT_MAX
+                    || st.rounds_in_flight >= self.inner.cfg.sync_rounds_max.max(1)
                 {
                     None // a round in flight covers it, or one must end first
                 } else {

@@ -1,6 +1,8 @@
 //! Helpers shared by the storage tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod model;
+
 use sampan_storage::sim::MemFs;
 use sampan_storage::{LogConfig, LogWriter, RaftLog, RecordRun, RunBuilder, SegmentLog};
 use std::path::Path;
