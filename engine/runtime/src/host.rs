@@ -11,7 +11,7 @@
 use crate::config::{ConfigError, Durability, GroupConfig, ServerConfig};
 use crate::factory::{LogContext, SharedLogSlot, open_default_log, open_snapshot_store};
 use crate::group::net::{
-    GroupDirectory, TransportOutbox, drive_ticks, route_raft_frames, watch_peers,
+    GroupDirectory, TransportOutbox, WakeList, drive_ticks, route_raft_frames, watch_peers,
 };
 use crate::group::{GroupError, GroupHandle, GroupParts, start};
 use crate::raft::{self, GroupId, NodeId};
@@ -84,6 +84,8 @@ pub struct ShardHost {
     writer: LogWriter<DiskFile>,
     /// The shard's shared log (layout `shared`), opened on first use.
     shared: SharedLogSlot,
+    /// Groups that started or woke, for the shard's ticker.
+    woken: WakeList,
 }
 
 impl std::fmt::Debug for ShardHost {
@@ -108,6 +110,7 @@ impl ShardHost {
         let node = cfg.node_id;
         let net = |source| HostError::Net { node, source };
         let groups: GroupDirectory = Rc::default();
+        let woken: WakeList = Rc::default();
         let router = Router::new();
         route_raft_frames(&router, groups.clone(), PAYLOAD_BYTES_MAX).map_err(net)?;
         let mut net_config = NetConfig::new(cfg.cluster_id, node);
@@ -121,7 +124,7 @@ impl ShardHost {
         sampan_fiber::spawn(
             TaskClass::Latency,
             "shard-ticker",
-            drive_ticks(groups.clone(), tick),
+            drive_ticks(groups.clone(), woken.clone(), tick),
         )
         .map_err(fiber)?;
         let outbox = Rc::new(TransportOutbox::new(transport.clone()));
@@ -139,6 +142,7 @@ impl ShardHost {
             fibers: RefCell::new(HashMap::new()),
             configs: RefCell::new(HashMap::new()),
             writer: LogWriter::new(),
+            woken,
             shared: SharedLogSlot::new(
                 cfg.data_dir
                     .join("wal")
@@ -324,6 +328,7 @@ impl ShardHost {
                 })
                 .transpose()?,
             tick: None,
+            woken: Some(self.woken.clone()),
         };
         let fibers =
             FiberGroup::new(format!("node-{}-group-{g}", self.cfg.node_id)).map_err(|source| {
@@ -334,6 +339,8 @@ impl ShardHost {
             })?;
         let handle = start(parts, &fibers).await?;
         self.groups.borrow_mut().insert(g, handle.clone());
+        // The ticker visits it from its next tick (it starts awake).
+        self.woken.borrow_mut().push(g);
         self.fibers.borrow_mut().insert(g, fibers);
         self.configs.borrow_mut().insert(g, group.clone());
         log::info!("node {}: group {g} started", self.cfg.node_id);

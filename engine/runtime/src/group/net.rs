@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 /// The groups of one shard, by group id: where incoming messages go.
 pub type GroupDirectory = Rc<RefCell<HashMap<u64, GroupHandle>>>;
 
+/// Ids of a shard's groups that started or woke from hibernation since the
+/// shard's ticker last looked ([`drive_ticks`] visits only awake groups).
+pub type WakeList = Rc<RefCell<Vec<u64>>>;
+
 /// An [`Outbox`] over a shard's [`Transport`].
 pub struct TransportOutbox {
     transport: Transport,
@@ -358,17 +362,27 @@ async fn keepalive(
 /// The shard's one ticker: every `period`, advances the clock of every group
 /// in `groups` that is awake (hibernating groups are skipped by a flag
 /// check). Runs until the runtime stops.
-pub async fn drive_ticks(groups: GroupDirectory, period: Duration) {
+pub async fn drive_ticks(groups: GroupDirectory, woken: WakeList, period: Duration) {
     let Ok(mut ticker) = sampan_fiber::Ticker::new(period) else {
         log::error!("shard ticker: period {period:?} is not usable");
         return;
     };
     let drive = async {
+        // Only awake groups: a hibernating one ignores ticks, and walking
+        // thousands of them every tick was most of an idle node's CPU.
+        // A group goes on the wake list when it starts and when it wakes.
+        let mut awake: std::collections::HashSet<u64> = std::collections::HashSet::new();
         loop {
             let n = ticker.tick().await;
-            for g in groups.borrow().values() {
-                g.tick(n);
-            }
+            awake.extend(woken.borrow_mut().drain(..));
+            let dir = groups.borrow();
+            awake.retain(|id| match dir.get(id) {
+                Some(g) => {
+                    g.tick(n);
+                    !g.is_hibernating()
+                }
+                None => false,
+            });
         }
     };
     futures_lite::future::or(drive, sampan_fiber::stopping()).await;

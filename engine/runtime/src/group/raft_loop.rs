@@ -4,6 +4,7 @@
 //! persist fiber (in order), committed entries and reads to the apply
 //! fiber.
 
+use super::net::WakeList;
 use super::snapshot::{
     ChunkReply, SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore,
 };
@@ -53,6 +54,12 @@ pub struct GroupParts<L, V: Vfs, S> {
     /// when the shard's one ticker drives every group
     /// ([`super::net::drive_ticks`]), as a host of many groups should.
     pub tick: Option<Duration>,
+    /// With the shard's ticker (`tick: None`): where the group puts its
+    /// id when it wakes from hibernation (its host puts it there when it
+    /// enters the shard's directory), so the ticker visits only awake
+    /// groups (10,000 idle groups cost it a walk
+    /// over all of them 20 times a second before).
+    pub woken: Option<WakeList>,
 }
 
 /// The kind of a failure the core met reading the log: the read itself
@@ -179,6 +186,7 @@ where
         outbox,
         bootstrap: boot,
         tick,
+        woken,
     } = parts;
     let group = cfg.group.0;
     let node = cfg.id.0;
@@ -274,6 +282,7 @@ where
         failed: None,
         received: Vec::new(),
         hibernating: hibernating.clone(),
+        woken,
         failure: failure.clone(),
         ticks: ticks.clone(),
         stamp,
@@ -468,6 +477,7 @@ struct Loop<L: RaftLog, S: SnapshotManager> {
     /// Shared with the handles: a hibernating group is skipped by the
     /// shard's ticker, so idle groups cost nothing per tick.
     hibernating: Rc<std::cell::Cell<bool>>,
+    woken: Option<WakeList>,
     /// Shared with the handles: why the replica stopped writing, if it did
     /// (the server restarts such a replica from its files).
     failure: Rc<std::cell::RefCell<Option<GroupError>>>,
@@ -490,7 +500,13 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             self.drain_ready().await;
             self.check_waiters();
             self.received.clear();
-            self.hibernating.set(self.raft.is_hibernating());
+            let asleep = self.raft.is_hibernating();
+            if self.hibernating.replace(asleep)
+                && !asleep
+                && let Some(w) = &self.woken
+            {
+                w.borrow_mut().push(self.group);
+            }
             yield_if_needed().await;
         }
     }

@@ -129,6 +129,7 @@ async fn try_replica(
         outbox: Rc::new(NetOutbox(net.clone())),
         bootstrap: Some((voters, BTreeSet::new())),
         tick: Some(Duration::from_millis(5)),
+        woken: None,
     };
     let h = start(parts, fibers).await?;
     net.handles.borrow_mut().insert(node, h.clone());
