@@ -132,21 +132,22 @@ pub(super) async fn recover<V: Vfs>(
     for (i, seg) in list.iter().enumerate() {
         let (stop, why) = scan(seg, cfg, &mut epoch, |h, body_off, body| {
             replay(&mut replays, seg.id, h, body_off, body);
-            Ok(())
+            true
         })?;
         end = (seg.id, stop);
         // A segment is synced whole before the next one takes a chunk, so
         // one followed by a written segment is complete: damage in it is
         // corruption, and its zeros are its clean end.
+        // Its first chunk tells: a later one is never durable without it.
         let next_written = match list.get(i + 1) {
             Some(next) => {
                 let mut e = epoch;
-                let mut chunks = 0u64;
+                let mut found = false;
                 scan(next, cfg, &mut e, |_, _, _| {
-                    chunks += 1;
-                    Ok(())
+                    found = true;
+                    false
                 })?;
-                chunks > 0
+                found
             }
             None => false,
         };
@@ -244,13 +245,14 @@ async fn next_epoch<V: Vfs>(vfs: &V, dir: &Path, seen: u32) -> Result<u32> {
 }
 
 /// Reads the chunks of `seg` in order, handing each valid one to `each`
-/// (header, body offset, body). Returns where the chunks end and, if they
-/// end at a chunk that does not check out, why.
+/// (header, body offset, body), which says whether to go on. Returns where
+/// the chunks end (or `each` stopped) and, if they end at a chunk that
+/// does not check out, why.
 fn scan<F: VfsFile>(
     seg: &Seg<F>,
     cfg: &WalConfig,
     epoch: &mut u32,
-    mut each: impl FnMut(&ChunkHeader, u64, bytes::Bytes) -> Result<()>,
+    mut each: impl FnMut(&ChunkHeader, u64, bytes::Bytes) -> bool,
 ) -> Result<(u64, Option<String>)> {
     let len = seg.file.len();
     let read = |off: u64, n: usize| {
@@ -290,8 +292,10 @@ fn scan<F: VfsFile>(
             return Ok((off, Some(why)));
         }
         *epoch = h.epoch;
-        each(&h, body_off, body)?;
         off += h.chunk_len();
+        if !each(&h, body_off, body) {
+            return Ok((off, None));
+        }
     }
 }
 
