@@ -22,6 +22,17 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+/// `<data_dir>/group-<id>`: where a group's files live on a node.
+pub fn group_dir(data_dir: &std::path::Path, group: u64) -> PathBuf {
+    data_dir.join(format!("group-{group}"))
+}
+
+/// `<data_dir>/group-<id>/log`: a group's log directory (its segments, or
+/// its `wal-meta` in the shared layout).
+pub fn group_log_dir(data_dir: &std::path::Path, group: u64) -> PathBuf {
+    group_dir(data_dir, group).join("log")
+}
+
 /// How often a shard's shared log deletes the segments no group needs
 /// (and copies cold groups' entries forward).
 const WAL_MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -102,8 +113,8 @@ impl SharedLogSlot {
                 };
                 let data_dir = slot.data_dir.clone();
                 drop(slot);
-                let group_dir = |g: u64| data_dir.join(format!("group-{g}")).join("log");
-                if let Err(e) = wal.maintain(&group_dir).await {
+                let log_dir = |g: u64| group_log_dir(&data_dir, g);
+                if let Err(e) = wal.maintain(&log_dir).await {
                     log::warn!("shared log {}: maintenance: {e}", wal.dir().display());
                 }
             }

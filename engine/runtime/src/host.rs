@@ -9,7 +9,9 @@
 //! mailbox.
 
 use crate::config::{ConfigError, Durability, GroupConfig, ServerConfig};
-use crate::factory::{LogContext, SharedLogSlot, open_default_log, open_snapshot_store};
+use crate::factory::{
+    LogContext, SharedLogSlot, group_dir, group_log_dir, open_default_log, open_snapshot_store,
+};
 use crate::group::net::{
     GroupDirectory, TransportOutbox, WakeList, drive_ticks, route_raft_frames, watch_peers,
 };
@@ -200,10 +202,10 @@ impl ShardHost {
     /// Where the files of `group` live, and the settings and shared writer
     /// its log is opened with: what a [`crate::factory::RaftFactory`] gets.
     pub fn log_context(&self, group: &GroupConfig) -> LogContext {
-        let dir = self.cfg.data_dir.join(format!("group-{}", group.group_id));
+        let dir = group_dir(&self.cfg.data_dir, group.group_id);
         LogContext {
             group: group.clone(),
-            log_dir: dir.join("log"),
+            log_dir: group_log_dir(&self.cfg.data_dir, group.group_id),
             snapshot_dir: dir.join("snapshot"),
             group_dir: dir,
             config: LogConfig {
@@ -386,7 +388,7 @@ impl ShardHost {
     /// it ran.
     pub async fn remove_group(&self, group: u64) -> Result<bool, HostError> {
         let ran = self.stop_group(group).await;
-        let dir = self.cfg.data_dir.join(format!("group-{group}"));
+        let dir = group_dir(&self.cfg.data_dir, group);
         if sampan_fiber::fs::read_dir_names(&dir).await.is_ok() {
             sampan_fiber::fs::remove_dir_all(&dir)
                 .await
