@@ -91,6 +91,22 @@ impl<L: LogView> Raft<L> {
     /// started, and the group is awake. Ticks do not count: a runtime that
     /// stalls delivers them late, and the lease would outlast real time.
     pub fn lease_valid(&self) -> bool {
+        self.lease_until_ms()
+            .is_some_and(|until| self.now_ms < until)
+    }
+
+    /// When the leader lease ends on the monotonic clock (exclusive), as
+    /// far as the acknowledgements received so far tell; `None` if there
+    /// is no lease to serve reads from at all (not leading, leases off, a
+    /// transfer started, asleep, nothing committed in this term yet, or no
+    /// acknowledgement since the lease was last reset).
+    ///
+    /// It only moves later while nothing else changes, so a runtime may
+    /// publish it and serve reads from the state machine until then without
+    /// asking again, provided it publishes again before any message this
+    /// core emits afterwards leaves (a transfer revokes the lease only
+    /// once its `TimeoutNow` is sent).
+    pub fn lease_until_ms(&self) -> Option<u64> {
         if self.role != Role::Leader
             || !self.cfg.lease_read
             || self.transferee.is_some()
@@ -98,12 +114,12 @@ impl<L: LogView> Raft<L> {
             || self.hibernation != Hibernation::Awake
             || !self.committed_in_term()
         {
-            return false;
+            return None;
         }
         let start = self
             .tracker
             .lease_start(&self.membership, self.cfg.id, self.now_ms);
-        start > self.lease_ms_floor && self.now_ms < start.saturating_add(self.cfg.lease_ms())
+        (start > self.lease_ms_floor).then(|| start.saturating_add(self.cfg.lease_ms()))
     }
 
     /// Broadcasts the open read round (called when `Ready` is drained).

@@ -24,9 +24,22 @@ pub fn majority_value(voters: &BTreeSet<NodeId>, value: &impl Fn(NodeId) -> u64)
     if voters.is_empty() {
         return u64::MAX;
     }
-    let mut values: Vec<u64> = voters.iter().map(|&id| value(id)).collect();
+    // On the stack for the usual sizes: this runs on every acknowledgement.
+    const ON_STACK: usize = 16;
+    let n = voters.len();
+    let mut stack = [0u64; ON_STACK];
+    let mut heap = Vec::new();
+    let values: &mut [u64] = if n <= ON_STACK {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0);
+        &mut heap
+    };
+    for (slot, &id) in values.iter_mut().zip(voters) {
+        *slot = value(id);
+    }
     values.sort_unstable_by(|a, b| b.cmp(a));
-    values[voters.len() / 2]
+    values[n / 2]
 }
 
 /// The largest value a quorum of `membership` has reached (joint: both halves).

@@ -18,6 +18,7 @@ use crate::group::net::{
 use crate::group::{GroupError, GroupHandle, GroupParts, start};
 use crate::raft::{self, GroupId, NodeId};
 use crate::state_machine::StateMachine;
+use bytes::Bytes;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, Router, Transport};
 use sampan_storage::{
@@ -357,6 +358,11 @@ impl ShardHost {
     /// The handle of a running group.
     pub fn group(&self, group: u64) -> Option<GroupHandle> {
         self.groups.borrow().get(&group).cloned()
+    }
+
+    /// [`GroupHandle::read_now`] on group `group`, if it runs here.
+    pub fn read_now(&self, group: u64, query: &Bytes) -> Option<Result<Bytes, GroupError>> {
+        self.groups.borrow().get(&group)?.read_now(query)
     }
 
     /// The groups running here.

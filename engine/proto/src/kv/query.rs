@@ -222,7 +222,7 @@ impl KvAnswer {
 
     /// Encodes the answer.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(64);
+        let mut out = BytesMut::with_capacity(self.size_hint());
         out.put_u8(QUERY_VERSION);
         match self {
             KvAnswer::Values {
@@ -261,6 +261,28 @@ impl KvAnswer {
             }
         }
         out.freeze()
+    }
+
+    /// About how many bytes [`KvAnswer::to_bytes`] writes: enough that
+    /// a read's answer is built without growing (and copying) its buffer.
+    fn size_hint(&self) -> usize {
+        // Length prefix, kind, version and deadline around each value.
+        const ITEM: usize = 4 + 1 + 8 + 8;
+        let items = match self {
+            KvAnswer::Values { items, .. } => items
+                .iter()
+                .map(|v| 1 + v.as_ref().map_or(0, |it| ITEM + it.value.len()))
+                .sum(),
+            KvAnswer::Page { items, next } => {
+                let keys: usize = items
+                    .iter()
+                    .map(|(k, it)| 4 + k.len() + ITEM + it.value.len())
+                    .sum();
+                keys + 5 + next.as_ref().map_or(0, |n| n.len())
+            }
+            KvAnswer::Count(_) | KvAnswer::Reply(_) => 0,
+        };
+        64 + items
     }
 
     /// Decodes an answer (total).

@@ -4,10 +4,11 @@
 //! applied, and reports progress to the core.
 
 use super::SnapshotSaved;
+use super::gate::ReadGate;
 use super::snapshot::{SnapJob, Snapshots, find, restore};
 use super::{ApplyJob, Event, GroupError, Reply};
 use crate::raft::{self, Entry, EntryKind, Membership};
-use crate::state_machine::{self, Committed, Role, StateMachine};
+use crate::state_machine::{self, Committed, Role};
 use bytes::Bytes;
 use sampan_fiber::{Receiver, Sender, oneshot, yield_if_needed};
 use sampan_storage::SnapshotManager;
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 /// Where the apply fiber starts: the state machine, and what it holds
 /// (restored from the newest snapshot at start, or empty).
 pub(crate) struct ApplyStart<S: SnapshotManager> {
-    pub(crate) sm: Box<dyn StateMachine>,
+    /// The state machine, shared with the read gate.
+    pub(crate) gate: Rc<ReadGate>,
     pub(crate) applied: u64,
     pub(crate) applied_term: u64,
     pub(crate) membership: Membership,
@@ -36,7 +38,9 @@ type Pending = BTreeMap<u64, (u64, Reply<Bytes>)>;
 
 struct Applier<S: SnapshotManager> {
     group: u64,
-    sm: Box<dyn StateMachine>,
+    /// The state machine (through the read gate, which reads it between
+    /// applies and learns here how far it has applied).
+    gate: Rc<ReadGate>,
     /// The term of the entry at `applied`, and the membership as of it:
     /// what a snapshot taken now describes.
     applied_term: u64,
@@ -70,9 +74,10 @@ pub(crate) async fn run<S: SnapshotManager>(
     inbox: Sender<Event>,
 ) {
     start.snaps.applied.set(start.applied);
+    start.gate.set_applied(start.applied);
     let mut a = Applier {
         group,
-        sm: start.sm,
+        gate: start.gate,
         applied_term: start.applied_term,
         membership: start.membership,
         snaps: start.snaps,
@@ -116,7 +121,7 @@ pub(crate) async fn run<S: SnapshotManager>(
             }
             ApplyJob::Entries(entries) => {
                 a.apply(&entries);
-                a.snaps.applied.set(a.applied);
+                a.published_applied();
                 a.serve_reads();
                 let _ = inbox.send(Event::Applied(a.applied)).await;
                 if a.leading {
@@ -139,7 +144,7 @@ pub(crate) async fn run<S: SnapshotManager>(
                         .await;
                     continue;
                 }
-                a.snaps.applied.set(a.applied);
+                a.published_applied();
                 a.serve_reads();
                 let _ = inbox.send(Event::Applied(a.applied)).await;
             }
@@ -168,7 +173,7 @@ pub(crate) async fn run<S: SnapshotManager>(
                 change,
                 index_commit,
             } => {
-                a.sm.on_role_change(&change);
+                a.gate.machine().borrow_mut().on_role_change(&change);
                 a.leading = change.role == Role::Leader;
                 a.uncertain_above(index_commit, change.term);
                 if a.leading {
@@ -180,6 +185,13 @@ pub(crate) async fn run<S: SnapshotManager>(
 }
 
 impl<S: SnapshotManager> Applier<S> {
+    /// Tells the snapshot fiber and the read gate how far this replica
+    /// has applied.
+    fn published_applied(&self) {
+        self.snaps.applied.set(self.applied);
+        self.gate.set_applied(self.applied);
+    }
+
     /// When the loop must wake without a job: the leader's due commands,
     /// a snapshot request waiting for the current one.
     fn next_wake(&self) -> Option<Instant> {
@@ -220,7 +232,7 @@ impl<S: SnapshotManager> Applier<S> {
             term: self.applied_term,
             membership: self.membership.clone(),
         };
-        let frozen = self.sm.freeze();
+        let frozen = self.gate.machine().borrow_mut().freeze();
         self.snaps.busy.set(true);
         self.bytes_since_snapshot = 0;
         self.snapshot_at = Instant::now();
@@ -242,10 +254,18 @@ impl<S: SnapshotManager> Applier<S> {
 
     /// Replaces the state by the received snapshot `meta` describes (its
     /// data is in the store), yielding between chunks.
+    // The machine stays borrowed across the restore's awaits on purpose:
+    // the read gate then finds it borrowed and sends reads the full way,
+    // which waits for the install (nothing else borrows it meanwhile: this
+    // fiber is the only writer).
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn install(&mut self, meta: &raft::SnapshotMeta) -> Result<(), String> {
         let store = &self.snaps.store;
         let stored = find(store, meta.index, meta.term).await?;
-        restore(self.sm.as_mut(), store, &stored).await?;
+        {
+            let mut machine = self.gate.machine().borrow_mut();
+            restore(machine.as_mut(), store, &stored).await?;
+        }
         log::info!(
             "group {}: state restored from the snapshot at {}",
             self.group,
@@ -299,7 +319,11 @@ impl<S: SnapshotManager> Applier<S> {
     /// again at the time it returns.
     fn propose_due(&mut self, inbox: &Sender<Event>) {
         let mut due = Vec::new();
-        self.due_at = self.sm.due_commands(state_machine::now_ms(), &mut due);
+        self.due_at = self
+            .gate
+            .machine()
+            .borrow_mut()
+            .due_commands(state_machine::now_ms(), &mut due);
         for payload in due {
             let (reply, _ignored) = oneshot();
             if inbox.try_send(Event::Propose { payload, reply }).is_err() {
@@ -320,7 +344,10 @@ impl<S: SnapshotManager> Applier<S> {
             })
             .collect();
         self.results.clear();
-        self.sm.apply(&batch, &mut self.results);
+        self.gate
+            .machine()
+            .borrow_mut()
+            .apply(&batch, &mut self.results);
         assert_eq!(
             self.results.len(),
             batch.len(),
@@ -359,7 +386,10 @@ impl<S: SnapshotManager> Applier<S> {
         }
         if entries.last().is_some_and(|e| e.kind != EntryKind::Normal) {
             // A snapshot frozen now is labelled with this index.
-            self.sm.applied_through(self.applied);
+            self.gate
+                .machine()
+                .borrow_mut()
+                .applied_through(self.applied);
         }
         // Proposals whose index was passed without their entry coming
         // here (none expected: a safety net, never a "not applied").
@@ -374,7 +404,8 @@ impl<S: SnapshotManager> Applier<S> {
                 break;
             }
             if let Some((_, (query, reply))) = self.reads.pop_first() {
-                let answer = self.sm.read(&query, now_ms).map_err(|e| GroupError::Read {
+                let answer = self.gate.machine().borrow().read(&query, now_ms);
+                let answer = answer.map_err(|e| GroupError::Read {
                     group: self.group,
                     reason: e.to_string(),
                 });

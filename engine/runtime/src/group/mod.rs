@@ -9,6 +9,7 @@
 //! their own network can call it directly.
 
 mod apply;
+mod gate;
 pub mod net;
 mod persist;
 mod raft_loop;
@@ -164,6 +165,7 @@ pub struct GroupHandle {
     hibernating: std::rc::Rc<std::cell::Cell<bool>>,
     failure: std::rc::Rc<std::cell::RefCell<Option<GroupError>>>,
     ticks: std::rc::Rc<TickBox>,
+    gate: std::rc::Rc<gate::ReadGate>,
 }
 
 /// Ticks not yet taken by the Raft loop, and whether a `Tick` event that
@@ -230,8 +232,20 @@ impl GroupHandle {
 
     /// A linearizable read: answered by the state machine once this replica
     /// has applied everything committed when the read was asked.
+    /// While the leader lease holds and the state machine is caught up,
+    /// it is answered at once, without a trip through the group's fibers.
     pub async fn read(&self, query: Bytes) -> Result<Bytes, GroupError> {
+        if let Some(answer) = self.read_now(&query) {
+            return answer;
+        }
         self.call(|reply| Event::Read { query, reply }).await
+    }
+
+    /// The answer to a linearizable read of `query` right now, without
+    /// waiting, if the leader lease allows it (see [`GroupHandle::read`]);
+    /// `None`: it needs [`GroupHandle::read`]'s full path.
+    pub fn read_now(&self, query: &Bytes) -> Option<Result<Bytes, GroupError>> {
+        self.gate.try_read(query)
     }
 
     /// A read of this replica's state as applied so far, with no ReadIndex

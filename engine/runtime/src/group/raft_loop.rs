@@ -4,6 +4,7 @@
 //! persist fiber (in order), committed entries and reads to the apply
 //! fiber.
 
+use super::gate::ReadGate;
 use super::net::WakeList;
 use super::snapshot::{
     ChunkReply, SnapJob, SnapshotFiber, SnapshotPolicy, Snapshots, Transfer, restore,
@@ -227,8 +228,9 @@ where
             ),
         )
         .map_err(spawn_err)?;
+    let gate = Rc::new(ReadGate::new(group, Rc::new(RefCell::new(sm)), applied));
     let start = apply::ApplyStart {
-        sm,
+        gate: gate.clone(),
         applied,
         applied_term: recovered.as_ref().map_or(0, |m| m.term),
         membership: recovered.map(|m| m.membership).unwrap_or_default(),
@@ -294,6 +296,7 @@ where
         inbox: inbox_tx.clone(),
         conf_waiters: Vec::new(),
         transfer_waiters: Vec::new(),
+        gate: gate.clone(),
     };
     fibers
         .spawn(TaskClass::Latency, "raft", core.run(inbox_rx))
@@ -304,6 +307,7 @@ where
         hibernating,
         failure,
         ticks,
+        gate,
     })
 }
 
@@ -448,6 +452,9 @@ struct ConfWaiter {
 }
 
 struct Loop<L: RaftLog, S: SnapshotManager> {
+    /// Where reads on this shard learn whether the lease lets them skip
+    /// this loop.
+    gate: Rc<ReadGate>,
     /// The group's log, for sending old entries' records as they are.
     log: L,
     snaps: Rc<Snapshots<S>>,
@@ -499,6 +506,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             }
             self.drain_ready().await;
             self.check_waiters();
+            self.publish_lease();
             self.received.clear();
             let asleep = self.raft.is_hibernating();
             if self.hibernating.replace(asleep)
@@ -509,6 +517,16 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             }
             yield_if_needed().await;
         }
+    }
+
+    /// Tells the read gate when the lease ends and what is committed.
+    fn publish_lease(&self) {
+        let until = self
+            .failed
+            .is_none()
+            .then(|| self.raft.lease_until_ms())
+            .flatten();
+        self.gate.publish(until, self.raft.index_commit());
     }
 
     fn not_leader(&self) -> GroupError {
@@ -655,6 +673,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
         }
         *self.failure.borrow_mut() = Some(e.clone());
         self.failed = Some(e);
+        self.publish_lease();
     }
 
     /// A chunk of a snapshot from the leader, for the snapshot fiber
@@ -871,6 +890,10 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
     }
 
     async fn route(&mut self, rd: Ready) {
+        // Before anything of this Ready leaves or this loop waits: a
+        // transfer's `TimeoutNow` must not go out while the gate still
+        // serves reads from the lease it ends.
+        self.publish_lease();
         self.note_role().await;
         // A leader encodes its new entries once: the same records go to
         // its log and to the followers.

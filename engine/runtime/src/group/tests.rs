@@ -406,6 +406,15 @@ fn a_failed_replica_answers_reads_with_its_failure() {
             h.inbox.send(Event::Failed(broken.clone())).await.is_ok(),
             "inbox open"
         );
+        // Once the loop has taken the failure in (a read asked before may
+        // still be served from the lease: the state it reads is sound).
+        let noticed = sampan_fiber::timeout(Duration::from_secs(5), async {
+            while h.failure().is_none() {
+                sampan_fiber::yield_now().await;
+            }
+        })
+        .await;
+        assert!(noticed.is_ok(), "the loop takes the failure in");
         let read = sampan_fiber::timeout(Duration::from_secs(5), get(&h, "k")).await;
         assert_eq!(read.expect("answered, not left waiting"), Err(broken));
         // A write after the failure never reaches the log: the refusal is
@@ -417,6 +426,39 @@ fn a_failed_replica_answers_reads_with_its_failure() {
         assert!(
             err.to_string().contains("disk gone"),
             "names the failure: {err}"
+        );
+        fibers.cancel();
+        fibers.join().await;
+    });
+}
+
+/// The read gate serves from the lease only while real time is inside it:
+/// a shard that stalls past the lease (here, a blocking sleep on the shard
+/// thread, during which no tick and no message runs) finds it closed, and
+/// the read takes the full path, which answers once the loop runs again.
+#[test]
+fn the_read_gate_closes_when_a_stalled_shard_outlives_the_lease() {
+    with_a_lone_voter("g1-gate", |h, _net, fibers, _d| async move {
+        h.propose(put("k", "v")).await.expect("committed");
+        let query = Bytes::from_static(b"k");
+        // A loop turn after the commit publishes the lease.
+        let open = sampan_fiber::timeout(Duration::from_secs(5), async {
+            while h.gate.try_read(&query).is_none() {
+                sampan_fiber::yield_now().await;
+            }
+        })
+        .await;
+        assert!(open.is_ok(), "a lone voter's leader serves from its lease");
+        let mut cfg = Config::new(NodeId(1), GroupId(1));
+        cfg.tick_ms = 5;
+        std::thread::sleep(Duration::from_millis(cfg.lease_ms() + 50));
+        assert!(
+            h.gate.try_read(&query).is_none(),
+            "the gate served a read past its lease's end"
+        );
+        assert_eq!(
+            get(&h, "k").await.expect("read"),
+            Some(Bytes::from_static(b"v"))
         );
         fibers.cancel();
         fibers.join().await;
