@@ -1,6 +1,8 @@
 //! Dongting's benchmark shape with Sampan's native client: one client
 //! (`BlockingClient`, one shard) with 2,000 requests in flight against 3
-//! node processes on loopback; 256-byte values over 10,000 random keys;
+//! node processes on loopback (`--clients N` splits them over N client
+//! threads: on 2 cores, two measured slower than one); 256-byte values
+//! over 10,000 random keys;
 //! put then get, with `sync` (fdatasync on a quorum before the ack) and
 //! `async` durability. Each case warms up, then is measured for 30 s
 //! (`--quick`: 3 s): ops/s and p50 / p99 / max latency.
@@ -33,6 +35,8 @@ use std::time::{Duration, Instant};
 /// Requests in flight at once, one per fiber of the client's shard
 /// (`--in-flight N` changes it, for diagnosis).
 const IN_FLIGHT: usize = 2_000;
+/// Client threads sharing them (`--clients N`).
+const CLIENTS: usize = 1;
 const VALUE_BYTES: usize = 256;
 const KEYS: u64 = 10_000;
 const GROUP: u64 = 1;
@@ -74,6 +78,12 @@ fn main() {
         .position(|a| a == "--in-flight")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(IN_FLIGHT);
+    let clients: usize = args
+        .iter()
+        .position(|a| a == "--clients")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(CLIENTS)
+        .clamp(1, in_flight.max(1));
     let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let root = base.join(format!("sampan-kv-client-bench-{}", std::process::id()));
     let cases = [
@@ -109,31 +119,63 @@ fn main() {
                 ..NodeSpec::default()
             },
         );
-        let client = BlockingClient::connect(
-            ClientConfig::new(cluster.services.clone()).cluster_id(CLUSTER),
-        )
-        .unwrap_or_else(|e| panic!("client: {e}"));
-        let leader = wait_leader(&client);
+        let pool: Vec<BlockingClient> = (0..clients)
+            .map(|_| {
+                BlockingClient::connect(
+                    ClientConfig::new(cluster.services.clone()).cluster_id(CLUSTER),
+                )
+                .unwrap_or_else(|e| panic!("client: {e}"))
+            })
+            .collect();
+        let client = &pool[0];
+        let leader = wait_leader(client);
         eprintln!(
             "{durability:?}: group {GROUP} leader is node {leader}, pid {}",
             cluster.pids()[leader as usize - 1]
         );
         for kind in kinds {
             if kind == Kind::Get {
-                preload(&client);
+                preload(client);
             }
             let name = format!(
-                "{} {}, {in_flight} in flight",
+                "{} {}, {in_flight} in flight, {clients} client thread{}",
                 format!("{durability:?}").to_lowercase(),
-                if kind == Kind::Put { "put" } else { "get" }
+                if kind == Kind::Put { "put" } else { "get" },
+                if clients == 1 { "" } else { "s" }
             );
             bar.set_message(name.clone());
-            let b = bar.clone();
-            let (ops, errors, wall, lat) = client
-                .run(move |c| async move { load(c, kind, in_flight, warm, secs, b).await })
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let stats = client.stats().unwrap_or_else(|e| panic!("{e}"));
-            eprintln!("{name}: client {stats:?}");
+            let (ops, errors, wall, lat) = std::thread::scope(|s| {
+                let runs: Vec<_> = pool
+                    .iter()
+                    .enumerate()
+                    .map(|(i, client)| {
+                        // The first thread's share takes the remainder.
+                        let share =
+                            in_flight / clients + usize::from(i == 0) * (in_flight % clients);
+                        let b = (i == 0).then(|| bar.clone());
+                        s.spawn(move || {
+                            client
+                                .run(move |c| async move {
+                                    load(c, kind, share, warm, secs, b).await
+                                })
+                                .unwrap_or_else(|e| panic!("client {i}: {e}"))
+                        })
+                    })
+                    .collect();
+                let mut total = (0, 0, Duration::ZERO, Latencies::new());
+                for run in runs {
+                    let (ops, errors, wall, lat) = run.join().expect("client thread");
+                    total.0 += ops;
+                    total.1 += errors;
+                    total.2 = total.2.max(wall);
+                    total.3.merge(&lat);
+                }
+                total
+            });
+            for client in &pool {
+                let stats = client.stats().unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{name}: client {stats:?}");
+            }
             rows.push(Measured {
                 name,
                 ops,
@@ -142,7 +184,9 @@ fn main() {
                 lat,
             });
         }
-        client.close();
+        for client in pool {
+            client.close();
+        }
         drop(cluster);
     }
     bar.finish_and_clear();
@@ -204,7 +248,7 @@ async fn load(
     in_flight: usize,
     warm: Duration,
     secs: Duration,
-    bar: ProgressBar,
+    bar: Option<ProgressBar>,
 ) -> (u64, u64, Duration, Latencies) {
     let lat = Rc::new(RefCell::new(Latencies::new()));
     let (ops, errors) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
@@ -254,8 +298,10 @@ async fn load(
                 sampan_fiber::sleep(Duration::from_secs(1)).await;
                 let now = (Instant::now(), ops.get());
                 let rate = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64();
-                bar.inc(1);
-                bar.set_message(format!("{kind:?}: {rate:.0} ops/s"));
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                    bar.set_message(format!("{kind:?}: {rate:.0} ops/s (this thread)"));
+                }
                 last = now;
             }
         })

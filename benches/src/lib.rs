@@ -46,6 +46,12 @@ impl Latencies {
     pub fn count(&self) -> u64 {
         self.hist.len()
     }
+
+    /// Adds `other`'s samples (of another client thread of one run).
+    pub fn merge(&mut self, other: &Latencies) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
 }
 
 /// One row of a results table.

@@ -140,7 +140,8 @@ struct Tries {
     /// its replica says so for a moment: one node saying it twice is not
     /// "no node has it").
     no_group: BTreeSet<SocketAddr>,
-    /// What went wrong last, for the timeout's message.
+    /// What went wrong last, for the timeout's message (empty: nothing
+    /// yet; not allocated on the way of a request that succeeds at once).
     last: String,
     /// Whether some try may have applied.
     unknown: bool,
@@ -149,6 +150,15 @@ struct Tries {
 }
 
 impl Tries {
+    /// What went wrong last, or "none".
+    fn last_text(&self) -> String {
+        if self.last.is_empty() {
+            "none".to_string()
+        } else {
+            self.last.clone()
+        }
+    }
+
     fn pause_if(&self, pause: bool) -> Step {
         if pause { Step::Pause } else { Step::Again }
     }
@@ -165,7 +175,7 @@ impl Tries {
                 after,
                 last: format!(
                     "{err}, after a try whose outcome is unknown ({})",
-                    self.last
+                    self.last_text()
                 ),
             }));
         }
@@ -289,8 +299,15 @@ impl Client {
         op: Op,
         payload: Bytes,
     ) -> Result<Bytes, ClientError> {
-        let deadline = Instant::now() + self.inner.cfg.request_timeout;
-        self.call_until(group, op, payload, deadline).await
+        let now = Instant::now();
+        self.call_from(
+            group,
+            op,
+            payload,
+            now,
+            now + self.inner.cfg.request_timeout,
+        )
+        .await
     }
 
     /// [`Client::call`] with the deadline of an operation that began
@@ -302,19 +319,34 @@ impl Client {
         payload: Bytes,
         deadline: Instant,
     ) -> Result<Bytes, ClientError> {
+        self.call_from(group, op, payload, Instant::now(), deadline)
+            .await
+    }
+
+    /// [`Client::call_until`] with the clock read at `now` (each read
+    /// costs, and a request reads it often).
+    async fn call_from(
+        &self,
+        group: u64,
+        op: Op,
+        payload: Bytes,
+        mut now: Instant,
+        deadline: Instant,
+    ) -> Result<Bytes, ClientError> {
         let cfg = &self.inner.cfg;
-        let seed = session::random_id();
-        let mut backoff = Backoff::new(cfg.retry_delay_min, cfg.retry_delay_max, seed);
+        // Made at the first pause: most requests never pause, and a seed
+        // costs a clock read, a pid and a hash.
+        let mut backoff: Option<Backoff> = None;
         let mut tries = Tries {
             route: Route::Redirect,
             redirects: 0,
             attempts: 0,
             no_group: BTreeSet::new(),
-            last: String::from("none"),
+            last: String::new(),
             unknown: false,
             propose: op == Op::Propose,
         };
-        while Instant::now() < deadline {
+        while now < deadline {
             if self.inner.closed.get() {
                 return Err(ClientError::Closed);
             }
@@ -330,29 +362,37 @@ impl Client {
                 route: tries.route,
                 payload: payload.clone(),
             };
-            let outcome = self.attempt(addr, group, &req, deadline).await;
+            let outcome = self.attempt(addr, group, &req, now, deadline).await;
             match self.react(group, addr, outcome, &mut tries) {
                 Step::Return(r) => return r,
                 Step::Again => {}
                 Step::Pause => {
                     tries.redirects = 0;
+                    let backoff = backoff.get_or_insert_with(|| {
+                        Backoff::new(
+                            cfg.retry_delay_min,
+                            cfg.retry_delay_max,
+                            session::random_id(),
+                        )
+                    });
                     let wake = Instant::now() + backoff.next_delay();
                     sampan_fiber::sleep_until(wake.min(deadline)).await;
                 }
             }
+            now = Instant::now();
         }
         if tries.unknown && op == Op::Propose {
             return Err(ClientError::Uncertain {
                 group,
                 after: cfg.request_timeout,
-                last: tries.last,
+                last: tries.last_text(),
             });
         }
         Err(ClientError::Timeout {
             group,
             after: cfg.request_timeout,
             attempts: tries.attempts,
-            last: tries.last,
+            last: tries.last_text(),
         })
     }
 
@@ -419,9 +459,10 @@ impl Client {
         addr: SocketAddr,
         group: u64,
         req: &ServiceRequest,
+        now: Instant,
         deadline: Instant,
     ) -> Outcome {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(now);
         let limit = left.min(self.inner.cfg.attempt_timeout);
         let conn = match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
             Ok(Ok(c)) => c,
