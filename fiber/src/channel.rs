@@ -46,12 +46,20 @@ struct Shared<T> {
     writable: Signal,
 }
 
+/// Slots a channel's queue has before its first item: it grows (by
+/// doubling) up to the channel's capacity as items wait.
+const CAPACITY_INITIAL_MAX: usize = 8;
+
 /// Creates a bounded channel holding at most `capacity` items (at least 1).
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let capacity = capacity.max(1);
     let shared = Rc::new(Shared {
         chan: RefCell::new(Chan {
-            queue: VecDeque::with_capacity(capacity.min(1024)),
+            // Grows with use: a group has several channels of thousands of
+            // slots, and 10,000 mostly idle groups on a shard made with
+            // their whole capacity took gigabytes (and their start-up time
+            // went into the kernel zeroing those pages).
+            queue: VecDeque::with_capacity(capacity.min(CAPACITY_INITIAL_MAX)),
             capacity,
             senders: 1,
             receiver_alive: true,

@@ -371,9 +371,7 @@ impl<F: RaftFactory> RaftServer<F> {
             cfg,
             runtime: Mutex::new(Some(runtime)),
         };
-        for g in groups {
-            server.add_group(g)?;
-        }
+        server.add_groups(groups)?;
         log::info!(
             "node {node}: started with {shards} shard(s) and {} group(s)",
             groups.len()
@@ -432,6 +430,36 @@ impl<F: RaftFactory> RaftServer<F> {
             adder.add(host, g).await
         })??;
         Ok(self.group(group.group_id))
+    }
+
+    /// Starts this node's replicas of `groups` (as [`RaftServer::add_group`]
+    /// does one), each shard up to [`GROUPS_STARTING_MAX`] at a time, the
+    /// shards in parallel: a group's start waits mostly for its files'
+    /// syncs, which overlap (the file system commits them together). The
+    /// first error is returned once every start has ended.
+    fn add_groups(&self, groups: &[GroupConfig]) -> Result<(), HostError> {
+        let mut by_shard: Vec<Vec<GroupConfig>> = vec![Vec::new(); self.shared.shards];
+        for g in groups {
+            by_shard[self.shared.owner(g.group_id)].push(g.clone());
+        }
+        let (id, node) = (self.shared.id, self.shared.node);
+        let results: Vec<Result<(), HostError>> = std::thread::scope(|scope| {
+            let runs: Vec<_> = by_shard
+                .into_iter()
+                .enumerate()
+                .filter(|(_, gs)| !gs.is_empty())
+                .map(|(shard, gs)| {
+                    let adder = self.shared.adder.clone();
+                    scope.spawn(move || {
+                        self.run(shard, move || start_groups(id, node, adder, gs))?
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        results.into_iter().collect()
     }
 
     /// Closes this node's connections to node `peer` on every shard (they
@@ -741,6 +769,49 @@ fn read_at_once(shared: &Shared, group: u64, req: &ServiceRequest) -> Option<Byt
     local_host(shared.id)?
         .read_now(group, &req.payload)
         .and_then(Result::ok)
+}
+
+/// Groups one shard starts at once when its node starts.
+pub const GROUPS_STARTING_MAX: usize = 64;
+
+/// Starts `groups` on this shard, up to [`GROUPS_STARTING_MAX`] at a time.
+async fn start_groups(
+    id: u64,
+    node: u64,
+    adder: Arc<dyn GroupAdder>,
+    groups: Vec<GroupConfig>,
+) -> Result<(), HostError> {
+    let host = local_host(id).ok_or(HostError::Fiber {
+        node,
+        source: FiberError::ShuttingDown { shard: 0 },
+    })?;
+    let fiber = |source| HostError::Fiber { node, source };
+    let mut starting: std::collections::VecDeque<sampan_fiber::FiberHandle<Result<(), HostError>>> =
+        std::collections::VecDeque::new();
+    let mut first_error = None;
+    let mut keep = |r: Result<Result<(), HostError>, FiberError>| {
+        if let Err(e) = r.map_err(fiber).and_then(|r| r)
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+        }
+    };
+    for g in groups {
+        if starting.len() >= GROUPS_STARTING_MAX
+            && let Some(oldest) = starting.pop_front()
+        {
+            keep(oldest.join().await);
+        }
+        let started = adder.add(host.clone(), g);
+        match sampan_fiber::spawn(TaskClass::Latency, "group-start", started) {
+            Ok(h) => starting.push_back(h),
+            Err(e) => keep(Err(e)),
+        }
+    }
+    for h in starting {
+        keep(h.join().await);
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Runs a request on the shard that owns its group: here, or through that

@@ -57,7 +57,7 @@ pub(crate) async fn run<L: RaftLog, V: Vfs>(
     outbox: Rc<dyn Outbox>,
     snapshot: Rc<RefCell<SnapshotMeta>>,
 ) {
-    let mut round = Vec::with_capacity(JOBS_PER_ROUND);
+    let mut round = Vec::new();
     let mut commit_saved_at = std::time::Instant::now();
     while let Some(job) = jobs.recv().await {
         round.push(job);

@@ -494,7 +494,8 @@ struct Loop<L: RaftLog, S: SnapshotManager> {
 
 impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
     async fn run(mut self, inbox: Receiver<Event>) {
-        let mut batch = Vec::with_capacity(256);
+        // Grows on first use (idle groups keep nothing).
+        let mut batch = Vec::new();
         while let Some(ev) = inbox.recv().await {
             batch.push(ev);
             inbox.drain_into(&mut batch, 255);
