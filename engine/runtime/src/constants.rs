@@ -70,3 +70,7 @@ const _: () = assert!(TAIL_CACHE_BYTES <= SHARD_TAIL_CACHE_BYTES);
 // A snapshot being sent is never the one purged.
 const _: () = assert!(SNAPSHOTS_KEPT >= 2);
 const _: () = assert!(HEAL_BACKOFF_MIN.as_millis() <= HEAL_BACKOFF_MAX.as_millis());
+
+/// Keepalive probes a node sends each peer per election timeout (the
+/// liveness check that lets idle groups hibernate).
+pub const PEER_PROBES_PER_TIMEOUT: u64 = 5;

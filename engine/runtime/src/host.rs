@@ -32,6 +32,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub use crate::constants::PAYLOAD_BYTES_MAX;
+use crate::constants::PEER_PROBES_PER_TIMEOUT;
 
 /// Why a host or one of its groups could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,11 +173,19 @@ impl ShardHost {
                 .add_peer(id, addr)
                 .map_err(|source| HostError::Net { node, source })?;
         }
+        // A fifth of an election timeout between probes: a silent peer is
+        // found unreachable at most that much after the timeout. Probing
+        // every tick was most of what a node of sleeping groups woke for
+        // (about 400 wake-ups a second with two peers and 10 ms ticks).
+        let probe_every = self
+            .cfg
+            .tick_ms
+            .max(self.cfg.election_timeout_ms / PEER_PROBES_PER_TIMEOUT);
         let watch = watch_peers(
             self.transport.clone(),
             self.groups.clone(),
             peers.iter().map(|(id, _)| *id).collect(),
-            Duration::from_millis(self.cfg.tick_ms),
+            Duration::from_millis(probe_every),
             Duration::from_millis(self.cfg.election_timeout_ms),
         );
         sampan_fiber::spawn(TaskClass::Latency, "liveness", watch)
@@ -343,7 +352,7 @@ impl ShardHost {
         let handle = start(parts, &fibers).await?;
         self.groups.borrow_mut().insert(g, handle.clone());
         // The ticker visits it from its next tick (it starts awake).
-        self.woken.borrow_mut().push(g);
+        self.woken.push(g);
         self.fibers.borrow_mut().insert(g, fibers);
         self.configs.borrow_mut().insert(g, group.clone());
         log::info!("node {}: group {g} started", self.cfg.node_id);

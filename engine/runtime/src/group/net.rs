@@ -27,8 +27,29 @@ use std::time::{Duration, Instant};
 pub type GroupDirectory = Rc<RefCell<HashMap<u64, GroupHandle>>>;
 
 /// Ids of a shard's groups that started or woke from hibernation since the
-/// shard's ticker last looked ([`drive_ticks`] visits only awake groups).
-pub type WakeList = Rc<RefCell<Vec<u64>>>;
+/// shard's ticker last looked ([`drive_ticks`] visits only awake groups,
+/// and sleeps while there are none).
+pub type WakeList = Rc<WakeQueue>;
+
+/// The queue behind a [`WakeList`]: pushing an id also wakes the ticker.
+#[derive(Debug, Default)]
+pub struct WakeQueue {
+    ids: RefCell<Vec<u64>>,
+    pushed: sampan_fiber::Signal,
+}
+
+impl WakeQueue {
+    /// Group `id` started or woke: the ticker ticks it from now on.
+    pub fn push(&self, id: u64) {
+        self.ids.borrow_mut().push(id);
+        self.pushed.notify_all();
+    }
+
+    /// Takes the ids pushed since the last call.
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.ids.borrow_mut())
+    }
+}
 
 /// An [`Outbox`] over a shard's [`Transport`].
 pub struct TransportOutbox {
@@ -373,8 +394,22 @@ pub async fn drive_ticks(groups: GroupDirectory, woken: WakeList, period: Durati
         // A group goes on the wake list when it starts and when it wakes.
         let mut awake: std::collections::HashSet<u64> = std::collections::HashSet::new();
         loop {
+            if awake.is_empty() {
+                // Every group asleep: no tick until one wakes (a shard of
+                // hibernating groups then wakes only for its peers).
+                let pushed = woken.pushed.wait();
+                if woken.ids.borrow().is_empty() {
+                    pushed.await;
+                    // From a fresh start: the periods slept through are no
+                    // time a woken group should be ticked for at once.
+                    match sampan_fiber::Ticker::new(period) {
+                        Ok(t) => ticker = t,
+                        Err(e) => log::error!("shard ticker: {e}"),
+                    }
+                }
+            }
             let n = ticker.tick().await;
-            awake.extend(woken.borrow_mut().drain(..));
+            awake.extend(woken.take());
             let dir = groups.borrow();
             awake.retain(|id| match dir.get(id) {
                 Some(g) => {

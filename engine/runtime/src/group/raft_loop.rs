@@ -514,7 +514,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 && !asleep
                 && let Some(w) = &self.woken
             {
-                w.borrow_mut().push(self.group);
+                w.push(self.group);
             }
             yield_if_needed().await;
         }
