@@ -374,6 +374,21 @@ impl ShardHost {
         self.groups.borrow().get(&group)?.read_now(query)
     }
 
+    /// The groups running here that stopped writing after a storage
+    /// failure (a walk of the directory with no copies: the healer looks
+    /// every second, and a shard may hold 10,000 groups).
+    pub fn failed_group_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, h)| h.is_failed())
+            .map(|(g, _)| *g)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The groups running here.
     pub fn group_ids(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.groups.borrow().keys().copied().collect();

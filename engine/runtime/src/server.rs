@@ -187,7 +187,7 @@ async fn heal_failed_groups(shared: Arc<Shared>) {
             return;
         };
         let now = Instant::now();
-        for g in host.group_ids() {
+        for g in host.failed_group_ids() {
             let Some(handle) = host.group(g) else {
                 continue;
             };

@@ -338,6 +338,11 @@ impl GroupHandle {
         self.hibernating.get()
     }
 
+    /// Whether this replica stopped writing (see [`GroupHandle::failure`]).
+    pub fn is_failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
     /// Why this replica stopped writing (a storage failure), if it did: it
     /// then refuses writes and reads until restarted from its files.
     pub fn failure(&self) -> Option<GroupError> {
