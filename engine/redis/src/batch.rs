@@ -10,6 +10,9 @@
 //! fiber runs as soon as the connection yields), so batching adds no wait
 //! when the load is light.
 //!
+//! A key read that the group's leader on this shard can answer from its
+//! lease at once (`GroupRef::read_now_with`) skips the queue altogether.
+//!
 //! Merging keeps Redis's guarantees: requests of different connections are
 //! concurrent, so any order between them is a valid one; each connection
 //! waits for its own request before sending its next, so its order holds;
@@ -171,6 +174,12 @@ impl Batcher {
         group: &GroupRef,
         keys: Vec<Bytes>,
     ) -> Result<Vec<Option<Item>>, String> {
+        // Answered on the spot when this shard leads the group and its
+        // lease allows a read at once: a batch would only add the flush
+        // fiber's turn and a channel each way.
+        if let Some(answer) = group.read_now_with(|| KvQuery::Get(keys.clone()).to_bytes()) {
+            return items_of(group, keys.len(), answer.map_err(|e| format!("ERR {e}")));
+        }
         if !self.enabled {
             return read_keys(group, keys).await;
         }
@@ -305,7 +314,13 @@ pub async fn read_keys(group: &GroupRef, keys: Vec<Bytes>) -> Outcome<Option<Ite
     let reply = group
         .read(KvQuery::Get(keys).to_bytes())
         .await
-        .map_err(|e| format!("ERR {e}"))?;
+        .map_err(|e| format!("ERR {e}"));
+    items_of(group, n, reply)
+}
+
+/// The `n` items of a `KvQuery::Get`'s answer.
+fn items_of(group: &GroupRef, n: usize, reply: Result<Bytes, String>) -> Outcome<Option<Item>> {
+    let reply = reply?;
     // Deadlines onto this node's clock: a TTL shows what the leader judged.
     let now = sampan::state_machine::now_ms();
     match KvAnswer::decode(reply).map(|a| a.into_items(now)) {

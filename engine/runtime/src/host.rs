@@ -374,6 +374,15 @@ impl ShardHost {
         self.groups.borrow().get(&group)?.read_now(query)
     }
 
+    /// [`GroupHandle::read_now_with`] on group `group`, if it runs here.
+    pub fn read_now_with(
+        &self,
+        group: u64,
+        make: impl FnOnce() -> Bytes,
+    ) -> Option<Result<Bytes, GroupError>> {
+        self.groups.borrow().get(&group)?.read_now_with(make)
+    }
+
     /// The groups running here that stopped writing after a storage
     /// failure (a walk of the directory with no copies: the healer looks
     /// every second, and a shard may hold 10,000 groups).

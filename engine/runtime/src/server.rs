@@ -1172,6 +1172,22 @@ impl GroupRef {
         self.call(Op::Read, query, Route::Forward).await
     }
 
+    /// The answer to a linearizable read right now, without waiting, if
+    /// this node's replica of the group lives on the calling shard and its
+    /// leader lease allows it ([`GroupHandle::read_now`]); `make` builds
+    /// the query only then. `None`: use [`GroupRef::read`].
+    pub fn read_now_with(
+        &self,
+        make: impl FnOnce() -> Bytes,
+    ) -> Option<Result<Bytes, ServerError>> {
+        if sampan_fiber::shard_id() != Some(self.shared.owner(self.group)) {
+            return None;
+        }
+        local_host(self.shared.id)?
+            .read_now_with(self.group, make)
+            .map(|r| r.map_err(ServerError::from))
+    }
+
     /// [`GroupRef::read`], choosing what a non-leader does.
     pub async fn read_routed(&self, query: Bytes, route: Route) -> Result<Bytes, ServerError> {
         self.call(Op::Read, query, route).await

@@ -76,6 +76,15 @@ impl ReadGate {
     /// The answer to `query` from the state machine now, if the lease
     /// allows it (see the module's doc); `None`: take the full path.
     pub(crate) fn try_read(&self, query: &Bytes) -> Option<Result<Bytes, GroupError>> {
+        self.try_read_with(|| query.clone())
+    }
+
+    /// [`ReadGate::try_read`] with the query built by `make`, called only
+    /// if the gate is open.
+    pub(crate) fn try_read_with(
+        &self,
+        make: impl FnOnce() -> Bytes,
+    ) -> Option<Result<Bytes, GroupError>> {
         let until = self.until_ms.get();
         if until == 0 || self.applied.get() < self.committed.get() {
             return None;
@@ -84,6 +93,8 @@ impl ReadGate {
             return None;
         }
         let machine = self.machine.try_borrow().ok()?;
+        let query = make();
+        let query = &query;
         Some(
             machine
                 .read(query, state_machine::now_ms())

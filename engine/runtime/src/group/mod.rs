@@ -248,6 +248,12 @@ impl GroupHandle {
         self.gate.try_read(query)
     }
 
+    /// [`GroupHandle::read_now`] with the query built by `make`, which is
+    /// called only if the read can be answered now.
+    pub fn read_now_with(&self, make: impl FnOnce() -> Bytes) -> Option<Result<Bytes, GroupError>> {
+        self.gate.try_read_with(make)
+    }
+
     /// A read of this replica's state as applied so far, with no ReadIndex
     /// round: possibly stale (a follower read), never forwarded.
     pub async fn read_local(&self, query: Bytes) -> Result<Bytes, GroupError> {
