@@ -45,7 +45,36 @@ fn start() -> TestCluster {
     wait_until("each node to lead one group", || {
         led_by(c.port(1)) == vec![1, 1, 1]
     });
+    // And every node's slot map names those leaders: a shard trusts its
+    // idea of a group's leader for `LEADER_TTL`, so right after the last
+    // transfer a node may still send a key to the old leader (a `-MOVED`
+    // a client follows, but a test asking once would take it as wrong).
+    wait_until("every node's slot map to name the leaders", || {
+        let leaders: Vec<u16> = (1..=GROUPS).map(|g| c.port(c.wait_leader(g))).collect();
+        (1..=3).all(|n| masters(c.port(n)) == leaders)
+    });
     c
+}
+
+/// The master's Redis port of each slot range, as `port`'s node answers
+/// `CLUSTER SLOTS` (0 for a range without a known leader).
+fn masters(port: u16) -> Vec<u16> {
+    let Value::Array(Some(ranges)) = call(port, &["CLUSTER", "SLOTS"]) else {
+        return Vec::new();
+    };
+    ranges
+        .iter()
+        .map(|r| match r {
+            Value::Array(Some(r)) => match r.get(2) {
+                Some(Value::Array(Some(m))) => match m.get(1) {
+                    Some(Value::Int(p)) => u16::try_from(*p).unwrap_or(0),
+                    _ => 0,
+                },
+                _ => 0,
+            },
+            _ => 0,
+        })
+        .collect()
 }
 
 /// A key of group `g` (its slot in the group's range), and its slot.

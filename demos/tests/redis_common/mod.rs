@@ -129,6 +129,24 @@ impl TestCluster {
     /// nothing) if it runs; [`TestCluster::resume`] continues it.
     pub fn pause(&self, i: u64) {
         self.signal(i, libc::SIGSTOP);
+        // kill(2) returns once the signal is sent, not once every thread
+        // has stopped: a request sent right after could still be answered
+        // (legitimately) by the process it was meant to find paused.
+        if let Some(pid) = self.pid(i) {
+            wait_until("the paused node's threads to stop", || {
+                std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .map(|tasks| {
+                        tasks.flatten().all(|t| {
+                            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                                // The state follows the command name's ')'.
+                                st.rsplit_once(')')
+                                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                            })
+                        })
+                    })
+                    .unwrap_or(false)
+            });
+        }
     }
 
     /// SIGCONTs node `i`.
