@@ -58,17 +58,7 @@ fn open_all_with(fs: &MemFs, cfg: WalConfig) -> (ShardWal<MemFs>, Vec<WalLog<Mem
 /// 10,000 seeds).
 fn pick(m: &Model, rng: &mut SimRng, term: &mut u64) -> Op {
     match rng.below(100) {
-        0..=54 => {
-            if rng.below(8) == 0 {
-                *term += 1;
-            }
-            Op::Append(entries(
-                m.last() + 1,
-                1 + rng.below(8),
-                *term,
-                rng.below(1000),
-            ))
-        }
+        0..=54 => m.append_op(rng, term),
         55..=69 => Op::Sync,
         70..=77 => Op::Truncate(m.first - 1 + rng.below(m.entries.len() as u64 + 1)),
         78..=89 => Op::Purge((m.first + rng.below(m.entries.len() as u64 + 2)).min(m.last() + 1)),

@@ -369,11 +369,6 @@ impl ShardHost {
         self.groups.borrow().get(&group).cloned()
     }
 
-    /// [`GroupHandle::read_now`] on group `group`, if it runs here.
-    pub fn read_now(&self, group: u64, query: &Bytes) -> Option<Result<Bytes, GroupError>> {
-        self.groups.borrow().get(&group)?.read_now(query)
-    }
-
     /// [`GroupHandle::read_now_with`] on group `group`, if it runs here.
     pub fn read_now_with(
         &self,

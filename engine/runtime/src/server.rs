@@ -760,15 +760,25 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
 /// hop. `None` for anything else, which takes the full path (and any
 /// error, which it reports the same way).
 fn read_at_once(shared: &Shared, group: u64, req: &ServiceRequest) -> Option<Bytes> {
-    if req.op != Op::Read
-        || req.route == Route::Local
-        || sampan_fiber::shard_id() != Some(shared.owner(group))
-    {
+    if req.op != Op::Read || req.route == Route::Local {
+        return None;
+    }
+    read_now_here(shared, group, || req.payload.clone())?.ok()
+}
+
+/// [`GroupHandle::read_now_with`] on this node's replica of `group`, if it
+/// lives on the calling shard.
+fn read_now_here(
+    shared: &Shared,
+    group: u64,
+    make: impl FnOnce() -> Bytes,
+) -> Option<Result<Bytes, ServerError>> {
+    if sampan_fiber::shard_id() != Some(shared.owner(group)) {
         return None;
     }
     local_host(shared.id)?
-        .read_now(group, &req.payload)
-        .and_then(Result::ok)
+        .read_now_with(group, make)
+        .map(|r| r.map_err(ServerError::from))
 }
 
 /// Groups one shard starts at once when its node starts.
@@ -1180,12 +1190,7 @@ impl GroupRef {
         &self,
         make: impl FnOnce() -> Bytes,
     ) -> Option<Result<Bytes, ServerError>> {
-        if sampan_fiber::shard_id() != Some(self.shared.owner(self.group)) {
-            return None;
-        }
-        local_host(self.shared.id)?
-            .read_now_with(self.group, make)
-            .map(|r| r.map_err(ServerError::from))
+        read_now_here(&self.shared, self.group, make)
     }
 
     /// [`GroupRef::read`], choosing what a non-leader does.

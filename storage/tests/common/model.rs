@@ -46,23 +46,27 @@ impl Model {
         self.first + self.entries.len() as u64 - 1
     }
 
+    /// An append of 1 to 8 entries after the last, in a new term one time
+    /// in eight (`term` is the newest so far).
+    pub fn append_op(&self, rng: &mut SimRng, term: &mut u64) -> Op {
+        if rng.below(8) == 0 {
+            *term += 1;
+        }
+        Op::Append(entries(
+            self.last() + 1,
+            1 + rng.below(8),
+            *term,
+            rng.below(1000),
+        ))
+    }
+
     /// A random call on this log (`term` goes up now and then): appends
     /// 50%, syncs 16%, background work 6%, truncations 12%, purges 12%,
     /// installs 4%.
     pub fn pick(&self, rng: &mut SimRng, term: &mut u64) -> Op {
         let m = self;
         match rng.below(100) {
-            0..=49 => {
-                if rng.below(8) == 0 {
-                    *term += 1;
-                }
-                Op::Append(entries(
-                    m.last() + 1,
-                    1 + rng.below(8),
-                    *term,
-                    rng.below(1000),
-                ))
-            }
+            0..=49 => m.append_op(rng, term),
             50..=65 => Op::Sync,
             66..=71 => Op::Background,
             72..=83 => Op::Truncate(m.first - 1 + rng.below(m.entries.len() as u64 + 1)),

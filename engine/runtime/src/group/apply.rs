@@ -73,7 +73,6 @@ pub(crate) async fn run<S: SnapshotManager>(
     jobs: Receiver<ApplyJob>,
     inbox: Sender<Event>,
 ) {
-    start.snaps.applied.set(start.applied);
     start.gate.set_applied(start.applied);
     let mut a = Applier {
         group,
@@ -185,10 +184,9 @@ pub(crate) async fn run<S: SnapshotManager>(
 }
 
 impl<S: SnapshotManager> Applier<S> {
-    /// Tells the snapshot fiber and the read gate how far this replica
-    /// has applied.
+    /// Tells the read gate (and through it the snapshot fiber) how far
+    /// this replica has applied.
     fn published_applied(&self) {
-        self.snaps.applied.set(self.applied);
         self.gate.set_applied(self.applied);
     }
 

@@ -73,15 +73,15 @@ impl ReadGate {
         self.applied.set(applied);
     }
 
-    /// The answer to `query` from the state machine now, if the lease
-    /// allows it (see the module's doc); `None`: take the full path.
-    pub(crate) fn try_read(&self, query: &Bytes) -> Option<Result<Bytes, GroupError>> {
-        self.try_read_with(|| query.clone())
+    /// How far the state machine has applied.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied.get()
     }
 
-    /// [`ReadGate::try_read`] with the query built by `make`, called only
-    /// if the gate is open.
-    pub(crate) fn try_read_with(
+    /// The answer from the state machine now to the query `make` builds
+    /// (called only if the gate is open), if the lease allows it (see the
+    /// module's doc); `None`: take the full path.
+    pub(crate) fn try_read(
         &self,
         make: impl FnOnce() -> Bytes,
     ) -> Option<Result<Bytes, GroupError>> {
@@ -93,11 +93,9 @@ impl ReadGate {
             return None;
         }
         let machine = self.machine.try_borrow().ok()?;
-        let query = make();
-        let query = &query;
         Some(
             machine
-                .read(query, state_machine::now_ms())
+                .read(&make(), state_machine::now_ms())
                 .map_err(|e| GroupError::Read {
                     group: self.group,
                     reason: e.to_string(),

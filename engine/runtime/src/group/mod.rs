@@ -245,13 +245,13 @@ impl GroupHandle {
     /// waiting, if the leader lease allows it (see [`GroupHandle::read`]);
     /// `None`: it needs [`GroupHandle::read`]'s full path.
     pub fn read_now(&self, query: &Bytes) -> Option<Result<Bytes, GroupError>> {
-        self.gate.try_read(query)
+        self.gate.try_read(|| query.clone())
     }
 
     /// [`GroupHandle::read_now`] with the query built by `make`, which is
     /// called only if the read can be answered now.
     pub fn read_now_with(&self, make: impl FnOnce() -> Bytes) -> Option<Result<Bytes, GroupError>> {
-        self.gate.try_read_with(make)
+        self.gate.try_read(make)
     }
 
     /// A read of this replica's state as applied so far, with no ReadIndex

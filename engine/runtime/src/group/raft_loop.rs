@@ -249,6 +249,7 @@ where
         node,
         log: log.clone(),
         snaps: snaps.clone(),
+        gate: gate.clone(),
         inbox: inbox_tx.clone(),
         apply: apply_tx.clone(),
     };

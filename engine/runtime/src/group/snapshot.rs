@@ -93,8 +93,6 @@ pub(crate) struct Snapshots<S: SnapshotManager> {
     pub(crate) busy: Cell<bool>,
     /// The last snapshot written here, for status.
     pub(crate) last: Cell<Option<SnapshotSaved>>,
-    /// The apply fiber's applied index.
-    pub(crate) applied: Cell<u64>,
     /// Followers a snapshot is streaming to.
     sending: RefCell<HashSet<u64>>,
 }
@@ -111,7 +109,6 @@ impl<S: SnapshotManager> Snapshots<S> {
             policy,
             busy: Cell::new(false),
             last: Cell::new(None),
-            applied: Cell::new(0),
             sending: RefCell::new(HashSet::new()),
         }
     }
@@ -190,6 +187,8 @@ pub(crate) struct SnapshotFiber<L, S: SnapshotManager> {
     pub(crate) node: u64,
     pub(crate) log: L,
     pub(crate) snaps: Rc<Snapshots<S>>,
+    /// How far the apply fiber has applied (its read gate).
+    pub(crate) gate: Rc<super::gate::ReadGate>,
     pub(crate) inbox: Sender<Event>,
     /// The apply fiber, told when a snapshot may be due by time.
     pub(crate) apply: Sender<ApplyJob>,
@@ -345,7 +344,7 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             term: meta.term,
             bytes,
             write_ms: started.elapsed().as_millis() as u64,
-            applied_meanwhile: self.snaps.applied.get().saturating_sub(meta.index),
+            applied_meanwhile: self.gate.applied().saturating_sub(meta.index),
         };
         self.snaps.last.set(Some(saved));
         // Only what is durable here and covered by the snapshot goes.

@@ -443,7 +443,7 @@ fn the_read_gate_closes_when_a_stalled_shard_outlives_the_lease() {
         let query = Bytes::from_static(b"k");
         // A loop turn after the commit publishes the lease.
         let open = sampan_fiber::timeout(Duration::from_secs(5), async {
-            while h.gate.try_read(&query).is_none() {
+            while h.read_now(&query).is_none() {
                 sampan_fiber::yield_now().await;
             }
         })
@@ -453,7 +453,7 @@ fn the_read_gate_closes_when_a_stalled_shard_outlives_the_lease() {
         cfg.tick_ms = 5;
         std::thread::sleep(Duration::from_millis(cfg.lease_ms() + 50));
         assert!(
-            h.gate.try_read(&query).is_none(),
+            h.read_now(&query).is_none(),
             "the gate served a read past its lease's end"
         );
         assert_eq!(
