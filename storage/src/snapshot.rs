@@ -14,7 +14,7 @@
 //! ```
 
 use crate::error::{Result, StorageError};
-use crate::io::{Vfs, VfsFile};
+use crate::io::{Vfs, VfsFile, parent_of};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
@@ -111,10 +111,9 @@ impl<V: Vfs> SnapshotStore<V> {
     /// meta is left for [`SnapshotStore::list`] to report as corrupt.
     pub async fn open(vfs: V, dir: &Path, group: u64, keep: usize) -> Result<SnapshotStore<V>> {
         let io = |op, e| StorageError::io(group, op, dir, 0, e);
-        vfs.create_dir_all(dir)
-            .await
-            .map_err(|e| io("create dir", e))?;
-        let names = vfs.list(dir).await.map_err(|e| io("list", e))?;
+        // The directory is made by the first snapshot written: a group that
+        // never snapshots (most of thousands of small ones) costs no inode.
+        let names = list_or_none(&vfs, dir).await.map_err(|e| io("list", e))?;
         for name in names
             .iter()
             .filter(|n| n.ends_with(WRITING) || n.ends_with(REMOVING))
@@ -152,9 +151,7 @@ impl<V: Vfs> SnapshotStore<V> {
     /// Every finished snapshot, oldest first. A meta that fails its CRC is
     /// [`StorageError::Corrupt`].
     pub async fn list(&self) -> Result<Vec<SnapshotMeta>> {
-        let names = self
-            .vfs
-            .list(&self.dir)
+        let names = list_or_none(&self.vfs, &self.dir)
             .await
             .map_err(|e| StorageError::io(self.group, "list", &self.dir, 0, e))?;
         let mut out = Vec::new();
@@ -282,6 +279,14 @@ impl<V: Vfs> SnapshotStore<V> {
     }
 }
 
+/// The names in `dir`; none if it does not exist (yet).
+async fn list_or_none<V: Vfs>(vfs: &V, dir: &Path) -> std::io::Result<Vec<String>> {
+    match vfs.list(dir).await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 /// A snapshot being written; [`SnapshotWriter::finish`] makes it visible.
 /// Dropping it unfinished leaves a `.tmp` directory that the next write of
 /// the same snapshot, or the next [`SnapshotStore::open`], removes.
@@ -396,6 +401,13 @@ impl<V: Vfs> SnapshotWriter<V> {
             .sync_dir(&s.dir)
             .await
             .map_err(|e| io("sync dir", &s.dir, e))?;
+        // The store's own directory may be new (made by `create`): its
+        // name must be durable too. One more sync per snapshot.
+        let parent = parent_of(&s.dir);
+        s.vfs
+            .sync_dir(&parent)
+            .await
+            .map_err(|e| io("sync dir", &parent, e))?;
         log::info!(
             "group {}: snapshot at index {} (term {}) written: {} bytes",
             s.group,

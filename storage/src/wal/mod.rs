@@ -1198,22 +1198,18 @@ impl<V: Vfs> WalLog<V> {
             ));
         }
         let meta_path = dir.join(WAL_META_FILE);
-        let (mut meta_file, payload) = DualFile::open(vfs, &meta_path, META_MAGIC, group).await?;
-        let meta = match payload {
-            Some(p) => Meta::decode(&p).ok_or_else(|| {
-                StorageError::corrupt(group, &meta_path, 0, "meta record of unknown shape")
-            })?,
-            None => {
-                let meta = Meta {
-                    incarnation: random_u64(),
-                    log_id: wal.inner.log_id,
-                    first_index: 1,
-                    prev_term: 0,
-                };
-                meta_file.write(&meta.encode()).await?;
-                meta
-            }
+        // A new group's meta, saved as the file is created (one sync).
+        let fresh = Meta {
+            incarnation: random_u64(),
+            log_id: wal.inner.log_id,
+            first_index: 1,
+            prev_term: 0,
         };
+        let (meta_file, payload) =
+            DualFile::open_with(vfs, &meta_path, META_MAGIC, group, Some(&fresh.encode())).await?;
+        let meta = payload.as_deref().and_then(Meta::decode).ok_or_else(|| {
+            StorageError::corrupt(group, &meta_path, 0, "meta record of unknown shape")
+        })?;
         if meta.log_id != wal.inner.log_id {
             return Err(StorageError::corrupt(
                 group,
