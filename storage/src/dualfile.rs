@@ -101,6 +101,35 @@ impl<V: Vfs> DualFile<V> {
             .open(path, true)
             .await
             .map_err(|e| StorageError::io(group, "open", path, 0, e))?;
+        Self::load_and_close(vfs, file, path, magic, group, initial).await
+    }
+
+    /// As [`DualFile::open`] for a file that exists; `None` (and nothing
+    /// created) if it does not.
+    pub async fn open_existing(
+        vfs: &V,
+        path: &Path,
+        magic: u32,
+        group: u64,
+    ) -> Result<Option<(DualFile<V>, Option<Vec<u8>>)>> {
+        let file = match vfs.open(path, false).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io(group, "open", path, 0, e)),
+        };
+        Self::load_and_close(vfs, file, path, magic, group, None)
+            .await
+            .map(Some)
+    }
+
+    async fn load_and_close(
+        vfs: &V,
+        file: V::File,
+        path: &Path,
+        magic: u32,
+        group: u64,
+        initial: Option<&[u8]>,
+    ) -> Result<(DualFile<V>, Option<Vec<u8>>)> {
         let loaded = Self::load(vfs, &file, path, magic, group, initial).await;
         close(file, group, path).await;
         let (seq, payload) = loaded?;

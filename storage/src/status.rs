@@ -1,12 +1,15 @@
 //! The status file (Raft's hard state): term, vote, commit index and the
 //! membership config, kept in two CRC'd copies (see [`crate::dualfile`]).
 //! It holds no open descriptor between saves: each save opens, writes,
-//! syncs and closes the file.
+//! syncs and closes the file. A group that never saved a state has no
+//! file: the first save creates it holding that state (one write, one
+//! sync, then the directory's), so a new group's start pays for one file
+//! creation, not a creation and then a save.
 
 use crate::dualfile::{DualFile, SLOT_PAYLOAD_MAX};
 use crate::error::{Result, StorageError};
 use crate::io::Vfs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MAGIC: u32 = 0x5453_5053; // "SPST"
 
@@ -58,9 +61,16 @@ impl HardState {
 /// The status file of a group (no descriptor held between saves).
 #[derive(Debug)]
 pub struct StatusFile<V: Vfs> {
-    file: DualFile<V>,
+    file: Backing<V>,
     state: HardState,
     group: u64,
+}
+
+/// The file, or where it will be made by the first save.
+#[derive(Debug)]
+enum Backing<V: Vfs> {
+    File(DualFile<V>),
+    NotYet { vfs: V, path: PathBuf },
 }
 
 /// Largest config (bytes) the status file holds.
@@ -70,7 +80,16 @@ impl<V: Vfs> StatusFile<V> {
     /// Opens (or creates) the status file at `path`. A torn copy falls back
     /// to the other; two bad copies fail with [`StorageError::Corrupt`].
     pub async fn open(vfs: &V, path: &Path, group: u64) -> Result<StatusFile<V>> {
-        let (file, payload) = DualFile::open(vfs, path, MAGIC, group).await?;
+        let (file, payload) = match DualFile::open_existing(vfs, path, MAGIC, group).await? {
+            Some((file, payload)) => (Backing::File(file), payload),
+            None => (
+                Backing::NotYet {
+                    vfs: vfs.clone(),
+                    path: path.to_path_buf(),
+                },
+                None,
+            ),
+        };
         let state = match payload {
             None => HardState::default(),
             Some(p) => HardState::decode(&p).ok_or_else(|| {
@@ -101,7 +120,19 @@ impl<V: Vfs> StatusFile<V> {
                 ),
             ));
         }
-        self.file.write(&state.encode()).await?;
+        let bytes = state.encode();
+        match &mut self.file {
+            Backing::File(file) => file.write(&bytes).await?,
+            Backing::NotYet { vfs, path } => {
+                let (mut file, saved) =
+                    DualFile::open_with(vfs, path, MAGIC, self.group, Some(&bytes)).await?;
+                // Made by someone else meanwhile: ours is the newer state.
+                if saved.as_deref() != Some(&bytes[..]) {
+                    file.write(&bytes).await?;
+                }
+                self.file = Backing::File(file);
+            }
+        }
         self.state = state.clone();
         Ok(())
     }

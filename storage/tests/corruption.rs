@@ -237,12 +237,14 @@ fn a_torn_first_status_save_starts_blank() {
     let full = clean.contents(path).unwrap();
     let fs = MemFs::new();
     block_on(async {
-        StatusFile::open(&fs, path, 1).await.unwrap();
+        let mut st = StatusFile::open(&fs, path, 1).await.unwrap();
+        st.save(&s1).await.unwrap();
     });
-    // Torn inside the record: its header and part of its payload reached
-    // the disk, its CRC did not.
-    let mut torn = fs.contents(path).unwrap();
-    torn[4096..4096 + 40].copy_from_slice(&full[4096..4096 + 40]);
+    // Torn inside the record: the blank mark in the first copy, the
+    // record's header and part of its payload reached the disk, its CRC
+    // did not (the first save writes both copies in one write).
+    let mut torn = full.clone();
+    torn[4096 + 40..].fill(0);
     fs.set_contents(path, torn);
     let reopened = block_on(async { StatusFile::open(&fs, path, 1).await })
         .expect("a torn first save must not stop the group");
