@@ -302,6 +302,23 @@ fn async_mode_power_cuts_leave_a_prefix_without_a_hole() {
     }
 }
 
+/// Runs `case` once per cut point in `1..cuts` and crash mode, each on a
+/// new simulated disk with its own random source; `case` returns whether
+/// the change it cut returned. Fails unless some cut fell inside it.
+fn each_cut<F>(cuts: u64, seed: u64, mut case: impl FnMut(u64, CrashMode, MemFs, SimRng) -> F)
+where
+    F: std::future::Future<Output = bool>,
+{
+    let mut inside = 0;
+    for n in 1..cuts {
+        for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandomPages] {
+            let rng = SimRng::new(seed.wrapping_mul(1_000).wrapping_add(n));
+            inside += u32::from(!block_on(case(n, mode, MemFs::new(), rng)));
+        }
+    }
+    assert!(inside > 0, "some cut fell inside the change");
+}
+
 /// A record file created with its first payload in one write: cut at
 /// every step of the creation, it reopens blank or holding that payload,
 /// and a creation that returned is never lost. A file that holds a
@@ -312,37 +329,29 @@ fn a_record_file_created_with_its_payload_survives_power_cuts() {
     use std::path::Path;
     const MAGIC: u32 = 0x5445_5354;
     let path = Path::new("/g/log/meta");
-    let mut rng = SimRng::new(17);
-    let mut cut_before_return = 0;
-    for n in 1..16u64 {
-        for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandomPages] {
-            let fs = MemFs::new();
-            block_on(async {
-                fs.fail_after_ops(Some(n));
-                let created = DualFile::open_with(&fs, path, MAGIC, 1, Some(b"first"))
-                    .await
-                    .is_ok();
-                cut_before_return += u32::from(!created);
-                let disk = fs.crash(mode, &mut rng);
-                let (mut file, got) = DualFile::open_with(&disk, path, MAGIC, 1, Some(b"second"))
-                    .await
-                    .unwrap_or_else(|e| panic!("reopen after cut {n}: {e}"));
-                let got = got.unwrap();
-                assert!(
-                    got == b"first" || (!created && got == b"second"),
-                    "cut {n} ({mode:?}): created {created}, reopened {:?}",
-                    String::from_utf8_lossy(&got)
-                );
-                // It goes on as a record file: a later write wins.
-                file.write(b"third").await.unwrap();
-                let (_, again) = DualFile::open_with(&disk, path, MAGIC, 1, Some(b"fourth"))
-                    .await
-                    .unwrap();
-                assert_eq!(again.as_deref(), Some(&b"third"[..]));
-            });
-        }
-    }
-    assert!(cut_before_return > 0, "some cut fell inside the creation");
+    each_cut(16, 17, |n, mode, fs, mut rng| async move {
+        fs.fail_after_ops(Some(n));
+        let created = DualFile::open_with(&fs, path, MAGIC, 1, Some(b"first"))
+            .await
+            .is_ok();
+        let disk = fs.crash(mode, &mut rng);
+        let (mut file, got) = DualFile::open_with(&disk, path, MAGIC, 1, Some(b"second"))
+            .await
+            .unwrap_or_else(|e| panic!("reopen after cut {n}: {e}"));
+        let got = got.unwrap();
+        assert!(
+            got == b"first" || (!created && got == b"second"),
+            "cut {n} ({mode:?}): created {created}, reopened {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        // It goes on as a record file: a later write wins.
+        file.write(b"third").await.unwrap();
+        let (_, again) = DualFile::open_with(&disk, path, MAGIC, 1, Some(b"fourth"))
+            .await
+            .unwrap();
+        assert_eq!(again.as_deref(), Some(&b"third"[..]));
+        created
+    });
 }
 
 /// A status file is made by its first save: opening one that is not there
@@ -359,29 +368,24 @@ fn a_status_file_made_by_its_first_save_survives_power_cuts() {
         config: vec![7; 40],
     };
     let path = Path::new("/g/status");
-    let mut rng = SimRng::new(23);
-    let mut cut_inside = 0;
-    for n in 1..12u64 {
-        for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandomPages] {
-            let fs = MemFs::new();
-            block_on(async {
-                let mut st = StatusFile::open(&fs, path, 1).await.unwrap();
-                assert!(fs.paths().is_empty(), "open created {:?}", fs.paths());
-                assert_eq!(st.state(), &HardState::default());
-                fs.fail_after_ops(Some(n));
-                let saved = st.save(&first).await.is_ok();
-                cut_inside += u32::from(!saved);
-                let disk = fs.crash(mode, &mut rng);
-                let back = StatusFile::open(&disk, path, 1)
-                    .await
-                    .unwrap_or_else(|e| panic!("reopen after cut {n}: {e}"));
-                assert!(
-                    back.state() == &first || (!saved && back.state() == &HardState::default()),
-                    "cut {n} ({mode:?}): saved {saved}, reopened {:?}",
-                    back.state()
-                );
-            });
+    each_cut(12, 23, |n, mode, fs, mut rng| {
+        let first = first.clone();
+        async move {
+            let mut st = StatusFile::open(&fs, path, 1).await.unwrap();
+            assert!(fs.paths().is_empty(), "open created {:?}", fs.paths());
+            assert_eq!(st.state(), &HardState::default());
+            fs.fail_after_ops(Some(n));
+            let saved = st.save(&first).await.is_ok();
+            let disk = fs.crash(mode, &mut rng);
+            let back = StatusFile::open(&disk, path, 1)
+                .await
+                .unwrap_or_else(|e| panic!("reopen after cut {n}: {e}"));
+            assert!(
+                back.state() == &first || (!saved && back.state() == &HardState::default()),
+                "cut {n} ({mode:?}): saved {saved}, reopened {:?}",
+                back.state()
+            );
+            saved
         }
-    }
-    assert!(cut_inside > 0, "some cut fell inside the first save");
+    });
 }
