@@ -62,10 +62,13 @@ fn commands_work_through_every_node() {
         }
         assert_eq!(cli(p, &["SET", &k("a"), "va"]), "OK");
         for m in 1..=3 {
-            assert_eq!(
-                cli(c.port(m), &["GET", &k("a")]),
-                "va",
-                "node {m} reads node {n}'s write"
+            let got = cli(c.port(m), &["GET", &k("a")]);
+            assert!(
+                got == "va",
+                "node {m} reads {got:?}, not node {n}'s write \"va\"; logs:\n{}",
+                (1..=3)
+                    .map(|i| format!("--- node {i}\n{}", c.log(i)))
+                    .collect::<String>()
             );
         }
         assert_eq!(cli(p, &["SET", &k("a"), "vb", "NX"]), "");
