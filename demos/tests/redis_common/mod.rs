@@ -25,15 +25,43 @@ pub fn require_redis_cli() {
     );
 }
 
-/// Free TCP ports on loopback (bound once, then released).
+/// Ports this test process handed out already.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Free TCP ports on loopback (bound once, then released), none of them
+/// handed out before in this process: the tests of one binary run at
+/// once, and two clusters given the same port would answer each other's
+/// clients (a node of one then reads as a replica missing the other's
+/// writes).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    // All held bound until the end, so a retry gets a port not yet seen.
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = l.local_addr().expect("addr").port();
+        if handed.insert(port) {
+            ports.push(port);
+        }
+        held.push(l);
+    }
+    ports
+}
+
+/// The pid of the process answering on `port` (its `INFO server`).
+fn served_by(port: u16) -> Option<u32> {
+    let mut c = Resp::connect_with(port, Duration::from_secs(2)).ok()?;
+    let Value::Bulk(Some(text)) = c.call(&["INFO", "server"]).ok()? else {
+        return None;
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A cluster of `sampan-node` processes, killed when dropped.
@@ -169,6 +197,19 @@ impl TestCluster {
         self.nodes[i as usize - 1].as_ref().map(Child::id)
     }
 
+    /// Fails the test if node `i`'s Redis port is answered by another
+    /// process than node `i` (the port was taken before the node bound it).
+    fn check_own_port(&self, i: u64) {
+        let port = self.port(i);
+        if let (Some(served), Some(pid)) = (served_by(port), self.pid(i)) {
+            assert_eq!(
+                served, pid,
+                "node {i}'s Redis port {port} is answered by process {served}, not by node {i} \
+                 (pid {pid}): another process took the port first"
+            );
+        }
+    }
+
     /// The Redis port of node `i`.
     pub fn port(&self, i: u64) -> u16 {
         self.redis_ports[i as usize - 1]
@@ -224,6 +265,7 @@ impl TestCluster {
         let mut named = None;
         for i in self.running() {
             let (role, leader) = group_role(self.port(i), group)?;
+            self.check_own_port(i);
             if leader == 0 || named.is_some_and(|l| l != leader) {
                 return None;
             }
