@@ -7,7 +7,9 @@
 //!   `s × databases / 16384`: contiguous, even ranges. A key's slot is
 //!   Redis's: CRC16 (XMODEM) of the key, or of its `{hash tag}`, mod 16384.
 //! - **Masters are leaders.** A slot range's master is its group's leader,
-//!   its replicas the group's other voters. A keyed request that reaches a
+//!   its replicas the group's other voters; while no leader is known,
+//!   `CLUSTER SLOTS` names the answering node (if a voter) as master, so a
+//!   client's slot map never has a hole. A keyed request that reaches a
 //!   node which knows another node leads the group gets `-MOVED slot
 //!   host:port`; while no leader is known the request waits and is
 //!   forwarded as outside cluster mode, so nothing is refused during an
@@ -167,12 +169,39 @@ pub struct Shard {
     pub replicas: Vec<u64>,
 }
 
+/// The nodes `CLUSTER SLOTS` lists for a range, master first: the leader
+/// and the other voters. While no leader is known, `me` (the node
+/// answering, which is up) is listed as master if it is a voter, else the
+/// lowest voter: a keyed request it receives waits for the election and
+/// is forwarded, so a cluster client keeps every slot covered through a
+/// failover, as a Redis Cluster lists a failed master until a replica
+/// takes over. Before, such a range was left out, and redis-py's
+/// `RedisCluster` failed reads of its keys with `SlotNotCoveredError`
+/// after a leader kill. Empty only if the group's voters are unknown.
+pub fn slot_nodes(s: &Shard, me: u64) -> Vec<u64> {
+    match s.leader {
+        Some(l) => std::iter::once(l)
+            .chain(s.replicas.iter().copied())
+            .collect(),
+        None => {
+            let mut nodes = s.replicas.clone();
+            if let Some(i) = nodes.iter().position(|&n| n == me) {
+                nodes[..=i].rotate_right(1);
+            }
+            nodes
+        }
+    }
+}
+
 /// Answers `CLUSTER SLOTS`.
-pub fn render_slots(settings: &ClusterSettings, shards: &[Shard], reply: &mut Reply<'_>) {
-    let known: Vec<&Shard> = shards.iter().filter(|s| s.leader.is_some()).collect();
-    reply.array(Some(known.len()));
-    for s in known {
-        let nodes: Vec<u64> = s.leader.into_iter().chain(s.replicas.clone()).collect();
+pub fn render_slots(settings: &ClusterSettings, me: u64, shards: &[Shard], reply: &mut Reply<'_>) {
+    let listed: Vec<(&Shard, Vec<u64>)> = shards
+        .iter()
+        .map(|s| (s, slot_nodes(s, me)))
+        .filter(|(_, nodes)| !nodes.is_empty())
+        .collect();
+    reply.array(Some(listed.len()));
+    for (s, nodes) in listed {
         let nodes: Vec<(u64, SocketAddr)> = nodes
             .into_iter()
             .filter_map(|n| settings.addr(n).map(|a| (n, a)))
@@ -285,6 +314,23 @@ mod tests {
         assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
         assert_eq!(key_slot(b"{}foo"), crc16(b"{}foo") % SLOTS);
         assert_eq!(key_slot(b""), 0);
+    }
+
+    #[test]
+    fn a_range_without_a_leader_still_lists_a_master() {
+        let shard = |leader, replicas: &[u64]| Shard {
+            start: 0,
+            end: 10,
+            leader,
+            replicas: replicas.to_vec(),
+        };
+        assert_eq!(slot_nodes(&shard(Some(2), &[1, 3]), 3), vec![2, 1, 3]);
+        // No leader: the answering voter first (it is up), then the rest.
+        assert_eq!(slot_nodes(&shard(None, &[1, 2, 3]), 3), vec![3, 1, 2]);
+        assert_eq!(slot_nodes(&shard(None, &[1, 2, 3]), 1), vec![1, 2, 3]);
+        // Not a voter itself: the lowest voter.
+        assert_eq!(slot_nodes(&shard(None, &[2, 3]), 1), vec![2, 3]);
+        assert!(slot_nodes(&shard(None, &[]), 1).is_empty());
     }
 
     #[test]

@@ -1875,7 +1875,7 @@ async fn cluster_command(ctx: &Ctx, conn: &Conn, args: &[Bytes], out: &mut Bytes
         }
     }
     match (&sub[..], args.len()) {
-        (b"SLOTS", 1) => cluster::render_slots(settings, &shards, &mut reply),
+        (b"SLOTS", 1) => cluster::render_slots(settings, ctx.node, &shards, &mut reply),
         (b"SHARDS", 1) => cluster::render_shards(settings, &shards, &mut reply),
         (b"NODES", 1) => reply.bulk(Some(
             cluster::nodes_text(settings, ctx.node, &shards).as_bytes(),
