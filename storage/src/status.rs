@@ -77,8 +77,10 @@ enum Backing<V: Vfs> {
 pub const CONFIG_BYTES_MAX: usize = SLOT_PAYLOAD_MAX - 29;
 
 impl<V: Vfs> StatusFile<V> {
-    /// Opens (or creates) the status file at `path`. A torn copy falls back
-    /// to the other; two bad copies fail with [`StorageError::Corrupt`].
+    /// Opens the status file at `path`; a missing one holds the default
+    /// state and is made by the first [`StatusFile::save`] (its directory
+    /// must exist by then). A torn copy falls back to the other; two bad
+    /// copies fail with [`StorageError::Corrupt`].
     pub async fn open(vfs: &V, path: &Path, group: u64) -> Result<StatusFile<V>> {
         let (file, payload) = match DualFile::open_existing(vfs, path, MAGIC, group).await? {
             Some((file, payload)) => (Backing::File(file), payload),
