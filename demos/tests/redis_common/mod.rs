@@ -50,13 +50,18 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
-/// The pid of the process answering on `port` (its `INFO server`).
-fn served_by(port: u16) -> Option<u32> {
+/// A node's `INFO section` text (`None` if it does not answer).
+fn info_text(port: u16, section: &str) -> Option<String> {
     let mut c = Resp::connect_with(port, Duration::from_secs(2)).ok()?;
-    let Value::Bulk(Some(text)) = c.call(&["INFO", "server"]).ok()? else {
+    let Value::Bulk(Some(text)) = c.call(&["INFO", section]).ok()? else {
         return None;
     };
-    String::from_utf8_lossy(&text)
+    Some(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// The pid of the process answering on `port` (its `INFO server`).
+fn served_by(port: u16) -> Option<u32> {
+    info_text(port, "server")?
         .lines()
         .find_map(|l| l.strip_prefix("process_id:"))?
         .trim()
@@ -296,11 +301,7 @@ pub fn group_role(port: u16, group: u64) -> Option<(String, u64)> {
 /// The fields of `group`'s line in a node's `INFO groups` (`role`,
 /// `leader`, `term`, `hibernating`, ...).
 pub fn group_info(port: u16, group: u64) -> Option<std::collections::HashMap<String, String>> {
-    let mut c = Resp::connect_with(port, Duration::from_secs(2)).ok()?;
-    let Value::Bulk(Some(text)) = c.call(&["INFO", "groups"]).ok()? else {
-        return None;
-    };
-    let text = String::from_utf8_lossy(&text).into_owned();
+    let text = info_text(port, "groups")?;
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix(&format!("group{group}:")))?
