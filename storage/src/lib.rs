@@ -129,6 +129,7 @@
 
 mod any_log;
 mod append;
+pub mod catalog;
 pub mod dualfile;
 pub mod error;
 pub mod format;
