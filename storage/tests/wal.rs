@@ -445,3 +445,97 @@ fn a_full_disk_fails_appends_and_loses_nothing() {
     let (_wal, logs) = open_all(&fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(3)));
     assert_eq!(read_all(&logs[0]), want);
 }
+
+/// Polls `f` up to `polls` times, letting other fibers run between polls
+/// when on a shard (the simulated disk never blocks, so a future that is
+/// not done by then never will be); `None` if it was not done.
+async fn within_polls<T>(polls: u32, f: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut f = std::pin::pin!(f);
+    for _ in 0..polls {
+        if let Some(v) = futures_lite::future::poll_once(&mut f).await {
+            return Some(v);
+        }
+        if sampan_fiber::shard_id().is_some() {
+            sampan_fiber::yield_now().await;
+        }
+    }
+    None
+}
+
+/// Group 1's append dropped after `drop_after` polls, then group 2 appends
+/// and syncs: what group 2's sync returned, or `None` if it never ended.
+async fn drop_an_append_then_sync_another(
+    logs: &[WalLog<MemFs>],
+    drop_after: u32,
+) -> Option<Result<u64, StorageError>> {
+    let _ = within_polls(drop_after, logs[0].append(&entries(1, 3, 1, 0))).await;
+    within_polls(10_000, async {
+        logs[1].append(&entries(1, 2, 1, 1)).await?;
+        logs[1].sync(2).await
+    })
+    .await
+}
+
+/// An append whose caller goes away while it writes (a group stopped or
+/// removed under load: its fibers are cancelled) must not wedge the shard:
+/// on a shard, the other groups' appends and syncs go on, the dropped
+/// group writes again, and after a crash every group reopens with what its
+/// syncs promised. Dropped at every point the disk yields.
+#[test]
+fn an_append_dropped_mid_write_leaves_the_other_groups_working() {
+    let rt = sampan_fiber::Runtime::builder()
+        .shards(1)
+        .io_memory_bytes(sampan_fiber::IO_MEMORY_MIN_BYTES)
+        .build()
+        .unwrap();
+    let shard = rt.shard(0).unwrap();
+    for drop_after in 1..=8u32 {
+        for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandomPages] {
+            shard
+                .run_blocking(sampan_fiber::TaskClass::Latency, move || async move {
+                    let fs = MemFs::new();
+                    fs.set_interleave(true);
+                    let (wal, logs) = open_all(&fs);
+                    let other = drop_an_append_then_sync_another(&logs, drop_after).await;
+                    assert!(
+                        matches!(other, Some(Ok(2))),
+                        "group 2 after group 1's append was dropped at poll {drop_after}: {other:?}"
+                    );
+                    let again = within_polls(10_000, async {
+                        let next = logs[0].last_index() + 1;
+                        logs[0].append(&entries(next, 1, 1, 0)).await?;
+                        logs[0].sync(next).await
+                    })
+                    .await;
+                    assert!(
+                        matches!(again, Some(Ok(_))),
+                        "group 1 writing again (poll {drop_after}): {again:?}"
+                    );
+                    drop((wal, logs));
+                    let mut rng = SimRng::new(u64::from(drop_after));
+                    let disk = fs.crash(mode, &mut rng);
+                    let (_, logs) = open_all(&disk);
+                    assert_eq!(logs[1].last_index(), 2, "poll {drop_after} ({mode:?})");
+                    assert!(logs[0].last_index() >= 1, "poll {drop_after} ({mode:?})");
+                })
+                .unwrap();
+        }
+    }
+    rt.shutdown(std::time::Duration::from_secs(5)).unwrap();
+}
+
+/// Off a shard no fiber can finish a dropped append's write: the log
+/// fails (its groups reopen from their files) rather than wedging.
+#[test]
+fn off_a_shard_a_dropped_append_fails_the_log_instead_of_wedging_it() {
+    for drop_after in 1..=8u32 {
+        let fs = MemFs::new();
+        fs.set_interleave(true);
+        let (_wal, logs) = open_all(&fs);
+        let other = block_on(drop_an_append_then_sync_another(&logs, drop_after));
+        assert!(
+            other.is_some(),
+            "group 2's sync never ended after group 1's append was dropped at poll {drop_after}"
+        );
+    }
+}

@@ -163,6 +163,51 @@ pub(crate) struct Seg<F> {
     pub(crate) file: F,
 }
 
+/// A chunk being written into its reserved region. If its caller goes
+/// away before the write ends (a group stopped or removed while it wrote:
+/// its fibers are cancelled), the region would stay "in flight" for ever
+/// and no sync round would pass it: every group on the shard would wait.
+/// Dropped early, it writes the same bytes again from a fiber of its own
+/// (whichever write lands last, the region holds this chunk) and releases
+/// the region once that write ends. With no fiber to do it (the runtime is
+/// stopping, or none runs), the log is failed instead: its groups reopen
+/// from their files, where the region is a torn tail.
+struct Writing<'a, V: Vfs> {
+    wal: &'a ShardWal<V>,
+    seg: Rc<Seg<V::File>>,
+    off: u64,
+    group: u64,
+    header: ChunkHeader,
+    body: &'a [u8],
+    ended: bool,
+}
+
+impl<V: Vfs> Drop for Writing<'_, V> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut buf = Vec::with_capacity(chunk_len(self.body.len()) as usize);
+        chunk::encode_chunk(&mut buf, &self.header, self.body);
+        let (wal, seg, off, group) = (self.wal.clone(), self.seg.clone(), self.off, self.group);
+        let finish = async move {
+            let res = seg.file.write_at(buf, off).await;
+            let _ = wal.written(group, &seg, off, res);
+        };
+        if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "wal-finish-write", finish) {
+            self.wal.fail(format!(
+                "an append was dropped while it wrote segment {} at {}, and it cannot be \
+                 finished ({e})",
+                self.seg.id, self.off
+            ));
+            let mut st = self.wal.inner.st.borrow_mut();
+            st.in_flight.remove(&lsn(self.seg.id, self.off));
+            drop(st);
+            self.wal.inner.changed.notify_all();
+        }
+    }
+}
+
 /// What the shared log knows of one group.
 #[derive(Debug)]
 pub(crate) struct GroupState {
@@ -466,6 +511,31 @@ impl<V: Vfs> ShardWal<V> {
         self.inner.changed.notify_all();
     }
 
+    /// A chunk's write at `off` of `seg` ended with `res`: the region is
+    /// no longer in flight, and a later sync round covers it.
+    fn written(
+        &self,
+        group: u64,
+        seg: &Rc<Seg<V::File>>,
+        off: u64,
+        res: std::io::Result<()>,
+    ) -> Result<()> {
+        {
+            // Marked unsynced once written, not when reserved: a round
+            // taking the mark before the write ended would not cover it.
+            let mut st = self.inner.st.borrow_mut();
+            st.in_flight.remove(&lsn(seg.id, off));
+            st.unsynced.insert(seg.id, seg.clone());
+        }
+        self.inner.changed.notify_all();
+        if let Err(e) = res {
+            let err = StorageError::io(group, "write", &seg.path, off, e);
+            self.fail(format!("a write failed ({err})"));
+            return Err(err);
+        }
+        Ok(())
+    }
+
     /// The end of everything written and reserved so far.
     fn end_lsn(&self) -> u64 {
         let st = self.inner.st.borrow();
@@ -514,17 +584,22 @@ impl<V: Vfs> ShardWal<V> {
             match next {
                 Next::Wait => self.inner.changed.wait().await,
                 Next::Roll => {
+                    // Clears `rolling` however the roll ends, its caller
+                    // gone included (the next append then rolls again).
+                    struct Rolling<'a, V: Vfs>(&'a ShardWal<V>);
+                    impl<V: Vfs> Drop for Rolling<'_, V> {
+                        fn drop(&mut self) {
+                            self.0.inner.st.borrow_mut().rolling = false;
+                            self.0.inner.changed.notify_all();
+                        }
+                    }
+                    let _rolling = Rolling(self);
                     // The old segment is made durable whole before the
                     // new one takes a chunk: recovery then knows a segment
                     // followed by a written one is complete, so a hole in
                     // it (an unsynced page lost) is never skipped over.
-                    let rolled = match self.seal(group).await {
-                        Ok(()) => self.roll(group, len).await,
-                        Err(e) => Err(e),
-                    };
-                    self.inner.st.borrow_mut().rolling = false;
-                    self.inner.changed.notify_all();
-                    rolled?;
+                    self.seal(group).await?;
+                    self.roll(group, len).await?;
                 }
                 Next::Write(seg, off) => break (seg, off),
             }
@@ -537,20 +612,18 @@ impl<V: Vfs> ShardWal<V> {
         let mut buf = Vec::with_capacity(len as usize);
         chunk::encode_chunk(&mut buf, &header, body);
         self.kick_zeroer();
+        let mut writing = Writing {
+            wal: self,
+            seg: seg.clone(),
+            off,
+            group,
+            header,
+            body,
+            ended: false,
+        };
         let res = seg.file.write_at(buf, off).await;
-        {
-            // Marked unsynced once written, not when reserved: a round
-            // taking the mark before the write ended would not cover it.
-            let mut st = self.inner.st.borrow_mut();
-            st.in_flight.remove(&lsn(seg.id, off));
-            st.unsynced.insert(seg.id, seg.clone());
-        }
-        self.inner.changed.notify_all();
-        if let Err(e) = res {
-            let err = StorageError::io(group, "write", &seg.path, off, e);
-            self.fail(format!("a write failed ({err})"));
-            return Err(err);
-        }
+        writing.ended = true;
+        self.written(group, &seg, off, res)?;
         Ok((
             seg.id,
             off + CHUNK_HEADER_BYTES as u64,
