@@ -150,11 +150,17 @@ impl<L: LogView> Raft<L> {
         self.maybe_leave_joint();
         self.advance_membership_target();
         self.maybe_step_down_removed();
+        if let Some(to) = self.transferee
+            && !self.lease_revoked
+        {
+            self.maybe_send_timeout_now(to);
+        }
     }
 
-    /// Hands leadership to `to`: catch it up, then tell it to campaign.
-    /// Proposals are refused meanwhile; it is abandoned after an election
-    /// timeout.
+    /// Hands leadership to `to`: catch it up, then tell it to campaign once
+    /// everything this leader proposed is committed (so no proposal is left
+    /// with an unknown outcome by the handover). Proposals are refused
+    /// meanwhile; it is abandoned after an election timeout.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             return Err(self.not_leader());
@@ -178,12 +184,12 @@ impl<L: LogView> Raft<L> {
         Ok(())
     }
 
-    /// Sends TimeoutNow to the transfer target once it holds our whole log.
+    /// Sends TimeoutNow to the transfer target once it holds our whole log
+    /// and that log is committed.
     fn maybe_send_timeout_now(&mut self, to: NodeId) -> bool {
-        let caught_up = self
-            .tracker
-            .get(to)
-            .is_some_and(|p| p.index_match == self.log.last_index());
+        let last = self.log.last_index();
+        let caught_up = self.log.index_committed() == last
+            && self.tracker.get(to).is_some_and(|p| p.index_match == last);
         if caught_up {
             // The target may now win past every lease: ours ends here.
             self.lease_revoked = true;

@@ -890,6 +890,33 @@ fn transfer_catches_the_target_up_then_hands_over() {
     assert_eq!(net.raft(1).role(), Role::Follower);
 }
 
+#[test]
+fn transfer_hands_over_only_once_the_leaders_log_is_committed() {
+    let mut net = Net::new(&[1, 2, 3, 4, 5], |_| {});
+    net.elect(1);
+    net.down.extend([4, 5]);
+    // The leader's own write is not durable yet: 2 and 3 hold the entry,
+    // but 3 of 5 durable copies are needed.
+    net.peers.get_mut(&1).expect("peer").durable = false;
+    let index = net.propose(1, b"x");
+    assert!(net.raft(1).index_commit() < index);
+    net.raft(1).transfer_leader(NodeId(3)).expect("transfer");
+    net.drain(1);
+    net.run();
+    assert_eq!(net.raft(3).index_last(), index, "the target is caught up");
+    assert_eq!(
+        (net.raft(1).role(), net.raft(3).role()),
+        (Role::Leader, Role::Follower),
+        "no handover while the proposal's outcome is open"
+    );
+    // Its next heartbeat's round finds the write durable (the net syncs
+    // as it drains a ready): the entry commits, then the handover.
+    net.peers.get_mut(&1).expect("peer").durable = true;
+    net.tick(1, 2);
+    assert_eq!(net.raft(3).role(), Role::Leader);
+    assert!(net.raft(1).index_commit() >= index);
+}
+
 // ---- Membership ----
 
 #[test]
