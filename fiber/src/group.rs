@@ -34,10 +34,14 @@ pub enum GroupState {
     },
 }
 
+/// A running fiber: its handle and its name.
+type Running = (JoinHandle<()>, Rc<str>);
+
 pub(crate) struct GroupInner {
     name: Rc<str>,
     shard: Rc<ShardContext>,
-    fibers: RefCell<HashMap<u64, JoinHandle<()>>>,
+    /// Each running fiber's handle and name.
+    fibers: RefCell<HashMap<u64, Running>>,
     next_fiber: Cell<u64>,
     state: RefCell<GroupState>,
     /// Notified when the group's last fiber ends.
@@ -60,10 +64,18 @@ impl CancelFibers for GroupInner {
         // Handles stay in the map until each fiber's guard drops, so `join`
         // waits for the futures to be really gone, not just flagged.
         let fibers = self.fibers.borrow();
-        for h in fibers.values() {
+        for (h, _) in fibers.values() {
             h.cancel();
         }
         fibers.len()
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.fibers
+            .borrow()
+            .values()
+            .map(|(_, name)| format!("{}/{name}", self.name))
+            .collect()
     }
 }
 
@@ -210,6 +222,7 @@ impl FiberGroup {
             id,
         };
         let name: Rc<str> = fiber.into();
+        let kept = name.clone();
         let body = async move {
             let guard = guard;
             match AssertUnwindSafe(fut).catch_unwind().await {
@@ -232,7 +245,7 @@ impl FiberGroup {
             }
         })?;
         inner.shard.fiber_started();
-        inner.fibers.borrow_mut().insert(id, task.detach());
+        inner.fibers.borrow_mut().insert(id, (task.detach(), kept));
         Ok(id)
     }
 
@@ -325,7 +338,7 @@ impl<T> FiberHandle<T> {
     /// Cancels this one fiber; the group stays open.
     pub fn cancel(&self) {
         if let Some(group) = self.group.upgrade()
-            && let Some(h) = group.fibers.borrow().get(&self.id)
+            && let Some((h, _)) = group.fibers.borrow().get(&self.id)
         {
             h.cancel();
         }

@@ -273,7 +273,21 @@ async fn wait_idle(ctx: &ShardContext) {
 async fn stop_shard(ctx: &ShardContext, grace: Duration) -> ShardStopReport {
     ctx.begin_stop();
     let mut fibers_cancelled = 0;
-    if timeout(grace, wait_idle(ctx)).await.is_err() {
+    // Fibers still running a second in are named: what a slow stop waits for.
+    let patience = grace.min(STOP_PATIENCE);
+    if timeout(patience, wait_idle(ctx)).await.is_err() {
+        let names = ctx.running_fibers();
+        log::info!(
+            "shard {}: waiting up to {grace:?} for {} fiber(s) to end: {}",
+            ctx.id,
+            names.len(),
+            summarize(&names)
+        );
+    }
+    if timeout(grace.saturating_sub(patience), wait_idle(ctx))
+        .await
+        .is_err()
+    {
         fibers_cancelled = ctx.cancel_all();
         log::warn!(
             "shard {}: {fibers_cancelled} fiber(s) still running after {grace:?}; cancelled",
@@ -291,6 +305,31 @@ async fn stop_shard(ctx: &ShardContext, grace: Duration) -> ShardStopReport {
         shard: ctx.id,
         fibers_cancelled,
     }
+}
+
+/// How long a stopping shard waits before it names the fibers it waits for.
+const STOP_PATIENCE: Duration = Duration::from_secs(1);
+
+/// `names` counted by name: `a x2, b`.
+fn summarize(names: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for n in names {
+        match counts.last_mut() {
+            Some((last, c)) if *last == n.as_str() => *c += 1,
+            _ => counts.push((n, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(n, c)| {
+            if *c > 1 {
+                format!("{n} x{c}")
+            } else {
+                (*n).to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A running set of shards. Drop it, or call [`Runtime::shutdown`], to stop.

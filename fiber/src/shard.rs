@@ -58,6 +58,8 @@ impl TaskClass {
 pub(crate) trait CancelFibers {
     /// Closes the group and cancels its fibers; returns how many.
     fn cancel_fibers(&self, reason: &str) -> usize;
+    /// `group/fiber` for each fiber still running.
+    fn running(&self) -> Vec<String>;
 }
 
 /// Per-shard state, installed in a thread-local on the shard thread.
@@ -168,6 +170,19 @@ impl ShardContext {
     }
 
     /// Cancels every fiber of every group; returns how many were cancelled.
+    /// `group/fiber` for every fiber still running on the shard, sorted.
+    pub(crate) fn running_fibers(&self) -> Vec<String> {
+        let groups: Vec<_> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut names: Vec<String> = groups.iter().flat_map(|g| g.running()).collect();
+        names.sort_unstable();
+        names
+    }
+
     pub(crate) fn cancel_all(&self) -> usize {
         let groups: Vec<_> = self
             .groups
