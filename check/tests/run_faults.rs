@@ -6,7 +6,10 @@
 //!
 //! A second run fills a node's disk again and again: the replicas there
 //! must refuse writes with a clear error and resume once space returns
-//! (the run waits for every replica to catch up).
+//! (the run waits for every replica to catch up). A third restarts every
+//! node in turn by SIGTERM, again and again: each must hand over its
+//! leaderships and exit by itself, and the clients must complete
+//! operations while each node is down.
 //!
 //! Needs root (namespaces, iptables, tmpfs) and the demo binaries beside
 //! `sampan-check` (`cargo test --workspace` builds them). The seed is
@@ -29,6 +32,11 @@ fn a_cluster_under_every_fault_kind_stays_linearizable() {
 #[test]
 fn a_full_disk_refuses_writes_and_the_node_resumes_when_space_returns() {
     run_check(&["--duration-secs", "30", "--faults", "disk-full"]);
+}
+
+#[test]
+fn rolling_restarts_by_sigterm_under_load_keep_serving_and_lose_nothing() {
+    run_check(&["--duration-secs", "40", "--faults", "rolling-restart"]);
 }
 
 /// Runs `sampan-check run` with `args` and a seed; panics with its

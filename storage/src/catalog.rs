@@ -67,7 +67,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn group(&self) -> u64 {
+    /// The group it changes.
+    pub fn group(&self) -> u64 {
         match self {
             Change::Set(g, _) | Change::Clear(g) => *g,
         }
@@ -341,6 +342,7 @@ fn replay(b: &[u8], path: &Path) -> Result<(BTreeMap<u64, Entry>, u64, usize)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::sim::MemFs;

@@ -292,6 +292,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// Sends SIGTERM to node `id` and waits up to `within` for it to exit
+    /// by itself; returns how it exited, or `None` if it was still running
+    /// then (it is SIGKILLed).
+    pub fn terminate(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> Result<Option<std::process::ExitStatus>, HarnessError> {
+        let Some(mut child) = self.node_mut(id).child.take() else {
+            return Ok(None);
+        };
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        if unsafe { libc::kill(child.id() as i32, libc::SIGTERM) } != 0 {
+            return Err(HarnessError::io("kill", std::io::Error::last_os_error()));
+        }
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| HarnessError::io("wait", e))? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                child.kill().map_err(|e| HarnessError::io("kill", e))?;
+                child.wait().map_err(|e| HarnessError::io("wait", e))?;
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGSTOP (`pause`) or SIGCONT to node `id`.
     pub fn signal_pause(&mut self, id: u64, pause: bool) -> Result<(), HarnessError> {
         let node = self.node_mut(id);
@@ -431,6 +460,11 @@ impl Cluster {
             .stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
         unmount_under(&self.spec.root);
+    }
+
+    /// Node `id`'s whole log so far.
+    pub fn log_text(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir(id).join("node.log")).unwrap_or_default()
     }
 
     /// The tail of node `id`'s log.

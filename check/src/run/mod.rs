@@ -381,6 +381,13 @@ pub fn run(args: &RunArgs) -> Result<RunReport, HarnessError> {
         Arc::new(move || start.elapsed().as_nanos() as u64),
         status,
     );
+    // Weak: the history writer ends once the last recorder is dropped.
+    let counted = Arc::downgrade(&recorder);
+    nemesis.count_served(Arc::new(move || {
+        counted
+            .upgrade()
+            .map_or(0, |r| r.ok.load(std::sync::atomic::Ordering::Relaxed))
+    }));
     let until = Instant::now() + Duration::from_secs(args.duration_secs);
     let commands: Vec<(String, String)> = args
         .fault_apply

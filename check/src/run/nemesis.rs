@@ -42,13 +42,16 @@ pub enum FaultKind {
     Membership,
     /// Fill a node's data directory (a tmpfs) until it is full.
     DiskFull,
+    /// Restart every node in turn, each stopped by SIGTERM (it hands its
+    /// leaderships over, then exits) and started again once it is gone.
+    RollingRestart,
     /// A user's shell command (`--fault-apply`, healed by `--fault-heal`).
     Command,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillSnapshot,
@@ -60,6 +63,7 @@ impl FaultKind {
         FaultKind::Transfer,
         FaultKind::Membership,
         FaultKind::DiskFull,
+        FaultKind::RollingRestart,
     ];
 
     /// The kind's name on the command line and in the summary.
@@ -76,6 +80,7 @@ impl FaultKind {
             FaultKind::Transfer => "transfer",
             FaultKind::Membership => "membership",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::RollingRestart => "rolling-restart",
             FaultKind::Command => "command",
         }
     }
@@ -158,6 +163,9 @@ pub struct Nemesis {
     pub crashes: Vec<String>,
     /// Members removed and not yet added back: (group, node).
     removed: Vec<(u64, u64)>,
+    /// Operations the clients completed `ok` so far (what a rolling
+    /// restart checks service with).
+    served: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl Nemesis {
@@ -178,7 +186,15 @@ impl Nemesis {
             records: Vec::new(),
             crashes: Vec::new(),
             removed: Vec::new(),
+            served: None,
         }
+    }
+
+    /// Tells the nemesis how many operations the clients completed `ok`
+    /// so far: a rolling restart then requires some while each node is
+    /// down.
+    pub fn count_served(&mut self, served: Arc<dyn Fn() -> u64 + Send + Sync>) {
+        self.served = Some(served);
     }
 
     /// Applies faults, one at a time with quiet gaps, until `until`. Kinds
@@ -423,6 +439,10 @@ impl Nemesis {
                     d > 0 && r > 0 && u > 0,
                 )
             }
+            FaultKind::RollingRestart => {
+                let (notes, clean) = self.rolling_restart(cluster)?;
+                ("every node in turn".into(), notes, clean)
+            }
             FaultKind::Transfer => {
                 let l = cluster.leader(group);
                 let to = self.follower(cluster, group);
@@ -572,6 +592,65 @@ impl Nemesis {
             self.restore_members(cluster)?;
         }
         Ok(())
+    }
+
+    /// Stops each node with SIGTERM, waits for it to exit, starts it again
+    /// and waits until every group has a leader and its replicas answer,
+    /// then the next. Returns what each node did, and whether every one
+    /// exited by itself with success, having handed over every leadership
+    /// it held (its log says so), and the clients completed operations
+    /// while it was down (when the nemesis counts them).
+    fn rolling_restart(&mut self, cluster: &mut Cluster) -> Result<(String, bool), HarnessError> {
+        let (mut notes, mut clean) = (Vec::new(), true);
+        let bound = Duration::from_secs(30);
+        for n in cluster.ids() {
+            let led: Vec<u64> = GROUPS
+                .iter()
+                .map(|(g, _)| *g)
+                .filter(|g| cluster.leader(*g) == Some(n))
+                .collect();
+            let logged = cluster.log_text(n).len();
+            let served_before = self.served.as_ref().map(|f| f());
+            let t = Instant::now();
+            let status = cluster.terminate(n, bound)?;
+            let took = t.elapsed().as_millis();
+            let log = cluster.log_text(n);
+            let said = log.get(logged..).unwrap_or_default();
+            let handed =
+                said.contains("handed over the leadership of") && !said.contains("still leading");
+            let exited = status.is_some_and(|s| s.success());
+            clean &= exited && handed;
+            notes.push(format!(
+                "node {n} (leading groups {led:?}): {} in {took} ms, {}",
+                match status {
+                    Some(s) => format!("exited ({s})"),
+                    None => format!("still running after {} s: killed", bound.as_secs()),
+                },
+                if handed {
+                    "leadership handed over"
+                } else {
+                    "leadership NOT handed over"
+                }
+            ));
+            cluster.spawn(n)?;
+            let until = Instant::now() + bound;
+            let back = |c: &Cluster| {
+                GROUPS.iter().all(|(g, _)| {
+                    c.leader(*g).is_some() && c.status(*g).is_ok_and(|s| s.len() == c.ids().len())
+                })
+            };
+            while !back(cluster) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let (Some(before), Some(f)) = (served_before, &self.served) {
+                let during = f().saturating_sub(before);
+                clean &= during > 0;
+                notes.push(format!(
+                    "{during} operation(s) ok while node {n} stopped and came back"
+                ));
+            }
+        }
+        Ok((notes.join("; "), clean))
     }
 
     /// Whether members remain to be added back.

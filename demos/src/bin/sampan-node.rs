@@ -1,6 +1,8 @@
 //! `sampan-node --config node.toml`: one node of a Sampan KV cluster.
 //! `sampan-node --print-config` prints a commented config to start from.
-//! Stops cleanly on Ctrl-C or SIGTERM.
+//! On Ctrl-C or SIGTERM it hands the leadership of the groups it leads to
+//! other voters (at most [`HANDOVER_MAX`]), then stops its groups and
+//! exits.
 
 use clap::Parser;
 use sampan::server::{RaftServer, machines};
@@ -112,7 +114,20 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         sig
     })?;
-    log::info!("node {node}: signal {sig}, stopping");
+    log::info!("node {node}: signal {sig}: handing over leadership, then stopping");
+    match server.hand_over_leadership(HANDOVER_MAX) {
+        Ok(h) if h.kept.is_empty() => log::info!(
+            "node {node}: handed over the leadership of {} group(s)",
+            h.handed.len()
+        ),
+        Ok(h) => log::warn!(
+            "node {node}: handed over the leadership of {} group(s); still leading {:?} \
+             (no other voter took it within {HANDOVER_MAX:?}): they elect a leader once this node is gone",
+            h.handed.len(),
+            h.kept
+        ),
+        Err(e) => log::warn!("node {node}: handing over leadership: {e}"),
+    }
     let report = server.shutdown()?;
     log::info!(
         "node {node}: stopped ({} fiber(s) cancelled)",
@@ -144,6 +159,12 @@ fn balance_leaders<F: sampan::server::RaftFactory>(
         }
     }
 }
+
+/// How long a stopping node tries to hand its groups' leadership to other
+/// voters before it stops anyway (then they elect, after an election
+/// timeout). With the runtime's own 5 s bound for stopping fibers, a node
+/// exits well within Kubernetes' default 30 s grace period.
+const HANDOVER_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often a node checks whether it leads too many groups.
 const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -110,7 +110,11 @@ impl Writer {
                 Ok(reply) => return result(group.id(), reply, &lease),
                 Err(e) => e,
             };
-            let again = !last.is_definite() || last.is_retryable();
+            // This node is stopping: its clients reconnect elsewhere, and
+            // retrying here would only hold their connections open.
+            let here_stopping =
+                matches!(last, ServerError::ShuttingDown { node } if node == group.node());
+            let again = (!last.is_definite() || last.is_retryable()) && !here_stopping;
             if !last.is_definite() {
                 unknown = Some(last.clone());
             }

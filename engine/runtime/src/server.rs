@@ -76,6 +76,7 @@ use crate::service::{
 use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
 use sampan_net::{Body, Incoming, NetError, Privilege, Router};
+use sampan_storage::catalog::{Change, Entry};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -365,18 +366,78 @@ impl<F: RaftFactory> RaftServer<F> {
                 local_host(id).map_or(Ok(()), |h| h.add_peers(&peers))
             })??;
         }
+        let (id, data_dir) = (shared.id, cfg.data_dir.clone());
+        let recorded = run_on(&runtime.handle(), node, 0, move || {
+            crate::catalog::open(id, data_dir)
+        })?
+        .map_err(|source| HostError::Storage { group: 0, source })?;
         let server = RaftServer {
             shared,
             factory,
             cfg,
             runtime: Mutex::new(Some(runtime)),
         };
-        server.add_groups(groups)?;
+        let groups = server.groups_to_run(groups, recorded, &servers)?;
+        server.add_groups(&groups)?;
         log::info!(
             "node {node}: started with {shards} shard(s) and {} group(s)",
             groups.len()
         );
         Ok(server)
+    }
+
+    /// The groups a starting node runs: those of its config file minus
+    /// those removed at runtime, plus those added at runtime (the
+    /// catalog's). Finishes a removal a crash interrupted (deletes the
+    /// group's files).
+    fn groups_to_run(
+        &self,
+        configured: &[GroupConfig],
+        recorded: crate::catalog::Recorded,
+        servers: &[(u64, SocketAddr)],
+    ) -> Result<Vec<GroupConfig>, HostError> {
+        let node = self.shared.node;
+        let removed: BTreeSet<u64> = recorded.removed.iter().copied().collect();
+        let mut run: Vec<GroupConfig> = Vec::new();
+        for g in configured {
+            if removed.contains(&g.group_id) {
+                log::warn!(
+                    "node {node}: group {} is in the config file but was removed at runtime; \
+                     not started (add it again at runtime, or delete it from the config file)",
+                    g.group_id
+                );
+            } else {
+                run.push(g.clone());
+            }
+        }
+        for (g, why) in &recorded.unusable {
+            log::error!(
+                "node {node}: group {g} was added at runtime but {why}; not started (its files are kept)"
+            );
+        }
+        for (g, cfg) in recorded.added {
+            if configured.iter().any(|c| c.group_id == g) {
+                continue;
+            }
+            match cfg.validate(servers) {
+                Ok(()) => run.push(cfg),
+                Err(e) => log::error!(
+                    "node {node}: group {g} was added at runtime but its config no longer fits \
+                     this node's: {e}; not started (its files are kept)"
+                ),
+            }
+        }
+        for g in removed {
+            let id = self.shared.id;
+            let finished = self.run(self.shared.owner(g), move || async move {
+                match local_host(id) {
+                    Some(h) => h.remove_group(g).await,
+                    None => Ok(false),
+                }
+            })?;
+            finished?;
+        }
+        Ok(run)
     }
 
     /// The factory this server builds its groups' parts with.
@@ -419,15 +480,13 @@ impl<F: RaftFactory> RaftServer<F> {
     /// be given the same config). Blocks the calling thread (not a shard)
     /// until the replica runs.
     pub fn add_group(&self, group: &GroupConfig) -> Result<GroupRef, HostError> {
-        let (g, id) = (group.clone(), self.shared.id);
-        let adder = self.shared.adder.clone();
-        let node = self.shared.node;
+        let (g, shared) = (group.clone(), self.shared.clone());
         self.run(self.shared.owner(g.group_id), move || async move {
-            let host = local_host(id).ok_or(HostError::Fiber {
-                node,
+            let host = local_host(shared.id).ok_or(HostError::Fiber {
+                node: shared.node,
                 source: FiberError::ShuttingDown { shard: 0 },
             })?;
-            adder.add(host, g).await
+            add_recorded(&shared, host, g).await
         })??;
         Ok(self.group(group.group_id))
     }
@@ -481,10 +540,10 @@ impl<F: RaftFactory> RaftServer<F> {
     /// group removed from every member (stop it everywhere first, so no
     /// member still needs this one's log). Returns whether it ran.
     pub fn remove_group(&self, group: u64) -> Result<bool, HostError> {
-        let id = self.shared.id;
+        let shared = self.shared.clone();
         self.run(self.shared.owner(group), move || async move {
-            match local_host(id) {
-                Some(h) => h.remove_group(group).await,
+            match local_host(shared.id) {
+                Some(h) => remove_recorded(&shared, &h, group).await,
                 None => Ok(false),
             }
         })?
@@ -566,6 +625,53 @@ impl<F: RaftFactory> RaftServer<F> {
         Ok(None)
     }
 
+    /// Hands the leadership of every group this node leads to another
+    /// voter (the one holding most of its log), all at once, before this
+    /// node stops: the groups then elect no one while it is gone, and no
+    /// proposal in flight is left with an unknown outcome (a transfer waits
+    /// until the leader's log is committed). A voter that does not take it
+    /// within an election timeout is passed over for the next. Returns once
+    /// this node leads nothing or `within` has passed. Blocking: call it
+    /// from a plain thread.
+    pub fn hand_over_leadership(&self, within: Duration) -> Result<HandOver, HostError> {
+        let deadline = Instant::now() + within;
+        let mut out = HandOver::default();
+        let mut tried: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+        loop {
+            let rounds: Vec<Result<ShardHandOver, HostError>> = std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..self.shared.shards)
+                    .map(|shard| {
+                        let (id, me) = (self.shared.id, self.shared.node);
+                        let tried = tried.clone();
+                        scope.spawn(move || {
+                            self.run(shard, move || hand_over_on_shard(id, me, deadline, tried))
+                                .and_then(|r| r)
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            let (mut led, mut attempted) = (Vec::new(), 0);
+            for r in rounds {
+                let r = r?;
+                attempted += r.attempted;
+                out.handed.extend(r.handed);
+                for (g, to) in r.refused {
+                    tried.entry(g).or_default().insert(to);
+                }
+                led.extend(r.led);
+            }
+            if led.is_empty() || attempted == 0 || Instant::now() >= deadline {
+                led.sort_unstable();
+                out.kept = led;
+                out.handed.sort_unstable();
+                return Ok(out);
+            }
+        }
+    }
+
     fn run<T, Fut>(
         &self,
         shard: usize,
@@ -584,6 +690,8 @@ impl<F: RaftFactory> RaftServer<F> {
     /// stops. Call it from a plain thread.
     pub fn shutdown(self) -> Result<ShutdownReport, HostError> {
         let node = self.shared.node;
+        let id = self.shared.id;
+        self.run(0, move || async move { crate::catalog::close(id) })?;
         for shard in 0..self.shared.shards {
             let id = self.shared.id;
             self.run(shard, move || async move {
@@ -602,6 +710,91 @@ impl<F: RaftFactory> RaftServer<F> {
         log::info!("node {node}: stopped");
         Ok(report)
     }
+}
+
+/// What [`RaftServer::hand_over_leadership`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandOver {
+    /// `(group, new leader)` for each group handed over.
+    pub handed: Vec<(u64, u64)>,
+    /// Groups this node still led when the time was up.
+    pub kept: Vec<u64>,
+}
+
+/// One round of [`RaftServer::hand_over_leadership`] on one shard.
+#[derive(Debug, Default)]
+struct ShardHandOver {
+    handed: Vec<(u64, u64)>,
+    /// Transfers that failed: `(group, target)`.
+    refused: Vec<(u64, u64)>,
+    /// Groups still led here after the round.
+    led: Vec<u64>,
+    /// Transfers started.
+    attempted: usize,
+}
+
+/// Transfers the leadership of every group this shard leads, at once, each
+/// to the voter that holds most of its log among those not `tried` yet for
+/// it; waits for them (at most until `deadline`).
+async fn hand_over_on_shard(
+    id: u64,
+    me: u64,
+    deadline: Instant,
+    tried: HashMap<u64, BTreeSet<u64>>,
+) -> Result<ShardHandOver, HostError> {
+    let mut out = ShardHandOver::default();
+    let Some(host) = local_host(id) else {
+        return Ok(out);
+    };
+    let mut transfers = Vec::new();
+    for g in host.group_ids() {
+        let Some(handle) = host.group(g) else {
+            continue;
+        };
+        let Ok(s) = handle.status().await else {
+            continue;
+        };
+        if s.role != crate::raft::Role::Leader {
+            continue;
+        }
+        let skip = tried.get(&g);
+        let matched = |v: &u64| {
+            s.matched
+                .iter()
+                .find(|(n, _)| n == v)
+                .map_or(0, |(_, m)| *m)
+        };
+        let target = s
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != me && !skip.is_some_and(|t| t.contains(v)))
+            .max_by_key(|v| (matched(v), std::cmp::Reverse(*v)));
+        let Some(to) = target else {
+            // No voter left to try (a single-voter group, or every one
+            // refused): it stays led here.
+            out.led.push(g);
+            continue;
+        };
+        let task = sampan_fiber::spawn(TaskClass::Latency, "hand-over", async move {
+            let r = sampan_fiber::timeout_at(deadline, handle.transfer_leader(to)).await;
+            (g, to, matches!(r, Ok(Ok(()))))
+        })
+        .map_err(|source| HostError::Fiber { node: me, source })?;
+        transfers.push(task);
+        out.attempted += 1;
+    }
+    for t in transfers {
+        if let Ok((g, to, done)) = t.join().await {
+            if done {
+                out.handed.push((g, to));
+            } else {
+                out.refused.push((g, to));
+                out.led.push(g);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Open files a node asks for: an idle group holds one (its active
@@ -893,8 +1086,7 @@ async fn serve(
     match req.op {
         Op::AddGroup => return add_group(shared, group, &req).await,
         Op::RemoveGroup => {
-            let ran = host
-                .remove_group(group)
+            let ran = remove_recorded(shared, host, group)
                 .await
                 .map_err(|e| refused(group, &e))?;
             return Ok(Bytes::from(vec![u8::from(ran)]));
@@ -969,12 +1161,69 @@ async fn add_group(
         ));
     }
     let host = local_host(shared.id).ok_or_else(|| shared.shutting_down())?;
-    shared
-        .adder
-        .add(host, g)
+    add_recorded(shared, host, g)
         .await
         .map_err(|e| refused(group, &e))?;
     Ok(Bytes::new())
+}
+
+/// Makes `change` durable in the node's catalog (its writer runs on shard
+/// 0); returns the group's entry before it.
+async fn record_change(shared: &Shared, change: Change) -> Result<Option<Entry>, HostError> {
+    let (id, group) = (shared.id, change.group());
+    let failed = |reason: String| HostError::Storage {
+        group,
+        source: sampan_storage::StorageError::Failed {
+            group,
+            reason: format!("recording the change in the node's group catalog: {reason}"),
+        },
+    };
+    shared
+        .runtime
+        .shard(0)
+        .map_err(|e| failed(e.to_string()))?
+        .run(TaskClass::Latency, move || {
+            crate::catalog::record(id, change)
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
+}
+
+/// Records `g` in the node's catalog, then starts this node's replica of
+/// it (on the group's shard). A replica that does not start has its record
+/// undone.
+async fn add_recorded(
+    shared: &Shared,
+    host: Rc<ShardHost>,
+    g: GroupConfig,
+) -> Result<(), HostError> {
+    host.check_new(&g)?;
+    let group = g.group_id;
+    let before = record_change(shared, crate::catalog::added(&g)).await?;
+    if let Err(e) = shared.adder.add(host, g).await {
+        let undo = match before {
+            Some(entry) => Change::Set(group, entry),
+            None => Change::Clear(group),
+        };
+        if let Err(undo) = record_change(shared, undo).await {
+            log::error!(
+                "node {}: group {group} did not start ({e}), and its record in the catalog \
+                 could not be undone ({undo}): a restart will try to start it",
+                shared.node
+            );
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Records `group` removed in the node's catalog (a restart does not start
+/// it, even if the config file names it), then stops this node's replica
+/// and deletes its files. Returns whether it ran.
+async fn remove_recorded(shared: &Shared, host: &ShardHost, group: u64) -> Result<bool, HostError> {
+    record_change(shared, Change::Set(group, Entry::Removed)).await?;
+    host.remove_group(group).await
 }
 
 /// What a replica made of a request.
@@ -1138,6 +1387,11 @@ impl GroupRef {
     /// The group's id.
     pub fn id(&self) -> u64 {
         self.group
+    }
+
+    /// The id of the node this handle belongs to.
+    pub fn node(&self) -> u64 {
+        self.shared.node
     }
 
     async fn call(&self, op: Op, payload: Bytes, route: Route) -> Result<Bytes, ServerError> {
