@@ -20,9 +20,35 @@ pub struct NodeConfig {
     /// The KV state machine's settings (`[kv]`).
     #[serde(default)]
     pub kv: KvSettings,
+    /// The operators' HTTP endpoint (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     /// The KV groups this node hosts (`[[group]]`).
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
+}
+
+/// Where a node serves Prometheus metrics (`/metrics`) and readiness
+/// (`/health`) over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` to listen on; absent or empty: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl MetricsSettings {
+    /// The address to listen on, if any.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        match self.address.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(a) => a.parse().map(Some).map_err(|e| ConfigError {
+                field: "metrics.address".into(),
+                reason: format!("{a:?} is not a host:port address: {e}"),
+            }),
+        }
+    }
 }
 
 /// The KV state machine's settings: how long an exactly-once session is
@@ -386,6 +412,7 @@ impl NodeConfig {
             reason: e.reason,
         };
         self.server.validate().map_err(|e| prefix("server", e))?;
+        self.metrics.address()?;
         let servers = self.server.parse_servers()?;
         let port = self.redis.port;
         if port != 0 && (port == self.server.service_port || port == self.server.replicate_port) {
@@ -651,6 +678,12 @@ tls_auth_clients = "yes"
 # cluster_nodes lists every node's Redis address as clients reach it.
 cluster_enabled = false
 # cluster_nodes = "1,127.0.0.1:6381;2,127.0.0.1:6382;3,127.0.0.1:6383"
+
+[metrics]
+# Prometheus metrics at http://ADDRESS/metrics and readiness at /health
+# (200 once every group here has a leader and has applied what it knows
+# committed, else 503 with the reasons). Unset: no endpoint.
+# address = "127.0.0.1:9101"
 
 [kv]
 # Exactly-once sessions: a session idle this long (leader time, decided in

@@ -7,7 +7,7 @@
 //! The catalog is a map from group id to an [`Entry`]: the config an
 //! operator added (opaque bytes to this crate) or a mark that the group was
 //! removed. It is kept as a journal of changes in one file, each change a
-//! record in the log's own format ([`format`](crate::format): version,
+//! record in the log's own format ([`format`](mod@crate::format): version,
 //! CRC32C of header and payload), numbered from 1:
 //!
 //! ```text

@@ -236,6 +236,7 @@ impl Cluster {
                     .join(";");
             }
             cfg.server.cluster_secret = Some(Secret(secret.clone()));
+            cfg.metrics.address = Some(format!("127.0.0.1:{}", metrics_port(n)));
             if TLS.get().copied().unwrap_or(false) {
                 cfg.redis.tls_port = tls_port(n);
                 cfg.redis.tls_cert_file = Some(certs.join(format!("node-{n}.pem")));
@@ -412,6 +413,11 @@ fn build_node_under_cargo(bin_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Node `n`'s metrics port: 9100 + n.
+fn metrics_port(n: u64) -> u16 {
+    9100 + n as u16
+}
+
 fn config_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("node-{n}.toml"))
 }
@@ -454,13 +460,14 @@ fn print_welcome(dir: &Path) {
         "Sampan: a 3-node cluster is up (data, configs and logs in {}).\n",
         dir.display()
     );
-    println!("  node  replication  service  redis");
+    println!("  node  replication  service  redis  metrics and readiness");
     for n in 1..=NODES {
         println!(
-            "  {n}     127.0.0.1:{}   {}     {}",
+            "  {n}     127.0.0.1:{}   {}     {}   http://127.0.0.1:{m}/metrics  http://127.0.0.1:{m}/health",
             4000 + n,
             5000 + n,
-            redis_port(n)
+            redis_port(n),
+            m = metrics_port(n)
         );
     }
     if redis_cluster() {

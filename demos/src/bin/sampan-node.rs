@@ -78,6 +78,8 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         .find(|(id, _)| *id == node)
         .map(|(_, a)| a.ip())
         .ok_or_else(|| format!("node {node} is not in `servers`"))?;
+    // The Redis ports' counters, for `/metrics`.
+    let mut redis_collectors = Vec::new();
     if cfg.redis.port != 0 {
         let addr = std::net::SocketAddr::new(ip, cfg.redis.port);
         let cluster = cfg.redis.cluster(cfg.server.cluster_id, node)?;
@@ -94,6 +96,7 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         };
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis port {}", redis.local_addr());
+        redis_collectors.push(redis.collector());
     }
     if cfg.redis.tls_port != 0 {
         let addr = std::net::SocketAddr::new(ip, cfg.redis.tls_port);
@@ -104,7 +107,12 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         };
         let redis = sampan_redis::server::listen(&server, addr, settings)?;
         log::info!("node {node}: redis TLS port {}", redis.local_addr());
+        redis_collectors.push(redis.collector());
     }
+    let _metrics = match cfg.metrics.address()? {
+        Some(addr) => Some(start_metrics(&server, addr, redis_collectors)?),
+        None => None,
+    };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let sig = std::thread::scope(|scope| {
         if cfg.server.balance_leaders {
@@ -134,6 +142,32 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         report.fibers_cancelled()
     );
     Ok(())
+}
+
+/// Serves `/metrics` (the server's groups and shards, and the Redis
+/// ports' counters) and `/health` at `addr`, from a thread of its own.
+fn start_metrics<F: sampan::server::RaftFactory>(
+    server: &sampan::server::RaftServer<F>,
+    addr: std::net::SocketAddr,
+    redis: Vec<sampan_redis::server::RedisCollector>,
+) -> Result<sampan::metrics::MetricsEndpoint, Box<dyn std::error::Error>> {
+    let mut registry = sampan::metrics::Registry::default();
+    registry.register_collector(Box::new(sampan::metrics::ServerCollector::new(
+        server.observer(),
+    )));
+    for r in redis {
+        registry.register_collector(Box::new(r));
+    }
+    let observer = server.observer();
+    let health: sampan::metrics::HealthCheck = std::sync::Arc::new(move || {
+        observer
+            .snapshot()
+            .map_err(|e| vec![e.to_string()])
+            .and_then(|s| s.readiness())
+    });
+    let endpoint = sampan::metrics::MetricsEndpoint::start(addr, registry, health)
+        .map_err(|e| format!("metrics endpoint on {addr}: {e}"))?;
+    Ok(endpoint)
 }
 
 /// Every [`BALANCE_EVERY`], moves one leadership if this node leads too

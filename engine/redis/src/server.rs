@@ -202,6 +202,62 @@ pub struct ListenerStats {
     registry: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ClientEntry>>>,
 }
 
+/// The Redis port's connection counters for `/metrics`
+/// ([`sampan::metrics`]), read at each scrape.
+#[derive(Debug, Clone)]
+pub struct RedisCollector {
+    stats: Arc<ListenerStats>,
+    port: u16,
+}
+
+impl prometheus_client::collector::Collector for RedisCollector {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let labels = [("port", self.port)];
+        let s = &self.stats;
+        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "sampan_redis_connected_clients",
+                "Redis connections open now.",
+                read(&s.connected_clients),
+            ),
+            (
+                "sampan_redis_blocked_clients",
+                "Redis connections waiting in a blocking pop now.",
+                read(&s.blocked_clients),
+            ),
+        ] {
+            let mut f =
+                enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+                .encode(f.encode_family(&labels)?)?;
+        }
+        for (name, help, v) in [
+            (
+                "sampan_redis_rejected_connections",
+                "Redis connections refused for maxclients.",
+                read(&s.rejected_connections),
+            ),
+            (
+                "sampan_redis_output_limit_disconnections",
+                "Redis connections closed for the output buffer limit or a stalled reader.",
+                read(&s.output_buffer_limit_disconnections),
+            ),
+        ] {
+            let mut f =
+                enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            ConstCounter::new(v).encode(f.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// A connection as `CLIENT INFO` and `CLIENT LIST` show it, in Redis 7's
 /// fields (buffer and memory fields are not tracked and show 0). What
 /// changes per request is atomic; the names, set rarely, are locked.
@@ -330,12 +386,26 @@ pub enum ListenError {
 pub struct RedisListener {
     addr: SocketAddr,
     shards: usize,
+    stats: Arc<ListenerStats>,
 }
 
 impl RedisListener {
     /// The address every shard listens on (the real port if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its connection counters (what `INFO clients` shows), live.
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        self.stats.clone()
+    }
+
+    /// A Prometheus collector of its counters, labelled with its port.
+    pub fn collector(&self) -> RedisCollector {
+        RedisCollector {
+            stats: self.stats.clone(),
+            port: self.addr.port(),
+        }
     }
 
     /// How many shards accept connections.
@@ -426,6 +496,7 @@ pub fn listen<F: RaftFactory>(
     Ok(RedisListener {
         addr: bound,
         shards: server.shards(),
+        stats,
     })
 }
 

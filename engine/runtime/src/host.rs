@@ -448,6 +448,11 @@ impl ShardHost {
         self.outbox.heartbeat_stats()
     }
 
+    /// Raft messages the shard's outbox could not send (Raft resends).
+    pub fn messages_dropped(&self) -> u64 {
+        self.outbox.dropped()
+    }
+
     /// Sync rounds of the shard's log writer, and file syncs they issued.
     pub fn writer_stats(&self) -> (u64, u64) {
         let (rounds, syncs) = self.writer.stats();

@@ -64,6 +64,7 @@ pub mod constants;
 pub mod factory;
 pub mod group;
 pub mod host;
+pub mod metrics;
 /// The pure Raft core ([`sampan_raft`]), re-exported under its old path.
 pub use sampan_raft as raft;
 pub mod server;

@@ -625,6 +625,14 @@ impl<F: RaftFactory> RaftServer<F> {
         Ok(None)
     }
 
+    /// A handle that reads this server's state for metrics and readiness
+    /// from a plain thread ([`crate::metrics`]).
+    pub fn observer(&self) -> Observer {
+        Observer {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Hands the leadership of every group this node leads to another
     /// voter (the one holding most of its log), all at once, before this
     /// node stops: the groups then elect no one while it is gone, and no
@@ -710,6 +718,95 @@ impl<F: RaftFactory> RaftServer<F> {
         log::info!("node {node}: stopped");
         Ok(report)
     }
+}
+
+/// Reads a server's state for operators (metrics, readiness) from any
+/// thread but a shard: `Send + Sync`, cheap to clone. See
+/// [`crate::metrics`].
+#[derive(Debug, Clone)]
+pub struct Observer {
+    shared: Arc<Shared>,
+}
+
+/// How long [`Observer::snapshot`] waits for each shard.
+const SNAPSHOT_SHARD_WAIT: Duration = Duration::from_secs(2);
+
+impl Observer {
+    /// Every group's status and every shard's counters now: one job per
+    /// shard, the shards at once, each bounded by a wait of 2 s (a shard
+    /// that does not answer is counted in
+    /// [`NodeSnapshot::shards_silent`](crate::metrics::NodeSnapshot)).
+    /// Blocking: call it from a plain thread.
+    pub fn snapshot(&self) -> Result<crate::metrics::NodeSnapshot, HostError> {
+        let shared = &self.shared;
+        let parts: Vec<Option<(crate::metrics::ShardCounters, Vec<GroupStatus>)>> =
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..shared.shards)
+                    .map(|shard| {
+                        let id = shared.id;
+                        scope.spawn(move || {
+                            run_on(&shared.runtime, shared.node, shard, move || async move {
+                                sampan_fiber::timeout(
+                                    SNAPSHOT_SHARD_WAIT,
+                                    shard_snapshot(id, shard),
+                                )
+                                .await
+                                .ok()
+                                .flatten()
+                            })
+                            .ok()
+                            .flatten()
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+        let mut snap = crate::metrics::NodeSnapshot {
+            node: shared.node,
+            ..Default::default()
+        };
+        for part in parts {
+            match part {
+                Some((counters, groups)) => {
+                    snap.shards.push(counters);
+                    snap.groups.extend(groups);
+                }
+                None => snap.shards_silent += 1,
+            }
+        }
+        snap.groups.sort_by_key(|s| s.group);
+        Ok(snap)
+    }
+}
+
+/// One shard's part of [`Observer::snapshot`].
+async fn shard_snapshot(
+    id: u64,
+    shard: usize,
+) -> Option<(crate::metrics::ShardCounters, Vec<GroupStatus>)> {
+    let host = local_host(id)?;
+    let (heartbeats, heartbeat_frames) = host.heartbeat_stats();
+    let (sync_rounds, syncs) = host.writer_stats();
+    let counters = crate::metrics::ShardCounters {
+        shard,
+        heartbeats,
+        heartbeat_frames,
+        sync_rounds,
+        syncs,
+        durable_writes: host.durable_writes(),
+        messages_dropped: host.messages_dropped(),
+    };
+    let mut groups = Vec::new();
+    for g in host.group_ids() {
+        if let Some(handle) = host.group(g)
+            && let Ok(s) = handle.status().await
+        {
+            groups.push(s);
+        }
+    }
+    Some((counters, groups))
 }
 
 /// What [`RaftServer::hand_over_leadership`] did.

@@ -1,0 +1,139 @@
+//! The operators' endpoint (`[metrics] address`) of three real
+//! `sampan-node` processes: `/metrics` shows each group's role, term,
+//! leader and indexes as the nodes see them, and follows a SIGKILL of the
+//! leader; `/health` answers 200 once every group has a leader and has
+//! applied what it knows committed; bad requests get clear errors and the
+//! endpoint goes on serving.
+//!
+//! Every wait is bounded polling for a condition ([`wait_until`]).
+
+mod redis_common;
+use redis_common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Sends `request` as is; returns the status code and the body.
+fn http(port: u16, request: &[u8]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The value of the sample `name{group="g"}` in a `/metrics` body.
+fn sample(body: &str, name: &str, group: u64) -> Option<i64> {
+    let prefix = format!("{name}{{group=\"{group}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The leader of `group` every running node's `/metrics` agrees on.
+fn agreed_leader(c: &TestCluster, ports: &[u16], group: u64) -> Option<u64> {
+    let mut named = None;
+    for n in c.running() {
+        let (code, body) = get(ports[n as usize - 1], "/metrics")?;
+        let leader = sample(&body, "sampan_group_leader", group)?;
+        if code != 200 || leader == 0 || named.is_some_and(|l| l != leader) {
+            return None;
+        }
+        named = Some(leader);
+    }
+    named.map(|l| l as u64)
+}
+
+#[test]
+fn metrics_and_health_follow_a_leader_kill() {
+    let ports = free_ports(3);
+    let m = ports.clone();
+    let mut c = TestCluster::start_with(3, move |cfg| {
+        cfg.metrics.address = Some(format!("127.0.0.1:{}", m[cfg.server.node_id as usize - 1]));
+    });
+    wait_until("every node ready", || {
+        (1..=3).all(|n| get(ports[n - 1], "/health").is_some_and(|(code, _)| code == 200))
+    });
+    let mut leader = 0;
+    wait_until("the nodes' metrics to agree on group 1's leader", || {
+        agreed_leader(&c, &ports, 1).is_some_and(|l| {
+            leader = l;
+            true
+        })
+    });
+    for n in 1..=3u64 {
+        let (_, body) = get(ports[n as usize - 1], "/metrics").expect("metrics");
+        let role = sample(&body, "sampan_group_role", 1).expect("a role line");
+        assert_eq!(
+            role == 3,
+            n == leader,
+            "node {n}: role {role}, leader {leader}"
+        );
+        for g in [1, 2] {
+            let commit = sample(&body, "sampan_group_commit_index", g).expect("commit");
+            let applied = sample(&body, "sampan_group_applied_index", g).expect("applied");
+            assert!(commit >= 1 && applied <= commit, "node {n} group {g}");
+        }
+        assert!(body.contains("sampan_fsyncs_total{shard=\"0\"}"), "{body}");
+        assert!(
+            body.contains(&format!(
+                "sampan_redis_connected_clients{{port=\"{}\"}}",
+                c.port(n)
+            )),
+            "{body}"
+        );
+        assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text");
+    }
+
+    c.kill(leader);
+    let old = leader;
+    wait_until("a new leader in the survivors' metrics", || {
+        agreed_leader(&c, &ports, 1).is_some_and(|l| {
+            leader = l;
+            l != old
+        })
+    });
+    wait_until("the survivors ready", || {
+        c.running()
+            .iter()
+            .all(|&n| get(ports[n as usize - 1], "/health").is_some_and(|(code, _)| code == 200))
+    });
+    let (_, body) = get(ports[leader as usize - 1], "/metrics").expect("metrics");
+    assert_eq!(sample(&body, "sampan_group_role", 1), Some(3));
+    let lag_line = format!("sampan_follower_lag{{group=\"1\",node=\"{old}\"}}");
+    assert!(body.contains(&lag_line), "the dead node's lag: {body}");
+
+    // Bad requests: clear answers, and the endpoint goes on serving.
+    let port = ports[leader as usize - 1];
+    assert_eq!(get(port, "/nope").map(|r| r.0), Some(404));
+    assert_eq!(
+        http(port, b"POST /metrics HTTP/1.1\r\n\r\n").map(|r| r.0),
+        Some(405)
+    );
+    assert_eq!(
+        http(port, b"\x16\x03\x01garbage\r\n\r\n").map(|r| r.0),
+        Some(400)
+    );
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(http(port, huge.as_bytes()).map(|r| r.0), Some(431));
+    assert_eq!(get(port, "/metrics").map(|r| r.0), Some(200));
+
+    // A node whose groups have no leader is not ready, and says why.
+    let survivors = c.running();
+    c.kill(survivors[0]);
+    let last = survivors[1];
+    wait_until("the last node to say it is not ready", || {
+        get(ports[last as usize - 1], "/health")
+            .is_some_and(|(code, body)| code == 503 && body.contains("no leader"))
+    });
+}
