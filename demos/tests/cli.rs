@@ -260,6 +260,60 @@ fn admin_commands_add_a_group_snapshot_move_members_and_remove_the_group() {
     }
     expect(&cli(&first3, &["--group", "5", "put", "k", "v"]), 0, "OK\n");
 
+    // What each node runs, and every group's replicas in one table.
+    let listed = cli(&all, &["groups"]);
+    assert_eq!(listed.code, 0, "{}{}", listed.stdout, listed.stderr);
+    for i in 0..3 {
+        assert!(
+            listed.stdout.contains(&format!("{}: groups 5\n", addr(i))),
+            "{}",
+            listed.stdout
+        );
+    }
+    assert!(
+        listed.stdout.contains(&format!("{}: no groups\n", addr(3))),
+        "{}",
+        listed.stdout
+    );
+    let table = cli(&all, &["--json", "status", "--all"]);
+    assert_eq!(table.code, 0, "{}{}", table.stdout, table.stderr);
+    assert!(
+        table.stdout.starts_with("{\"groups\":[{\"group\":5,"),
+        "{}",
+        table.stdout
+    );
+    let roles = json_field(&table.stdout, "role");
+    assert_eq!(roles.len(), 3, "{}", table.stdout);
+    assert_eq!(
+        roles.iter().filter(|r| **r == "\"leader\"").count(),
+        1,
+        "{}",
+        table.stdout
+    );
+    assert_eq!(
+        json_field(&table.stdout, "lag").len(),
+        3,
+        "{}",
+        table.stdout
+    );
+    let human = cli(&all, &["status", "--all"]);
+    assert!(
+        human.stdout.starts_with(" GROUP  NODE ROLE"),
+        "{}",
+        human.stdout
+    );
+    // A header, three replicas, and node 4's error (it has none).
+    assert_eq!(human.stdout.lines().count(), 5, "{}", human.stdout);
+    assert!(
+        human
+            .stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("error")),
+        "{}",
+        human.stdout
+    );
+
     // A snapshot on each member, shown by status.
     let snap = cli(&first3, &["--group", "5", "--json", "snapshot"]);
     assert_eq!(snap.code, 0, "{}{}", snap.stdout, snap.stderr);

@@ -148,8 +148,16 @@ enum Command {
         persist: bool,
     },
     /// Every node's view of the group: role, term, leader, indexes,
-    /// members, newest snapshot.
-    Status,
+    /// members, newest snapshot. With --all: every group any node in
+    /// --servers runs, one row per group and node, with how far each
+    /// replica's applied index is behind the group's commit.
+    Status {
+        /// Every group, not only --group.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The groups each node in --servers runs.
+    Groups,
     /// Write a snapshot now (and purge the log it covers) on every node
     /// in --servers, or on the one at --at.
     Snapshot {
@@ -369,8 +377,128 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
             c.run(move |c| async move { c.transfer_leader(g, node).await })??;
             Ok(done(json))
         }
+        Command::Groups => {
+            let listed = on_each(c, args.servers.clone(), |c, a| async move {
+                c.list_groups_at(a).await
+            })?;
+            Ok(per_node(&listed, json, |ids| {
+                let list = ids.iter().map(u64::to_string).collect::<Vec<_>>();
+                (
+                    if list.is_empty() {
+                        "no groups".into()
+                    } else {
+                        format!("groups {}", list.join(","))
+                    },
+                    format!("\"groups\":[{}]", list.join(",")),
+                )
+            }))
+        }
+        Command::Status { all: true } => status_all(c, args.servers.clone(), json),
         data => run_data(c, g, json, data),
     }
+}
+
+/// Every group any of `addrs` runs, and each node's view of it: one row
+/// per group and node. Exit 3 if a node did not answer.
+fn status_all(
+    c: &BlockingClient,
+    addrs: Vec<SocketAddr>,
+    json: bool,
+) -> Result<Output, ClientError> {
+    let listed = on_each(c, addrs, |c, a| async move { c.list_groups_at(a).await })?;
+    let mut groups: Vec<u64> = listed
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flatten()
+        .copied()
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let unreachable: Vec<String> = listed
+        .iter()
+        .filter_map(|(a, r)| r.as_ref().err().map(|e| format!("{a}: {e}")))
+        .collect();
+    let mut rows = Vec::new();
+    for g in groups {
+        rows.push((g, c.status(g)?));
+    }
+    let mut text = String::new();
+    if json {
+        text.push_str("{\"groups\":[");
+    } else {
+        let _ = writeln!(
+            text,
+            "{:>6} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>6}",
+            "GROUP", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"
+        );
+    }
+    for (i, (g, nodes)) in rows.iter().enumerate() {
+        // The group's commit as far as any replica knows it.
+        let commit = nodes
+            .iter()
+            .filter_map(|n| n.status.as_ref().ok())
+            .map(|s| s.index_commit)
+            .max()
+            .unwrap_or(0);
+        if json {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(text, "{sep}{{\"group\":{g},\"commit\":{commit},\"nodes\":[");
+        }
+        let mut first = true;
+        for n in nodes {
+            let st = match &n.status {
+                Ok(st) => st,
+                Err(e) => {
+                    if !json {
+                        let _ = writeln!(text, "{g:>6} {:>5} error: {e}", opt(n.node));
+                    }
+                    continue;
+                }
+            };
+            let lag = commit.saturating_sub(st.index_applied);
+            let role = format!("{:?}", st.role).to_lowercase();
+            if json {
+                let sep = if first { "" } else { "," };
+                first = false;
+                let _ = write!(
+                    text,
+                    "{sep}{{\"node\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\
+                     \"commit\":{},\"applied\":{},\"lag\":{lag}}}",
+                    n.node.map_or("null".into(), |v| v.to_string()),
+                    st.term,
+                    st.leader.map_or("null".into(), |v| v.to_string()),
+                    st.index_commit,
+                    st.index_applied
+                );
+            } else {
+                let _ = writeln!(
+                    text,
+                    "{g:>6} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>6}",
+                    opt(n.node),
+                    role,
+                    st.term,
+                    opt(st.leader),
+                    st.index_commit,
+                    st.index_applied,
+                    lag
+                );
+            }
+        }
+        if json {
+            text.push_str("]}");
+        }
+    }
+    if json {
+        text.push_str("]}\n");
+    }
+    if unreachable.is_empty() {
+        return Ok(Output::ok(text));
+    }
+    eprintln!("sampan-cli: no answer from {}", unreachable.join("; "));
+    Ok(Output {
+        code: EXIT_ERROR,
+        text,
+    })
 }
 
 /// The commands on keys.
@@ -456,7 +584,7 @@ fn run_data(
             }
             Ok(ttl(c.ttl(g, key(k))?, json))
         }
-        Command::Status => Ok(status(g, &c.status(g)?, json)),
+        Command::Status { all: false } => Ok(status(g, &c.status(g)?, json)),
         admin => unreachable!("run handles {admin:?}"),
     }
 }

@@ -176,6 +176,18 @@ impl Client {
             .map(|_| ())
     }
 
+    /// The groups the node at `addr` runs, in order.
+    pub async fn list_groups_at(&self, addr: SocketAddr) -> Result<Vec<u64>, ClientError> {
+        let body = self
+            .request_at(addr, 0, Op::ListGroups, Route::Redirect, Bytes::new())
+            .await?;
+        service::decode_group_ids(body).map_err(|source| ClientError::BadReply {
+            group: 0,
+            addr,
+            source,
+        })
+    }
+
     /// Stops the node at `addr`'s replica of `group`, keeping its files;
     /// returns whether it ran.
     pub async fn stop_group_at(&self, addr: SocketAddr, group: u64) -> Result<bool, ClientError> {

@@ -50,6 +50,9 @@ pub enum Op {
     /// Stop this node's replica of the group; its files stay (a later
     /// [`Op::AddGroup`] recovers it).
     StopGroup,
+    /// The groups this node runs (the request's group is ignored): the
+    /// reply is [`encode_group_ids`]'s.
+    ListGroups,
 }
 
 impl Op {
@@ -58,7 +61,7 @@ impl Op {
     /// whose service port has credentials.
     pub fn is_admin(self) -> bool {
         match self {
-            Op::Propose | Op::Read | Op::Status => false,
+            Op::Propose | Op::Read | Op::Status | Op::ListGroups => false,
             Op::SnapshotNow
             | Op::ChangeMembers
             | Op::TransferLeader
@@ -79,6 +82,7 @@ impl Op {
             Op::AddGroup => 7,
             Op::RemoveGroup => 8,
             Op::StopGroup => 9,
+            Op::ListGroups => 10,
         }
     }
 
@@ -93,6 +97,7 @@ impl Op {
             7 => Op::AddGroup,
             8 => Op::RemoveGroup,
             9 => Op::StopGroup,
+            10 => Op::ListGroups,
             _ => return None,
         })
     }
@@ -184,6 +189,27 @@ pub fn decode_saved(body: Bytes) -> Result<SnapshotSaved, DecodeError> {
     };
     r.finish("snapshot saved")?;
     Ok(s)
+}
+
+/// The reply to [`Op::ListGroups`]: a version byte, a count (u32) and the
+/// group ids (u64 each), little-endian.
+pub fn encode_group_ids(ids: &[u64]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + 8 * ids.len());
+    b.put_u8(VERSION);
+    b.put_u32_le(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+    for id in ids {
+        b.put_u64_le(*id);
+    }
+    b.freeze()
+}
+
+/// Decodes [`encode_group_ids`]'s bytes.
+pub fn decode_group_ids(body: Bytes) -> Result<Vec<u64>, DecodeError> {
+    let mut r = Reader::new(body);
+    version(&mut r, "group ids")?;
+    let list = ids(&mut r, "group ids")?;
+    r.finish("group ids")?;
+    Ok(list)
 }
 
 /// The payload of [`Op::AddGroup`]: a version byte and the config as

@@ -1192,6 +1192,7 @@ async fn serve(
             let ran = host.stop_group(group).await;
             return Ok(Bytes::from(vec![u8::from(ran)]));
         }
+        Op::ListGroups => return Ok(service::encode_group_ids(&all_group_ids(shared).await?)),
         _ => {}
     }
     loop {
@@ -1231,6 +1232,26 @@ async fn serve(
         }
         sampan_fiber::sleep(shared.retry_pause).await;
     }
+}
+
+/// The groups this node runs, every shard's, in order.
+async fn all_group_ids(shared: &Shared) -> Result<Vec<u64>, ServerError> {
+    let mut all = Vec::new();
+    for shard in 0..shared.shards {
+        let id = shared.id;
+        let ids = shared
+            .runtime
+            .shard(shard)
+            .map_err(|_| shared.shutting_down())?
+            .run(TaskClass::Latency, move || async move {
+                local_host(id).map(|h| h.group_ids()).unwrap_or_default()
+            })
+            .await
+            .map_err(|_| shared.shutting_down())?;
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    Ok(all)
 }
 
 /// Starts the replica of the group a request's config describes, if this
@@ -1396,7 +1417,9 @@ async fn serve_local(
                 })),
             }
         }
-        Op::AddGroup | Op::RemoveGroup | Op::StopGroup => unreachable!("served by serve"),
+        Op::AddGroup | Op::RemoveGroup | Op::StopGroup | Op::ListGroups => {
+            unreachable!("served by serve")
+        }
     }
 }
 

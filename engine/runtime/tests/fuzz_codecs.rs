@@ -25,9 +25,9 @@ use sampan::config::{Durability, GroupConfig};
 use sampan::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
 use sampan::raft::Role;
 use sampan::service::{
-    MembersChange, Op, Route, ServerError, ServiceRequest, decode_group_config, decode_members,
-    decode_reply, decode_saved, decode_status, encode_group_config, encode_members, encode_reply,
-    encode_saved, encode_status,
+    MembersChange, Op, Route, ServerError, ServiceRequest, decode_group_config, decode_group_ids,
+    decode_members, decode_reply, decode_saved, decode_status, encode_group_config,
+    encode_group_ids, encode_members, encode_reply, encode_saved, encode_status,
 };
 use sampan::wire::{self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk};
 use sampan_kv::{
@@ -68,6 +68,7 @@ const DECODERS: &[(&str, Decode)] = &[
     ("snapshot chunk", |b| SnapshotChunk::decode(b).is_ok()),
     ("chunk answer", |b| ChunkAnswer::decode(b).is_ok()),
     ("snapshot meta", |b| wire::decode_snapshot_meta(b).is_ok()),
+    ("group ids", |b| decode_group_ids(b).is_ok()),
 ];
 
 /// Decodes `bytes`, checking what the decode held in memory.
@@ -516,6 +517,8 @@ proptest! {
         check_codec("saved", &saved, encode_saved(&saved), decode_saved, DECODERS[7].1, false, &m)?;
         check_codec("group config", &config, encode_group_config(&config), decode_group_config, DECODERS[8].1, false, &m)?;
         check_codec("status", &status, encode_status(&status), decode_status, DECODERS[9].1, false, &m)?;
+        let ids: Vec<u64> = value.voters.iter().copied().collect();
+        check_codec("group ids", &ids, encode_group_ids(&ids), decode_group_ids, DECODERS[15].1, false, &m)?;
     }
 
     #[test]
