@@ -8,5 +8,6 @@
 
 pub mod certs;
 pub mod config;
+pub mod logging;
 pub mod resp;
 pub mod signals;

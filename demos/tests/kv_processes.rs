@@ -480,3 +480,61 @@ fn groups_added_and_removed_at_runtime_survive_killing_every_node() {
         Some(&b"v0"[..])
     );
 }
+
+/// `SAMPAN_LOG_FORMAT=json`: every line a node writes from start to a
+/// SIGTERM stop is one JSON object with a time, a level, a target and a
+/// message (what a log shipper parses without rules of its own).
+#[test]
+fn json_logs_are_one_object_per_line_from_start_to_stop() {
+    use std::io::BufRead;
+    let mut c = TestCluster::start(1);
+    c.kill(1);
+    let config = c.config_file(1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sampan-node"))
+        .arg("--config")
+        .arg(&config)
+        .env("SAMPAN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sampan-node");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !lines.iter().any(|l: &String| l.contains("redis port")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(e) => panic!("the node did not start ({e}):\n{}", lines.join("\n")),
+        }
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("wait");
+    reader.join().expect("reader");
+    lines.extend(rx.try_iter());
+    assert!(status.success(), "{status}: {}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("handed over")),
+        "{}",
+        lines.join("\n")
+    );
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(v[key].is_string(), "no {key}: {l}");
+        }
+    }
+}

@@ -30,7 +30,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let format = sampan_demos::logging::init("info");
     let args = Args::parse();
     if args.print_config {
         let mut out = std::io::stdout().lock();
@@ -46,7 +46,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
-            eprintln!("sampan-node: {e}");
+            // Said twice for a person at a terminal; a structured log
+            // stays one record per line.
+            if format == sampan_demos::logging::LogFormat::Text {
+                eprintln!("sampan-node: {e}");
+            }
             ExitCode::FAILURE
         }
     }
