@@ -538,3 +538,31 @@ fn json_logs_are_one_object_per_line_from_start_to_stop() {
         }
     }
 }
+
+/// The last node of a cluster stopped (one follower dead, the other
+/// stopped first): the leader finds no voter to take over, loses its
+/// quorum meanwhile, and ends its handover then (it says so) instead of
+/// waiting out the handover's bound and reporting groups it no longer
+/// leads as still led. (Before the fix the wait for a transfer answer
+/// never ended once the leader had stepped down with no leader known.)
+#[test]
+fn stopping_every_node_at_once_ends_the_handover_when_the_quorum_is_gone() {
+    let mut c = TestCluster::start(3);
+    let leader = c.wait_leader(1);
+    c.wait_leader(2);
+    let followers: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    c.kill(followers[0]);
+    c.signal_stop(followers[1]);
+    let status = c.wait_exit(followers[1]);
+    assert!(status.success(), "node {}: {status}", followers[1]);
+    c.signal_stop(leader);
+    let status = c.wait_exit(leader);
+    assert!(
+        status.success(),
+        "node {leader}: {status}\n{}",
+        c.log(leader)
+    );
+    let log = c.log(leader);
+    assert!(log.contains("lost the lead of"), "node {leader}:\n{log}");
+    assert!(!log.contains("still leading"), "node {leader}:\n{log}");
+}

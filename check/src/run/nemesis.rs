@@ -616,8 +616,9 @@ impl Nemesis {
             let took = t.elapsed().as_millis();
             let log = cluster.log_text(n);
             let said = log.get(logged..).unwrap_or_default();
-            let handed =
-                said.contains("handed over the leadership of") && !said.contains("still leading");
+            let handed = said.contains("handed over the leadership of")
+                && !said.contains("still leading")
+                && !said.contains("lost the lead");
             let exited = status.is_some_and(|s| s.success());
             clean &= exited && handed;
             notes.push(format!(

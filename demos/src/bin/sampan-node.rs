@@ -128,9 +128,15 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     log::info!("node {node}: signal {sig}: handing over leadership, then stopping");
     match server.hand_over_leadership(HANDOVER_MAX) {
-        Ok(h) if h.kept.is_empty() => log::info!(
+        Ok(h) if h.kept.is_empty() && h.stepped_down.is_empty() => log::info!(
             "node {node}: handed over the leadership of {} group(s)",
             h.handed.len()
+        ),
+        Ok(h) if h.kept.is_empty() => log::warn!(
+            "node {node}: handed over the leadership of {} group(s); lost the lead of {:?} \
+             without a handover (no quorum: are the other nodes stopping too?)",
+            h.handed.len(),
+            h.stepped_down
         ),
         Ok(h) => log::warn!(
             "node {node}: handed over the leadership of {} group(s); still leading {:?} \

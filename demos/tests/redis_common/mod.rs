@@ -150,6 +150,28 @@ impl TestCluster {
         self.nodes[i as usize - 1] = Some(child);
     }
 
+    /// Sends node `i` SIGTERM (without waiting).
+    pub fn signal_stop(&self, i: u64) {
+        let pid = self.pid(i).expect("node runs");
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    }
+
+    /// Waits for node `i` to exit by itself (failing the test after
+    /// [`WAIT`]); returns how it exited.
+    pub fn wait_exit(&mut self, i: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let child = self.nodes[i as usize - 1].as_mut().expect("node runs");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.nodes[i as usize - 1] = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {i} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: u64) {
         if let Some(mut c) = self.nodes[i as usize - 1].take() {

@@ -666,6 +666,7 @@ impl<F: RaftFactory> RaftServer<F> {
                 let r = r?;
                 attempted += r.attempted;
                 out.handed.extend(r.handed);
+                out.stepped_down.extend(r.stepped_down);
                 for (g, to) in r.refused {
                     tried.entry(g).or_default().insert(to);
                 }
@@ -814,6 +815,10 @@ async fn shard_snapshot(
 pub struct HandOver {
     /// `(group, new leader)` for each group handed over.
     pub handed: Vec<(u64, u64)>,
+    /// Groups whose leadership ended here without a transfer (this node
+    /// lost its quorum: the other nodes stop too, say): they elect once a
+    /// quorum is back.
+    pub stepped_down: Vec<u64>,
     /// Groups this node still led when the time was up.
     pub kept: Vec<u64>,
 }
@@ -826,9 +831,24 @@ struct ShardHandOver {
     refused: Vec<(u64, u64)>,
     /// Groups still led here after the round.
     led: Vec<u64>,
+    /// Groups whose leadership ended without a transfer.
+    stepped_down: Vec<u64>,
     /// Transfers started.
     attempted: usize,
 }
+
+/// How one group's handover ended.
+enum Handing {
+    /// The target leads.
+    Handed,
+    /// The transfer was refused or abandoned.
+    Refused,
+    /// This replica stopped leading without a handover.
+    SteppedDown,
+}
+
+/// How often a group being handed over checks whether it still leads.
+const HANDOVER_POLL: Duration = Duration::from_millis(50);
 
 /// Transfers the leadership of every group this shard leads, at once, each
 /// to the voter that holds most of its log among those not `tried` yet for
@@ -874,21 +894,49 @@ async fn hand_over_on_shard(
             continue;
         };
         let task = sampan_fiber::spawn(TaskClass::Latency, "hand-over", async move {
-            let r = sampan_fiber::timeout_at(deadline, handle.transfer_leader(to)).await;
-            (g, to, matches!(r, Ok(Ok(()))))
+            // Done when the target leads, or when this replica stops
+            // leading some other way (it lost its quorum: the other
+            // nodes are stopping too), whichever comes first.
+            let transfer = async {
+                match handle.transfer_leader(to).await {
+                    Ok(()) => Handing::Handed,
+                    Err(_) => Handing::Refused,
+                }
+            };
+            let stepped_down = async {
+                loop {
+                    sampan_fiber::sleep(HANDOVER_POLL).await;
+                    if handle
+                        .status()
+                        .await
+                        .is_ok_and(|s| s.role != crate::raft::Role::Leader)
+                    {
+                        return Handing::SteppedDown;
+                    }
+                }
+            };
+            let r = sampan_fiber::timeout_at(
+                deadline,
+                futures_lite::future::or(transfer, stepped_down),
+            )
+            .await;
+            (g, to, r)
         })
         .map_err(|source| HostError::Fiber { node: me, source })?;
         transfers.push(task);
         out.attempted += 1;
     }
     for t in transfers {
-        if let Ok((g, to, done)) = t.join().await {
-            if done {
-                out.handed.push((g, to));
-            } else {
+        match t.join().await {
+            Ok((g, to, Ok(Handing::Handed))) => out.handed.push((g, to)),
+            // Not led here any more, and no one took it over.
+            Ok((g, _, Ok(Handing::SteppedDown))) => out.stepped_down.push(g),
+            // Refused, or no answer in time: the next voter, next round.
+            Ok((g, to, Ok(Handing::Refused) | Err(_))) => {
                 out.refused.push((g, to));
                 out.led.push(g);
             }
+            Err(_) => {}
         }
     }
     Ok(out)
