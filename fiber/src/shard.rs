@@ -169,28 +169,29 @@ impl ShardContext {
         &self.stop_signal
     }
 
-    /// Cancels every fiber of every group; returns how many were cancelled.
-    /// `group/fiber` for every fiber still running on the shard, sorted.
-    pub(crate) fn running_fibers(&self) -> Vec<String> {
-        let groups: Vec<_> = self
-            .groups
+    /// The shard's groups that are still alive.
+    fn live_groups(&self) -> Vec<std::rc::Rc<dyn CancelFibers>> {
+        self.groups
             .borrow()
             .iter()
             .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// `group/fiber` for every fiber still running on the shard, sorted.
+    pub(crate) fn running_fibers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .live_groups()
+            .iter()
+            .flat_map(|g| g.running())
             .collect();
-        let mut names: Vec<String> = groups.iter().flat_map(|g| g.running()).collect();
         names.sort_unstable();
         names
     }
 
+    /// Cancels every fiber of every group; returns how many were cancelled.
     pub(crate) fn cancel_all(&self) -> usize {
-        let groups: Vec<_> = self
-            .groups
-            .borrow()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        groups
+        self.live_groups()
             .iter()
             .map(|g| g.cancel_fibers("runtime shutdown"))
             .sum()
