@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod json;
 pub mod logging;
 pub mod resp;
 pub mod signals;

@@ -65,8 +65,8 @@ pub fn init(default_level: &str) -> LogFormat {
                     "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":{},\"msg\":{}}}",
                     now(),
                     record.level().as_str().to_ascii_lowercase(),
-                    json_string(record.target()),
-                    json_string(&record.args().to_string())
+                    crate::json::string(record.target()),
+                    crate::json::string(&record.args().to_string())
                 )
             });
         }
@@ -112,11 +112,6 @@ fn quoted(s: &str) -> String {
     out
 }
 
-/// `s` as a JSON string.
-fn json_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +123,7 @@ mod tests {
         assert_eq!(LogFormat::parse(""), Some(LogFormat::Text));
         assert_eq!(LogFormat::parse("xml"), None);
         assert_eq!(quoted("a \"b\"\n\\"), "\"a \\\"b\\\"\\n\\\\\"");
-        let j = json_string("line\n\"q\"\u{1}");
+        let j = crate::json::string("line\n\"q\"\u{1}");
         let back: String = serde_json::from_str(&j).expect("valid JSON");
         assert_eq!(back, "line\n\"q\"\u{1}");
     }

@@ -11,6 +11,7 @@ use sampan::client::{BlockingClient, Client, ClientConfig, ClientError, KeyTtl, 
 use sampan::config::{Durability, GroupConfig};
 use sampan::group::{GroupStatus, newest_leader};
 use sampan::service::MembersChange;
+use sampan_demos::json::string as json_str;
 use sampan_kv::{Item, ScanRange};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -1056,27 +1057,6 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
     }
     s.push_str("]}\n");
     s
-}
-
-/// A JSON string literal (RFC 8259 escaping).
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `"name":"text"` for UTF-8 bytes, `"name_hex":"…"` for any others.

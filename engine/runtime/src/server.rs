@@ -502,21 +502,13 @@ impl<F: RaftFactory> RaftServer<F> {
             by_shard[self.shared.owner(g.group_id)].push(g.clone());
         }
         let (id, node) = (self.shared.id, self.shared.node);
-        let results: Vec<Result<(), HostError>> = std::thread::scope(|scope| {
-            let runs: Vec<_> = by_shard
-                .into_iter()
-                .enumerate()
-                .filter(|(_, gs)| !gs.is_empty())
-                .map(|(shard, gs)| {
-                    let adder = self.shared.adder.clone();
-                    scope.spawn(move || {
-                        self.run(shard, move || start_groups(id, node, adder, gs))?
-                    })
-                })
-                .collect();
-            runs.into_iter()
-                .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        let work = by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, gs)| !gs.is_empty());
+        let results = on_shards_at_once(work, |shard, gs| {
+            let adder = self.shared.adder.clone();
+            self.run(shard, move || start_groups(id, node, adder, gs))?
         });
         results.into_iter().collect()
     }
@@ -645,21 +637,12 @@ impl<F: RaftFactory> RaftServer<F> {
         let deadline = Instant::now() + within;
         let mut out = HandOver::default();
         let mut tried: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+        let (id, me) = (self.shared.id, self.shared.node);
         loop {
-            let rounds: Vec<Result<ShardHandOver, HostError>> = std::thread::scope(|scope| {
-                let runs: Vec<_> = (0..self.shared.shards)
-                    .map(|shard| {
-                        let (id, me) = (self.shared.id, self.shared.node);
-                        let tried = tried.clone();
-                        scope.spawn(move || {
-                            self.run(shard, move || hand_over_on_shard(id, me, deadline, tried))
-                                .and_then(|r| r)
-                        })
-                    })
-                    .collect();
-                runs.into_iter()
-                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
+            let work = (0..self.shared.shards).map(|shard| (shard, tried.clone()));
+            let rounds = on_shards_at_once(work, |shard, tried| {
+                self.run(shard, move || hand_over_on_shard(id, me, deadline, tried))
+                    .and_then(|r| r)
             });
             let (mut led, mut attempted) = (Vec::new(), 0);
             for r in rounds {
@@ -740,30 +723,17 @@ impl Observer {
     /// Blocking: call it from a plain thread.
     pub fn snapshot(&self) -> Result<crate::metrics::NodeSnapshot, HostError> {
         let shared = &self.shared;
-        let parts: Vec<Option<(crate::metrics::ShardCounters, Vec<GroupStatus>)>> =
-            std::thread::scope(|scope| {
-                let runs: Vec<_> = (0..shared.shards)
-                    .map(|shard| {
-                        let id = shared.id;
-                        scope.spawn(move || {
-                            run_on(&shared.runtime, shared.node, shard, move || async move {
-                                sampan_fiber::timeout(
-                                    SNAPSHOT_SHARD_WAIT,
-                                    shard_snapshot(id, shard),
-                                )
-                                .await
-                                .ok()
-                                .flatten()
-                            })
-                            .ok()
-                            .flatten()
-                        })
-                    })
-                    .collect();
-                runs.into_iter()
-                    .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
+        let id = shared.id;
+        let parts = on_shards_at_once((0..shared.shards).map(|s| (s, ())), |shard, ()| {
+            run_on(&shared.runtime, shared.node, shard, move || async move {
+                sampan_fiber::timeout(SNAPSHOT_SHARD_WAIT, shard_snapshot(id, shard))
+                    .await
+                    .ok()
+                    .flatten()
+            })
+            .ok()
+            .flatten()
+        });
         let mut snap = crate::metrics::NodeSnapshot {
             node: shared.node,
             ..Default::default()
@@ -989,6 +959,26 @@ fn raise_open_files_limit(node: u64) {
             );
         }
     }
+}
+
+/// Runs `job(shard, item)` for each `(shard, item)` of `work` on a thread
+/// of its own, all at once (each waits on its shard's mailbox, so the
+/// shards work in parallel); returns the results in `work`'s order. A job
+/// that panics panics the caller.
+fn on_shards_at_once<I: Send, T: Send>(
+    work: impl IntoIterator<Item = (usize, I)>,
+    job: impl Fn(usize, I) -> T + Sync,
+) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let job = &job;
+        let runs: Vec<_> = work
+            .into_iter()
+            .map(|(shard, item)| scope.spawn(move || job(shard, item)))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 fn run_on<T, Fut>(
