@@ -275,6 +275,7 @@ fn start<F: RaftFactory>(dir: &Path, factory: F, limit: u64) -> RaftServer<F> {
     let cfg = ServerConfig {
         node_id: 1,
         servers: format!("1,127.0.0.1:{replicate},{service}"),
+        bind: None,
         cluster_id: 78,
         replicate_port: replicate,
         service_port: service,

@@ -118,6 +118,7 @@ pub fn run_node(arg: &str) {
     let cfg = ServerConfig {
         node_id: parse(0),
         servers: f[1].into(),
+        bind: None,
         cluster_id: CLUSTER,
         replicate_port: parse(2) as u16,
         service_port: parse(3) as u16,

@@ -569,8 +569,14 @@ node_id = 1
 # The service field may be a whole "host:port" (a peer reached through a
 # proxy or NAT: its replication address is the proxy's).
 # Without a service port, a node's is assumed to sit at the same offset
-# from its replication port as this node's.
+# from its replication port as this node's. A host may be a DNS name
+# ("1,sampan-0.sampan:4001,5001"), looked up again at every connect, so a
+# node that comes back at a new address under its name is found.
 servers = "1,127.0.0.1:4001,5001;2,127.0.0.1:4002,5002;3,127.0.0.1:4003,5003"
+# The IP address the listeners (replication, service, Redis) bind, such as
+# "0.0.0.0" in a container. Unset: this node's address in `servers`, which
+# must then be an IP address.
+# bind = "0.0.0.0"
 # Nodes refuse peers from another cluster.
 cluster_id = 1
 # Node-to-node traffic. Shard i listens on replicate_port + i.

@@ -88,6 +88,14 @@ pub enum NetError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A peer's host name did not resolve to an address.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host name and port.
+        host: String,
+        /// Why not.
+        reason: String,
+    },
     /// Connecting to a peer failed.
     #[error("cannot connect to {peer}: {source}")]
     Connect {

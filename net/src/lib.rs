@@ -15,7 +15,8 @@
 //! connections are shard-local (`!Send`); other shards reach them through
 //! the owning shard's mailbox ([`sampan_fiber::ShardHandle`]).
 //!
-//! Modules, one concept each: [`frame`] (the wire unit), [`codec`]
+//! Modules, one concept each: [`addr`] (a peer's address, IP or host
+//! name), [`frame`] (the wire unit), [`codec`]
 //! (encode, total decode), [`readbuf`] (zero-copy read buffer),
 //! [`handshake`] (who is speaking, proved: [`auth`] keys and tokens,
 //! [`tls`] certificates), [`connection`] (reader/writer fibers, budget,
@@ -55,6 +56,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod addr;
 pub mod auth;
 pub mod backoff;
 pub mod codec;
@@ -70,6 +72,7 @@ pub mod rpc;
 pub mod tls;
 pub mod transport;
 
+pub use addr::PeerAddr;
 pub use auth::{ClientKeys, Credential, Key, Privilege};
 pub use config::NetConfig;
 pub use connection::{CloseReason, ConnStats, Connection};

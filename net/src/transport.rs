@@ -12,6 +12,7 @@
 //! A new connection from a node that has one already replaces the old one
 //! (its restart was seen here before the old connection's end was).
 
+use crate::addr::PeerAddr;
 use crate::auth::Privilege;
 use crate::backoff::Backoff;
 use crate::codec::Decoder;
@@ -43,7 +44,7 @@ pub const RECENT_CLOSES_MAX: usize = 64;
 
 #[derive(Default)]
 struct PeerSlot {
-    addr: Option<SocketAddr>,
+    addr: Option<PeerAddr>,
     conn: Option<Connection>,
     dialer: Option<FiberHandle<()>>,
 }
@@ -283,10 +284,12 @@ impl Transport {
         listener::start(&self.inner, addr, Role::Client, router)
     }
 
-    /// Adds node `node_id` at `addr` (its replication port). If our id is
-    /// lower we dial it now and keep reconnecting; otherwise we wait for it
-    /// to dial us.
-    pub fn add_peer(&self, node_id: u64, addr: SocketAddr) -> Result<(), NetError> {
+    /// Adds node `node_id` at `addr` (its replication port: an IP address,
+    /// or a host name looked up at each connect). If our id is lower we
+    /// dial it now and keep reconnecting; otherwise we wait for it to dial
+    /// us.
+    pub fn add_peer(&self, node_id: u64, addr: impl Into<PeerAddr>) -> Result<(), NetError> {
+        let addr = addr.into();
         self.check_open()?;
         if node_id == self.node_id() {
             return Err(NetError::InvalidConfig {
@@ -310,7 +313,7 @@ impl Transport {
             Some(self.inner.fibers.spawn(
                 TaskClass::Latency,
                 &name,
-                dial_loop(weak, node_id, addr),
+                dial_loop(weak, node_id, addr.clone()),
             )?)
         } else {
             None
@@ -564,7 +567,7 @@ impl TransportInner {
 
 /// Keeps a connection to `node` up: connect, handshake, wait for the end,
 /// back off, again. Ends when the transport is gone or closed.
-async fn dial_loop(transport: Weak<TransportInner>, node: u64, addr: SocketAddr) {
+async fn dial_loop(transport: Weak<TransportInner>, node: u64, peer: PeerAddr) {
     let mut backoff = {
         let Some(t) = transport.upgrade() else { return };
         let c = &t.config;
@@ -589,7 +592,14 @@ async fn dial_loop(transport: Weak<TransportInner>, node: u64, addr: SocketAddr)
             let config = t.config.clone();
             let router = t.router.clone();
             drop(t);
-            connect_with(addr, &config, Role::Node, Some(node), router, Some(hook)).await
+            // A host name is looked up again at every attempt: a restarted
+            // container or pod comes back under its name, at a new address.
+            match peer.resolve().await {
+                Ok(addr) => connect_with(addr, &config, Role::Node, Some(node), router, Some(hook))
+                    .await
+                    .map_err(|e| (Some(addr), e)),
+                Err(e) => Err((None, e)),
+            }
         };
         match attempt {
             Ok(conn) => {
@@ -603,14 +613,14 @@ async fn dial_loop(transport: Weak<TransportInner>, node: u64, addr: SocketAddr)
                 }
                 conn.closed().await;
             }
-            Err(e @ NetError::Auth { .. }) => match transport.upgrade() {
+            Err((Some(addr), e @ NetError::Auth { .. })) => match transport.upgrade() {
                 Some(t) => t.note_auth_failure(addr, &e),
                 None => return,
             },
-            Err(e) if backoff.failures() == 0 => {
-                log::warn!("cannot reach node {node}: {e}; retrying")
+            Err((_, e)) if backoff.failures() == 0 => {
+                log::warn!("cannot reach node {node} at {peer}: {e}; retrying")
             }
-            Err(e) => log::debug!("cannot reach node {node}: {e}"),
+            Err((_, e)) => log::debug!("cannot reach node {node} at {peer}: {e}"),
         }
         sleep(backoff.next_delay()).await;
     }

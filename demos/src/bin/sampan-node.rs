@@ -74,14 +74,8 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         server.group_ids()?,
         cfg.server.service_port
     );
-    // The Redis ports listen on the node's own address from `servers`.
-    let ip = cfg
-        .server
-        .parse_servers()?
-        .into_iter()
-        .find(|(id, _)| *id == node)
-        .map(|(_, a)| a.ip())
-        .ok_or_else(|| format!("node {node} is not in `servers`"))?;
+    // The Redis ports listen where the node's other ports do.
+    let ip = cfg.server.listen_ip()?;
     // The Redis ports' counters, for `/metrics`.
     let mut redis_collectors = Vec::new();
     if cfg.redis.port != 0 {

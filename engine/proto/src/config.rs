@@ -2,7 +2,6 @@
 //! `AddGroup` request carry them, and the error a bad setting gets.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -145,8 +144,9 @@ impl GroupConfig {
         self.parse_ids("observers", &self.observers)
     }
 
-    /// Checks the group against the cluster's `servers`.
-    pub fn validate(&self, servers: &[(u64, SocketAddr)]) -> Result<(), ConfigError> {
+    /// Checks the group against the cluster's `servers` (node id and
+    /// address).
+    pub fn validate<A>(&self, servers: &[(u64, A)]) -> Result<(), ConfigError> {
         let g = self.group_id;
         let field = |f: &str| format!("group {g}.{f}");
         if g == 0 {

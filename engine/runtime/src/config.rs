@@ -5,9 +5,9 @@
 //! them (`tick_ms`), so a user never reasons in ticks.
 
 use sampan_net::tls::NodeTls;
-use sampan_net::{ClientKeys, Credential, Key, NetError, Privilege};
+use sampan_net::{ClientKeys, Credential, Key, NetError, PeerAddr, Privilege};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,8 +32,16 @@ pub struct ServerConfig {
     /// This node's id (> 0), one of `servers`.
     pub node_id: u64,
     /// Every node of the cluster and its replication address:
-    /// `"1,127.0.0.1:4001;2,127.0.0.1:4002;3,127.0.0.1:4003"`.
+    /// `"1,127.0.0.1:4001;2,127.0.0.1:4002;3,127.0.0.1:4003"`. A host may
+    /// be a name (`"1,sampan-0.sampan:4001,5001;..."`), looked up again at
+    /// every connect, so a node that comes back at a new IP address under
+    /// the same name (a container, a Kubernetes pod) is found.
     pub servers: String,
+    /// The IP address this node's listeners (replication, service, Redis)
+    /// bind, such as `"0.0.0.0"`. Unset: this node's own address in
+    /// `servers`, which must then be an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<IpAddr>,
     /// Nodes refuse peers from another cluster: the handshake checks this.
     #[serde(default = "defaults::cluster_id")]
     pub cluster_id: u64,
@@ -200,17 +208,17 @@ mod defaults {
 }
 
 /// The third field of a `servers` entry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum ServiceField {
     /// A port on the replication host.
     Port(u16),
     /// A whole address.
-    Addr(SocketAddr),
+    Addr(PeerAddr),
 }
 
 impl ServerConfig {
     /// Parses `servers` into (node id, replication address) pairs.
-    pub fn parse_servers(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+    pub fn parse_servers(&self) -> Result<Vec<(u64, PeerAddr)>, ConfigError> {
         Ok(self
             .parse_server_entries()?
             .into_iter()
@@ -225,7 +233,7 @@ impl ServerConfig {
     /// (`"1,127.0.0.1:7101,10.0.0.1:5001"`) — else its replication host
     /// with the port at the same offset from its replication port as this
     /// node's.
-    pub fn service_addrs(&self) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+    pub fn service_addrs(&self) -> Result<Vec<(u64, PeerAddr)>, ConfigError> {
         let offset = i32::from(self.service_port) - i32::from(self.replicate_port);
         let mut out = Vec::new();
         for (id, addr, service) in self.parse_server_entries()? {
@@ -247,15 +255,40 @@ impl ServerConfig {
                     }
                 },
             };
-            out.push((id, SocketAddr::new(addr.ip(), port)));
+            out.push((id, addr.with_port(port)));
         }
         Ok(out)
     }
 
+    /// The IP address this node's listeners bind: `bind`, else this
+    /// node's own address in `servers`.
+    pub fn listen_ip(&self) -> Result<IpAddr, ConfigError> {
+        if let Some(ip) = self.bind {
+            return Ok(ip);
+        }
+        let own = self
+            .parse_servers()?
+            .into_iter()
+            .find(|(id, _)| *id == self.node_id)
+            .map(|(_, a)| a);
+        match own {
+            Some(a) => a.ip().ok_or_else(|| {
+                ConfigError::new(
+                    "bind",
+                    format!(
+                        "this node's address in `servers` is the host name {a}: \
+                         give the IP address to listen on, such as bind = \"0.0.0.0\""
+                    ),
+                )
+            }),
+            None => invalid("node_id", format!("{} is not in `servers`", self.node_id)),
+        }
+    }
+
     fn parse_server_entries(
         &self,
-    ) -> Result<Vec<(u64, SocketAddr, Option<ServiceField>)>, ConfigError> {
-        let mut out: Vec<(u64, SocketAddr, Option<ServiceField>)> = Vec::new();
+    ) -> Result<Vec<(u64, PeerAddr, Option<ServiceField>)>, ConfigError> {
+        let mut out: Vec<(u64, PeerAddr, Option<ServiceField>)> = Vec::new();
         for (i, part) in self.servers.split(';').map(str::trim).enumerate() {
             if part.is_empty() {
                 continue;
@@ -265,25 +298,27 @@ impl ServerConfig {
                 return invalid(field(), format!("'{part}' is not 'id,host:port'"));
             };
             let (addr, service) = match rest.split_once(',') {
-                Some((addr, port)) => match (port.trim().parse::<u16>(), port.trim().parse()) {
-                    (Ok(p), _) if p > 0 => (addr, Some(ServiceField::Port(p))),
-                    (_, Ok(a)) => (addr, Some(ServiceField::Addr(a))),
-                    _ => {
-                        return invalid(
-                            field(),
-                            format!("service '{port}' is neither a port nor host:port"),
-                        );
+                Some((addr, port)) => {
+                    match (port.trim().parse::<u16>(), port.parse::<PeerAddr>()) {
+                        (Ok(p), _) if p > 0 => (addr, Some(ServiceField::Port(p))),
+                        (_, Ok(a)) => (addr, Some(ServiceField::Addr(a))),
+                        (_, Err(e)) => {
+                            return invalid(
+                                field(),
+                                format!("service '{port}' is neither a port nor host:port: {e}"),
+                            );
+                        }
                     }
-                },
+                }
                 None => (rest, None),
             };
             let id: u64 = match id.trim().parse() {
                 Ok(id) if id > 0 => id,
                 _ => return invalid(field(), format!("node id '{id}' is not a number > 0")),
             };
-            let addr: SocketAddr = match addr.trim().parse() {
+            let addr: PeerAddr = match addr.parse() {
                 Ok(a) => a,
-                Err(e) => return invalid(field(), format!("address '{addr}': {e}")),
+                Err(e) => return invalid(field(), format!("address {e}")),
             };
             if out.iter().any(|(o, a, _)| *o == id || *a == addr) {
                 return invalid(
@@ -353,6 +388,7 @@ impl ServerConfig {
             return invalid("log.grow_step_bytes", "must be in 4096..=log.segment_bytes");
         }
         self.service_addrs()?;
+        self.listen_ip()?;
         self.net_keys()?;
         self.node_tls()?;
         self.check_protected_mode()?;
@@ -401,14 +437,10 @@ impl ServerConfig {
         if !self.protected_mode {
             return Ok(());
         }
-        let own = self
-            .parse_servers()?
-            .into_iter()
-            .find(|(id, _)| *id == self.node_id)
-            .map(|(_, a)| a.ip());
-        let Some(ip) = own.filter(|ip| !ip.is_loopback()) else {
+        let ip = self.listen_ip()?;
+        if ip.is_loopback() {
             return Ok(());
-        };
+        }
         let missing = if self.cluster_secret.is_none() && self.tls.is_none() {
             Some((
                 "cluster_secret",
@@ -484,6 +516,7 @@ pub fn loopback_cluster(root: &std::path::Path, nodes: usize, shards: usize) -> 
         .map(|(n, (r, s))| ServerConfig {
             node_id: n as u64 + 1,
             servers: servers.join(";"),
+            bind: None,
             cluster_id: crate::client::CLUSTER_ID_DEFAULT,
             replicate_port: *r,
             service_port: *s,
@@ -512,6 +545,7 @@ mod tests {
         ServerConfig {
             node_id: 2,
             servers: "1,127.0.0.1:4001; 2,127.0.0.1:4002;3,127.0.0.1:4003".into(),
+            bind: None,
             cluster_id: 1,
             replicate_port: 4002,
             service_port: 5002,
@@ -528,6 +562,39 @@ mod tests {
             max_connections: defaults::max_connections(),
             balance_leaders: false,
             tls: None,
+        }
+    }
+
+    #[test]
+    fn host_names_in_servers_need_a_bind_address_for_this_node() {
+        let mut s = server();
+        s.servers = "1,sampan-0.sampan:4001,5001;2,sampan-1.sampan:4002,5002;\
+                     3,10.0.0.3:4003,sampan-2.sampan:5003"
+            .into();
+        let err = s.validate().expect_err("a host name needs `bind`");
+        assert_eq!(err.field, "bind");
+        assert!(
+            err.reason.contains("sampan-1.sampan:4002"),
+            "{}",
+            err.reason
+        );
+        s.bind = Some("127.0.0.1".parse().expect("ip"));
+        s.validate().expect("valid with bind");
+        assert_eq!(s.listen_ip().expect("ip").to_string(), "127.0.0.1");
+        let service = s.service_addrs().expect("service addresses");
+        assert_eq!(service[0].1.to_string(), "sampan-0.sampan:5001");
+        assert_eq!(service[2].1.to_string(), "sampan-2.sampan:5003");
+        // Off loopback, protected mode asks for the secrets.
+        s.bind = Some("0.0.0.0".parse().expect("ip"));
+        let err = s.validate().expect_err("protected mode");
+        assert_eq!(err.field, "cluster_secret");
+        for bad in [
+            "1,sampan 0:4001;2,x:4002",
+            "1,x:4001;2,x:4001",
+            "1,x:;2,y:4002",
+        ] {
+            s.servers = bad.into();
+            assert!(s.validate().is_err(), "{bad} was accepted");
         }
     }
 

@@ -74,3 +74,12 @@ const _: () = assert!(HEAL_BACKOFF_MIN.as_millis() <= HEAL_BACKOFF_MAX.as_millis
 /// Keepalive probes a node sends each peer per election timeout (the
 /// liveness check that lets idle groups hibernate).
 pub const PEER_PROBES_PER_TIMEOUT: u64 = 5;
+
+/// Election timeouts a peer may stay silent on an open connection (no
+/// keepalive answered) before the connection is closed and dialled again.
+/// A peer that vanished without a FIN or RST (its host or container gone,
+/// its address moved) leaves the connection open for the kernel's
+/// retransmission timeout, about 15 minutes; dialling again looks its
+/// name up again and finds where it went. A paused peer costs only
+/// reconnect attempts.
+pub const PEER_SILENT_TIMEOUTS_BEFORE_REDIAL: u32 = 3;

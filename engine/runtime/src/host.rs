@@ -20,7 +20,7 @@ use crate::raft::{self, GroupId, NodeId};
 use crate::state_machine::StateMachine;
 use bytes::Bytes;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
-use sampan_net::{NetConfig, NetError, Router, Transport};
+use sampan_net::{NetConfig, NetError, PeerAddr, Router, Transport};
 use sampan_storage::{
     DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SnapshotManager, StatusFile, StorageError,
     SyncMode, WalConfig,
@@ -166,11 +166,11 @@ impl ShardHost {
     /// Connects to the other nodes (`(id, replication address)`), and
     /// watches them: a node down for an election timeout wakes the groups it
     /// led.
-    pub fn add_peers(&self, peers: &[(u64, SocketAddr)]) -> Result<(), HostError> {
+    pub fn add_peers(&self, peers: &[(u64, PeerAddr)]) -> Result<(), HostError> {
         let node = self.cfg.node_id;
-        for &(id, addr) in peers {
+        for (id, addr) in peers {
             self.transport
-                .add_peer(id, addr)
+                .add_peer(*id, addr.clone())
                 .map_err(|source| HostError::Net { node, source })?;
         }
         // A fifth of an election timeout between probes: a silent peer is

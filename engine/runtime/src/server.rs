@@ -75,7 +75,7 @@ use crate::service::{
 };
 use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
-use sampan_net::{Body, Incoming, NetError, Privilege, Router};
+use sampan_net::{Body, Incoming, NetError, PeerAddr, Privilege, Router};
 use sampan_storage::catalog::{Change, Entry};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -95,7 +95,11 @@ struct Shared {
     node: u64,
     shards: usize,
     runtime: RuntimeHandle,
+    /// The service address of each node in `servers` given as an IP
+    /// address, for the leader hint of a redirect.
     service_addrs: HashMap<u64, SocketAddr>,
+    /// Every node in `servers`: a membership change may name only these.
+    members: BTreeSet<u64>,
     request_timeout: Duration,
     /// How long to wait between looks for a leader while one is elected.
     retry_pause: Duration,
@@ -305,20 +309,18 @@ impl<F: RaftFactory> RaftServer<F> {
             node,
             shards,
             runtime: runtime.handle(),
-            service_addrs: cfg.service_addrs()?.into_iter().collect(),
+            // Only fixed addresses are given to clients as hints: a host
+            // name's address may have changed since the start.
+            service_addrs: cfg
+                .service_addrs()?
+                .into_iter()
+                .filter_map(|(id, a)| Some((id, a.socket_addr()?)))
+                .collect(),
+            members: servers.iter().map(|(id, _)| *id).collect(),
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             retry_pause: Duration::from_millis(cfg.tick_ms),
         });
-        let own = servers
-            .iter()
-            .find(|(id, _)| *id == node)
-            .map(|(_, a)| a.ip())
-            .ok_or_else(|| {
-                HostError::Config(ConfigError {
-                    field: "node_id".into(),
-                    reason: format!("{node} is not in `servers`"),
-                })
-            })?;
+        let own = cfg.listen_ip()?;
         for shard in 0..shards {
             let (mut cfg, shared) = (cfg.clone(), shared.clone());
             // Each shard's listeners hold their share (the kernel spreads
@@ -356,10 +358,10 @@ impl<F: RaftFactory> RaftServer<F> {
             })??;
         }
         for shard in 0..shards {
-            let peers: Vec<(u64, SocketAddr)> = servers
+            let peers: Vec<(u64, PeerAddr)> = servers
                 .iter()
                 .filter(|(id, _)| *id != node)
-                .map(|(id, a)| (*id, SocketAddr::new(a.ip(), a.port() + shard as u16)))
+                .map(|(id, a)| (*id, a.with_port(a.port() + shard as u16)))
                 .collect();
             let id = shared.id;
             run_on(&runtime.handle(), node, shard, move || async move {
@@ -394,7 +396,7 @@ impl<F: RaftFactory> RaftServer<F> {
         &self,
         configured: &[GroupConfig],
         recorded: crate::catalog::Recorded,
-        servers: &[(u64, SocketAddr)],
+        servers: &[(u64, PeerAddr)],
     ) -> Result<Vec<GroupConfig>, HostError> {
         let node = self.shared.node;
         let removed: BTreeSet<u64> = recorded.removed.iter().copied().collect();
@@ -1001,20 +1003,23 @@ where
 /// those ranges must not run into another node's ports.
 fn check_ports(
     cfg: &ServerConfig,
-    servers: &[(u64, SocketAddr)],
+    servers: &[(u64, PeerAddr)],
     shards: usize,
 ) -> Result<(), ConfigError> {
-    let range = |a: &SocketAddr| (a.ip(), a.port(), a.port().checked_add(shards as u16 - 1));
+    // Two entries on one host (the same IP, or the same name) must not
+    // share a port of their ranges; different names may be one host, which
+    // only the network knows.
+    let host = |a: &PeerAddr| a.with_port(0);
     for (id, a) in servers {
-        let (ip, lo, hi) = range(a);
-        let Some(hi) = hi else {
+        let lo = a.port();
+        let Some(hi) = lo.checked_add(shards as u16 - 1) else {
             return Err(ConfigError {
                 field: "shards".into(),
                 reason: format!("node {id}: replication ports {lo}+{shards} pass 65535"),
             });
         };
         for (other, b) in servers.iter().filter(|(o, _)| o != id) {
-            if b.ip() == ip && (lo..=hi).contains(&b.port()) {
+            if host(b) == host(a) && (lo..=hi).contains(&b.port()) {
                 return Err(ConfigError {
                     field: "shards".into(),
                     reason: format!(
@@ -1433,7 +1438,7 @@ async fn serve_local(
                 .voters
                 .iter()
                 .chain(&change.learners)
-                .find(|n| !shared.service_addrs.contains_key(n))
+                .find(|n| !shared.members.contains(n))
             {
                 return Local::Final(Err(refused(
                     group,

@@ -48,6 +48,7 @@ fn server_config(id: u64, data_dir: PathBuf) -> ServerConfig {
     ServerConfig {
         node_id: id,
         servers: "1,127.0.0.1:1;2,127.0.0.1:2;3,127.0.0.1:3".into(),
+        bind: None,
         cluster_id: 7,
         replicate_port: 1,
         service_port: 2,
@@ -86,6 +87,7 @@ fn join(rt: &Runtime, peers: Vec<(u64, SocketAddr)>, groups: Vec<u64>) {
         .expect("shard")
         .run_blocking(TaskClass::Latency, move || async move {
             let host = host();
+            let peers: Vec<_> = peers.into_iter().map(|(id, a)| (id, a.into())).collect();
             host.add_peers(&peers).expect("peers");
             for g in groups {
                 let cfg = GroupConfig {

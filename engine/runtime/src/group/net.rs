@@ -11,6 +11,7 @@
 //! here cost one frame per follower node per heartbeat interval.
 
 use super::{GroupHandle, Outbox};
+use crate::constants::PEER_SILENT_TIMEOUTS_BEFORE_REDIAL;
 use crate::raft::{Body as RaftBody, Message, NodeId};
 use crate::wire::{
     self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk, decode_message, encode_message,
@@ -361,20 +362,37 @@ pub async fn watch_peers(
     futures_lite::future::or(watch, sampan_fiber::stopping()).await;
 }
 
-/// One keepalive round trip to `peer`; records when it was answered.
+/// One keepalive round trip to `peer`; records when it was answered. A
+/// peer silent for [`PEER_SILENT_TIMEOUTS_BEFORE_REDIAL`] × `wait` on an
+/// open connection has its connection closed, so that the dialler
+/// connects again (and looks its name up again).
 async fn keepalive(
     transport: Transport,
     peer: u64,
     wait: Duration,
     heard: Rc<RefCell<HashMap<u64, Instant>>>,
 ) {
+    let Some(conn) = transport.connection(peer) else {
+        return;
+    };
     let empty = Body::from(Vec::<bytes::Bytes>::new());
-    match transport
-        .request(peer, wire::kind::KEEPALIVE, 0, empty, wait)
-        .await
-    {
+    match conn.request(wire::kind::KEEPALIVE, 0, empty, wait).await {
         Ok(_) => {
             heard.borrow_mut().insert(peer, Instant::now());
+        }
+        Err(e @ NetError::Timeout { .. }) => {
+            let last = heard.borrow().get(&peer).copied();
+            let silent = last.map(|t| t.elapsed()).unwrap_or_default();
+            if silent >= wait * PEER_SILENT_TIMEOUTS_BEFORE_REDIAL && !conn.is_closed() {
+                log::warn!(
+                    "node {peer}: silent for {} ms on an open connection ({e}): \
+                     closing it to connect again",
+                    silent.as_millis()
+                );
+                conn.close("peer silent: keepalives unanswered");
+            } else {
+                log::debug!("node {peer}: keepalive unanswered: {e}");
+            }
         }
         Err(e) => log::debug!("node {peer}: keepalive unanswered: {e}"),
     }
