@@ -15,7 +15,9 @@
 #   SAMPAN_SERVERS            every node, "id,host:replication_port,service_port"
 #                             separated by ';'. Unset: built from SAMPAN_REPLICAS
 #                             and SAMPAN_PEER_HOST_PATTERN.
-#   SAMPAN_REPLICAS           how many nodes: ids 1..N.
+#   SAMPAN_REPLICAS           how many nodes the cluster started with: ids 1..N.
+#                             A node with a higher id (a scaled-up pod) lists
+#                             itself too, and joins by `sampan-cli add-node`.
 #   SAMPAN_PEER_HOST_PATTERN  a node's host name; {ordinal} becomes 0..N-1 and
 #                             {id} 1..N: "sampan-{ordinal}.sampan.default.svc.cluster.local".
 #   SAMPAN_BIND               the IP the listeners bind (default 0.0.0.0).
@@ -183,6 +185,13 @@ if [ -z "$servers" ]; then
         servers="${servers:+$servers;}$entry"
         i=$id
     done
+    # A node past the first SAMPAN_REPLICAS (a StatefulSet scaled up)
+    # lists itself too: it starts knowing only itself and joins the
+    # cluster by `sampan-cli add-node`, which tells every node its address.
+    if [ "$node_id" -gt "$replicas" ]; then
+        h=$(printf '%s' "$pattern" | sed -e "s/{ordinal}/$((node_id - 1))/g" -e "s/{id}/$node_id/g")
+        servers="$servers;$node_id,$h:$replicate_port,$service_port"
+    fi
 fi
 case "$servers" in
     *'"'*|*'\'*|*"$nl"*) die "SAMPAN_SERVERS holds a quote, a backslash or a newline" ;;

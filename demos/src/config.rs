@@ -572,6 +572,8 @@ node_id = 1
 # from its replication port as this node's. A host may be a DNS name
 # ("1,sampan-0.sampan:4001,5001"), looked up again at every connect, so a
 # node that comes back at a new address under its name is found.
+# A node that joins a running cluster (`sampan-cli add-node`) starts with
+# only its own entry here and no [[group]]; it learns the others then.
 servers = "1,127.0.0.1:4001,5001;2,127.0.0.1:4002,5002;3,127.0.0.1:4003,5003"
 # The IP address the listeners (replication, service, Redis) bind, such as
 # "0.0.0.0" in a container. Unset: this node's address in `servers`, which

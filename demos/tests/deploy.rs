@@ -273,22 +273,24 @@ fn a_node_added_by_scaling_up_starts_with_no_groups() {
     let secrets = tempfile::tempdir().expect("tempdir");
     write_k8s_secrets(secrets.path());
     for shell in SHELLS {
-        let mut env = k8s_pod_env(3, secrets.path());
-        env.insert("SAMPAN_REPLICAS".into(), "4".into());
+        // The StatefulSet scaled to 4 with its env unchanged: the new pod
+        // lists the first three and itself, and runs no group until
+        // `sampan-cli add-node` makes it a member.
+        let env = k8s_pod_env(3, secrets.path());
         let (cfg, _) = node_config(shell, &env, "sampan-3");
         assert_eq!(cfg.server.node_id, 4);
         assert!(
             cfg.server
                 .servers
-                .contains("4,sampan-3.sampan.default.svc.cluster.local:4001,5001"),
+                .ends_with(";4,sampan-3.sampan.default.svc.cluster.local:4001,5001"),
             "{}",
             cfg.server.servers
         );
-        assert!(cfg.groups.is_empty(), "it joins by sampan-cli add-member");
-        // The first nodes, restarted with the longer list, keep their groups.
-        let mut env = k8s_pod_env(0, secrets.path());
-        env.insert("SAMPAN_REPLICAS".into(), "4".into());
+        assert!(cfg.groups.is_empty(), "it joins by sampan-cli add-node");
+        // The first nodes keep their list and their groups.
+        let env = k8s_pod_env(0, secrets.path());
         let (cfg, _) = node_config(shell, &env, "sampan-0");
+        assert!(!cfg.server.servers.contains("4,"), "{}", cfg.server.servers);
         assert!(!cfg.groups.is_empty());
         assert!(cfg.groups.iter().all(|g| g.members == "1,2,3"));
     }

@@ -408,7 +408,7 @@ fn wait_group_leader(c: &TestCluster, client: &BlockingClient, group: u64) {
         s.iter()
             .filter_map(|r| r.status.as_ref().ok())
             .any(|st| st.role == Role::Leader)
-            && statuses(c, client, group).len() == 3
+            && statuses(c, client, group).len() == c.running().len()
     });
 }
 
@@ -478,6 +478,138 @@ fn groups_added_and_removed_at_runtime_survive_killing_every_node() {
     assert_eq!(
         any.get(7, "k0").expect("get, group 7").as_deref(),
         Some(&b"v0"[..])
+    );
+}
+
+/// A node started with only its own address and no group joins a running
+/// cluster by `sampan-cli add-node`: every node learns its address and it
+/// learns theirs, it joins both groups as an observer, catches group 1 up
+/// by snapshot (its log was purged), and becomes a voter that leads and
+/// serves every write. Its membership and the addresses survive a SIGKILL
+/// of all four nodes. `remove-node` takes it out of every group and makes
+/// the others forget it, also across a restart.
+#[test]
+fn a_node_started_alone_joins_by_add_node_and_stays_across_restarts() {
+    let mut c = TestCluster::start(3);
+    c.wait_leader(1);
+    c.wait_leader(2);
+    let any = client(c.services());
+    for i in 0..200 {
+        any.put(1, format!("k{i}"), format!("v{i}"))
+            .expect("put, group 1");
+    }
+    for i in 0..50 {
+        any.put(2, format!("k{i}"), format!("v{i}"))
+            .expect("put, group 2");
+    }
+    // Snapshot group 1 everywhere and purge its log: the new node can
+    // catch up only by installing a snapshot.
+    sampan_cli(&c, &["--group", "1", "snapshot"]);
+    drop(any);
+
+    let four = c.start_lone_node();
+    let at = c.service(four).to_string();
+    wait_until("node 4 to listen", || {
+        std::net::TcpStream::connect(c.service(four)).is_ok()
+    });
+    let out = sampan_cli(&c, &["--timeout-ms", "60000", "add-node", "4", "--at", &at]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("group 1: node 4 joined as a voter"), "{text}");
+    assert!(text.contains("group 2: node 4 joined as a voter"), "{text}");
+    let nodes = String::from_utf8_lossy(&sampan_cli(&c, &["nodes"]).stdout).into_owned();
+    let repl4 = format!("4 127.0.0.1:{}", c.repl_ports[3]);
+    assert_eq!(
+        nodes.matches(&repl4).count(),
+        4,
+        "every node knows node 4: {nodes}"
+    );
+
+    let any = client(c.services());
+    let joined = |c: &TestCluster, any: &BlockingClient, group: u64| {
+        let s = statuses(c, any, group);
+        let lead = s
+            .iter()
+            .find(|(_, st)| st.role == Role::Leader)
+            .map(|(_, st)| st.clone());
+        let four = s.iter().find(|(n, _)| *n == 4).map(|(_, st)| st.clone());
+        match (lead, four) {
+            (Some(lead), Some(four)) => {
+                lead.voters.contains(&4) && four.index_applied >= lead.index_commit
+            }
+            _ => false,
+        }
+    };
+    wait_until("node 4 to be a caught-up voter of group 1", || {
+        joined(&c, &any, 1)
+    });
+    wait_until("node 4 to be a caught-up voter of group 2", || {
+        joined(&c, &any, 2)
+    });
+    let installed = statuses(&c, &any, 1)
+        .into_iter()
+        .find(|(n, _)| *n == 4)
+        .map(|(_, st)| st.snapshot_index)
+        .unwrap_or(0);
+    assert!(installed > 0, "node 4 caught group 1 up without a snapshot");
+    wait_until("node 4 to lead group 1", || {
+        let _ = any.run(|c| async move { c.transfer_leader(1, 4).await });
+        statuses(&c, &any, 1)
+            .iter()
+            .any(|(n, st)| *n == 4 && st.role == Role::Leader)
+    });
+    for i in 0..200 {
+        let got = any.get(1, format!("k{i}")).expect("get through node 4");
+        assert_eq!(got.as_deref(), Some(format!("v{i}").as_bytes()));
+    }
+    drop(any);
+
+    // Every node SIGKILLed and restarted: the others dial node 4 from
+    // their node catalogs (their config files still list only 1 to 3).
+    for i in 1..=4 {
+        c.kill(i);
+    }
+    for i in 1..=4 {
+        c.spawn(i);
+    }
+    let any = client(c.services());
+    wait_group_leader(&c, &any, 1);
+    for i in 0..50 {
+        any.put(1, format!("after-{i}"), "x")
+            .expect("put after the restart");
+    }
+    wait_until("node 4 to catch up after the restart", || {
+        joined(&c, &any, 1)
+    });
+    drop(any);
+
+    let out = sampan_cli(&c, &["--timeout-ms", "60000", "remove-node", "4"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("group 1: node 4 removed"), "{text}");
+    assert_eq!(text.matches("forgot node 4").count(), 3, "{text}");
+    let any = client(c.services()[..3].to_vec());
+    for g in [1, 2] {
+        wait_until("node 4 out of every group", || {
+            statuses(&c, &any, g)
+                .iter()
+                .filter(|(n, _)| *n != 4)
+                .all(|(_, st)| !st.voters.contains(&4) && !st.learners.contains(&4))
+        });
+    }
+    drop(any);
+    c.kill(1);
+    c.spawn(1);
+    let mut nodes = String::new();
+    wait_until("node 1 to answer again", || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sampan-cli"))
+            .args(["--servers", &c.service(1).to_string(), "nodes"])
+            .output()
+            .expect("run sampan-cli");
+        nodes = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    assert!(
+        !nodes.contains(&repl4),
+        "node 1 knows node 4 again after a restart: {nodes}"
     );
 }
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use sampan::client::{BlockingClient, Client, ClientConfig, ClientError, KeyTtl, NodeStatus};
 use sampan::config::{Durability, GroupConfig};
 use sampan::group::{GroupStatus, newest_leader};
-use sampan::service::MembersChange;
+use sampan::service::{MembersChange, NodeAddrs};
 use sampan_demos::json::string as json_str;
 use sampan_kv::{Item, ScanRange};
 use std::collections::BTreeSet;
@@ -75,6 +75,13 @@ struct Args {
     tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Args {
+    /// --timeout-ms.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +205,37 @@ enum Command {
     /// Remove a node (voter or observer) from the group, by joint
     /// consensus; works while that node is down.
     RemoveMember {
+        /// The node's id.
+        node: u64,
+    },
+    /// The nodes each node in --servers knows, with their replication and
+    /// service addresses.
+    Nodes,
+    /// Add a node to the running cluster: it starts with only its own
+    /// address in `servers` and no groups; every node of the cluster
+    /// (those the first answering node in --servers knows) learns its
+    /// addresses and it learns theirs, durably; then it joins every group
+    /// (or --groups) as an observer, catches up (by snapshot if the log
+    /// was purged), and is made a voter. Fails before any group changes if
+    /// a node cannot be told; a retry is safe.
+    AddNode {
+        /// The new node's id.
+        node: u64,
+        /// The new node's service address.
+        #[arg(long, value_parser = parse_addr)]
+        at: SocketAddr,
+        /// Only these groups (comma separated); default: every group the
+        /// cluster's nodes run.
+        #[arg(long)]
+        groups: Option<String>,
+        /// Leave it an observer (never votes).
+        #[arg(long)]
+        observer: bool,
+    },
+    /// Remove a node from the cluster: from every group it is a member of
+    /// (by joint consensus; works while it is down), then every other
+    /// node forgets its address.
+    RemoveNode {
         /// The node's id.
         node: u64,
     },
@@ -362,11 +400,11 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
         } => add_group(c, args, members, observers, durability),
         Command::RemoveGroup => remove_group(c, g, args.servers.clone(), json),
         Command::AddMember { node, at, observer } => {
-            add_member(c, g, *node, *at, *observer)?;
+            add_member(c, g, *node, *at, *observer, args.timeout())?;
             Ok(done(json))
         }
         Command::RemoveMember { node } => {
-            let now = membership(c, g)?;
+            let now = membership(c, g, args.timeout())?;
             let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
             voters.remove(node);
             learners.remove(node);
@@ -378,6 +416,39 @@ fn run(c: &BlockingClient, args: &Args) -> Result<Output, ClientError> {
             c.run(move |c| async move { c.transfer_leader(g, node).await })??;
             Ok(done(json))
         }
+        Command::Nodes => {
+            let listed = on_each(c, args.servers.clone(), |c, a| async move {
+                c.list_nodes_at(a).await
+            })?;
+            Ok(per_node(&listed, json, |nodes| {
+                let text: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("{} {} {}", n.node, n.replicate, n.service))
+                    .collect();
+                let objs: Vec<String> = nodes
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{{\"node\":{},\"replicate\":{},\"service\":{}}}",
+                            n.node,
+                            json_str(&n.replicate),
+                            json_str(&n.service)
+                        )
+                    })
+                    .collect();
+                (
+                    format!("knows {}", text.join("; ")),
+                    format!("\"known\":[{}]", objs.join(",")),
+                )
+            }))
+        }
+        Command::AddNode {
+            node,
+            at,
+            groups,
+            observer,
+        } => add_node(c, args, *node, *at, groups.as_deref(), *observer),
+        Command::RemoveNode { node } => remove_node(c, args, *node),
         Command::Groups => {
             let listed = on_each(c, args.servers.clone(), |c, a| async move {
                 c.list_groups_at(a).await
@@ -711,6 +782,156 @@ where
     })
 }
 
+/// A node's service address as another node reported it, resolved here.
+fn service_of(n: &NodeAddrs) -> Result<SocketAddr, ClientError> {
+    parse_addr(&n.service).map_err(|why| ClientError::Unexpected {
+        group: 0,
+        call: "nodes",
+        reply: format!("node {}: service address {why}", n.node),
+    })
+}
+
+/// The nodes the first answering node of --servers knows.
+fn cluster_nodes(c: &BlockingClient, args: &Args) -> Result<Vec<NodeAddrs>, ClientError> {
+    let listed = on_each(c, args.servers.clone(), |c, a| async move {
+        c.list_nodes_at(a).await
+    })?;
+    let mut last = None;
+    for (_, r) in listed {
+        match r {
+            Ok(nodes) => return Ok(nodes),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ClientError::Unexpected {
+        group: 0,
+        call: "nodes",
+        reply: "no node of --servers answered".into(),
+    }))
+}
+
+/// Every group the nodes at `addrs` run (those that answer).
+fn groups_of(c: &BlockingClient, addrs: Vec<SocketAddr>) -> Result<BTreeSet<u64>, ClientError> {
+    let listed = on_each(c, addrs, |c, a| async move { c.list_groups_at(a).await })?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|(_, r)| r.ok())
+        .flatten()
+        .collect())
+}
+
+/// `sampan-cli add-node`: see [`Command::AddNode`].
+fn add_node(
+    c: &BlockingClient,
+    args: &Args,
+    node: u64,
+    at: SocketAddr,
+    groups: Option<&str>,
+    observer: bool,
+) -> Result<Output, ClientError> {
+    let unexpected = |reply: String| ClientError::Unexpected {
+        group: 0,
+        call: "add-node",
+        reply,
+    };
+    let (id, own) = c.run(move |c| async move {
+        Ok::<_, ClientError>((c.node_id_at(at).await?, c.list_nodes_at(at).await?))
+    })??;
+    if id != node {
+        return Err(unexpected(format!("{at} is node {id}, not node {node}")));
+    }
+    let me = own
+        .into_iter()
+        .find(|n| n.node == node)
+        .ok_or_else(|| unexpected(format!("node {node} at {at} does not list itself")))?;
+    let cluster: Vec<NodeAddrs> = cluster_nodes(c, args)?
+        .into_iter()
+        .filter(|n| n.node != node)
+        .collect();
+    // Every node learns the new one first: a node that cannot be told
+    // would never reach it, so nothing else happens until all have.
+    let mut told = Vec::new();
+    for n in &cluster {
+        let (addr, me) = (service_of(n)?, me.clone());
+        let r = c.run(move |c| async move { c.set_nodes_at(addr, &[me]).await })?;
+        told.push((n.node, addr, r));
+    }
+    let missed: Vec<String> = told
+        .iter()
+        .filter_map(|(n, a, r)| r.as_ref().err().map(|e| format!("node {n} at {a}: {e}")))
+        .collect();
+    if !missed.is_empty() {
+        return Err(unexpected(format!(
+            "not every node learned node {node}'s address, so no group was changed \
+             (run add-node again once they answer, or remove-node the ones gone): {}",
+            missed.join("; ")
+        )));
+    }
+    let book = cluster.clone();
+    c.run(move |c| async move { c.set_nodes_at(at, &book).await })??;
+    let groups: BTreeSet<u64> = match groups {
+        Some(list) => ids(list)?,
+        None => groups_of(c, told.iter().map(|(_, a, _)| *a).collect())?,
+    };
+    let mut text = String::new();
+    for g in &groups {
+        add_member(c, *g, node, at, observer, args.timeout())?;
+        let _ = writeln!(
+            text,
+            "group {g}: node {node} joined as {}",
+            if observer { "an observer" } else { "a voter" }
+        );
+    }
+    if args.json {
+        let list: Vec<String> = groups.iter().map(u64::to_string).collect();
+        text = format!("{{\"node\":{node},\"groups\":[{}]}}\n", list.join(","));
+    } else {
+        let _ = writeln!(text, "node {node} added: {} node(s) know it", cluster.len());
+    }
+    Ok(Output::ok(text))
+}
+
+/// `sampan-cli remove-node`: see [`Command::RemoveNode`].
+fn remove_node(c: &BlockingClient, args: &Args, node: u64) -> Result<Output, ClientError> {
+    let cluster: Vec<NodeAddrs> = cluster_nodes(c, args)?
+        .into_iter()
+        .filter(|n| n.node != node)
+        .collect();
+    let addrs = cluster
+        .iter()
+        .map(service_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut text = String::new();
+    for g in groups_of(c, addrs.clone())? {
+        let now = membership(c, g, args.timeout())?;
+        if !now.voters.contains(&node) && !now.learners.contains(&node) {
+            continue;
+        }
+        let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
+        voters.remove(&node);
+        learners.remove(&node);
+        c.run(move |c| async move { change_from(&c, g, now, voters, learners).await })??;
+        let _ = writeln!(text, "group {g}: node {node} removed");
+    }
+    let forgot = on_each(c, addrs, move |c, a| async move {
+        c.forget_node_at(a, node).await
+    })?;
+    let mut out = per_node(&forgot, args.json, |knew| {
+        if *knew {
+            (format!("forgot node {node}"), "\"forgot\":true".into())
+        } else {
+            (
+                format!("did not know node {node}"),
+                "\"forgot\":false".into(),
+            )
+        }
+    });
+    if !args.json {
+        out.text = text + &out.text;
+    }
+    Ok(out)
+}
+
 /// Starts a joining replica of `g` on `node` (at `at`), then makes it a
 /// voter (or an observer) by a conditional membership change.
 fn add_member(
@@ -719,8 +940,9 @@ fn add_member(
     node: u64,
     at: SocketAddr,
     observer: bool,
+    within: Duration,
 ) -> Result<(), ClientError> {
-    let now = membership(c, g)?;
+    let now = membership(c, g, within)?;
     let (mut voters, mut learners) = (now.voters.clone(), now.learners.clone());
     if observer {
         learners.insert(node);
@@ -820,21 +1042,28 @@ async fn change_from(
 /// The membership in force: that of the leader of the highest term among
 /// the nodes that answer (a deposed leader that has not heard of its
 /// successor yet may still answer as leader).
-fn membership(c: &BlockingClient, g: u64) -> Result<Members, ClientError> {
-    let nodes = c.status(g)?;
-    let leader =
-        newest_leader(nodes.iter().filter_map(|n| n.status.as_ref().ok())).ok_or_else(|| {
-            ClientError::Unexpected {
+fn membership(c: &BlockingClient, g: u64, within: Duration) -> Result<Members, ClientError> {
+    // Right after a restart or a leader's loss the group may be electing:
+    // look again until `within` has passed.
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let nodes = c.status(g)?;
+        if let Some(leader) = newest_leader(nodes.iter().filter_map(|n| n.status.as_ref().ok())) {
+            return Ok(Members {
+                voters: leader.voters.iter().copied().collect(),
+                learners: leader.learners.iter().copied().collect(),
+                at: (leader.membership_index, leader.membership_term),
+            });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ClientError::Unexpected {
                 group: g,
                 call: "membership",
                 reply: "no node of --servers leads the group".into(),
-            }
-        })?;
-    Ok(Members {
-        voters: leader.voters.iter().copied().collect(),
-        learners: leader.learners.iter().copied().collect(),
-        at: (leader.membership_index, leader.membership_term),
-    })
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// One line (or JSON object) per node: what `ok` says of a success, the

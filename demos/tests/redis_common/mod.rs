@@ -132,6 +132,29 @@ impl TestCluster {
         c
     }
 
+    /// Starts one more node, the next id, knowing only itself (its
+    /// `servers` lists only its own entry) and running no group: what
+    /// `sampan-cli add-node` turns into a member. Returns its id.
+    pub fn start_lone_node(&mut self) -> u64 {
+        let i = self.nodes.len() as u64 + 1;
+        let ports = free_ports(3);
+        let (repl, service, redis) = (ports[0], ports[1], ports[2]);
+        let mut cfg = NodeConfig::local_demo(i, self.dir.path().join(format!("node-{i}")));
+        cfg.server.servers = format!("{i},127.0.0.1:{repl},{service}");
+        cfg.server.replicate_port = repl;
+        cfg.server.service_port = service;
+        cfg.redis.port = redis;
+        cfg.groups.clear();
+        let text = toml::to_string(&cfg).expect("config to toml");
+        std::fs::write(self.config_file(i), text).expect("write");
+        self.repl_ports.push(repl);
+        self.service_ports.push(service);
+        self.redis_ports.push(redis);
+        self.nodes.push(None);
+        self.spawn(i);
+        i
+    }
+
     /// Starts node `i` (again).
     pub fn spawn(&mut self, i: u64) {
         let log = std::fs::OpenOptions::new()

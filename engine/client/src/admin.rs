@@ -1,6 +1,6 @@
 //! Administration through the service port: snapshots, membership
-//! changes, leader transfer, and adding, stopping and removing a node's
-//! replica of a group. What `sampan-cli` uses for its admin commands.
+//! changes, leader transfer, adding, stopping and removing a node's
+//! replica of a group, and the nodes a node knows (their addresses). What `sampan-cli` uses for its admin commands.
 
 use super::{Client, ClientError};
 use bytes::Bytes;
@@ -186,6 +186,45 @@ impl Client {
             addr,
             source,
         })
+    }
+
+    /// The nodes the node at `addr` knows, with their addresses (itself
+    /// included).
+    pub async fn list_nodes_at(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<Vec<service::NodeAddrs>, ClientError> {
+        let body = self
+            .request_at(addr, 0, Op::ListNodes, Route::Redirect, Bytes::new())
+            .await?;
+        service::decode_nodes(body).map_err(|source| ClientError::BadReply {
+            group: 0,
+            addr,
+            source,
+        })
+    }
+
+    /// Tells the node at `addr` these nodes' addresses: it records them
+    /// durably and connects to them (its own entry is ignored).
+    pub async fn set_nodes_at(
+        &self,
+        addr: SocketAddr,
+        nodes: &[service::NodeAddrs],
+    ) -> Result<(), ClientError> {
+        let payload = service::encode_nodes(nodes);
+        self.request_at(addr, 0, Op::SetNodes, Route::Redirect, payload)
+            .await
+            .map(|_| ())
+    }
+
+    /// Tells the node at `addr` to forget node `node` (refused while a
+    /// group there still has it as a member); returns whether it knew it.
+    pub async fn forget_node_at(&self, addr: SocketAddr, node: u64) -> Result<bool, ClientError> {
+        let payload = Bytes::copy_from_slice(&node.to_le_bytes());
+        let body = self
+            .request_at(addr, 0, Op::ForgetNode, Route::Redirect, payload)
+            .await?;
+        Ok(body.first() == Some(&1))
     }
 
     /// Stops the node at `addr`'s replica of `group`, keeping its files;

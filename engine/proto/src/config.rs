@@ -171,7 +171,12 @@ impl GroupConfig {
         }
         for id in members.iter().chain(&observers) {
             if !servers.iter().any(|(s, _)| s == id) {
-                return invalid(field("members"), format!("node {id} is not in `servers`"));
+                return invalid(
+                    field("members"),
+                    format!(
+                        "node {id} is not a known node (in `servers`, or added by sampan-cli add-node)"
+                    ),
+                );
             }
         }
         Ok(())

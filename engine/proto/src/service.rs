@@ -53,6 +53,16 @@ pub enum Op {
     /// The groups this node runs (the request's group is ignored): the
     /// reply is [`encode_group_ids`]'s.
     ListGroups,
+    /// The nodes this node knows, with their addresses (its `servers`,
+    /// changed by [`Op::SetNodes`] and [`Op::ForgetNode`]; the request's
+    /// group is ignored): the reply is [`encode_nodes`]'s.
+    ListNodes,
+    /// Learn (or update) nodes' addresses, durably, and connect to them:
+    /// the payload is [`encode_nodes`]'s.
+    SetNodes,
+    /// Forget a node that no group here has as a member, durably, and
+    /// disconnect from it: the payload is its id (u64).
+    ForgetNode,
 }
 
 impl Op {
@@ -61,13 +71,15 @@ impl Op {
     /// whose service port has credentials.
     pub fn is_admin(self) -> bool {
         match self {
-            Op::Propose | Op::Read | Op::Status | Op::ListGroups => false,
+            Op::Propose | Op::Read | Op::Status | Op::ListGroups | Op::ListNodes => false,
             Op::SnapshotNow
             | Op::ChangeMembers
             | Op::TransferLeader
             | Op::AddGroup
             | Op::RemoveGroup
-            | Op::StopGroup => true,
+            | Op::StopGroup
+            | Op::SetNodes
+            | Op::ForgetNode => true,
         }
     }
 
@@ -83,6 +95,9 @@ impl Op {
             Op::RemoveGroup => 8,
             Op::StopGroup => 9,
             Op::ListGroups => 10,
+            Op::ListNodes => 11,
+            Op::SetNodes => 12,
+            Op::ForgetNode => 13,
         }
     }
 
@@ -98,6 +113,9 @@ impl Op {
             8 => Op::RemoveGroup,
             9 => Op::StopGroup,
             10 => Op::ListGroups,
+            11 => Op::ListNodes,
+            12 => Op::SetNodes,
+            13 => Op::ForgetNode,
             _ => return None,
         })
     }
@@ -210,6 +228,74 @@ pub fn decode_group_ids(body: Bytes) -> Result<Vec<u64>, DecodeError> {
     let list = ids(&mut r, "group ids")?;
     r.finish("group ids")?;
     Ok(list)
+}
+
+/// A node's addresses as its `servers` entry gives them: `host:port`,
+/// the host an IP address or a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddrs {
+    /// The node's id.
+    pub node: u64,
+    /// Its replication address (its shard 0's; shard i listens on the
+    /// port + i).
+    pub replicate: String,
+    /// Its service address.
+    pub service: String,
+}
+
+/// Longest address text in a [`NodeAddrs`] (a 253-byte host name, ':' and
+/// a port).
+pub const NODE_ADDR_BYTES_MAX: usize = 260;
+
+/// The payload of [`Op::SetNodes`] and the reply to [`Op::ListNodes`]: a
+/// version byte, a count (u32), then per node its id (u64) and its two
+/// addresses (u32 length, UTF-8).
+pub fn encode_nodes(nodes: &[NodeAddrs]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + nodes.len() * 48);
+    b.put_u8(VERSION);
+    b.put_u32_le(u32::try_from(nodes.len()).unwrap_or(u32::MAX));
+    for n in nodes {
+        b.put_u64_le(n.node);
+        put_bytes(&mut b, n.replicate.as_bytes());
+        put_bytes(&mut b, n.service.as_bytes());
+    }
+    b.freeze()
+}
+
+/// Decodes [`encode_nodes`]'s bytes; an address that is not UTF-8 or is
+/// longer than [`NODE_ADDR_BYTES_MAX`] is an error.
+pub fn decode_nodes(body: Bytes) -> Result<Vec<NodeAddrs>, DecodeError> {
+    const WHAT: &str = "nodes";
+    let mut r = Reader::new(body);
+    version(&mut r, WHAT)?;
+    // Each takes at least an id and two lengths.
+    let n = r.count(WHAT, 16)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let node = r.u64(WHAT)?;
+        let mut text = || -> Result<String, DecodeError> {
+            let b = r.bytes(WHAT)?;
+            if b.len() > NODE_ADDR_BYTES_MAX {
+                return Err(DecodeError::Invalid {
+                    what: WHAT,
+                    detail: format!("an address of {} bytes", b.len()),
+                });
+            }
+            String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid {
+                what: WHAT,
+                detail: "an address that is not UTF-8".into(),
+            })
+        };
+        let replicate = text()?;
+        let service = text()?;
+        out.push(NodeAddrs {
+            node,
+            replicate,
+            service,
+        });
+    }
+    r.finish(WHAT)?;
+    Ok(out)
 }
 
 /// The payload of [`Op::AddGroup`]: a version byte and the config as

@@ -2,8 +2,12 @@
 //! ([`sampan_storage::catalog`], the file `<data_dir>/groups.catalog`), so
 //! that a restarted node runs the groups it ran before: the ones its config
 //! names, minus those removed at runtime, plus those added at runtime.
+//! Beside it, `<data_dir>/nodes.catalog` records the nodes learned
+//! ([`Op::SetNodes`](crate::service::Op::SetNodes)) and forgotten
+//! ([`Op::ForgetNode`](crate::service::Op::ForgetNode)) at runtime, so a
+//! restarted node reaches the nodes it reached before.
 //!
-//! One fiber on shard 0 owns the file; a change from any shard is sent to
+//! One fiber on shard 0 owns each file; a change from any shard is sent to
 //! it and answered once durable. Changes that arrive while a batch is being
 //! written go out together in the next one (one sync for all).
 //!
@@ -13,7 +17,7 @@
 //! runs again after a restart.
 
 use crate::config::GroupConfig;
-use crate::service;
+use crate::service::{self, NodeAddrs};
 use sampan_fiber::{OneshotSender, Receiver, Sender, TaskClass};
 use sampan_storage::catalog::{Change, Entry, GroupCatalog};
 use sampan_storage::{DiskFs, StorageError};
@@ -21,20 +25,31 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// The catalog's file in a node's data directory.
+/// The group catalog's file in a node's data directory.
 pub const CATALOG_FILE: &str = "groups.catalog";
+/// The node catalog's file in a node's data directory.
+pub const NODES_FILE: &str = "nodes.catalog";
 
-/// Where a node's catalog is.
+/// Where a node's group catalog is.
 pub fn catalog_path(data_dir: &Path) -> PathBuf {
     data_dir.join(CATALOG_FILE)
+}
+
+/// Which of a node's two catalogs a change is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Book {
+    /// Groups, by group id.
+    Groups,
+    /// Nodes' addresses, by node id.
+    Nodes,
 }
 
 /// A change to make durable, and who waits for it.
 type Request = (Change, OneshotSender<Result<Option<Entry>, String>>);
 
 thread_local! {
-    /// The catalog writers on this thread (shard 0), by server id.
-    static WRITERS: RefCell<HashMap<u64, Sender<Request>>> = RefCell::new(HashMap::new());
+    /// The catalog writers on this thread (shard 0), by server id and book.
+    static WRITERS: RefCell<HashMap<(u64, Book), Sender<Request>>> = RefCell::new(HashMap::new());
 }
 
 /// What a node's catalog says to run, once read at start.
@@ -46,18 +61,23 @@ pub struct Recorded {
     pub removed: Vec<u64>,
     /// Entries that cannot be used (group, why): left alone, logged.
     pub unusable: Vec<(u64, String)>,
+    /// Nodes learned at runtime, with their addresses.
+    pub nodes: BTreeMap<u64, NodeAddrs>,
+    /// Nodes forgotten at runtime.
+    pub forgotten: Vec<u64>,
+    /// Node entries that cannot be used (node, why): left alone, logged.
+    pub unusable_nodes: Vec<(u64, String)>,
 }
 
-/// Opens the catalog of server `server` (on shard 0, at start), starts its
-/// writer fiber, and returns what it holds.
+/// Opens the catalogs of server `server` (on shard 0, at start), starts
+/// their writer fibers, and returns what they hold.
 pub async fn open(server: u64, data_dir: PathBuf) -> Result<Recorded, StorageError> {
-    let path = catalog_path(&data_dir);
     sampan_fiber::fs::create_dir_all(&data_dir)
         .await
         .map_err(|e| StorageError::io(0, "create", &data_dir, 0, e))?;
-    let catalog = GroupCatalog::open(&DiskFs, &path).await?;
     let mut recorded = Recorded::default();
-    for (g, e) in catalog.entries() {
+    let groups = GroupCatalog::open(&DiskFs, &catalog_path(&data_dir)).await?;
+    for (g, e) in groups.entries() {
         match e {
             Entry::Removed => recorded.removed.push(*g),
             Entry::Added(b) => match service::decode_group_config(b.clone()) {
@@ -73,29 +93,49 @@ pub async fn open(server: u64, data_dir: PathBuf) -> Result<Recorded, StorageErr
             },
         }
     }
-    let (tx, rx) = sampan_fiber::channel(64);
-    sampan_fiber::spawn(TaskClass::Background, "group-catalog", write(catalog, rx)).map_err(
-        |e| StorageError::Failed {
-            group: 0,
-            reason: format!("{}: cannot start its writer: {e}", path.display()),
-        },
-    )?;
-    WRITERS.with(|w| w.borrow_mut().insert(server, tx));
+    let nodes = GroupCatalog::open(&DiskFs, &data_dir.join(NODES_FILE)).await?;
+    for (n, e) in nodes.entries() {
+        match e {
+            Entry::Removed => recorded.forgotten.push(*n),
+            Entry::Added(b) => match service::decode_nodes(b.clone()).as_deref() {
+                Ok([one]) if one.node == *n => {
+                    recorded.nodes.insert(*n, one.clone());
+                }
+                Ok(_) => recorded
+                    .unusable_nodes
+                    .push((*n, "it is not this node's one entry".into())),
+                Err(e) => recorded
+                    .unusable_nodes
+                    .push((*n, format!("it does not decode: {e}"))),
+            },
+        }
+    }
+    for (book, catalog) in [(Book::Groups, groups), (Book::Nodes, nodes)] {
+        let path = catalog.path().to_path_buf();
+        let (tx, rx) = sampan_fiber::channel(64);
+        sampan_fiber::spawn(TaskClass::Background, "catalog", write(catalog, rx)).map_err(|e| {
+            StorageError::Failed {
+                group: 0,
+                reason: format!("{}: cannot start its writer: {e}", path.display()),
+            }
+        })?;
+        WRITERS.with(|w| w.borrow_mut().insert((server, book), tx));
+    }
     Ok(recorded)
 }
 
-/// Ends server `server`'s writer (on shard 0, at shutdown) once the
+/// Ends server `server`'s writers (on shard 0, at shutdown) once the
 /// changes already sent are written.
 pub fn close(server: u64) {
-    WRITERS.with(|w| w.borrow_mut().remove(&server));
+    WRITERS.with(|w| w.borrow_mut().retain(|(s, _), _| *s != server));
 }
 
-/// Makes `change` durable in server `server`'s catalog; returns the
-/// group's entry before it (to undo it with). Runs on shard 0 (the caller
+/// Makes `change` durable in server `server`'s catalog `book`; returns
+/// the entry before it (to undo it with). Runs on shard 0 (the caller
 /// sends it there).
-pub async fn record(server: u64, change: Change) -> Result<Option<Entry>, String> {
+pub async fn record(server: u64, book: Book, change: Change) -> Result<Option<Entry>, String> {
     let tx = WRITERS
-        .with(|w| w.borrow().get(&server).cloned())
+        .with(|w| w.borrow().get(&(server, book)).cloned())
         .ok_or_else(|| "the node is stopping".to_string())?;
     let (done, answer) = sampan_fiber::oneshot();
     tx.send((change, done))
@@ -115,6 +155,14 @@ pub fn added(cfg: &GroupConfig) -> Change {
     )
 }
 
+/// The change that records node `n`'s addresses.
+pub fn node_set(n: &NodeAddrs) -> Change {
+    Change::Set(
+        n.node,
+        Entry::Added(service::encode_nodes(std::slice::from_ref(n))),
+    )
+}
+
 /// The writer: takes every change waiting, writes them as one batch, and
 /// answers each.
 async fn write(mut catalog: GroupCatalog<DiskFs>, rx: Receiver<Request>) {
@@ -129,7 +177,7 @@ async fn write(mut catalog: GroupCatalog<DiskFs>, rx: Receiver<Request>) {
             .collect();
         let result = catalog.record(&changes).await.map_err(|e| {
             log::error!(
-                "{}: could not record {} group change(s): {e}",
+                "{}: could not record {} change(s): {e}",
                 catalog.path().display(),
                 changes.len()
             );

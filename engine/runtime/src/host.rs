@@ -26,7 +26,7 @@ use sampan_storage::{
     SyncMode, WalConfig,
 };
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -90,6 +90,21 @@ pub struct ShardHost {
     shared: SharedLogSlot,
     /// Groups that started or woke, for the shard's ticker.
     woken: WakeList,
+    /// The nodes this shard knows, by id: their replication address (shard
+    /// 0's) and service address. Group members must be among them.
+    known: RefCell<BTreeMap<u64, Known>>,
+    /// The peers the liveness watch probes (changed as nodes are learned
+    /// and forgotten).
+    watched: Rc<RefCell<BTreeSet<u64>>>,
+}
+
+/// A node's addresses as this shard knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Its replication address (its shard 0's).
+    pub replicate: PeerAddr,
+    /// Its service address, if known.
+    pub service: Option<PeerAddr>,
 }
 
 impl std::fmt::Debug for ShardHost {
@@ -131,6 +146,32 @@ impl ShardHost {
             drive_ticks(groups.clone(), woken.clone(), tick),
         )
         .map_err(fiber)?;
+        let watched: Rc<RefCell<BTreeSet<u64>>> = Rc::default();
+        // A fifth of an election timeout between probes: a silent peer is
+        // found unreachable at most that much after the timeout. Probing
+        // every tick was most of what a node of sleeping groups woke for
+        // (about 400 wake-ups a second with two peers and 10 ms ticks).
+        let probe_every = cfg
+            .tick_ms
+            .max(cfg.election_timeout_ms / PEER_PROBES_PER_TIMEOUT);
+        sampan_fiber::spawn(
+            TaskClass::Latency,
+            "liveness",
+            watch_peers(
+                transport.clone(),
+                groups.clone(),
+                watched.clone(),
+                Duration::from_millis(probe_every),
+                Duration::from_millis(cfg.election_timeout_ms),
+            ),
+        )
+        .map_err(fiber)?;
+        let mut known = BTreeMap::new();
+        let services: HashMap<u64, PeerAddr> = cfg.service_addrs()?.into_iter().collect();
+        for (id, replicate) in cfg.parse_servers()? {
+            let service = services.get(&id).cloned();
+            known.insert(id, Known { replicate, service });
+        }
         let outbox = Rc::new(TransportOutbox::new(transport.clone()));
         sampan_fiber::spawn(
             TaskClass::Latency,
@@ -157,40 +198,89 @@ impl ShardHost {
                     ..WalConfig::default()
                 },
             ),
+            known: RefCell::new(known),
+            watched,
             cfg,
         });
         log::info!("node {node}: shard host listening on {addr}");
         Ok((host, addr))
     }
 
-    /// Connects to the other nodes (`(id, replication address)`), and
-    /// watches them: a node down for an election timeout wakes the groups it
-    /// led.
+    /// Connects to the other nodes (`(id, replication address)`, this
+    /// shard's), and watches them: a node down for an election timeout
+    /// wakes the groups it led. A node not known yet becomes known (without
+    /// a service address).
     pub fn add_peers(&self, peers: &[(u64, PeerAddr)]) -> Result<(), HostError> {
         let node = self.cfg.node_id;
         for (id, addr) in peers {
             self.transport
                 .add_peer(*id, addr.clone())
                 .map_err(|source| HostError::Net { node, source })?;
+            self.watched.borrow_mut().insert(*id);
+            self.known.borrow_mut().entry(*id).or_insert_with(|| Known {
+                replicate: addr.clone(),
+                service: None,
+            });
         }
-        // A fifth of an election timeout between probes: a silent peer is
-        // found unreachable at most that much after the timeout. Probing
-        // every tick was most of what a node of sleeping groups woke for
-        // (about 400 wake-ups a second with two peers and 10 ms ticks).
-        let probe_every = self
-            .cfg
-            .tick_ms
-            .max(self.cfg.election_timeout_ms / PEER_PROBES_PER_TIMEOUT);
-        let watch = watch_peers(
-            self.transport.clone(),
-            self.groups.clone(),
-            peers.iter().map(|(id, _)| *id).collect(),
-            Duration::from_millis(probe_every),
-            Duration::from_millis(self.cfg.election_timeout_ms),
-        );
-        sampan_fiber::spawn(TaskClass::Latency, "liveness", watch)
-            .map(|_| ())
-            .map_err(|source| HostError::Fiber { node, source })
+        Ok(())
+    }
+
+    /// Learns (or updates) node `id`'s addresses (`replicate` is its shard
+    /// 0's) and, unless it is this node, connects to it on this shard's
+    /// port.
+    pub fn set_node(&self, id: u64, known: Known) -> Result<(), HostError> {
+        let node = self.cfg.node_id;
+        if id != node {
+            let shard = sampan_fiber::shard_id().unwrap_or(0) as u16;
+            let port = known.replicate.port().checked_add(shard).ok_or_else(|| {
+                HostError::Config(ConfigError::new(
+                    "servers",
+                    format!(
+                        "node {id}: replication port {} + shard {shard} passes 65535",
+                        known.replicate.port()
+                    ),
+                ))
+            })?;
+            let changed =
+                self.known.borrow().get(&id).map(|k| &k.replicate) != Some(&known.replicate);
+            if changed || self.transport.connection(id).is_none() {
+                self.transport
+                    .add_peer(id, known.replicate.with_port(port))
+                    .map_err(|source| HostError::Net { node, source })?;
+            }
+            self.watched.borrow_mut().insert(id);
+        }
+        self.known.borrow_mut().insert(id, known);
+        Ok(())
+    }
+
+    /// Forgets node `id`: disconnects from it and stops watching it.
+    /// Returns whether it was known.
+    pub fn forget_node(&self, id: u64) -> bool {
+        self.watched.borrow_mut().remove(&id);
+        self.transport.remove_peer(id);
+        self.known.borrow_mut().remove(&id).is_some()
+    }
+
+    /// The nodes this shard knows, with their addresses.
+    pub fn known_nodes(&self) -> BTreeMap<u64, Known> {
+        self.known.borrow().clone()
+    }
+
+    /// Node `id`'s service address, if known and given as an IP address
+    /// (a host name's address may have changed: not given as a hint).
+    pub fn service_hint(&self, id: u64) -> Option<SocketAddr> {
+        self.known
+            .borrow()
+            .get(&id)?
+            .service
+            .as_ref()?
+            .socket_addr()
+    }
+
+    /// Whether node `id` is known.
+    pub fn knows(&self, id: u64) -> bool {
+        self.known.borrow().contains_key(&id)
     }
 
     /// The shard's transport to the other nodes.
@@ -257,8 +347,8 @@ impl ShardHost {
     /// snapshot store of a running group would recover, or clean up, files
     /// it is using).
     pub fn check_new(&self, group: &GroupConfig) -> Result<(), HostError> {
-        let servers = self.cfg.parse_servers()?;
-        group.validate(&servers)?;
+        let known: Vec<(u64, ())> = self.known.borrow().keys().map(|id| (*id, ())).collect();
+        group.validate(&known)?;
         let g = group.group_id;
         if self.groups.borrow().contains_key(&g) {
             return Err(HostError::GroupExists { group: g });

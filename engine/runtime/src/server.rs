@@ -61,6 +61,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::catalog::Book;
 use crate::codec::DecodeError;
 use crate::config::{ConfigError, GroupConfig, ServerConfig};
 pub use crate::constants::SNAPSHOTS_KEPT;
@@ -69,9 +70,10 @@ pub use crate::factory::{
     LogContext, Machines, RaftFactory, machines, open_segment_log, open_snapshot_store,
 };
 use crate::group::{GroupError, GroupHandle, GroupStatus, SnapshotSaved};
-use crate::host::{HostError, ShardHost};
+use crate::host::{HostError, Known, ShardHost};
 use crate::service::{
-    self, Op, Route, ServerError, ServiceRequest, decode_reply, encode_reply, encode_status,
+    self, NodeAddrs, Op, Route, ServerError, ServiceRequest, decode_reply, encode_reply,
+    encode_status,
 };
 use bytes::Bytes;
 use sampan_fiber::{FiberError, Runtime, RuntimeBuilder, RuntimeHandle, ShutdownReport, TaskClass};
@@ -95,11 +97,6 @@ struct Shared {
     node: u64,
     shards: usize,
     runtime: RuntimeHandle,
-    /// The service address of each node in `servers` given as an IP
-    /// address, for the leader hint of a redirect.
-    service_addrs: HashMap<u64, SocketAddr>,
-    /// Every node in `servers`: a membership change may name only these.
-    members: BTreeSet<u64>,
     request_timeout: Duration,
     /// How long to wait between looks for a leader while one is elected.
     retry_pause: Duration,
@@ -158,7 +155,7 @@ impl Shared {
             group,
             node: self.node,
             leader,
-            addr: leader.and_then(|l| self.service_addrs.get(&l).copied()),
+            addr: leader.and_then(|l| local_host(self.id)?.service_hint(l)),
         }
     }
 
@@ -309,14 +306,6 @@ impl<F: RaftFactory> RaftServer<F> {
             node,
             shards,
             runtime: runtime.handle(),
-            // Only fixed addresses are given to clients as hints: a host
-            // name's address may have changed since the start.
-            service_addrs: cfg
-                .service_addrs()?
-                .into_iter()
-                .filter_map(|(id, a)| Some((id, a.socket_addr()?)))
-                .collect(),
-            members: servers.iter().map(|(id, _)| *id).collect(),
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             retry_pause: Duration::from_millis(cfg.tick_ms),
         });
@@ -357,29 +346,37 @@ impl<F: RaftFactory> RaftServer<F> {
                 Ok::<(), HostError>(())
             })??;
         }
-        for shard in 0..shards {
-            let peers: Vec<(u64, PeerAddr)> = servers
-                .iter()
-                .filter(|(id, _)| *id != node)
-                .map(|(id, a)| (*id, a.with_port(a.port() + shard as u16)))
-                .collect();
-            let id = shared.id;
-            run_on(&runtime.handle(), node, shard, move || async move {
-                local_host(id).map_or(Ok(()), |h| h.add_peers(&peers))
-            })??;
-        }
         let (id, data_dir) = (shared.id, cfg.data_dir.clone());
         let recorded = run_on(&runtime.handle(), node, 0, move || {
             crate::catalog::open(id, data_dir)
         })?
         .map_err(|source| HostError::Storage { group: 0, source })?;
+        let book = known_at_start(&cfg, &recorded)?;
+        for shard in 0..shards {
+            let (id, book) = (shared.id, book.clone());
+            run_on(&runtime.handle(), node, shard, move || async move {
+                let Some(h) = local_host(id) else {
+                    return Ok(());
+                };
+                for n in h.known_nodes().keys() {
+                    if !book.contains_key(n) {
+                        h.forget_node(*n);
+                    }
+                }
+                for (n, known) in book {
+                    h.set_node(n, known)?;
+                }
+                Ok::<(), HostError>(())
+            })??;
+        }
         let server = RaftServer {
             shared,
             factory,
             cfg,
             runtime: Mutex::new(Some(runtime)),
         };
-        let groups = server.groups_to_run(groups, recorded, &servers)?;
+        let known: Vec<(u64, ())> = book.keys().map(|n| (*n, ())).collect();
+        let groups = server.groups_to_run(groups, recorded, &known)?;
         server.add_groups(&groups)?;
         log::info!(
             "node {node}: started with {shards} shard(s) and {} group(s)",
@@ -396,7 +393,7 @@ impl<F: RaftFactory> RaftServer<F> {
         &self,
         configured: &[GroupConfig],
         recorded: crate::catalog::Recorded,
-        servers: &[(u64, PeerAddr)],
+        known: &[(u64, ())],
     ) -> Result<Vec<GroupConfig>, HostError> {
         let node = self.shared.node;
         let removed: BTreeSet<u64> = recorded.removed.iter().copied().collect();
@@ -421,7 +418,7 @@ impl<F: RaftFactory> RaftServer<F> {
             if configured.iter().any(|c| c.group_id == g) {
                 continue;
             }
-            match cfg.validate(servers) {
+            match cfg.validate(known) {
                 Ok(()) => run.push(cfg),
                 Err(e) => log::error!(
                     "node {node}: group {g} was added at runtime but its config no longer fits \
@@ -999,6 +996,66 @@ where
         .map_err(|source| HostError::Fiber { node, source })
 }
 
+/// The nodes a starting node knows: its config's `servers`, changed by
+/// the nodes learned and forgotten at runtime (its node catalog).
+fn known_at_start(
+    cfg: &ServerConfig,
+    recorded: &crate::catalog::Recorded,
+) -> Result<BTreeMap<u64, Known>, HostError> {
+    let node = cfg.node_id;
+    let services: HashMap<u64, PeerAddr> = cfg.service_addrs()?.into_iter().collect();
+    let mut book: BTreeMap<u64, Known> = cfg
+        .parse_servers()?
+        .into_iter()
+        .map(|(n, replicate)| {
+            let service = services.get(&n).cloned();
+            (n, Known { replicate, service })
+        })
+        .collect();
+    for (n, why) in &recorded.unusable_nodes {
+        log::error!("node {node}: node {n} was learned at runtime but {why}; left out");
+    }
+    for (n, addrs) in &recorded.nodes {
+        match known_from(addrs) {
+            Ok(known) if *n != node => {
+                book.insert(*n, known);
+            }
+            Ok(_) => {}
+            Err(why) => {
+                log::error!("node {node}: node {n} was learned at runtime but {why}; left out")
+            }
+        }
+    }
+    for n in &recorded.forgotten {
+        if *n != node
+            && book.remove(n).is_some()
+            && cfg.parse_servers()?.iter().any(|(s, _)| s == n)
+        {
+            log::warn!(
+                "node {node}: node {n} is in `servers` but was forgotten at runtime; not connected \
+                 (learn it again with sampan-cli add-node, or delete it from `servers`)"
+            );
+        }
+    }
+    Ok(book)
+}
+
+/// A node's addresses as the service protocol carries them, checked.
+fn known_from(n: &NodeAddrs) -> Result<Known, String> {
+    let replicate: PeerAddr = n
+        .replicate
+        .parse()
+        .map_err(|e| format!("its replication address {e}"))?;
+    let service: PeerAddr = n
+        .service
+        .parse()
+        .map_err(|e| format!("its service address {e}"))?;
+    Ok(Known {
+        replicate,
+        service: Some(service),
+    })
+}
+
 /// Shard `i` of every node listens on `replicate_port + i`: on one host,
 /// those ranges must not run into another node's ports.
 fn check_ports(
@@ -1236,6 +1293,20 @@ async fn serve(
             return Ok(Bytes::from(vec![u8::from(ran)]));
         }
         Op::ListGroups => return Ok(service::encode_group_ids(&all_group_ids(shared).await?)),
+        Op::ListNodes => {
+            let nodes: Vec<NodeAddrs> = host
+                .known_nodes()
+                .into_iter()
+                .map(|(node, k)| NodeAddrs {
+                    node,
+                    replicate: k.replicate.to_string(),
+                    service: k.service.map(|a| a.to_string()).unwrap_or_default(),
+                })
+                .collect();
+            return Ok(service::encode_nodes(&nodes));
+        }
+        Op::SetNodes => return set_nodes(shared, &req).await,
+        Op::ForgetNode => return forget_node(shared, &req).await,
         _ => {}
     }
     loop {
@@ -1297,6 +1368,139 @@ async fn all_group_ids(shared: &Shared) -> Result<Vec<u64>, ServerError> {
     Ok(all)
 }
 
+/// Runs `job` on every shard's host of this server, one shard after the
+/// other; the results in shard order.
+async fn on_every_host<T: Send + 'static>(
+    shared: &Shared,
+    job: impl Fn(&ShardHost) -> T + Clone + Send + 'static,
+) -> Result<Vec<T>, ServerError> {
+    let mut out = Vec::with_capacity(shared.shards);
+    for shard in 0..shared.shards {
+        let (id, job) = (shared.id, job.clone());
+        let result = shared
+            .runtime
+            .shard(shard)
+            .map_err(|_| shared.shutting_down())?
+            .run(TaskClass::Latency, move || async move {
+                local_host(id).map(|h| job(&h))
+            })
+            .await
+            .map_err(|_| shared.shutting_down())?
+            .ok_or_else(|| shared.shutting_down())?;
+        out.push(result);
+    }
+    Ok(out)
+}
+
+/// Learns nodes' addresses ([`Op::SetNodes`]): records them in the node
+/// catalog, then connects every shard to them. This node's own entry is
+/// skipped (its addresses come from its config).
+async fn set_nodes(shared: &Shared, req: &ServiceRequest) -> Result<Bytes, ServerError> {
+    let nodes = service::decode_nodes(req.payload.clone()).map_err(bad)?;
+    let mut checked = Vec::new();
+    for n in nodes {
+        if n.node == 0 {
+            return Err(ServerError::BadMessage {
+                reason: "node id 0".into(),
+            });
+        }
+        let known = known_from(&n).map_err(|why| ServerError::BadMessage {
+            reason: format!("node {}: {why}", n.node),
+        })?;
+        if n.node != shared.node {
+            checked.push((n, known));
+        }
+    }
+    for (n, _) in &checked {
+        record_change(shared, Book::Nodes, crate::catalog::node_set(n))
+            .await
+            .map_err(|e| refused(0, &e))?;
+        log::info!(
+            "node {}: learned node {} at {} (service {})",
+            shared.node,
+            n.node,
+            n.replicate,
+            n.service
+        );
+    }
+    let learned: Vec<(u64, Known)> = checked.into_iter().map(|(n, k)| (n.node, k)).collect();
+    for result in on_every_host(shared, move |h| {
+        learned
+            .iter()
+            .try_for_each(|(n, k)| h.set_node(*n, k.clone()))
+    })
+    .await?
+    {
+        result.map_err(|e| refused(0, &e))?;
+    }
+    Ok(Bytes::new())
+}
+
+/// Forgets a node ([`Op::ForgetNode`]) that no group here has as a voter
+/// or learner: records it in the node catalog, then disconnects every
+/// shard from it. Answers whether it was known.
+async fn forget_node(shared: &Shared, req: &ServiceRequest) -> Result<Bytes, ServerError> {
+    let Some(n) = req
+        .payload
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+    else {
+        return Err(ServerError::BadMessage {
+            reason: "forget node: no node id".into(),
+        });
+    };
+    if n == shared.node {
+        return Err(refused(0, &format!("node {n} cannot forget itself")));
+    }
+    let mut member_of = Vec::new();
+    for shard in 0..shared.shards {
+        let id = shared.id;
+        let groups = shared
+            .runtime
+            .shard(shard)
+            .map_err(|_| shared.shutting_down())?
+            .run(TaskClass::Latency, move || async move {
+                let mut with = Vec::new();
+                let Some(h) = local_host(id) else {
+                    return with;
+                };
+                for g in h.group_ids() {
+                    let Some(handle) = h.group(g) else { continue };
+                    if let Ok(st) = handle.status().await
+                        && st
+                            .voters
+                            .iter()
+                            .chain(&st.voters_outgoing)
+                            .chain(&st.learners)
+                            .any(|m| *m == n)
+                    {
+                        with.push(g);
+                    }
+                }
+                with
+            })
+            .await
+            .map_err(|_| shared.shutting_down())?;
+        member_of.extend(groups);
+    }
+    if !member_of.is_empty() {
+        return Err(refused(
+            0,
+            &format!(
+                "node {n} is still a member of group(s) {member_of:?} here: \
+                 remove it from them first (sampan-cli remove-member)"
+            ),
+        ));
+    }
+    record_change(shared, Book::Nodes, Change::Set(n, Entry::Removed))
+        .await
+        .map_err(|e| refused(0, &e))?;
+    let known = on_every_host(shared, move |h| h.forget_node(n)).await?;
+    log::info!("node {}: forgot node {n}", shared.node);
+    Ok(Bytes::from(vec![u8::from(known.contains(&true))]))
+}
+
 /// Starts the replica of the group a request's config describes, if this
 /// node is a member or an observer of it.
 async fn add_group(
@@ -1330,13 +1534,17 @@ async fn add_group(
 
 /// Makes `change` durable in the node's catalog (its writer runs on shard
 /// 0); returns the group's entry before it.
-async fn record_change(shared: &Shared, change: Change) -> Result<Option<Entry>, HostError> {
+async fn record_change(
+    shared: &Shared,
+    book: Book,
+    change: Change,
+) -> Result<Option<Entry>, HostError> {
     let (id, group) = (shared.id, change.group());
     let failed = |reason: String| HostError::Storage {
         group,
         source: sampan_storage::StorageError::Failed {
             group,
-            reason: format!("recording the change in the node's group catalog: {reason}"),
+            reason: format!("recording the change in the node's catalog: {reason}"),
         },
     };
     shared
@@ -1344,7 +1552,7 @@ async fn record_change(shared: &Shared, change: Change) -> Result<Option<Entry>,
         .shard(0)
         .map_err(|e| failed(e.to_string()))?
         .run(TaskClass::Latency, move || {
-            crate::catalog::record(id, change)
+            crate::catalog::record(id, book, change)
         })
         .await
         .map_err(|e| failed(e.to_string()))?
@@ -1361,13 +1569,13 @@ async fn add_recorded(
 ) -> Result<(), HostError> {
     host.check_new(&g)?;
     let group = g.group_id;
-    let before = record_change(shared, crate::catalog::added(&g)).await?;
+    let before = record_change(shared, Book::Groups, crate::catalog::added(&g)).await?;
     if let Err(e) = shared.adder.add(host, g).await {
         let undo = match before {
             Some(entry) => Change::Set(group, entry),
             None => Change::Clear(group),
         };
-        if let Err(undo) = record_change(shared, undo).await {
+        if let Err(undo) = record_change(shared, Book::Groups, undo).await {
             log::error!(
                 "node {}: group {group} did not start ({e}), and its record in the catalog \
                  could not be undone ({undo}): a restart will try to start it",
@@ -1383,7 +1591,7 @@ async fn add_recorded(
 /// it, even if the config file names it), then stops this node's replica
 /// and deletes its files. Returns whether it ran.
 async fn remove_recorded(shared: &Shared, host: &ShardHost, group: u64) -> Result<bool, HostError> {
-    record_change(shared, Change::Set(group, Entry::Removed)).await?;
+    record_change(shared, Book::Groups, Change::Set(group, Entry::Removed)).await?;
     host.remove_group(group).await
 }
 
@@ -1438,11 +1646,14 @@ async fn serve_local(
                 .voters
                 .iter()
                 .chain(&change.learners)
-                .find(|n| !shared.members.contains(n))
+                .find(|n| !local_host(shared.id).is_some_and(|h| h.knows(**n)))
             {
                 return Local::Final(Err(refused(
                     group,
-                    &format!("node {n} is not in `servers`"),
+                    &format!(
+                        "node {n} is not a node this one knows: add it to `servers`, \
+                         or with sampan-cli add-node"
+                    ),
                 )));
             }
             let call = handle.change_membership_if(change.expected, change.voters, change.learners);
@@ -1460,7 +1671,13 @@ async fn serve_local(
                 })),
             }
         }
-        Op::AddGroup | Op::RemoveGroup | Op::StopGroup | Op::ListGroups => {
+        Op::AddGroup
+        | Op::RemoveGroup
+        | Op::StopGroup
+        | Op::ListGroups
+        | Op::ListNodes
+        | Op::SetNodes
+        | Op::ForgetNode => {
             unreachable!("served by serve")
         }
     }

@@ -25,9 +25,10 @@ use sampan::config::{Durability, GroupConfig};
 use sampan::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
 use sampan::raft::Role;
 use sampan::service::{
-    MembersChange, Op, Route, ServerError, ServiceRequest, decode_group_config, decode_group_ids,
-    decode_members, decode_reply, decode_saved, decode_status, encode_group_config,
-    encode_group_ids, encode_members, encode_reply, encode_saved, encode_status,
+    MembersChange, NodeAddrs, Op, Route, ServerError, ServiceRequest, decode_group_config,
+    decode_group_ids, decode_members, decode_nodes, decode_reply, decode_saved, decode_status,
+    encode_group_config, encode_group_ids, encode_members, encode_nodes, encode_reply,
+    encode_saved, encode_status,
 };
 use sampan::wire::{self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk};
 use sampan_kv::{
@@ -69,6 +70,7 @@ const DECODERS: &[(&str, Decode)] = &[
     ("chunk answer", |b| ChunkAnswer::decode(b).is_ok()),
     ("snapshot meta", |b| wire::decode_snapshot_meta(b).is_ok()),
     ("group ids", |b| decode_group_ids(b).is_ok()),
+    ("nodes", |b| decode_nodes(b).is_ok()),
 ];
 
 /// Decodes `bytes`, checking what the decode held in memory.
@@ -384,6 +386,10 @@ fn service_request() -> impl Strategy<Value = ServiceRequest> {
         Op::AddGroup,
         Op::RemoveGroup,
         Op::StopGroup,
+        Op::ListGroups,
+        Op::ListNodes,
+        Op::SetNodes,
+        Op::ForgetNode,
     ]);
     let route = prop::sample::select(vec![Route::Redirect, Route::Forward, Route::Local]);
     (op, route, bytes(30)).prop_map(|(op, route, payload)| ServiceRequest { op, route, payload })
@@ -519,6 +525,15 @@ proptest! {
         check_codec("status", &status, encode_status(&status), decode_status, DECODERS[9].1, false, &m)?;
         let ids: Vec<u64> = value.voters.iter().copied().collect();
         check_codec("group ids", &ids, encode_group_ids(&ids), decode_group_ids, DECODERS[15].1, false, &m)?;
+        let nodes: Vec<NodeAddrs> = ids
+            .iter()
+            .map(|&node| NodeAddrs {
+                node,
+                replicate: format!("node{node}.sampan.test:4001"),
+                service: format!("10.0.0.{}:5001", node % 250),
+            })
+            .collect();
+        check_codec("nodes", &nodes, encode_nodes(&nodes), decode_nodes, DECODERS[16].1, false, &m)?;
     }
 
     #[test]

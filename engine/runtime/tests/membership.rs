@@ -84,7 +84,8 @@ fn an_observer_is_promoted_leadership_moves_and_a_failed_node_is_replaced() {
         .change_membership_blocking(&ids(&[1, 2, 3, 9]), &ids(&[]))
         .expect_err("node 9 is unknown");
     assert!(
-        err.to_string().contains("node 9 is not in `servers`"),
+        err.to_string()
+            .contains("node 9 is not a node this one knows"),
         "{err}"
     );
 

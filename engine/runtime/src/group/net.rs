@@ -20,7 +20,7 @@ use sampan_fiber::TaskClass;
 use sampan_net::{Body, Incoming, NetError, Router, Transport};
 use sampan_storage::RecordRun;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -322,19 +322,21 @@ pub fn route_raft_frames(
 pub async fn watch_peers(
     transport: Transport,
     groups: GroupDirectory,
-    peers: Vec<u64>,
+    peers: Rc<RefCell<BTreeSet<u64>>>,
     period: Duration,
     down_after: Duration,
 ) {
-    let start = Instant::now();
-    let heard: Rc<RefCell<HashMap<u64, Instant>>> =
-        Rc::new(RefCell::new(peers.iter().map(|p| (*p, start)).collect()));
+    // When each peer last answered, or was first watched.
+    let heard: Rc<RefCell<HashMap<u64, Instant>>> = Rc::default();
     let asking: Rc<RefCell<HashSet<u64>>> = Rc::default();
     let watch = async {
         loop {
             sampan_fiber::sleep(period).await;
             let now = Instant::now();
-            for &peer in &peers {
+            let peers: Vec<u64> = peers.borrow().iter().copied().collect();
+            heard.borrow_mut().retain(|p, _| peers.contains(p));
+            for peer in peers {
+                let last = *heard.borrow_mut().entry(peer).or_insert(now);
                 if transport.connection(peer).is_some() && asking.borrow_mut().insert(peer) {
                     let ask = keepalive(transport.clone(), peer, down_after, heard.clone());
                     let done = asking.clone();
@@ -347,7 +349,6 @@ pub async fn watch_peers(
                         asking.borrow_mut().remove(&peer);
                     }
                 }
-                let last = heard.borrow().get(&peer).copied().unwrap_or(start);
                 if now.duration_since(last) >= down_after {
                     // Repeated while the node stays silent: a group that
                     // went back to sleep is woken again; waking is
@@ -378,7 +379,9 @@ async fn keepalive(
     let empty = Body::from(Vec::<bytes::Bytes>::new());
     match conn.request(wire::kind::KEEPALIVE, 0, empty, wait).await {
         Ok(_) => {
-            heard.borrow_mut().insert(peer, Instant::now());
+            if let Some(t) = heard.borrow_mut().get_mut(&peer) {
+                *t = Instant::now();
+            }
         }
         Err(e @ NetError::Timeout { .. }) => {
             let last = heard.borrow().get(&peer).copied();
