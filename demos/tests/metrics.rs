@@ -40,6 +40,15 @@ fn sample(body: &str, name: &str, group: u64) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The value of the sample whose name and labels are exactly `series`
+/// (`sampan_reads_total{shard="0",result="ok"}`).
+fn series(body: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The leader of `group` every running node's `/metrics` agrees on.
 fn agreed_leader(c: &TestCluster, ports: &[u16], group: u64) -> Option<u64> {
     let mut named = None;
@@ -112,6 +121,127 @@ fn metrics_and_health_follow_a_leader_kill() {
     assert_eq!(sample(&body, "sampan_group_role", 1), Some(3));
     let lag_line = format!("sampan_follower_lag{{group=\"1\",node=\"{old}\"}}");
     assert!(body.contains(&lag_line), "the dead node's lag: {body}");
+
+    // The hot path's counters on the new leader: writes and reads through
+    // its Redis port, the election it won, its sync rounds, its links.
+    const WRITES: usize = 50;
+    let mut r = Resp::connect_with(c.port(leader), Duration::from_secs(10)).expect("redis");
+    for i in 0..WRITES {
+        let k = format!("m{i}");
+        assert_eq!(
+            r.call(&["SET", &k, "v"]).expect("SET"),
+            Value::Simple("OK".into())
+        );
+        assert!(matches!(
+            r.call(&["GET", &k]).expect("GET"),
+            Value::Bulk(Some(_))
+        ));
+    }
+    assert!(
+        matches!(r.call(&["LPUSH", "m0", "x"]).expect("LPUSH"), Value::Error(e) if e.starts_with("WRONGTYPE"))
+    );
+    assert!(matches!(
+        r.call(&["NOSUCHCOMMAND"]).expect("unknown"),
+        Value::Error(_)
+    ));
+    let (_, body) = get(ports[leader as usize - 1], "/metrics").expect("metrics");
+    let at_least = |name: &str, min: f64| {
+        let v = series(&body, name).unwrap_or_else(|| panic!("no {name}: {body}"));
+        assert!(v >= min, "{name} = {v}, expected at least {min}");
+    };
+    at_least(
+        "sampan_proposals_total{shard=\"0\",result=\"ok\"}",
+        WRITES as f64,
+    );
+    at_least("sampan_proposal_seconds_count{shard=\"0\"}", WRITES as f64);
+    at_least(
+        "sampan_reads_total{shard=\"0\",result=\"ok\"}",
+        WRITES as f64,
+    );
+    at_least("sampan_read_seconds_count{shard=\"0\"}", WRITES as f64);
+    at_least("sampan_sync_round_seconds_count{shard=\"0\"}", 1.0);
+    at_least(
+        "sampan_redis_commands_total{command=\"set\"}",
+        WRITES as f64,
+    );
+    at_least(
+        "sampan_redis_commands_total{command=\"get\"}",
+        WRITES as f64,
+    );
+    at_least("sampan_redis_commands_total{command=\"unknown\"}", 1.0);
+    at_least("sampan_redis_errors_total{code=\"WRONGTYPE\"}", 1.0);
+    at_least("sampan_redis_errors_total{code=\"ERR\"}", 1.0);
+    assert_eq!(
+        body.matches("# TYPE sampan_redis_connected_clients ")
+            .count(),
+        1,
+        "each family once: {body}"
+    );
+    at_least("sampan_elections_total{shard=\"0\"}", 1.0);
+    at_least("sampan_leader_changes_total{shard=\"0\"}", 2.0);
+    let other = c
+        .running()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a follower");
+    at_least(
+        &format!("sampan_peer_sent_bytes_total{{shard=\"0\",peer=\"{other}\"}}"),
+        1.0,
+    );
+    at_least(
+        &format!("sampan_peer_received_bytes_total{{shard=\"0\",peer=\"{other}\"}}"),
+        1.0,
+    );
+    wait_until("a round trip to the follower", || {
+        get(ports[leader as usize - 1], "/metrics").is_some_and(|(_, b)| {
+            series(
+                &b,
+                &format!("sampan_peer_rtt_seconds{{shard=\"0\",peer=\"{other}\"}}"),
+            )
+            .is_some_and(|rtt| rtt > 0.0 && rtt < 10.0)
+        })
+    });
+    // Every metric the Grafana dashboard in docs/ plots is one a node
+    // exports (the dashboard cannot drift from the names).
+    let (_, now) = get(ports[leader as usize - 1], "/metrics").expect("metrics");
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/sampan.json"),
+    )
+    .expect("docs/grafana/sampan.json");
+    let mut used: Vec<&str> = dashboard
+        .match_indices("sampan_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|ch: char| !(ch.is_ascii_lowercase() || ch == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|name| *name != "sampan_")
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 20, "{used:?}");
+    for name in used {
+        assert!(
+            now.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the dashboard plots {name}, which the node does not export"
+        );
+    }
+    // A histogram's buckets are cumulative and end at +Inf with the count.
+    let count = series(&body, "sampan_proposal_seconds_count{shard=\"0\"}");
+    let inf = series(
+        &body,
+        "sampan_proposal_seconds_bucket{le=\"+Inf\",shard=\"0\"}",
+    )
+    .or_else(|| {
+        series(
+            &body,
+            "sampan_proposal_seconds_bucket{shard=\"0\",le=\"+Inf\"}",
+        )
+    });
+    assert_eq!(count, inf, "{body}");
 
     // Bad requests: clear answers, and the endpoint goes on serving.
     let port = ports[leader as usize - 1];

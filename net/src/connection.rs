@@ -112,6 +112,8 @@ pub struct ConnStats {
     pub bytes_sent: u64,
     /// Frames received.
     pub frames_received: u64,
+    /// Bytes received in those frames, headers included.
+    pub bytes_received: u64,
 }
 
 /// Settings of a connection.
@@ -501,7 +503,11 @@ impl ConnInner {
 
     /// Hands a received frame to whoever waits for it.
     fn dispatch(self: &Rc<Self>, frame: Frame) -> Result<(), CloseReason> {
-        self.count(|s| s.frames_received += 1);
+        let bytes = (HEADER_LEN + frame.body.len()) as u64;
+        self.count(|s| {
+            s.frames_received += 1;
+            s.bytes_received += bytes;
+        });
         let h = frame.header;
         if h.frame_type.is_response() {
             if h.kind == KIND_HANDSHAKE {

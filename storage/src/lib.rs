@@ -135,6 +135,7 @@ pub mod error;
 pub mod format;
 pub mod index;
 pub mod io;
+pub mod latency;
 pub mod log;
 pub mod raft_log;
 mod recovery;

@@ -17,6 +17,7 @@
 
 use crate::error::{Result, StorageError};
 use crate::io::VfsFile;
+use crate::latency::{Latencies, LatencySnapshot};
 use sampan_fiber::Signal;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -121,6 +122,8 @@ struct Inner<F> {
     rounds: Cell<u64>,
     file_syncs: Cell<u64>,
     durable_writes: Cell<u64>,
+    /// How long each sync round took (its syncs run at once).
+    sync_latency: Latencies,
 }
 
 /// The shard's group-commit writer; clone it into every log of the shard.
@@ -174,6 +177,7 @@ impl<F: VfsFile> LogWriter<F> {
                 rounds: Cell::new(0),
                 file_syncs: Cell::new(0),
                 durable_writes: Cell::new(0),
+                sync_latency: Latencies::new(),
             }),
         }
     }
@@ -181,6 +185,11 @@ impl<F: VfsFile> LogWriter<F> {
     /// Sync rounds run so far, and file syncs they issued.
     pub fn stats(&self) -> (u64, u64) {
         (self.inner.rounds.get(), self.inner.file_syncs.get())
+    }
+
+    /// How long the sync rounds took.
+    pub fn sync_latency(&self) -> LatencySnapshot {
+        self.inner.sync_latency.snapshot()
     }
 
     /// Appends that were written and made durable in one operation, with
@@ -253,7 +262,9 @@ impl<F: VfsFile> LogWriter<F> {
             }
         }
         let syncs = points.iter().map(|(_, file, ..)| file.sync()).collect();
+        let started = std::time::Instant::now();
         let results = join_all(syncs).await;
+        inner.sync_latency.record(started.elapsed());
         inner.rounds.set(inner.rounds.get() + 1);
         inner
             .file_syncs

@@ -159,8 +159,13 @@ fn start_metrics<F: sampan::server::RaftFactory>(
     registry.register_collector(Box::new(sampan::metrics::ServerCollector::new(
         server.observer(),
     )));
-    for r in redis {
-        registry.register_collector(Box::new(r));
+    // One collector for all the Redis ports: each family once.
+    if let Some(ports) = redis.into_iter().reduce(|a, b| a.with(b)) {
+        registry.register_collector(Box::new(ports));
+        registry.register_collector(Box::new(sampan_redis::stats::CommandsCollector::new(
+            server.runtime(),
+            server.shards(),
+        )));
     }
     let observer = server.observer();
     let health: sampan::metrics::HealthCheck = std::sync::Arc::new(move || {

@@ -31,6 +31,7 @@ pub use sampan_kv::glob;
 pub mod render;
 pub mod resp;
 pub mod server;
+pub mod stats;
 pub mod tls;
 pub mod typed;
 

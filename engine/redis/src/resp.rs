@@ -269,6 +269,7 @@ impl<'a> Reply<'a> {
 
     /// An error; `msg` starts with its code (`ERR ...`, `WRONGTYPE ...`).
     pub fn error(&mut self, msg: &str) {
+        crate::stats::error(msg);
         self.out.put_u8(b'-');
         // An error line may not hold CR or LF.
         for &b in msg.as_bytes() {

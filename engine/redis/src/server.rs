@@ -202,12 +202,22 @@ pub struct ListenerStats {
     registry: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ClientEntry>>>,
 }
 
-/// The Redis port's connection counters for `/metrics`
-/// ([`sampan::metrics`]), read at each scrape.
+/// The Redis ports' connection counters for `/metrics`
+/// ([`sampan::metrics`]), read at each scrape, one sample per port.
+/// Register one per node: [`RedisCollector::with`] joins the ports' (two
+/// collectors would each write the same families, which a scraper
+/// refuses).
 #[derive(Debug, Clone)]
 pub struct RedisCollector {
-    stats: Arc<ListenerStats>,
-    port: u16,
+    ports: Vec<(u16, Arc<ListenerStats>)>,
+}
+
+impl RedisCollector {
+    /// This collector with `other`'s ports too.
+    pub fn with(mut self, other: RedisCollector) -> RedisCollector {
+        self.ports.extend(other.ports);
+        self
+    }
 }
 
 impl prometheus_client::collector::Collector for RedisCollector {
@@ -218,41 +228,46 @@ impl prometheus_client::collector::Collector for RedisCollector {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
-        let labels = [("port", self.port)];
-        let s = &self.stats;
+        type Field = fn(&ListenerStats) -> &AtomicU64;
         let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for (name, help, v) in [
+        let gauges: [(&str, &str, Field); 2] = [
             (
                 "sampan_redis_connected_clients",
                 "Redis connections open now.",
-                read(&s.connected_clients),
+                |s| &s.connected_clients,
             ),
             (
                 "sampan_redis_blocked_clients",
                 "Redis connections waiting in a blocking pop now.",
-                read(&s.blocked_clients),
+                |s| &s.blocked_clients,
             ),
-        ] {
+        ];
+        for (name, help, field) in gauges {
             let mut f =
                 enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
-            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
-                .encode(f.encode_family(&labels)?)?;
+            for (port, s) in &self.ports {
+                ConstGauge::new(i64::try_from(read(field(s))).unwrap_or(i64::MAX))
+                    .encode(f.encode_family(&[("port", *port)])?)?;
+            }
         }
-        for (name, help, v) in [
+        let counters: [(&str, &str, Field); 2] = [
             (
                 "sampan_redis_rejected_connections",
                 "Redis connections refused for maxclients.",
-                read(&s.rejected_connections),
+                |s| &s.rejected_connections,
             ),
             (
                 "sampan_redis_output_limit_disconnections",
                 "Redis connections closed for the output buffer limit or a stalled reader.",
-                read(&s.output_buffer_limit_disconnections),
+                |s| &s.output_buffer_limit_disconnections,
             ),
-        ] {
+        ];
+        for (name, help, field) in counters {
             let mut f =
                 enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-            ConstCounter::new(v).encode(f.encode_family(&labels)?)?;
+            for (port, s) in &self.ports {
+                ConstCounter::new(read(field(s))).encode(f.encode_family(&[("port", *port)])?)?;
+            }
         }
         Ok(())
     }
@@ -403,8 +418,7 @@ impl RedisListener {
     /// A Prometheus collector of its counters, labelled with its port.
     pub fn collector(&self) -> RedisCollector {
         RedisCollector {
-            stats: self.stats.clone(),
-            port: self.addr.port(),
+            ports: vec![(self.addr.port(), self.stats.clone())],
         }
     }
 
@@ -906,6 +920,11 @@ async fn execute(
     batch: &[Vec<Bytes>],
     out: &mut BytesMut,
 ) -> io::Result<bool> {
+    for args in batch {
+        if let Some(name) = args.first() {
+            crate::stats::call(name);
+        }
+    }
     let mut parsed: Vec<Result<Request, ParseError>> =
         batch.iter().map(|a| command::parse(a)).collect();
     gate(ctx, conn, batch, &mut parsed);

@@ -21,6 +21,7 @@ use crate::state_machine::StateMachine;
 use bytes::Bytes;
 use sampan_fiber::{FiberError, FiberGroup, TaskClass};
 use sampan_net::{NetConfig, NetError, PeerAddr, Router, Transport};
+use sampan_storage::latency::LatencySnapshot;
 use sampan_storage::{
     DiskFile, DiskFs, LogConfig, LogWriter, RaftLog, SnapshotManager, StatusFile, StorageError,
     SyncMode, WalConfig,
@@ -258,6 +259,7 @@ impl ShardHost {
     /// Returns whether it was known.
     pub fn forget_node(&self, id: u64) -> bool {
         self.watched.borrow_mut().remove(&id);
+        crate::stats::forget_peer(id);
         self.transport.remove_peer(id);
         self.known.borrow_mut().remove(&id).is_some()
     }
@@ -548,6 +550,16 @@ impl ShardHost {
         let (rounds, syncs) = self.writer.stats();
         let (wal_rounds, wal_syncs) = self.shared.get().map_or((0, 0), |w| w.stats());
         (rounds + wal_rounds, syncs + wal_syncs)
+    }
+
+    /// How long the shard's sync rounds took (its per-group logs' and its
+    /// shared log's together).
+    pub fn sync_latency(&self) -> LatencySnapshot {
+        let mut all = self.writer.sync_latency();
+        if let Some(w) = self.shared.get() {
+            all.merge(&w.sync_latency());
+        }
+        all
     }
 
     /// Appends the shard's logs wrote and made durable in one operation,

@@ -70,4 +70,5 @@ pub use sampan_raft as raft;
 pub mod server;
 pub use sampan_proto::service;
 pub mod state_machine;
+pub mod stats;
 pub mod wire;

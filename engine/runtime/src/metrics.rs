@@ -18,11 +18,15 @@
 
 use crate::group::GroupStatus;
 use crate::raft::Role;
+use crate::stats::StatsSnapshot;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 pub use prometheus_client::registry::Registry;
+use sampan_net::ConnStats;
+use sampan_storage::latency::LatencySnapshot;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -50,7 +54,7 @@ pub struct NodeSnapshot {
 }
 
 /// One shard's counters since the node started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardCounters {
     /// The shard.
     pub shard: usize,
@@ -62,10 +66,20 @@ pub struct ShardCounters {
     pub sync_rounds: u64,
     /// File syncs those rounds issued.
     pub syncs: u64,
+    /// How long its sync rounds took.
+    pub sync_latency: LatencySnapshot,
     /// Appends written durable in one operation (no sync round).
     pub durable_writes: u64,
     /// Messages not sent (peer unreachable or its queue full).
     pub messages_dropped: u64,
+    /// Proposals, reads, elections, leader changes, round trips.
+    pub stats: StatsSnapshot,
+    /// Each connected peer's link: (peer, its counters).
+    pub links: Vec<(u64, ConnStats)>,
+    /// Handshakes that failed to authenticate (both ports).
+    pub auth_failures: u64,
+    /// Connections closed at once for the connection limit.
+    pub connections_refused: u64,
 }
 
 impl NodeSnapshot {
@@ -145,6 +159,173 @@ fn shard_counter(
         ConstCounter::new(value(s)).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// A latency histogram as read at the scrape, encoded in seconds.
+struct ConstHistogram<'a>(&'a LatencySnapshot);
+
+impl EncodeMetric for ConstHistogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0;
+        encoder.encode_histogram::<NoLabelSet>(s.sum_seconds(), s.count(), &s.buckets(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Encodes one histogram family: one histogram per shard.
+fn shard_histogram(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    shards: &[ShardCounters],
+    value: impl Fn(&ShardCounters) -> &LatencySnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for s in shards {
+        let labels = [("shard", s.shard as u64)];
+        ConstHistogram(value(s)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Encodes one counter family split by outcome: `name_total{shard,result}`.
+fn shard_outcomes(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    shards: &[ShardCounters],
+    value: impl Fn(&ShardCounters) -> (u64, u64),
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for s in shards {
+        let (ok, failed) = value(s);
+        let shard = s.shard.to_string();
+        for (result, v) in [("ok", ok), ("error", failed)] {
+            let labels = [("shard", shard.as_str()), ("result", result)];
+            ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes one counter family per shard and peer link.
+fn link_counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    shards: &[ShardCounters],
+    value: impl Fn(&ConnStats) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for s in shards {
+        for (peer, c) in &s.links {
+            let labels = [("shard", s.shard as u64), ("peer", *peer)];
+            ConstCounter::new(value(c)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The hot-path families: proposals, reads, sync rounds, elections, peer
+/// links, refused connections.
+fn encode_traffic(
+    enc: &mut DescriptorEncoder<'_>,
+    sh: &[ShardCounters],
+) -> Result<(), std::fmt::Error> {
+    shard_outcomes(
+        enc,
+        "sampan_proposals",
+        "Proposals served by this node's replicas (as leader), by outcome.",
+        sh,
+        |s| (s.stats.proposals_ok, s.stats.proposals_failed),
+    )?;
+    shard_histogram(
+        enc,
+        "sampan_proposal_seconds",
+        "Time from a proposal reaching its group to its result applied here.",
+        sh,
+        |s| &s.stats.proposal_latency,
+    )?;
+    shard_outcomes(
+        enc,
+        "sampan_reads",
+        "Linearizable reads served by this node's replicas, by outcome.",
+        sh,
+        |s| (s.stats.reads_ok, s.stats.reads_failed),
+    )?;
+    shard_histogram(
+        enc,
+        "sampan_read_seconds",
+        "Time to answer a linearizable read (lease reads: microseconds).",
+        sh,
+        |s| &s.stats.read_latency,
+    )?;
+    shard_histogram(
+        enc,
+        "sampan_sync_round_seconds",
+        "Time of one sync round (the fdatasyncs of a group commit).",
+        sh,
+        |s| &s.sync_latency,
+    )?;
+    shard_counter(
+        enc,
+        "sampan_elections",
+        "Elections this node's replicas started (became candidates).",
+        sh,
+        |s| s.stats.elections,
+    )?;
+    shard_counter(
+        enc,
+        "sampan_leader_changes",
+        "Times a replica here saw a new leader.",
+        sh,
+        |s| s.stats.leader_changes,
+    )?;
+    let mut rtt = enc.encode_descriptor(
+        "sampan_peer_rtt_seconds",
+        "The last keepalive round trip to each peer node.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for s in sh {
+        for (peer, d) in &s.stats.peer_rtt {
+            let labels = [("shard", s.shard as u64), ("peer", *peer)];
+            ConstGauge::new(d.as_secs_f64()).encode(rtt.encode_family(&labels)?)?;
+        }
+    }
+    link_counter(
+        enc,
+        "sampan_peer_sent_bytes",
+        "Bytes written to each peer node on the current connection.",
+        sh,
+        |c| c.bytes_sent,
+    )?;
+    link_counter(
+        enc,
+        "sampan_peer_received_bytes",
+        "Bytes read from each peer node on the current connection.",
+        sh,
+        |c| c.bytes_received,
+    )?;
+    shard_counter(
+        enc,
+        "sampan_auth_failures",
+        "Handshakes (nodes or service clients) that failed to authenticate.",
+        sh,
+        |s| s.auth_failures,
+    )?;
+    shard_counter(
+        enc,
+        "sampan_connections_refused",
+        "Connections closed at once for the connection limit (max_connections).",
+        sh,
+        |s| s.connections_refused,
+    )
 }
 
 impl Collector for ServerCollector {
@@ -309,7 +490,7 @@ impl Collector for ServerCollector {
             sh,
             |s| s.messages_dropped,
         )?;
-        Ok(())
+        encode_traffic(&mut enc, sh)
     }
 }
 

@@ -759,14 +759,25 @@ async fn shard_snapshot(
     let host = local_host(id)?;
     let (heartbeats, heartbeat_frames) = host.heartbeat_stats();
     let (sync_rounds, syncs) = host.writer_stats();
+    let transport = host.transport();
+    let links = host
+        .known_nodes()
+        .keys()
+        .filter_map(|n| Some((*n, transport.connection(*n)?.stats())))
+        .collect();
     let counters = crate::metrics::ShardCounters {
         shard,
         heartbeats,
         heartbeat_frames,
         sync_rounds,
         syncs,
+        sync_latency: host.sync_latency(),
         durable_writes: host.durable_writes(),
         messages_dropped: host.messages_dropped(),
+        stats: crate::stats::snapshot(),
+        links,
+        auth_failures: transport.auth_failures(),
+        connections_refused: transport.connections_refused(),
     };
     let mut groups = Vec::new();
     for g in host.group_ids() {

@@ -57,6 +57,7 @@ use crate::dualfile::DualFile;
 use crate::error::{Result, StorageError};
 use crate::format::{self, RecordRun};
 use crate::io::{Vfs, VfsFile};
+use crate::latency::{Latencies, LatencySnapshot};
 use crate::log::SyncMode;
 use crate::raft_log::RaftLog;
 use chunk::{
@@ -349,6 +350,8 @@ struct Inner<V: Vfs> {
     /// Notified when a write ends, a sync round ends, a roll or a zeroing
     /// ends, or the log fails.
     changed: Signal,
+    /// How long each sync round's fdatasyncs took.
+    sync_latency: Latencies,
 }
 
 /// One shard's shared write-ahead log. Cheap to clone (shared); shard-local.
@@ -472,6 +475,7 @@ impl<V: Vfs> ShardWal<V> {
                 epoch: rec.epoch,
                 st: RefCell::new(st),
                 changed: Signal::new(),
+                sync_latency: Latencies::new(),
             }),
         })
     }
@@ -485,6 +489,11 @@ impl<V: Vfs> ShardWal<V> {
     pub fn stats(&self) -> (u64, u64) {
         let st = self.inner.st.borrow();
         (st.rounds, st.file_syncs)
+    }
+
+    /// How long the sync rounds' fdatasyncs took.
+    pub fn sync_latency(&self) -> LatencySnapshot {
+        self.inner.sync_latency.snapshot()
     }
 
     /// The ids of the segment files kept.
@@ -775,6 +784,7 @@ impl<V: Vfs> ShardWal<V> {
         let segs = guard.segs.as_ref().expect("just set").clone();
         let n = segs.len() as u64;
         // One segment, or two across a roll: one after the other.
+        let started = std::time::Instant::now();
         for seg in segs.values() {
             if let Err(e) = seg.file.sync().await {
                 let err = StorageError::io(group, "fdatasync", &seg.path, 0, e);
@@ -782,6 +792,7 @@ impl<V: Vfs> ShardWal<V> {
                 return Err(err);
             }
         }
+        self.inner.sync_latency.record(started.elapsed());
         guard.segs = None;
         let mut st = self.inner.st.borrow_mut();
         st.rounds += 1;

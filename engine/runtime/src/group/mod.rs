@@ -223,11 +223,17 @@ impl GroupHandle {
     /// Proposes `command`; resolves with the state machine's result once it
     /// is applied here.
     pub async fn propose(&self, command: Bytes) -> Result<Bytes, GroupError> {
-        self.call(|reply| Event::Propose {
-            payload: command,
-            reply,
-        })
-        .await
+        let started = std::time::Instant::now();
+        let result = self
+            .call(|reply| Event::Propose {
+                payload: command,
+                reply,
+            })
+            .await;
+        if !matches!(result, Err(GroupError::NotLeader { .. })) {
+            crate::stats::proposal(started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     /// A linearizable read: answered by the state machine once this replica
@@ -235,10 +241,15 @@ impl GroupHandle {
     /// While the leader lease holds and the state machine is caught up,
     /// it is answered at once, without a trip through the group's fibers.
     pub async fn read(&self, query: Bytes) -> Result<Bytes, GroupError> {
-        if let Some(answer) = self.read_now(&query) {
-            return answer;
+        let started = std::time::Instant::now();
+        let result = match self.read_now(&query) {
+            Some(answer) => answer,
+            None => self.call(|reply| Event::Read { query, reply }).await,
+        };
+        if !matches!(result, Err(GroupError::NotLeader { .. })) {
+            crate::stats::read(started.elapsed(), result.is_ok());
         }
-        self.call(|reply| Event::Read { query, reply }).await
+        result
     }
 
     /// The answer to a linearizable read of `query` right now, without
@@ -251,7 +262,10 @@ impl GroupHandle {
     /// [`GroupHandle::read_now`] with the query built by `make`, which is
     /// called only if the read can be answered now.
     pub fn read_now_with(&self, make: impl FnOnce() -> Bytes) -> Option<Result<Bytes, GroupError>> {
-        self.gate.try_read(make)
+        let started = std::time::Instant::now();
+        let answer = self.gate.try_read(make)?;
+        crate::stats::read(started.elapsed(), answer.is_ok());
+        Some(answer)
     }
 
     /// A read of this replica's state as applied so far, with no ReadIndex

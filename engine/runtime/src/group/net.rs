@@ -377,8 +377,10 @@ async fn keepalive(
         return;
     };
     let empty = Body::from(Vec::<bytes::Bytes>::new());
+    let sent = Instant::now();
     match conn.request(wire::kind::KEEPALIVE, 0, empty, wait).await {
         Ok(_) => {
+            crate::stats::peer_rtt(peer, sent.elapsed());
             if let Some(t) = heard.borrow_mut().get_mut(&peer) {
                 *t = Instant::now();
             }

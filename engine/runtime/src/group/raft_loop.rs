@@ -862,7 +862,15 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
         if self.role_seen == Some(now) {
             return;
         }
-        self.role_seen = Some(now);
+        let before = self.role_seen.replace(now);
+        if matches!(now.0, Role::Candidate)
+            && before.is_none_or(|b| b.0 != Role::Candidate || b.1 != now.1)
+        {
+            crate::stats::election();
+        }
+        if now.2.is_some() && before.is_none_or(|b| b.2 != now.2) {
+            crate::stats::leader_change();
+        }
         let role = match now.0 {
             Role::Leader => state_machine::Role::Leader,
             Role::Follower if self.raft.membership().is_learner(self.raft.id()) => {
