@@ -621,6 +621,15 @@ balance_leaders = false
 # token = "..."
 # admin = true
 
+# TLS on the replication port (mutual: every node presents its
+# certificate, which must name it, node-<id>.c<cluster_id>.sampan.internal)
+# and on the service port (sampan-cli --tls-ca). `sampan-cli certs` makes
+# the files. Unset: plain TCP.
+# [server.tls]
+# cert_file = "node-1.pem"
+# key_file = "node-1.key"
+# ca_file = "ca.pem"
+
 [server.log]
 # Where groups keep their entries: "shared" (one write-ahead log per
 # shard, in data_dir/wal/shard-N: one fdatasync per round for all its
