@@ -192,6 +192,19 @@ fn metrics_and_health_follow_a_leader_kill() {
         &format!("sampan_peer_received_bytes_total{{shard=\"0\",peer=\"{other}\"}}"),
         1.0,
     );
+    // The killed node's last contact grows past an election timeout while
+    // the follower's stays fresh.
+    wait_until("the dead node's silence to show", || {
+        get(ports[leader as usize - 1], "/metrics").is_some_and(|(_, b)| {
+            let silent = |n: u64| {
+                series(
+                    &b,
+                    &format!("sampan_peer_silent_seconds{{shard=\"0\",peer=\"{n}\"}}"),
+                )
+            };
+            silent(old).is_some_and(|s| s > 2.0) && silent(other).is_some_and(|s| s < 2.0)
+        })
+    });
     wait_until("a round trip to the follower", || {
         get(ports[leader as usize - 1], "/metrics").is_some_and(|(_, b)| {
             series(

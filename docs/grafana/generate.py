@@ -40,6 +40,7 @@ panel("Elections and leader changes", [
 panel("Apply lag by group", [(f'max by (group) (sampan_group_apply_lag{{{sel}}})',"group {{group}}")], desc="Entries committed but not applied yet, worst node.")
 panel("Follower lag (on leaders)", [(f'max by (group, node) (sampan_follower_lag{{{sel}}})',"group {{group}} node {{node}}")], desc="Entries a follower lacks, as its leader sees it.")
 panel("Peer round trip", [(f'max by (instance, peer) (sampan_peer_rtt_seconds{{{sel}}})',"{{instance}} to {{peer}}")], unit="s", desc="The last keepalive's round trip on each node-to-node link.")
+panel("Peer last contact", [(f'max by (instance, peer) (sampan_peer_silent_seconds{{{sel}}})',"{{instance}} from {{peer}}")], unit="s", desc="Time since each peer last answered a keepalive: grows from the moment a peer dies or is cut off.")
 panel("Replication traffic", [
     (f'sum by (instance, peer) (rate(sampan_peer_sent_bytes_total{{{sel}}}[1m]))',"{{instance}} to {{peer}}"),
     (f'sum by (instance, peer) (rate(sampan_peer_received_bytes_total{{{sel}}}[1m]))',"{{instance}} from {{peer}}")], unit="Bps")

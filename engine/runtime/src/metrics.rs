@@ -298,6 +298,18 @@ fn encode_traffic(
             ConstGauge::new(d.as_secs_f64()).encode(rtt.encode_family(&labels)?)?;
         }
     }
+    let mut silent = enc.encode_descriptor(
+        "sampan_peer_silent_seconds",
+        "Time since each peer node last answered a keepalive (its last contact).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for s in sh {
+        for (peer, d) in &s.stats.peer_silent {
+            let labels = [("shard", s.shard as u64), ("peer", *peer)];
+            ConstGauge::new(d.as_secs_f64()).encode(silent.encode_family(&labels)?)?;
+        }
+    }
     link_counter(
         enc,
         "sampan_peer_sent_bytes",

@@ -10,7 +10,7 @@
 use sampan_storage::latency::{Latencies, LatencySnapshot};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct ShardStats {
@@ -23,6 +23,7 @@ struct ShardStats {
     elections: Cell<u64>,
     leader_changes: Cell<u64>,
     peer_rtt: RefCell<BTreeMap<u64, Duration>>,
+    peer_heard: RefCell<BTreeMap<u64, Instant>>,
 }
 
 thread_local! {
@@ -51,6 +52,10 @@ pub struct StatsSnapshot {
     pub leader_changes: u64,
     /// Each peer's last keepalive round trip.
     pub peer_rtt: BTreeMap<u64, Duration>,
+    /// How long ago each peer last answered a keepalive (its last
+    /// contact): grows from the moment a peer dies or is cut off, while
+    /// its round trip stays at the last one measured.
+    pub peer_silent: BTreeMap<u64, Duration>,
 }
 
 /// Counts a proposal that took `took`; `ok` unless it failed.
@@ -89,6 +94,7 @@ pub(crate) fn leader_change() {
 pub(crate) fn peer_rtt(peer: u64, rtt: Duration) {
     STATS.with(|s| {
         s.peer_rtt.borrow_mut().insert(peer, rtt);
+        s.peer_heard.borrow_mut().insert(peer, Instant::now());
     });
 }
 
@@ -96,6 +102,7 @@ pub(crate) fn peer_rtt(peer: u64, rtt: Duration) {
 pub(crate) fn forget_peer(peer: u64) {
     STATS.with(|s| {
         s.peer_rtt.borrow_mut().remove(&peer);
+        s.peer_heard.borrow_mut().remove(&peer);
     });
 }
 
@@ -111,5 +118,11 @@ pub fn snapshot() -> StatsSnapshot {
         elections: s.elections.get(),
         leader_changes: s.leader_changes.get(),
         peer_rtt: s.peer_rtt.borrow().clone(),
+        peer_silent: s
+            .peer_heard
+            .borrow()
+            .iter()
+            .map(|(p, t)| (*p, t.elapsed()))
+            .collect(),
     })
 }
