@@ -1361,20 +1361,11 @@ async fn serve(
 
 /// The groups this node runs, every shard's, in order.
 async fn all_group_ids(shared: &Shared) -> Result<Vec<u64>, ServerError> {
-    let mut all = Vec::new();
-    for shard in 0..shared.shards {
-        let id = shared.id;
-        let ids = shared
-            .runtime
-            .shard(shard)
-            .map_err(|_| shared.shutting_down())?
-            .run(TaskClass::Latency, move || async move {
-                local_host(id).map(|h| h.group_ids()).unwrap_or_default()
-            })
-            .await
-            .map_err(|_| shared.shutting_down())?;
-        all.extend(ids);
-    }
+    let mut all: Vec<u64> = on_every_host(shared, |h| h.group_ids())
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     all.sort_unstable();
     Ok(all)
 }
