@@ -296,9 +296,31 @@ fn admin_commands_add_a_group_snapshot_move_members_and_remove_the_group() {
         "{}",
         table.stdout
     );
+    // Last contact: a number of milliseconds on each follower, none on the
+    // leader (in the same order as the roles).
+    let contact = json_field(&table.stdout, "leader_contact_ms");
+    assert_eq!(contact.len(), 3, "{}", table.stdout);
+    for (role, ms) in roles.iter().zip(&contact) {
+        assert_eq!(
+            *ms == "null",
+            *role == "\"leader\"",
+            "{role}: {ms}: {}",
+            table.stdout
+        );
+        assert!(*ms == "null" || ms.parse::<u64>().is_ok(), "{ms}");
+    }
     let human = cli(&all, &["status", "--all"]);
     assert!(
         human.stdout.starts_with(" GROUP  NODE ROLE"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human
+            .stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("CONTACT")),
         "{}",
         human.stdout
     );

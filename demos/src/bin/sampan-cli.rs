@@ -158,7 +158,8 @@ enum Command {
     /// Every node's view of the group: role, term, leader, indexes,
     /// members, newest snapshot. With --all: every group any node in
     /// --servers runs, one row per group and node, with how far each
-    /// replica's applied index is behind the group's commit.
+    /// replica's applied index is behind the group's commit and how long
+    /// ago each follower last heard from its leader (CONTACT).
     Status {
         /// Every group, not only --group.
         #[arg(long)]
@@ -500,8 +501,8 @@ fn status_all(
     } else {
         let _ = writeln!(
             text,
-            "{:>6} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>6}",
-            "GROUP", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"
+            "{:>6} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>6} {:>9}",
+            "GROUP", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "CONTACT"
         );
     }
     for (i, (g, nodes)) in rows.iter().enumerate() {
@@ -535,24 +536,28 @@ fn status_all(
                 let _ = write!(
                     text,
                     "{sep}{{\"node\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\
-                     \"commit\":{},\"applied\":{},\"lag\":{lag}}}",
+                     \"commit\":{},\"applied\":{},\"lag\":{lag},\"leader_contact_ms\":{}}}",
                     n.node.map_or("null".into(), |v| v.to_string()),
                     st.term,
                     st.leader.map_or("null".into(), |v| v.to_string()),
                     st.index_commit,
-                    st.index_applied
+                    st.index_applied,
+                    st.leader_contact_ms
+                        .map_or("null".into(), |v| v.to_string())
                 );
             } else {
                 let _ = writeln!(
                     text,
-                    "{g:>6} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>6}",
+                    "{g:>6} {:>5} {:<13} {:>6} {:>6} {:>8} {:>8} {:>6} {:>9}",
                     opt(n.node),
                     role,
                     st.term,
                     opt(st.leader),
                     st.index_commit,
                     st.index_applied,
-                    lag
+                    lag,
+                    st.leader_contact_ms
+                        .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"))
                 );
             }
         }

@@ -217,6 +217,10 @@ pub struct GroupStatus {
     /// On a leader, each follower's and observer's matched index, by node
     /// (how far behind it is: `index_last` minus it); empty elsewhere.
     pub matched: Vec<(u64, u64)>,
+    /// On a follower or observer: milliseconds since it last heard from
+    /// the leader it names (its last contact); `None` on a leader, with no
+    /// leader known, or from a node that does not report it.
+    pub leader_contact_ms: Option<u64>,
 }
 
 /// Among replicas' statuses, the leader of the highest term: the one in

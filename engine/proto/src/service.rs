@@ -784,6 +784,13 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
         b.put_u64_le(*id);
         b.put_u64_le(*index);
     }
+    match s.leader_contact_ms {
+        Some(ms) => {
+            b.put_u8(1);
+            b.put_u64_le(ms);
+        }
+        None => b.put_u8(0),
+    }
     b.freeze()
 }
 
@@ -822,6 +829,7 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         membership_term: 0,
         voters_outgoing: Vec::new(),
         matched: Vec::new(),
+        leader_contact_ms: None,
     };
     // Nodes before conditional membership changes end here.
     if r.remaining() > 0 {
@@ -840,6 +848,10 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
             s.matched
                 .push((r.u64("matched node")?, r.u64("matched index")?));
         }
+    }
+    // Nodes before `leader_contact_ms` end here.
+    if r.remaining() > 0 && r.bool("leader contact")? {
+        s.leader_contact_ms = Some(r.u64("leader contact")?);
     }
     r.finish("group status")?;
     Ok(s)
@@ -943,8 +955,15 @@ mod tests {
             membership_term: 2,
             voters_outgoing: vec![1, 2, 5],
             matched: vec![(2, 40), (3, 39)],
+            leader_contact_ms: None,
         };
-        assert_eq!(decode_status(encode_status(&status)), Ok(status));
+        assert_eq!(decode_status(encode_status(&status)), Ok(status.clone()));
+        let follower = GroupStatus {
+            role: Role::Follower,
+            leader_contact_ms: Some(42),
+            ..status
+        };
+        assert_eq!(decode_status(encode_status(&follower)), Ok(follower));
         let mut change = MembersChange {
             voters: [1, 2, 5].into(),
             learners: [4].into(),
@@ -998,11 +1017,17 @@ mod tests {
             membership_term: 0,
             voters_outgoing: vec![2],
             matched: Vec::new(),
+            leader_contact_ms: None,
         });
-        // Older nodes' statuses end before the matched indexes (4 bytes
-        // here), before the outgoing voters (4 + 8 more) or before the
-        // membership position (16 more).
-        let older = [status.len() - 4, status.len() - 16, status.len() - 32];
+        // Older nodes' statuses end before the leader contact (1 byte
+        // here), before the matched indexes (4 more), before the outgoing
+        // voters (4 + 8 more) or before the membership position (16 more).
+        let older = [
+            status.len() - 1,
+            status.len() - 5,
+            status.len() - 17,
+            status.len() - 33,
+        ];
         for cut in 0..status.len() {
             let decoded = decode_status(status.slice(..cut));
             assert_eq!(decoded.is_ok(), older.contains(&cut), "cut at {cut}");

@@ -452,6 +452,7 @@ fn status() -> impl Strategy<Value = GroupStatus> {
             membership_term: n[0],
             matched: voters_outgoing.iter().map(|v| (*v, v ^ n[2])).collect(),
             voters_outgoing,
+            leader_contact_ms: leader.map(|_| n[3] >> 1),
         },
     )
 }

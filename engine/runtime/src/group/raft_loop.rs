@@ -281,6 +281,7 @@ where
         reads: HashMap::new(),
         read_next: 0,
         role_seen: None,
+        leader_heard: None,
         index_applied: 0,
         failed: None,
         received: Vec::new(),
@@ -477,6 +478,9 @@ struct Loop<L: RaftLog, S: SnapshotManager> {
     reads: HashMap<u64, (Bytes, Reply<Bytes>)>,
     read_next: u64,
     role_seen: Option<(Role, u64, Option<NodeId>)>,
+    /// When this replica last heard from its leader (and which node that
+    /// was), for [`GroupStatus::leader_contact_ms`].
+    leader_heard: Option<(NodeId, std::time::Instant)>,
     index_applied: u64,
     failed: Option<GroupError>,
     /// Record runs received in this batch of events: a follower appends the
@@ -564,8 +568,14 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 if let Some(run) = records.filter(|r| !r.is_empty()) {
                     self.received.push(run);
                 }
+                let from = msg.from;
                 if let Err(e) = self.raft.step(msg) {
                     log::warn!("group {}: dropped a message: {e}", self.group);
+                }
+                // The leader's last contact, for the status: any message
+                // from the node this replica now takes for its leader.
+                if self.raft.leader() == Some(from) {
+                    self.leader_heard = Some((from, std::time::Instant::now()));
                 }
             }
             Event::Tick => {
@@ -784,7 +794,15 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
     }
 
     fn status(&self) -> GroupStatus {
+        let leader = self.raft.leader();
+        let leader_contact_ms = match self.leader_heard {
+            Some((from, at)) if leader == Some(from) && from != self.raft.id() => {
+                Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        };
         GroupStatus {
+            leader_contact_ms,
             group: self.group,
             role: self.raft.role(),
             term: self.raft.term(),
