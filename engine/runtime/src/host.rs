@@ -99,6 +99,20 @@ pub struct ShardHost {
     watched: Rc<RefCell<BTreeSet<u64>>>,
 }
 
+/// The nodes `cfg`'s `servers` names, with their replication and service
+/// addresses: what a node knows before its runtime changes.
+pub fn configured_nodes(cfg: &ServerConfig) -> Result<BTreeMap<u64, Known>, ConfigError> {
+    let services: HashMap<u64, PeerAddr> = cfg.service_addrs()?.into_iter().collect();
+    Ok(cfg
+        .parse_servers()?
+        .into_iter()
+        .map(|(id, replicate)| {
+            let service = services.get(&id).cloned();
+            (id, Known { replicate, service })
+        })
+        .collect())
+}
+
 /// A node's addresses as this shard knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
@@ -167,12 +181,7 @@ impl ShardHost {
             ),
         )
         .map_err(fiber)?;
-        let mut known = BTreeMap::new();
-        let services: HashMap<u64, PeerAddr> = cfg.service_addrs()?.into_iter().collect();
-        for (id, replicate) in cfg.parse_servers()? {
-            let service = services.get(&id).cloned();
-            known.insert(id, Known { replicate, service });
-        }
+        let known = configured_nodes(&cfg)?;
         let outbox = Rc::new(TransportOutbox::new(transport.clone()));
         sampan_fiber::spawn(
             TaskClass::Latency,

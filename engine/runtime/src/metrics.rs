@@ -212,6 +212,25 @@ fn shard_outcomes(
     Ok(())
 }
 
+/// Encodes one gauge family of durations per shard and peer node, in
+/// seconds.
+fn peer_seconds(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    shards: &[ShardCounters],
+    value: impl Fn(&ShardCounters) -> &std::collections::BTreeMap<u64, Duration>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for s in shards {
+        for (peer, d) in value(s) {
+            let labels = [("shard", s.shard as u64), ("peer", *peer)];
+            ConstGauge::new(d.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Encodes one counter family per shard and peer link.
 fn link_counter(
     enc: &mut DescriptorEncoder<'_>,
@@ -286,30 +305,20 @@ fn encode_traffic(
         sh,
         |s| s.stats.leader_changes,
     )?;
-    let mut rtt = enc.encode_descriptor(
+    peer_seconds(
+        enc,
         "sampan_peer_rtt_seconds",
         "The last keepalive round trip to each peer node.",
-        None,
-        MetricType::Gauge,
+        sh,
+        |s| &s.stats.peer_rtt,
     )?;
-    for s in sh {
-        for (peer, d) in &s.stats.peer_rtt {
-            let labels = [("shard", s.shard as u64), ("peer", *peer)];
-            ConstGauge::new(d.as_secs_f64()).encode(rtt.encode_family(&labels)?)?;
-        }
-    }
-    let mut silent = enc.encode_descriptor(
+    peer_seconds(
+        enc,
         "sampan_peer_silent_seconds",
         "Time since each peer node last answered a keepalive (its last contact).",
-        None,
-        MetricType::Gauge,
+        sh,
+        |s| &s.stats.peer_silent,
     )?;
-    for s in sh {
-        for (peer, d) in &s.stats.peer_silent {
-            let labels = [("shard", s.shard as u64), ("peer", *peer)];
-            ConstGauge::new(d.as_secs_f64()).encode(silent.encode_family(&labels)?)?;
-        }
-    }
     link_counter(
         enc,
         "sampan_peer_sent_bytes",

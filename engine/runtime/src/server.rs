@@ -1014,15 +1014,7 @@ fn known_at_start(
     recorded: &crate::catalog::Recorded,
 ) -> Result<BTreeMap<u64, Known>, HostError> {
     let node = cfg.node_id;
-    let services: HashMap<u64, PeerAddr> = cfg.service_addrs()?.into_iter().collect();
-    let mut book: BTreeMap<u64, Known> = cfg
-        .parse_servers()?
-        .into_iter()
-        .map(|(n, replicate)| {
-            let service = services.get(&n).cloned();
-            (n, Known { replicate, service })
-        })
-        .collect();
+    let mut book = crate::host::configured_nodes(cfg)?;
     for (n, why) in &recorded.unusable_nodes {
         log::error!("node {node}: node {n} was learned at runtime but {why}; left out");
     }
@@ -1038,10 +1030,9 @@ fn known_at_start(
         }
     }
     for n in &recorded.forgotten {
-        if *n != node
-            && book.remove(n).is_some()
-            && cfg.parse_servers()?.iter().any(|(s, _)| s == n)
-        {
+        // Only a node of `servers` can still be in the book: a forgotten
+        // node's catalog entry is its removal.
+        if *n != node && book.remove(n).is_some() {
             log::warn!(
                 "node {node}: node {n} is in `servers` but was forgotten at runtime; not connected \
                  (learn it again with sampan-cli add-node, or delete it from `servers`)"
@@ -1361,7 +1352,7 @@ async fn serve(
 
 /// The groups this node runs, every shard's, in order.
 async fn all_group_ids(shared: &Shared) -> Result<Vec<u64>, ServerError> {
-    let mut all: Vec<u64> = on_every_host(shared, |h| h.group_ids())
+    let mut all: Vec<u64> = on_every_host(shared, |h| async move { h.group_ids() })
         .await?
         .into_iter()
         .flatten()
@@ -1372,10 +1363,14 @@ async fn all_group_ids(shared: &Shared) -> Result<Vec<u64>, ServerError> {
 
 /// Runs `job` on every shard's host of this server, one shard after the
 /// other; the results in shard order.
-async fn on_every_host<T: Send + 'static>(
+async fn on_every_host<T, Fut>(
     shared: &Shared,
-    job: impl Fn(&ShardHost) -> T + Clone + Send + 'static,
-) -> Result<Vec<T>, ServerError> {
+    job: impl Fn(Rc<ShardHost>) -> Fut + Clone + Send + 'static,
+) -> Result<Vec<T>, ServerError>
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
     let mut out = Vec::with_capacity(shared.shards);
     for shard in 0..shared.shards {
         let (id, job) = (shared.id, job.clone());
@@ -1384,7 +1379,10 @@ async fn on_every_host<T: Send + 'static>(
             .shard(shard)
             .map_err(|_| shared.shutting_down())?
             .run(TaskClass::Latency, move || async move {
-                local_host(id).map(|h| job(&h))
+                match local_host(id) {
+                    Some(h) => Some(job(h).await),
+                    None => None,
+                }
             })
             .await
             .map_err(|_| shared.shutting_down())?
@@ -1427,9 +1425,12 @@ async fn set_nodes(shared: &Shared, req: &ServiceRequest) -> Result<Bytes, Serve
     }
     let learned: Vec<(u64, Known)> = checked.into_iter().map(|(n, k)| (n.node, k)).collect();
     for result in on_every_host(shared, move |h| {
-        learned
-            .iter()
-            .try_for_each(|(n, k)| h.set_node(*n, k.clone()))
+        let learned = learned.clone();
+        async move {
+            learned
+                .iter()
+                .try_for_each(|(n, k)| h.set_node(*n, k.clone()))
+        }
     })
     .await?
     {
@@ -1455,37 +1456,27 @@ async fn forget_node(shared: &Shared, req: &ServiceRequest) -> Result<Bytes, Ser
     if n == shared.node {
         return Err(refused(0, &format!("node {n} cannot forget itself")));
     }
-    let mut member_of = Vec::new();
-    for shard in 0..shared.shards {
-        let id = shared.id;
-        let groups = shared
-            .runtime
-            .shard(shard)
-            .map_err(|_| shared.shutting_down())?
-            .run(TaskClass::Latency, move || async move {
-                let mut with = Vec::new();
-                let Some(h) = local_host(id) else {
-                    return with;
-                };
-                for g in h.group_ids() {
-                    let Some(handle) = h.group(g) else { continue };
-                    if let Ok(st) = handle.status().await
-                        && st
-                            .voters
-                            .iter()
-                            .chain(&st.voters_outgoing)
-                            .chain(&st.learners)
-                            .any(|m| *m == n)
-                    {
-                        with.push(g);
-                    }
-                }
-                with
-            })
-            .await
-            .map_err(|_| shared.shutting_down())?;
-        member_of.extend(groups);
-    }
+    let member_of: Vec<u64> = on_every_host(shared, move |h| async move {
+        let mut with = Vec::new();
+        for g in h.group_ids() {
+            let Some(handle) = h.group(g) else { continue };
+            if let Ok(st) = handle.status().await
+                && st
+                    .voters
+                    .iter()
+                    .chain(&st.voters_outgoing)
+                    .chain(&st.learners)
+                    .any(|m| *m == n)
+            {
+                with.push(g);
+            }
+        }
+        with
+    })
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
     if !member_of.is_empty() {
         return Err(refused(
             0,
@@ -1498,7 +1489,7 @@ async fn forget_node(shared: &Shared, req: &ServiceRequest) -> Result<Bytes, Ser
     record_change(shared, Book::Nodes, Change::Set(n, Entry::Removed))
         .await
         .map_err(|e| refused(0, &e))?;
-    let known = on_every_host(shared, move |h| h.forget_node(n)).await?;
+    let known = on_every_host(shared, move |h| async move { h.forget_node(n) }).await?;
     log::info!("node {}: forgot node {n}", shared.node);
     Ok(Bytes::from(vec![u8::from(known.contains(&true))]))
 }
