@@ -698,3 +698,243 @@ fn stopping_every_node_at_once_ends_the_handover_when_the_quorum_is_gone() {
     assert!(log.contains("lost the lead of"), "node {leader}:\n{log}");
     assert!(!log.contains("still leading"), "node {leader}:\n{log}");
 }
+
+/// Runs `sampan-node` with `args` to its exit; returns its status and
+/// what it wrote.
+fn sampan_node(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sampan-node"))
+        .args(args)
+        .output()
+        .expect("run sampan-node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Restores node `i`'s data directory from `backup` (its old one moved
+/// away first), with `extra` arguments; returns what it printed.
+fn restore_node(c: &TestCluster, i: u64, backup: &std::path::Path, extra: &[&str]) -> String {
+    let data = scratch(c).join(format!("node-{i}"));
+    if data.exists() {
+        let mut moved = scratch(c).join(format!("node-{i}.moved"));
+        let mut n = 0;
+        while moved.exists() {
+            n += 1;
+            moved = scratch(c).join(format!("node-{i}.moved{n}"));
+        }
+        std::fs::rename(&data, &moved).expect("move the data directory away");
+    }
+    let config = c.config_file(i);
+    let mut args = vec![
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--restore-from".as_ref(),
+        backup.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let (ok, text) = sampan_node(&args);
+    assert!(ok, "restore of node {i} failed: {text}");
+    text
+}
+
+/// The numbered keys `prefix0`, `prefix1`, ... present in `group`, checked
+/// to be a gapless run from 0 (a snapshot holds a prefix of a writer's
+/// sequential writes); returns how many.
+fn gapless_run(any: &BlockingClient, group: u64, prefix: &str, upto: u64) -> u64 {
+    let present: Vec<bool> = (0..upto)
+        .map(|i| {
+            any.get(group, format!("{prefix}{i}"))
+                .expect("get")
+                .is_some()
+        })
+        .collect();
+    let run = present.iter().take_while(|p| **p).count();
+    assert!(
+        present[run..].iter().all(|p| !p),
+        "{prefix}: keys past the first missing one ({run}) are present: the backup is not one point in time"
+    );
+    run as u64
+}
+
+#[test]
+fn a_backup_taken_under_load_restores_a_new_cluster_to_that_point() {
+    let mut c = TestCluster::start(3);
+    c.wait_leader(1);
+    c.wait_leader(2);
+    // Group 3 exists only by command: its restore must record it.
+    sampan_cli(&c, &["--group", "3", "add-group", "--members", "1,2,3"]);
+    let any = client(c.services());
+    for i in 0..300 {
+        any.put(1, format!("k{i}"), format!("v{i}")).expect("put 1");
+    }
+    for i in 0..50 {
+        any.put(2, format!("k{i}"), format!("w{i}")).expect("put 2");
+        any.put(3, format!("k{i}"), format!("x{i}")).expect("put 3");
+    }
+    // A writer goes on while the backup is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, servers) = (stop.clone(), c.services());
+        std::thread::spawn(move || {
+            let w = client(servers);
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                w.put(1, format!("during{n}"), "d")
+                    .expect("put during the backup");
+                n += 1;
+            }
+            n
+        })
+    };
+    wait_until("the writer to start", || {
+        any.get(1, "during10").expect("get").is_some()
+    });
+    let backup = scratch(&c).join("backup");
+    let out = sampan_cli(&c, &["backup", "--out", backup.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("backed up 3 group(s)"), "{text}");
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().expect("writer");
+    for i in 0..20 {
+        any.put(1, format!("after{i}"), "a").expect("put after");
+    }
+    // A backup never overwrites.
+    let again = Command::new(env!("CARGO_BIN_EXE_sampan-cli"))
+        .arg("--servers")
+        .arg(c.service(1).to_string())
+        .args(["backup", "--out", backup.to_str().expect("utf-8")])
+        .output()
+        .expect("run sampan-cli");
+    assert_eq!(again.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    drop(any);
+    for i in 1..=3 {
+        c.kill(i);
+    }
+
+    // Refused: a data directory that holds a node's files.
+    let config = c.config_file(1);
+    let (ok, text) = sampan_node(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--restore-from".as_ref(),
+        backup.as_os_str(),
+    ]);
+    assert!(!ok && text.contains("is not empty"), "{text}");
+    // Refused: a damaged backup (one byte of group 1's data flipped);
+    // nothing is started from it.
+    let damaged = scratch(&c).join("damaged");
+    copy_dir(&backup, &damaged);
+    let snap = std::fs::read_dir(damaged.join("group-1"))
+        .expect("group-1")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("snap-"))
+        })
+        .expect("a snapshot directory");
+    let mut data = std::fs::read(snap.join("data")).expect("data");
+    let mid = data.len() / 2;
+    data[mid] ^= 0x40;
+    std::fs::write(snap.join("data"), data).expect("write");
+    std::fs::rename(scratch(&c).join("node-1"), scratch(&c).join("node-1.old")).expect("move");
+    let (ok, text) = sampan_node(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--restore-from".as_ref(),
+        damaged.as_os_str(),
+    ]);
+    assert!(!ok && text.contains("CRC"), "{text}");
+
+    // Every node restored from the backup into an empty directory.
+    for i in 1..=3 {
+        let text = restore_node(&c, i, &backup, &[]);
+        assert!(text.contains("restored 3 group(s)"), "{text}");
+        assert!(text.contains("group 3: restored"), "{text}");
+        assert!(
+            text.contains("recorded in the node's group catalog"),
+            "{text}"
+        );
+    }
+    for i in 1..=3 {
+        c.spawn(i);
+    }
+    for g in 1..=3 {
+        c.wait_leader(g);
+    }
+    let any = client(c.services());
+    for i in 0..300 {
+        assert_eq!(
+            any.get(1, format!("k{i}")).expect("get").as_deref(),
+            Some(format!("v{i}").as_bytes())
+        );
+    }
+    for i in 0..50 {
+        assert_eq!(
+            any.get(2, format!("k{i}")).expect("get").as_deref(),
+            Some(format!("w{i}").as_bytes())
+        );
+        assert_eq!(
+            any.get(3, format!("k{i}")).expect("get").as_deref(),
+            Some(format!("x{i}").as_bytes())
+        );
+    }
+    let during = gapless_run(&any, 1, "during", written + 1);
+    assert!(
+        during > 10,
+        "the backup holds {during} of the writes made while it ran"
+    );
+    for i in 0..20 {
+        assert_eq!(any.get(1, format!("after{i}")).expect("get"), None);
+    }
+    any.put(3, "new", "n")
+        .expect("a write to the restored cluster");
+    drop(any);
+
+    // The restored cluster's files are its own: it restarts from them.
+    kill_all_and_restart(&mut c);
+    c.wait_leader(3);
+    let any = client(c.services());
+    assert_eq!(any.get(3, "new").expect("get").as_deref(), Some(&b"n"[..]));
+    assert_eq!(
+        any.get(1, "k299").expect("get").as_deref(),
+        Some(&b"v299"[..])
+    );
+    drop(any);
+
+    // One node alone, restored with itself as every group's only voter.
+    for i in 1..=3 {
+        c.kill(i);
+    }
+    let text = restore_node(&c, 1, &backup, &["--members", "1"]);
+    assert!(text.contains("voters {1}"), "{text}");
+    c.spawn(1);
+    for g in 1..=3 {
+        c.wait_leader(g);
+    }
+    let one = client(vec![c.service(1)]);
+    assert_eq!(
+        one.get(2, "k49").expect("get").as_deref(),
+        Some(&b"w49"[..])
+    );
+    assert_eq!(gapless_run(&one, 1, "during", written + 1), during);
+    one.put(1, "alone", "1")
+        .expect("a lone node commits by itself");
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //! `sampan-node --print-config` prints a commented config to start from.
 //! On Ctrl-C or SIGTERM it hands the leadership of the groups it leads to
 //! other voters (at most [`HANDOVER_MAX`]), then stops its groups and
-//! exits.
+//! exits. `sampan-node --config node.toml --restore-from DIR` writes the
+//! node's (empty) data directory from a backup (`sampan-cli backup`) and
+//! exits; the node then starts as usual.
 
 use clap::Parser;
 use sampan::server::{RaftServer, machines};
@@ -27,6 +29,17 @@ struct Args {
     /// Print a commented example config and exit.
     #[arg(long)]
     print_config: bool,
+    /// Write this node's data directory (it must be empty; the node not
+    /// running) from the backup in this directory (`sampan-cli backup`),
+    /// then exit. Restore every node of the new cluster from the same
+    /// backup, then start them.
+    #[arg(long, requires = "config")]
+    restore_from: Option<PathBuf>,
+    /// With --restore-from: the voters every restored group gets (comma
+    /// separated ids), instead of the members it had; give the same list
+    /// to every node restored.
+    #[arg(long, requires = "restore_from", value_delimiter = ',')]
+    members: Vec<u64>,
 }
 
 fn main() -> ExitCode {
@@ -42,7 +55,11 @@ fn main() -> ExitCode {
     let Some(file) = args.config else {
         return ExitCode::from(2);
     };
-    match run(&file) {
+    let done = match &args.restore_from {
+        Some(backup) => restore(&file, backup, &args.members),
+        None => run(&file),
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -54,6 +71,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the node's data directory from the backup at `backup`.
+fn restore(
+    file: &std::path::Path,
+    backup: &std::path::Path,
+    members: &[u64],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = NodeConfig::load(file)?;
+    let members: std::collections::BTreeSet<u64> = members.iter().copied().collect();
+    let report = sampan::backup::restore(
+        &cfg.server,
+        &cfg.groups,
+        backup,
+        (!members.is_empty()).then_some(&members),
+    )?;
+    let node = cfg.server.node_id;
+    for g in &report.groups {
+        log::info!(
+            "node {node}: group {}: restored at index {} (term {}), {} bytes, voters {:?}, learners {:?}{}",
+            g.group,
+            g.index,
+            g.term,
+            g.size,
+            g.voters,
+            g.learners,
+            if g.cataloged {
+                " (not in the config: recorded in the node's group catalog)"
+            } else {
+                ""
+            }
+        );
+    }
+    for g in &report.skipped {
+        log::info!("node {node}: group {g}: not restored (this node is not a member of it)");
+    }
+    for g in &report.not_in_backup {
+        log::warn!("node {node}: group {g}: in the config but not in the backup: it starts empty");
+    }
+    log::info!(
+        "node {node}: restored {} group(s) into {} from {}",
+        report.groups.len(),
+        cfg.server.data_dir.display(),
+        backup.display()
+    );
+    Ok(())
 }
 
 fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

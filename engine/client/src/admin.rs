@@ -117,6 +117,30 @@ impl Client {
         })
     }
 
+    /// A piece of the stored snapshot of `group` on the node at `addr`
+    /// (its newest, or the one `read.at` names): what a backup copies out.
+    pub async fn read_snapshot_at(
+        &self,
+        addr: SocketAddr,
+        group: u64,
+        read: service::SnapshotRead,
+    ) -> Result<service::SnapshotPiece, ClientError> {
+        let body = self
+            .request_at(
+                addr,
+                group,
+                Op::ReadSnapshot,
+                Route::Redirect,
+                read.encode(),
+            )
+            .await?;
+        service::SnapshotPiece::decode(body).map_err(|source| ClientError::BadReply {
+            group,
+            addr,
+            source,
+        })
+    }
+
     /// Changes `group`'s membership to `voters` and `learners` (on its
     /// leader, found as for any request). New nodes must run a joining
     /// replica first ([`Client::add_group_at`] with `join`). Resolves once

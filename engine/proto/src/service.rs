@@ -63,6 +63,11 @@ pub enum Op {
     /// Forget a node that no group here has as a member, durably, and
     /// disconnect from it: the payload is its id (u64).
     ForgetNode,
+    /// A piece of this replica's newest (or a named) snapshot, for a
+    /// backup: the payload is [`SnapshotRead::encode`]'s, the reply
+    /// [`SnapshotPiece::encode`]'s. Served by any replica, never
+    /// forwarded.
+    ReadSnapshot,
 }
 
 impl Op {
@@ -79,7 +84,9 @@ impl Op {
             | Op::RemoveGroup
             | Op::StopGroup
             | Op::SetNodes
-            | Op::ForgetNode => true,
+            | Op::ForgetNode
+            // The whole state, every key and value.
+            | Op::ReadSnapshot => true,
         }
     }
 
@@ -98,6 +105,7 @@ impl Op {
             Op::ListNodes => 11,
             Op::SetNodes => 12,
             Op::ForgetNode => 13,
+            Op::ReadSnapshot => 14,
         }
     }
 
@@ -116,6 +124,7 @@ impl Op {
             11 => Op::ListNodes,
             12 => Op::SetNodes,
             13 => Op::ForgetNode,
+            14 => Op::ReadSnapshot,
             _ => return None,
         })
     }
@@ -324,6 +333,136 @@ pub fn decode_group_config(body: Bytes) -> Result<crate::config::GroupConfig, De
             what: "group config",
             extra,
         }),
+    }
+}
+
+/// Most data bytes one [`Op::ReadSnapshot`] reply carries.
+pub const SNAPSHOT_PIECE_BYTES_MAX: u32 = 1 << 20;
+
+/// The payload of [`Op::ReadSnapshot`]: which snapshot, and which bytes
+/// of its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRead {
+    /// The snapshot's (last index, last term); `None`: the newest one.
+    pub at: Option<(u64, u64)>,
+    /// The first data byte wanted.
+    pub offset: u64,
+    /// Most data bytes wanted (the node sends at most
+    /// [`SNAPSHOT_PIECE_BYTES_MAX`]).
+    pub bytes_max: u32,
+}
+
+impl SnapshotRead {
+    /// Version, a flag byte (1: `at` follows), `at`, offset, bytes_max.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(30);
+        b.put_u8(VERSION);
+        match self.at {
+            Some((index, term)) => {
+                b.put_u8(1);
+                b.put_u64_le(index);
+                b.put_u64_le(term);
+            }
+            None => b.put_u8(0),
+        }
+        b.put_u64_le(self.offset);
+        b.put_u32_le(self.bytes_max);
+        b.freeze()
+    }
+
+    /// Decodes [`SnapshotRead::encode`]'s bytes.
+    pub fn decode(body: Bytes) -> Result<SnapshotRead, DecodeError> {
+        const WHAT: &str = "snapshot read";
+        let mut r = Reader::new(body);
+        version(&mut r, WHAT)?;
+        let at = match r.u8(WHAT)? {
+            0 => None,
+            1 => Some((r.u64(WHAT)?, r.u64(WHAT)?)),
+            tag => return Err(unknown("snapshot read flag", tag, r.offset())),
+        };
+        let read = SnapshotRead {
+            at,
+            offset: r.u64(WHAT)?,
+            bytes_max: r.u32(WHAT)?,
+        };
+        r.finish(WHAT)?;
+        Ok(read)
+    }
+}
+
+/// The reply to [`Op::ReadSnapshot`]: the snapshot's description, the
+/// group's config on the node that answered, and a piece of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPiece {
+    /// The last log index the snapshot covers.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// The data's length in bytes.
+    pub size: u64,
+    /// CRC32C of the whole data.
+    pub data_crc: u32,
+    /// The engine's description of the snapshot (index, term,
+    /// membership), as the snapshot store keeps it.
+    pub meta: Bytes,
+    /// The group's config on the node ([`encode_group_config`]'s bytes).
+    pub group_config: Bytes,
+    /// Where `data` starts in the snapshot's data.
+    pub offset: u64,
+    /// The bytes from `offset` (empty at the end).
+    pub data: Bytes,
+}
+
+impl SnapshotPiece {
+    /// Encodes the piece: version, index, term, size, data CRC, meta,
+    /// group config, offset, data (lengths as u32).
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(
+            48 + self.meta.len() + self.group_config.len() + self.data.len(),
+        );
+        b.put_u8(VERSION);
+        for v in [self.index, self.term, self.size] {
+            b.put_u64_le(v);
+        }
+        b.put_u32_le(self.data_crc);
+        put_bytes(&mut b, &self.meta);
+        put_bytes(&mut b, &self.group_config);
+        b.put_u64_le(self.offset);
+        put_bytes(&mut b, &self.data);
+        b.freeze()
+    }
+
+    /// Decodes [`SnapshotPiece::encode`]'s bytes; the data is a slice of
+    /// `body`.
+    pub fn decode(body: Bytes) -> Result<SnapshotPiece, DecodeError> {
+        const WHAT: &str = "snapshot piece";
+        let mut r = Reader::new(body);
+        version(&mut r, WHAT)?;
+        let piece = SnapshotPiece {
+            index: r.u64(WHAT)?,
+            term: r.u64(WHAT)?,
+            size: r.u64(WHAT)?,
+            data_crc: r.u32(WHAT)?,
+            meta: r.bytes(WHAT)?,
+            group_config: r.bytes(WHAT)?,
+            offset: r.u64(WHAT)?,
+            data: r.bytes(WHAT)?,
+        };
+        r.finish(WHAT)?;
+        if piece.data.len() > SNAPSHOT_PIECE_BYTES_MAX as usize
+            || piece.offset.saturating_add(piece.data.len() as u64) > piece.size
+        {
+            return Err(DecodeError::Invalid {
+                what: WHAT,
+                detail: format!(
+                    "{} bytes at offset {} of a {}-byte snapshot",
+                    piece.data.len(),
+                    piece.offset,
+                    piece.size
+                ),
+            });
+        }
+        Ok(piece)
     }
 }
 

@@ -58,6 +58,7 @@
 /// The native client ([`sampan_client`]), re-exported under its old path.
 pub use sampan_client as client;
 pub(crate) use sampan_proto::codec;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod constants;

@@ -1309,6 +1309,7 @@ async fn serve(
         }
         Op::SetNodes => return set_nodes(shared, &req).await,
         Op::ForgetNode => return forget_node(shared, &req).await,
+        Op::ReadSnapshot => return read_snapshot(shared, host, group, req.payload).await,
         _ => {}
     }
     loop {
@@ -1588,6 +1589,36 @@ async fn remove_recorded(shared: &Shared, host: &ShardHost, group: u64) -> Resul
     host.remove_group(group).await
 }
 
+/// Serves [`Op::ReadSnapshot`] from this node's replica of `group`,
+/// whatever its role: a piece of its stored snapshot, with the group's
+/// config here (what a restore starts the group with).
+async fn read_snapshot(
+    shared: &Shared,
+    host: &ShardHost,
+    group: u64,
+    payload: Bytes,
+) -> Result<Bytes, ServerError> {
+    let read = service::SnapshotRead::decode(payload).map_err(bad)?;
+    let (Some(handle), Some(cfg)) = (host.group(group), host.group_config(group)) else {
+        return Err(ServerError::NoSuchGroup {
+            group,
+            node: shared.node,
+        });
+    };
+    let (stored, data) = handle.read_snapshot(read).await?;
+    Ok(service::SnapshotPiece {
+        index: stored.last_index,
+        term: stored.last_term,
+        size: stored.size,
+        data_crc: stored.data_crc,
+        meta: Bytes::from(stored.config),
+        group_config: service::encode_group_config(&cfg),
+        offset: read.offset,
+        data,
+    }
+    .encode())
+}
+
 /// What a replica made of a request.
 enum Local {
     /// The answer, whoever leads: a status, a local read, a snapshot, a
@@ -1670,7 +1701,8 @@ async fn serve_local(
         | Op::ListGroups
         | Op::ListNodes
         | Op::SetNodes
-        | Op::ForgetNode => {
+        | Op::ForgetNode
+        | Op::ReadSnapshot => {
             unreachable!("served by serve")
         }
     }

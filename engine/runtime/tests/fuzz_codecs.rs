@@ -25,10 +25,10 @@ use sampan::config::{Durability, GroupConfig};
 use sampan::group::{GroupError, GroupStatus, SnapshotSaved, StorageFault};
 use sampan::raft::Role;
 use sampan::service::{
-    MembersChange, NodeAddrs, Op, Route, ServerError, ServiceRequest, decode_group_config,
-    decode_group_ids, decode_members, decode_nodes, decode_reply, decode_saved, decode_status,
-    encode_group_config, encode_group_ids, encode_members, encode_nodes, encode_reply,
-    encode_saved, encode_status,
+    MembersChange, NodeAddrs, Op, Route, ServerError, ServiceRequest, SnapshotPiece, SnapshotRead,
+    decode_group_config, decode_group_ids, decode_members, decode_nodes, decode_reply,
+    decode_saved, decode_status, encode_group_config, encode_group_ids, encode_members,
+    encode_nodes, encode_reply, encode_saved, encode_status,
 };
 use sampan::wire::{self, ChunkAnswer, ChunkStatus, HeartbeatBatch, SnapshotChunk};
 use sampan_kv::{
@@ -71,6 +71,8 @@ const DECODERS: &[(&str, Decode)] = &[
     ("snapshot meta", |b| wire::decode_snapshot_meta(b).is_ok()),
     ("group ids", |b| decode_group_ids(b).is_ok()),
     ("nodes", |b| decode_nodes(b).is_ok()),
+    ("snapshot read", |b| SnapshotRead::decode(b).is_ok()),
+    ("snapshot piece", |b| SnapshotPiece::decode(b).is_ok()),
 ];
 
 /// Decodes `bytes`, checking what the decode held in memory.
@@ -390,6 +392,7 @@ fn service_request() -> impl Strategy<Value = ServiceRequest> {
         Op::ListNodes,
         Op::SetNodes,
         Op::ForgetNode,
+        Op::ReadSnapshot,
     ]);
     let route = prop::sample::select(vec![Route::Redirect, Route::Forward, Route::Local]);
     (op, route, bytes(30)).prop_map(|(op, route, payload)| ServiceRequest { op, route, payload })
@@ -535,6 +538,24 @@ proptest! {
             })
             .collect();
         check_codec("nodes", &nodes, encode_nodes(&nodes), decode_nodes, DECODERS[16].1, false, &m)?;
+        let read = SnapshotRead {
+            at: saved.index.is_multiple_of(2).then_some((saved.index, saved.term)),
+            offset: saved.bytes,
+            bytes_max: saved.write_ms as u32,
+        };
+        check_codec("snapshot read", &read, read.encode(), SnapshotRead::decode, DECODERS[17].1, false, &m)?;
+        let data = Bytes::from(format!("{:?}", value.voters));
+        let piece = SnapshotPiece {
+            index: saved.index,
+            term: saved.term,
+            size: saved.bytes.max(data.len() as u64),
+            data_crc: saved.write_ms as u32,
+            meta: Bytes::from(format!("{:?}", value.learners)),
+            group_config: encode_group_config(&config),
+            offset: 0,
+            data,
+        };
+        check_codec("snapshot piece", &piece, piece.encode(), SnapshotPiece::decode, DECODERS[18].1, false, &m)?;
     }
 
     #[test]

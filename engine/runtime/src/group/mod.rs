@@ -110,6 +110,11 @@ pub(crate) enum Event {
     /// The persist fiber reset the log to a received snapshot.
     SnapshotInstalled(u64),
     SnapshotNow(Reply<SnapshotSaved>),
+    /// A piece of a stored snapshot, for a backup.
+    ReadSnapshot {
+        read: crate::service::SnapshotRead,
+        reply: Reply<(sampan_storage::SnapshotMeta, Bytes)>,
+    },
     ChangeMembers {
         /// Where the membership the target was computed from was set
         /// (index, term), if conditional.
@@ -283,6 +288,18 @@ impl GroupHandle {
     /// purges the log it covers; resolves once it is durable.
     pub async fn snapshot_now(&self) -> Result<SnapshotSaved, GroupError> {
         self.call(Event::SnapshotNow).await
+    }
+
+    /// The description of this replica's newest snapshot (or the one
+    /// `read.at` names) and up to `read.bytes_max` bytes of its data from
+    /// `read.offset` (fewer at its end, none past it), read on a fiber of
+    /// its own: what a backup copies out. Refused when there is no such
+    /// snapshot (none written yet, or a newer one replaced it).
+    pub async fn read_snapshot(
+        &self,
+        read: crate::service::SnapshotRead,
+    ) -> Result<(sampan_storage::SnapshotMeta, Bytes), GroupError> {
+        self.call(|reply| Event::ReadSnapshot { read, reply }).await
     }
 
     /// Changes the membership to `voters` and `learners` (observers): new

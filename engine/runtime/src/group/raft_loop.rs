@@ -604,6 +604,23 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             Event::SnapshotNow(reply) => {
                 let _ = self.apply.send(ApplyJob::SnapshotNow(reply)).await;
             }
+            Event::ReadSnapshot { read, reply } => {
+                let (snaps, group) = (self.snaps.clone(), self.group);
+                let task = async move {
+                    let piece = super::snapshot::read_piece(&snaps.store, read)
+                        .await
+                        .map_err(|reason| GroupError::Refused { group, reason });
+                    reply.send(piece);
+                };
+                // A fiber that cannot start drops the reply: the caller
+                // hears the group stopped (it is stopping).
+                if let Err(e) = self
+                    .fibers
+                    .spawn(TaskClass::Background, "snapshot-read", task)
+                {
+                    log::warn!("group {group}: snapshot read not served: {e}");
+                }
+            }
             Event::ChangeMembers {
                 expected,
                 voters,

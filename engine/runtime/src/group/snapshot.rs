@@ -135,6 +135,44 @@ pub(crate) async fn find<S: SnapshotManager>(
         .ok_or_else(|| format!("no stored snapshot at index {index} (term {term})"))
 }
 
+/// The stored snapshot `read.at` names (else the newest) and up to
+/// `read.bytes_max` bytes (at most a reply's worth) of its data from
+/// `read.offset`.
+pub(crate) async fn read_piece<S: SnapshotManager>(
+    store: &S,
+    read: crate::service::SnapshotRead,
+) -> Result<(sampan_storage::SnapshotMeta, bytes::Bytes), String> {
+    let stored = match read.at {
+        Some((index, term)) => find(store, index, term).await?,
+        None => store
+            .latest()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no snapshot is stored here yet".to_string())?,
+    };
+    if read.offset > stored.size {
+        return Err(format!(
+            "offset {} is past the end of the {}-byte snapshot at index {}",
+            read.offset, stored.size, stored.last_index
+        ));
+    }
+    let mut reader = store.open(&stored).await.map_err(|e| e.to_string())?;
+    reader
+        .skip_to(read.offset)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes_max = read
+        .bytes_max
+        .clamp(1, crate::service::SNAPSHOT_PIECE_BYTES_MAX) as usize;
+    let data = reader
+        .next_chunk(bytes_max)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    Ok((stored, data))
+}
+
 /// Feeds the stored snapshot `stored` to `sm` chunk by chunk (yielding
 /// between chunks); the live state is replaced only if all of it reads
 /// back whole. The error names the snapshot's directory.
