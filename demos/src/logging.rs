@@ -6,6 +6,11 @@
 //! - `kv`: `ts=... level=info target=sampan::host msg="..."` (logfmt);
 //! - `json`: one object per line, `{"ts":...,"level":...,"target":...,"msg":...}`.
 //!
+//! A line about a group carries its `group` and `term` as key-values
+//! (`sampan_fiber::group_log!`): fields of their own in `kv` and `json`
+//! (`group=3 term=7`, `"group":3,"term":7`), appended as `group=3 term=7`
+//! in `text`.
+//!
 //! Timestamps are UTC, RFC 3339 with milliseconds. An unknown format falls
 //! back to `text`, and says so on the first line.
 
@@ -48,9 +53,13 @@ pub fn init(default_level: &str) -> LogFormat {
         LogFormat::Text => {}
         LogFormat::KeyValue => {
             builder.format(|out, record| {
+                let fields: String = key_values(record)
+                    .into_iter()
+                    .map(|(k, v)| format!(" {k}={}", logfmt_value(&v)))
+                    .collect();
                 writeln!(
                     out,
-                    "ts={} level={} target={} msg={}",
+                    "ts={} level={} target={}{fields} msg={}",
                     now(),
                     record.level().as_str().to_ascii_lowercase(),
                     record.target(),
@@ -60,9 +69,13 @@ pub fn init(default_level: &str) -> LogFormat {
         }
         LogFormat::Json => {
             builder.format(|out, record| {
+                let fields: String = key_values(record)
+                    .into_iter()
+                    .map(|(k, v)| format!(",{}:{}", crate::json::string(&k), json_value(&v)))
+                    .collect();
                 writeln!(
                     out,
-                    "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":{},\"msg\":{}}}",
+                    "{{\"ts\":\"{}\",\"level\":\"{}\",\"target\":{}{fields},\"msg\":{}}}",
                     now(),
                     record.level().as_str().to_ascii_lowercase(),
                     crate::json::string(record.target()),
@@ -76,6 +89,46 @@ pub fn init(default_level: &str) -> LogFormat {
         log::warn!("{FORMAT_VAR}={asked:?} is not text, kv or json: logging as text");
     }
     format.unwrap_or(LogFormat::Text)
+}
+
+/// A record's key-values (`group`, `term`), in order, as text.
+fn key_values(record: &log::Record<'_>) -> Vec<(String, String)> {
+    struct Collect(Vec<(String, String)>);
+    impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
+        fn visit_pair(
+            &mut self,
+            key: log::kv::Key<'kvs>,
+            value: log::kv::Value<'kvs>,
+        ) -> Result<(), log::kv::Error> {
+            self.0.push((key.to_string(), value.to_string()));
+            Ok(())
+        }
+    }
+    let mut c = Collect(Vec::new());
+    // Visiting a record's own pairs cannot fail: the visitor never does.
+    let _ = record.key_values().visit(&mut c);
+    c.0
+}
+
+/// A value in logfmt: bare if it is a plain word, else quoted.
+fn logfmt_value(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c))
+    {
+        v.to_string()
+    } else {
+        quoted(v)
+    }
+}
+
+/// A value in JSON: a number if it is one, else a string.
+fn json_value(v: &str) -> String {
+    if v.parse::<u64>().is_ok() || v.parse::<i64>().is_ok() {
+        v.to_string()
+    } else {
+        crate::json::string(v)
+    }
 }
 
 /// Now, UTC, RFC 3339 with milliseconds.
@@ -126,5 +179,22 @@ mod tests {
         let j = crate::json::string("line\n\"q\"\u{1}");
         let back: String = serde_json::from_str(&j).expect("valid JSON");
         assert_eq!(back, "line\n\"q\"\u{1}");
+        assert_eq!(logfmt_value("7"), "7");
+        assert_eq!(logfmt_value("a b"), "\"a b\"");
+        assert_eq!(json_value("7"), "7");
+        assert_eq!(json_value("x"), "\"x\"");
+    }
+
+    #[test]
+    fn a_records_key_values_are_read_in_order() {
+        let kvs: [(&str, u64); 2] = [("group", 3), ("term", 7)];
+        let record = log::Record::builder()
+            .args(format_args!("group 3: leader"))
+            .key_values(&kvs)
+            .build();
+        assert_eq!(
+            key_values(&record),
+            vec![("group".into(), "3".into()), ("term".into(), "7".into())]
+        );
     }
 }

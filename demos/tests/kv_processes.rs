@@ -662,13 +662,45 @@ fn json_logs_are_one_object_per_line_from_start_to_stop() {
         "{}",
         lines.join("\n")
     );
+    let mut role_lines = 0;
     for l in &lines {
         let v: serde_json::Value =
             serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         for key in ["ts", "level", "target", "msg"] {
             assert!(v[key].is_string(), "no {key}: {l}");
         }
+        // A line about a group names it and its term, as fields.
+        let msg = v["msg"].as_str().unwrap_or_default();
+        if let Some(group) = group_named(msg) {
+            assert_eq!(v["group"].as_u64(), Some(group), "no group field: {l}");
+            assert!(v["term"].is_u64(), "no term field: {l}");
+        }
+        // "group 1: Follower in term 1 (leader None)": the field is that term.
+        if let Some((_, rest)) = msg
+            .strip_prefix("group 1: ")
+            .and_then(|m| m.split_once(" in term "))
+        {
+            let said: Option<u64> = rest.split(' ').next().and_then(|t| t.parse().ok());
+            assert_eq!(v["term"].as_u64(), said, "{l}");
+            role_lines += 1;
+        }
     }
+    assert!(
+        role_lines > 0,
+        "no line gives group 1's role and term: {}",
+        lines.join("\n")
+    );
+}
+
+/// The group a log message is about (`group 3: ...`, `... group 3 ...`).
+fn group_named(msg: &str) -> Option<u64> {
+    msg.match_indices("group ").find_map(|(at, _)| {
+        let digits: String = msg[at + 6..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    })
 }
 
 /// The last node of a cluster stopped (one follower dead, the other

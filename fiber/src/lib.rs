@@ -42,6 +42,7 @@ mod channel;
 mod error;
 pub mod fs;
 mod group;
+pub mod log_context;
 mod mailbox;
 mod memlock;
 pub mod net;
@@ -55,6 +56,8 @@ pub mod tls;
 pub use channel::{OneshotReceiver, OneshotSender, Receiver, SendError, Sender, channel, oneshot};
 pub use error::FiberError;
 pub use group::{FiberGroup, FiberHandle, GroupState, spawn};
+#[doc(hidden)]
+pub use log as __log;
 pub use mailbox::{RuntimeHandle, ShardHandle};
 pub use memlock::{IO_MEMORY_DEFAULT_BYTES, IO_MEMORY_MIN_BYTES, memlock_limits, plan_io_memory};
 pub use runtime::{

@@ -224,7 +224,9 @@ impl<V: Vfs> SegmentLog<V> {
         }
         let seg = self.next_segment(id, last + 1).await?;
         self.sync_dir().await?;
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            inner.group,
             "group {}: segment {} started at index {}",
             inner.group,
             seg.path.display(),
@@ -265,7 +267,9 @@ impl<V: Vfs> Segment<V> {
         self.seal_fd(group).await;
         for path in [self.path.clone(), self.index.path().to_path_buf()] {
             if let Err(e) = vfs.remove(&path).await {
-                log::warn!(
+                sampan_fiber::group_log!(
+                    warn,
+                    group,
                     "group {group}: could not remove {}: {e}; recovery will",
                     path.display()
                 );

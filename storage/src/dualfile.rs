@@ -205,7 +205,9 @@ impl<V: Vfs> DualFile<V> {
             }
             (Slot::Good(s, p), other) | (other, Slot::Good(s, p)) => {
                 if let Slot::Bad(why) = other {
-                    log::warn!(
+                    sampan_fiber::group_log!(
+                        warn,
+                        group,
                         "group {group}: {}: one copy is bad ({why}), using the other (seq {s})",
                         path.display()
                     );
@@ -282,6 +284,11 @@ fn slot_bytes(magic: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
 /// nothing a sync did not).
 async fn close<F: VfsFile>(file: F, group: u64, path: &Path) {
     if let Err(e) = file.release().await {
-        log::warn!("group {group}: closing {}: {e}", path.display());
+        sampan_fiber::group_log!(
+            warn,
+            group,
+            "group {group}: closing {}: {e}",
+            path.display()
+        );
     }
 }

@@ -548,7 +548,12 @@ impl<V: Vfs> RaftLog for SegmentLog<V> {
         if last > self.durable_index() {
             self.sync(last).await?;
         }
-        log::info!("group {}: log closed at index {last}", self.inner.group);
+        sampan_fiber::group_log!(
+            info,
+            self.inner.group,
+            "group {}: log closed at index {last}",
+            self.inner.group
+        );
         Ok(())
     }
 }

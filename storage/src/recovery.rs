@@ -79,7 +79,9 @@ impl<V: Vfs> SegmentLog<V> {
         let written = log.inner.sync.written.get();
         log.inner.sync.synced.set(synced.min(written));
         log.ensure_active().await?;
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            group,
             "group {group}: log opened in {}: entries {}..={}, {} segment(s)",
             dir.display(),
             meta.first_index,
@@ -165,7 +167,9 @@ async fn list_segments<V: Vfs>(vfs: &V, dir: &Path, group: u64) -> Result<BTreeM
                 // Zeros made ready for a roll that never came.
                 let _ = vfs.remove(&dir.join(&name)).await;
             }
-            None => log::warn!(
+            None => sampan_fiber::group_log!(
+                warn,
+                group,
                 "group {group}: ignoring unknown file {name} in {}",
                 dir.display()
             ),
@@ -176,7 +180,7 @@ async fn list_segments<V: Vfs>(vfs: &V, dir: &Path, group: u64) -> Result<BTreeM
 
 async fn remove_pair<V: Vfs>(vfs: &V, dir: &Path, group: u64, first: u64, id: u64, why: &str) {
     let (d, i) = segment::file_names(first, id);
-    log::info!("group {group}: removing segment {d} ({why})");
+    sampan_fiber::group_log!(info, group, "group {group}: removing segment {d} ({why})");
     for name in [d, i] {
         let _ = vfs.remove(&dir.join(name)).await;
     }
@@ -358,7 +362,9 @@ async fn load_sealed<V: Vfs>(
             )),
         };
     }
-    log::warn!(
+    sampan_fiber::group_log!(
+        warn,
+        group,
         "group {group}: rebuilding index {} from its segment",
         seg.index.path().display()
     );
@@ -434,7 +440,9 @@ async fn load_active<V: Vfs>(
                 ),
             ));
         }
-        log::warn!(
+        sampan_fiber::group_log!(
+            warn,
+            group,
             "group {group}: {}: torn tail cut at offset {} after index {} ({} bytes zeroed)",
             seg.path.display(),
             scan.end,

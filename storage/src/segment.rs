@@ -83,7 +83,12 @@ fn header(id: u64, first_index: u64, created_ms: u64) -> Vec<u8> {
 /// nothing a sync did not.
 pub(crate) async fn release_fd<F: VfsFile>(group: u64, file: &F, path: &Path) {
     if let Err(e) = file.release().await {
-        log::warn!("group {group}: closing {}: {e}", path.display());
+        sampan_fiber::group_log!(
+            warn,
+            group,
+            "group {group}: closing {}: {e}",
+            path.display()
+        );
     }
 }
 

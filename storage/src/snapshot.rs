@@ -118,7 +118,11 @@ impl<V: Vfs> SnapshotStore<V> {
             .iter()
             .filter(|n| n.ends_with(WRITING) || n.ends_with(REMOVING))
         {
-            log::info!("group {group}: removing unfinished snapshot {name}");
+            sampan_fiber::group_log!(
+                info,
+                group,
+                "group {group}: removing unfinished snapshot {name}"
+            );
             vfs.remove_dir_all(&dir.join(name))
                 .await
                 .map_err(|e| io("remove", e))?;
@@ -130,7 +134,9 @@ impl<V: Vfs> SnapshotStore<V> {
             match vfs.open(&meta, false).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    log::warn!(
+                    sampan_fiber::group_log!(
+                        warn,
+                        group,
                         "group {group}: removing snapshot {name}: its meta is gone (a removal cut short by a crash)"
                     );
                     vfs.remove_dir_all(&dir.join(name))
@@ -408,7 +414,9 @@ impl<V: Vfs> SnapshotWriter<V> {
             .sync_dir(&parent)
             .await
             .map_err(|e| io("sync dir", &parent, e))?;
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            s.group,
             "group {}: snapshot at index {} (term {}) written: {} bytes",
             s.group,
             self.meta.last_index,

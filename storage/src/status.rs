@@ -98,7 +98,9 @@ impl<V: Vfs> StatusFile<V> {
                 StorageError::corrupt(group, path, 0, "status payload does not decode")
             })?,
         };
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            group,
             "group {group}: status loaded: term {}, commit {}",
             state.term,
             state.commit_index

@@ -62,7 +62,9 @@ impl<V: Vfs> SegmentLog<V> {
         }
         inner.sync.epoch.set(inner.sync.epoch.get() + 1);
         inner.sync.reset_to(last_kept);
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            inner.group,
             "group {}: log truncated after {last_kept} (was {last})",
             inner.group
         );
@@ -141,7 +143,9 @@ impl<V: Vfs> SegmentLog<V> {
         if !removed.is_empty() {
             self.sync_dir().await?;
         }
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            inner.group,
             "group {}: log purged before {first_kept} ({} segment(s) deleted)",
             inner.group,
             removed.len()
@@ -187,7 +191,9 @@ impl<V: Vfs> SegmentLog<V> {
             seg.remove_files(&inner.vfs, inner.group).await;
         }
         self.sync_dir().await?;
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            inner.group,
             "group {}: log reset after snapshot at {last_index} (term {last_term})",
             inner.group
         );

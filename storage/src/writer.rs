@@ -101,7 +101,12 @@ impl<F> SyncState<F> {
     }
 
     pub(crate) fn fail(&self, reason: String) {
-        log::error!("group {}: {reason}; the log must be reopened", self.group);
+        sampan_fiber::group_log!(
+            error,
+            self.group,
+            "group {}: {reason}; the log must be reopened",
+            self.group
+        );
         self.failed.borrow_mut().get_or_insert(reason);
         self.changed.notify_all();
     }

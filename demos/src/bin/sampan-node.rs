@@ -90,6 +90,7 @@ fn restore(
     let node = cfg.server.node_id;
     for g in &report.groups {
         log::info!(
+            group = g.group, term = g.term;
             "node {node}: group {}: restored at index {} (term {}), {} bytes, voters {:?}, learners {:?}{}",
             g.group,
             g.index,
@@ -105,10 +106,10 @@ fn restore(
         );
     }
     for g in &report.skipped {
-        log::info!("node {node}: group {g}: not restored (this node is not a member of it)");
+        log::info!(group = *g; "node {node}: group {g}: not restored (this node is not a member of it)");
     }
     for g in &report.not_in_backup {
-        log::warn!("node {node}: group {g}: in the config but not in the backup: it starts empty");
+        log::warn!(group = *g; "node {node}: group {g}: in the config but not in the backup: it starts empty");
     }
     log::info!(
         "node {node}: restored {} group(s) into {} from {}",

@@ -124,7 +124,9 @@ impl Writer {
                     None => WriteError::Failed(super::render::error_text(&last)),
                 });
             }
-            log::debug!(
+            sampan_fiber::group_log!(
+                debug,
+                group.id(),
                 "group {}: write retried under its session: {last}",
                 group.id()
             );

@@ -412,6 +412,8 @@ impl ShardHost {
         )
         .await
         .map_err(storage)?;
+        // Lines about the group name its term from here on.
+        sampan_fiber::log_context::set_term(g, status.state().term);
         let mut cfg = raft::Config::new(NodeId(self.cfg.node_id), GroupId(g));
         cfg.ticks_election = self.cfg.ticks_election();
         cfg.ticks_heartbeat = self.cfg.ticks_heartbeat();
@@ -456,7 +458,7 @@ impl ShardHost {
         self.woken.push(g);
         self.fibers.borrow_mut().insert(g, fibers);
         self.configs.borrow_mut().insert(g, group.clone());
-        log::info!("node {}: group {g} started", self.cfg.node_id);
+        sampan_fiber::group_log!(info, g, "node {}: group {g} started", self.cfg.node_id);
         Ok(handle)
     }
 
@@ -511,7 +513,13 @@ impl ShardHost {
             Some(f) => {
                 f.cancel();
                 f.join().await;
-                log::info!("node {}: group {group} stopped", self.cfg.node_id);
+                sampan_fiber::group_log!(
+                    info,
+                    group,
+                    "node {}: group {group} stopped",
+                    self.cfg.node_id
+                );
+                sampan_fiber::log_context::forget(group);
                 true
             }
             None => false,
@@ -534,7 +542,9 @@ impl ShardHost {
             if let Some(wal) = self.shared.get() {
                 wal.forget_group(group);
             }
-            log::info!(
+            sampan_fiber::group_log!(
+                info,
+                group,
                 "node {}: group {group} removed, {} deleted",
                 self.cfg.node_id,
                 dir.display()

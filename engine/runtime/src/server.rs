@@ -207,7 +207,9 @@ async fn heal_failed_groups(shared: Arc<Shared>) {
                 }
                 _ => (now, HEAL_BACKOFF_MIN),
             };
-            log::warn!(
+            sampan_fiber::group_log!(
+                warn,
+                g,
                 "node {}: group {g} stopped writing ({fault}: {reason}); restarting it from its files \
                  (its files are checked again as it opens)",
                 shared.node
@@ -226,14 +228,18 @@ async fn heal_failed_groups(shared: Arc<Shared>) {
             };
             match shared.adder.add(host.clone(), cfg.clone()).await {
                 Ok(()) => {
-                    log::info!(
+                    sampan_fiber::group_log!(
+                        info,
+                        g,
                         "node {}: group {g} restarted after a storage failure",
                         shared.node
                     );
                     backoff.insert(g, (Instant::now(), pause));
                 }
                 Err(e) => {
-                    log::warn!(
+                    sampan_fiber::group_log!(
+                        warn,
+                        g,
                         "node {}: group {g} cannot restart yet ({e}); trying again in {pause:?}",
                         shared.node
                     );
@@ -400,7 +406,9 @@ impl<F: RaftFactory> RaftServer<F> {
         let mut run: Vec<GroupConfig> = Vec::new();
         for g in configured {
             if removed.contains(&g.group_id) {
-                log::warn!(
+                sampan_fiber::group_log!(
+                    warn,
+                    g.group_id,
                     "node {node}: group {} is in the config file but was removed at runtime; \
                      not started (add it again at runtime, or delete it from the config file)",
                     g.group_id
@@ -410,7 +418,9 @@ impl<F: RaftFactory> RaftServer<F> {
             }
         }
         for (g, why) in &recorded.unusable {
-            log::error!(
+            sampan_fiber::group_log!(
+                error,
+                *g,
                 "node {node}: group {g} was added at runtime but {why}; not started (its files are kept)"
             );
         }
@@ -420,7 +430,9 @@ impl<F: RaftFactory> RaftServer<F> {
             }
             match cfg.validate(known) {
                 Ok(()) => run.push(cfg),
-                Err(e) => log::error!(
+                Err(e) => sampan_fiber::group_log!(
+                    error,
+                    g,
                     "node {node}: group {g} was added at runtime but its config no longer fits \
                      this node's: {e}; not started (its files are kept)"
                 ),
@@ -1112,7 +1124,7 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
         && let Some(answer) = read_at_once(&shared, group, req)
     {
         if let Err(e) = responder.respond(Body::from(encode_reply(&Ok(answer)))) {
-            log::debug!("group {group}: reply not sent: {e}");
+            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
         }
         return;
     }
@@ -1139,11 +1151,11 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
             }),
         };
         if let Err(e) = responder.respond(Body::from(encode_reply(&reply))) {
-            log::debug!("group {group}: reply not sent: {e}");
+            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
         }
     };
     if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "service-request", work) {
-        log::warn!("group {group}: request dropped: {e}");
+        sampan_fiber::group_log!(warn, group, "group {group}: request dropped: {e}");
     }
 }
 
@@ -1570,7 +1582,9 @@ async fn add_recorded(
             None => Change::Clear(group),
         };
         if let Err(undo) = record_change(shared, Book::Groups, undo).await {
-            log::error!(
+            sampan_fiber::group_log!(
+                error,
+                group,
                 "node {}: group {group} did not start ({e}), and its record in the catalog \
                  could not be undone ({undo}): a restart will try to start it",
                 shared.node
@@ -1774,7 +1788,11 @@ async fn forward(
         reason: format!("its reply does not decode: {e}"),
     })?;
     if let Err(ServerError::NotLeader { leader: l, .. }) = &reply {
-        log::debug!("group {group}: node {leader} no longer leads (it names {l:?})");
+        sampan_fiber::group_log!(
+            debug,
+            group,
+            "group {group}: node {leader} no longer leads (it names {l:?})"
+        );
     }
     reply
 }

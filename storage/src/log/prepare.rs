@@ -171,7 +171,9 @@ impl<V: Vfs> SegmentLog<V> {
         let spawned = sampan_fiber::spawn(TaskClass::Background, "log-prepare", async move {
             if let Err(e) = log.prepare().await {
                 log.inner.prep.failed_on.set(active);
-                log::warn!(
+                sampan_fiber::group_log!(
+                    warn,
+                    log.group(),
                     "group {}: preparing segment space failed, appends allocate inline \
                      until the next segment: {e}",
                     log.group()
@@ -179,7 +181,12 @@ impl<V: Vfs> SegmentLog<V> {
             }
         });
         if let Err(e) = spawned {
-            log::debug!("group {}: no background preparer: {e}", self.group());
+            sampan_fiber::group_log!(
+                debug,
+                self.group(),
+                "group {}: no background preparer: {e}",
+                self.group()
+            );
         }
     }
 
@@ -315,7 +322,9 @@ impl<V: Vfs> SegmentLog<V> {
             .await
             {
                 Ok(seg) => return Ok(seg),
-                Err(e) => log::warn!(
+                Err(e) => sampan_fiber::group_log!(
+                    warn,
+                    inner.group,
                     "group {}: spare segment unusable ({e}); creating one",
                     inner.group
                 ),

@@ -131,7 +131,11 @@ pub(crate) async fn run<S: SnapshotManager>(
             }
             ApplyJob::Install(meta) => {
                 if let Err(reason) = a.install(&meta).await {
-                    log::error!("group {group}: installing the snapshot failed: {reason}");
+                    sampan_fiber::group_log!(
+                        error,
+                        group,
+                        "group {group}: installing the snapshot failed: {reason}"
+                    );
                     let _ = inbox
                         .send(Event::Failed(GroupError::Storage {
                             group,
@@ -235,7 +239,13 @@ impl<S: SnapshotManager> Applier<S> {
         self.bytes_since_snapshot = 0;
         self.snapshot_at = Instant::now();
         let waiters = std::mem::take(&mut self.snapshot_waiters);
-        log::debug!("group {}: snapshot frozen at {}", self.group, meta.index);
+        sampan_fiber::group_log!(
+            debug,
+            self.group,
+            "group {}: snapshot frozen at {}",
+            self.group,
+            meta.index
+        );
         if let Err(e) = self.snap_jobs.try_send(SnapJob::Save {
             frozen,
             meta,
@@ -264,7 +274,9 @@ impl<S: SnapshotManager> Applier<S> {
             let mut machine = self.gate.machine().borrow_mut();
             restore(machine.as_mut(), store, &stored).await?;
         }
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            self.group,
             "group {}: state restored from the snapshot at {}",
             self.group,
             meta.index
@@ -325,7 +337,12 @@ impl<S: SnapshotManager> Applier<S> {
         for payload in due {
             let (reply, _ignored) = oneshot();
             if inbox.try_send(Event::Propose { payload, reply }).is_err() {
-                log::debug!("group {}: a due command waits for room", self.group);
+                sampan_fiber::group_log!(
+                    debug,
+                    self.group,
+                    "group {}: a due command waits for room",
+                    self.group
+                );
                 break;
             }
         }
@@ -362,7 +379,9 @@ impl<S: SnapshotManager> Applier<S> {
             if let EntryKind::ConfChange(cc) = &e.kind {
                 match self.membership.apply(cc) {
                     Ok(m) => self.membership = m,
-                    Err(err) => log::warn!(
+                    Err(err) => sampan_fiber::group_log!(
+                        warn,
+                        self.group,
                         "group {}: membership change at {} does not apply: {err}",
                         self.group,
                         e.index

@@ -189,7 +189,9 @@ impl Outbox for TransportOutbox {
         let pieces = match encode_message(&msg, records.as_ref()) {
             Ok(p) => p,
             Err(e) => {
-                log::error!(
+                sampan_fiber::group_log!(
+                    error,
+                    msg.group.0,
                     "group {}: cannot encode a message to {}: {e}",
                     msg.group,
                     msg.to
@@ -203,7 +205,13 @@ impl Outbox for TransportOutbox {
                 .try_send(msg.to.0, wire::kind::RAFT, msg.group.0, Body::from(pieces))
         {
             self.dropped.set(self.dropped.get() + 1);
-            log::debug!("group {}: message to {} not sent: {e}", msg.group, msg.to);
+            sampan_fiber::group_log!(
+                debug,
+                msg.group.0,
+                "group {}: message to {} not sent: {e}",
+                msg.group,
+                msg.to
+            );
         }
     }
 }
@@ -257,7 +265,11 @@ pub fn route_raft_frames(
         };
         let reply: Box<dyn FnOnce(ChunkAnswer)> = Box::new(move |answer: ChunkAnswer| {
             if let Err(e) = responder.respond(answer.encode()) {
-                log::debug!("group {group}: snapshot chunk answer not sent: {e}");
+                sampan_fiber::group_log!(
+                    debug,
+                    group,
+                    "group {group}: snapshot chunk answer not sent: {e}"
+                );
             }
         });
         let refused = ChunkAnswer {

@@ -88,7 +88,11 @@ pub(crate) async fn run<L: RaftLog, V: Vfs>(
             }
             Err(e) => {
                 let err = super::storage_error(group, &e);
-                log::error!("group {group}: persisting failed, the replica stops writing: {e}");
+                sampan_fiber::group_log!(
+                    error,
+                    group,
+                    "group {group}: persisting failed, the replica stops writing: {e}"
+                );
                 let _ = inbox.send(Event::Failed(err)).await;
                 return;
             }

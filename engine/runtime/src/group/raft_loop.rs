@@ -103,7 +103,7 @@ async fn bootstrap<L: RaftLog, V: Vfs>(
         config: Vec::new(),
     };
     status.save(&hs).await.map_err(storage(group))?;
-    log::info!("group {group}: bootstrapped");
+    sampan_fiber::group_log!(info, group, "group {group}: bootstrapped");
     Ok(())
 }
 
@@ -154,7 +154,9 @@ async fn recover_snapshot<L: RaftLog, S: SnapshotManager>(
             .await
             .map_err(|e| fail(e.to_string()))?;
     }
-    log::info!(
+    sampan_fiber::group_log!(
+        info,
+        group,
         "group {group}: restored the snapshot at {} ({} bytes) in {:?}",
         meta.index,
         stored.size,
@@ -570,7 +572,12 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                 }
                 let from = msg.from;
                 if let Err(e) = self.raft.step(msg) {
-                    log::warn!("group {}: dropped a message: {e}", self.group);
+                    sampan_fiber::group_log!(
+                        warn,
+                        self.group,
+                        "group {}: dropped a message: {e}",
+                        self.group
+                    );
                 }
                 // The leader's last contact, for the status: any message
                 // from the node this replica now takes for its leader.
@@ -618,7 +625,11 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
                     .fibers
                     .spawn(TaskClass::Background, "snapshot-read", task)
                 {
-                    log::warn!("group {group}: snapshot read not served: {e}");
+                    sampan_fiber::group_log!(
+                        warn,
+                        group,
+                        "group {group}: snapshot read not served: {e}"
+                    );
                 }
             }
             Event::ChangeMembers {
@@ -694,7 +705,12 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
 
     /// The replica's storage failed: no more writes, waiting reads fail.
     fn stop_writing(&mut self, e: GroupError) {
-        log::error!("group {}: {e}; no more writes", self.group);
+        sampan_fiber::group_log!(
+            error,
+            self.group,
+            "group {}: {e}; no more writes",
+            self.group
+        );
         // Reads waiting for a quorum round would wait forever: the
         // core is no longer driven.
         for (_, (_, reply)) in self.reads.drain() {
@@ -898,6 +914,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             return;
         }
         let before = self.role_seen.replace(now);
+        sampan_fiber::log_context::set_term(self.group, now.1);
         if matches!(now.0, Role::Candidate)
             && before.is_none_or(|b| b.0 != Role::Candidate || b.1 != now.1)
         {
@@ -920,7 +937,9 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             term: now.1,
             leader: now.2.map(|n| n.0),
         };
-        log::info!(
+        sampan_fiber::group_log!(
+            info,
+            self.group,
             "group {}: {:?} in term {} (leader {:?})",
             self.group,
             now.0,
@@ -1027,7 +1046,12 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             .fibers
             .spawn(TaskClass::Background, "snapshot-send", transfer.run())
         {
-            log::warn!("group {}: snapshot to node {to} not sent: {e}", self.group);
+            sampan_fiber::group_log!(
+                warn,
+                self.group,
+                "group {}: snapshot to node {to} not sent: {e}",
+                self.group
+            );
             self.raft.report_snapshot(NodeId(to), false);
         }
     }

@@ -266,7 +266,12 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
                     if purge_due.is_some_and(|at| at <= now) {
                         purge_due = None;
                         if let Err(e) = self.log.maintain(now).await {
-                            log::warn!("group {}: log purge failed: {e}", self.group);
+                            sampan_fiber::group_log!(
+                                warn,
+                                self.group,
+                                "group {}: log purge failed: {e}",
+                                self.group
+                            );
                         }
                     }
                     if let (Some(at), Some(p)) = (look_at, period)
@@ -288,7 +293,9 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
                     let outcome = self.save(frozen, &meta, &mut purge_due).await;
                     self.snaps.busy.set(false);
                     if let Err(e) = &outcome {
-                        log::warn!(
+                        sampan_fiber::group_log!(
+                            warn,
+                            self.group,
                             "group {}: snapshot at {} failed: {e}",
                             self.group,
                             meta.index
@@ -421,7 +428,9 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
                 return answer(ChunkStatus::Continue, 0);
             }
             if let Some(old) = receiving.take() {
-                log::info!(
+                sampan_fiber::group_log!(
+                    info,
+                    self.group,
                     "group {}: dropping the unfinished snapshot at {} for the one at {}",
                     self.group,
                     old.meta.index,
@@ -437,11 +446,18 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             {
                 Ok(w) => w,
                 Err(e) => {
-                    log::warn!("group {}: cannot receive a snapshot: {e}", self.group);
+                    sampan_fiber::group_log!(
+                        warn,
+                        self.group,
+                        "group {}: cannot receive a snapshot: {e}",
+                        self.group
+                    );
                     return answer(ChunkStatus::Refused, 0);
                 }
             };
-            log::info!(
+            sampan_fiber::group_log!(
+                info,
+                self.group,
                 "group {}: receiving a snapshot at {} from node {}",
                 self.group,
                 c.meta.index,
@@ -459,7 +475,12 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             return answer(ChunkStatus::Continue, r.writer.size());
         }
         if let Err(e) = r.writer.write_chunk(c.data.to_vec()).await {
-            log::warn!("group {}: snapshot chunk not written: {e}", self.group);
+            sampan_fiber::group_log!(
+                warn,
+                self.group,
+                "group {}: snapshot chunk not written: {e}",
+                self.group
+            );
             if let Some(r) = receiving.take() {
                 r.writer.abort().await;
             }
@@ -472,7 +493,9 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             return answer(ChunkStatus::Refused, 0);
         };
         if r.writer.crc() != c.data_crc {
-            log::warn!(
+            sampan_fiber::group_log!(
+                warn,
+                self.group,
                 "group {}: received snapshot at {} fails its CRC; dropped",
                 self.group,
                 r.meta.index
@@ -481,7 +504,12 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             return answer(ChunkStatus::Refused, 0);
         }
         if let Err(e) = r.writer.finish().await {
-            log::warn!("group {}: received snapshot not stored: {e}", self.group);
+            sampan_fiber::group_log!(
+                warn,
+                self.group,
+                "group {}: received snapshot not stored: {e}",
+                self.group
+            );
             return answer(ChunkStatus::Refused, 0);
         }
         // The data is durable here: now the core may install it.
@@ -521,7 +549,9 @@ impl<S: SnapshotManager> Transfer<S> {
         let ok = match self.stream().await {
             Ok(()) => true,
             Err(e) => {
-                log::info!(
+                sampan_fiber::group_log!(
+                    info,
+                    self.group,
                     "group {}: snapshot at {} to node {} stopped: {e}",
                     self.group,
                     self.meta.index,
@@ -568,7 +598,9 @@ impl<S: SnapshotManager> Transfer<S> {
             let answer = ChunkAnswer::decode(body).map_err(|e| e.to_string())?;
             match answer.status {
                 ChunkStatus::Done => {
-                    log::info!(
+                    sampan_fiber::group_log!(
+                        info,
+                        self.group,
                         "group {}: snapshot at {} ({} bytes) sent to node {} in {:?}",
                         self.group,
                         self.meta.index,
@@ -584,7 +616,9 @@ impl<S: SnapshotManager> Transfer<S> {
                         return Err(format!("node {} asks for offset past the end", self.to));
                     }
                     if answer.next_offset != reader.offset() {
-                        log::info!(
+                        sampan_fiber::group_log!(
+                            info,
+                            self.group,
                             "group {}: snapshot at {} to node {} goes on from byte {}",
                             self.group,
                             self.meta.index,
