@@ -92,3 +92,83 @@ fn keys_expire_across_a_leader_change() {
         assert_eq!(cli(c.port(n), &["GET", "keep"]), "v");
     }
 }
+
+/// Clients writing to one node.
+const DRAIN_CLIENTS: usize = 8;
+
+/// SIGTERM to the leader while Redis clients on it write: the node drains
+/// (takes no new request, answers the ones it took, then closes each
+/// connection) before it stops. Each client runs `INCR` on its own counter
+/// until its connection closes; then the counter, read from the rest of
+/// the cluster, equals the replies the client got: no increment applied
+/// whose reply was lost, none answered with an error, each reply the count
+/// so far. Before the drain, requests in flight when the groups stopped
+/// were answered with errors, or not at all, though they could still
+/// apply.
+#[test]
+fn a_node_stopped_by_sigterm_answers_every_request_it_took() {
+    let mut c = TestCluster::start(3);
+    let leader = c.wait_leader(1);
+    c.wait_leader(2);
+    let port = c.port(leader);
+    let clients: Vec<_> = (0..DRAIN_CLIENTS)
+        .map(|k| {
+            let replies = Arc::new(Mutex::new((0i64, Vec::<String>::new())));
+            let seen = replies.clone();
+            let t = std::thread::spawn(move || {
+                let mut conn = Resp::connect(port).expect("connect");
+                let key = format!("drain:{k}");
+                loop {
+                    match conn.call(&["INCR", &key]) {
+                        Ok(Value::Int(n)) => {
+                            let mut r = seen.lock().expect("lock");
+                            r.0 += 1;
+                            if n != r.0 {
+                                let wrong = format!("INCR {key} answered {n} as reply {}", r.0);
+                                r.1.push(wrong);
+                            }
+                        }
+                        Ok(other) => seen.lock().expect("lock").1.push(format!("{key}: {other}")),
+                        // The node closed the connection (or never read
+                        // what was sent): nothing more to count.
+                        Err(_) => return,
+                    }
+                }
+            });
+            (k, replies, t)
+        })
+        .collect();
+    wait_until("every client to get 20 replies", || {
+        clients
+            .iter()
+            .all(|(_, r, _)| r.lock().expect("lock").0 >= 20)
+    });
+    c.signal_stop(leader);
+    let status = c.wait_exit(leader);
+    assert!(
+        status.success(),
+        "node {leader}: {status}\n{}",
+        c.log(leader)
+    );
+    let other = (1..=3).find(|n| *n != leader).expect("another node");
+    c.wait_leader(1);
+    let mut check = Resp::connect(c.port(other)).expect("connect");
+    for (k, replies, t) in clients {
+        t.join().expect("client");
+        let (got, wrong) = replies.lock().expect("lock").clone();
+        assert!(wrong.is_empty(), "client {k}: {wrong:?}");
+        let stored = match check.call(&["GET", &format!("drain:{k}")]).expect("GET") {
+            Value::Bulk(Some(b)) => String::from_utf8_lossy(&b).parse::<i64>().expect("number"),
+            v => panic!("drain:{k}: {v}"),
+        };
+        assert_eq!(
+            stored,
+            got,
+            "client {k}: the counter is {stored} but the client got {got} replies: an increment \
+             applied without its reply\n{}",
+            c.log(leader)
+        );
+    }
+    let log = c.log(leader);
+    assert!(log.contains("every request in flight answered"), "{log}");
+}

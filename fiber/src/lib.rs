@@ -65,8 +65,8 @@ pub use runtime::{
     SHUTDOWN_GRACE_DEFAULT, ShardStopReport, ShutdownReport,
 };
 pub use shard::{
-    TaskClass, blocking, shard_count, shard_id, shutdown_requested, stopping, yield_if_needed,
-    yield_now,
+    Busy, TaskClass, begin_drain, blocking, busy, drain_requested, draining, shard_count, shard_id,
+    shutdown_requested, stopping, yield_if_needed, yield_now,
 };
 pub use signal::{Signal, Wait};
 pub use time::{Ticker, sleep, sleep_until, timeout, timeout_at};

@@ -73,6 +73,10 @@ pub(crate) struct ShardContext {
     /// Notified whenever `live` drops to zero.
     pub(crate) idle: Signal,
     stopping: Cell<bool>,
+    /// Draining: no new client work is taken; what runs finishes.
+    draining: Cell<bool>,
+    /// Client requests being served ([`Busy`] guards alive).
+    busy: Cell<u64>,
     stop_signal: Signal,
     /// Run when the shard's state is uninstalled (the default group,
     /// which points back at this context, clears itself there).
@@ -99,6 +103,8 @@ impl ShardContext {
             live: Cell::new(0),
             idle: Signal::new(),
             stopping: Cell::new(false),
+            draining: Cell::new(false),
+            busy: Cell::new(0),
             stop_signal: Signal::new(),
             on_uninstall: RefCell::new(Vec::new()),
         });
@@ -165,6 +171,11 @@ impl ShardContext {
         self.stop_signal.notify_all();
     }
 
+    /// Whether a drain or a stop has begun.
+    fn is_draining(&self) -> bool {
+        self.draining.get() || self.stopping.get()
+    }
+
     pub(crate) fn stop_signal(&self) -> &Signal {
         &self.stop_signal
     }
@@ -226,6 +237,66 @@ pub async fn stopping() {
             return;
         }
         woken.await;
+    }
+}
+
+/// Starts draining this shard (no-op off the runtime): fibers that serve
+/// clients watch [`draining`] to take no new work and end once what they
+/// serve is answered, while the rest (a node's groups, its links to other
+/// nodes) go on until the runtime stops. For a node that is about to stop:
+/// its clients move elsewhere first.
+pub fn begin_drain() {
+    if let Some(shard) = ShardContext::current() {
+        shard.draining.set(true);
+        shard.stop_signal().notify_all();
+    }
+}
+
+/// Whether this shard drains or stops (`false` off the runtime).
+pub fn drain_requested() -> bool {
+    ShardContext::current().is_some_and(|s| s.is_draining())
+}
+
+/// Completes when this shard begins to drain ([`begin_drain`]) or to stop.
+pub async fn draining() {
+    let Some(shard) = ShardContext::current() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let woken = shard.stop_signal().wait();
+        if shard.is_draining() {
+            return;
+        }
+        woken.await;
+    }
+}
+
+/// Client requests being served on this shard now: [`Busy`] guards alive
+/// (0 off the runtime). A draining node waits for it to reach 0.
+pub fn busy() -> u64 {
+    ShardContext::current().map_or(0, |s| s.busy.get())
+}
+
+/// Counts one client request as being served on this shard while it
+/// lives ([`busy`]); a plain cell, no atomics.
+pub struct Busy(Option<Rc<ShardContext>>);
+
+impl Busy {
+    /// Counts a request in (nothing off the runtime).
+    pub fn begin() -> Busy {
+        let shard = ShardContext::current();
+        if let Some(s) = &shard {
+            s.busy.set(s.busy.get() + 1);
+        }
+        Busy(shard)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            s.busy.set(s.busy.get().saturating_sub(1));
+        }
     }
 }
 

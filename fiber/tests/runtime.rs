@@ -266,3 +266,36 @@ fn bad_settings_are_refused_with_the_field_named() {
 fn rt_free_spawn() -> Result<(), FiberError> {
     FiberGroup::new("off-runtime").map(|_| ())
 }
+
+/// A drain wakes the fibers watching `draining` (client-serving ones)
+/// without starting a stop (what a node's groups watch), and `busy` counts
+/// the requests still being served.
+#[test]
+fn a_drain_wakes_draining_fibers_only_and_busy_counts_requests() {
+    let rt = runtime(1);
+    let shard = rt.shard(0).expect("shard");
+    let seen = shard
+        .run_blocking(TaskClass::Latency, || async {
+            let serving = sampan_fiber::Busy::begin();
+            let before = (sampan_fiber::busy(), sampan_fiber::drain_requested());
+            let client = sampan_fiber::spawn(TaskClass::Latency, "client", async {
+                sampan_fiber::draining().await;
+            })
+            .expect("spawn");
+            sampan_fiber::begin_drain();
+            client
+                .join()
+                .await
+                .expect("the client fiber ends on the drain");
+            drop(serving);
+            (
+                before,
+                sampan_fiber::drain_requested(),
+                // What a node's groups watch has not begun.
+                sampan_fiber::shutdown_requested(),
+                sampan_fiber::busy(),
+            )
+        })
+        .expect("answer");
+    assert_eq!(seen, ((1, false), true, false, 0));
+}

@@ -1,8 +1,9 @@
 //! `sampan-node --config node.toml`: one node of a Sampan KV cluster.
 //! `sampan-node --print-config` prints a commented config to start from.
-//! On Ctrl-C or SIGTERM it hands the leadership of the groups it leads to
-//! other voters (at most [`HANDOVER_MAX`]), then stops its groups and
-//! exits. `sampan-node --config node.toml --restore-from DIR` writes the
+//! On Ctrl-C or SIGTERM it stops taking client requests, hands the
+//! leadership of the groups it leads to other voters (at most
+//! [`HANDOVER_MAX`]), waits for the requests it took to be answered (at
+//! most [`DRAIN_MAX`]), then stops its groups and exits. `sampan-node --config node.toml --restore-from DIR` writes the
 //! node's (empty) data directory from a backup (`sampan-cli backup`) and
 //! exits; the node then starts as usual.
 
@@ -184,7 +185,12 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         sig
     })?;
-    log::info!("node {node}: signal {sig}: handing over leadership, then stopping");
+    log::info!("node {node}: signal {sig}: draining, handing over leadership, then stopping");
+    // Clients first: new requests go to other nodes (which forward them
+    // here while this node still leads), idle Redis connections close.
+    if let Err(e) = server.begin_drain() {
+        log::warn!("node {node}: draining: {e}");
+    }
     match server.hand_over_leadership(HANDOVER_MAX) {
         Ok(h) if h.kept.is_empty() && h.stepped_down.is_empty() => log::info!(
             "node {node}: handed over the leadership of {} group(s)",
@@ -203,6 +209,14 @@ fn run(file: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             h.kept
         ),
         Err(e) => log::warn!("node {node}: handing over leadership: {e}"),
+    }
+    match server.wait_drained(DRAIN_MAX) {
+        Ok(0) => log::info!("node {node}: every request in flight answered"),
+        Ok(left) => log::warn!(
+            "node {node}: {left} request(s) still in flight after {DRAIN_MAX:?}: their clients \
+             get no answer and retry elsewhere (a write's outcome is then unknown to them)"
+        ),
+        Err(e) => log::warn!("node {node}: waiting for requests in flight: {e}"),
     }
     let report = server.shutdown()?;
     log::info!(
@@ -272,6 +286,10 @@ fn balance_leaders<F: sampan::server::RaftFactory>(
 /// timeout). With the runtime's own 5 s bound for stopping fibers, a node
 /// exits well within Kubernetes' default 30 s grace period.
 const HANDOVER_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a stopping node waits, after its handover, for the requests it
+/// took before draining to be answered.
+const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often a node checks whether it leads too many groups.
 const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -59,7 +59,7 @@ pub enum GroupError {
         /// The invariant that failed.
         reason: String,
     },
-    /// The core refused the request (a transfer in progress, a bad change).
+    /// The core refused the request (a bad change).
     #[error("group {group}: {reason}")]
     Refused {
         /// The group.

@@ -612,7 +612,7 @@ impl Ctx {
 async fn accept_loop(listener: TcpListener, ctx: Rc<Ctx>) {
     loop {
         let accepted = or(async { Some(listener.accept().await) }, async {
-            sampan_fiber::stopping().await;
+            sampan_fiber::draining().await;
             None
         })
         .await;
@@ -799,12 +799,19 @@ async fn connection_loop(
             e.last_ms
                 .store(e.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
-        let quit = execute(ctx, stream, &mut conn, &batch, &mut out).await?;
-        if let Some(e) = &bad {
-            Reply::new(&mut out).error(&format!("ERR {e}"));
-        }
-        flush(ctx, stream, &mut out, 1).await?;
-        if quit || bad.is_some() {
+        let quit = {
+            // Counted while it runs: a draining node waits for its reply.
+            let _serving = sampan_fiber::Busy::begin();
+            let quit = execute(ctx, stream, &mut conn, &batch, &mut out).await?;
+            if let Some(e) = &bad {
+                Reply::new(&mut out).error(&format!("ERR {e}"));
+            }
+            flush(ctx, stream, &mut out, 1).await?;
+            quit
+        };
+        // A draining node closes a connection once its replies are out:
+        // the client goes to another node for what it sends next.
+        if quit || bad.is_some() || (sampan_fiber::drain_requested() && !more_parsed) {
             return Ok(());
         }
         if more_parsed {
@@ -825,14 +832,14 @@ async fn connection_loop(
         };
         let read = or(async { Some(stream.read(&mut scratch).await) }, async {
             match wait {
-                Some(w) => or(sampan_fiber::stopping(), sampan_fiber::sleep(w)).await,
-                None => sampan_fiber::stopping().await,
+                Some(w) => or(sampan_fiber::draining(), sampan_fiber::sleep(w)).await,
+                None => sampan_fiber::draining().await,
             }
             None
         })
         .await;
         let n = match read {
-            None if begun.is_some() && !sampan_fiber::shutdown_requested() => {
+            None if begun.is_some() && !sampan_fiber::drain_requested() => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -1471,8 +1478,8 @@ async fn blocking(
                 None => sampan_fiber::sleep_until(until).await,
             }
         };
-        let _ = sampan_fiber::timeout_at(until, or(woken, sampan_fiber::stopping())).await;
-        if sampan_fiber::shutdown_requested() {
+        let _ = sampan_fiber::timeout_at(until, or(woken, sampan_fiber::draining())).await;
+        if sampan_fiber::drain_requested() {
             return Err(io::Error::other("the node is stopping"));
         }
         if stream.peer_closed() {

@@ -675,6 +675,42 @@ impl<F: RaftFactory> RaftServer<F> {
         }
     }
 
+    /// Begins to drain, before this node stops: from now on its shards
+    /// answer new client requests on the service port with
+    /// [`ServerError::ShuttingDown`] (a client retries them on another
+    /// node), and fibers watching [`sampan_fiber::draining`] (a Redis
+    /// port's listener and idle connections) end; requests forwarded by
+    /// other nodes are still served, and the groups run on. Blocking:
+    /// call it from a plain thread.
+    pub fn begin_drain(&self) -> Result<(), HostError> {
+        for shard in 0..self.shared.shards {
+            self.run(shard, || async { sampan_fiber::begin_drain() })?;
+        }
+        log::info!(
+            "node {}: draining: no new client requests",
+            self.shared.node
+        );
+        Ok(())
+    }
+
+    /// Waits until no request is being served on any shard (those taken
+    /// before [`RaftServer::begin_drain`] are answered) or `within` has
+    /// passed; returns how many were still being served then (0: all
+    /// answered). Blocking: call it from a plain thread.
+    pub fn wait_drained(&self, within: Duration) -> Result<u64, HostError> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let mut busy = 0;
+            for shard in 0..self.shared.shards {
+                busy += self.run(shard, || async { sampan_fiber::busy() })?;
+            }
+            if busy == 0 || std::time::Instant::now() >= deadline {
+                return Ok(busy);
+            }
+            std::thread::sleep(DRAIN_POLL);
+        }
+    }
+
     fn run<T, Fut>(
         &self,
         shard: usize,
@@ -1111,13 +1147,24 @@ fn check_ports(
     Ok(())
 }
 
+/// How often [`RaftServer::wait_drained`] looks at the shards.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
 /// Serves a request that arrived on a shard (from a client, or forwarded
-/// by another node) and responds on its connection.
+/// by another node) and responds on its connection. A draining node takes
+/// no new client request.
 fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
     let Some(responder) = incoming.responder else {
         return;
     };
     let group = incoming.frame.header.group_id;
+    if may_forward && sampan_fiber::drain_requested() {
+        let refused = Err(shared.shutting_down());
+        if let Err(e) = responder.respond(Body::from(encode_reply(&refused))) {
+            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
+        }
+        return;
+    }
     let privilege = incoming.from.privilege;
     let request = ServiceRequest::decode(incoming.frame.body);
     if let Ok(req) = &request
@@ -1128,7 +1175,9 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
         }
         return;
     }
+    let serving = sampan_fiber::Busy::begin();
     let work = async move {
+        let _serving = serving;
         let reply = match request {
             Ok(req) if req.op.is_admin() && privilege < Privilege::Admin => {
                 log::debug!(

@@ -547,6 +547,14 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
     fn refused(&self, e: RaftError) -> GroupError {
         match e {
             RaftError::NotLeader { .. } => self.not_leader(),
+            // Refused before it was appended, for the moment this leader
+            // hands over (a node stopping, a balance): the client retries
+            // and finds the new leader, instead of failing a request that
+            // a leader takes a moment later.
+            RaftError::TransferInProgress { .. } => GroupError::NotLeader {
+                group: self.group,
+                leader: None,
+            },
             e => GroupError::Refused {
                 group: self.group,
                 reason: e.to_string(),
