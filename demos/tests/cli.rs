@@ -309,6 +309,13 @@ fn admin_commands_add_a_group_snapshot_move_members_and_remove_the_group() {
         );
         assert!(*ms == "null" || ms.parse::<u64>().is_ok(), "{ms}");
     }
+    let asleep = json_field(&table.stdout, "hibernating");
+    assert_eq!(asleep.len(), 3, "{}", table.stdout);
+    assert!(
+        asleep.iter().all(|h| *h == "true" || *h == "false"),
+        "{}",
+        table.stdout
+    );
     let human = cli(&all, &["status", "--all"]);
     assert!(
         human.stdout.starts_with(" GROUP  NODE ROLE"),

@@ -159,7 +159,8 @@ enum Command {
     /// members, newest snapshot. With --all: every group any node in
     /// --servers runs, one row per group and node, with how far each
     /// replica's applied index is behind the group's commit and how long
-    /// ago each follower last heard from its leader (CONTACT).
+    /// ago each follower last heard from its leader (CONTACT; `asleep`
+    /// for a hibernating group, whose idle leader sends nothing).
     Status {
         /// Every group, not only --group.
         #[arg(long)]
@@ -551,14 +552,16 @@ fn status_all(
                 let _ = write!(
                     text,
                     "{sep}{{\"node\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\
-                     \"commit\":{},\"applied\":{},\"lag\":{lag},\"leader_contact_ms\":{}}}",
+                     \"commit\":{},\"applied\":{},\"lag\":{lag},\"leader_contact_ms\":{},\
+                     \"hibernating\":{}}}",
                     n.node.map_or("null".into(), |v| v.to_string()),
                     st.term,
                     st.leader.map_or("null".into(), |v| v.to_string()),
                     st.index_commit,
                     st.index_applied,
                     st.leader_contact_ms
-                        .map_or("null".into(), |v| v.to_string())
+                        .map_or("null".into(), |v| v.to_string()),
+                    st.hibernating
                 );
             } else {
                 let _ = writeln!(
@@ -571,8 +574,13 @@ fn status_all(
                     st.index_commit,
                     st.index_applied,
                     lag,
-                    st.leader_contact_ms
-                        .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"))
+                    // An idle group's leader sends nothing: a long
+                    // silence there is sleep, not a fault.
+                    match (st.leader_contact_ms, st.hibernating) {
+                        (None, _) => "-".to_string(),
+                        (Some(_), true) => "asleep".to_string(),
+                        (Some(ms), false) => format!("{ms}ms"),
+                    }
                 );
             }
         }

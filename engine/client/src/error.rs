@@ -22,7 +22,7 @@ pub enum ClientError {
     },
     /// No answer within the request timeout, retries included. A write may
     /// or may not have applied (once at most, thanks to its session).
-    #[error("group {group}: no answer within {after:?} after {attempts} tries (last: {last})")]
+    #[error("{}no answer within {after:?} after {attempts} tries (last: {last})", about(*group))]
     Timeout {
         /// The group.
         group: u64,
@@ -58,7 +58,7 @@ pub enum ClientError {
     },
     /// A node answered with an error that retrying does not cure (storage
     /// failure, refused, malformed request).
-    #[error("group {group}: {source}")]
+    #[error("{}{source}", about(*group))]
     Server {
         /// The group.
         group: u64,
@@ -67,7 +67,7 @@ pub enum ClientError {
     },
     /// The transport failed in a way retrying does not cure (a request
     /// over the frame size limit, say).
-    #[error("group {group}: {addr}: {source}")]
+    #[error("{}{addr}: {source}", about(*group))]
     Net {
         /// The group.
         group: u64,
@@ -77,7 +77,7 @@ pub enum ClientError {
         source: NetError,
     },
     /// A node's reply did not decode.
-    #[error("group {group}: bad reply from {addr}: {source}")]
+    #[error("{}bad reply from {addr}: {source}", about(*group))]
     BadReply {
         /// The group.
         group: u64,
@@ -161,5 +161,15 @@ impl ClientError {
                 | ClientError::Closed
                 | ClientError::Runtime(_)
         )
+    }
+}
+
+/// What an error is about: `group N: `, or nothing for a call about the
+/// node itself (group 0: its groups, its nodes).
+fn about(group: u64) -> String {
+    if group == 0 {
+        String::new()
+    } else {
+        format!("group {group}: ")
     }
 }
