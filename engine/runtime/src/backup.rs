@@ -285,14 +285,14 @@ pub async fn backup(
         let path = path.to_path_buf();
         move |source| BackupError::Io { op, path, source }
     };
-    if std::fs::symlink_metadata(out).is_ok() {
+    if exists(out).await {
         return Err(BackupError::Exists {
             path: out.to_path_buf(),
         });
     }
     let partial = PathBuf::from(format!("{}.partial", out.display()));
     // A partial backup is what an interrupted earlier run left.
-    if std::fs::symlink_metadata(&partial).is_ok() {
+    if exists(&partial).await {
         sampan_fiber::fs::remove_dir_all(&partial)
             .await
             .map_err(fs("remove", &partial))?;
@@ -342,6 +342,13 @@ pub async fn backup(
         .await
         .map_err(fs("sync", parent))?;
     Ok(manifest)
+}
+
+/// Whether anything is at `path` (a file, a directory, a link), asked on
+/// a helper thread: never a blocking call on the shard.
+async fn exists(path: &Path) -> bool {
+    let path = path.to_path_buf();
+    sampan_fiber::blocking(move || std::fs::symlink_metadata(path).is_ok()).await
 }
 
 /// Writes `bytes` to a new file at `path` and syncs it and its directory.
