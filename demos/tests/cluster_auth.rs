@@ -129,6 +129,38 @@ fn the_service_port_wants_a_token_and_admin_operations_an_admin_token() {
 
     // The admin token may.
     done(&cli(&c, "ops", Some(OPS), &["snapshot"]));
+
+    // A snapshot's bytes are every key and value: reading them is an
+    // admin operation too, refused to the client token even once a
+    // snapshot is there; the admin token gets them, and a backup.
+    let read = |user: &str, token: &str| {
+        let cfg = sampan::client::ClientConfig::new(c.services())
+            .credential(user, token)
+            .expect("credential");
+        let client = sampan::client::BlockingClient::connect(cfg).expect("client");
+        let at = c.service(1);
+        let piece = client.run(move |cl| async move {
+            let read = sampan::service::SnapshotRead {
+                at: None,
+                offset: 0,
+                bytes_max: 1 << 16,
+            };
+            cl.read_snapshot_at(at, 1, read).await
+        });
+        client.close();
+        piece.expect("the client's runtime")
+    };
+    let denied = read("app", APP).expect_err("a client token reads no snapshot");
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    let piece = read("ops", OPS).expect("an admin token reads the snapshot");
+    assert!(piece.size > 0 && !piece.data.is_empty(), "{piece:?}");
+    let dir = scratch(&c).join("backup");
+    let out = dir.to_str().expect("utf-8");
+    refused(
+        &cli(&c, "app", Some(APP), &["backup", "--out", out]),
+        "permission denied",
+    );
+    done(&cli(&c, "ops", Some(OPS), &["backup", "--out", out]));
     for i in 1..=3 {
         assert!(
             !c.log(i).contains(APP) && !c.log(i).contains(OPS) && !c.log(i).contains(SECRET),
