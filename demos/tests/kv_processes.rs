@@ -825,9 +825,24 @@ fn a_backup_taken_under_load_restores_a_new_cluster_to_that_point() {
         any.get(1, "during10").expect("get").is_some()
     });
     let backup = scratch(&c).join("backup");
-    let out = sampan_cli(&c, &["backup", "--out", backup.to_str().expect("utf-8")]);
+    // Given only a follower of group 1: the backup finds the leader
+    // through that node's address book.
+    let follower = (1..=3)
+        .find(|n| *n != c.wait_leader(1))
+        .expect("a follower");
+    let out = Command::new(env!("CARGO_BIN_EXE_sampan-cli"))
+        .arg("--servers")
+        .arg(c.service(follower).to_string())
+        .args(["--timeout-ms", "30000", "backup", "--out"])
+        .arg(&backup)
+        .output()
+        .expect("run sampan-cli");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("backed up 3 group(s)"), "{text}");
+    assert!(
+        out.status.success() && text.contains("backed up 3 group(s)"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().expect("writer");
     for i in 0..20 {

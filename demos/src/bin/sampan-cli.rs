@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use sampan::backup::BackupProgress;
 use sampan::client::{BlockingClient, Client, ClientConfig, ClientError, KeyTtl, NodeStatus};
 use sampan::config::{Durability, GroupConfig};
 use sampan::group::{GroupStatus, newest_leader};
@@ -695,11 +696,35 @@ fn backup(c: &BlockingClient, args: &Args, out: &std::path::Path, groups: &[u64]
     let (servers, groups, dir) = (args.servers.clone(), groups.to_vec(), out.to_path_buf());
     let started = std::time::Instant::now();
     let made = c.run(move |c| async move {
-        sampan::backup::backup(&c, &servers, &groups, &dir, |g| {
-            eprintln!(
-                "group {}: snapshot at index {} (term {}), {} bytes, from node {}",
-                g.group, g.index, g.term, g.size, g.node
-            );
+        // A bar per group on a terminal (none when stderr is not one);
+        // a line per group either way.
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        sampan::backup::backup(&c, &servers, &groups, &dir, |p| match p {
+            BackupProgress::Started { group, size } => {
+                let b = indicatif::ProgressBar::new(size);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_message(format!("group {group}"));
+                bar = Some(b);
+            }
+            BackupProgress::Copied { copied, .. } => {
+                if let Some(b) = &bar {
+                    b.set_position(copied);
+                }
+            }
+            BackupProgress::Done(g) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                eprintln!(
+                    "group {}: snapshot at index {} (term {}), {} bytes, from node {}",
+                    g.group, g.index, g.term, g.size, g.node
+                );
+            }
         })
         .await
     });

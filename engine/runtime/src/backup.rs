@@ -163,6 +163,27 @@ pub struct BackedUpGroup {
     pub config: GroupConfig,
 }
 
+/// How a backup goes, as it goes: what [`backup`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupProgress<'a> {
+    /// A group's snapshot, of `size` bytes, starts to be copied.
+    Started {
+        /// The group.
+        group: u64,
+        /// Bytes to copy.
+        size: u64,
+    },
+    /// `copied` bytes of the group's snapshot are in the backup so far.
+    Copied {
+        /// The group.
+        group: u64,
+        /// Bytes copied.
+        copied: u64,
+    },
+    /// The group's snapshot is whole in the backup.
+    Done(&'a BackedUpGroup),
+}
+
 /// What a backup holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Manifest {
@@ -271,15 +292,16 @@ fn group_dir(backup: &Path, group: u64) -> PathBuf {
 }
 
 /// Copies a snapshot of each of `groups` (none: every group a node of
-/// `servers` runs) from its leader into a new directory `out`, reporting
-/// each group once copied. Runs on a client's shard (its files are written
-/// with the runtime's I/O).
+/// `servers` runs) from its leader into a new directory `out`, telling
+/// `progress` how it goes (each group's start, every piece copied, each
+/// group done). Runs on a client's shard (its files are written with the
+/// runtime's I/O).
 pub async fn backup(
     client: &Client,
     servers: &[SocketAddr],
     groups: &[u64],
     out: &Path,
-    mut copied: impl FnMut(&BackedUpGroup),
+    mut progress: impl FnMut(BackupProgress<'_>),
 ) -> Result<Manifest, BackupError> {
     let fs = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -325,8 +347,15 @@ pub async fn backup(
         groups: Vec::with_capacity(ids.len()),
     };
     for group in ids {
-        let done = copy_group(client, servers, group, &group_dir(&partial, group)).await?;
-        copied(&done);
+        let done = copy_group(
+            client,
+            servers,
+            group,
+            &group_dir(&partial, group),
+            &mut progress,
+        )
+        .await?;
+        progress(BackupProgress::Done(&done));
         manifest.groups.push(done);
     }
     let path = partial.join(MANIFEST);
@@ -364,26 +393,56 @@ async fn write_synced(path: &Path, bytes: Vec<u8>) -> Result<(), BackupError> {
     DiskFs.sync_dir(dir).await.map_err(io("sync dir"))
 }
 
-/// The service address of the node leading `group`, and its id.
+/// The service address of the node leading `group`, and its id: a node
+/// of `servers` that leads it, else the leader they name, found in their
+/// address book (`servers` need not list every node).
 async fn leader_of(
     client: &Client,
     servers: &[SocketAddr],
     group: u64,
 ) -> Result<(SocketAddr, u64), BackupError> {
     let mut best: Option<(u64, SocketAddr, u64)> = None;
+    let mut named: Option<(u64, u64)> = None;
     for s in client.status(group).await {
-        if let (Ok(st), Some(node)) = (&s.status, s.node)
+        let Ok(st) = &s.status else { continue };
+        if let Some(node) = s.node
             && st.role == Role::Leader
             && best.is_none_or(|(term, ..)| st.term > term)
         {
             best = Some((st.term, s.addr, node));
         }
+        if let Some(leader) = st.leader
+            && named.is_none_or(|(term, _)| st.term > term)
+        {
+            named = Some((st.term, leader));
+        }
     }
-    best.map(|(_, addr, node)| (addr, node))
-        .ok_or_else(|| BackupError::NoLeader {
-            group,
-            servers: servers.to_vec(),
-        })
+    if let Some((_, addr, node)) = best {
+        return Ok((addr, node));
+    }
+    if let Some((_, leader)) = named {
+        for at in servers {
+            let Ok(nodes) = client.list_nodes_at(*at).await else {
+                continue;
+            };
+            let Some(entry) = nodes.into_iter().find(|n| n.node == leader) else {
+                continue;
+            };
+            let text = entry.service.clone();
+            let resolved = sampan_fiber::blocking(move || {
+                use std::net::ToSocketAddrs;
+                text.to_socket_addrs().ok().and_then(|mut a| a.next())
+            })
+            .await;
+            if let Some(addr) = resolved {
+                return Ok((addr, leader));
+            }
+        }
+    }
+    Err(BackupError::NoLeader {
+        group,
+        servers: servers.to_vec(),
+    })
 }
 
 /// Has the leader of `group` write a snapshot and copies it into `dir`
@@ -394,6 +453,7 @@ async fn copy_group(
     servers: &[SocketAddr],
     group: u64,
     dir: &Path,
+    progress: &mut impl FnMut(BackupProgress<'_>),
 ) -> Result<BackedUpGroup, BackupError> {
     let storage = |source| BackupError::Storage { group, source };
     let store = SnapshotStore::open(DiskFs, dir, group, KEEP)
@@ -405,7 +465,8 @@ async fn copy_group(
         let (addr, node) = leader_of(client, servers, group).await?;
         let client_err = |source| BackupError::Client { group, source };
         let saved = client.snapshot_at(addr, group).await.map_err(client_err)?;
-        match copy_snapshot(client, addr, group, (saved.index, saved.term), &store).await {
+        let at = (saved.index, saved.term);
+        match copy_snapshot(client, addr, group, at, &store, progress).await {
             Ok((piece, config)) => {
                 return Ok(BackedUpGroup {
                     group,
@@ -440,6 +501,7 @@ async fn copy_snapshot(
     group: u64,
     at: (u64, u64),
     store: &SnapshotStore<DiskFs>,
+    progress: &mut impl FnMut(BackupProgress<'_>),
 ) -> Result<(service::SnapshotPiece, GroupConfig), BackupError> {
     let client_err = |source| BackupError::Client { group, source };
     let mismatch = |reason: String| BackupError::Failed {
@@ -467,6 +529,10 @@ async fn copy_snapshot(
         .create(first.index, first.term, first.meta.to_vec())
         .await
         .map_err(|source| BackupError::Storage { group, source })?;
+    progress(BackupProgress::Started {
+        group,
+        size: first.size,
+    });
     let mut piece = first.clone();
     loop {
         if piece.offset != sink.size()
@@ -486,6 +552,10 @@ async fn copy_snapshot(
             sink.abort().await;
             return Err(BackupError::Storage { group, source });
         }
+        progress(BackupProgress::Copied {
+            group,
+            copied: sink.size(),
+        });
         if end {
             break;
         }
