@@ -143,13 +143,7 @@ fn a_node_stopped_by_sigterm_answers_every_request_it_took() {
             .iter()
             .all(|(_, r, _)| r.lock().expect("lock").0 >= 20)
     });
-    c.signal_stop(leader);
-    let status = c.wait_exit(leader);
-    assert!(
-        status.success(),
-        "node {leader}: {status}\n{}",
-        c.log(leader)
-    );
+    c.stop_cleanly(leader);
     let other = (1..=3).find(|n| *n != leader).expect("another node");
     c.wait_leader(1);
     let mut check = Resp::connect(c.port(other)).expect("connect");

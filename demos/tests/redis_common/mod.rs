@@ -195,6 +195,14 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERMs node `i` and waits for it to exit by itself, failing the
+    /// test (with the node's log) unless it exits with status 0.
+    pub fn stop_cleanly(&mut self, i: u64) {
+        self.signal_stop(i);
+        let status = self.wait_exit(i);
+        assert!(status.success(), "node {i}: {status}\n{}", self.log(i));
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: u64) {
         if let Some(mut c) = self.nodes[i as usize - 1].take() {

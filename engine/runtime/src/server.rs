@@ -102,6 +102,10 @@ struct Shared {
     retry_pause: Duration,
     /// Starts a replica of a group with the server's factory.
     adder: Arc<dyn GroupAdder>,
+    /// The groups this node runs at start are running: until then a
+    /// request for a group it does not run yet is "try again", not "no
+    /// such group" (its service port listens before its groups start).
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// Starts a group's replica on a shard host with a server's factory (the
@@ -161,6 +165,28 @@ impl Shared {
 
     fn shutting_down(&self) -> ServerError {
         ServerError::ShuttingDown { node: self.node }
+    }
+
+    /// What a request for `group`, which does not run here, is answered:
+    /// "no such group" once the node's groups have started; before,
+    /// "unreachable" (a client retries it), since the group may be one
+    /// about to start.
+    fn no_such_group(&self, group: u64) -> ServerError {
+        if self.started.load(Ordering::Acquire) {
+            ServerError::NoSuchGroup {
+                group,
+                node: self.node,
+            }
+        } else {
+            ServerError::Unreachable {
+                group,
+                node: self.node,
+                reason: format!(
+                    "node {} is starting: its groups are not running yet",
+                    self.node
+                ),
+            }
+        }
     }
 }
 
@@ -314,6 +340,7 @@ impl<F: RaftFactory> RaftServer<F> {
             runtime: runtime.handle(),
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             retry_pause: Duration::from_millis(cfg.tick_ms),
+            started: std::sync::atomic::AtomicBool::new(false),
         });
         let own = cfg.listen_ip()?;
         for shard in 0..shards {
@@ -384,6 +411,7 @@ impl<F: RaftFactory> RaftServer<F> {
         let known: Vec<(u64, ())> = book.keys().map(|n| (*n, ())).collect();
         let groups = server.groups_to_run(groups, recorded, &known)?;
         server.add_groups(&groups)?;
+        server.shared.started.store(true, Ordering::Release);
         log::info!(
             "node {node}: started with {shards} shard(s) and {} group(s)",
             groups.len()
@@ -1375,10 +1403,7 @@ async fn serve(
     }
     loop {
         let Some(handle) = host.group(group) else {
-            return Err(ServerError::NoSuchGroup {
-                group,
-                node: shared.node,
-            });
+            return Err(shared.no_such_group(group));
         };
         let local = match serve_local(shared, &handle, group, &req, deadline).await {
             Local::Final(answer) => return answer,
@@ -1663,10 +1688,7 @@ async fn read_snapshot(
 ) -> Result<Bytes, ServerError> {
     let read = service::SnapshotRead::decode(payload).map_err(bad)?;
     let (Some(handle), Some(cfg)) = (host.group(group), host.group_config(group)) else {
-        return Err(ServerError::NoSuchGroup {
-            group,
-            node: shared.node,
-        });
+        return Err(shared.no_such_group(group));
     };
     let (stored, data) = handle.read_snapshot(read).await?;
     Ok(service::SnapshotPiece {
