@@ -160,6 +160,8 @@ fn the_service_port_wants_a_token_and_admin_operations_an_admin_token() {
         &cli(&c, "app", Some(APP), &["backup", "--out", out]),
         "permission denied",
     );
+    // Group 2 may still be electing its first leader: the backup waits
+    // for one, up to --timeout-ms (10 s here).
     done(&cli(&c, "ops", Some(OPS), &["backup", "--out", out]));
     for i in 1..=3 {
         assert!(

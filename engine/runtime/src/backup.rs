@@ -103,9 +103,11 @@ pub enum BackupError {
         /// The client's error.
         source: ClientError,
     },
-    /// No node in the list leads the group: there is nothing up to date to
-    /// copy.
-    #[error("group {group}: no node of {servers:?} leads it (is a majority of its members up?)")]
+    /// No node in the list leads the group, nor names a leader, within the
+    /// request timeout: there is nothing known up to date to copy.
+    #[error(
+        "group {group}: no leader found through {servers:?} within the request timeout (is a majority of its members up?)"
+    )]
     NoLeader {
         /// The group.
         group: u64,
@@ -393,14 +395,39 @@ async fn write_synced(path: &Path, bytes: Vec<u8>) -> Result<(), BackupError> {
     DiskFs.sync_dir(dir).await.map_err(io("sync dir"))
 }
 
-/// The service address of the node leading `group`, and its id: a node
-/// of `servers` that leads it, else the leader they name, found in their
-/// address book (`servers` need not list every node).
+/// How often [`leader_of`] asks again while a group elects.
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The service address of the node leading `group`, and its id, waiting
+/// up to the client's request timeout while the group elects one (a
+/// cluster just started, a leader just lost).
 async fn leader_of(
     client: &Client,
     servers: &[SocketAddr],
     group: u64,
 ) -> Result<(SocketAddr, u64), BackupError> {
+    let deadline = std::time::Instant::now() + client.config().request_timeout;
+    loop {
+        if let Some(found) = find_leader(client, servers, group).await {
+            return Ok(found);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(BackupError::NoLeader {
+                group,
+                servers: servers.to_vec(),
+            });
+        }
+        sampan_fiber::sleep(LEADER_POLL).await;
+    }
+}
+
+/// A node of `servers` that leads `group`, else the leader they name,
+/// found in their address book (`servers` need not list every node).
+async fn find_leader(
+    client: &Client,
+    servers: &[SocketAddr],
+    group: u64,
+) -> Option<(SocketAddr, u64)> {
     let mut best: Option<(u64, SocketAddr, u64)> = None;
     let mut named: Option<(u64, u64)> = None;
     for s in client.status(group).await {
@@ -418,7 +445,7 @@ async fn leader_of(
         }
     }
     if let Some((_, addr, node)) = best {
-        return Ok((addr, node));
+        return Some((addr, node));
     }
     if let Some((_, leader)) = named {
         for at in servers {
@@ -435,14 +462,11 @@ async fn leader_of(
             })
             .await;
             if let Some(addr) = resolved {
-                return Ok((addr, leader));
+                return Some((addr, leader));
             }
         }
     }
-    Err(BackupError::NoLeader {
-        group,
-        servers: servers.to_vec(),
-    })
+    None
 }
 
 /// Has the leader of `group` write a snapshot and copies it into `dir`
