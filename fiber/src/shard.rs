@@ -228,12 +228,18 @@ pub fn shutdown_requested() -> bool {
 /// Completes when the runtime begins to stop: long-running fibers select on
 /// this to finish their work and exit within the grace period.
 pub async fn stopping() {
+    until(ShardContext::is_stopping).await
+}
+
+/// Completes once `reached` holds for this shard (never off the runtime),
+/// looking again each time the stop signal fires.
+async fn until(reached: fn(&ShardContext) -> bool) {
     let Some(shard) = ShardContext::current() else {
         return std::future::pending().await;
     };
     loop {
         let woken = shard.stop_signal().wait();
-        if shard.is_stopping() {
+        if reached(&shard) {
             return;
         }
         woken.await;
@@ -259,16 +265,7 @@ pub fn drain_requested() -> bool {
 
 /// Completes when this shard begins to drain ([`begin_drain`]) or to stop.
 pub async fn draining() {
-    let Some(shard) = ShardContext::current() else {
-        return std::future::pending().await;
-    };
-    loop {
-        let woken = shard.stop_signal().wait();
-        if shard.is_draining() {
-            return;
-        }
-        woken.await;
-    }
+    until(ShardContext::is_draining).await
 }
 
 /// Client requests being served on this shard now: [`Busy`] guards alive

@@ -3,9 +3,11 @@
 //! On Ctrl-C or SIGTERM it stops taking client requests, hands the
 //! leadership of the groups it leads to other voters (at most
 //! [`HANDOVER_MAX`]), waits for the requests it took to be answered (at
-//! most [`DRAIN_MAX`]), then stops its groups and exits. `sampan-node --config node.toml --restore-from DIR` writes the
-//! node's (empty) data directory from a backup (`sampan-cli backup`) and
-//! exits; the node then starts as usual.
+//! most [`DRAIN_MAX`]), then stops its groups and exits.
+//!
+//! `sampan-node --config node.toml --restore-from DIR` writes the node's
+//! (empty) data directory from a backup (`sampan-cli backup`) and exits;
+//! the node then starts as usual.
 
 use clap::Parser;
 use sampan::server::{RaftServer, machines};

@@ -34,7 +34,8 @@
 
 use crate::client::{Client, ClientError};
 use crate::config::{GroupConfig, ServerConfig};
-use crate::raft::{Membership, NodeId, Role};
+use crate::group::newest_leader;
+use crate::raft::{Membership, NodeId};
 use crate::service::{self, SnapshotRead};
 use crate::wire::{decode_snapshot_meta, encode_snapshot_meta};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -428,26 +429,18 @@ async fn find_leader(
     servers: &[SocketAddr],
     group: u64,
 ) -> Option<(SocketAddr, u64)> {
-    let mut best: Option<(u64, SocketAddr, u64)> = None;
-    let mut named: Option<(u64, u64)> = None;
-    for s in client.status(group).await {
-        let Ok(st) = &s.status else { continue };
-        if let Some(node) = s.node
-            && st.role == Role::Leader
-            && best.is_none_or(|(term, ..)| st.term > term)
-        {
-            best = Some((st.term, s.addr, node));
-        }
-        if let Some(leader) = st.leader
-            && named.is_none_or(|(term, _)| st.term > term)
-        {
-            named = Some((st.term, leader));
-        }
+    let statuses = client.status(group).await;
+    let known = || statuses.iter().filter_map(|s| s.status.as_ref().ok());
+    if let Some(lead) = newest_leader(known())
+        && let Some(at) = statuses.iter().find(|s| s.node == Some(lead.node))
+    {
+        return Some((at.addr, lead.node));
     }
-    if let Some((_, addr, node)) = best {
-        return Some((addr, node));
-    }
-    if let Some((_, leader)) = named {
+    let named = known()
+        .filter(|st| st.leader.is_some())
+        .max_by_key(|st| st.term)
+        .and_then(|st| st.leader);
+    if let Some(leader) = named {
         for at in servers {
             let Ok(nodes) = client.list_nodes_at(*at).await else {
                 continue;

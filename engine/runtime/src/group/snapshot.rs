@@ -14,6 +14,7 @@ use super::{ApplyJob, Event, Outbox, Reply, SnapshotSaved};
 use crate::raft::{self, Body, Message, NodeId};
 use crate::state_machine::{FrozenState, SnapshotInfo, StateMachine};
 use crate::wire::{ChunkAnswer, ChunkStatus, SnapshotChunk, encode_snapshot_meta};
+use bytes::Bytes;
 use sampan_fiber::{Receiver, Sender, yield_if_needed};
 use sampan_storage::{RaftLog, SnapshotManager, SnapshotSink, SnapshotSource};
 use std::cell::{Cell, RefCell};
@@ -141,7 +142,7 @@ pub(crate) async fn find<S: SnapshotManager>(
 pub(crate) async fn read_piece<S: SnapshotManager>(
     store: &S,
     read: crate::service::SnapshotRead,
-) -> Result<(sampan_storage::SnapshotMeta, bytes::Bytes), String> {
+) -> Result<(sampan_storage::SnapshotMeta, Bytes), String> {
     let stored = match read.at {
         Some((index, term)) => find(store, index, term).await?,
         None => store
@@ -164,13 +165,18 @@ pub(crate) async fn read_piece<S: SnapshotManager>(
     let bytes_max = read
         .bytes_max
         .clamp(1, crate::service::SNAPSHOT_PIECE_BYTES_MAX) as usize;
-    let data = reader
+    Ok((stored, next_data(&mut reader, bytes_max).await?))
+}
+
+/// The next at most `bytes_max` bytes of a snapshot's data (none at its
+/// end).
+async fn next_data<R: SnapshotSource>(reader: &mut R, bytes_max: usize) -> Result<Bytes, String> {
+    Ok(reader
         .next_chunk(bytes_max)
         .await
         .map_err(|e| e.to_string())?
         .map(|(_, b)| b)
-        .unwrap_or_default();
-    Ok((stored, data))
+        .unwrap_or_default())
 }
 
 /// Feeds the stored snapshot `stored` to `sm` chunk by chunk (yielding
@@ -575,12 +581,7 @@ impl<S: SnapshotManager> Transfer<S> {
         let started = Instant::now();
         loop {
             let offset = reader.offset();
-            let data = reader
-                .next_chunk(chunk_bytes)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|(_, b)| b)
-                .unwrap_or_default();
+            let data = next_data(&mut reader, chunk_bytes).await?;
             let last = offset + data.len() as u64 >= stored.size;
             let chunk = SnapshotChunk {
                 term: self.term,
