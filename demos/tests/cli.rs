@@ -1,6 +1,9 @@
 //! `sampan-cli` (the built binary) against an in-process 3-node cluster:
 //! its outputs, human and JSON, and its exit codes.
 
+mod redis_common;
+
+use redis_common::json_field;
 use sampan::config::{Durability, GroupConfig, ServerConfig};
 use sampan::server::RaftServer;
 use sampan_fiber::{IO_MEMORY_MIN_BYTES, Runtime};
@@ -213,17 +216,6 @@ fn usage_errors_exit_2_and_an_unreachable_cluster_exits_3() {
     let run = cli(&down, &["--json", "--timeout-ms", "300", "get", "k"]);
     assert_eq!(run.code, 3);
     assert!(run.stdout.starts_with("{\"error\":\""), "{}", run.stdout);
-}
-
-/// The value of `"field":` in a JSON line, as text up to the next , or }.
-fn json_field<'a>(json: &'a str, field: &str) -> Vec<&'a str> {
-    json.match_indices(&format!("\"{field}\":"))
-        .map(|(at, m)| {
-            let rest = &json[at + m.len()..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            &rest[..end]
-        })
-        .collect()
 }
 
 #[test]

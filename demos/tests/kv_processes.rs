@@ -373,24 +373,6 @@ fn a_wrong_config_file_names_the_file_and_the_field() {
     }
 }
 
-/// Runs the `sampan-cli` binary against the cluster's service ports.
-fn sampan_cli(c: &TestCluster, args: &[&str]) -> std::process::Output {
-    let servers: Vec<String> = c.services().iter().map(|a| a.to_string()).collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_sampan-cli"))
-        .arg("--servers")
-        .arg(servers.join(","))
-        .args(args)
-        .output()
-        .expect("run sampan-cli");
-    assert!(
-        out.status.success(),
-        "sampan-cli {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// SIGKILLs every node, then starts them all again from the same files.
 fn kill_all_and_restart(c: &mut TestCluster) {
     for i in 1..=3 {

@@ -177,6 +177,15 @@ fn metrics_and_health_follow_a_leader_kill() {
         1,
         "each family once: {body}"
     );
+    // What the group holds: its log on disk, the keys written, the
+    // exactly-once session the Redis port wrote them under.
+    at_least("sampan_group_log_bytes{group=\"1\"}", 1.0);
+    at_least("sampan_group_keys{group=\"1\"}", WRITES as f64);
+    at_least("sampan_group_sessions{group=\"1\"}", 1.0);
+    assert!(
+        !body.contains("sampan_group_snapshot_seconds{group=\"1\"}"),
+        "no snapshot taken yet: {body}"
+    );
     at_least("sampan_elections_total{shard=\"0\"}", 1.0);
     at_least("sampan_leader_changes_total{shard=\"0\"}", 2.0);
     let other = c
@@ -214,6 +223,42 @@ fn metrics_and_health_follow_a_leader_kill() {
             .is_some_and(|rtt| rtt > 0.0 && rtt < 10.0)
         })
     });
+    // A snapshot taken by command (on each node) shows its duration and
+    // size, and the CLI's status reports the same counts.
+    let taken = sampan_cli(&c, &["--group", "1", "--json", "snapshot"]);
+    let taken = String::from_utf8_lossy(&taken.stdout).into_owned();
+    let (_, snapped) = get(ports[leader as usize - 1], "/metrics").expect("metrics");
+    let metric = |name: &str| {
+        series(&snapped, &format!("{name}{{group=\"1\"}}"))
+            .unwrap_or_else(|| panic!("no {name}: {snapped}"))
+    };
+    let ms = (metric("sampan_group_snapshot_seconds") * 1000.0)
+        .round()
+        .to_string();
+    assert!(
+        json_field(&taken, "write_ms").contains(&ms.as_str()),
+        "{ms} ms: {taken}"
+    );
+    let bytes = metric("sampan_group_snapshot_bytes").to_string();
+    assert!(
+        json_field(&taken, "bytes").contains(&bytes.as_str()),
+        "{bytes}: {taken}"
+    );
+    let status = sampan_cli(&c, &["--group", "1", "--json", "status"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let counts = |name: &str| -> Vec<u64> {
+        json_field(&status, name)
+            .iter()
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} {v}: {status}")))
+            .collect()
+    };
+    let keys = counts("keys");
+    assert_eq!(keys.len(), 2, "a line per running node: {status}");
+    assert!(keys.iter().max() >= Some(&(WRITES as u64)), "{status}");
+    assert!(counts("sessions").iter().all(|s| *s >= 1), "{status}");
+    assert_eq!(counts("snapshot_ms").len(), 2, "{status}");
+    // (Their logs may be empty now: the snapshot lets them purge it.)
+    assert_eq!(counts("log_bytes").len(), 2, "{status}");
     // Every metric the Grafana dashboard in docs/ plots is one a node
     // exports (the dashboard cannot drift from the names).
     let (_, now) = get(ports[leader as usize - 1], "/metrics").expect("metrics");

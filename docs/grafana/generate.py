@@ -38,6 +38,11 @@ panel("Elections and leader changes", [
     (f'sum by (instance) (increase(sampan_elections_total{{{sel}}}[5m]))',"elections {{instance}}"),
     (f'sum by (instance) (increase(sampan_leader_changes_total{{{sel}}}[5m]))',"leader changes {{instance}}")], desc="Per 5 minutes. Steady elections mean a flapping network or a stalled node.")
 panel("Apply lag by group", [(f'max by (group) (sampan_group_apply_lag{{{sel}}})',"group {{group}}")], desc="Entries committed but not applied yet, worst node.")
+panel("Log size by group", [(f'max by (group) (sampan_group_log_bytes{{{sel}}})',"group {{group}}")], unit="bytes", desc="Bytes of log a group keeps on disk, largest replica. Falls after each snapshot once followers no longer need the entries.")
+panel("Snapshot write time by group", [(f'max by (group) (sampan_group_snapshot_seconds{{{sel}}})',"group {{group}}")], unit="s", desc="How long writing the last snapshot took, slowest replica. Applies go on meanwhile; a long write means a large state or a slow disk.")
+panel("Keys and sessions by group", [
+    (f'max by (group) (sampan_group_keys{{{sel}}})',"keys, group {{group}}"),
+    (f'max by (group) (sampan_group_sessions{{{sel}}})',"sessions, group {{group}}")], desc="Keys held (expired ones not yet removed count) and exactly-once client sessions remembered.")
 panel("Follower lag (on leaders)", [(f'max by (group, node) (sampan_follower_lag{{{sel}}})',"group {{group}} node {{node}}")], desc="Entries a follower lacks, as its leader sees it.")
 panel("Peer round trip", [(f'max by (instance, peer) (sampan_peer_rtt_seconds{{{sel}}})',"{{instance}} to {{peer}}")], unit="s", desc="The last keepalive's round trip on each node-to-node link.")
 panel("Peer last contact", [(f'max by (instance, peer) (sampan_peer_silent_seconds{{{sel}}})',"{{instance}} from {{peer}}")], unit="s", desc="Time since each peer last answered a keepalive: grows from the moment a peer dies or is cut off.")

@@ -51,6 +51,9 @@ impl<V: Vfs> RaftLog for AnyLog<V> {
     fn durable_index(&self) -> u64 {
         either!(self, l => l.durable_index())
     }
+    fn bytes(&self) -> u64 {
+        either!(self, l => l.bytes())
+    }
     fn term(&self, index: u64) -> Result<Option<u64>> {
         either!(self, l => l.term(index))
     }

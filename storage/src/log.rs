@@ -418,6 +418,11 @@ impl<V: Vfs> RaftLog for SegmentLog<V> {
         self.inner.sync.durable.get()
     }
 
+    fn bytes(&self) -> u64 {
+        let st = self.inner.st.borrow();
+        st.segments.iter().map(|s| s.write_pos).sum()
+    }
+
     fn term(&self, index: u64) -> Result<Option<u64>> {
         let st = self.inner.st.borrow();
         if index + 1 == st.meta.first_index {

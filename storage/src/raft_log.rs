@@ -33,6 +33,12 @@ pub trait RaftLog {
     /// Highest index known durable.
     fn durable_index(&self) -> u64;
 
+    /// Bytes of log data this group keeps on disk, for metrics: what its
+    /// own segment files hold, or (in a log shared by groups) the records
+    /// of its live entries. Purged entries count until their space can
+    /// be freed.
+    fn bytes(&self) -> u64;
+
     /// Term of entry `index`; also answers for `first_index() - 1` (the
     /// entry just before the log, from the purge point or snapshot).
     /// `None` when out of range.

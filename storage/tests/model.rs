@@ -67,6 +67,14 @@ fn check(log: &SegmentLog<MemFs>, m: &Model) {
         assert_eq!(log.term(e.0).unwrap(), Some(e.1));
     }
     assert_eq!(log.term(m.last() + 1).unwrap(), None);
+    // Its segments hold at least its live records (purged ones stay until
+    // their segment goes).
+    assert!(
+        log.bytes() >= record_bytes(&m.entries),
+        "bytes {} for {} entries",
+        log.bytes(),
+        m.entries.len()
+    );
 }
 
 fn run(ops: Vec<Op>, big: bool) {

@@ -554,15 +554,20 @@ fn status_all(
                     text,
                     "{sep}{{\"node\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\
                      \"commit\":{},\"applied\":{},\"lag\":{lag},\"leader_contact_ms\":{},\
-                     \"hibernating\":{}}}",
-                    n.node.map_or("null".into(), |v| v.to_string()),
+                     \"hibernating\":{},\"log_bytes\":{},\"snapshot_index\":{},\
+                     \"snapshot_ms\":{},\"keys\":{},\"sessions\":{}}}",
+                    json_opt(n.node),
                     st.term,
-                    st.leader.map_or("null".into(), |v| v.to_string()),
+                    json_opt(st.leader),
                     st.index_commit,
                     st.index_applied,
-                    st.leader_contact_ms
-                        .map_or("null".into(), |v| v.to_string()),
-                    st.hibernating
+                    json_opt(st.leader_contact_ms),
+                    st.hibernating,
+                    st.log_bytes,
+                    st.snapshot_index,
+                    json_opt(st.snapshot_saved.map(|s| s.write_ms)),
+                    json_opt(st.keys),
+                    json_opt(st.sessions),
                 );
             } else {
                 let _ = writeln!(
@@ -1302,6 +1307,11 @@ fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
+/// `v`, or JSON's `null`.
+fn json_opt(v: Option<u64>) -> String {
+    v.map_or("null".into(), |v| v.to_string())
+}
+
 fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
     let mut s = format!("group {group}\n");
     let _ = writeln!(
@@ -1356,19 +1366,19 @@ fn members(st: &GroupStatus) -> String {
 
 fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
     let mut s = format!("{{\"group\":{group},\"nodes\":[");
-    let null = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
     for (i, n) in nodes.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
-        let head = format!("\"addr\":\"{}\",\"node\":{}", n.addr, null(n.node));
+        let head = format!("\"addr\":\"{}\",\"node\":{}", n.addr, json_opt(n.node));
         let _ = match &n.status {
             Ok(st) => write!(
                 s,
                 "{sep}{{{head},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
                  \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"voters_outgoing\":{:?},\
-                 \"learners\":{:?},\"snapshot_index\":{},\"snapshot_term\":{}}}",
+                 \"learners\":{:?},\"snapshot_index\":{},\"snapshot_term\":{},\"log_bytes\":{},\
+                 \"snapshot_ms\":{},\"keys\":{},\"sessions\":{}}}",
                 format!("{:?}", st.role).to_lowercase(),
                 st.term,
-                null(st.leader),
+                json_opt(st.leader),
                 st.index_commit,
                 st.index_applied,
                 st.index_last,
@@ -1377,7 +1387,11 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
                 st.voters_outgoing,
                 st.learners,
                 st.snapshot_index,
-                st.snapshot_term
+                st.snapshot_term,
+                st.log_bytes,
+                json_opt(st.snapshot_saved.map(|x| x.write_ms)),
+                json_opt(st.keys),
+                json_opt(st.sessions)
             ),
             Err(e) => write!(s, "{sep}{{{head},\"error\":{}}}", json_str(&e.to_string())),
         };

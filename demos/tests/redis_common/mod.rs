@@ -394,3 +394,37 @@ pub use sampan_demos::resp::{RespClient as Resp, Value};
 pub fn scratch(c: &TestCluster) -> PathBuf {
     c.dir.path().to_path_buf()
 }
+
+/// Runs the `sampan-cli` binary against the running nodes' service ports;
+/// fails the test unless it succeeds.
+pub fn sampan_cli(c: &TestCluster, args: &[&str]) -> std::process::Output {
+    let servers: Vec<String> = c
+        .running()
+        .into_iter()
+        .map(|n| c.service(n).to_string())
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_sampan-cli"))
+        .arg("--servers")
+        .arg(servers.join(","))
+        .args(args)
+        .output()
+        .expect("run sampan-cli");
+    assert!(
+        out.status.success(),
+        "sampan-cli {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Each value of `"field":` in JSON text, as text up to the next , or }.
+pub fn json_field<'a>(json: &'a str, field: &str) -> Vec<&'a str> {
+    json.match_indices(&format!("\"{field}\":"))
+        .map(|(at, m)| {
+            let rest = &json[at + m.len()..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}

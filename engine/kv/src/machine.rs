@@ -6,7 +6,8 @@ use super::snapshot::{KvFrozen, KvRestore};
 use super::store::{KvConfig, KvStore};
 use bytes::{Bytes, BytesMut};
 use sampan::state_machine::{
-    Committed, FrozenState, RoleChange, SnapshotInfo, Stamp, StateMachine, StateMachineError,
+    Committed, FrozenState, MachineStats, RoleChange, SnapshotInfo, Stamp, StateMachine,
+    StateMachineError,
 };
 use sampan_proto::kv::KvQuery;
 use sampan_proto::kv::{KvCommand, KvFailure, KvRequest, KvResult};
@@ -129,6 +130,13 @@ impl StateMachine for KvMachine {
         // A new leader re-derives every pending expiry from the replicated
         // state; nothing the old term proposed is assumed applied.
         self.expiring.clear();
+    }
+
+    fn stats(&self) -> MachineStats {
+        MachineStats {
+            keys: Some(self.store.len() as u64),
+            sessions: Some(self.store.sessions().len() as u64),
+        }
     }
 
     fn stamp(&self) -> Option<Stamp> {

@@ -221,6 +221,17 @@ pub struct GroupStatus {
     /// the leader it names (its last contact); `None` on a leader, with no
     /// leader known, or from a node that does not report it.
     pub leader_contact_ms: Option<u64>,
+    /// Bytes of log data the group keeps on disk here (see
+    /// `RaftLog::bytes`); 0 from a node that does not report it.
+    pub log_bytes: u64,
+    /// The last snapshot this replica wrote since it started (how long it
+    /// took, how big it is); `None` if it wrote none.
+    pub snapshot_saved: Option<SnapshotSaved>,
+    /// Keys (or other items) the state machine holds, if it counts them.
+    pub keys: Option<u64>,
+    /// Exactly-once client sessions the state machine remembers, if it
+    /// keeps any.
+    pub sessions: Option<u64>,
 }
 
 /// Among replicas' statuses, the leader of the highest term: the one in

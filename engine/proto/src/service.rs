@@ -930,7 +930,44 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
         }
         None => b.put_u8(0),
     }
+    b.put_u64_le(s.log_bytes);
+    match &s.snapshot_saved {
+        Some(saved) => {
+            b.put_u8(1);
+            for v in [
+                saved.index,
+                saved.term,
+                saved.bytes,
+                saved.write_ms,
+                saved.applied_meanwhile,
+            ] {
+                b.put_u64_le(v);
+            }
+        }
+        None => b.put_u8(0),
+    }
+    put_opt_u64(&mut b, s.keys);
+    put_opt_u64(&mut b, s.sessions);
     b.freeze()
+}
+
+/// A flag byte, then the value if there is one.
+fn put_opt_u64(b: &mut BytesMut, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            b.put_u8(1);
+            b.put_u64_le(v);
+        }
+        None => b.put_u8(0),
+    }
+}
+
+fn opt_u64(r: &mut Reader, what: &'static str) -> Result<Option<u64>, DecodeError> {
+    Ok(if r.bool(what)? {
+        Some(r.u64(what)?)
+    } else {
+        None
+    })
 }
 
 fn ids(r: &mut Reader, what: &'static str) -> Result<Vec<u64>, DecodeError> {
@@ -969,6 +1006,10 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         voters_outgoing: Vec::new(),
         matched: Vec::new(),
         leader_contact_ms: None,
+        log_bytes: 0,
+        snapshot_saved: None,
+        keys: None,
+        sessions: None,
     };
     // Nodes before conditional membership changes end here.
     if r.remaining() > 0 {
@@ -989,8 +1030,23 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
         }
     }
     // Nodes before `leader_contact_ms` end here.
-    if r.remaining() > 0 && r.bool("leader contact")? {
-        s.leader_contact_ms = Some(r.u64("leader contact")?);
+    if r.remaining() > 0 {
+        s.leader_contact_ms = opt_u64(&mut r, "leader contact")?;
+    }
+    // Nodes before `log_bytes` end here.
+    if r.remaining() > 0 {
+        s.log_bytes = r.u64("log bytes")?;
+        if r.bool("snapshot saved")? {
+            s.snapshot_saved = Some(SnapshotSaved {
+                index: r.u64("saved index")?,
+                term: r.u64("saved term")?,
+                bytes: r.u64("saved bytes")?,
+                write_ms: r.u64("saved write ms")?,
+                applied_meanwhile: r.u64("saved applied meanwhile")?,
+            });
+        }
+        s.keys = opt_u64(&mut r, "keys")?;
+        s.sessions = opt_u64(&mut r, "sessions")?;
     }
     r.finish("group status")?;
     Ok(s)
@@ -1095,11 +1151,24 @@ mod tests {
             voters_outgoing: vec![1, 2, 5],
             matched: vec![(2, 40), (3, 39)],
             leader_contact_ms: None,
+            log_bytes: 1 << 30,
+            snapshot_saved: Some(SnapshotSaved {
+                index: 8,
+                term: 7,
+                bytes: 4096,
+                write_ms: 12,
+                applied_meanwhile: 3,
+            }),
+            keys: Some(5),
+            sessions: None,
         };
         assert_eq!(decode_status(encode_status(&status)), Ok(status.clone()));
         let follower = GroupStatus {
             role: Role::Follower,
             leader_contact_ms: Some(42),
+            snapshot_saved: None,
+            keys: None,
+            sessions: Some(3),
             ..status
         };
         assert_eq!(decode_status(encode_status(&follower)), Ok(follower));
@@ -1157,15 +1226,21 @@ mod tests {
             voters_outgoing: vec![2],
             matched: Vec::new(),
             leader_contact_ms: None,
+            log_bytes: 0,
+            snapshot_saved: None,
+            keys: None,
+            sessions: None,
         });
-        // Older nodes' statuses end before the leader contact (1 byte
-        // here), before the matched indexes (4 more), before the outgoing
-        // voters (4 + 8 more) or before the membership position (16 more).
+        // Older nodes' statuses end before the log bytes (11 bytes here),
+        // before the leader contact (1 more), before the matched indexes
+        // (4 more), before the outgoing voters (4 + 8 more) or before the
+        // membership position (16 more).
         let older = [
-            status.len() - 1,
-            status.len() - 5,
-            status.len() - 17,
-            status.len() - 33,
+            status.len() - 11,
+            status.len() - 12,
+            status.len() - 16,
+            status.len() - 28,
+            status.len() - 44,
         ];
         for cut in 0..status.len() {
             let decoded = decode_status(status.slice(..cut));

@@ -20,7 +20,9 @@ use crate::group::GroupStatus;
 use crate::raft::Role;
 use crate::stats::StatsSnapshot;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -135,11 +137,24 @@ fn group_gauge(
     groups: &[GroupStatus],
     value: impl Fn(&GroupStatus) -> i64,
 ) -> Result<(), std::fmt::Error> {
+    group_gauge_some(enc, name, help, groups, |s| Some(value(s)))
+}
+
+/// [`group_gauge`] for a value some groups lack: they get no line.
+fn group_gauge_some<N: EncodeGaugeValue + std::fmt::Debug>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    groups: &[GroupStatus],
+    value: impl Fn(&GroupStatus) -> Option<N>,
+) -> Result<(), std::fmt::Error> {
     let mut family =
         enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
     for s in groups {
-        let labels = [("group", s.group)];
-        ConstGauge::new(value(s)).encode(family.encode_family(&labels)?)?;
+        if let Some(v) = value(s) {
+            let labels = [("group", s.group)];
+            ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+        }
     }
     Ok(())
 }
@@ -436,6 +451,43 @@ impl Collector for ServerCollector {
             "Last index of the newest snapshot here (0: none).",
             g,
             |s| as_i64(s.snapshot_index),
+        )?;
+        group_gauge(
+            &mut enc,
+            "sampan_group_log_bytes",
+            "Bytes of log the group keeps on disk here (its segment files, or its live \
+             entries in the shard's shared log).",
+            g,
+            |s| as_i64(s.log_bytes),
+        )?;
+        group_gauge_some(
+            &mut enc,
+            "sampan_group_snapshot_seconds",
+            "How long writing the last snapshot taken here took (groups that took none \
+             since the node started have no line).",
+            g,
+            |s| s.snapshot_saved.map(|x| x.write_ms as f64 / 1000.0),
+        )?;
+        group_gauge_some(
+            &mut enc,
+            "sampan_group_snapshot_bytes",
+            "Size of the last snapshot taken here.",
+            g,
+            |s| s.snapshot_saved.map(|x| as_i64(x.bytes)),
+        )?;
+        group_gauge_some(
+            &mut enc,
+            "sampan_group_keys",
+            "Keys the state machine holds (expired ones not yet removed count).",
+            g,
+            |s| s.keys.map(as_i64),
+        )?;
+        group_gauge_some(
+            &mut enc,
+            "sampan_group_sessions",
+            "Exactly-once client sessions the state machine remembers.",
+            g,
+            |s| s.sessions.map(as_i64),
         )?;
         group_gauge(
             &mut enc,

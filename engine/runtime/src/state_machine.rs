@@ -102,6 +102,16 @@ pub type Stamp = fn(Bytes, u64) -> Bytes;
 
 pub use sampan_proto::now_ms;
 
+/// What a state machine says it holds ([`StateMachine::stats`]); a
+/// count it does not keep stays `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineStats {
+    /// Keys (or other items) held.
+    pub keys: Option<u64>,
+    /// Exactly-once client sessions remembered.
+    pub sessions: Option<u64>,
+}
+
 /// The state behind one Raft group.
 pub trait StateMachine: 'static {
     /// Applies committed entries in order and pushes one result per entry
@@ -153,6 +163,12 @@ pub trait StateMachine: 'static {
     fn due_commands(&mut self, now_ms: u64, out: &mut Vec<Bytes>) -> Option<u64> {
         let _ = (now_ms, out);
         None
+    }
+
+    /// What it holds, for metrics and `status` (read at each scrape, so
+    /// it must be cheap: O(1)). The default: nothing counted.
+    fn stats(&self) -> MachineStats {
+        MachineStats::default()
     }
 
     /// Freezes the state at the last applied index in O(1) or close to it.

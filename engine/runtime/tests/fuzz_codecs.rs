@@ -456,6 +456,16 @@ fn status() -> impl Strategy<Value = GroupStatus> {
             matched: voters_outgoing.iter().map(|v| (*v, v ^ n[2])).collect(),
             voters_outgoing,
             leader_contact_ms: leader.map(|_| n[3] >> 1),
+            log_bytes: n[4] >> 3,
+            snapshot_saved: hibernating.then_some(SnapshotSaved {
+                index: n[6],
+                term: n[7],
+                bytes: n[5],
+                write_ms: n[1] >> 2,
+                applied_meanwhile: n[2] >> 2,
+            }),
+            keys: leader.map(|_| n[0] >> 4),
+            sessions: (!hibernating).then_some(n[1] >> 5),
         },
     )
 }

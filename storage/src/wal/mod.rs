@@ -220,6 +220,8 @@ pub(crate) struct GroupState {
     pub(crate) first: u64,
     pub(crate) prev_term: u64,
     pub(crate) entries: VecDeque<Loc>,
+    /// The records of `entries`, in bytes.
+    pub(crate) bytes: u64,
     /// Live entries per segment.
     pub(crate) per_seg: BTreeMap<u64, u32>,
     /// Last index written (readable).
@@ -244,6 +246,7 @@ impl GroupState {
             first,
             prev_term,
             entries: VecDeque::new(),
+            bytes: 0,
             per_seg: BTreeMap::new(),
             written: first - 1,
             durable: first - 1,
@@ -265,7 +268,14 @@ impl GroupState {
 
     pub(crate) fn push(&mut self, loc: Loc) {
         *self.per_seg.entry(loc.seg).or_default() += 1;
+        self.bytes += u64::from(loc.len);
         self.entries.push_back(loc);
+    }
+
+    /// `loc` left the group's entries.
+    fn drop_loc(&mut self, loc: Loc) {
+        self.bytes -= u64::from(loc.len);
+        self.unpin(loc.seg);
     }
 
     fn unpin(&mut self, seg: u64) {
@@ -281,7 +291,7 @@ impl GroupState {
     pub(crate) fn truncate_after(&mut self, last_kept: u64) {
         while self.last() > last_kept {
             let loc = self.entries.pop_back().expect("last() > last_kept");
-            self.unpin(loc.seg);
+            self.drop_loc(loc);
         }
     }
 
@@ -289,7 +299,7 @@ impl GroupState {
     fn purge_before(&mut self, first_kept: u64, prev_term: u64) {
         while self.first < first_kept {
             match self.entries.pop_front() {
-                Some(loc) => self.unpin(loc.seg),
+                Some(loc) => self.drop_loc(loc),
                 None => break,
             }
             self.first += 1;
@@ -1511,6 +1521,10 @@ impl<V: Vfs> RaftLog for WalLog<V> {
 
     fn durable_index(&self) -> u64 {
         self.inner.g.borrow().durable
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.g.borrow().bytes
     }
 
     fn term(&self, index: u64) -> Result<Option<u64>> {

@@ -61,6 +61,14 @@ pub fn expected(first: u64, n: u64, term: u64, salt: u64) -> Vec<(u64, u64, Vec<
 }
 
 /// Every entry of the log as (index, term, payload).
+/// Bytes the records of `entries` take (headers and padded payloads).
+pub fn record_bytes(entries: &[(u64, u64, Vec<u8>)]) -> u64 {
+    entries
+        .iter()
+        .map(|e| sampan_storage::format::record_len(e.2.len()) as u64)
+        .sum()
+}
+
 pub fn read_all<L: RaftLog>(log: &L) -> Vec<(u64, u64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut from = log.first_index();

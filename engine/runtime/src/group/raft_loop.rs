@@ -842,6 +842,14 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             }
             _ => None,
         };
+        // Borrowed by the apply fiber only while it replaces the state
+        // with a snapshot's: counts unknown for that moment.
+        let machine = self
+            .gate
+            .machine()
+            .try_borrow()
+            .map(|m| m.stats())
+            .unwrap_or_default();
         GroupStatus {
             leader_contact_ms,
             group: self.group,
@@ -884,6 +892,10 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             snapshot_term: self.snaps.meta.borrow().term,
             membership_index: self.raft.membership_at().0,
             membership_term: self.raft.membership_at().1,
+            log_bytes: self.log.bytes(),
+            snapshot_saved: self.snaps.last.get(),
+            keys: machine.keys,
+            sessions: machine.sessions,
         }
     }
 
