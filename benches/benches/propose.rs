@@ -6,7 +6,9 @@
 //! `cargo bench -p sampan-benches --bench propose [-- --quick]`. The bench
 //! binary starts its own nodes: it runs itself again with `--node`.
 //! `SAMPAN_BENCH_LOG_LAYOUT=per_group` runs the nodes with each group's
-//! own log files instead of the shard's shared log.
+//! own log files instead of the shard's shared log; `--leaders-on-one`
+//! moves every group's leader to node 1 first; `--only sync-16` runs one
+//! case.
 
 /// The node binary's allocator (`demos/src/bin/sampan-node.rs`): this
 /// process also runs the nodes (`--node`).
@@ -62,6 +64,9 @@ fn main() {
         Duration::from_secs_f64(secs),
         None,
     )];
+    // `--leaders-on-one`: every group's leader moved to node 1 before the
+    // load (by default they stay where their elections put them).
+    let one_leader_node = args.iter().any(|a| a == "--leaders-on-one");
     // `--only async-16` runs one case (for profiling).
     let only = args
         .iter()
@@ -88,7 +93,7 @@ fn main() {
             .shard(0)
             .unwrap_or_else(|e| panic!("{e}"))
             .run_blocking(TaskClass::Latency, move || async move {
-                load(services, groups, warm, secs).await
+                load(services, groups, one_leader_node, warm, secs).await
             })
             .unwrap_or_else(|e| panic!("{e}"));
         drop(cluster);
@@ -141,6 +146,7 @@ fn command(i: u64) -> Bytes {
 async fn load(
     services: Vec<SocketAddr>,
     groups: u64,
+    one_leader_node: bool,
     warm: f64,
     secs: f64,
 ) -> (u64, Duration, Latencies) {
@@ -153,8 +159,13 @@ async fn load(
                 if let Ok(b) = call(c, g, Op::Status, Bytes::new()).await
                     && decode_status(b).is_ok_and(|s| s.role == Role::Leader)
                 {
-                    leaders.push(i);
-                    break 'found;
+                    if !one_leader_node || i == 0 {
+                        leaders.push(i);
+                        break 'found;
+                    }
+                    // Node 1 (the first service address) takes it over.
+                    let to = Bytes::copy_from_slice(&1u64.to_le_bytes());
+                    let _ = call(c, g, Op::TransferLeader, to).await;
                 }
             }
             assert!(Instant::now() < deadline, "no leader of group {g}");

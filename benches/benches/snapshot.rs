@@ -11,11 +11,18 @@
 //! each kind in place (HSET, LSET, SADD, ZINCRBY, or a put): a collection
 //! written while a snapshot holds it is copied once.
 //!
-//! `cargo bench -p sampan-benches --bench snapshot [-- --quick] [--mixed]`. One
+//! `cargo bench -p sampan-benches --bench snapshot [-- --quick] [--mixed]
+//! [--only copyonwrite|copyonwriteunlimited|naive|writesonly]`. One
 //! process, one shard: the group, its apply and snapshot fibers and the
 //! load fibers share one thread, so what the snapshot costs the shard shows
 //! in the puts' rate. `async` durability, so the disk's fsync does not hide
 //! the state machine.
+
+/// The node binary's allocator (`demos/src/bin/sampan-node.rs`): the
+/// shard's applies and the snapshot's encoder thread allocate and free
+/// the same tree's nodes, as they do in a node.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -202,6 +209,11 @@ fn main() {
     };
     let base = std::env::var_os("SAMPAN_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let root = base.join(format!("sampan-snapshot-bench-{}", std::process::id()));
+    // `--only copyonwrite` runs one variant (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let mut rows = Vec::new();
     for variant in [
         Variant::CopyOnWrite,
@@ -209,6 +221,12 @@ fn main() {
         Variant::Naive,
         Variant::WritesOnly,
     ] {
+        if only
+            .as_ref()
+            .is_some_and(|o| *o != format!("{variant:?}").to_lowercase())
+        {
+            continue;
+        }
         let dir = root.join(format!("{variant:?}").to_lowercase());
         let rounds = match variant {
             Variant::CopyOnWrite => run_variant(&dir, plan, kv_factory(), LIMIT_DEFAULT),
