@@ -23,6 +23,10 @@ use super::types::{Entry, SnapshotMeta};
 /// the oldest are merged, which only makes old reports count for less.
 const CUTS_MAX: usize = 64;
 
+/// Most bytes ([`Entry::size_bytes`]) of durable entries kept in memory
+/// until they are handed out for applying (see [`RaftLog`]'s `recent`).
+pub const RECENT_BYTES_MAX: u64 = 8 << 20;
+
 /// Why the log cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
@@ -87,6 +91,13 @@ pub trait LogView {
 #[derive(Debug)]
 pub struct RaftLog<L> {
     view: L,
+    /// Entries reported durable and not yet handed out for applying, the
+    /// newest first to go (bounded by [`RECENT_BYTES_MAX`]): contiguous,
+    /// ending just before `index_unstable`. Reads served from here skip
+    /// decoding the log's records again (what the apply hand-off and the
+    /// sends to followers read, right after the entries became durable).
+    recent: VecDeque<Entry>,
+    recent_bytes: u64,
     unstable: Vec<Entry>,
     index_unstable: u64,
     index_handed: u64,
@@ -125,6 +136,8 @@ impl<L: LogView> RaftLog<L> {
         let index_apply_handed = index_applied.clamp(snapshot, index_committed);
         Ok(Self {
             view,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
             unstable: Vec::new(),
             index_unstable: last + 1,
             index_handed: last,
@@ -238,7 +251,34 @@ impl<L: LogView> RaftLog<L> {
         if index == 0 {
             return Ok(0);
         }
+        if index >= self.first_index()
+            && let Some(e) = self.recent_entry(index)
+        {
+            return Ok(e.term);
+        }
         self.view.term(index)
+    }
+
+    /// The first index held in `recent` (`index_unstable` when empty).
+    fn recent_first(&self) -> u64 {
+        self.recent.front().map_or(self.index_unstable, |e| e.index)
+    }
+
+    fn recent_entry(&self, index: u64) -> Option<&Entry> {
+        let offset = index.checked_sub(self.recent_first())?;
+        self.recent.get(usize::try_from(offset).ok()?)
+    }
+
+    /// Drops from the front of `recent` what was handed out for applying
+    /// and what is over its byte bound.
+    fn trim_recent(&mut self) {
+        while let Some(e) = self.recent.front() {
+            if e.index > self.index_apply_handed && self.recent_bytes <= RECENT_BYTES_MAX {
+                break;
+            }
+            self.recent_bytes -= e.size_bytes();
+            self.recent.pop_front();
+        }
     }
 
     /// Whether the entry at `index` has `term`: false if the log does not
@@ -270,18 +310,18 @@ impl<L: LogView> RaftLog<L> {
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        if lo < self.index_unstable {
-            out = self
-                .view
-                .entries(lo, hi.min(self.index_unstable), bytes_max)?;
+        let in_memory = self.recent_first();
+        if lo < in_memory {
+            out = self.view.entries(lo, hi.min(in_memory), bytes_max)?;
             bytes = out.iter().map(Entry::size_bytes).sum();
-            let complete = out.len() as u64 == hi.min(self.index_unstable) - lo;
+            let complete = out.len() as u64 == hi.min(in_memory) - lo;
             if !complete || bytes >= bytes_max {
                 return Ok(out);
             }
         }
-        let from = lo.max(self.index_unstable);
-        for entry in &self.unstable[(from - self.index_unstable) as usize..] {
+        let from = lo.max(in_memory);
+        let held = self.recent.iter().chain(self.unstable.iter());
+        for entry in held.skip((from - in_memory) as usize) {
             if entry.index >= hi || (!out.is_empty() && bytes + entry.size_bytes() > bytes_max) {
                 break;
             }
@@ -327,6 +367,11 @@ impl<L: LogView> RaftLog<L> {
         );
         assert!(first.index <= self.last_index() + 1, "gap in the log");
         if first.index < self.index_unstable {
+            while self.recent.back().is_some_and(|e| e.index >= first.index) {
+                if let Some(e) = self.recent.pop_back() {
+                    self.recent_bytes -= e.size_bytes();
+                }
+            }
             self.unstable.clear();
             self.index_unstable = first.index;
         } else {
@@ -369,8 +414,12 @@ impl<L: LogView> RaftLog<L> {
             return false;
         }
         let count = (index + 1 - self.index_unstable) as usize;
-        self.unstable.drain(..count);
+        for e in self.unstable.drain(..count) {
+            self.recent_bytes += e.size_bytes();
+            self.recent.push_back(e);
+        }
         self.index_unstable = index + 1;
+        self.trim_recent();
         true
     }
 
@@ -394,6 +443,8 @@ impl<L: LogView> RaftLog<L> {
         // Everything the runtime wrote before is replaced: no earlier
         // report counts any more.
         self.cut_from(1);
+        self.recent.clear();
+        self.recent_bytes = 0;
         self.unstable.clear();
         self.index_unstable = meta.index + 1;
         self.index_handed = meta.index;
@@ -442,6 +493,7 @@ impl<L: LogView> RaftLog<L> {
         let out = self.entries(lo, self.index_committed + 1, bytes_max)?;
         if let Some(last) = out.last() {
             self.index_apply_handed = last.index;
+            self.trim_recent();
         }
         Ok(out)
     }
@@ -482,6 +534,59 @@ mod tests {
             entries: entries(1, last, 1),
         });
         RaftLog::new(view, 1, 1).expect("log holds its commit index")
+    }
+
+    #[test]
+    fn durable_entries_are_read_from_memory_until_applied_and_a_conflict_replaces_them() {
+        // The view holds only entry 1: whatever else is read comes from
+        // the log's memory.
+        let mut log = log_of(1);
+        let with_payload = |lo, hi, term| -> Vec<Entry> {
+            entries(lo, hi, term)
+                .into_iter()
+                .map(|mut e| {
+                    e.payload = Bytes::from(format!("{}@{}", e.index, e.term));
+                    e
+                })
+                .collect()
+        };
+        log.append(&with_payload(2, 10, 2));
+        let _ = log.take_unhanded();
+        assert!(log.stable_to(10, 2, log.epoch()));
+        assert_eq!(log.index_durable(), 10);
+        assert_eq!(log.entries(2, 11, u64::MAX), Ok(with_payload(2, 10, 2)));
+        assert_eq!(log.term(5), Ok(2));
+        // A new leader's entries replace 8..=10; memory keeps 2..=7.
+        log.append(&with_payload(8, 9, 3));
+        let mut want = with_payload(2, 7, 2);
+        want.extend(with_payload(8, 9, 3));
+        assert_eq!(log.entries(2, 11, u64::MAX), Ok(want.clone()));
+        assert_eq!(log.last_index(), 9);
+        assert_eq!(log.term(8), Ok(3));
+        // Handed out for applying: memory lets them go.
+        log.commit_to(7);
+        assert_eq!(log.take_committed(u64::MAX), Ok(want[..6].to_vec()));
+        assert!(log.recent.is_empty() && log.recent_bytes == 0);
+        // Bounded by bytes whatever is applied.
+        let big: Vec<Entry> = (10..=12)
+            .map(|i| Entry {
+                payload: Bytes::from(vec![0u8; (RECENT_BYTES_MAX / 2) as usize]),
+                ..entry(i, 3)
+            })
+            .collect();
+        let _ = log.take_unhanded();
+        log.append(&big);
+        let _ = log.take_unhanded();
+        assert!(log.stable_to(12, 3, log.epoch()));
+        assert!(log.recent_bytes <= RECENT_BYTES_MAX, "{}", log.recent_bytes);
+        assert_eq!(log.recent.back().map(|e| e.index), Some(12));
+        // A snapshot replaces everything held.
+        log.restore(SnapshotMeta {
+            index: 20,
+            term: 3,
+            ..SnapshotMeta::default()
+        });
+        assert!(log.recent.is_empty() && log.recent_bytes == 0);
     }
 
     #[test]
