@@ -20,11 +20,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sampan::group::{GroupHandle, GroupParts, Outbox, SnapshotPolicy, start};
 use sampan::raft::{Config, GroupId, Message, NodeId, Role};
 use sampan::state_machine::{Small, SmallState, StateMachineError};
-use sampan_benches::{Latencies, Row, table};
+use sampan_benches::{Latencies, Row, closed_loop, table};
 use sampan_fiber::{FiberGroup, IO_MEMORY_MIN_BYTES, Runtime, TaskClass};
 use sampan_storage::sim::MemFs;
 use sampan_storage::{RaftLog, RecordRun, SnapshotStore, StatusFile};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
@@ -176,40 +176,21 @@ async fn run(members: u64, clients: usize, secs: f64) -> (u64, Duration, Latenci
         net.replicas.borrow_mut().insert(node, h);
     }
     let leader = leader(&net).await;
-    let lat = Rc::new(RefCell::new(Latencies::new()));
-    let ops = Rc::new(Cell::new(0u64));
-    let measure_from = Instant::now() + WARM;
-    let end = measure_from + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let (leader, lat, ops) = (leader.clone(), lat.clone(), ops.clone());
-        let task = sampan_fiber::spawn(TaskClass::Latency, "client", async move {
-            loop {
-                let t = Instant::now();
-                if t >= end {
-                    break;
-                }
-                if let Err(e) = leader.propose(Bytes::new()).await {
-                    panic!("propose: {e}");
-                }
-                if t >= measure_from {
-                    lat.borrow_mut().record(t.elapsed());
-                    ops.set(ops.get() + 1);
-                }
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        tasks.push(task);
-    }
-    for t in tasks {
-        let _ = t.join().await;
-    }
+    let secs = Duration::from_secs_f64(secs);
+    let run = closed_loop(clients, WARM, secs, move |_, _| {
+        let leader = leader.clone();
+        async move {
+            leader
+                .propose(Bytes::new())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
     fibers.cancel();
     fibers.join().await;
-    let lat = Rc::try_unwrap(lat)
-        .map(RefCell::into_inner)
-        .unwrap_or_default();
-    (ops.get(), end.saturating_duration_since(measure_from), lat)
+    run
 }
 
 /// One replica on the in-memory file system.

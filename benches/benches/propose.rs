@@ -21,10 +21,9 @@ use sampan::config::Durability;
 use sampan::raft::Role;
 use sampan::service::{Op, decode_status};
 use sampan_benches::cluster::{Cluster, NodeSpec, call, client_runtime, connect_all, run_node};
-use sampan_benches::{Latencies, Row, table};
+use sampan_benches::{Latencies, Row, closed_loop, table};
 use sampan_fiber::TaskClass;
 use sampan_kv::{KvCommand, KvRequest};
-use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -173,43 +172,26 @@ async fn load(
         }
     }
     let conns = Rc::new(conns);
-    let leaders = Rc::new(leaders);
-    let lat = Rc::new(RefCell::new(Latencies::new()));
-    let ops = Rc::new(std::cell::Cell::new(0u64));
-    let start = Instant::now();
-    let measure_from = start + Duration::from_secs_f64(warm);
-    let end = measure_from + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for p in 0..PROPOSERS {
-        let (conns, leaders, lat, ops) = (conns.clone(), leaders.clone(), lat.clone(), ops.clone());
-        let task = sampan_fiber::spawn(TaskClass::Latency, "proposer", async move {
-            let group = (p as u64 % groups) + 1;
-            let conn = &conns[leaders[(group - 1) as usize]];
-            let mut i = p as u64 * 1_000_000;
-            loop {
-                let t = Instant::now();
-                if t >= end {
-                    break;
-                }
-                i += 1;
-                if let Err(e) = call(conn, group, Op::Propose, command(i)).await {
-                    panic!("group {group}: {e}");
-                }
-                if t >= measure_from {
-                    lat.borrow_mut().record(t.elapsed());
-                    ops.set(ops.get() + 1);
-                }
+    let secs = Duration::from_secs_f64(secs);
+    closed_loop(
+        PROPOSERS,
+        Duration::from_secs_f64(warm),
+        secs,
+        move |p, n| {
+            let (conns, group) = (conns.clone(), (p as u64 % groups) + 1);
+            let at = leaders[(group - 1) as usize];
+            async move {
+                call(
+                    &conns[at],
+                    group,
+                    Op::Propose,
+                    command(p as u64 * 1_000_000 + n),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("group {group}: {e}"))
             }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        tasks.push(task);
-    }
-    for t in tasks {
-        let _ = t.join().await;
-    }
-    let wall = end.saturating_duration_since(measure_from);
-    let lat = Rc::try_unwrap(lat)
-        .map(RefCell::into_inner)
-        .unwrap_or_default();
-    (ops.get(), wall, lat)
+        },
+    )
+    .await
 }

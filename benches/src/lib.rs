@@ -10,7 +10,62 @@
 pub mod cluster;
 
 use hdrhistogram::Histogram;
-use std::time::Duration;
+use sampan_fiber::TaskClass;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Runs `clients` closed-loop clients as fibers of the calling shard:
+/// client `c` calls `op(c, n)` for its `n`-th operation (from 1), again as
+/// soon as the last returns, until `warm + secs` have passed. Returns the
+/// operations that started in the measured window (after `warm`), its
+/// length, and their latencies. A failed operation panics with its error.
+pub async fn closed_loop<F, Fut>(
+    clients: usize,
+    warm: Duration,
+    secs: Duration,
+    op: F,
+) -> (u64, Duration, Latencies)
+where
+    F: Fn(usize, u64) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let op = Rc::new(op);
+    let lat = Rc::new(RefCell::new(Latencies::new()));
+    let ops = Rc::new(Cell::new(0u64));
+    let measure_from = Instant::now() + warm;
+    let end = measure_from + secs;
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let (op, lat, ops) = (op.clone(), lat.clone(), ops.clone());
+        let task = sampan_fiber::spawn(TaskClass::Latency, "client", async move {
+            let mut n = 0;
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                n += 1;
+                if let Err(e) = op(c, n).await {
+                    panic!("client {c}: {e}");
+                }
+                if t >= measure_from {
+                    lat.borrow_mut().record(t.elapsed());
+                    ops.set(ops.get() + 1);
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        tasks.push(task);
+    }
+    for t in tasks {
+        let _ = t.join().await;
+    }
+    let lat = Rc::try_unwrap(lat)
+        .map(RefCell::into_inner)
+        .unwrap_or_default();
+    (ops.get(), secs, lat)
+}
 
 /// Latencies of one benchmark, in nanoseconds.
 pub struct Latencies {
