@@ -693,7 +693,8 @@ impl<L: LogView> Raft<L> {
         let mut changed = !truncated.is_empty();
         for e in entries {
             if let EntryKind::ConfChange(cc) = &e.kind {
-                self.conf_uncommitted.insert(e.index, (e.term, cc.clone()));
+                self.conf_uncommitted
+                    .insert(e.index, (e.term, (**cc).clone()));
                 changed = true;
             }
         }
@@ -796,7 +797,7 @@ fn scan_conf_changes<L: LogView>(
         lo = last.index + 1;
         for e in batch {
             if let EntryKind::ConfChange(cc) = e.kind {
-                out.insert(e.index, (e.term, cc));
+                out.insert(e.index, (e.term, *cc));
             }
         }
     }

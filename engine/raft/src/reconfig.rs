@@ -104,7 +104,7 @@ impl<L: LogView> Raft<L> {
     }
 
     fn propose_conf(&mut self, change: ConfChange) {
-        let index = self.append_leader_entry(EntryKind::ConfChange(change), Bytes::new());
+        let index = self.append_leader_entry(EntryKind::ConfChange(Box::new(change)), Bytes::new());
         self.index_conf_pending = index;
     }
 

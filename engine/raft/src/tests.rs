@@ -34,10 +34,10 @@ fn entry(index: u64, term: u64) -> Entry {
 }
 
 fn bootstrap(voters: &[u64]) -> Entry {
-    let kind = EntryKind::ConfChange(ConfChange::Set {
+    let kind = EntryKind::ConfChange(Box::new(ConfChange::Set {
         voters: ids(voters),
         learners: BTreeSet::new(),
-    });
+    }));
     Entry {
         term: 1,
         index: 1,
@@ -1386,10 +1386,10 @@ fn a_log_shorter_than_its_commit_index_is_refused() {
 
 /// A lone voter with a learner (`n2`), at term 1.
 fn lone_voter_with_learner() -> Raft<SharedLog> {
-    let kind = EntryKind::ConfChange(ConfChange::Set {
+    let kind = EntryKind::ConfChange(Box::new(ConfChange::Set {
         voters: ids(&[1]),
         learners: ids(&[2]),
-    });
+    }));
     let boot = Entry {
         term: 1,
         index: 1,

@@ -15,7 +15,7 @@ pub enum EntryKind {
     /// The empty entry a new leader appends to commit its term.
     NoOp,
     /// A membership change; it takes effect once in the log.
-    ConfChange(ConfChange),
+    ConfChange(Box<ConfChange>),
 }
 
 /// One log entry. The payload is `Bytes` so the runtime passes log bytes

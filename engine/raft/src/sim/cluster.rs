@@ -175,10 +175,10 @@ impl Cluster {
         let bootstrap = crate::Entry {
             term: 1,
             index: 1,
-            kind: EntryKind::ConfChange(crate::ConfChange::Set {
+            kind: EntryKind::ConfChange(Box::new(crate::ConfChange::Set {
                 voters: voters.clone(),
                 learners,
-            }),
+            })),
             payload: Bytes::new(),
         };
         let mut nodes = Vec::new();

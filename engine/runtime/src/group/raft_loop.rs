@@ -88,7 +88,7 @@ async fn bootstrap<L: RaftLog, V: Vfs>(
     let entry = raft::Entry {
         term: 1,
         index: 1,
-        kind: EntryKind::ConfChange(ConfChange::Set { voters, learners }),
+        kind: EntryKind::ConfChange(Box::new(ConfChange::Set { voters, learners })),
         payload: Bytes::new(),
     };
     let last = log

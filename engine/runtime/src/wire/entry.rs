@@ -55,7 +55,9 @@ pub fn entries_from_run(run: &RecordRun) -> Result<Vec<Entry>, WireError> {
         let kind = match rec.header.kind {
             KIND_NORMAL => EntryKind::Normal,
             KIND_NOOP => EntryKind::NoOp,
-            KIND_CONF_CHANGE => EntryKind::ConfChange(decode_conf_change(payload.clone())?),
+            KIND_CONF_CHANGE => {
+                EntryKind::ConfChange(Box::new(decode_conf_change(payload.clone())?))
+            }
             tag => {
                 return Err(WireError::UnknownTag {
                     what: "entry kind",

@@ -20,8 +20,8 @@ fn entry_kind() -> impl Strategy<Value = EntryKind> {
     prop_oneof![
         4 => Just(EntryKind::Normal),
         1 => Just(EntryKind::NoOp),
-        1 => (ids(), ids()).prop_map(|(voters, learners)| EntryKind::ConfChange(ConfChange::EnterJoint { voters, learners })),
-        1 => Just(EntryKind::ConfChange(ConfChange::LeaveJoint)),
+        1 => (ids(), ids()).prop_map(|(voters, learners)| EntryKind::ConfChange(Box::new(ConfChange::EnterJoint { voters, learners }))),
+        1 => Just(EntryKind::ConfChange(Box::new(ConfChange::LeaveJoint))),
     ]
 }
 
