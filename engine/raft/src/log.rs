@@ -25,7 +25,11 @@ const CUTS_MAX: usize = 64;
 
 /// Most bytes ([`Entry::size_bytes`]) of durable entries kept in memory
 /// until they are handed out for applying (see [`RaftLog`]'s `recent`).
-pub const RECENT_BYTES_MAX: u64 = 8 << 20;
+/// Normally they go within a round (once committed); a group that cannot
+/// commit (no quorum) holds up to this much, so a node of 10,000 such
+/// groups holds at most ~10 GiB here: kept small for that case, and still
+/// above what one round carries (2,000 commands of 100 bytes: ~260 KiB).
+pub const RECENT_BYTES_MAX: u64 = 1 << 20;
 
 /// Why the log cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
