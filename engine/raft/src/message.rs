@@ -36,7 +36,7 @@ pub enum Body {
     VoteResponse(VoteResponse),
     /// Leader → follower: install the snapshot described (the runtime
     /// streams the data beside this message).
-    Snapshot(SnapshotMeta),
+    Snapshot(Box<SnapshotMeta>),
     /// Leader → transfer target: campaign now.
     TimeoutNow,
     /// Leader → follower: the group is idle, stop ticking.

@@ -605,7 +605,7 @@ impl<L: LogView> Raft<L> {
                 match m.body {
                     Body::Append(a) => self.handle_append(from, a),
                     Body::Heartbeat(h) => self.handle_heartbeat(from, h),
-                    Body::Snapshot(meta) => self.handle_snapshot(from, meta),
+                    Body::Snapshot(meta) => self.handle_snapshot(from, *meta),
                     Body::TimeoutNow => self.handle_timeout_now(),
                     Body::Hibernate(h) => self.handle_hibernate(from, h),
                     _ => {}

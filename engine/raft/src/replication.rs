@@ -124,7 +124,7 @@ impl<L: LogView> Raft<L> {
             self.cfg.group,
             meta.index
         );
-        self.send(to, Body::Snapshot(meta));
+        self.send(to, Body::Snapshot(Box::new(meta)));
         true
     }
 

@@ -1592,7 +1592,8 @@ fn a_hard_state_commits_a_received_snapshot_only_once_it_is_installed() {
         term: 2,
         membership: r.membership().clone(),
     };
-    r.step(msg(2, 1, 2, Body::Snapshot(meta))).expect("step");
+    r.step(msg(2, 1, 2, Body::Snapshot(Box::new(meta))))
+        .expect("step");
     let rd = r.ready().expect("ready");
     assert!(rd.snapshot.is_some(), "the snapshot is to be installed");
     assert!(

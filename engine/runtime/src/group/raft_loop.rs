@@ -994,7 +994,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
         }
         for m in rd.messages {
             if let raft::Body::Snapshot(meta) = m.body {
-                self.send_snapshot(m.to.0, meta);
+                self.send_snapshot(m.to.0, *meta);
                 continue;
             }
             let run = self.records_of(&m);

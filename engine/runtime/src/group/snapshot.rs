@@ -524,7 +524,7 @@ impl<L: RaftLog, S: SnapshotManager> SnapshotFiber<L, S> {
             from: NodeId(c.leader),
             to: NodeId(self.node),
             term: c.term,
-            body: Body::Snapshot(r.meta),
+            body: Body::Snapshot(Box::new(r.meta)),
         };
         let _ = self.inbox.send(Event::Step { msg, records: None }).await;
         answer(ChunkStatus::Done, c.offset + c.data.len() as u64)

@@ -251,7 +251,7 @@ pub fn decode_message(body: Bytes, payload_max: u32) -> Result<Decoded, WireErro
             pre: r.bool("pre")?,
             reject: r.bool("reject")?,
         }),
-        tag::SNAPSHOT => Body::Snapshot(read_snapshot_meta(&mut r)?),
+        tag::SNAPSHOT => Body::Snapshot(Box::new(read_snapshot_meta(&mut r)?)),
         tag::TIMEOUT_NOW => Body::TimeoutNow,
         tag::HIBERNATE => Body::Hibernate(Hibernate {
             index_last: r.u64("index_last")?,

@@ -100,11 +100,11 @@ fn body() -> impl Strategy<Value = Body> {
         )
             .prop_map(|(index, term, voters)| {
                 let membership = Membership::new(voters, BTreeSet::new()).expect("voters only");
-                Body::Snapshot(SnapshotMeta {
+                Body::Snapshot(Box::new(SnapshotMeta {
                     index,
                     term,
                     membership,
-                })
+                }))
             }),
         Just(Body::TimeoutNow),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(index_last, term_last, tick)| {
