@@ -197,23 +197,32 @@ pub fn decode_members(body: Bytes) -> Result<MembersChange, DecodeError> {
 pub fn encode_saved(s: &SnapshotSaved) -> Bytes {
     let mut b = BytesMut::with_capacity(41);
     b.put_u8(VERSION);
+    put_saved(&mut b, s);
+    b.freeze()
+}
+
+/// A [`SnapshotSaved`]'s fields (also part of a [`GroupStatus`]).
+fn put_saved(b: &mut BytesMut, s: &SnapshotSaved) {
     for v in [s.index, s.term, s.bytes, s.write_ms, s.applied_meanwhile] {
         b.put_u64_le(v);
     }
-    b.freeze()
+}
+
+fn read_saved(r: &mut Reader) -> Result<SnapshotSaved, DecodeError> {
+    Ok(SnapshotSaved {
+        index: r.u64("index")?,
+        term: r.u64("term")?,
+        bytes: r.u64("bytes")?,
+        write_ms: r.u64("write ms")?,
+        applied_meanwhile: r.u64("applied meanwhile")?,
+    })
 }
 
 /// Decodes [`encode_saved`]'s bytes.
 pub fn decode_saved(body: Bytes) -> Result<SnapshotSaved, DecodeError> {
     let mut r = Reader::new(body);
     version(&mut r, "snapshot saved")?;
-    let s = SnapshotSaved {
-        index: r.u64("index")?,
-        term: r.u64("term")?,
-        bytes: r.u64("bytes")?,
-        write_ms: r.u64("write ms")?,
-        applied_meanwhile: r.u64("applied meanwhile")?,
-    };
+    let s = read_saved(&mut r)?;
     r.finish("snapshot saved")?;
     Ok(s)
 }
@@ -923,26 +932,12 @@ pub fn encode_status(s: &GroupStatus) -> Bytes {
         b.put_u64_le(*id);
         b.put_u64_le(*index);
     }
-    match s.leader_contact_ms {
-        Some(ms) => {
-            b.put_u8(1);
-            b.put_u64_le(ms);
-        }
-        None => b.put_u8(0),
-    }
+    put_opt_u64(&mut b, s.leader_contact_ms);
     b.put_u64_le(s.log_bytes);
     match &s.snapshot_saved {
         Some(saved) => {
             b.put_u8(1);
-            for v in [
-                saved.index,
-                saved.term,
-                saved.bytes,
-                saved.write_ms,
-                saved.applied_meanwhile,
-            ] {
-                b.put_u64_le(v);
-            }
+            put_saved(&mut b, saved);
         }
         None => b.put_u8(0),
     }
@@ -1037,13 +1032,7 @@ pub fn decode_status(body: Bytes) -> Result<GroupStatus, DecodeError> {
     if r.remaining() > 0 {
         s.log_bytes = r.u64("log bytes")?;
         if r.bool("snapshot saved")? {
-            s.snapshot_saved = Some(SnapshotSaved {
-                index: r.u64("saved index")?,
-                term: r.u64("saved term")?,
-                bytes: r.u64("saved bytes")?,
-                write_ms: r.u64("saved write ms")?,
-                applied_meanwhile: r.u64("saved applied meanwhile")?,
-            });
+            s.snapshot_saved = Some(read_saved(&mut r)?);
         }
         s.keys = opt_u64(&mut r, "keys")?;
         s.sessions = opt_u64(&mut r, "sessions")?;
