@@ -554,8 +554,7 @@ fn status_all(
                     text,
                     "{sep}{{\"node\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\
                      \"commit\":{},\"applied\":{},\"lag\":{lag},\"leader_contact_ms\":{},\
-                     \"hibernating\":{},\"log_bytes\":{},\"snapshot_index\":{},\
-                     \"snapshot_ms\":{},\"keys\":{},\"sessions\":{}}}",
+                     \"hibernating\":{},\"snapshot_index\":{},{}}}",
                     json_opt(n.node),
                     st.term,
                     json_opt(st.leader),
@@ -563,11 +562,8 @@ fn status_all(
                     st.index_applied,
                     json_opt(st.leader_contact_ms),
                     st.hibernating,
-                    st.log_bytes,
                     st.snapshot_index,
-                    json_opt(st.snapshot_saved.map(|s| s.write_ms)),
-                    json_opt(st.keys),
-                    json_opt(st.sessions),
+                    json_holdings(st),
                 );
             } else {
                 let _ = writeln!(
@@ -1312,6 +1308,17 @@ fn json_opt(v: Option<u64>) -> String {
     v.map_or("null".into(), |v| v.to_string())
 }
 
+/// What a replica holds, as JSON fields (both status outputs carry them).
+fn json_holdings(st: &GroupStatus) -> String {
+    format!(
+        "\"log_bytes\":{},\"snapshot_ms\":{},\"keys\":{},\"sessions\":{}",
+        st.log_bytes,
+        json_opt(st.snapshot_saved.map(|x| x.write_ms)),
+        json_opt(st.keys),
+        json_opt(st.sessions)
+    )
+}
+
 fn status_table(group: u64, nodes: &[NodeStatus]) -> String {
     let mut s = format!("group {group}\n");
     let _ = writeln!(
@@ -1374,8 +1381,7 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
                 s,
                 "{sep}{{{head},\"role\":\"{}\",\"term\":{},\"leader\":{},\"commit\":{},\
                  \"applied\":{},\"last\":{},\"hibernating\":{},\"voters\":{:?},\"voters_outgoing\":{:?},\
-                 \"learners\":{:?},\"snapshot_index\":{},\"snapshot_term\":{},\"log_bytes\":{},\
-                 \"snapshot_ms\":{},\"keys\":{},\"sessions\":{}}}",
+                 \"learners\":{:?},\"snapshot_index\":{},\"snapshot_term\":{},{}}}",
                 format!("{:?}", st.role).to_lowercase(),
                 st.term,
                 json_opt(st.leader),
@@ -1388,10 +1394,7 @@ fn status_json(group: u64, nodes: &[NodeStatus]) -> String {
                 st.learners,
                 st.snapshot_index,
                 st.snapshot_term,
-                st.log_bytes,
-                json_opt(st.snapshot_saved.map(|x| x.write_ms)),
-                json_opt(st.keys),
-                json_opt(st.sessions)
+                json_holdings(st)
             ),
             Err(e) => write!(s, "{sep}{{{head},\"error\":{}}}", json_str(&e.to_string())),
         };
