@@ -249,6 +249,51 @@ fn one_sync_serves_every_group() {
 /// copied forward so the log stays bounded; everything reads back after a
 /// reopen.
 #[test]
+fn appends_of_one_turn_share_one_write() {
+    let fs = MemFs::new();
+    let (wal, logs) = open_all(&fs);
+    block_on(async {
+        // One after the other: a write each.
+        let before = wal.batch_writes();
+        for (i, log) in logs.iter().enumerate() {
+            log.append(&entries(1, 2, 1, i as u64)).await.unwrap();
+        }
+        assert_eq!(wal.batch_writes() - before, logs.len() as u64);
+        // Together, as groups woken by the same messages run: one write.
+        let before = wal.batch_writes();
+        let (a, (b, c)) = futures_lite::future::zip(
+            logs[0].append(&entries(3, 2, 1, 0)),
+            futures_lite::future::zip(
+                logs[1].append(&entries(3, 2, 1, 1)),
+                logs[2].append(&entries(3, 2, 1, 2)),
+            ),
+        )
+        .await;
+        assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (4, 4, 4));
+        assert_eq!(
+            wal.batch_writes() - before,
+            1,
+            "three groups' appends, one write"
+        );
+        for log in &logs {
+            assert_eq!(log.sync(4).await.unwrap(), 4);
+        }
+    });
+    // Each group reads back its own entries after a reopen.
+    drop(logs);
+    drop(wal);
+    let (_wal, logs) = open_all(&fs.crash(CrashMode::DropUnsynced, &mut SimRng::new(7)));
+    for (i, log) in logs.iter().enumerate() {
+        assert_eq!(
+            read_all(log),
+            expected(1, 4, 1, i as u64),
+            "group {}",
+            i + 1
+        );
+    }
+}
+
+#[test]
 fn old_segments_go_even_when_a_group_never_purges() {
     let fs = MemFs::new();
     let (wal, logs) = open_all(&fs);
@@ -481,16 +526,30 @@ async fn within_polls<T>(polls: u32, f: impl std::future::Future<Output = T>) ->
 
 /// Group 1's append dropped after `drop_after` polls, then group 2 appends
 /// and syncs: what group 2's sync returned, or `None` if it never ended.
+/// With `joined`, group 2's append is polled once right after group 1's
+/// first poll, so it joins the batch group 1 opened and leads, and waits
+/// on it while group 1 goes away.
 async fn drop_an_append_then_sync_another(
     logs: &[WalLog<MemFs>],
     drop_after: u32,
+    joined: bool,
 ) -> Option<Result<u64, StorageError>> {
-    let _ = within_polls(drop_after, logs[0].append(&entries(1, 3, 1, 0))).await;
-    within_polls(10_000, async {
+    let run = entries(1, 3, 1, 0);
+    let mut first = Box::pin(logs[0].append(&run));
+    let mut other = Box::pin(async {
         logs[1].append(&entries(1, 2, 1, 1)).await?;
         logs[1].sync(2).await
-    })
-    .await
+    });
+    let mut other_done = None;
+    if joined && futures_lite::future::poll_once(&mut first).await.is_none() {
+        other_done = futures_lite::future::poll_once(&mut other).await;
+    }
+    let _ = within_polls(drop_after, &mut first).await;
+    drop(first);
+    match other_done {
+        Some(done) => Some(done),
+        None => within_polls(10_000, other).await,
+    }
 }
 
 /// An append whose caller goes away while it writes (a group stopped or
@@ -506,17 +565,19 @@ fn an_append_dropped_mid_write_leaves_the_other_groups_working() {
         .build()
         .unwrap();
     let shard = rt.shard(0).unwrap();
-    for drop_after in 1..=8u32 {
+    let cases = (0..=8u32).flat_map(|d| [(d, false), (d, true)]);
+    for (drop_after, joined) in cases {
         for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandomPages] {
             shard
                 .run_blocking(sampan_fiber::TaskClass::Latency, move || async move {
                     let fs = MemFs::new();
                     fs.set_interleave(true);
                     let (wal, logs) = open_all(&fs);
-                    let other = drop_an_append_then_sync_another(&logs, drop_after).await;
+                    let other = drop_an_append_then_sync_another(&logs, drop_after, joined).await;
                     assert!(
                         matches!(other, Some(Ok(2))),
-                        "group 2 after group 1's append was dropped at poll {drop_after}: {other:?}"
+                        "group 2 after group 1's append was dropped at poll {drop_after} \
+                         (joined its batch: {joined}): {other:?}"
                     );
                     let again = within_polls(10_000, async {
                         let next = logs[0].last_index() + 1;
@@ -532,7 +593,11 @@ fn an_append_dropped_mid_write_leaves_the_other_groups_working() {
                     let mut rng = SimRng::new(u64::from(drop_after));
                     let disk = fs.crash(mode, &mut rng);
                     let (_, logs) = open_all(&disk);
-                    assert_eq!(logs[1].last_index(), 2, "poll {drop_after} ({mode:?})");
+                    assert_eq!(
+                        read_all(&logs[1]),
+                        expected(1, 2, 1, 1),
+                        "poll {drop_after} ({mode:?}, joined: {joined})"
+                    );
                     assert!(logs[0].last_index() >= 1, "poll {drop_after} ({mode:?})");
                 })
                 .unwrap();
@@ -545,14 +610,15 @@ fn an_append_dropped_mid_write_leaves_the_other_groups_working() {
 /// fails (its groups reopen from their files) rather than wedging.
 #[test]
 fn off_a_shard_a_dropped_append_fails_the_log_instead_of_wedging_it() {
-    for drop_after in 1..=8u32 {
+    for (drop_after, joined) in (0..=8u32).flat_map(|d| [(d, false), (d, true)]) {
         let fs = MemFs::new();
         fs.set_interleave(true);
         let (_wal, logs) = open_all(&fs);
-        let other = block_on(drop_an_append_then_sync_another(&logs, drop_after));
+        let other = block_on(drop_an_append_then_sync_another(&logs, drop_after, joined));
         assert!(
             other.is_some(),
-            "group 2's sync never ended after group 1's append was dropped at poll {drop_after}"
+            "group 2's sync never ended after group 1's append was dropped at poll {drop_after} \
+             (joined its batch: {joined})"
         );
     }
 }

@@ -8,7 +8,9 @@
 //! (`<id>.wal`, 64 MiB by default); each group opens a [`WalLog`] on it,
 //! which implements [`RaftLog`]. An append writes one *chunk* (a header
 //! naming the group, then the entry records exactly as
-//! [`crate::format`] encodes them) at the log's write position; a sync
+//! [`crate::format`] encodes them) at the log's write position (the
+//! chunks of every group appending in the same turn of the shard go down
+//! in one write); a sync
 //! round makes everything written so far durable with one `fdatasync` of
 //! each segment written since the last round (one, or two across a roll),
 //! then raises the durable index of every group whose chunks it covered.
@@ -75,6 +77,10 @@ use std::time::{Duration, Instant, SystemTime};
 pub const WAL_META_FILE: &str = "wal-meta";
 const META_MAGIC: u32 = 0x4154_4d57; // "WMTA"
 const META_VERSION: u8 = 1;
+/// A batch of appends stops taking more once it holds this many bytes;
+/// later appenders wait for its leader to take it (a turn of thousands of
+/// groups must not gather an unbounded copy of their entries).
+const BATCH_BYTES_MAX: usize = 4 << 20;
 /// Zeros go down in writes of this size.
 const ZERO_WRITE_BYTES: u64 = 1 << 20;
 /// How long an `async` group's writes may stay unsynced.
@@ -164,45 +170,85 @@ pub(crate) struct Seg<F> {
     pub(crate) file: F,
 }
 
-/// A chunk being written into its reserved region. If its caller goes
-/// away before the write ends (a group stopped or removed while it wrote:
-/// its fibers are cancelled), the region would stay "in flight" for ever
-/// and no sync round would pass it: every group on the shard would wait.
-/// Dropped early, it writes the same bytes again from a fiber of its own
-/// (whichever write lands last, the region holds this chunk) and releases
-/// the region once that write ends. With no fiber to do it (the runtime is
-/// stopping, or none runs), the log is failed instead: its groups reopen
-/// from their files, where the region is a torn tail.
-struct Writing<'a, V: Vfs> {
-    wal: &'a ShardWal<V>,
-    seg: Rc<Seg<V::File>>,
+/// Chunks reserved and encoded end to end in the active segment that one
+/// write will put down: the appends of every group that run in the same
+/// turn of the shard share it, so 16 groups stepping together cost one
+/// write (and one hand-off to the kernel's worker threads, which ext4's
+/// buffered writes always take) where each used to cost its own. The
+/// appender that opened the batch leads it: it lets the shard's other
+/// ready fibers run once, then takes the batch and writes it.
+#[derive(Debug)]
+struct Batch<F> {
+    seg: Rc<Seg<F>>,
+    /// Where the batch starts in `seg`; `lsn(seg.id, off)` is in
+    /// `State::in_flight` until its write ends.
     off: u64,
+    buf: Vec<u8>,
+}
+
+/// A batch's leader, from when it opens the batch until the write ends. If
+/// its caller goes away first (a group stopped or removed while it wrote:
+/// its fibers are cancelled), the region would stay "in flight" for ever
+/// and no sync round would pass it: every group on the shard would wait,
+/// and the other appenders in the batch would never hear. Dropped early,
+/// it writes the batch (again, if its write had started: whichever write
+/// lands last, the region holds the same bytes) from a fiber of its own
+/// and releases the region once that write ends. With no fiber to do it
+/// (the runtime is stopping, or none runs), the log is failed instead: its
+/// groups reopen from their files, where the region is a torn tail.
+struct Leading<'a, V: Vfs> {
+    wal: &'a ShardWal<V>,
     group: u64,
-    header: ChunkHeader,
-    body: &'a [u8],
+    /// The batch's start (`lsn`).
+    start: u64,
+    /// A copy of the batch once taken from the state for its write.
+    taken: Option<Batch<V::File>>,
     ended: bool,
 }
 
-impl<V: Vfs> Drop for Writing<'_, V> {
+impl<V: Vfs> Leading<'_, V> {
+    /// Takes the batch this leader opened out of the state (it is the only
+    /// one that takes it), keeping a copy in case the write is cut short.
+    fn take(&mut self) -> Batch<V::File> {
+        let batch = self
+            .wal
+            .take_batch(self.start)
+            .expect("a leader's batch is its own to take");
+        self.taken = Some(Batch {
+            seg: batch.seg.clone(),
+            off: batch.off,
+            buf: batch.buf.clone(),
+        });
+        batch
+    }
+}
+
+impl<V: Vfs> Drop for Leading<'_, V> {
     fn drop(&mut self) {
         if self.ended {
             return;
         }
-        let mut buf = Vec::with_capacity(chunk_len(self.body.len()) as usize);
-        chunk::encode_chunk(&mut buf, &self.header, self.body);
-        let (wal, seg, off, group) = (self.wal.clone(), self.seg.clone(), self.off, self.group);
+        let Some(Batch { seg, off, buf }) = self
+            .taken
+            .take()
+            .or_else(|| self.wal.take_batch(self.start))
+        else {
+            return;
+        };
+        let (wal, group) = (self.wal.clone(), self.group);
+        let finish_seg = seg.clone();
         let finish = async move {
-            let res = seg.file.write_at(buf, off).await;
-            let _ = wal.written(group, &seg, off, res);
+            let res = finish_seg.file.write_at(buf, off).await;
+            let _ = wal.written(group, &finish_seg, off, res);
         };
         if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "wal-finish-write", finish) {
             self.wal.fail(format!(
-                "an append was dropped while it wrote segment {} at {}, and it cannot be \
+                "an append was dropped while it wrote segment {} at {off}, and it cannot be \
                  finished ({e})",
-                self.seg.id, self.off
+                seg.id
             ));
             let mut st = self.wal.inner.st.borrow_mut();
-            st.in_flight.remove(&lsn(self.seg.id, self.off));
+            st.in_flight.remove(&self.start);
             drop(st);
             self.wal.inner.changed.notify_all();
         }
@@ -325,8 +371,11 @@ struct State<F> {
     pos: u64,
     /// Bytes of the active segment.
     active_size: u64,
-    /// Start positions of writes in flight.
+    /// Start positions of writes in flight (a batch's, from when it opens).
     in_flight: BTreeSet<u64>,
+    /// The batch open for appenders to join: it ends at `pos` in the
+    /// active segment, and its leader has not taken it yet.
+    batch: Option<Batch<F>>,
     /// Everything below this position is durable.
     synced: u64,
     /// Sync rounds in flight, and the highest position one of them covers.
@@ -348,6 +397,8 @@ struct State<F> {
     waiting: Vec<Rc<RefCell<GroupState>>>,
     rounds: u64,
     file_syncs: u64,
+    /// Batches of chunks written.
+    batch_writes: u64,
 }
 
 struct Inner<V: Vfs> {
@@ -454,6 +505,7 @@ impl<V: Vfs> ShardWal<V> {
             pos,
             active_size: active.file.len(),
             in_flight: BTreeSet::new(),
+            batch: None,
             synced: lsn(active.id, pos),
             rounds_in_flight: 0,
             round_target: 0,
@@ -468,6 +520,7 @@ impl<V: Vfs> ShardWal<V> {
             waiting: Vec::new(),
             rounds: 0,
             file_syncs: 0,
+            batch_writes: 0,
         };
         log::info!(
             "shared log {}: open, {} segment(s), {} group(s), epoch {}",
@@ -577,27 +630,64 @@ impl<V: Vfs> ShardWal<V> {
                 format!("a chunk of {len} bytes is larger than a segment may be"),
             ));
         }
-        enum Next<S> {
+        enum Next {
             Wait,
             Roll,
-            Write(S, u64),
+            /// Joined the open batch that starts at this `lsn`; the
+            /// chunk's segment and offset.
+            Join(u64, u64, u64),
+            /// Opened a batch at this `lsn`, the chunk's segment and offset.
+            Lead(u64, u64, u64),
         }
-        let (seg, off) = loop {
+        let next = loop {
             self.check(group)?;
             let next = {
                 let mut st = self.inner.st.borrow_mut();
-                if st.rolling || st.zeroing.is_some_and(|(_, end)| st.pos < end) {
+                let full = st
+                    .batch
+                    .as_ref()
+                    .is_some_and(|b| b.buf.len() + len as usize > BATCH_BYTES_MAX);
+                if st.rolling || full || st.zeroing.is_some_and(|(_, end)| st.pos < end) {
                     Next::Wait
                 } else if st.pos + len > st.active_size {
                     st.rolling = true;
                     Next::Roll
                 } else {
-                    let seg = st.segs.values().next_back().expect("active").clone();
                     let off = st.pos;
                     st.pos += len;
                     st.zeroed_to = st.zeroed_to.max(st.pos);
-                    st.in_flight.insert(lsn(seg.id, off));
-                    Next::Write(seg, off)
+                    let header = ChunkHeader {
+                        sync_floor: st.synced,
+                        epoch: self.inner.epoch,
+                        ..header
+                    };
+                    let active = st.segs.values().next_back().expect("active").clone();
+                    match &mut st.batch {
+                        Some(b) => {
+                            // An open batch always ends where the next
+                            // chunk goes: reserving and joining happen in
+                            // one step, and a roll waits for it to be
+                            // written (the seal's sync waits on it).
+                            debug_assert_eq!(
+                                (b.seg.id, b.off + b.buf.len() as u64),
+                                (active.id, off)
+                            );
+                            chunk::encode_chunk(&mut b.buf, &header, body);
+                            Next::Join(lsn(b.seg.id, b.off), b.seg.id, off)
+                        }
+                        None => {
+                            let mut buf = Vec::with_capacity((len as usize).max(16 << 10));
+                            chunk::encode_chunk(&mut buf, &header, body);
+                            let (seg, start) = (active.id, lsn(active.id, off));
+                            st.in_flight.insert(start);
+                            st.batch = Some(Batch {
+                                seg: active,
+                                off,
+                                buf,
+                            });
+                            Next::Lead(start, seg, off)
+                        }
+                    }
                 }
             };
             match next {
@@ -620,34 +710,55 @@ impl<V: Vfs> ShardWal<V> {
                     self.seal(group).await?;
                     self.roll(group, len).await?;
                 }
-                Next::Write(seg, off) => break (seg, off),
+                joined_or_led => break joined_or_led,
             }
         };
-        let header = ChunkHeader {
-            sync_floor: self.inner.st.borrow().synced,
-            epoch: self.inner.epoch,
-            ..header
-        };
-        let mut buf = Vec::with_capacity(len as usize);
-        chunk::encode_chunk(&mut buf, &header, body);
         self.kick_zeroer();
-        let mut writing = Writing {
-            wal: self,
-            seg: seg.clone(),
-            off,
-            group,
-            header,
-            body,
-            ended: false,
+        let (seg, off) = match next {
+            Next::Lead(start, seg, off) => {
+                let mut leading = Leading {
+                    wal: self,
+                    group,
+                    start,
+                    taken: None,
+                    ended: false,
+                };
+                // The shard's other ready fibers (the groups woken by the
+                // same messages) append into this batch meanwhile.
+                YieldOnce(false).await;
+                let batch = leading.take();
+                self.inner.st.borrow_mut().batch_writes += 1;
+                let res = batch.seg.file.write_at(batch.buf, batch.off).await;
+                leading.ended = true;
+                self.written(group, &batch.seg, batch.off, res)?;
+                (seg, off)
+            }
+            Next::Join(start, seg, off) => {
+                // The leader's write ends, or it fails the log.
+                while self.inner.st.borrow().in_flight.contains(&start) {
+                    self.check(group)?;
+                    self.inner.changed.wait().await;
+                }
+                self.check(group)?;
+                (seg, off)
+            }
+            Next::Wait | Next::Roll => unreachable!("the loop breaks only on a join or a lead"),
         };
-        let res = seg.file.write_at(buf, off).await;
-        writing.ended = true;
-        self.written(group, &seg, off, res)?;
-        Ok((
-            seg.id,
-            off + CHUNK_HEADER_BYTES as u64,
-            lsn(seg.id, off + len),
-        ))
+        Ok((seg, off + CHUNK_HEADER_BYTES as u64, lsn(seg, off + len)))
+    }
+
+    /// Takes the open batch if it is the one starting at `start`.
+    fn take_batch(&self, start: u64) -> Option<Batch<V::File>> {
+        let mut st = self.inner.st.borrow_mut();
+        let ours = st
+            .batch
+            .as_ref()
+            .is_some_and(|b| lsn(b.seg.id, b.off) == start);
+        let batch = if ours { st.batch.take() } else { None };
+        drop(st);
+        // Appenders waiting for a full batch to be taken may go on.
+        self.inner.changed.notify_all();
+        batch
     }
 
     /// Ends the active segment for a roll: zeros where the next chunk
@@ -909,6 +1020,12 @@ impl<V: Vfs> ShardWal<V> {
         if spawned.is_err() {
             self.inner.st.borrow_mut().flush_scheduled = false;
         }
+    }
+
+    /// Writes of appended chunks issued so far: the appends of every
+    /// group that run in one turn of the shard share one.
+    pub fn batch_writes(&self) -> u64 {
+        self.inner.st.borrow().batch_writes
     }
 
     /// Makes everything written so far durable.
