@@ -91,8 +91,9 @@ async fn wait_asleep(services: &[std::net::SocketAddr], groups: u64) {
         for c in &conns {
             asleep = match call(c, next, Op::Status, Bytes::new()).await {
                 Ok(b) => decode_status(b).is_ok_and(|s| s.leader.is_some() && s.hibernating),
-                // Not started there yet.
-                Err(e) if e.contains("has no group") => false,
+                // Not started there yet (the node still starts its groups,
+                // or has not reached this one).
+                Err(e) if e.contains("has no group") || e.contains("is starting") => false,
                 Err(e) => panic!("group {next}: {e} (did a node die?)"),
             };
             if !asleep {
