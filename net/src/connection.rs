@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +168,11 @@ pub(crate) struct ConnInner {
     /// Wakes senders waiting for budget: bytes written, or closed.
     room: Signal,
     pending: RefCell<Pending>,
+    /// Wakes the reaper: a request with an earlier deadline than the one
+    /// it sleeps until, or closed.
+    wake_reaper: Signal,
+    /// The deadline the reaper sleeps until (`None`: none pending).
+    reap_at: Cell<Option<Instant>>,
     close_reason: RefCell<Option<CloseReason>>,
     closed: Signal,
     socket: ShutdownHandle,
@@ -213,6 +218,8 @@ impl Connection {
             wake_writer,
             room: Signal::new(),
             pending: RefCell::new(Pending::default()),
+            wake_reaper: Signal::new(),
+            reap_at: Cell::new(None),
             close_reason: RefCell::new(None),
             closed: Signal::new(),
             socket,
@@ -225,6 +232,10 @@ impl Connection {
             "net-writer",
             write_loop(inner.clone(), write),
         )?;
+        if let Err(e) = spawn(TaskClass::Latency, "net-reaper", reap_loop(inner.clone())) {
+            inner.close(CloseReason::Local(format!("cannot start its reaper: {e}")));
+            return Err(e.into());
+        }
         let reader = spawn(
             TaskClass::Latency,
             "net-reader",
@@ -291,23 +302,39 @@ impl Connection {
         check_user_kind(kind)?;
         let inner = &self.inner;
         let (tx, rx) = oneshot();
-        let id = inner.pending.borrow_mut().register(kind, tx);
+        let (id, deadline) = inner
+            .pending
+            .borrow_mut()
+            .register(kind, tx, Instant::now(), timeout);
         let _forget = ForgetOnDrop { inner, id };
-        let work = async {
-            let frame = inner.frame(FrameType::Request, kind, group_id, id, body.into())?;
-            inner.enqueue(frame, kind, true).await?;
+        if inner.reap_at.get().is_none_or(|at| deadline < at) {
+            inner.reap_at.set(Some(deadline));
+            inner.wake_reaper.notify_all();
+        }
+        let frame = inner.frame(FrameType::Request, kind, group_id, id, body.into())?;
+        if inner.is_closed() {
+            return Err(inner.closed_error(kind));
+        }
+        // The reaper answers the request with a timeout once its deadline
+        // passes; only a request that must wait for room to be queued
+        // (which the reaper cannot cut short) needs a timer of its own.
+        let frame = inner.push(frame, true).err();
+        let frame_waits = frame.is_some();
+        let wait = async {
+            if let Some(frame) = frame {
+                inner.enqueue(frame, kind, true).await?;
+            }
             match rx.recv().await {
                 Some(reply) => reply,
                 None => Err(inner.closed_error(kind)),
             }
         };
-        match sampan_fiber::timeout(timeout, work).await {
+        if !frame_waits {
+            return wait.await;
+        }
+        match sampan_fiber::timeout_at(deadline, wait).await {
             Ok(reply) => reply,
-            Err(_) => Err(NetError::Timeout {
-                peer: inner.peer.label.to_string(),
-                kind,
-                after: timeout,
-            }),
+            Err(_) => Err(inner.timeout_error(kind, timeout)),
         }
     }
 
@@ -476,9 +503,10 @@ impl ConnInner {
         }
         *self.close_reason.borrow_mut() = Some(reason);
         let waiting = self.pending.borrow_mut().drain();
-        for (kind, tx) in waiting {
-            tx.send(Err(self.closed_error(kind)));
+        for w in waiting {
+            w.tx.send(Err(self.closed_error(w.kind)));
         }
+        self.wake_reaper.notify_all();
         let mut out = self.outbox.borrow_mut();
         out.queue.clear();
         out.bytes_queued = 0;
@@ -493,6 +521,14 @@ impl ConnInner {
 
     fn is_closed(&self) -> bool {
         self.close_reason.borrow().is_some()
+    }
+
+    fn timeout_error(&self, kind: u16, after: Duration) -> NetError {
+        NetError::Timeout {
+            peer: self.peer.label.to_string(),
+            kind,
+            after,
+        }
     }
 
     fn count(&self, f: impl FnOnce(&mut ConnStats)) {
@@ -551,7 +587,9 @@ impl ConnInner {
 
     fn complete(&self, frame: Frame) {
         let h = frame.header;
-        let Some((kind, tx)) = self.pending.borrow_mut().take(h.request_id) else {
+        let Some(crate::rpc::Waiter { kind, tx, .. }) =
+            self.pending.borrow_mut().take(h.request_id)
+        else {
             // Its caller gave up (timeout) before the answer came.
             log::debug!("late response {} from {}", h.request_id, self.peer.label);
             return;
@@ -568,6 +606,29 @@ impl ConnInner {
             Ok(frame)
         };
         tx.send(reply);
+    }
+}
+
+/// Fails the requests whose deadline passed with [`NetError::Timeout`]. It
+/// sleeps until the earliest deadline pending (found by a walk over the
+/// pending requests, once per wake-up) or until a request with an earlier
+/// one registers; with nothing pending it sleeps until a request comes.
+async fn reap_loop(inner: Rc<ConnInner>) {
+    loop {
+        let woken = inner.wake_reaper.wait();
+        if inner.is_closed() {
+            return;
+        }
+        let (expired, next) = inner.pending.borrow_mut().expire(Instant::now());
+        for w in expired {
+            w.tx.send(Err(inner.timeout_error(w.kind, w.timeout)));
+        }
+        inner.reap_at.set(next);
+        match next {
+            None => woken.await,
+            // Woken early or at the deadline: either way, look again.
+            Some(at) => drop(sampan_fiber::timeout_at(at, woken).await),
+        }
     }
 }
 

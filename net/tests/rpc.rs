@@ -181,6 +181,60 @@ fn an_unanswered_request_times_out_and_its_late_answer_is_dropped() {
     });
 }
 
+/// One fiber per connection times requests out, sleeping until the
+/// earliest deadline: a short request sent while a long one waits must
+/// wake it early, and the long one must stay pending until answered.
+#[test]
+fn a_short_request_times_out_while_a_longer_one_waits() {
+    on_shard(|| async {
+        let held: Rc<RefCell<Vec<Responder>>> = Rc::default();
+        let router2 = echo_router();
+        let keep = held.clone();
+        router2
+            .register(KIND_NOTE, move |inc| {
+                keep.borrow_mut().extend(inc.responder)
+            })
+            .expect("register");
+        let (node1, node2) = pair(Router::new(), router2).await;
+        let conn = node1.connection(2).expect("connected");
+        let long_conn = conn.clone();
+        let long = spawn(TaskClass::Latency, "long", async move {
+            long_conn
+                .request(KIND_NOTE, 1, Body::empty(), Duration::from_secs(600))
+                .await
+        })
+        .expect("spawn");
+        // The long request reaches the peer (and the reaper sleeps for it).
+        while held.borrow().is_empty() {
+            sampan_fiber::sleep(Duration::from_millis(1)).await;
+        }
+        let short = timeout(
+            WAIT,
+            conn.request(KIND_NOTE, 2, Body::empty(), Duration::from_millis(50)),
+        )
+        .await
+        .expect("the short request ended before the long one's deadline");
+        assert!(
+            matches!(
+                short,
+                Err(NetError::Timeout {
+                    kind: KIND_NOTE,
+                    ..
+                })
+            ),
+            "{short:?}"
+        );
+        assert_eq!(conn.requests_pending(), 1, "the long request still waits");
+        let first = held.borrow_mut().remove(0);
+        first.respond(&b"long"[..]).expect("queued");
+        let reply = long.join().await.expect("joined").expect("answered");
+        assert_eq!(&reply.body[..], b"long");
+        assert_eq!(conn.requests_pending(), 0);
+        node1.close();
+        node2.close();
+    });
+}
+
 #[test]
 fn frames_queued_in_one_wake_up_go_out_in_one_write() {
     on_shard(|| async {

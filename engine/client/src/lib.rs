@@ -453,6 +453,38 @@ impl Client {
         }
     }
 
+    /// The pooled connection to `addr`, dialed (within `limit`) if there
+    /// is none; what the attempt comes to if there is none in time. A
+    /// connection already up costs no timer.
+    async fn connection(
+        &self,
+        addr: SocketAddr,
+        group: u64,
+        limit: Duration,
+    ) -> Result<sampan_net::Connection, Outcome> {
+        if let Some(c) = self.inner.pool.ready(addr) {
+            return Ok(c);
+        }
+        match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(ConnectError::Failed(why))) => Err(Outcome::Retry {
+                why,
+                elsewhere: true,
+                unknown: false,
+            }),
+            Ok(Err(ConnectError::Fatal(source))) => Err(Outcome::Fail(ClientError::Net {
+                group,
+                addr,
+                source,
+            })),
+            Err(_) => Err(Outcome::Retry {
+                why: format!("no connection to {addr} within {limit:?}"),
+                elsewhere: true,
+                unknown: false,
+            }),
+        }
+    }
+
     /// One try on the node at `addr`.
     async fn attempt(
         &self,
@@ -464,30 +496,9 @@ impl Client {
     ) -> Outcome {
         let left = deadline.saturating_duration_since(now);
         let limit = left.min(self.inner.cfg.attempt_timeout);
-        let conn = match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(ConnectError::Failed(why))) => {
-                return Outcome::Retry {
-                    why,
-                    elsewhere: true,
-                    unknown: false,
-                };
-            }
-            Ok(Err(ConnectError::Fatal(source))) => {
-                return Outcome::Fail(ClientError::Net {
-                    group,
-                    addr,
-                    source,
-                });
-            }
-            Err(_) => {
-                let why = format!("no connection to {addr} within {limit:?}");
-                return Outcome::Retry {
-                    why,
-                    elsewhere: true,
-                    unknown: false,
-                };
-            }
+        let conn = match self.connection(addr, group, limit).await {
+            Ok(c) => c,
+            Err(outcome) => return outcome,
         };
         self.bump(|s| {
             s.in_flight += 1;

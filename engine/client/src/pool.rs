@@ -76,6 +76,14 @@ impl Pool {
     }
 
     /// The connection to `addr`, connecting if there is none.
+    /// The connection to `addr` if one is up now (no dialing, no waiting).
+    pub(crate) fn ready(&self, addr: SocketAddr) -> Option<Connection> {
+        match self.slots.borrow().get(&addr) {
+            Some(Slot::Up(c)) if !c.is_closed() => Some(c.clone()),
+            _ => None,
+        }
+    }
+
     pub(crate) async fn get(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
         loop {
             let wait = match self.slots.borrow().get(&addr) {
