@@ -67,7 +67,7 @@ use sampan_proto::group::GroupError;
 use sampan_proto::service::{self, Op, Route, ServerError, ServiceRequest};
 use session::Sessions;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ struct Inner {
     pool: Pool,
     sessions: Sessions,
     /// The leader's service address of each group, as last learned.
-    leaders: RefCell<HashMap<u64, SocketAddr>>,
+    leaders: RefCell<sampan_net::IdMap<SocketAddr>>,
     /// Which seed to ask next when a group's leader is unknown.
     cursor: Cell<usize>,
     stats: Cell<ClientStats>,
@@ -226,7 +226,7 @@ impl Client {
             inner: Rc::new(Inner {
                 pool: Pool::new(net, cfg.retry_delay_max),
                 sessions: Sessions::new(&cfg),
-                leaders: RefCell::new(HashMap::new()),
+                leaders: RefCell::new(sampan_net::IdMap::default()),
                 cursor: Cell::new(0),
                 stats: Cell::new(ClientStats::default()),
                 closed: Cell::new(false),
@@ -402,7 +402,10 @@ impl Client {
         match outcome {
             Outcome::Done(b) => {
                 if t.route == Route::Redirect {
-                    self.inner.leaders.borrow_mut().insert(group, addr);
+                    let mut leaders = self.inner.leaders.borrow_mut();
+                    if leaders.get(&group) != Some(&addr) {
+                        leaders.insert(group, addr);
+                    }
                 }
                 Step::Return(Ok(b))
             }
