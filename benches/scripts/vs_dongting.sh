@@ -30,10 +30,20 @@ trap 'rm -rf "$OUT"' EXIT
 
 dongting() { # op round -> ops/s and server CPU µs per op
     local op=$1 r=$2 label="vs-sampan-$1-$2"
-    bash "$DT/anchor/run-dist.sh" true "$op" "$label" > "$OUT/dt-$op-$r.log" 2>&1 || true
     local res="$DT/anchor/results/$label"
-    local tps cpu
-    tps=$(grep -oE 'TPS: [0-9,]+' "$res/bench.txt" | tail -1 | tr -d 'TPS:, ')
+    local tps="" cpu try
+    # Dongting's client sometimes starts before its group has a leader
+    # ("can't find leader for group 0"): one more try, then give up loudly.
+    for try in 1 2; do
+        bash "$DT/anchor/run-dist.sh" true "$op" "$label" > "$OUT/dt-$op-$r.log" 2>&1 || true
+        tps=$(grep -oE 'TPS: [0-9,]+' "$res/bench.txt" | tail -1 | tr -d 'TPS:, ' || true)
+        [ -n "$tps" ] && break
+        echo "Dongting's $op run $try gave no TPS: $(grep -m1 -E 'Error|Exception' "$res/bench.txt" || echo "see $res/bench.txt")" >&2
+    done
+    if [ -z "$tps" ]; then
+        echo "Dongting's $op run failed twice; its output is in $res" >&2
+        exit 1
+    fi
     cpu=$(awk '/^server_pid/ {s += $4} END {print s}' "$res/cpu.txt")
     echo "${tps:-0} $(echo "scale=1; $cpu * 1000000 / (${tps:-1} * 30)" | bc -l)"
 }
