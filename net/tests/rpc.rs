@@ -136,18 +136,25 @@ fn requests_both_ways_one_way_frames_and_error_answers() {
     });
 }
 
+/// Two connected nodes; node 2 echoes, and keeps the responder of every
+/// `KIND_NOTE` request unanswered in the returned list.
+async fn pair_holding_notes() -> (Transport, Transport, Rc<RefCell<Vec<Responder>>>) {
+    let held: Rc<RefCell<Vec<Responder>>> = Rc::default();
+    let router2 = echo_router();
+    let keep = held.clone();
+    router2
+        .register(KIND_NOTE, move |inc| {
+            keep.borrow_mut().extend(inc.responder)
+        })
+        .expect("register");
+    let (node1, node2) = pair(Router::new(), router2).await;
+    (node1, node2, held)
+}
+
 #[test]
 fn an_unanswered_request_times_out_and_its_late_answer_is_dropped() {
     on_shard(|| async {
-        let held: Rc<RefCell<Vec<Responder>>> = Rc::default();
-        let router2 = echo_router();
-        let keep = held.clone();
-        router2
-            .register(KIND_NOTE, move |inc| {
-                keep.borrow_mut().extend(inc.responder)
-            })
-            .expect("register");
-        let (node1, node2) = pair(Router::new(), router2).await;
+        let (node1, node2, held) = pair_holding_notes().await;
         let conn = node1.connection(2).expect("connected");
         let late = node1
             .request(2, KIND_NOTE, 0, Body::empty(), Duration::from_millis(50))
@@ -187,15 +194,7 @@ fn an_unanswered_request_times_out_and_its_late_answer_is_dropped() {
 #[test]
 fn a_short_request_times_out_while_a_longer_one_waits() {
     on_shard(|| async {
-        let held: Rc<RefCell<Vec<Responder>>> = Rc::default();
-        let router2 = echo_router();
-        let keep = held.clone();
-        router2
-            .register(KIND_NOTE, move |inc| {
-                keep.borrow_mut().extend(inc.responder)
-            })
-            .expect("register");
-        let (node1, node2) = pair(Router::new(), router2).await;
+        let (node1, node2, held) = pair_holding_notes().await;
         let conn = node1.connection(2).expect("connected");
         let long_conn = conn.clone();
         let long = spawn(TaskClass::Latency, "long", async move {
