@@ -45,7 +45,7 @@ dongting() { # op round -> ops/s and server CPU µs per op
         exit 1
     fi
     cpu=$(awk '/^server_pid/ {s += $4} END {print s}' "$res/cpu.txt")
-    echo "${tps:-0} $(echo "scale=1; $cpu * 1000000 / (${tps:-1} * 30)" | bc -l)"
+    echo "$tps $(echo "scale=1; $cpu * 1000000 / ($tps * 30)" | bc -l)"
 }
 
 sampan() { # op -> ops/s

@@ -245,9 +245,9 @@ fn one_sync_serves_every_group() {
     assert_eq!(wal.stats(), (1, 1));
 }
 
-/// Purged groups let their segments go; a group that never purges is
-/// copied forward so the log stays bounded; everything reads back after a
-/// reopen.
+/// The appends of groups that run in one turn of the shard go down in one
+/// write (appends one after another take one each), and every group reads
+/// back its own entries after a crash.
 #[test]
 fn appends_of_one_turn_share_one_write() {
     let fs = MemFs::new();
@@ -293,6 +293,9 @@ fn appends_of_one_turn_share_one_write() {
     }
 }
 
+/// Purged groups let their segments go; a group that never purges is
+/// copied forward so the log stays bounded; everything reads back after a
+/// reopen.
 #[test]
 fn old_segments_go_even_when_a_group_never_purges() {
     let fs = MemFs::new();

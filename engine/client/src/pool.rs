@@ -75,7 +75,6 @@ impl Pool {
         }
     }
 
-    /// The connection to `addr`, connecting if there is none.
     /// The connection to `addr` if one is up now (no dialing, no waiting).
     pub(crate) fn ready(&self, addr: SocketAddr) -> Option<Connection> {
         match self.slots.borrow().get(&addr) {
@@ -84,10 +83,13 @@ impl Pool {
         }
     }
 
+    /// The connection to `addr`, connecting if there is none.
     pub(crate) async fn get(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
         loop {
+            if let Some(c) = self.ready(addr) {
+                return Ok(c);
+            }
             let wait = match self.slots.borrow().get(&addr) {
-                Some(Slot::Up(c)) if !c.is_closed() => return Ok(c.clone()),
                 Some(Slot::Connecting(s)) => Some(s.wait()),
                 Some(Slot::Failed(at, why)) if at.elapsed() < self.failure_memory => {
                     return Err(ConnectError::Failed(why.to_string()));

@@ -78,8 +78,8 @@ pub const WAL_META_FILE: &str = "wal-meta";
 const META_MAGIC: u32 = 0x4154_4d57; // "WMTA"
 const META_VERSION: u8 = 1;
 /// A batch of appends stops taking more once it holds this many bytes;
-/// later appenders wait for its leader to take it (a turn of thousands of
-/// groups must not gather an unbounded copy of their entries).
+/// later appenders wait until it is written (a turn of thousands of groups
+/// must not gather an unbounded copy of their entries).
 const BATCH_BYTES_MAX: usize = 4 << 20;
 /// Zeros go down in writes of this size.
 const ZERO_WRITE_BYTES: u64 = 1 << 20;
@@ -754,11 +754,7 @@ impl<V: Vfs> ShardWal<V> {
             .batch
             .as_ref()
             .is_some_and(|b| lsn(b.seg.id, b.off) == start);
-        let batch = if ours { st.batch.take() } else { None };
-        drop(st);
-        // Appenders waiting for a full batch to be taken may go on.
-        self.inner.changed.notify_all();
-        batch
+        if ours { st.batch.take() } else { None }
     }
 
     /// Ends the active segment for a roll: zeros where the next chunk
