@@ -7,9 +7,12 @@
 //! shards or threads use [`crate::ShardHandle`].
 
 use crate::signal::Signal;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 /// Why a send failed; the item comes back to the caller.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -207,70 +210,86 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
+/// A [`oneshot`]'s slot, shared by its two ends: one allocation, no
+/// queue of waiters (there is only ever the one receiver).
 struct OneshotState<T> {
-    value: Option<T>,
-    sender_alive: bool,
+    value: Cell<Option<T>>,
+    sender_alive: Cell<bool>,
+    /// The receiver's waker while it waits.
+    waker: Cell<Option<Waker>>,
 }
 
 /// Creates a one-shot reply slot: one value, from one fiber to another.
 pub fn oneshot<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
-    let state = Rc::new(RefCell::new(OneshotState {
-        value: None,
-        sender_alive: true,
-    }));
-    let signal = Signal::new();
+    let state = Rc::new(OneshotState {
+        value: Cell::new(None),
+        sender_alive: Cell::new(true),
+        waker: Cell::new(None),
+    });
     (
         OneshotSender {
             state: state.clone(),
-            signal: signal.clone(),
         },
-        OneshotReceiver { state, signal },
+        OneshotReceiver { state },
     )
 }
 
 /// Sends the one value of a [`oneshot`].
 pub struct OneshotSender<T> {
-    state: Rc<RefCell<OneshotState<T>>>,
-    signal: Signal,
+    state: Rc<OneshotState<T>>,
 }
 
 impl<T> OneshotSender<T> {
     /// Delivers the value.
     pub fn send(self, value: T) {
-        self.state.borrow_mut().value = Some(value);
+        self.state.value.set(Some(value));
         // Drop runs next and wakes the receiver.
     }
 }
 
 impl<T> Drop for OneshotSender<T> {
     fn drop(&mut self) {
-        self.state.borrow_mut().sender_alive = false;
-        self.signal.notify_all();
+        self.state.sender_alive.set(false);
+        if let Some(w) = self.state.waker.take() {
+            w.wake();
+        }
     }
 }
 
 /// Receives the one value of a [`oneshot`].
 pub struct OneshotReceiver<T> {
-    state: Rc<RefCell<OneshotState<T>>>,
-    signal: Signal,
+    state: Rc<OneshotState<T>>,
 }
 
 impl<T> OneshotReceiver<T> {
     /// The value, or `None` if the sender was dropped without sending.
-    pub async fn recv(self) -> Option<T> {
-        loop {
-            let woken = self.signal.wait();
-            {
-                let mut state = self.state.borrow_mut();
-                if let Some(v) = state.value.take() {
-                    return Some(v);
-                }
-                if !state.sender_alive {
-                    return None;
-                }
-            }
-            woken.await;
+    pub fn recv(self) -> impl Future<Output = Option<T>> {
+        Recv { state: self.state }
+    }
+}
+
+/// [`OneshotReceiver::recv`]'s future.
+struct Recv<T> {
+    state: Rc<OneshotState<T>>,
+}
+
+impl<T> Future for Recv<T> {
+    type Output = Option<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let state = &self.state;
+        if let Some(v) = state.value.take() {
+            return Poll::Ready(Some(v));
         }
+        if !state.sender_alive.get() {
+            return Poll::Ready(None);
+        }
+        // Keep the waker already stored if it would wake the same task.
+        let keep = state.waker.take().filter(|w| w.will_wake(cx.waker()));
+        state
+            .waker
+            .set(Some(keep.unwrap_or_else(|| cx.waker().clone())));
+        Poll::Pending
     }
 }
 
@@ -315,5 +334,37 @@ mod tests {
         let (tx, rx) = oneshot::<u8>();
         drop(tx);
         assert_eq!(future::block_on(rx.recv()), None);
+    }
+
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_oneshot_receiver_is_woken_by_a_send_or_a_drop() {
+        for send in [true, false] {
+            let (tx, rx) = oneshot::<u8>();
+            let counter = std::sync::Arc::new(Counter(0.into()));
+            let waker = Waker::from(counter.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut waiting = Box::pin(rx.recv());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+            if send {
+                tx.send(9);
+            } else {
+                drop(tx);
+            }
+            assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert_eq!(
+                waiting.as_mut().poll(&mut cx),
+                Poll::Ready(send.then_some(9))
+            );
+        }
     }
 }
