@@ -39,6 +39,7 @@
 //! ```
 
 mod channel;
+mod deadline;
 mod error;
 pub mod fs;
 mod group;
@@ -54,6 +55,7 @@ mod time;
 pub mod tls;
 
 pub use channel::{OneshotReceiver, OneshotSender, Receiver, SendError, Sender, channel, oneshot};
+pub use deadline::{Within, within};
 pub use error::FiberError;
 pub use group::{FiberGroup, FiberHandle, GroupState, spawn};
 #[doc(hidden)]

@@ -1371,35 +1371,10 @@ async fn serve(
             ),
         ));
     }
-    match req.op {
-        Op::AddGroup => return add_group(shared, group, &req).await,
-        Op::RemoveGroup => {
-            let ran = remove_recorded(shared, host, group)
-                .await
-                .map_err(|e| refused(group, &e))?;
-            return Ok(Bytes::from(vec![u8::from(ran)]));
-        }
-        Op::StopGroup => {
-            let ran = host.stop_group(group).await;
-            return Ok(Bytes::from(vec![u8::from(ran)]));
-        }
-        Op::ListGroups => return Ok(service::encode_group_ids(&all_group_ids(shared).await?)),
-        Op::ListNodes => {
-            let nodes: Vec<NodeAddrs> = host
-                .known_nodes()
-                .into_iter()
-                .map(|(node, k)| NodeAddrs {
-                    node,
-                    replicate: k.replicate.to_string(),
-                    service: k.service.map(|a| a.to_string()).unwrap_or_default(),
-                })
-                .collect();
-            return Ok(service::encode_nodes(&nodes));
-        }
-        Op::SetNodes => return set_nodes(shared, &req).await,
-        Op::ForgetNode => return forget_node(shared, &req).await,
-        Op::ReadSnapshot => return read_snapshot(shared, host, group, req.payload).await,
-        _ => {}
+    if is_node_op(req.op) {
+        // Boxed: the rare paths' state would otherwise make every request's
+        // future kilobytes larger, copied at each spawn.
+        return Box::pin(serve_node_op(shared, host, group, req)).await;
     }
     loop {
         let Some(handle) = host.group(group) else {
@@ -1418,7 +1393,7 @@ async fn serve(
         }
         let mut not_sent = None;
         if let Some(leader) = leader {
-            match forward(host, leader, group, &req, deadline).await {
+            match Box::pin(forward(host, leader, group, &req, deadline)).await {
                 // The leader moved on since: look again.
                 Err(ServerError::NotLeader { .. }) => {}
                 // Not sent (no connection to it now): nothing applied, so
@@ -1434,6 +1409,64 @@ async fn serve(
             return Err(not_sent.unwrap_or_else(|| shared.not_leader(group, leader)));
         }
         sampan_fiber::sleep(shared.retry_pause).await;
+    }
+}
+
+/// Whether `op` is served by the node (its groups, its peers, a stored
+/// snapshot) rather than by a group's replica.
+fn is_node_op(op: Op) -> bool {
+    matches!(
+        op,
+        Op::AddGroup
+            | Op::RemoveGroup
+            | Op::StopGroup
+            | Op::ListGroups
+            | Op::ListNodes
+            | Op::SetNodes
+            | Op::ForgetNode
+            | Op::ReadSnapshot
+    )
+}
+
+/// Serves an operation on the node rather than on a group's replica
+/// ([`is_node_op`]).
+async fn serve_node_op(
+    shared: &Shared,
+    host: &ShardHost,
+    group: u64,
+    req: ServiceRequest,
+) -> Result<Bytes, ServerError> {
+    match req.op {
+        Op::AddGroup => add_group(shared, group, &req).await,
+        Op::RemoveGroup => {
+            let ran = remove_recorded(shared, host, group)
+                .await
+                .map_err(|e| refused(group, &e))?;
+            Ok(Bytes::from(vec![u8::from(ran)]))
+        }
+        Op::StopGroup => {
+            let ran = host.stop_group(group).await;
+            Ok(Bytes::from(vec![u8::from(ran)]))
+        }
+        Op::ListGroups => Ok(service::encode_group_ids(&all_group_ids(shared).await?)),
+        Op::ListNodes => {
+            let nodes: Vec<NodeAddrs> = host
+                .known_nodes()
+                .into_iter()
+                .map(|(node, k)| NodeAddrs {
+                    node,
+                    replicate: k.replicate.to_string(),
+                    service: k.service.map(|a| a.to_string()).unwrap_or_default(),
+                })
+                .collect();
+            Ok(service::encode_nodes(&nodes))
+        }
+        Op::SetNodes => set_nodes(shared, &req).await,
+        Op::ForgetNode => forget_node(shared, &req).await,
+        Op::ReadSnapshot => read_snapshot(shared, host, group, req.payload).await,
+        op => Err(ServerError::BadMessage {
+            reason: format!("{op:?} is an operation on a group's replica, not on the node"),
+        }),
     }
 }
 
@@ -1725,7 +1758,11 @@ async fn serve_local(
     let payload = req.payload.clone();
     let done = |r: Result<(), GroupError>| Local::AsLeader(r.map(|()| Bytes::new()));
     match req.op {
-        Op::Propose => Local::AsLeader(within(deadline, group, handle.propose(payload)).await),
+        Op::Propose => Local::AsLeader(
+            sampan_fiber::within(deadline, handle.propose(payload))
+                .await
+                .unwrap_or_else(|_| timed_out(group)),
+        ),
         Op::Read if req.route == Route::Local => {
             Local::Final(handle.read_local(payload).await.map_err(Into::into))
         }
@@ -1766,7 +1803,11 @@ async fn serve_local(
                 )));
             }
             let call = handle.change_membership_if(change.expected, change.voters, change.learners);
-            done(within(deadline, group, call).await)
+            done(
+                sampan_fiber::within(deadline, call)
+                    .await
+                    .unwrap_or_else(|_| timed_out(group)),
+            )
         }
         Op::TransferLeader => {
             let to = payload
@@ -1774,7 +1815,11 @@ async fn serve_local(
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_le_bytes);
             match to {
-                Some(to) => done(within(deadline, group, handle.transfer_leader(to)).await),
+                Some(to) => done(
+                    sampan_fiber::within(deadline, handle.transfer_leader(to))
+                        .await
+                        .unwrap_or_else(|_| timed_out(group)),
+                ),
                 None => Local::Final(Err(ServerError::BadMessage {
                     reason: "transfer: no node id".into(),
                 })),
@@ -1793,21 +1838,13 @@ async fn serve_local(
     }
 }
 
-/// `work`, or [`GroupError::Uncertain`] once `deadline` passes: what it
-/// asked for (a proposal, a membership change, a transfer) may still
-/// complete.
-async fn within<T>(
-    deadline: Instant,
-    group: u64,
-    work: impl Future<Output = Result<T, GroupError>>,
-) -> Result<T, GroupError> {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    sampan_fiber::timeout(wait, work).await.unwrap_or_else(|_| {
-        Err(GroupError::Uncertain {
-            group,
-            index: 0,
-            reason: "not done within request_timeout_ms; it may still complete".into(),
-        })
+/// What a proposal, membership change or transfer that was not done by
+/// its deadline ([`sampan_fiber::within`]) is: it may still complete.
+fn timed_out<T>(group: u64) -> Result<T, GroupError> {
+    Err(GroupError::Uncertain {
+        group,
+        index: 0,
+        reason: "not done within request_timeout_ms; it may still complete".into(),
     })
 }
 

@@ -8,6 +8,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::{configs, leader, start};
 use sampan::client::{BlockingClient, ClientConfig, ClientError, KeyTtl};
+use sampan::config::ServerConfig;
 use sampan::raft::Role;
 use sampan::server::{RaftFactory, RaftServer};
 use sampan::service;
@@ -307,6 +308,57 @@ fn a_write_retried_after_a_lost_response_applies_once() {
         assert_eq!(r.expect("result"), KvResult::Int(7));
     }
     c.shutdown();
+}
+
+#[test]
+fn a_proposal_that_cannot_commit_is_answered_uncertain_not_failed_nor_left_waiting() {
+    // The leader, cut off from its followers, either still leads when the
+    // request's deadline passes (the server's deadline answers) or steps
+    // down first (its pending proposals are answered): which one comes
+    // first depends on where its check-quorum clock stands, and the
+    // request timeout cannot be set below an election timeout. Either way
+    // the answer must come, and must say "may still apply".
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut servers: Vec<Option<_>> = configs(dir.path(), 1)
+        .into_iter()
+        .map(|c| ServerConfig {
+            election_timeout_ms: 1_000,
+            heartbeat_interval_ms: 50,
+            request_timeout_ms: 1_000,
+            ..c
+        })
+        .map(|c| Some(start(c, &[1], kv_factory())))
+        .collect();
+    let l = leader(&servers, 1);
+    let put = |key: &str| {
+        KvRequest {
+            time_ms: 0,
+            client_id: 0,
+            seq: 0,
+            acked_below: 0,
+            command: KvCommand::Increment {
+                key: b(key),
+                delta: 1,
+            },
+        }
+        .to_bytes()
+    };
+    let g = servers[l].as_ref().expect("leader").group(1);
+    g.propose_blocking(put("before")).expect("committed");
+    for (i, s) in servers.iter_mut().enumerate() {
+        if i != l {
+            s.take().expect("follower").shutdown().expect("stops");
+        }
+    }
+    let e = g
+        .propose_blocking(put("after"))
+        .expect_err("no quorum: it cannot commit");
+    assert!(!e.is_definite(), "reported as a failure: {e}");
+    // The node goes on serving: its status still answers.
+    assert!(g.status_blocking().is_ok());
+    for s in servers.into_iter().flatten() {
+        s.shutdown().expect("stops");
+    }
 }
 
 #[test]
