@@ -281,12 +281,7 @@ impl RecordRun {
             return;
         }
         let keep = last_kept.saturating_sub(self.first_index - 1);
-        let mut end = 0;
-        let mut term = 0;
-        for rec in self.iter().take(keep as usize) {
-            end += rec.bytes.len();
-            term = rec.header.term;
-        }
+        let (end, term) = self.walk(keep);
         self.bytes.truncate(end);
         self.count = keep;
         self.last_term = term;
@@ -294,6 +289,45 @@ impl RecordRun {
 }
 
 impl RecordRun {
+    /// The byte offset after the first `n` records, and the last one's
+    /// term (0 for none). Reads only their lengths and terms: the run's
+    /// records were validated (or encoded here) when it was made, so their
+    /// CRCs are not checked again.
+    fn walk(&self, n: u64) -> (usize, u64) {
+        let (mut offset, mut term) = (0, 0);
+        for _ in 0..n.min(self.count) {
+            let Some(h) = self.bytes.get(offset..offset + HEADER_BYTES) else {
+                break;
+            };
+            term = u64_at(h, OFF_TERM);
+            offset += record_len(u32_at(h, OFF_LEN) as usize);
+        }
+        (offset.min(self.bytes.len()), term)
+    }
+
+    /// Consecutive runs as one (their records copied into one buffer:
+    /// records are self-contained, so that is a valid run). `None` if a run
+    /// does not start where the one before it ended, or its terms go down.
+    pub fn concat(runs: &[RecordRun]) -> Option<RecordRun> {
+        let first = runs.first()?;
+        let mut buf = Vec::with_capacity(runs.iter().map(|r| r.bytes.len()).sum());
+        let mut joined = RecordRun::empty(first.first_index);
+        for r in runs {
+            if r.is_empty() {
+                continue;
+            }
+            let next = joined.first_index + joined.count;
+            if r.first_index != next || (joined.count > 0 && r.last_term < joined.last_term) {
+                return None;
+            }
+            buf.extend_from_slice(&r.bytes);
+            joined.count += r.count;
+            joined.last_term = r.last_term;
+        }
+        joined.bytes = Bytes::from(buf);
+        Some(joined)
+    }
+
     /// Drops the records before `first_kept` (a follower skipping entries
     /// it already holds), keeping the rest, zero-copy.
     pub fn skip_before(&mut self, first_kept: u64) {
@@ -301,7 +335,7 @@ impl RecordRun {
             return;
         }
         let drop = (first_kept - self.first_index).min(self.count);
-        let start: usize = self.iter().take(drop as usize).map(|r| r.bytes.len()).sum();
+        let (start, _) = self.walk(drop);
         self.bytes = self.bytes.slice(start..);
         self.first_index += drop;
         self.count -= drop;
@@ -403,8 +437,14 @@ pub struct RunBuilder {
 impl RunBuilder {
     /// A builder whose first record will have index `first_index`.
     pub fn new(first_index: u64) -> RunBuilder {
+        RunBuilder::with_capacity(first_index, 0)
+    }
+
+    /// [`RunBuilder::new`], with room for `bytes` of records (see
+    /// [`record_len`]) before it grows.
+    pub fn with_capacity(first_index: u64, bytes: usize) -> RunBuilder {
         RunBuilder {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(bytes),
             first_index,
             next_index: first_index,
             last_term: 0,
@@ -442,6 +482,36 @@ mod tests {
             b.push(1 + i as u64 / 2, (i % 3) as u8, p);
         }
         b.finish()
+    }
+
+    #[test]
+    fn consecutive_runs_concatenate_into_a_valid_run_and_others_do_not() {
+        let a = run(7, &[b"a", b"bb"]);
+        let mut b = RunBuilder::new(9);
+        b.push(5, 0, b"ccc").push(5, 0, b"");
+        let b = b.finish();
+        let joined =
+            RecordRun::concat(&[a.clone(), RecordRun::empty(9), b.clone()]).expect("consecutive");
+        assert_eq!(
+            (
+                joined.first_index(),
+                joined.last_index(),
+                joined.last_term()
+            ),
+            (7, 10, 5)
+        );
+        let parsed = parse_run(joined.bytes().clone(), Some(7), 1024).expect("valid");
+        assert_eq!(parsed, joined);
+        let payloads: Vec<Bytes> = parsed.iter().map(|r| r.payload()).collect();
+        assert_eq!(payloads, [&b"a"[..], b"bb", b"ccc", b""]);
+        // A gap, an overlap, terms going down: refused.
+        assert!(RecordRun::concat(&[a.clone(), run(10, &[b"x"])]).is_none());
+        assert!(RecordRun::concat(&[a.clone(), run(8, &[b"x"])]).is_none());
+        assert!(
+            RecordRun::concat(&[b, run(11, &[b"x"])]).is_none(),
+            "term 1 after 5"
+        );
+        assert!(RecordRun::concat(&[]).is_none());
     }
 
     #[test]

@@ -420,22 +420,38 @@ impl TailCache {
             && self.runs.back().is_some_and(|r| index <= r.last_index())
     }
 
-    /// The records `first..=last` if they are exactly one cached run.
+    /// The records `first..=last` if the cache holds them all: one run
+    /// as it is; parts of runs cut at record boundaries (a walk over their
+    /// headers), and several runs copied into one. Either costs less than
+    /// encoding the entries again.
     fn slice(&self, first: u64, last: u64) -> Option<sampan_storage::RecordRun> {
+        if first > last {
+            return None;
+        }
         // Newest first: the entries a leader sends are almost always the
         // ones it just encoded.
-        let run = self
+        let from = self
             .runs
             .iter()
-            .rev()
-            .take_while(|r| r.last_index() >= first)
-            .find(|r| r.first_index() <= first && last <= r.last_index())?;
-        if run.first_index() == first && run.last_index() == last {
-            return Some(run.clone());
+            .rposition(|r| r.first_index() <= first && first <= r.last_index())?;
+        let mut runs = Vec::new();
+        for r in self.runs.range(from..) {
+            let mut r = r.clone();
+            r.skip_before(first);
+            r.truncate_after(last);
+            let done = r.last_index() >= last;
+            runs.push(r);
+            if done {
+                break;
+            }
         }
-        // Part of a run: cutting it walks its headers, which costs more
-        // than encoding the few entries again.
-        None
+        if runs.last()?.last_index() != last {
+            return None;
+        }
+        if runs.len() == 1 {
+            return runs.pop();
+        }
+        sampan_storage::RecordRun::concat(&runs)
     }
 }
 
@@ -1088,7 +1104,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
             return Some(run);
         }
         if self.tail.holds(first) {
-            return None; // recent but not a whole run: cheaper to encode
+            return None; // recent, but past the cache's end: encoded
         }
         // Older than the cache (a follower catching up): the log's records,
         // read as mmap slices. Payloads plus room for each record's header and padding.
@@ -1144,9 +1160,30 @@ mod tail_tests {
         tail.push(run(11, 10, 100));
         let s = tail.slice(11, 20).expect("the second run");
         assert_eq!((s.first_index(), s.last_index(), s.len()), (11, 20, 10));
-        assert!(tail.slice(3, 7).is_none(), "part of a run");
+        let part = tail.slice(3, 7).expect("part of a run");
+        assert_eq!((part.first_index(), part.last_index()), (3, 7));
         assert!(tail.holds(3) && tail.holds(20) && !tail.holds(21));
-        assert!(tail.slice(8, 12).is_none(), "spans two runs");
+        let parts = tail.slice(8, 12).expect("parts of two runs");
+        assert_eq!(
+            parts.bytes(),
+            run(8, 5, 100).bytes(),
+            "the records as encoded, cut at their boundaries"
+        );
+        let both = tail.slice(1, 20).expect("two whole runs");
+        assert_eq!(
+            (both.first_index(), both.last_index(), both.len()),
+            (1, 20, 20)
+        );
+        assert_eq!(
+            both.bytes(),
+            &[
+                run(1, 10, 100).bytes().clone(),
+                run(11, 10, 100).bytes().clone()
+            ]
+            .concat()[..],
+            "the records as encoded"
+        );
+        assert!(tail.slice(15, 21).is_none(), "ends past the cache");
         assert!(tail.slice(21, 21).is_none(), "not cached");
         // A gap (a new term's log) starts the cache again.
         tail.push(run(30, 1, 10));

@@ -32,7 +32,11 @@ pub fn run_from_entries(entries: &[Entry]) -> RecordRun {
     let Some(first) = entries.first() else {
         return RecordRun::empty(0);
     };
-    let mut b = RunBuilder::new(first.index);
+    let bytes = entries
+        .iter()
+        .map(|e| sampan_storage::format::record_len(e.payload.len()))
+        .sum();
+    let mut b = RunBuilder::with_capacity(first.index, bytes);
     for (i, e) in entries.iter().enumerate() {
         assert_eq!(
             e.index,
