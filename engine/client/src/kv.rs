@@ -64,8 +64,10 @@ impl Client {
     /// once whatever the number of tries.
     pub async fn execute(&self, group: u64, command: KvCommand) -> Result<KvResult, ClientError> {
         let after = self.inner.cfg.request_timeout;
-        let deadline = Instant::now() + after;
-        let lease = sampan_fiber::timeout_at(deadline, self.inner.sessions.lease(group))
+        let now = Instant::now();
+        let deadline = now + after;
+        // No timer unless the lease has to wait for room.
+        let lease = sampan_fiber::within(deadline, self.inner.sessions.lease(group))
             .await
             .map_err(|_| ClientError::Timeout {
                 group,
@@ -84,7 +86,7 @@ impl Client {
             return Err(ClientError::Command { group, failure });
         }
         let reply = self
-            .call_until(group, Op::Propose, req.to_bytes(), deadline)
+            .call_from(group, Op::Propose, req.to_bytes(), now, deadline)
             .await?;
         let result = KvResult::decode(reply).map_err(|source| ClientError::Unexpected {
             group,

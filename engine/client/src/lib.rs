@@ -310,22 +310,10 @@ impl Client {
         .await
     }
 
-    /// [`Client::call`] with the deadline of an operation that began
-    /// earlier (a write that waited for room in its session).
-    pub(crate) async fn call_until(
-        &self,
-        group: u64,
-        op: Op,
-        payload: Bytes,
-        deadline: Instant,
-    ) -> Result<Bytes, ClientError> {
-        self.call_from(group, op, payload, Instant::now(), deadline)
-            .await
-    }
-
-    /// [`Client::call_until`] with the clock read at `now` (each read
-    /// costs, and a request reads it often).
-    async fn call_from(
+    /// [`Client::call`] with the clock read at `now` (each read costs, and
+    /// a request reads it often) and the deadline of an operation that may
+    /// have begun earlier (a write that waited for room in its session).
+    pub(crate) async fn call_from(
         &self,
         group: u64,
         op: Op,
@@ -457,17 +445,15 @@ impl Client {
     }
 
     /// The pooled connection to `addr`, dialed (within `limit`) if there
-    /// is none; what the attempt comes to if there is none in time. A
-    /// connection already up costs no timer.
+    /// is none; what the attempt comes to if there is none in time. (A
+    /// caller looks for a connection already up first: that costs no
+    /// timer.)
     async fn connection(
         &self,
         addr: SocketAddr,
         group: u64,
         limit: Duration,
     ) -> Result<sampan_net::Connection, Outcome> {
-        if let Some(c) = self.inner.pool.ready(addr) {
-            return Ok(c);
-        }
         match sampan_fiber::timeout(limit, self.inner.pool.get(addr)).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(ConnectError::Failed(why))) => Err(Outcome::Retry {
@@ -499,15 +485,19 @@ impl Client {
     ) -> Outcome {
         let left = deadline.saturating_duration_since(now);
         let limit = left.min(self.inner.cfg.attempt_timeout);
-        let conn = match self.connection(addr, group, limit).await {
-            Ok(c) => c,
-            Err(outcome) => return outcome,
+        // A connection already up took no time: no second clock read.
+        let (conn, now) = match self.inner.pool.ready(addr) {
+            Some(c) => (c, now),
+            None => match self.connection(addr, group, limit).await {
+                Ok(c) => (c, Instant::now()),
+                Err(outcome) => return outcome,
+            },
         };
         self.bump(|s| {
             s.in_flight += 1;
             s.in_flight_max = s.in_flight_max.max(s.in_flight);
         });
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(now);
         let sent = conn
             .request(
                 service::kind::CLIENT,

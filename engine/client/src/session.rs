@@ -12,7 +12,7 @@
 use super::ClientConfig;
 use sampan_fiber::Signal;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +84,7 @@ struct GroupSessions {
 /// Every group's sessions. Shard-local.
 #[derive(Debug)]
 pub struct Sessions {
-    groups: RefCell<HashMap<u64, Rc<GroupSessions>>>,
+    groups: RefCell<sampan_net::IdMap<Rc<GroupSessions>>>,
     window: u64,
     lanes_max: usize,
     renew_idle: Duration,
@@ -141,7 +141,7 @@ impl Sessions {
     /// `lanes_max` per group, renewed after `renew_idle` without use.
     pub fn with_limits(window: u64, lanes_max: usize, renew_idle: Duration) -> Sessions {
         Sessions {
-            groups: RefCell::new(HashMap::new()),
+            groups: RefCell::new(sampan_net::IdMap::default()),
             window: window.max(1),
             lanes_max: lanes_max.max(1),
             renew_idle,
@@ -154,11 +154,13 @@ impl Sessions {
     pub async fn lease(&self, group: u64) -> Lease {
         let g = self.groups.borrow_mut().entry(group).or_default().clone();
         loop {
-            let wait = g.room.wait();
             if let Some(lane) = self.lane_with_room(&g) {
                 return take(g, lane);
             }
-            wait.await;
+            // Nothing runs between the look and the registration (no
+            // await), so no wake-up is missed; and a lease with room, the
+            // usual case, registers no waiter at all.
+            g.room.wait().await;
         }
     }
 

@@ -89,7 +89,7 @@ impl Writer {
         command: KvCommand,
     ) -> Result<KvResult, WriteError> {
         let deadline = Instant::now() + self.request_timeout;
-        let Ok(lease) = sampan_fiber::timeout_at(deadline, self.sessions.lease(group.id())).await
+        let Ok(lease) = sampan_fiber::within(deadline, self.sessions.lease(group.id())).await
         else {
             return Err(WriteError::Failed(format!(
                 "ERR group {}: too many writes in flight",

@@ -879,7 +879,9 @@ async fn flush(
     }
     flush_room(ctx, out, 0)?;
     let stall = ctx.settings.output_stall_timeout;
-    match sampan_fiber::timeout(stall, stream.write_all(out)).await {
+    // No timer unless the socket is full: a write that completes at once
+    // never registers its deadline.
+    match sampan_fiber::within(Instant::now() + stall, stream.write_all(out)).await {
         Ok(written) => written?,
         Err(_) => {
             return Err(over_limit(
