@@ -305,6 +305,49 @@ impl RecordRun {
         (offset.min(self.bytes.len()), term)
     }
 
+    /// Where each record starts, then where the last one ends (`len() + 1`
+    /// offsets): with them, [`RecordRun::sub_run`] cuts the run anywhere
+    /// without walking it.
+    pub fn record_offsets(&self) -> Vec<u32> {
+        let mut offsets = Vec::with_capacity(self.count as usize + 1);
+        let mut offset = 0;
+        offsets.push(0);
+        for _ in 0..self.count {
+            let Some(h) = self.bytes.get(offset..offset + HEADER_BYTES) else {
+                break;
+            };
+            offset += record_len(u32_at(h, OFF_LEN) as usize);
+            offsets.push(u32::try_from(offset).unwrap_or(u32::MAX));
+        }
+        offsets
+    }
+
+    /// The records `first..=last` of this run, zero-copy, cut at `offsets`
+    /// (this run's [`RecordRun::record_offsets`]). `None` if they are not
+    /// all in the run or the offsets are not this run's.
+    pub fn sub_run(&self, offsets: &[u32], first: u64, last: u64) -> Option<RecordRun> {
+        if first < self.first_index || last < first || last > self.last_index() {
+            return None;
+        }
+        let a = usize::try_from(first - self.first_index).ok()?;
+        let b = usize::try_from(last - self.first_index).ok()? + 1;
+        let (start, last_start, end) = (
+            *offsets.get(a)? as usize,
+            *offsets.get(b - 1)? as usize,
+            *offsets.get(b)? as usize,
+        );
+        let header = self.bytes.get(last_start..last_start + HEADER_BYTES)?;
+        if end > self.bytes.len() || u64_at(header, OFF_INDEX) != last {
+            return None;
+        }
+        Some(RecordRun {
+            bytes: self.bytes.slice(start..end),
+            first_index: first,
+            count: last - first + 1,
+            last_term: u64_at(header, OFF_TERM),
+        })
+    }
+
     /// Consecutive runs as one (their records copied into one buffer:
     /// records are self-contained, so that is a valid run). `None` if a run
     /// does not start where the one before it ended, or its terms go down.
@@ -482,6 +525,29 @@ mod tests {
             b.push(1 + i as u64 / 2, (i % 3) as u8, p);
         }
         b.finish()
+    }
+
+    #[test]
+    fn a_run_cut_at_its_offsets_is_the_same_as_one_built_from_those_records() {
+        let payloads: [&[u8]; 5] = [b"a", b"", b"twelve bytes", b"x", b"yz"];
+        let r = run(3, &payloads);
+        let offsets = r.record_offsets();
+        assert_eq!(offsets.len(), 6);
+        assert_eq!(*offsets.last().expect("end") as usize, r.bytes().len());
+        for first in 3..=7u64 {
+            for last in first..=7 {
+                let cut = r.sub_run(&offsets, first, last).expect("in the run");
+                let mut whole = r.clone();
+                whole.skip_before(first);
+                whole.truncate_after(last);
+                assert_eq!(cut, whole, "{first}..={last}");
+            }
+        }
+        assert!(r.sub_run(&offsets, 2, 4).is_none(), "before the run");
+        assert!(r.sub_run(&offsets, 6, 8).is_none(), "past the run");
+        assert!(r.sub_run(&offsets, 5, 4).is_none(), "backwards");
+        let other = run(3, &[b"much longer than the first", b"b"]).record_offsets();
+        assert!(r.sub_run(&other, 4, 4).is_none(), "another run's offsets");
     }
 
     #[test]

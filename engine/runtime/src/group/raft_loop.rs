@@ -380,7 +380,9 @@ fn shard_tail_add(delta: isize) -> usize {
 /// behind is fed from disk, never from unbounded memory.
 #[derive(Default)]
 struct TailCache {
-    runs: std::collections::VecDeque<sampan_storage::RecordRun>,
+    /// Runs in log order, each with its records' offsets (so a message
+    /// that starts or ends inside a run is cut from it without a walk).
+    runs: std::collections::VecDeque<(sampan_storage::RecordRun, Vec<u32>)>,
     bytes: usize,
 }
 
@@ -389,18 +391,19 @@ impl TailCache {
         if self
             .runs
             .back()
-            .is_some_and(|b| b.last_index() + 1 != run.first_index())
+            .is_some_and(|(b, _)| b.last_index() + 1 != run.first_index())
         {
             self.clear();
         }
         let len = run.bytes().len();
         self.bytes += len;
         let mut shard = shard_tail_add(len as isize);
-        self.runs.push_back(run);
+        let offsets = run.record_offsets();
+        self.runs.push_back((run, offsets));
         while (self.bytes > TAIL_CACHE_BYTES || shard > SHARD_TAIL_CACHE_BYTES)
             && self.runs.len() > 1
         {
-            if let Some(old) = self.runs.pop_front() {
+            if let Some((old, _)) = self.runs.pop_front() {
                 let len = old.bytes().len();
                 self.bytes -= len;
                 shard = shard_tail_add(-(len as isize));
@@ -416,14 +419,19 @@ impl TailCache {
 
     /// Whether `index` is in the cached range.
     fn holds(&self, index: u64) -> bool {
-        self.runs.front().is_some_and(|r| r.first_index() <= index)
-            && self.runs.back().is_some_and(|r| index <= r.last_index())
+        self.runs
+            .front()
+            .is_some_and(|(r, _)| r.first_index() <= index)
+            && self
+                .runs
+                .back()
+                .is_some_and(|(r, _)| index <= r.last_index())
     }
 
     /// The records `first..=last` if the cache holds them all: one run
-    /// as it is; parts of runs cut at record boundaries (a walk over their
-    /// headers), and several runs copied into one. Either costs less than
-    /// encoding the entries again.
+    /// as it is; parts of runs cut at their records' offsets (zero-copy),
+    /// and several runs copied into one. Either costs less than encoding
+    /// the entries again.
     fn slice(&self, first: u64, last: u64) -> Option<sampan_storage::RecordRun> {
         if first > last {
             return None;
@@ -433,15 +441,16 @@ impl TailCache {
         let from = self
             .runs
             .iter()
-            .rposition(|r| r.first_index() <= first && first <= r.last_index())?;
+            .rposition(|(r, _)| r.first_index() <= first && first <= r.last_index())?;
         let mut runs = Vec::new();
-        for r in self.runs.range(from..) {
-            let mut r = r.clone();
-            r.skip_before(first);
-            r.truncate_after(last);
-            let done = r.last_index() >= last;
-            runs.push(r);
-            if done {
+        for (r, offsets) in self.runs.range(from..) {
+            let (a, b) = (first.max(r.first_index()), last.min(r.last_index()));
+            runs.push(if (a, b) == (r.first_index(), r.last_index()) {
+                r.clone()
+            } else {
+                r.sub_run(offsets, a, b)?
+            });
+            if b == last {
                 break;
             }
         }
