@@ -13,7 +13,6 @@ use crate::signal::Signal;
 use futures_lite::FutureExt;
 use glommio::task::JoinHandle;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::rc::{Rc, Weak};
@@ -41,7 +40,7 @@ pub(crate) struct GroupInner {
     name: Rc<str>,
     shard: Rc<ShardContext>,
     /// Each running fiber's handle and name.
-    fibers: RefCell<HashMap<u64, Running>>,
+    fibers: RefCell<crate::IdMap<Running>>,
     next_fiber: Cell<u64>,
     state: RefCell<GroupState>,
     /// Notified when the group's last fiber ends.
@@ -156,7 +155,7 @@ impl FiberGroup {
         let inner = Rc::new(GroupInner {
             name: name.into(),
             shard,
-            fibers: RefCell::new(HashMap::new()),
+            fibers: RefCell::new(crate::IdMap::default()),
             next_fiber: Cell::new(0),
             state: RefCell::new(GroupState::Open),
             done: Signal::new(),

@@ -43,6 +43,7 @@ mod deadline;
 mod error;
 pub mod fs;
 mod group;
+mod id_map;
 pub mod log_context;
 mod mailbox;
 mod memlock;
@@ -58,6 +59,7 @@ pub use channel::{OneshotReceiver, OneshotSender, Receiver, SendError, Sender, c
 pub use deadline::{Within, within};
 pub use error::FiberError;
 pub use group::{FiberGroup, FiberHandle, GroupState, spawn};
+pub use id_map::{IdHasher, IdMap};
 #[doc(hidden)]
 pub use log as __log;
 pub use mailbox::{RuntimeHandle, ShardHandle};

@@ -79,7 +79,8 @@ pub use connection::{CloseReason, ConnStats, Connection};
 pub use error::{FrameError, NetError};
 pub use frame::{Body, Frame, FrameHeader, FrameType};
 pub use handshake::Role;
-pub use rpc::{IdHasher, IdMap, Incoming, Origin, Responder, Router};
+pub use rpc::{Incoming, Origin, Responder, Router};
 /// The TLS library the transport uses (for [`NetConfig::client_tls`]).
 pub use rustls;
+pub use sampan_fiber::{IdHasher, IdMap};
 pub use transport::{Transport, connect};
