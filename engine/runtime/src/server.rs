@@ -1825,16 +1825,10 @@ async fn serve_local(
                 })),
             }
         }
-        Op::AddGroup
-        | Op::RemoveGroup
-        | Op::StopGroup
-        | Op::ListGroups
-        | Op::ListNodes
-        | Op::SetNodes
-        | Op::ForgetNode
-        | Op::ReadSnapshot => {
-            unreachable!("served by serve")
-        }
+        // Served by `serve` before it gets here ([`is_node_op`]).
+        op => Local::Final(Err(ServerError::BadMessage {
+            reason: format!("{op:?} is an operation on the node, not on a group's replica"),
+        })),
     }
 }
 
