@@ -6,8 +6,10 @@
 //! loop, replicators, apply, snapshot) run in the shard's task queue for their
 //! [`TaskClass`]. Shard-local primitives ([`Signal`], [`channel`],
 //! [`oneshot`], [`sleep`], [`timeout`], [`Ticker`]) let fibers talk without
-//! locks; [`ShardHandle`] crosses into a shard from another shard or from any
-//! OS thread, with async and blocking forms.
+//! locks; [`within`] bounds the many short waits of a request path by
+//! deadlines one sweeper fiber per shard watches, instead of a timer each;
+//! [`ShardHandle`] crosses into a shard from another shard or from any OS
+//! thread, with async and blocking forms.
 //!
 //! **What it is not for.** It is not a second scheduler on top of glommio,
 //! and it knows nothing of Raft, files or sockets' formats. It does not move
