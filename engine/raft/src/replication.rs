@@ -33,16 +33,18 @@ impl<L: LogView> Raft<L> {
         index
     }
 
-    /// Every replica tracked for replication but this one.
-    fn peers(&self) -> Vec<NodeId> {
-        self.tracker.peers(self.cfg.id)
+    /// Every replica tracked for replication but this one, one after the
+    /// other (no list is allocated: this runs for every proposal).
+    fn next_peer(&self, after: Option<NodeId>) -> Option<NodeId> {
+        self.tracker.peer_after(self.cfg.id, after)
     }
 
     /// Sends what each follower lacks (and the commit index to everyone).
     pub(super) fn broadcast_append(&mut self) {
-        let peers = self.peers();
-        for to in peers {
+        let mut at = None;
+        while let Some(to) = self.next_peer(at) {
             self.send_append(to, true);
+            at = Some(to);
         }
     }
 
@@ -145,9 +147,10 @@ impl<L: LogView> Raft<L> {
 
     /// Sends heartbeats to every peer.
     pub(super) fn broadcast_heartbeat(&mut self) {
-        let peers = self.peers();
-        for to in peers {
+        let mut at = None;
+        while let Some(to) = self.next_peer(at) {
             self.send_heartbeat(to);
+            at = Some(to);
         }
     }
 

@@ -90,6 +90,17 @@ impl Tracker {
         self.progress.keys().copied().filter(|&n| n != me).collect()
     }
 
+    /// The first tracked replica other than `me` after `after` (from the
+    /// start for `None`), in id order: walks the peers without a list.
+    pub fn peer_after(&self, me: NodeId, after: Option<NodeId>) -> Option<NodeId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.progress
+            .range((from, Unbounded))
+            .map(|(n, _)| *n)
+            .find(|&n| n != me)
+    }
+
     /// The largest index a quorum of `membership` holds (durably).
     pub fn committed(&self, membership: &Membership) -> u64 {
         quorum::quorum_value(membership, |n| {
@@ -199,6 +210,23 @@ mod tests {
                 learners: BTreeSet::new(),
             })
             .expect("valid")
+    }
+
+    #[test]
+    fn walking_the_peers_visits_each_other_replica_once_in_id_order() {
+        let mut t = Tracker::new(4, 1 << 20);
+        for me in [1, 3, 5, 9] {
+            t.track(&ids(&[1, 3, 5, 9]), 1);
+            let mut walked = Vec::new();
+            let mut at = None;
+            while let Some(n) = t.peer_after(NodeId(me), at) {
+                walked.push(n);
+                at = Some(n);
+            }
+            assert_eq!(walked, t.peers(NodeId(me)), "as {me}");
+        }
+        t.track(&ids(&[4]), 1);
+        assert_eq!(t.peer_after(NodeId(4), None), None, "alone");
     }
 
     #[test]
