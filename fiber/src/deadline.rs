@@ -24,12 +24,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Runs `fut` until `deadline`: [`FiberError::Timeout`] (with the time it
-/// was given) if it is not done by then, and the future is dropped. Like
-/// [`crate::timeout_at`], without a timer of its own on a shard.
+/// had left when it first had to wait) if it is not done by then, and the
+/// future is dropped. Like [`crate::timeout_at`], without a timer of its
+/// own on a shard, and without reading the clock for work done at once.
 pub fn within<F: Future>(deadline: Instant, fut: F) -> Within<F> {
     Within {
         fut,
-        given: deadline.saturating_duration_since(Instant::now()),
         wait: Wait::new(deadline),
     }
 }
@@ -39,7 +39,6 @@ pin_project_lite::pin_project! {
     pub struct Within<F> {
         #[pin]
         fut: F,
-        given: Duration,
         wait: Wait,
     }
 }
@@ -53,7 +52,7 @@ impl<F: Future> Future for Within<F> {
             return Poll::Ready(Ok(v));
         }
         match this.wait.poll_due(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(FiberError::Timeout(*this.given))),
+            Poll::Ready(()) => Poll::Ready(Err(FiberError::Timeout(this.wait.given))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -63,6 +62,9 @@ impl<F: Future> Future for Within<F> {
 /// and given back when it is dropped.
 struct Wait {
     deadline: Instant,
+    /// The time it was given, from its first pending poll (the clock is
+    /// read then, not for work that is done at once).
+    given: Duration,
     state: WaitState,
 }
 
@@ -79,6 +81,7 @@ impl Wait {
     fn new(deadline: Instant) -> Self {
         Wait {
             deadline,
+            given: Duration::ZERO,
             state: WaitState::New,
         }
     }
@@ -86,7 +89,8 @@ impl Wait {
     /// Ready once the deadline has passed.
     fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if matches!(self.state, WaitState::New) {
-            if self.deadline <= Instant::now() {
+            self.given = self.deadline.saturating_duration_since(Instant::now());
+            if self.given.is_zero() {
                 return Poll::Ready(());
             }
             self.state = match Queue::of_this_shard() {
