@@ -289,20 +289,27 @@ impl RecordRun {
 }
 
 impl RecordRun {
-    /// The byte offset after the first `n` records, and the last one's
-    /// term (0 for none). Reads only their lengths and terms: the run's
-    /// records were validated (or encoded here) when it was made, so their
-    /// CRCs are not checked again.
-    fn walk(&self, n: u64) -> (usize, u64) {
-        let (mut offset, mut term) = (0, 0);
-        for _ in 0..n.min(self.count) {
-            let Some(h) = self.bytes.get(offset..offset + HEADER_BYTES) else {
-                break;
-            };
-            term = u64_at(h, OFF_TERM);
+    /// Each record's end offset and term, in order. Reads only their
+    /// lengths and terms: the run's records were validated (or encoded
+    /// here) when it was made, so their CRCs are not checked again.
+    fn ends(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let mut offset = 0;
+        (0..self.count).map_while(move |_| {
+            let h = self.bytes.get(offset..offset + HEADER_BYTES)?;
             offset += record_len(u32_at(h, OFF_LEN) as usize);
-        }
-        (offset.min(self.bytes.len()), term)
+            Some((offset, u64_at(h, OFF_TERM)))
+        })
+    }
+
+    /// The byte offset after the first `n` records, and the last one's
+    /// term (0 for none).
+    fn walk(&self, n: u64) -> (usize, u64) {
+        let (end, term) = self
+            .ends()
+            .take(usize::try_from(n).unwrap_or(usize::MAX))
+            .last()
+            .unwrap_or((0, 0));
+        (end.min(self.bytes.len()), term)
     }
 
     /// Where each record starts, then where the last one ends (`len() + 1`
@@ -310,15 +317,11 @@ impl RecordRun {
     /// without walking it.
     pub fn record_offsets(&self) -> Vec<u32> {
         let mut offsets = Vec::with_capacity(self.count as usize + 1);
-        let mut offset = 0;
         offsets.push(0);
-        for _ in 0..self.count {
-            let Some(h) = self.bytes.get(offset..offset + HEADER_BYTES) else {
-                break;
-            };
-            offset += record_len(u32_at(h, OFF_LEN) as usize);
-            offsets.push(u32::try_from(offset).unwrap_or(u32::MAX));
-        }
+        offsets.extend(
+            self.ends()
+                .map(|(end, _)| u32::try_from(end).unwrap_or(u32::MAX)),
+        );
         offsets
     }
 
