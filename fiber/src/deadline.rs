@@ -261,9 +261,8 @@ impl Queue {
             }
             inner.drop_gone();
             if inner.live == 0 {
+                // The sweeper ends; its guard marks it stopped.
                 inner.order.clear();
-                inner.sweeping = false;
-                inner.armed = None;
                 None
             } else {
                 inner.armed = inner.order.front().map(|d| d.at);
