@@ -287,7 +287,7 @@ impl KvFrozen {
             body.put_u64_le(s.last_active_ms);
             body.put_u32_le(s.results.len() as u32);
             for (seq, r) in s.results.iter() {
-                body.put_u64_le(*seq);
+                body.put_u64_le(seq);
                 r.encode(body);
             }
             *records += 1;
