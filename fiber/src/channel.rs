@@ -102,13 +102,16 @@ impl<T> Sender<T> {
     /// Queues `item`, waiting for room while the channel is full
     /// (backpressure). Fails only when the receiver is gone.
     pub async fn send(&self, mut item: T) -> Result<(), SendError<T>> {
+        // Try first and register a wait only when full: a send that finds
+        // room (almost all) allocates nothing and leaves no dead waiter
+        // behind. Nothing runs between the try and the registration (no
+        // await), so no wake-up can fall between them.
         loop {
-            let room = self.shared.writable.wait();
             match self.try_send(item) {
                 Err(SendError::Full(back)) => item = back,
                 other => return other,
             }
-            room.await;
+            self.shared.writable.wait().await;
         }
     }
 
@@ -167,15 +170,15 @@ impl<T> Receiver<T> {
     /// Waits for the next item; `None` once every sender is gone and the
     /// queue is drained.
     pub async fn recv(&self) -> Option<T> {
+        // As `send`: a wait is registered only when there is nothing to take.
         loop {
-            let ready = self.shared.readable.wait();
             if let Some(item) = self.try_recv() {
                 return Some(item);
             }
             if self.shared.chan.borrow().senders == 0 {
                 return None;
             }
-            ready.await;
+            self.shared.readable.wait().await;
         }
     }
 
@@ -312,6 +315,32 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(rx.drain_into(&mut out, 10), 2);
         assert_eq!(out, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_send_with_room_and_a_recv_with_an_item_register_no_waiter() {
+        let (tx, rx) = channel::<u32>(64);
+        for i in 0..50 {
+            assert_eq!(future::block_on(tx.send(i)), Ok(()));
+        }
+        assert_eq!(tx.shared.writable.waiters(), 0, "sends left waiters");
+        for i in 0..48 {
+            assert_eq!(future::block_on(rx.recv()), Some(i));
+        }
+        assert_eq!(tx.shared.readable.waiters(), 0, "receives left waiters");
+        let (tx, rx) = channel::<u32>(2);
+        // One that must wait still wakes when room comes.
+        tx.try_send(1).expect("room");
+        tx.try_send(2).expect("room");
+        let mut blocked = Box::pin(tx.send(3));
+        assert!(future::block_on(future::poll_once(&mut blocked)).is_none());
+        assert_eq!(tx.shared.writable.waiters(), 1);
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(future::block_on(blocked), Ok(()));
+        let mut waiting = Box::pin(async { (rx.recv().await, rx.recv().await, rx.recv().await) });
+        assert!(future::block_on(future::poll_once(&mut waiting)).is_none());
+        tx.try_send(4).expect("room");
+        assert_eq!(future::block_on(waiting), (Some(2), Some(3), Some(4)));
     }
 
     #[test]

@@ -34,7 +34,31 @@ pub enum GroupState {
 }
 
 /// A running fiber: its handle and its name.
-type Running = (JoinHandle<()>, Rc<str>);
+type Running = (JoinHandle<()>, FiberName);
+
+/// A fiber's name: most are literals, kept without an allocation (a
+/// fiber per request paid two for its name).
+#[derive(Clone, Debug)]
+pub(crate) enum FiberName {
+    Static(&'static str),
+    Shared(Rc<str>),
+}
+
+impl std::ops::Deref for FiberName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            FiberName::Static(s) => s,
+            FiberName::Shared(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for FiberName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
 
 pub(crate) struct GroupInner {
     name: Rc<str>,
@@ -184,13 +208,31 @@ impl FiberGroup {
         T: 'static,
     {
         let (tx, rx) = oneshot();
-        let id = self.spawn_with(class, fiber, fut, move |r| tx.send(r))?;
+        let name = FiberName::Shared(fiber.into());
+        let id = self.spawn_with(class, name.clone(), fut, move |r| tx.send(r))?;
         Ok(FiberHandle {
             rx,
             group: Rc::downgrade(&self.inner),
             id,
-            fiber: fiber.into(),
+            fiber: name,
         })
+    }
+
+    /// Spawns `fut` with no handle to wait on, for work nobody joins (a
+    /// fiber per request): no result slot, and a literal name kept as it
+    /// is. It is cancelled with the group like any other fiber, and a
+    /// panic in it fails the group the same way.
+    pub fn spawn_detached<F>(
+        &self,
+        class: TaskClass,
+        fiber: &'static str,
+        fut: F,
+    ) -> Result<(), FiberError>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.spawn_with(class, FiberName::Static(fiber), fut, |_| {})
+            .map(|_| ())
     }
 
     /// Spawns `fut`; `sink` gets its result, or the panic as an error. If the
@@ -198,7 +240,7 @@ impl FiberGroup {
     pub(crate) fn spawn_with<T, F, S>(
         &self,
         class: TaskClass,
-        fiber: &str,
+        name: FiberName,
         fut: F,
         sink: S,
     ) -> Result<u64, FiberError>
@@ -220,7 +262,6 @@ impl FiberGroup {
             group: inner.clone(),
             id,
         };
-        let name: Rc<str> = fiber.into();
         let kept = name.clone();
         let body = async move {
             let guard = guard;
@@ -313,7 +354,7 @@ pub struct FiberHandle<T> {
     rx: OneshotReceiver<Result<T, FiberError>>,
     group: Weak<GroupInner>,
     id: u64,
-    fiber: Rc<str>,
+    fiber: FiberName,
 }
 
 impl<T> FiberHandle<T> {
@@ -353,6 +394,15 @@ where
 {
     let shard = ShardContext::current().ok_or(FiberError::NotOnShard)?;
     default_group(&shard).spawn(class, fiber, fut)
+}
+
+/// [`FiberGroup::spawn_detached`] in the current shard's default group.
+pub fn spawn_detached<F>(class: TaskClass, fiber: &'static str, fut: F) -> Result<(), FiberError>
+where
+    F: Future<Output = ()> + 'static,
+{
+    let shard = ShardContext::current().ok_or(FiberError::NotOnShard)?;
+    default_group(&shard).spawn_detached(class, fiber, fut)
 }
 
 thread_local! {

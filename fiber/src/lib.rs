@@ -60,7 +60,7 @@ pub mod tls;
 pub use channel::{OneshotReceiver, OneshotSender, Receiver, SendError, Sender, channel, oneshot};
 pub use deadline::{Within, within};
 pub use error::FiberError;
-pub use group::{FiberGroup, FiberHandle, GroupState, spawn};
+pub use group::{FiberGroup, FiberHandle, GroupState, spawn, spawn_detached};
 pub use id_map::{IdHasher, IdMap};
 #[doc(hidden)]
 pub use log as __log;

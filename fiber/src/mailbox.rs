@@ -113,11 +113,15 @@ impl ShardHandle {
                 return;
             };
             let reply = tx.clone();
-            let spawned =
-                crate::group::default_group(&shard).spawn_with(class, "mailbox", f(), move |r| {
+            let spawned = crate::group::default_group(&shard).spawn_with(
+                class,
+                crate::group::FiberName::Static("mailbox"),
+                f(),
+                move |r| {
                     // The caller may have given up waiting; nothing to do then.
                     let _ = reply.send(r);
-                });
+                },
+            );
             if let Err(e) = spawned {
                 let _ = tx.send(Err(e));
             }

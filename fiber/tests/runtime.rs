@@ -150,6 +150,42 @@ fn a_panicking_fiber_fails_only_its_group() {
 }
 
 #[test]
+fn detached_fibers_run_are_cancelled_with_their_group_and_a_panic_fails_it() {
+    let rt = runtime(1);
+    let shard = rt.shard(0).expect("shard");
+    let (ran, state) = shard
+        .run_blocking(TaskClass::Latency, || async {
+            let g = FiberGroup::new("detached").expect("group");
+            let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+            for _ in 0..3 {
+                let ran = ran.clone();
+                g.spawn_detached(TaskClass::Latency, "counts", async move {
+                    ran.set(ran.get() + 1);
+                })
+                .expect("spawn");
+            }
+            g.spawn_detached(TaskClass::Latency, "sleeper", async {
+                sleep(Duration::from_secs(3600)).await;
+            })
+            .expect("spawn");
+            sleep(Duration::from_millis(1)).await;
+            assert_eq!(g.fiber_count(), 1, "the three that ended left the registry");
+            g.spawn_detached(TaskClass::Latency, "boom", async {
+                panic!("deliberate detached panic");
+            })
+            .expect("spawn");
+            g.join().await;
+            (ran.get(), g.state())
+        })
+        .expect("shard survives");
+    assert_eq!(ran, 3);
+    assert!(
+        matches!(&state, GroupState::Failed { fiber, message } if fiber == "boom" && message.contains("deliberate")),
+        "{state:?}"
+    );
+}
+
+#[test]
 fn cancel_and_join_a_group() {
     let rt = runtime(1);
     let results = rt

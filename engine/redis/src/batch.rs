@@ -217,7 +217,7 @@ async fn submit<T, U, F, Fut>(
     in_flight_max: usize,
     group: &GroupRef,
     items: Vec<T>,
-    name: &str,
+    name: &'static str,
     limits: Limits<T>,
     op: F,
 ) -> Outcome<U>
@@ -271,11 +271,11 @@ where
 /// Starts a flusher fiber. If it cannot start (the shard is stopping) and
 /// no other flusher runs, the waiting requests fail now rather than never.
 fn spawn_flusher<T: 'static, U: Clone + 'static>(
-    name: &str,
+    name: &'static str,
     work: impl std::future::Future<Output = ()> + 'static,
     queue: &Rc<RefCell<Queue<T, U>>>,
 ) {
-    if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, name, work) {
+    if let Err(e) = sampan_fiber::spawn_detached(TaskClass::Latency, name, work) {
         log::warn!("redis: {name} not started: {e}");
         let waiters = {
             let mut q = queue.borrow_mut();

@@ -1231,7 +1231,7 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
             sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
         }
     };
-    if let Err(e) = sampan_fiber::spawn(TaskClass::Latency, "service-request", work) {
+    if let Err(e) = sampan_fiber::spawn_detached(TaskClass::Latency, "service-request", work) {
         sampan_fiber::group_log!(warn, group, "group {group}: request dropped: {e}");
     }
 }
