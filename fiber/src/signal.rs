@@ -80,7 +80,9 @@ impl Signal {
 
     /// Wakes every waiter registered so far. Returns how many were woken.
     pub fn notify_all(&self) -> usize {
-        let drained: Vec<_> = self.waiters.borrow_mut().drain(..).collect();
+        // Taken whole (no copy); a fired slot runs no code that could wait
+        // on this signal again before the loop ends.
+        let drained = std::mem::take(&mut *self.waiters.borrow_mut());
         drained
             .into_iter()
             .filter_map(|w| w.upgrade())

@@ -476,8 +476,10 @@ impl ConnInner {
     }
 
     async fn enqueue(&self, mut frame: OutFrame, kind: u16, budget: bool) -> Result<(), NetError> {
+        // A waiter is registered only when the queue is full (nothing runs
+        // between the failed push and the registration): a frame that finds
+        // room, almost every one, allocates no waiter.
         loop {
-            let room = self.room.wait();
             if self.close_reason.borrow().is_some() {
                 return Err(self.closed_error(kind));
             }
@@ -485,7 +487,7 @@ impl ConnInner {
                 Ok(()) => return Ok(()),
                 Err(back) => frame = back,
             }
-            room.await;
+            self.room.wait().await;
         }
     }
 
@@ -679,7 +681,6 @@ async fn read_loop(inner: Rc<ConnInner>, socket: LinkRead, mut rb: ReadBuf) {
 async fn write_loop(inner: Rc<ConnInner>, socket: LinkWrite) {
     let mut batch: Vec<OutFrame> = Vec::new();
     loop {
-        let woken = inner.wake_writer.wait();
         if inner.is_closed() {
             return;
         }
@@ -687,10 +688,11 @@ async fn write_loop(inner: Rc<ConnInner>, socket: LinkWrite) {
         // Under TLS the reader may leave output (an alert, a key update's
         // answer) with nothing queued: it goes out with an empty batch.
         if batch.is_empty() && !socket.wants_write() {
-            woken.await;
+            // Registered after the queue was found empty, with nothing run
+            // in between: a frame queued from now on wakes it.
+            inner.wake_writer.wait().await;
             continue;
         }
-        drop(woken);
         let result = write_batch(&socket, &batch).await;
         let bytes: usize = batch.iter().map(OutFrame::bytes).sum();
         let frames = batch.len() as u64;
