@@ -318,23 +318,28 @@ impl Connection {
         // The reaper answers the request with a timeout once its deadline
         // passes; only a request that must wait for room to be queued
         // (which the reaper cannot cut short) needs a timer of its own.
-        let frame = inner.push(frame, true).err();
-        let frame_waits = frame.is_some();
-        let wait = async {
-            if let Some(frame) = frame {
+        if let Err(frame) = inner.push(frame, true) {
+            // Boxed: waiting for room (with a timer) is rare, and its
+            // future would otherwise make every request's state ~1.5 KB
+            // instead of a few hundred bytes.
+            let wait = async {
                 inner.enqueue(frame, kind, true).await?;
-            }
-            match rx.recv().await {
-                Some(reply) => reply,
-                None => Err(inner.closed_error(kind)),
-            }
-        };
-        if !frame_waits {
-            return wait.await;
+                match rx.recv().await {
+                    Some(reply) => reply,
+                    None => Err(inner.closed_error(kind)),
+                }
+            };
+            return Box::pin(async move {
+                match sampan_fiber::timeout_at(deadline, wait).await {
+                    Ok(reply) => reply,
+                    Err(_) => Err(inner.timeout_error(kind, timeout)),
+                }
+            })
+            .await;
         }
-        match sampan_fiber::timeout_at(deadline, wait).await {
-            Ok(reply) => reply,
-            Err(_) => Err(inner.timeout_error(kind, timeout)),
+        match rx.recv().await {
+            Some(reply) => reply,
+            None => Err(inner.closed_error(kind)),
         }
     }
 

@@ -313,6 +313,14 @@ fn a_full_send_budget_makes_senders_wait_until_the_peer_reads() {
             yield_now().await;
         }
         assert!(!done.get(), "the send waits while the budget is used up");
+        // A request that cannot even be queued waits for room only until
+        // its deadline, and says so; it leaves nothing queued behind.
+        let queued = conn.bytes_queued();
+        let stuck = conn
+            .request(KIND_NOTE, 0, body.clone(), Duration::from_millis(50))
+            .await;
+        assert!(matches!(stuck, Err(NetError::Timeout { .. })), "{stuck:?}");
+        assert_eq!(conn.bytes_queued(), queued);
         // The peer reads everything: the waiting send goes through.
         read_exact(&server, (sent + 1) * (36 + body.len())).await;
         blocked

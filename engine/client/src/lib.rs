@@ -486,9 +486,12 @@ impl Client {
         let left = deadline.saturating_duration_since(now);
         let limit = left.min(self.inner.cfg.attempt_timeout);
         // A connection already up took no time: no second clock read.
+        // Connecting (handshake, TLS) is boxed: its 2.4 KB future would
+        // otherwise sit in every request's state, which thousands in
+        // flight keep warm in the cache for nothing.
         let (conn, now) = match self.inner.pool.ready(addr) {
             Some(c) => (c, now),
-            None => match self.connection(addr, group, limit).await {
+            None => match Box::pin(self.connection(addr, group, limit)).await {
                 Ok(c) => (c, Instant::now()),
                 Err(outcome) => return outcome,
             },
