@@ -6,8 +6,9 @@
 //! one, the lowest number whose answer it has not received (`acked_below`);
 //! results below that are forgotten. Sessions idle longer than the configured
 //! time are dropped, judged by the leader's timestamps in the log, so every
-//! replica drops them at the same index. Kept in snapshots; persistent maps
-//! make freezing them O(1).
+//! replica drops them at the same index. Kept in snapshots; freezing them is
+//! O(1): the sessions are a persistent map, and each session's results a
+//! window behind an `Arc` (copied once by the first write after a freeze).
 
 use imbl::OrdMap;
 use sampan_proto::kv::{KvFailure, KvResult};
