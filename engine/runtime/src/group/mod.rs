@@ -217,12 +217,18 @@ impl GroupHandle {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, GroupError> {
         let (tx, rx) = oneshot();
-        let stopped = GroupError::Stopped { group: self.group };
-        self.inbox
-            .send(make(tx))
-            .await
-            .map_err(|_| stopped.clone())?;
-        rx.recv().await.unwrap_or(Err(stopped))
+        let stopped = || GroupError::Stopped { group: self.group };
+        // Queued at once when the inbox has room (almost always); only a
+        // full inbox waits, boxed, so a request's state does not carry an
+        // event and a send future across its wait for the answer.
+        match self.inbox.try_send(make(tx)) {
+            Ok(()) => {}
+            Err(sampan_fiber::SendError::Full(event)) => Box::pin(self.inbox.send(event))
+                .await
+                .map_err(|_| stopped())?,
+            Err(sampan_fiber::SendError::Closed(_)) => return Err(stopped()),
+        }
+        rx.recv().await.unwrap_or_else(|| Err(stopped()))
     }
 
     /// Proposes `command`; resolves with the state machine's result once it
