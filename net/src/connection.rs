@@ -329,13 +329,10 @@ impl Connection {
                     None => Err(inner.closed_error(kind)),
                 }
             };
-            return Box::pin(async move {
-                match sampan_fiber::timeout_at(deadline, wait).await {
-                    Ok(reply) => reply,
-                    Err(_) => Err(inner.timeout_error(kind, timeout)),
-                }
-            })
-            .await;
+            return match Box::pin(sampan_fiber::timeout_at(deadline, wait)).await {
+                Ok(reply) => reply,
+                Err(_) => Err(inner.timeout_error(kind, timeout)),
+            };
         }
         match rx.recv().await {
             Some(reply) => reply,
