@@ -92,6 +92,14 @@ pub trait VfsFile: std::fmt::Debug + 'static {
     async fn release(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Drops the file's own view of its bytes and says whether bytes read
+    /// from it are still held elsewhere: slices of a mapping shared with
+    /// the file, which would change if the file were overwritten for a new
+    /// use (a recycled log segment). For a file about to be closed: later
+    /// reads may fail. The default says no: reads are copies.
+    fn reads_held(&self) -> bool {
+        false
+    }
 }
 
 /// The real disk, through `sampan_fiber::fs` (io_uring) and memmap2.
@@ -119,6 +127,21 @@ pub struct DiskFile {
     released: Cell<bool>,
     len: Cell<u64>,
     map: RefCell<Bytes>,
+    /// Cloned into the owner of every mapping made: more than one count
+    /// means some mapping (the file's own, or bytes read) is alive.
+    maps: std::sync::Arc<()>,
+}
+
+/// A mapping of a [`DiskFile`], the owner of the bytes read from it.
+struct Mapping {
+    map: memmap2::Mmap,
+    _alive: std::sync::Arc<()>,
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
 }
 
 /// One call's use of a [`DiskFile`]'s descriptor. [`FdUse::end`] closes
@@ -176,6 +199,7 @@ impl Vfs for DiskFs {
             released: Cell::new(false),
             len: Cell::new(len),
             map: RefCell::new(Bytes::new()),
+            maps: std::sync::Arc::new(()),
         })
     }
 
@@ -277,7 +301,10 @@ impl DiskFile {
         // mapping outlives the descriptor (the kernel keeps its own
         // reference to the file).
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&*fd)? };
-        *self.map.borrow_mut() = Bytes::from_owner(map);
+        *self.map.borrow_mut() = Bytes::from_owner(Mapping {
+            map,
+            _alive: self.maps.clone(),
+        });
         Ok(())
     }
 }
@@ -357,6 +384,11 @@ impl VfsFile for DiskFile {
     async fn release(&self) -> io::Result<()> {
         self.released.set(true);
         self.close_if_unused().await
+    }
+
+    fn reads_held(&self) -> bool {
+        *self.map.borrow_mut() = Bytes::new();
+        std::sync::Arc::strong_count(&self.maps) > 1
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! segment header (64 bytes, at offset 0):
-//!  0 u64 magic "SAMPWAL\0" | 8 u16 version | 10 u16 reserved
+//!  0 u64 magic "SAMPWAL\0" | 8 u16 version (1 or 2) | 10 u16 reserved
 //! 12 u32 reserved | 16 u64 log id (random, made with the log)
 //! 24 u64 segment id | 32 u64 created (unix ms) | 40..60 reserved
 //! 60 u32 CRC32C of bytes 0..60
@@ -16,8 +16,17 @@
 //! 32 u64 argument: first index (entries, rewrite), last kept (truncate)
 //! 40 u64 sync floor: every position below it was durable when this was
 //!        written (tells a torn tail from corruption on recovery)
-//! 48 u32 reserved | 52 u32 CRC32C of bytes 0..52
+//! 48 u32 segment: low 32 bits of the id of the segment it was written
+//!        into (version 2; reserved, zero, in version 1)
+//! 52 u32 CRC32C of bytes 0..52
 //! ```
+//!
+//! A version 2 segment may be a *recycled* file: a retired segment renamed
+//! and given a new header, whose old chunks still follow the new ones. A
+//! chunk belongs to the segment it lies in only if its `segment` field
+//! names it (a version 1 chunk only in a version 1 segment, which is never
+//! recycled); any other valid chunk is left over from the file's earlier
+//! life and ends the segment, as zeros do ([`belongs`]).
 //!
 //! An entries or rewrite body is a run of entry records exactly as
 //! [`crate::format`] defines them (each with its own CRCs), so a read
@@ -31,9 +40,14 @@ pub(crate) const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes of a chunk header.
 pub(crate) const CHUNK_HEADER_BYTES: usize = 56;
 const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"SAMPWAL\0");
-const SEGMENT_VERSION: u16 = 1;
+/// Segments written now: their chunks name them (see the module docs).
+pub(crate) const SEGMENT_VERSION: u16 = 2;
+/// Segments written before chunks named their segment: never recycled.
+pub(crate) const SEGMENT_VERSION_1: u16 = 1;
 const CHUNK_MAGIC: u32 = 0x4b48_434c; // "LCHK"
-const CHUNK_VERSION: u8 = 1;
+/// Chunks that name their segment.
+const CHUNK_VERSION: u8 = 2;
+const CHUNK_VERSION_1: u8 = 1;
 /// Offsets within a segment stay below this (`lsn` packs them in 40 bits).
 pub(crate) const SEGMENT_BYTES_MAX: u64 = 1 << 32;
 
@@ -60,12 +74,25 @@ pub(crate) struct ChunkHeader {
     pub(crate) incarnation: u64,
     pub(crate) arg: u64,
     pub(crate) sync_floor: u64,
+    /// Low 32 bits of the id of the segment written into: `Some` in a
+    /// version 2 chunk (every chunk written now), `None` in version 1.
+    pub(crate) segment: Option<u32>,
 }
 
 impl ChunkHeader {
     /// Bytes of the whole chunk (header, body, padding).
     pub(crate) fn chunk_len(&self) -> u64 {
         chunk_len(self.body_len as usize)
+    }
+}
+
+/// Whether a chunk found in segment `segment_id` (whose header has
+/// `segment_version`) was written into that segment, rather than left over
+/// from an earlier life of a recycled file.
+pub(crate) fn belongs(h: &ChunkHeader, segment_id: u64, segment_version: u16) -> bool {
+    match h.segment {
+        Some(s) => s == segment_id as u32,
+        None => segment_version == SEGMENT_VERSION_1,
     }
 }
 
@@ -87,13 +114,19 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
-/// Encodes a chunk header followed by `body` (and padding) into `out`.
+/// Encodes a chunk header followed by `body` (and padding) into `out`:
+/// version 2 if it names its segment, else version 1 (only tests write
+/// those now, as older data).
 pub(crate) fn encode_chunk(out: &mut Vec<u8>, h: &ChunkHeader, body: &[u8]) {
     debug_assert_eq!(h.body_len as usize, body.len());
     let start = out.len();
     out.reserve(chunk_len(body.len()) as usize);
     out.extend_from_slice(&CHUNK_MAGIC.to_le_bytes());
-    out.push(CHUNK_VERSION);
+    out.push(if h.segment.is_some() {
+        CHUNK_VERSION
+    } else {
+        CHUNK_VERSION_1
+    });
     out.push(h.kind as u8);
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&h.epoch.to_le_bytes());
@@ -102,7 +135,7 @@ pub(crate) fn encode_chunk(out: &mut Vec<u8>, h: &ChunkHeader, body: &[u8]) {
     out.extend_from_slice(&h.incarnation.to_le_bytes());
     out.extend_from_slice(&h.arg.to_le_bytes());
     out.extend_from_slice(&h.sync_floor.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&h.segment.unwrap_or(0).to_le_bytes());
     let crc = crc32c::crc32c(&out[start..start + 52]);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(body);
@@ -133,9 +166,11 @@ pub(crate) fn decode_chunk_header(b: &[u8]) -> Found {
     if u32_at(h, 0) != CHUNK_MAGIC {
         return Found::Bad(format!("bad chunk magic {:#x}", u32_at(h, 0)));
     }
-    if h[4] != CHUNK_VERSION {
-        return Found::Bad(format!("unknown chunk version {}", h[4]));
-    }
+    let segment = match h[4] {
+        CHUNK_VERSION => Some(u32_at(h, 48)),
+        CHUNK_VERSION_1 => None,
+        v => return Found::Bad(format!("unknown chunk version {v}")),
+    };
     let kind = match h[5] {
         1 => Kind::Entries,
         2 => Kind::Rewrite,
@@ -150,12 +185,15 @@ pub(crate) fn decode_chunk_header(b: &[u8]) -> Found {
         incarnation: u64_at(h, 24),
         arg: u64_at(h, 32),
         sync_floor: u64_at(h, 40),
+        segment,
     })
 }
 
 /// A decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {
+    /// [`SEGMENT_VERSION`] for every segment made now.
+    pub(crate) version: u16,
     pub(crate) log_id: u64,
     pub(crate) segment_id: u64,
     pub(crate) created_ms: u64,
@@ -165,7 +203,7 @@ pub(crate) struct SegmentHeader {
 pub(crate) fn encode_segment_header(h: &SegmentHeader) -> Vec<u8> {
     let mut b = vec![0u8; SEGMENT_HEADER_BYTES as usize];
     b[0..8].copy_from_slice(&SEGMENT_MAGIC.to_le_bytes());
-    b[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    b[8..10].copy_from_slice(&h.version.to_le_bytes());
     b[16..24].copy_from_slice(&h.log_id.to_le_bytes());
     b[24..32].copy_from_slice(&h.segment_id.to_le_bytes());
     b[32..40].copy_from_slice(&h.created_ms.to_le_bytes());
@@ -190,10 +228,11 @@ pub(crate) fn decode_segment_header(b: &Bytes) -> Result<Option<SegmentHeader>, 
         return Err("not a shared log segment (bad magic)".into());
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != SEGMENT_VERSION {
+    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_1 {
         return Err(format!("unknown segment version {version}"));
     }
     Ok(Some(SegmentHeader {
+        version,
         log_id: u64_at(h, 16),
         segment_id: u64_at(h, 24),
         created_ms: u64_at(h, 32),
@@ -213,6 +252,7 @@ mod tests {
             incarnation: 99,
             arg: 12,
             sync_floor: lsn(2, 4096),
+            segment: Some(2),
         }
     }
 
@@ -234,8 +274,35 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_belongs_only_to_the_segment_it_names() {
+        let mut out = Vec::new();
+        encode_chunk(&mut out, &header(), b"hello");
+        let Found::Chunk(h) = decode_chunk_header(&out) else {
+            panic!("a good chunk")
+        };
+        assert!(belongs(&h, 2, SEGMENT_VERSION));
+        assert!(belongs(&h, 2, SEGMENT_VERSION_1));
+        // The same low 32 bits, another segment: left over from a file's
+        // earlier life 2^32 segments ago.
+        assert!(!belongs(&h, 3, SEGMENT_VERSION));
+        assert!(belongs(&h, 2 + (1 << 32), SEGMENT_VERSION));
+        // A version 1 chunk (no segment named) reads only in a version 1
+        // segment: version 2 segments may be recycled files.
+        let old = ChunkHeader {
+            segment: None,
+            ..header()
+        };
+        let mut out = Vec::new();
+        encode_chunk(&mut out, &old, b"hello");
+        assert_eq!(decode_chunk_header(&out), Found::Chunk(old));
+        assert!(belongs(&old, 2, SEGMENT_VERSION_1));
+        assert!(!belongs(&old, 2, SEGMENT_VERSION));
+    }
+
+    #[test]
     fn a_segment_header_round_trips_and_refuses_damage() {
         let h = SegmentHeader {
+            version: SEGMENT_VERSION,
             log_id: 5,
             segment_id: 9,
             created_ms: 1234,
@@ -245,6 +312,14 @@ mod tests {
         let mut bad = b.to_vec();
         bad[20] ^= 1;
         assert!(decode_segment_header(&Bytes::from(bad)).is_err());
+        let v1 = SegmentHeader {
+            version: SEGMENT_VERSION_1,
+            ..h
+        };
+        let b1 = Bytes::from(encode_segment_header(&v1));
+        assert_eq!(decode_segment_header(&b1), Ok(Some(v1)));
+        let v3 = Bytes::from(encode_segment_header(&SegmentHeader { version: 3, ..h }));
+        assert!(decode_segment_header(&v3).is_err());
         assert_eq!(decode_segment_header(&Bytes::from(vec![0; 64])), Ok(None));
     }
 }

@@ -33,7 +33,21 @@
 //! takes no snapshot would pin old segments forever, so once more than
 //! [`WalConfig::sealed_segments_max`] sealed segments are kept,
 //! [`ShardWal::maintain`] copies the live entries of the oldest one forward
-//! (*rewrite* chunks) and deletes it.
+//! (*rewrite* chunks, while the group is held so no truncation slips
+//! between reading and copying) and deletes it once the copies are
+//! durable.
+//!
+//! **Recycling.** A retired segment is kept as a spare (`recycle-<n>`, up
+//! to [`WalConfig::recycled_segments_max`]) instead of being deleted, and a
+//! roll reuses it: a new header (new id) written and synced under the
+//! spare's name, then the rename made durable. Its blocks are written
+//! already, so no zeroing ahead runs for it (zeroing writes every byte of
+//! the log twice). Its old chunks stay after the new ones; every chunk
+//! names the segment it was written into, so an old one ends the segment
+//! as zeros do. A segment whose mapped bytes are still held (entries on
+//! their way to a follower) is deleted instead: rewriting it would change
+//! them under their holder. Format 1 segments, whose chunks name no
+//! segment, are never recycled.
 //!
 //! **Recovery** ([`ShardWal::open`]) reads every chunk in order and
 //! rebuilds each group's index. The first chunk that does not check out
@@ -54,6 +68,8 @@
 
 mod chunk;
 mod recover;
+#[cfg(test)]
+mod tests;
 
 use crate::dualfile::DualFile;
 use crate::error::{Result, StorageError};
@@ -139,6 +155,12 @@ pub struct WalConfig {
     /// proposals/s, two 28.1k and 28.7k; the disk gains nothing from
     /// overlapping flushes, and waiting gathers more.
     pub sync_rounds_max: u32,
+    /// Retired segments kept as spares (`recycle-<n>` files) for later
+    /// rolls instead of being deleted. A recycled file's blocks are
+    /// written already, so appends into it need no zeroing ahead (which
+    /// writes every byte twice) and no extent conversion at each sync. The
+    /// disk they hold is what the log held at its largest. 0: delete.
+    pub recycled_segments_max: usize,
 }
 
 impl Default for WalConfig {
@@ -149,6 +171,9 @@ impl Default for WalConfig {
             payload_bytes_max: format::PAYLOAD_BYTES_MAX_DEFAULT,
             sealed_segments_max: 4,
             sync_rounds_max: 1,
+            // A snapshot every 256 MiB of log (the group default) frees
+            // about four 64 MiB segments at a time.
+            recycled_segments_max: 4,
         }
     }
 }
@@ -168,6 +193,9 @@ pub(crate) struct Seg<F> {
     pub(crate) id: u64,
     pub(crate) path: PathBuf,
     pub(crate) file: F,
+    /// The segment header's version: only version 2 files (whose chunks
+    /// name their segment) are recycled.
+    pub(crate) version: u16,
 }
 
 /// Chunks reserved and encoded end to end in the active segment that one
@@ -399,6 +427,12 @@ struct State<F> {
     file_syncs: u64,
     /// Batches of chunks written.
     batch_writes: u64,
+    /// Retired segments waiting to be reused, their renames durable.
+    spares: Vec<PathBuf>,
+    /// The number in the next spare's name.
+    spare_seq: u64,
+    /// Rolls onto a recycled file.
+    recycled: u64,
 }
 
 struct Inner<V: Vfs> {
@@ -413,6 +447,9 @@ struct Inner<V: Vfs> {
     changed: Signal,
     /// How long each sync round's fdatasyncs took.
     sync_latency: Latencies,
+    /// Notified when a group's `busy` clears (any group's: holding is
+    /// rarely contended).
+    idle: Signal,
 }
 
 /// One shard's shared write-ahead log. Cheap to clone (shared); shard-local.
@@ -469,6 +506,19 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The file name of spare (retired, to be recycled) number `n`.
+pub(crate) fn spare_name(n: u64) -> String {
+    format!("recycle-{n:020}")
+}
+
+/// The number of a spare's file name.
+pub(crate) fn parse_spare_name(name: &str) -> Option<u64> {
+    let n = name.strip_prefix("recycle-")?;
+    (n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
 /// Group id 0 names the shared log itself in errors.
 const WAL_GROUP: u64 = 0;
 
@@ -521,6 +571,9 @@ impl<V: Vfs> ShardWal<V> {
             rounds: 0,
             file_syncs: 0,
             batch_writes: 0,
+            spares: rec.spares,
+            spare_seq: rec.spare_seq,
+            recycled: 0,
         };
         log::info!(
             "shared log {}: open, {} segment(s), {} group(s), epoch {}",
@@ -539,6 +592,7 @@ impl<V: Vfs> ShardWal<V> {
                 st: RefCell::new(st),
                 changed: Signal::new(),
                 sync_latency: Latencies::new(),
+                idle: Signal::new(),
             }),
         })
     }
@@ -562,6 +616,13 @@ impl<V: Vfs> ShardWal<V> {
     /// The ids of the segment files kept.
     pub fn segment_ids(&self) -> Vec<u64> {
         self.inner.st.borrow().segs.keys().copied().collect()
+    }
+
+    /// Retired segments kept to be recycled, and rolls onto a recycled
+    /// file so far (in this open).
+    pub fn recycling(&self) -> (usize, u64) {
+        let st = self.inner.st.borrow();
+        (st.spares.len(), st.recycled)
     }
 
     fn check(&self, group: u64) -> Result<()> {
@@ -656,12 +717,13 @@ impl<V: Vfs> ShardWal<V> {
                     let off = st.pos;
                     st.pos += len;
                     st.zeroed_to = st.zeroed_to.max(st.pos);
+                    let active = st.segs.values().next_back().expect("active").clone();
                     let header = ChunkHeader {
                         sync_floor: st.synced,
                         epoch: self.inner.epoch,
+                        segment: Some(active.id as u32),
                         ..header
                     };
-                    let active = st.segs.values().next_back().expect("active").clone();
                     match &mut st.batch {
                         Some(b) => {
                             // An open batch always ends where the next
@@ -758,8 +820,11 @@ impl<V: Vfs> ShardWal<V> {
     }
 
     /// Ends the active segment for a roll: zeros where the next chunk
-    /// would start (bytes left there by an earlier life of the log, past a
-    /// cut, must not read as a bad chunk), then syncs it whole.
+    /// would start, durably (bytes left there by an earlier life of the
+    /// log past a cut, or of a recycled file, must not read as a bad chunk
+    /// once the next segment holds chunks; a round alone would not cover
+    /// them if everything before `pos` was durable already), then syncs it
+    /// whole.
     async fn seal(&self, group: u64) -> Result<()> {
         let (seg, pos) = {
             let mut st = self.inner.st.borrow_mut();
@@ -771,7 +836,7 @@ impl<V: Vfs> ShardWal<V> {
         let end = (pos + CHUNK_HEADER_BYTES as u64).min(size);
         if end > pos {
             let zeros = vec![0; (end - pos) as usize];
-            if let Err(e) = seg.file.write_at(zeros, pos).await {
+            if let Err(e) = seg.file.write_at_durable(zeros, pos).await {
                 let err = StorageError::io(group, "write", &seg.path, pos, e);
                 self.fail(format!("sealing a segment failed ({err})"));
                 return Err(err);
@@ -782,10 +847,11 @@ impl<V: Vfs> ShardWal<V> {
         self.sync_to(group, lsn(seg.id, pos)).await
     }
 
-    /// Makes a new active segment: allocated whole (larger than
-    /// `segment_bytes` if a chunk of `need` bytes needs it), its header
-    /// written, its name durable. A full disk fails here with nothing
-    /// written.
+    /// Makes a new active segment: a recycled file if a spare is kept and
+    /// `segment_bytes` is enough, else a new file allocated whole (larger
+    /// than `segment_bytes` if a chunk of `need` bytes needs it); its
+    /// header written, its name durable. A full disk fails here with
+    /// nothing written.
     async fn roll(&self, group: u64, need: u64) -> Result<()> {
         let size = self
             .inner
@@ -800,29 +866,106 @@ impl<V: Vfs> ShardWal<V> {
             .keys()
             .next_back()
             .map_or(1, |id| id + 1);
-        let path = self.inner.dir.join(segment_name(id));
-        let seg = create_segment(&self.inner.vfs, &path, id, self.inner.log_id, size)
-            .await
-            .map_err(|e| {
-                if let StorageError::DiskFull { .. } = e {
+        let spare = if size == self.inner.cfg.segment_bytes {
+            self.inner.st.borrow_mut().spares.pop()
+        } else {
+            None
+        };
+        let mut recycled = None;
+        if let Some(spare) = spare {
+            match self.recycle(&spare, id, size).await {
+                Ok(seg) => recycled = Some(seg),
+                Err(e) => {
                     log::warn!(
-                        "shared log {}: disk full making segment {id}; appends fail until \
-                         space returns",
-                        self.inner.dir.display()
+                        "shared log {}: recycling {} failed, making a new segment: {e}",
+                        self.inner.dir.display(),
+                        spare.display()
                     );
+                    let _ = self.inner.vfs.remove(&spare).await;
                 }
-                e.with_group(group)
-            })?;
+            }
+        }
+        let (seg, zeroed_to) = match recycled {
+            // Written whole in its earlier life: nothing to zero ahead.
+            Some(seg) => (seg, size),
+            None => {
+                let path = self.inner.dir.join(segment_name(id));
+                let seg = create_segment(&self.inner.vfs, &path, id, self.inner.log_id, size)
+                    .await
+                    .map_err(|e| {
+                        if let StorageError::DiskFull { .. } = e {
+                            log::warn!(
+                                "shared log {}: disk full making segment {id}; appends fail \
+                                 until space returns",
+                                self.inner.dir.display()
+                            );
+                        }
+                        e.with_group(group)
+                    })?;
+                (seg, SEGMENT_HEADER_BYTES)
+            }
+        };
         let mut st = self.inner.st.borrow_mut();
+        st.recycled += u64::from(zeroed_to > SEGMENT_HEADER_BYTES);
         st.segs.insert(id, Rc::new(seg));
         st.pos = SEGMENT_HEADER_BYTES;
-        st.zeroed_to = SEGMENT_HEADER_BYTES;
+        st.zeroed_to = zeroed_to;
         st.active_size = size;
         log::debug!(
             "shared log {}: segment {id} active",
             self.inner.dir.display()
         );
         Ok(())
+    }
+
+    /// Makes spare file `spare` segment `id`: a new header written and
+    /// synced while it still has its spare's name, then renamed, the
+    /// rename made durable. A cut before the rename leaves a spare (its
+    /// header is never read); after it, a segment whose old chunks name
+    /// another segment and so end it where its new ones end.
+    async fn recycle(&self, spare: &Path, id: u64, size: u64) -> Result<Seg<V::File>> {
+        let vfs = &self.inner.vfs;
+        let io = |op, path: &Path, e| StorageError::io(WAL_GROUP, op, path, 0, e);
+        let file = vfs
+            .open(spare, false)
+            .await
+            .map_err(|e| io("open", spare, e))?;
+        if file.len() != size {
+            return Err(StorageError::corrupt(
+                WAL_GROUP,
+                spare,
+                0,
+                format!("a spare of {} bytes, not {size}", file.len()),
+            ));
+        }
+        let header = chunk::encode_segment_header(&SegmentHeader {
+            version: chunk::SEGMENT_VERSION,
+            log_id: self.inner.log_id,
+            segment_id: id,
+            created_ms: now_ms(),
+        });
+        file.write_at(header, 0)
+            .await
+            .map_err(|e| io("write", spare, e))?;
+        file.sync().await.map_err(|e| io("sync", spare, e))?;
+        drop(file);
+        let path = self.inner.dir.join(segment_name(id));
+        vfs.rename(spare, &path)
+            .await
+            .map_err(|e| io("rename", spare, e))?;
+        vfs.sync_dir(&self.inner.dir)
+            .await
+            .map_err(|e| io("sync dir", &self.inner.dir, e))?;
+        let file = vfs
+            .open(&path, false)
+            .await
+            .map_err(|e| io("open", &path, e))?;
+        Ok(Seg {
+            id,
+            path,
+            file,
+            version: chunk::SEGMENT_VERSION,
+        })
     }
 
     /// Waits until everything below `target` is durable.
@@ -1085,8 +1228,9 @@ impl<V: Vfs> ShardWal<V> {
         }
     }
 
-    /// Deletes every sealed segment older than the oldest one a group
-    /// holds a live entry in.
+    /// Retires every sealed segment older than the oldest one a group
+    /// holds a live entry in: keeps it as a spare to recycle (see
+    /// [`WalConfig::recycled_segments_max`]) or deletes it.
     async fn delete_unneeded(&self) -> Result<()> {
         let doomed: Vec<Rc<Seg<V::File>>> = {
             let mut st = self.inner.st.borrow_mut();
@@ -1104,24 +1248,59 @@ impl<V: Vfs> ShardWal<V> {
         if doomed.is_empty() {
             return Ok(());
         }
-        for seg in &doomed {
+        let io = |op, path: &Path, e| StorageError::io(WAL_GROUP, op, path, 0, e);
+        let (mut spares, mut deleted) = (Vec::new(), 0);
+        for seg in doomed {
             self.inner.st.borrow_mut().unsynced.remove(&seg.id);
-            self.inner
-                .vfs
-                .remove(&seg.path)
-                .await
-                .map_err(|e| StorageError::io(WAL_GROUP, "remove", &seg.path, 0, e))?;
+            let room = self.inner.st.borrow().spares.len() + spares.len()
+                < self.inner.cfg.recycled_segments_max;
+            // Only a file nothing else uses: no sync round holds it, and
+            // no bytes read from it (entries on their way to a follower)
+            // are alive to change under their holders.
+            let path = seg.path.clone();
+            let reusable = match Rc::try_unwrap(seg) {
+                Ok(seg) => {
+                    room && seg.version == chunk::SEGMENT_VERSION
+                        && seg.file.len() == self.inner.cfg.segment_bytes
+                        && !seg.file.reads_held()
+                }
+                Err(_) => false,
+            };
+            if reusable {
+                let seq = {
+                    let mut st = self.inner.st.borrow_mut();
+                    st.spare_seq += 1;
+                    st.spare_seq
+                };
+                let spare = self.inner.dir.join(spare_name(seq));
+                self.inner
+                    .vfs
+                    .rename(&path, &spare)
+                    .await
+                    .map_err(|e| io("rename", &path, e))?;
+                spares.push(spare);
+            } else {
+                self.inner
+                    .vfs
+                    .remove(&path)
+                    .await
+                    .map_err(|e| io("remove", &path, e))?;
+                deleted += 1;
+            }
         }
+        // A spare is reused only once its new name is durable: a cut
+        // must never find a segment's old name on a rewritten file.
         self.inner
             .vfs
             .sync_dir(&self.inner.dir)
             .await
-            .map_err(|e| StorageError::io(WAL_GROUP, "sync dir", &self.inner.dir, 0, e))?;
+            .map_err(|e| io("sync dir", &self.inner.dir, e))?;
         log::debug!(
-            "shared log {}: {} segment(s) deleted",
+            "shared log {}: {deleted} segment(s) deleted, {} kept to recycle",
             self.inner.dir.display(),
-            doomed.len()
+            spares.len()
         );
+        self.inner.st.borrow_mut().spares.extend(spares);
         Ok(())
     }
 
@@ -1158,6 +1337,15 @@ impl<V: Vfs> ShardWal<V> {
         }
         let mut moved = 0u64;
         for g in groups {
+            // The group is held while its entries are copied: a
+            // truncation or append between reading them and the copy's
+            // place in the log would let the copy bring back entries the
+            // group no longer holds. A busy group waits for the next
+            // maintenance.
+            if std::mem::replace(&mut g.borrow_mut().busy, true) {
+                continue;
+            }
+            let _held = Held(self, &g);
             let mut last_first = None;
             while let Some((first, bytes, locs)) = self.live_range_in(&g, &seg)? {
                 if last_first.replace(first) == Some(first) {
@@ -1175,32 +1363,32 @@ impl<V: Vfs> ShardWal<V> {
                     incarnation,
                     arg: first,
                     sync_floor: 0,
+                    segment: None, // filled in by `write_chunk`
                 };
                 let (new_seg, body_off, end) = self.write_chunk(group, header, &bytes).await?;
-                {
-                    let mut st = g.borrow_mut();
-                    if st.incarnation == incarnation {
-                        let mut off = body_off as u32;
-                        for (i, old) in locs.iter().enumerate() {
-                            let index = first + i as u64;
-                            let new = Loc {
-                                seg: new_seg,
-                                off,
-                                ..*old
-                            };
-                            off += old.len;
-                            if st.loc(index) == Some(*old) {
-                                let at = (index - st.first) as usize;
-                                st.entries[at] = new;
-                                st.unpin(old.seg);
-                                *st.per_seg.entry(new_seg).or_default() += 1;
-                            }
+                // Only durable copies may stand in for the old segment:
+                // until they are, the old locations keep it.
+                self.sync_to(group, end).await?;
+                let mut st = g.borrow_mut();
+                if st.incarnation == incarnation {
+                    let mut off = body_off as u32;
+                    for (i, old) in locs.iter().enumerate() {
+                        let index = first + i as u64;
+                        let new = Loc {
+                            seg: new_seg,
+                            off,
+                            ..*old
+                        };
+                        off += old.len;
+                        if st.loc(index) == Some(*old) {
+                            let at = (index - st.first) as usize;
+                            st.entries[at] = new;
+                            st.unpin(old.seg);
+                            *st.per_seg.entry(new_seg).or_default() += 1;
                         }
                     }
                 }
                 moved += bytes.len() as u64;
-                // Only durable copies may stand in for the old segment.
-                self.sync_to(group, end).await?;
             }
         }
         log::info!(
@@ -1259,6 +1447,7 @@ pub(crate) async fn create_segment<V: Vfs>(
     let made = async {
         file.allocate(size).await.map_err(|e| io("allocate", e))?;
         let header = chunk::encode_segment_header(&SegmentHeader {
+            version: chunk::SEGMENT_VERSION,
             log_id,
             segment_id: id,
             created_ms: now_ms(),
@@ -1279,6 +1468,7 @@ pub(crate) async fn create_segment<V: Vfs>(
         id,
         path: path.to_path_buf(),
         file,
+        version: chunk::SEGMENT_VERSION,
     })
 }
 
@@ -1327,8 +1517,6 @@ struct LogInner<V: Vfs> {
     /// Taken out while a save runs (saves are serialized by `busy`).
     meta: RefCell<Option<DualFile<V>>>,
     purge_mark: Cell<Option<(u64, Instant)>>,
-    /// Notified when the group's `busy` clears.
-    idle: Signal,
 }
 
 impl<V: Vfs> Drop for LogInner<V> {
@@ -1371,7 +1559,18 @@ struct Busy<'a, V: Vfs>(&'a WalLog<V>);
 impl<V: Vfs> Drop for Busy<'_, V> {
     fn drop(&mut self) {
         self.0.inner.g.borrow_mut().busy = false;
-        self.0.inner.idle.notify_one();
+        self.0.inner.wal.inner.idle.notify_all();
+    }
+}
+
+/// The shared log's maintenance holding a group busy (its entries being
+/// copied forward).
+struct Held<'a, V: Vfs>(&'a ShardWal<V>, &'a Rc<RefCell<GroupState>>);
+
+impl<V: Vfs> Drop for Held<'_, V> {
+    fn drop(&mut self) {
+        self.1.borrow_mut().busy = false;
+        self.0.inner.idle.notify_all();
     }
 }
 
@@ -1492,7 +1691,6 @@ impl<V: Vfs> WalLog<V> {
                 g,
                 meta: RefCell::new(Some(meta_file)),
                 purge_mark: Cell::new(None),
-                idle: Signal::new(),
             }),
         })
     }
@@ -1507,7 +1705,7 @@ impl<V: Vfs> WalLog<V> {
             if !std::mem::replace(&mut self.inner.g.borrow_mut().busy, true) {
                 return Busy(self);
             }
-            self.inner.idle.wait().await;
+            self.inner.wal.inner.idle.wait().await;
         }
     }
 
@@ -1545,6 +1743,7 @@ impl<V: Vfs> WalLog<V> {
             incarnation,
             arg: run.first_index(),
             sync_floor: 0,
+            segment: None, // filled in by `write_chunk`
         };
         let (seg, body_off, end) = self.inner.wal.write_chunk(group, header, body).await?;
         let mut g = self.inner.g.borrow_mut();
@@ -1786,6 +1985,7 @@ impl<V: Vfs> RaftLog for WalLog<V> {
             incarnation,
             arg: last_kept,
             sync_floor: 0,
+            segment: None, // filled in by `write_chunk`
         };
         let (_, _, end) = self.inner.wal.write_chunk(group, header, &[]).await?;
         self.inner.wal.sync_to(group, end).await?;

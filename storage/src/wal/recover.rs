@@ -4,14 +4,15 @@
 
 use super::chunk::{self, CHUNK_HEADER_BYTES, ChunkHeader, Found, Kind, SEGMENT_HEADER_BYTES, lsn};
 use super::{
-    GroupState, Loc, Seg, WAL_GROUP, WalConfig, create_segment, parse_segment_name, random_u64,
+    GroupState, Loc, Seg, WAL_GROUP, WalConfig, create_segment, parse_segment_name,
+    parse_spare_name, random_u64,
 };
 use crate::dualfile::DualFile;
 use crate::error::{Result, StorageError};
 use crate::format;
 use crate::io::{Vfs, VfsFile};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// The file that counts the opens of a shared log.
@@ -26,6 +27,10 @@ pub(super) struct Recovered<F> {
     /// The epoch this open writes with.
     pub(super) epoch: u32,
     pub(super) groups: HashMap<u64, GroupState>,
+    /// Spare files (retired segments to recycle) found.
+    pub(super) spares: Vec<PathBuf>,
+    /// The highest spare number in use.
+    pub(super) spare_seq: u64,
 }
 
 /// A group's entries while the chunks are replayed.
@@ -47,14 +52,29 @@ pub(super) async fn recover<V: Vfs>(
         .map_err(|e| io("create dir", dir, 0, e))?;
     let names = vfs.list(dir).await.map_err(|e| io("list", dir, 0, e))?;
     let mut ids: Vec<u64> = Vec::new();
+    let (mut spares, mut spare_seq) = (Vec::new(), 0);
     for name in &names {
-        match parse_segment_name(name) {
-            Some(id) => ids.push(id),
-            None if name == EPOCH_FILE => {}
-            None => log::warn!("shared log {}: ignoring unknown file {name}", dir.display()),
+        if let Some(id) = parse_segment_name(name) {
+            ids.push(id);
+        } else if let Some(n) = parse_spare_name(name) {
+            // Retired: its content is dead, whatever it holds.
+            spares.push((n, dir.join(name)));
+            spare_seq = spare_seq.max(n);
+        } else if name != EPOCH_FILE {
+            log::warn!("shared log {}: ignoring unknown file {name}", dir.display());
         }
     }
     ids.sort_unstable();
+    spares.sort_unstable();
+    // More spares than now wanted (the setting was lowered): delete the
+    // oldest.
+    let extra = spares.len().saturating_sub(cfg.recycled_segments_max);
+    for (_, path) in spares.drain(..extra) {
+        vfs.remove(&path)
+            .await
+            .map_err(|e| io("remove", &path, 0, e))?;
+    }
+    let spares: Vec<PathBuf> = spares.into_iter().map(|(_, p)| p).collect();
     let mut segs: BTreeMap<u64, Rc<Seg<V::File>>> = BTreeMap::new();
     let mut log_id = None;
     for (i, &id) in ids.iter().enumerate() {
@@ -108,7 +128,15 @@ pub(super) async fn recover<V: Vfs>(
                 ),
             ));
         }
-        segs.insert(id, Rc::new(Seg { id, path, file }));
+        segs.insert(
+            id,
+            Rc::new(Seg {
+                id,
+                path,
+                file,
+                version: header.version,
+            }),
+        );
     }
     let log_id = log_id.unwrap_or_else(random_u64);
     if segs.is_empty() {
@@ -122,6 +150,8 @@ pub(super) async fn recover<V: Vfs>(
             log_id,
             epoch,
             groups: HashMap::new(),
+            spares,
+            spare_seq,
         });
     }
 
@@ -219,6 +249,8 @@ pub(super) async fn recover<V: Vfs>(
         log_id,
         epoch: next_epoch(vfs, dir, epoch).await?,
         groups,
+        spares,
+        spare_seq,
     })
 }
 
@@ -270,8 +302,9 @@ fn scan<F: VfsFile>(
             Found::Bad(why) => return Ok((off, Some(why))),
             Found::Chunk(h) => h,
         };
-        if h.epoch < *epoch {
-            // Left behind a cut by an earlier life of the log.
+        if h.epoch < *epoch || !chunk::belongs(&h, seg.id, seg.version) {
+            // Left behind a cut by an earlier life of the log, or by the
+            // earlier life of a recycled file.
             return Ok((off, None));
         }
         if off + h.chunk_len() > len {
@@ -316,6 +349,7 @@ fn durable_chunk_after<F: VfsFile>(seg: &Seg<F>, bad: u64, epoch: u32) -> Result
     while at + CHUNK_HEADER_BYTES <= rest.len() {
         if let Found::Chunk(h) = chunk::decode_chunk_header(&rest[at..])
             && h.epoch >= epoch
+            && chunk::belongs(&h, seg.id, seg.version)
             && h.sync_floor > bad_lsn
         {
             return Ok(Some(bad + at as u64));
