@@ -207,9 +207,18 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Drop for Receiver<T> {
+    /// Closes the channel and drops what was queued, so what the items
+    /// carry (reply slots, callbacks) tells their waiters now rather than
+    /// when the last sender goes.
     fn drop(&mut self) {
-        self.shared.chan.borrow_mut().receiver_alive = false;
+        let queued = {
+            let mut chan = self.shared.chan.borrow_mut();
+            chan.receiver_alive = false;
+            std::mem::take(&mut chan.queue)
+        };
         self.shared.writable.notify_all();
+        // Outside the borrow: an item's drop may use the channel.
+        drop(queued);
     }
 }
 
@@ -315,6 +324,23 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(rx.drain_into(&mut out, 10), 2);
         assert_eq!(out, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_dropped_receiver_drops_what_was_queued_while_senders_live() {
+        let (tx, rx) = channel::<OneshotSender<u32>>(4);
+        let (reply, answer) = oneshot::<u32>();
+        assert!(tx.try_send(reply).is_ok());
+        drop(rx);
+        // The queued reply slot is gone with the receiver: its waiter
+        // hears at once, though a sender still holds the channel.
+        assert_eq!(
+            future::block_on(future::poll_once(answer.recv())),
+            Some(None),
+            "the reply slot's waiter is told at once"
+        );
+        let (late, _) = oneshot::<u32>();
+        assert!(matches!(tx.try_send(late), Err(SendError::Closed(_))));
     }
 
     #[test]

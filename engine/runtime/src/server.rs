@@ -1193,7 +1193,7 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
         }
         return;
     }
-    let privilege = incoming.from.privilege;
+    let from = incoming.from;
     let request = ServiceRequest::decode(incoming.frame.body);
     if let Ok(req) = &request
         && let Some(answer) = read_at_once(&shared, group, req)
@@ -1203,16 +1203,38 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
         }
         return;
     }
+    let (request, responder) = match request {
+        Ok(req) if req.op == Op::Propose => {
+            match propose_here(&shared, group, req, responder, from, may_forward) {
+                None => return,
+                Some((req, responder)) => (Ok(req), responder),
+            }
+        }
+        other => (other, responder),
+    };
+    serve_in_fiber(shared, group, request, responder, from, may_forward);
+}
+
+/// Serves a request in a fiber of its own: the full path (forwarding,
+/// waiting for a leader, operations on the node).
+fn serve_in_fiber(
+    shared: Arc<Shared>,
+    group: u64,
+    request: Result<ServiceRequest, DecodeError>,
+    responder: sampan_net::Responder,
+    from: sampan_net::Origin,
+    may_forward: bool,
+) {
     let serving = sampan_fiber::Busy::begin();
     let work = async move {
         let _serving = serving;
         let reply = match request {
-            Ok(req) if req.op.is_admin() && privilege < Privilege::Admin => {
+            Ok(req) if req.op.is_admin() && from.privilege < Privilege::Admin => {
                 log::debug!(
                     "node {}: {:?} on group {group} from {} denied: not an admin",
                     shared.node,
                     req.op,
-                    incoming.from.addr
+                    from.addr
                 );
                 Err(ServerError::Denied {
                     node: shared.node,
@@ -1234,6 +1256,46 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
     if let Err(e) = sampan_fiber::spawn_detached(TaskClass::Latency, "service-request", work) {
         sampan_fiber::group_log!(warn, group, "group {group}: request dropped: {e}");
     }
+}
+
+/// Proposes a command to a group this shard holds without a fiber per
+/// request: the group's own fibers answer the client when the outcome is
+/// known ([`GroupHandle::propose_then`]). A replica that does not lead
+/// (certainly not proposed) hands the request to the full path, which
+/// forwards or redirects it. Gives the request back when it is not for a
+/// group here.
+fn propose_here(
+    shared: &Arc<Shared>,
+    group: u64,
+    req: ServiceRequest,
+    responder: sampan_net::Responder,
+    from: sampan_net::Origin,
+    may_forward: bool,
+) -> Option<(ServiceRequest, sampan_net::Responder)> {
+    let handle = (req.payload.len() <= crate::group::PROPOSAL_BYTES_MAX
+        && sampan_fiber::shard_id() == Some(shared.owner(group)))
+    .then(|| local_host(shared.id).and_then(|host| host.group(group)))
+    .flatten();
+    let Some(handle) = handle else {
+        return Some((req, responder));
+    };
+    let serving = sampan_fiber::Busy::begin();
+    let shared = shared.clone();
+    let payload = req.payload.clone();
+    handle.propose_then(payload, move |result| {
+        let _serving = serving;
+        let reply = match result {
+            Err(GroupError::NotLeader { .. }) => {
+                // Not proposed here: the full path forwards or redirects.
+                return serve_in_fiber(shared, group, Ok(req), responder, from, may_forward);
+            }
+            other => other.map_err(ServerError::from),
+        };
+        if let Err(e) = responder.respond(Body::from(encode_reply(&reply))) {
+            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
+        }
+    });
+    None
 }
 
 /// The answer to a linearizable read that this shard can give at once,

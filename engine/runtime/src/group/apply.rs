@@ -6,7 +6,7 @@
 use super::SnapshotSaved;
 use super::gate::ReadGate;
 use super::snapshot::{SnapJob, Snapshots, find, restore};
-use super::{ApplyJob, Event, GroupError, Reply};
+use super::{ApplyJob, Event, GroupError, ProposeReply, Reply};
 use crate::raft::{self, Entry, EntryKind, Membership};
 use crate::state_machine::{self, Committed, Role};
 use bytes::Bytes;
@@ -34,7 +34,7 @@ const SNAPSHOT_RETRY: Duration = Duration::from_millis(10);
 
 /// Proposals waiting for their entry, by index: the term each was
 /// proposed in, and its caller.
-type Pending = BTreeMap<u64, (u64, Reply<Bytes>)>;
+type Pending = BTreeMap<u64, (u64, ProposeReply)>;
 
 struct Applier<S: SnapshotManager> {
     group: u64,
@@ -336,6 +336,7 @@ impl<S: SnapshotManager> Applier<S> {
             .due_commands(state_machine::now_ms(), &mut due);
         for payload in due {
             let (reply, _ignored) = oneshot();
+            let reply = ProposeReply::Wait(reply);
             if inbox.try_send(Event::Propose { payload, reply }).is_err() {
                 sampan_fiber::group_log!(
                     debug,

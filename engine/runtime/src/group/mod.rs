@@ -68,11 +68,57 @@ pub trait Outbox {
 
 type Reply<T> = OneshotSender<Result<T, GroupError>>;
 
+/// Where a proposal's outcome goes: to a fiber waiting for it, or to a
+/// callback that whichever of the group's fibers learns the outcome (the
+/// Raft loop, or the apply fiber) runs on the spot, so no fiber per
+/// request waits.
+pub(crate) enum ProposeReply {
+    /// A fiber awaits it ([`GroupHandle::propose`]).
+    Wait(Reply<Bytes>),
+    /// A callback takes it ([`GroupHandle::propose_then`]).
+    Call(ProposeCallback),
+}
+
+impl ProposeReply {
+    /// Delivers the outcome.
+    pub(crate) fn send(self, result: Result<Bytes, GroupError>) {
+        match self {
+            ProposeReply::Wait(tx) => tx.send(result),
+            ProposeReply::Call(mut callback) => callback.call(result),
+        }
+    }
+}
+
+/// A proposal's callback: called once with its outcome. Dropped uncalled
+/// (its group stopped with the proposal queued or pending), it is called
+/// with [`GroupError::Stopped`], which is what a waiting caller hears then.
+pub(crate) struct ProposeCallback {
+    group: u64,
+    f: Option<Box<dyn FnOnce(ProposeResult)>>,
+}
+
+/// A proposal's outcome.
+type ProposeResult = Result<Bytes, GroupError>;
+
+impl ProposeCallback {
+    fn call(&mut self, result: Result<Bytes, GroupError>) {
+        if let Some(f) = self.f.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for ProposeCallback {
+    fn drop(&mut self) {
+        self.call(Err(GroupError::Stopped { group: self.group }));
+    }
+}
+
 /// Inputs of the Raft loop.
 pub(crate) enum Event {
     Propose {
         payload: Bytes,
-        reply: Reply<Bytes>,
+        reply: ProposeReply,
     },
     Read {
         query: Bytes,
@@ -135,7 +181,7 @@ pub(crate) enum ApplyJob {
     Pending {
         index: u64,
         term: u64,
-        reply: Reply<Bytes>,
+        reply: ProposeReply,
     },
     /// Committed entries, in order.
     Entries(Vec<crate::raft::Entry>),
@@ -238,13 +284,58 @@ impl GroupHandle {
         let result = self
             .call(|reply| Event::Propose {
                 payload: command,
-                reply,
+                reply: ProposeReply::Wait(reply),
             })
             .await;
         if !matches!(result, Err(GroupError::NotLeader { .. })) {
             crate::stats::proposal(started.elapsed(), result.is_ok());
         }
         result
+    }
+
+    /// Proposes `command` and calls `then` with the outcome (what
+    /// [`GroupHandle::propose`] would return), from the group's own fibers
+    /// on this shard, so no fiber waits for it: a request served this way
+    /// costs no fiber unless the group's inbox is full. `then` is called
+    /// exactly once; if the group stops first, with
+    /// [`GroupError::Stopped`]. Call it on the group's shard.
+    pub fn propose_then(
+        &self,
+        command: Bytes,
+        then: impl FnOnce(Result<Bytes, GroupError>) + 'static,
+    ) {
+        let started = std::time::Instant::now();
+        let f = move |result: Result<Bytes, GroupError>| {
+            if !matches!(result, Err(GroupError::NotLeader { .. })) {
+                crate::stats::proposal(started.elapsed(), result.is_ok());
+            }
+            then(result);
+        };
+        let event = Event::Propose {
+            payload: command,
+            reply: ProposeReply::Call(ProposeCallback {
+                group: self.group,
+                f: Some(Box::new(f)),
+            }),
+        };
+        match self.inbox.try_send(event) {
+            Ok(()) => {}
+            // Dropped here: its callback hears the group stopped.
+            Err(sampan_fiber::SendError::Closed(_)) => {}
+            Err(sampan_fiber::SendError::Full(event)) => {
+                // Rare: wait for room in a fiber of its own. If none can
+                // run, or the group stops first, the event is dropped and
+                // its callback hears the group stopped.
+                let inbox = self.inbox.clone();
+                let _ = sampan_fiber::spawn_detached(
+                    sampan_fiber::TaskClass::Latency,
+                    "propose-wait",
+                    async move {
+                        let _ = inbox.send(event).await;
+                    },
+                );
+            }
+        }
     }
 
     /// A linearizable read: answered by the state machine once this replica

@@ -11,8 +11,8 @@ use super::snapshot::{
 };
 use super::view::StorageView;
 use super::{
-    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, Outbox, Reply, StorageFault, TickBox,
-    apply, persist,
+    ApplyJob, Event, GroupError, GroupHandle, GroupStatus, Outbox, ProposeReply, Reply,
+    StorageFault, TickBox, apply, persist,
 };
 use crate::constants::{
     APPLY_QUEUE_CAPACITY, INBOX_CAPACITY, PERSIST_QUEUE_CAPACITY, SHARD_TAIL_CACHE_BYTES,
@@ -678,7 +678,7 @@ impl<L: RaftLog + Clone + 'static, S: SnapshotManager> Loop<L, S> {
     /// A command to replicate: refused at once if this replica stopped
     /// writing or it is too big, else handed to the core (stamped with the
     /// leader's clock) and its reply to the apply fiber.
-    async fn propose(&mut self, payload: Bytes, reply: Reply<Bytes>) {
+    async fn propose(&mut self, payload: Bytes, reply: ProposeReply) {
         if let Some(f) = &self.failed {
             // Never handed to the core: certainly not applied,
             // which the client must hear (the failure itself is

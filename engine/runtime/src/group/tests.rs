@@ -252,6 +252,58 @@ fn a_single_voter_commits_and_recovers_its_log_after_restart() {
     });
 }
 
+/// `propose_then` answers every proposal exactly once with what `propose`
+/// would: the result once applied, and `Stopped` for the ones its group
+/// stopped with (queued, pending, or sent after it stopped).
+#[test]
+fn a_proposal_with_a_callback_hears_its_outcome_exactly_once() {
+    with_a_lone_voter("g1-callbacks", |h, _net, fibers, _d| async move {
+        let (tx, rx) = sampan_fiber::channel(1000);
+        for i in 0..100 {
+            let tx = tx.clone();
+            h.propose_then(put(&format!("k{i}"), "v"), move |r| {
+                tx.try_send((i, r)).expect("room");
+            });
+        }
+        for _ in 0..100 {
+            let (i, r) = rx.recv().await.expect("an answer");
+            assert_eq!(r, Ok(Bytes::from_static(b"was:")), "proposal {i}");
+        }
+        assert_eq!(get(&h, "k99").await.expect("read"), Some(Bytes::from("v")));
+        // Stop the group with proposals queued behind it.
+        for i in 100..300 {
+            let tx = tx.clone();
+            h.propose_then(put(&format!("k{i}"), "v"), move |r| {
+                tx.try_send((i, r)).expect("room");
+            });
+        }
+        fibers.cancel();
+        fibers.join().await;
+        let tx2 = tx.clone();
+        h.propose_then(put("late", "v"), move |r| {
+            tx2.try_send((300, r)).expect("room");
+        });
+        drop(tx);
+        let mut heard = BTreeMap::new();
+        while let Some((i, r)) = rx.recv().await {
+            assert!(
+                heard.insert(i, r.clone()).is_none(),
+                "proposal {i} answered twice"
+            );
+            match r {
+                Ok(_) | Err(GroupError::Stopped { .. } | GroupError::Uncertain { .. }) => {}
+                other => panic!("proposal {i}: {other:?}"),
+            }
+        }
+        assert_eq!(heard.len(), 201, "every proposal answered");
+        assert!(
+            matches!(heard[&300], Err(GroupError::Stopped { .. })),
+            "a proposal to a stopped group: {:?}",
+            heard[&300]
+        );
+    });
+}
+
 #[test]
 fn three_replicas_elect_replicate_and_survive_the_leaders_crash() {
     let rt = runtime();
