@@ -190,35 +190,50 @@ fn kill_9_never_loses_a_durable_entry() {
     rt.shutdown(Duration::from_secs(1)).unwrap();
 }
 
-#[test]
-fn reads_stay_valid_after_their_segment_is_deleted() {
+/// Runs `body` on a one-shard runtime with a fresh directory.
+fn on_one_shard<F, Fut>(body: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let rt = runtime();
     rt.shard(0)
         .unwrap()
-        .run_blocking(TaskClass::Latency, move || async move {
-            let log = open_disk(&dir, 1, LogWriter::new()).await;
-            while log.segment_count() < 3 {
-                let next = log.last_index() + 1;
-                log.append(&entries(next, 20, 1, 3)).await.unwrap();
-            }
-            log.sync(log.last_index()).await.unwrap();
-            let run = log.read(1, 1 << 20).unwrap();
-            let held = run.len();
-            log.purge_head(log.last_index()).await.unwrap();
-            assert!(log.segment_count() < 3, "old segments deleted");
-            // The bytes still map the deleted file, and still validate.
-            let again = sampan_storage::parse_run(run.bytes().clone(), Some(1), 1 << 20).unwrap();
-            assert_eq!(again.len(), held);
-            assert!(
-                again
-                    .iter()
-                    .all(|r| r.payload() == payload(r.header.index, 1, 3))
-            );
-        })
+        .run_blocking(TaskClass::Latency, move || body(dir))
         .unwrap();
     rt.shutdown(Duration::from_secs(1)).unwrap();
+}
+
+/// `run` (entries from 1, as `entries(_, _, 1, 3)` made them) still
+/// parses and holds its `held` entries' payloads.
+fn assert_intact(run: &sampan_storage::RecordRun, held: u64) {
+    let again = sampan_storage::parse_run(run.bytes().clone(), Some(1), 1 << 20).unwrap();
+    assert_eq!(again.len(), held);
+    assert!(
+        again
+            .iter()
+            .all(|r| r.payload() == payload(r.header.index, 1, 3))
+    );
+}
+
+#[test]
+fn reads_stay_valid_after_their_segment_is_deleted() {
+    on_one_shard(|dir| async move {
+        let log = open_disk(&dir, 1, LogWriter::new()).await;
+        while log.segment_count() < 3 {
+            let next = log.last_index() + 1;
+            log.append(&entries(next, 20, 1, 3)).await.unwrap();
+        }
+        log.sync(log.last_index()).await.unwrap();
+        let run = log.read(1, 1 << 20).unwrap();
+        let held = run.len();
+        log.purge_head(log.last_index()).await.unwrap();
+        assert!(log.segment_count() < 3, "old segments deleted");
+        // The bytes still map the deleted file, and still validate.
+        assert_intact(&run, held);
+    });
 }
 
 /// The shared log recycles retired segments, but never one whose mapped
@@ -227,53 +242,40 @@ fn reads_stay_valid_after_their_segment_is_deleted() {
 /// held run must read back unchanged after rolls that reuse every spare.
 #[test]
 fn a_shared_log_never_recycles_a_segment_whose_bytes_are_held() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let rt = runtime();
-    rt.shard(0)
-        .unwrap()
-        .run_blocking(TaskClass::Latency, move || async move {
-            let cfg = WalConfig {
-                segment_bytes: 64 << 10,
-                zero_ahead_bytes: 0,
-                ..WalConfig::default()
-            };
-            let wal = ShardWal::open(DiskFs, &dir.join("wal"), cfg).await.unwrap();
-            let log = WalLog::open(&wal, &dir.join("group-1"), 1, SyncMode::Sync)
-                .await
-                .unwrap();
-            let fill = |until: usize| {
-                let (wal, log) = (&wal, &log);
-                async move {
-                    while wal.segment_ids().len() < until {
-                        let next = log.last_index() + 1;
-                        log.append(&entries(next, 20, 1, 3)).await.unwrap();
-                        log.sync(log.last_index()).await.unwrap();
-                    }
+    on_one_shard(|dir| async move {
+        let cfg = WalConfig {
+            segment_bytes: 64 << 10,
+            zero_ahead_bytes: 0,
+            ..WalConfig::default()
+        };
+        let wal = ShardWal::open(DiskFs, &dir.join("wal"), cfg).await.unwrap();
+        let log = WalLog::open(&wal, &dir.join("group-1"), 1, SyncMode::Sync)
+            .await
+            .unwrap();
+        let fill = |until: usize| {
+            let (wal, log) = (&wal, &log);
+            async move {
+                while wal.segment_ids().len() < until {
+                    let next = log.last_index() + 1;
+                    log.append(&entries(next, 20, 1, 3)).await.unwrap();
+                    log.sync(log.last_index()).await.unwrap();
                 }
-            };
-            fill(4).await;
-            // Entries 1.. lie in segment 1: hold them, as a message to a
-            // follower would.
-            let run = log.read(1, 1 << 20).unwrap();
-            let held = run.len() as u64;
-            assert!(held > 0);
-            log.purge_head(log.last_index()).await.unwrap();
-            let (spares, _) = wal.recycling();
-            assert_eq!(spares, 2, "segments 2 and 3 kept to recycle, 1 deleted");
-            // Roll until both spares are reused and a new file is made.
-            fill(wal.segment_ids().len() + 3).await;
-            assert_eq!(wal.recycling(), (0, 2), "spares reused");
-            let again = sampan_storage::parse_run(run.bytes().clone(), Some(1), 1 << 20).unwrap();
-            assert_eq!(again.len() as u64, held);
-            assert!(
-                again
-                    .iter()
-                    .all(|r| r.payload() == payload(r.header.index, 1, 3))
-            );
-        })
-        .unwrap();
-    rt.shutdown(Duration::from_secs(1)).unwrap();
+            }
+        };
+        fill(4).await;
+        // Entries 1.. lie in segment 1: hold them, as a message to a
+        // follower would.
+        let run = log.read(1, 1 << 20).unwrap();
+        let held = run.len();
+        assert!(held > 0);
+        log.purge_head(log.last_index()).await.unwrap();
+        let (spares, _) = wal.recycling();
+        assert_eq!(spares, 2, "segments 2 and 3 kept to recycle, 1 deleted");
+        // Roll until both spares are reused and a new file is made.
+        fill(wal.segment_ids().len() + 3).await;
+        assert_eq!(wal.recycling(), (0, 2), "spares reused");
+        assert_intact(&run, held);
+    });
 }
 
 /// Whether this process runs as root (effective uid 0), from /proc.

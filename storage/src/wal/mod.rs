@@ -500,9 +500,13 @@ pub(crate) fn segment_name(id: u64) -> String {
 
 /// The id of a segment file name.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let id = name.strip_suffix(".wal")?;
-    (id.len() == 20 && id.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| id.parse().ok())
+    parse_name_number(name.strip_suffix(".wal")?)
+}
+
+/// The number of a file name's 20-digit part.
+fn parse_name_number(digits: &str) -> Option<u64> {
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
         .flatten()
 }
 
@@ -513,10 +517,7 @@ pub(crate) fn spare_name(n: u64) -> String {
 
 /// The number of a spare's file name.
 pub(crate) fn parse_spare_name(name: &str) -> Option<u64> {
-    let n = name.strip_prefix("recycle-")?;
-    (n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| n.parse().ok())
-        .flatten()
+    parse_name_number(name.strip_prefix("recycle-")?)
 }
 
 /// Group id 0 names the shared log itself in errors.
