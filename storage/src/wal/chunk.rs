@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! segment header (64 bytes, at offset 0):
-//!  0 u64 magic "SAMPWAL\0" | 8 u16 version (1 or 2) | 10 u16 reserved
+//!  0 u64 magic "SAMPWAL\0" | 8 u16 version (1 or 2)
+//! 10 u16 flags (bit 0: a recycled file; reserved, zero, in version 1)
 //! 12 u32 reserved | 16 u64 log id (random, made with the log)
 //! 24 u64 segment id | 32 u64 created (unix ms) | 40..60 reserved
 //! 60 u32 CRC32C of bytes 0..60
@@ -194,6 +195,9 @@ pub(crate) fn decode_chunk_header(b: &[u8]) -> Found {
 pub(crate) struct SegmentHeader {
     /// [`SEGMENT_VERSION`] for every segment made now.
     pub(crate) version: u16,
+    /// The file held an earlier segment: bytes of that life may follow
+    /// the chunks.
+    pub(crate) recycled: bool,
     pub(crate) log_id: u64,
     pub(crate) segment_id: u64,
     pub(crate) created_ms: u64,
@@ -204,6 +208,7 @@ pub(crate) fn encode_segment_header(h: &SegmentHeader) -> Vec<u8> {
     let mut b = vec![0u8; SEGMENT_HEADER_BYTES as usize];
     b[0..8].copy_from_slice(&SEGMENT_MAGIC.to_le_bytes());
     b[8..10].copy_from_slice(&h.version.to_le_bytes());
+    b[10..12].copy_from_slice(&u16::from(h.recycled).to_le_bytes());
     b[16..24].copy_from_slice(&h.log_id.to_le_bytes());
     b[24..32].copy_from_slice(&h.segment_id.to_le_bytes());
     b[32..40].copy_from_slice(&h.created_ms.to_le_bytes());
@@ -233,6 +238,7 @@ pub(crate) fn decode_segment_header(b: &Bytes) -> Result<Option<SegmentHeader>, 
     }
     Ok(Some(SegmentHeader {
         version,
+        recycled: u16::from_le_bytes([h[10], h[11]]) & 1 == 1,
         log_id: u64_at(h, 16),
         segment_id: u64_at(h, 24),
         created_ms: u64_at(h, 32),
@@ -303,6 +309,7 @@ mod tests {
     fn a_segment_header_round_trips_and_refuses_damage() {
         let h = SegmentHeader {
             version: SEGMENT_VERSION,
+            recycled: true,
             log_id: 5,
             segment_id: 9,
             created_ms: 1234,
@@ -314,6 +321,7 @@ mod tests {
         assert!(decode_segment_header(&Bytes::from(bad)).is_err());
         let v1 = SegmentHeader {
             version: SEGMENT_VERSION_1,
+            recycled: false,
             ..h
         };
         let b1 = Bytes::from(encode_segment_header(&v1));

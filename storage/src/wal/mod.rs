@@ -196,6 +196,8 @@ pub(crate) struct Seg<F> {
     /// The segment header's version: only version 2 files (whose chunks
     /// name their segment) are recycled.
     pub(crate) version: u16,
+    /// A recycled file: bytes of its earlier life follow the chunks.
+    pub(crate) recycled: bool,
 }
 
 /// Chunks reserved and encoded end to end in the active segment that one
@@ -941,6 +943,7 @@ impl<V: Vfs> ShardWal<V> {
         }
         let header = chunk::encode_segment_header(&SegmentHeader {
             version: chunk::SEGMENT_VERSION,
+            recycled: true,
             log_id: self.inner.log_id,
             segment_id: id,
             created_ms: now_ms(),
@@ -966,6 +969,7 @@ impl<V: Vfs> ShardWal<V> {
             path,
             file,
             version: chunk::SEGMENT_VERSION,
+            recycled: true,
         })
     }
 
@@ -1449,6 +1453,7 @@ pub(crate) async fn create_segment<V: Vfs>(
         file.allocate(size).await.map_err(|e| io("allocate", e))?;
         let header = chunk::encode_segment_header(&SegmentHeader {
             version: chunk::SEGMENT_VERSION,
+            recycled: false,
             log_id,
             segment_id: id,
             created_ms: now_ms(),
@@ -1470,6 +1475,7 @@ pub(crate) async fn create_segment<V: Vfs>(
         path: path.to_path_buf(),
         file,
         version: chunk::SEGMENT_VERSION,
+        recycled: false,
     })
 }
 

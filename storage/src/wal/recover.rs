@@ -135,6 +135,7 @@ pub(super) async fn recover<V: Vfs>(
                 path,
                 file,
                 version: header.version,
+                recycled: header.recycled,
             }),
         );
     }
@@ -206,11 +207,23 @@ pub(super) async fn recover<V: Vfs>(
                         ),
                     ));
                 }
-                log::warn!(
-                    "shared log {}: segment {} offset {stop}: {why}; cutting the tail there",
-                    dir.display(),
-                    seg.id
-                );
+                if seg.recycled {
+                    // Expected at every reopen: the file's earlier life
+                    // follows the last chunk (or a write was cut short:
+                    // the two look alike, and neither was reported durable).
+                    log::info!(
+                        "shared log {}: segment {} (a recycled file) ends at offset {stop} \
+                         ({why}: its earlier life's bytes, or a write cut short)",
+                        dir.display(),
+                        seg.id
+                    );
+                } else {
+                    log::warn!(
+                        "shared log {}: segment {} offset {stop}: {why}; cutting the tail there",
+                        dir.display(),
+                        seg.id
+                    );
+                }
                 break;
             }
             (None, false) => break,

@@ -83,6 +83,7 @@ fn downgrade_to_format_1(fs: &MemFs) {
             .unwrap()
             .unwrap();
         h.version = SEGMENT_VERSION_1;
+        h.recycled = false;
         data[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&chunk::encode_segment_header(&h));
         let mut off = SEGMENT_HEADER_BYTES as usize;
         while off + CHUNK_HEADER_BYTES <= data.len() {
@@ -144,6 +145,10 @@ fn a_recycled_segments_old_chunks_never_replay() {
     let active = *wal.segment_ids().last().unwrap();
     let path = wal_dir().join(segment_name(active));
     let data = fs.contents(&path).unwrap();
+    let header = decode_segment_header(&bytes::Bytes::from(data.clone()))
+        .unwrap()
+        .unwrap();
+    assert!(header.recycled, "the header says the file was recycled");
     let mut end = SEGMENT_HEADER_BYTES as usize;
     let stale = loop {
         match decode_chunk_header(&data[end..]) {
