@@ -1187,10 +1187,7 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
     };
     let group = incoming.frame.header.group_id;
     if may_forward && sampan_fiber::drain_requested() {
-        let refused = Err(shared.shutting_down());
-        if let Err(e) = responder.respond(Body::from(encode_reply(&refused))) {
-            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
-        }
+        respond(responder, group, &Err(shared.shutting_down()));
         return;
     }
     let from = incoming.from;
@@ -1198,9 +1195,7 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
     if let Ok(req) = &request
         && let Some(answer) = read_at_once(&shared, group, req)
     {
-        if let Err(e) = responder.respond(Body::from(encode_reply(&Ok(answer)))) {
-            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
-        }
+        respond(responder, group, &Ok(answer));
         return;
     }
     let (request, responder) = match request {
@@ -1213,6 +1208,14 @@ fn answer(shared: Arc<Shared>, incoming: Incoming, may_forward: bool) {
         other => (other, responder),
     };
     serve_in_fiber(shared, group, request, responder, from, may_forward);
+}
+
+/// Writes `reply` to a request of `group` (a connection gone meanwhile is
+/// only logged: its client hears nothing either way).
+fn respond(responder: sampan_net::Responder, group: u64, reply: &Result<Bytes, ServerError>) {
+    if let Err(e) = responder.respond(Body::from(encode_reply(reply))) {
+        sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
+    }
 }
 
 /// Serves a request in a fiber of its own: the full path (forwarding,
@@ -1249,9 +1252,7 @@ fn serve_in_fiber(
                 reason: e.to_string(),
             }),
         };
-        if let Err(e) = responder.respond(Body::from(encode_reply(&reply))) {
-            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
-        }
+        respond(responder, group, &reply);
     };
     if let Err(e) = sampan_fiber::spawn_detached(TaskClass::Latency, "service-request", work) {
         sampan_fiber::group_log!(warn, group, "group {group}: request dropped: {e}");
@@ -1291,9 +1292,7 @@ fn propose_here(
             }
             other => other.map_err(ServerError::from),
         };
-        if let Err(e) = responder.respond(Body::from(encode_reply(&reply))) {
-            sampan_fiber::group_log!(debug, group, "group {group}: reply not sent: {e}");
-        }
+        respond(responder, group, &reply);
     });
     None
 }

@@ -888,12 +888,11 @@ impl<V: Vfs> ShardWal<V> {
                 }
             }
         }
-        let (seg, zeroed_to) = match recycled {
-            // Written whole in its earlier life: nothing to zero ahead.
-            Some(seg) => (seg, size),
+        let seg = match recycled {
+            Some(seg) => seg,
             None => {
                 let path = self.inner.dir.join(segment_name(id));
-                let seg = create_segment(&self.inner.vfs, &path, id, self.inner.log_id, size)
+                create_segment(&self.inner.vfs, &path, id, self.inner.log_id, size)
                     .await
                     .map_err(|e| {
                         if let StorageError::DiskFull { .. } = e {
@@ -904,15 +903,20 @@ impl<V: Vfs> ShardWal<V> {
                             );
                         }
                         e.with_group(group)
-                    })?;
-                (seg, SEGMENT_HEADER_BYTES)
+                    })?
             }
         };
         let mut st = self.inner.st.borrow_mut();
-        st.recycled += u64::from(zeroed_to > SEGMENT_HEADER_BYTES);
+        st.recycled += u64::from(seg.recycled);
+        // A recycled file was written whole in its earlier life: nothing
+        // to zero ahead.
+        st.zeroed_to = if seg.recycled {
+            size
+        } else {
+            SEGMENT_HEADER_BYTES
+        };
         st.segs.insert(id, Rc::new(seg));
         st.pos = SEGMENT_HEADER_BYTES;
-        st.zeroed_to = zeroed_to;
         st.active_size = size;
         log::debug!(
             "shared log {}: segment {id} active",
@@ -1560,18 +1564,8 @@ impl<V: Vfs> std::fmt::Debug for WalLog<V> {
     }
 }
 
-/// Holds a group busy (one append, truncation or reset at a time).
-struct Busy<'a, V: Vfs>(&'a WalLog<V>);
-
-impl<V: Vfs> Drop for Busy<'_, V> {
-    fn drop(&mut self) {
-        self.0.inner.g.borrow_mut().busy = false;
-        self.0.inner.wal.inner.idle.notify_all();
-    }
-}
-
-/// The shared log's maintenance holding a group busy (its entries being
-/// copied forward).
+/// Holds a group busy: one append, truncation or reset at a time, or the
+/// shared log's maintenance copying its entries forward.
 struct Held<'a, V: Vfs>(&'a ShardWal<V>, &'a Rc<RefCell<GroupState>>);
 
 impl<V: Vfs> Drop for Held<'_, V> {
@@ -1707,10 +1701,10 @@ impl<V: Vfs> WalLog<V> {
         self.inner.group
     }
 
-    async fn hold(&self) -> Busy<'_, V> {
+    async fn hold(&self) -> Held<'_, V> {
         loop {
             if !std::mem::replace(&mut self.inner.g.borrow_mut().busy, true) {
-                return Busy(self);
+                return Held(&self.inner.wal, &self.inner.g);
             }
             self.inner.wal.inner.idle.wait().await;
         }

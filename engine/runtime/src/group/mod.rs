@@ -81,7 +81,7 @@ pub(crate) enum ProposeReply {
 
 impl ProposeReply {
     /// Delivers the outcome.
-    pub(crate) fn send(self, result: Result<Bytes, GroupError>) {
+    pub(crate) fn send(self, result: ProposeResult) {
         match self {
             ProposeReply::Wait(tx) => tx.send(result),
             ProposeReply::Call(mut callback) => callback.call(result),
@@ -100,8 +100,16 @@ pub(crate) struct ProposeCallback {
 /// A proposal's outcome.
 type ProposeResult = Result<Bytes, GroupError>;
 
+/// Counts a proposal's outcome and latency in the shard's stats (a
+/// refusal as not leader is neither: the request goes on elsewhere).
+fn record_proposal(started: std::time::Instant, result: &ProposeResult) {
+    if !matches!(result, Err(GroupError::NotLeader { .. })) {
+        crate::stats::proposal(started.elapsed(), result.is_ok());
+    }
+}
+
 impl ProposeCallback {
-    fn call(&mut self, result: Result<Bytes, GroupError>) {
+    fn call(&mut self, result: ProposeResult) {
         if let Some(f) = self.f.take() {
             f(result);
         }
@@ -287,9 +295,7 @@ impl GroupHandle {
                 reply: ProposeReply::Wait(reply),
             })
             .await;
-        if !matches!(result, Err(GroupError::NotLeader { .. })) {
-            crate::stats::proposal(started.elapsed(), result.is_ok());
-        }
+        record_proposal(started, &result);
         result
     }
 
@@ -305,10 +311,8 @@ impl GroupHandle {
         then: impl FnOnce(Result<Bytes, GroupError>) + 'static,
     ) {
         let started = std::time::Instant::now();
-        let f = move |result: Result<Bytes, GroupError>| {
-            if !matches!(result, Err(GroupError::NotLeader { .. })) {
-                crate::stats::proposal(started.elapsed(), result.is_ok());
-            }
+        let f = move |result: ProposeResult| {
+            record_proposal(started, &result);
             then(result);
         };
         let event = Event::Propose {
