@@ -224,6 +224,12 @@ impl Source {
         })
     }
 
+    /// Whether the operation has not completed yet (Sampan patch: lets
+    /// the reactor keep a preemption timer armed across turns).
+    pub(crate) fn is_pending(&self) -> bool {
+        self.inner.borrow().wakers.result.is_none()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

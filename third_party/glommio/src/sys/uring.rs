@@ -1223,6 +1223,11 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// How much earlier than needed a kept sleep timer may fire (Sampan patch).
+const SLEEP_TIMER_EARLY: Duration = Duration::from_millis(1);
+/// How much later than needed a kept sleep timer may fire (Sampan patch).
+const SLEEP_TIMER_LATE: Duration = Duration::from_micros(50);
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1230,6 +1235,11 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// When the latency preemption timer was armed (Sampan patch).
+    latency_preemption_armed_at: Cell<Option<Instant>>,
+    /// The timer that ends a sleep for the next user timer, and when it
+    /// fires (Sampan patch).
+    sleep_timer: Cell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1361,6 +1371,8 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_armed_at: Cell::new(None),
+            sleep_timer: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1826,22 +1838,54 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
+        // Sampan patch: a turn that will not sleep keeps a latency timer
+        // armed less than half a slice ago, and every turn keeps a
+        // throughput timer that has not fired. Upstream cancelled and
+        // re-armed both on every turn: five submissions and two
+        // `io_uring_enter` calls per turn, which under a request-per-wake
+        // load were most of a shard's system calls. A kept timer only
+        // ever fires earlier than a fresh one would (the slice it ends is
+        // at least half as long), never later.
+        let preempt = preempt_timer();
+        let keep_latency = match (preempt, self.latency_preemption_armed_at.get()) {
+            (Some(d), Some(at)) => {
+                let src = self.latency_preemption_timeout_src.take();
+                let keep = at.elapsed() < d / 2 && src.as_ref().is_some_and(|s| s.is_pending());
+                if keep {
+                    self.latency_preemption_timeout_src.set(src);
+                }
+                keep
+            }
+            _ => false,
+        };
         // Cancel the old timer regardless of whether we can sleep:
         // if we won't sleep, we will register the new timer with its new
         // value.
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        if !keep_latency {
+            drop(self.latency_preemption_timeout_src.take());
+            self.latency_preemption_armed_at.set(None);
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        let throughput = self.throughput_preemption_timeout_src.take();
+        match throughput {
+            Some(src) if src.is_pending() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            old => {
+                drop(old);
+                self.throughput_preemption_timeout_src.replace(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1853,7 +1897,7 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
@@ -1863,9 +1907,35 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // Sampan patch: the timer that wakes a sleep stays armed
+                // across turns while the next user timer's deadline stays
+                // where it was (upstream armed one per sleep and cancelled
+                // it at the next turn). One that would fire later than
+                // needed is replaced; one up to `SLEEP_TIMER_EARLY` early
+                // is kept (an early wake finds nothing due and sleeps
+                // again with a fresh one).
+                let deadline = Instant::now() + dur;
+                let kept = match self.sleep_timer.take() {
+                    Some((src, at))
+                        if src.is_pending()
+                            && at <= deadline + SLEEP_TIMER_LATE
+                            && at + SLEEP_TIMER_EARLY >= deadline =>
+                    {
+                        self.sleep_timer.set(Some((src, at)));
+                        true
+                    }
+                    old => {
+                        drop(old);
+                        false
+                    }
+                };
+                if !kept {
+                    self.sleep_timer.set(Some((
+                        lat_ring.prepare_latency_preemption_timer(dur),
+                        deadline,
+                    )));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1891,9 +1961,10 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
+        if let Some(preempt) = preempt.filter(|_| !keep_latency) {
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            self.latency_preemption_armed_at.set(Some(Instant::now()));
             flush_rings!(lat_ring, main_ring)?;
         }
 
