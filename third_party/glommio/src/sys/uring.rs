@@ -1228,15 +1228,28 @@ const SLEEP_TIMER_EARLY: Duration = Duration::from_millis(1);
 /// How much later than needed a kept sleep timer may fire (Sampan patch).
 const SLEEP_TIMER_LATE: Duration = Duration::from_micros(50);
 
+/// Leaves the timer in `slot` armed if `keep` says so; otherwise drops it
+/// (cancelling it if still pending). Returns whether it was kept (Sampan
+/// patch: the reactor keeps its timers across turns).
+fn keep_timer<T>(slot: &Cell<Option<T>>, keep: impl FnOnce(&T) -> bool) -> bool {
+    match slot.take() {
+        Some(timer) if keep(&timer) => {
+            slot.set(Some(timer));
+            true
+        }
+        _ => false,
+    }
+}
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// When the latency preemption timer was armed (Sampan patch).
-    latency_preemption_armed_at: Cell<Option<Instant>>,
+    /// The latency preemption timer and when it was armed (the instant:
+    /// Sampan patch).
+    latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
     /// The timer that ends a sleep for the next user timer, and when it
     /// fires (Sampan patch).
     sleep_timer: Cell<Option<(Source, Instant)>>,
@@ -1371,7 +1384,6 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_preemption_armed_at: Cell::new(None),
             sleep_timer: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
@@ -1847,44 +1859,23 @@ impl Reactor {
         // ever fires earlier than a fresh one would (the slice it ends is
         // at least half as long), never later.
         let preempt = preempt_timer();
-        let keep_latency = match (preempt, self.latency_preemption_armed_at.get()) {
-            (Some(d), Some(at)) => {
-                let src = self.latency_preemption_timeout_src.take();
-                let keep = at.elapsed() < d / 2 && src.as_ref().is_some_and(|s| s.is_pending());
-                if keep {
-                    self.latency_preemption_timeout_src.set(src);
-                }
-                keep
-            }
-            _ => false,
-        };
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        if !keep_latency {
-            drop(self.latency_preemption_timeout_src.take());
-            self.latency_preemption_armed_at.set(None);
-        }
+        // Otherwise cancel the old timer: if we won't sleep, we will
+        // register the new timer with its new value. But if we will sleep,
+        // there might be a timer registered that needs to be removed
+        // otherwise we'll wake up when it expires.
+        let keep_latency = keep_timer(&self.latency_preemption_timeout_src, |(src, at)| {
+            preempt.is_some_and(|d| at.elapsed() < d / 2) && src.is_pending()
+        });
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        let throughput = self.throughput_preemption_timeout_src.take();
-        match throughput {
-            Some(src) if src.is_pending() => {
-                self.throughput_preemption_timeout_src.set(Some(src));
-            }
-            old => {
-                drop(old);
-                self.throughput_preemption_timeout_src.replace(Some(
-                    main_ring.prepare_throughput_preemption_timer(
-                        self.ring_depth() as u32,
-                        self.eventfd_src.raw(),
-                    ),
-                ));
-            }
+        if !keep_timer(&self.throughput_preemption_timeout_src, Source::is_pending) {
+            self.throughput_preemption_timeout_src.set(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
         }
 
         // This will only dispatch if we run out of sqes. Which means until
@@ -1915,20 +1906,11 @@ impl Reactor {
                 // is kept (an early wake finds nothing due and sleeps
                 // again with a fresh one).
                 let deadline = Instant::now() + dur;
-                let kept = match self.sleep_timer.take() {
-                    Some((src, at))
-                        if src.is_pending()
-                            && at <= deadline + SLEEP_TIMER_LATE
-                            && at + SLEEP_TIMER_EARLY >= deadline =>
-                    {
-                        self.sleep_timer.set(Some((src, at)));
-                        true
-                    }
-                    old => {
-                        drop(old);
-                        false
-                    }
-                };
+                let kept = keep_timer(&self.sleep_timer, |(src, at)| {
+                    src.is_pending()
+                        && *at <= deadline + SLEEP_TIMER_LATE
+                        && *at + SLEEP_TIMER_EARLY >= deadline
+                });
                 if !kept {
                     self.sleep_timer.set(Some((
                         lat_ring.prepare_latency_preemption_timer(dur),
@@ -1962,9 +1944,10 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt.filter(|_| !keep_latency) {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            self.latency_preemption_armed_at.set(Some(Instant::now()));
+            self.latency_preemption_timeout_src.set(Some((
+                lat_ring.prepare_latency_preemption_timer(preempt),
+                Instant::now(),
+            )));
             flush_rings!(lat_ring, main_ring)?;
         }
 
